@@ -1,0 +1,461 @@
+"""Neural-collapse measures (paper section 5) from a statistics file, tiled and exact.
+
+Every pairwise measure is a mean (or variance) over the K(K-1)/2 unordered pairs of classes:
+4.3e8 pairs at paper scale, so no K x K matrix is ever kept. One Gram matrix G = M M^T of the
+centred class means (float64) is formed tile by tile over its upper triangle (tiles j >= i,
+diagonal tiles masked to c < c'), and from each tile we derive
+
+    squared distances   d2 = ||m_c||^2 + ||m_c'||^2 - 2 G        (NC1, both CDNV forms)
+    cosines             cos = G / (||m_c|| ||m_c'||)              (NC2 interference)
+    normalised dists    h2 = ||m^_c - m^_c'||^2 = 2 - 2 cos       (GNC2 log kernel)
+
+Means are reduced from tile sums; variances by combining per-tile (count, mean, M2) with Chan's
+parallel formula. Pairs whose Gram-derived distance is tiny relative to the norms lose digits to
+cancellation (and NC1 divides by d^4), so they are recomputed exactly from differences.
+All standard deviations and variances are population ones (ddof = 0).
+
+Example::
+
+    stats = load_file("stats.safetensors")
+    compute_measures(stats)        # {"nc1_cdnv": ..., "nc4_agreement": ..., "num_classes": K}
+    per_class_measures(stats)      # DataFrame: token_id, count, sigma2, norm, duality, ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lib.paths import atomic_write, atomic_write_json, resolve
+
+REL_CLOSE = 1e-6  # recompute pairs with d2 < REL_CLOSE * (||m_c||^2 + ||m_c'||^2) exactly
+EXACT_CHUNK = 4096  # pairs per chunk when recomputing close pairs from differences
+STATS_KEYS = ("counts", "sums", "sq_dev", "val_counts", "val_agree", "lm_head")
+INT_METADATA = (
+    "vocab_size", "width", "format_version",
+    "pass1_blocks", "pass1_tokens", "pass2_blocks", "pass2_tokens", "pass3_blocks", "pass3_tokens",
+)
+MEASURE_NAMES = (
+    "nc1_cdnv", "nc1_cdnv_galanti", "nc2_norm_cv", "nc2_lognorm_cv",
+    "nc2_interference_mean", "nc2_interference_std", "gnc2_logkernel_mean",
+    "gnc2_logkernel_var", "nc3_duality_mean", "unc3_duality_cv", "nc4_agreement",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks and class-level tensors
+
+
+def _check_stats(stats: Mapping[str, Tensor]) -> None:
+    """Raise ValueError naming the tensor when a stats mapping is incomplete or malformed."""
+    missing = [k for k in STATS_KEYS if k not in stats]
+    if missing:
+        raise ValueError(f"stats lack tensors {missing}; expected {list(STATS_KEYS)} (lib.collect)")
+    V = stats["counts"].shape[0]
+    for key in ("counts", "sq_dev", "val_counts", "val_agree"):
+        if stats[key].shape != (V,):
+            raise ValueError(f"{key} has shape {tuple(stats[key].shape)}; expected ({V},) like counts")
+    D = stats["sums"].shape[-1]
+    for key in ("sums", "lm_head"):
+        if stats[key].shape != (V, D):
+            raise ValueError(f"{key} has shape {tuple(stats[key].shape)}; expected ({V}, {D})")
+    for key in ("sums", "lm_head", "sq_dev"):
+        if not torch.isfinite(stats[key]).all():
+            raise ValueError(f"{key} contains NaN or inf; the statistics pass that wrote it diverged")
+    for key in ("counts", "sq_dev", "val_counts", "val_agree"):
+        if (stats[key] < 0).any():
+            raise ValueError(f"{key} has negative entries; the stats file is corrupt")
+    if (stats["val_agree"] > stats["val_counts"]).any():
+        raise ValueError("val_agree exceeds val_counts for some class; the stats file is corrupt")
+
+
+@dataclass
+class _Classes:
+    """The K classes with count >= 1, as float64 tensors on the compute device."""
+
+    idx: Tensor  # (K,) token ids, on the stats' device
+    counts: Tensor  # (K,) int64
+    sigma2: Tensor  # (K,) trace of the within-class covariance, sq_dev / N_c
+    M: Tensor  # (K, D) centred class means m_c = mu_c - mu_G
+    norms: Tensor  # (K,) ||m_c||
+    duality: Tensor  # (K,) cos(w_c, m_c)
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _centred_means(stats: Mapping[str, Tensor], idx: Tensor, dev: torch.device) -> Tensor:
+    """M (K, D) float64: class means minus their unweighted average; one (K, D) copy."""
+    counts = stats["counts"][idx].to(dev, torch.float64)  # (K,)
+    M = stats["sums"][idx].to(dev, torch.float64)  # (K, D) fresh copy (fancy indexing)
+    M.div_(counts[:, None])
+    M.sub_(M.mean(dim=0))
+    return M
+
+
+def _duality(lm_head: Tensor, idx: Tensor, M: Tensor, norms: Tensor, chunk: int = 4096) -> Tensor:
+    """cos(w_c, m_c) per class (K,), in row chunks so W is never copied whole in float64."""
+    out = torch.empty_like(norms)
+    for lo in range(0, len(idx), chunk):
+        W = lm_head[idx[lo:lo + chunk]].to(M.device, torch.float64)  # (k, D)
+        dot = (W * M[lo:lo + chunk]).sum(dim=1)  # (k,)
+        out[lo:lo + chunk] = dot / (W.norm(dim=1) * norms[lo:lo + chunk])
+    return out
+
+
+def _classes(stats: Mapping[str, Tensor], device: str | torch.device) -> _Classes:
+    """Validate the stats and build the class-level tensors (classes = counts >= 1)."""
+    _check_stats(stats)
+    dev = _resolve_device(device)
+    idx = torch.nonzero(stats["counts"] >= 1).flatten()  # (K,)
+    if len(idx) < 2:
+        raise ValueError(f"only {len(idx)} class(es) have count >= 1; the measures need at least 2")
+    counts = stats["counts"][idx].to(dev)
+    sigma2 = stats["sq_dev"][idx].to(dev, torch.float64) / counts
+    M = _centred_means(stats, idx, dev)
+    norms = M.norm(dim=1)
+    duality = _duality(stats["lm_head"], idx, M, norms)
+    return _Classes(idx, counts, sigma2, M, norms, duality)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pairwise pass over the tiles of one Gram matrix
+
+
+@dataclass
+class _Moments:
+    """Count, mean and M2 (sum of squared deviations) of a set of values."""
+
+    n: int
+    mean: float
+    M2: float
+
+    def merge(self, other: _Moments) -> _Moments:
+        """Chan et al.'s parallel combination: stable, unlike a raw sum of squares."""
+        n = self.n + other.n
+        if n == 0:
+            return self
+        delta = other.mean - self.mean
+        mean = self.mean + delta * other.n / n
+        M2 = self.M2 + other.M2 + delta * delta * self.n * other.n / n
+        return _Moments(n, mean, M2)
+
+    @property
+    def var(self) -> float:
+        """Population variance (ddof = 0)."""
+        return self.M2 / self.n
+
+
+@dataclass
+class _PairSums:
+    """What the pairwise pass returns: sums for means, moments for variances, per-class sums."""
+
+    n_pairs: int
+    cdnv: float  # sum over pairs of (s_c + s_c') / (2 d^4)
+    galanti: float  # sum over pairs of (s_c + s_c') / (2 d^2)
+    cos: _Moments  # over pairs of cos(m_c, m_c')
+    log_h2: _Moments  # over pairs of log ||m^_c - m^_c'||^2
+    variability: Tensor | None  # (K,) sum over c' != c of (s_c + s_c') / (2 d^4)
+    interference: Tensor | None  # (K,) sum over c' != c of cos(m_c, m_c')
+
+
+class _Exact:
+    """Recomputes squared distances of selected pairs from differences (no cancellation)."""
+
+    def __init__(self, stats: Mapping[str, Tensor], C: _Classes):
+        self.sums, self.counts, self.C = stats["sums"], stats["counts"], C
+
+    def _mu(self, rows: Tensor) -> Tensor:
+        ids = self.C.idx[rows.to(self.C.idx.device)]
+        mu = self.sums[ids].double() / self.counts[ids].double()[:, None]  # (P, D)
+        return mu.to(self.C.M.device)
+
+    def d2(self, a: Tensor, b: Tensor) -> Tensor:
+        """||mu_a - mu_b||^2 from the uncentred means (centring would add rounding)."""
+        return (self._mu(a) - self._mu(b)).square().sum(dim=1)  # (P,)
+
+    def h2(self, a: Tensor, b: Tensor) -> Tensor:
+        """||m^_a - m^_b||^2 between normalised centred means."""
+        M, n = self.C.M, self.C.norms
+        return (M[a] / n[a, None] - M[b] / n[b, None]).square().sum(dim=1)  # (P,)
+
+
+def _fix_close(d2: Tensor, h2: Tensor, ri: slice, rj: slice, C: _Classes, exact: _Exact) -> None:
+    """Recompute in place the pairs of a tile whose Gram-derived distances are unreliable."""
+    n2_i, n2_j = C.norms[ri].square(), C.norms[rj].square()
+    close_d = d2.min() < REL_CLOSE * (n2_i.max() + n2_j.max())  # cheap pre-check
+    close_h = h2.min() < 2 * REL_CLOSE
+    if not (close_d or close_h):
+        return
+    flags = (d2 < REL_CLOSE * (n2_i[:, None] + n2_j)) | (h2 < 2 * REL_CLOSE)  # (ti, tj)
+    a, b = torch.nonzero(flags, as_tuple=True)
+    for lo in range(0, len(a), EXACT_CHUNK):
+        aa, bb = a[lo:lo + EXACT_CHUNK], b[lo:lo + EXACT_CHUNK]
+        d2[aa, bb] = exact.d2(aa + ri.start, bb + rj.start)
+        h2[aa, bb] = exact.h2(aa + ri.start, bb + rj.start)
+
+
+def _moments(x: Tensor, scratch: Tensor | None = None) -> tuple[int, Tensor, Tensor]:
+    """(n, mean, M2) of a 1-D tensor by two passes (mean, then squared deviations).
+
+    Mean and M2 stay device tensors (no synchronisation per tile) until ``_fold``.
+    """
+    n = x.numel()
+    mean = x.sum() / n
+    dev = torch.sub(x, mean, out=scratch) if scratch is not None else x - mean
+    return n, mean, torch.dot(dev, dev)
+
+
+@dataclass
+class _Buffers:
+    """Three preallocated tile buffers: large fresh allocations cost page faults per tile."""
+
+    G: Tensor
+    d2: Tensor
+    h2: Tensor
+
+    @classmethod
+    def make(cls, tile: int, dev: torch.device) -> _Buffers:
+        return cls(*(torch.empty(tile * tile, dtype=torch.float64, device=dev) for _ in range(3)))
+
+    def views(self, ti: int, tj: int) -> tuple[Tensor, Tensor, Tensor]:
+        return tuple(b[: ti * tj].view(ti, tj) for b in (self.G, self.d2, self.h2))
+
+
+def _tile_geometry(C: _Classes, ri: slice, rj: slice, buf: _Buffers) -> tuple[Tensor, ...]:
+    """cos, d2 and h2 (each (ti, tj)) of one tile, from one Gram block."""
+    M, n = C.M, C.norms
+    ti, tj = M[ri].shape[0], M[rj].shape[0]
+    G, d2, h2 = buf.views(ti, tj)
+    torch.mm(M[ri], M[rj].T, out=G)  # (ti, tj) Gram block
+    n2_i, n2_j = n[ri].square(), n[rj].square()
+    torch.add(n2_i[:, None], G, alpha=-2, out=d2).add_(n2_j)  # ||m_c||^2 + ||m_c'||^2 - 2G
+    cos = G.mul_(n[ri].reciprocal()[:, None]).mul_(n[rj].reciprocal())
+    torch.mul(cos, -2, out=h2).add_(2)  # ||m^_c - m^_c'||^2 = 2 - 2 cos
+    return cos, d2, h2
+
+
+def _tile_cdnv(r: Tensor, C: _Classes, ri: slice, rj: slice, acc: dict) -> None:
+    """Add one tile's CDNV sums; r = 1 / d2 (ti, tj), overwritten with 1 / d2^2."""
+    s_i, s_j = C.sigma2[ri], C.sigma2[rj]
+    V_j = torch.stack([torch.ones_like(s_j), s_j], dim=1)  # (tj, 2): row sums, s-weighted sums
+    A = r @ V_j  # (ti, 2)
+    acc["galanti"] += 0.5 * (s_i @ A[:, 0] + A[:, 1].sum())  # sum (s_c + s_c') / (2 d^2)
+    r.square_()  # 1 / d^4
+    A = r @ V_j
+    acc["cdnv"] += 0.5 * (s_i @ A[:, 0] + A[:, 1].sum())
+    if acc["variability"] is not None:
+        B = r.T @ torch.stack([torch.ones_like(s_i), s_i], dim=1)  # (tj, 2) column sums
+        acc["variability"][ri] += 0.5 * (s_i * A[:, 0] + A[:, 1])
+        acc["variability"][rj] += 0.5 * (s_j * B[:, 0] + B[:, 1])
+
+
+def _tile_angles(cos: Tensor, h2: Tensor, scratch: Tensor, mask: Tensor | None,
+                 ri: slice, rj: slice, acc: dict) -> None:
+    """Add one tile's moments of cos and of log h2 (and per-class cosine sums)."""
+    if mask is None:
+        acc["cos"].append(_moments(cos.view(-1), scratch.view(-1)))
+        acc["log_h2"].append(_moments(h2.log_().view(-1), scratch.view(-1)))
+    else:  # diagonal tile: only pairs c < c'
+        acc["cos"].append(_moments(cos[mask]))
+        acc["log_h2"].append(_moments(h2[mask].log_()))
+        cos.masked_fill_(~mask, 0.0)
+    if acc["interference"] is not None:
+        acc["interference"][ri] += cos.sum(dim=1)
+        acc["interference"][rj] += cos.sum(dim=0)
+
+
+def _fold(moments: list[tuple[int, Tensor, Tensor]]) -> _Moments:
+    """Combine per-tile moments (moved to the host once) with Chan's formula."""
+    means = torch.stack([m[1] for m in moments]).tolist()
+    M2s = torch.stack([m[2] for m in moments]).tolist()
+    total = _Moments(0, 0.0, 0.0)
+    for (n, _, _), mean, M2 in zip(moments, means, M2s, strict=True):
+        total = total.merge(_Moments(n, mean, M2))
+    return total
+
+
+def _tiles(K: int, tile: int) -> list[tuple[slice, slice]]:
+    """The upper triangle of tiles (j >= i) of a K x K matrix."""
+    starts = range(0, K, tile)
+    return [(slice(i, min(i + tile, K)), slice(j, min(j + tile, K)))
+            for i in starts for j in starts if j >= i]
+
+
+def _pairwise(stats: Mapping[str, Tensor], C: _Classes, tile: int, per_class: bool,
+              progress: bool) -> _PairSums:
+    """One tiled pass over the upper triangle of the Gram matrix of the centred means."""
+    if tile < 1:
+        raise ValueError(f"tile must be a positive integer, got {tile}")
+    K, dev = len(C.norms), C.M.device
+    tile = min(tile, K)
+    def zeros(*shape: int) -> Tensor:
+        return torch.zeros(shape, dtype=torch.float64, device=dev)
+
+    acc = {"cdnv": zeros(), "galanti": zeros(), "cos": [], "log_h2": [],
+           "variability": zeros(K) if per_class else None,
+           "interference": zeros(K) if per_class else None}
+    buf, exact = _Buffers.make(tile, dev), _Exact(stats, C)
+    upper = torch.ones(tile, tile, dtype=torch.bool, device=dev).triu_(diagonal=1)  # c < c'
+    for ri, rj in tqdm(_tiles(K, tile), desc="pairwise measures", disable=not progress):
+        cos, d2, h2 = _tile_geometry(C, ri, rj, buf)
+        mask = upper[: cos.shape[0], : cos.shape[1]] if ri == rj else None
+        if mask is not None:
+            d2.masked_fill_(~mask, math.inf)  # 1 / inf = 0: excluded from the CDNV sums
+            h2.masked_fill_(~mask, 1.0)
+        _fix_close(d2, h2, ri, rj, C, exact)
+        _tile_cdnv(d2.reciprocal_(), C, ri, rj, acc)
+        _tile_angles(cos, h2, d2, mask, ri, rj, acc)
+    return _PairSums(K * (K - 1) // 2, float(acc["cdnv"]), float(acc["galanti"]),
+                     _fold(acc["cos"]), _fold(acc["log_h2"]), acc["variability"],
+                     acc["interference"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The measures
+
+
+def _cv(x: Tensor) -> float:
+    """Coefficient of variation std / mean, population std (ddof = 0)."""
+    return float(x.std(correction=0) / x.mean())
+
+
+def nc1_measures(P: _PairSums) -> dict[str, float]:
+    """NC1, within-class variability relative to between-class distance.
+
+    ``nc1_cdnv``: mean over pairs of (sigma_c^2 + sigma_c'^2) / (2 ||mu_c - mu_c'||^4), the
+    variant of Wu & Papyan 2024; ``nc1_cdnv_galanti``: the class-distance normalised variance
+    of Galanti et al. 2022 with ||mu_c - mu_c'||^2. Lower means more collapse.
+    """
+    return {"nc1_cdnv": P.cdnv / P.n_pairs, "nc1_cdnv_galanti": P.galanti / P.n_pairs}
+
+
+def nc2_measures(C: _Classes, P: _PairSums) -> dict[str, float]:
+    """NC2 equinormness and equiangularity of the centred means (Papyan et al. 2020).
+
+    ``nc2_norm_cv`` = std_c ||m_c|| / mean_c ||m_c||, ``nc2_lognorm_cv`` the same on log norms,
+    ``nc2_interference_mean`` / ``_std``: mean and population std over pairs of cos(m_c, m_c')
+    (a simplex ETF has every cosine equal to -1/(K-1)).
+    """
+    return {
+        "nc2_norm_cv": _cv(C.norms),
+        "nc2_lognorm_cv": _cv(C.norms.log()),
+        "nc2_interference_mean": P.cos.mean,
+        "nc2_interference_std": math.sqrt(P.cos.var),
+    }
+
+
+def gnc2_measures(P: _PairSums) -> dict[str, float]:
+    """GNC2 hyperspherical uniformity (Liu et al. 2023): mean and population variance over
+    pairs of the log kernel log(1 / ||m^_c - m^_c'||) = -log(h2) / 2."""
+    return {"gnc2_logkernel_mean": -0.5 * P.log_h2.mean, "gnc2_logkernel_var": 0.25 * P.log_h2.var}
+
+
+def nc3_measures(C: _Classes) -> dict[str, float]:
+    """NC3 self-duality mean_c cos(w_c, m_c) (Papyan et al. 2020) and UNC3 uniform duality,
+    its coefficient of variation std / mean with population std (Wu & Papyan 2024)."""
+    return {"nc3_duality_mean": float(C.duality.mean()), "unc3_duality_cv": _cv(C.duality)}
+
+
+def nc4_measure(stats: Mapping[str, Tensor]) -> dict[str, float]:
+    """NC4 agreement of the LM head with the nearest-class-centre rule (Papyan et al. 2020):
+    the token-weighted fraction sum(val_agree) / sum(val_counts)."""
+    total = int(stats["val_counts"].sum())
+    if total == 0:
+        raise ValueError("val_counts sums to 0: no validation tokens; run pass 3 of lib.collect")
+    return {"nc4_agreement": int(stats["val_agree"].sum()) / total}
+
+
+def compute_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
+                     tile: int = 2048, progress: bool = False) -> dict[str, float]:
+    """Every measure of paper section 5 from the tensors of a stats file (see module doc).
+
+    Memory is O(K D + tile^2) whatever K; the same code runs on CPU and CUDA via ``device``.
+    """
+    C = _classes(stats, device)
+    P = _pairwise(stats, C, tile, per_class=False, progress=progress)
+    out = {**nc1_measures(P), **nc2_measures(C, P), **gnc2_measures(P), **nc3_measures(C),
+           **nc4_measure(stats)}
+    return {**{k: float(out[k]) for k in MEASURE_NAMES}, "num_classes": len(C.idx)}
+
+
+def per_class_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
+                       tile: int = 2048, progress: bool = False) -> pd.DataFrame:
+    """One row per class with count >= 1, for the token analysis (Wu & Papyan 2024).
+
+    Columns: token_id, count, sigma2, norm ||m_c||, duality cos(w_c, m_c), variability (mean
+    over c' != c of the pairwise CDNV, d^4 variant) and interference (mean over c' != c of
+    cos(m_c, m_c')).
+    """
+    C = _classes(stats, device)
+    P = _pairwise(stats, C, tile, per_class=True, progress=progress)
+    K = len(C.idx)
+    columns = {
+        "token_id": C.idx, "count": C.counts, "sigma2": C.sigma2, "norm": C.norms,
+        "duality": C.duality, "variability": P.variability / (K - 1),
+        "interference": P.interference / (K - 1),
+    }
+    return pd.DataFrame({k: v.cpu().numpy() for k, v in columns.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and shell interface
+
+
+def _read_stats(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and string metadata of a stats.safetensors file."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"no stats file at {path}; run `python -m lib collect` first")
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    return load_file(str(path)), meta
+
+
+def _typed_metadata(meta: Mapping[str, str]) -> dict[str, str | int]:
+    """Metadata with the integer fields parsed (the rest stays as strings)."""
+    return {k: int(v) if k in INT_METADATA and v.lstrip("-").isdigit() else v
+            for k, v in meta.items()}
+
+
+def measure_stats_file(path: str | Path, device: str | torch.device = "cpu",
+                       tile: int = 2048, progress: bool = False) -> dict:
+    """Measures of one stats.safetensors plus the metadata that identifies its model."""
+    path = resolve(path)
+    stats, meta = _read_stats(path)
+    return {**_typed_metadata(meta), **compute_measures(stats, device, tile, progress),
+            "stats_path": str(path)}
+
+
+def _cli(args: argparse.Namespace) -> int:
+    result = measure_stats_file(args.stats, args.device, args.tile, progress=True)
+    atomic_write_json(resolve(args.out), result)
+    if args.per_class:
+        stats, _ = _read_stats(resolve(args.stats))
+        table = per_class_measures(stats, args.device, args.tile, progress=True)
+        atomic_write(resolve(args.per_class), lambda tmp: table.to_csv(tmp, index=False))
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """``python -m lib measure STATS --out metrics.json [--device cpu] [--per-class f.csv]``."""
+    p = subparsers.add_parser("measure", help="neural-collapse measures of a stats file")
+    p.add_argument("stats", help="path to a stats.safetensors written by lib.collect")
+    p.add_argument("--out", required=True, help="metrics JSON to write")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    p.add_argument("--tile", type=int, default=2048, help="Gram tile size (default: 2048)")
+    p.add_argument("--per-class", default=None, help="also write a per-class CSV here")
+    p.set_defaults(func=_cli)
