@@ -54,6 +54,11 @@ MEASURE_NAMES = (
 # Input checks and class-level tensors
 
 
+def _all_finite(x: Tensor, chunk: int = 4096) -> bool:
+    """torch.isfinite(x).all() in row chunks (its temporaries would be as large as x)."""
+    return all(bool(torch.isfinite(x[lo:lo + chunk]).all()) for lo in range(0, len(x), chunk))
+
+
 def _check_stats(stats: Mapping[str, Tensor]) -> None:
     """Raise ValueError naming the tensor when a stats mapping is incomplete or malformed."""
     missing = [k for k in STATS_KEYS if k not in stats]
@@ -68,7 +73,7 @@ def _check_stats(stats: Mapping[str, Tensor]) -> None:
         if stats[key].shape != (V, D):
             raise ValueError(f"{key} has shape {tuple(stats[key].shape)}; expected ({V}, {D})")
     for key in ("sums", "lm_head", "sq_dev"):
-        if not torch.isfinite(stats[key]).all():
+        if not _all_finite(stats[key]):
             raise ValueError(f"{key} contains NaN or inf; the statistics pass that wrote it diverged")
     for key in ("counts", "sq_dev", "val_counts", "val_agree"):
         if (stats[key] < 0).any():
@@ -84,8 +89,8 @@ class _Classes:
     idx: Tensor  # (K,) token ids, on the stats' device
     counts: Tensor  # (K,) int64
     sigma2: Tensor  # (K,) trace of the within-class covariance, sq_dev / N_c
-    M: Tensor  # (K, D) centred class means m_c = mu_c - mu_G
-    norms: Tensor  # (K,) ||m_c||
+    U: Tensor  # (K, D) unit centred means m_c / ||m_c||
+    norms: Tensor  # (K,) ||m_c||, m_c = mu_c - mu_G
     duality: Tensor  # (K,) cos(w_c, m_c)
 
 
@@ -123,14 +128,22 @@ def _classes(stats: Mapping[str, Tensor], device: str | torch.device) -> _Classe
         raise ValueError(f"only {len(idx)} class(es) have count >= 1; the measures need at least 2")
     counts = stats["counts"][idx].to(dev)
     sigma2 = stats["sq_dev"][idx].to(dev, torch.float64) / counts
-    M = _centred_means(stats, idx, dev)
+    M = _centred_means(stats, idx, dev)  # (K, D)
     norms = M.norm(dim=1)
     duality = _duality(stats["lm_head"], idx, M, norms)
-    return _Classes(idx, counts, sigma2, M, norms, duality)
+    U = M.div_(norms[:, None])  # in place: M is not needed again
+    return _Classes(idx, counts, sigma2, U, norms, duality)
 
 
 # ---------------------------------------------------------------------------------------------
 # Pairwise pass over the tiles of one Gram matrix
+#
+# Per tile (rows a in block i, columns b in block j) the pass keeps three buffers:
+#   cos = <u_a, u_b>                         one matmul of unit means (the Gram block)
+#   v   = cos - (n_a/n_b + n_b/n_a) / 2     = -d2 / (2 n_a n_b), d2 = ||mu_a - mu_b||^2
+#   w   = 1 - cos                           = ||u_a - u_b||^2 / 2
+# so that d2 and h2 cost two and one elementwise passes, and 1/d2 sums become matrix-vector
+# products with the norms folded into the vectors.
 
 
 @dataclass
@@ -171,7 +184,7 @@ class _PairSums:
 
 
 class _Exact:
-    """Recomputes squared distances of selected pairs from differences (no cancellation)."""
+    """Distances of selected pairs recomputed from differences (no cancellation)."""
 
     def __init__(self, stats: Mapping[str, Tensor], C: _Classes):
         self.sums, self.counts, self.C = stats["sums"], stats["counts"], C
@@ -179,110 +192,110 @@ class _Exact:
     def _mu(self, rows: Tensor) -> Tensor:
         ids = self.C.idx[rows.to(self.C.idx.device)]
         mu = self.sums[ids].double() / self.counts[ids].double()[:, None]  # (P, D)
-        return mu.to(self.C.M.device)
+        return mu.to(self.C.U.device)
 
     def d2(self, a: Tensor, b: Tensor) -> Tensor:
         """||mu_a - mu_b||^2 from the uncentred means (centring would add rounding)."""
         return (self._mu(a) - self._mu(b)).square().sum(dim=1)  # (P,)
 
     def h2(self, a: Tensor, b: Tensor) -> Tensor:
-        """||m^_a - m^_b||^2 between normalised centred means."""
-        M, n = self.C.M, self.C.norms
-        return (M[a] / n[a, None] - M[b] / n[b, None]).square().sum(dim=1)  # (P,)
+        """||u_a - u_b||^2 between unit centred means."""
+        return (self.C.U[a] - self.C.U[b]).square().sum(dim=1)  # (P,)
 
 
-def _fix_close(d2: Tensor, h2: Tensor, ri: slice, rj: slice, C: _Classes, exact: _Exact) -> None:
-    """Recompute in place the pairs of a tile whose Gram-derived distances are unreliable."""
-    n2_i, n2_j = C.norms[ri].square(), C.norms[rj].square()
-    close_d = d2.min() < REL_CLOSE * (n2_i.max() + n2_j.max())  # cheap pre-check
-    close_h = h2.min() < 2 * REL_CLOSE
-    if not (close_d or close_h):
+def _fix_close(v: Tensor, w: Tensor, ri: slice, rj: slice, C: _Classes, exact: _Exact) -> None:
+    """Recompute exactly, in place, the pairs of a tile whose Gram-derived distances lost
+    digits: d2 < REL_CLOSE (n_a^2 + n_b^2), i.e. -v < REL_CLOSE rho / 2, or w < REL_CLOSE."""
+    n_i, n_j = C.norms[ri], C.norms[rj]
+    rho_max = n_i.max() / n_j.min() + n_j.max() / n_i.min()
+    if v.max() <= -0.5 * REL_CLOSE * rho_max and w.min() >= REL_CLOSE:  # cheap pre-check
         return
-    flags = (d2 < REL_CLOSE * (n2_i[:, None] + n2_j)) | (h2 < 2 * REL_CLOSE)  # (ti, tj)
-    a, b = torch.nonzero(flags, as_tuple=True)
+    rho = n_i[:, None] / n_j + n_j / n_i[:, None]  # (ti, tj), only for tiles with close pairs
+    a, b = torch.nonzero((v > -0.5 * REL_CLOSE * rho) | (w < REL_CLOSE), as_tuple=True)
     for lo in range(0, len(a), EXACT_CHUNK):
         aa, bb = a[lo:lo + EXACT_CHUNK], b[lo:lo + EXACT_CHUNK]
-        d2[aa, bb] = exact.d2(aa + ri.start, bb + rj.start)
-        h2[aa, bb] = exact.h2(aa + ri.start, bb + rj.start)
-
-
-def _moments(x: Tensor, scratch: Tensor | None = None) -> tuple[int, Tensor, Tensor]:
-    """(n, mean, M2) of a 1-D tensor by two passes (mean, then squared deviations).
-
-    Mean and M2 stay device tensors (no synchronisation per tile) until ``_fold``.
-    """
-    n = x.numel()
-    mean = x.sum() / n
-    dev = torch.sub(x, mean, out=scratch) if scratch is not None else x - mean
-    return n, mean, torch.dot(dev, dev)
+        ga, gb = aa + ri.start, bb + rj.start  # class positions
+        v[aa, bb] = -exact.d2(ga, gb) / (2 * C.norms[ga] * C.norms[gb])
+        w[aa, bb] = exact.h2(ga, gb) / 2
 
 
 @dataclass
 class _Buffers:
-    """Three preallocated tile buffers: large fresh allocations cost page faults per tile."""
+    """Three preallocated tile buffers: fresh large allocations cost page faults per tile."""
 
-    G: Tensor
-    d2: Tensor
-    h2: Tensor
+    cos: Tensor
+    v: Tensor
+    w: Tensor
 
     @classmethod
     def make(cls, tile: int, dev: torch.device) -> _Buffers:
         return cls(*(torch.empty(tile * tile, dtype=torch.float64, device=dev) for _ in range(3)))
 
     def views(self, ti: int, tj: int) -> tuple[Tensor, Tensor, Tensor]:
-        return tuple(b[: ti * tj].view(ti, tj) for b in (self.G, self.d2, self.h2))
+        return tuple(b[: ti * tj].view(ti, tj) for b in (self.cos, self.v, self.w))
 
 
 def _tile_geometry(C: _Classes, ri: slice, rj: slice, buf: _Buffers) -> tuple[Tensor, ...]:
-    """cos, d2 and h2 (each (ti, tj)) of one tile, from one Gram block."""
-    M, n = C.M, C.norms
-    ti, tj = M[ri].shape[0], M[rj].shape[0]
-    G, d2, h2 = buf.views(ti, tj)
-    torch.mm(M[ri], M[rj].T, out=G)  # (ti, tj) Gram block
-    n2_i, n2_j = n[ri].square(), n[rj].square()
-    torch.add(n2_i[:, None], G, alpha=-2, out=d2).add_(n2_j)  # ||m_c||^2 + ||m_c'||^2 - 2G
-    cos = G.mul_(n[ri].reciprocal()[:, None]).mul_(n[rj].reciprocal())
-    torch.mul(cos, -2, out=h2).add_(2)  # ||m^_c - m^_c'||^2 = 2 - 2 cos
-    return cos, d2, h2
+    """cos, v and w (each (ti, tj)) of one tile, from one Gram block of unit means."""
+    U, n = C.U, C.norms
+    cos, v, w = buf.views(U[ri].shape[0], U[rj].shape[0])
+    torch.mm(U[ri], U[rj].T, out=cos)  # (ti, tj)
+    torch.addcmul(cos, n[ri, None], n[rj].reciprocal(), value=-0.5, out=v)
+    v.addcmul_(n[ri, None].reciprocal(), n[rj], value=-0.5)  # cos - rho / 2
+    torch.sub(torch.ones((), dtype=cos.dtype, device=cos.device), cos, out=w)  # 1 - cos
+    return cos, v, w
 
 
 def _tile_cdnv(r: Tensor, C: _Classes, ri: slice, rj: slice, acc: dict) -> None:
-    """Add one tile's CDNV sums; r = 1 / d2 (ti, tj), overwritten with 1 / d2^2."""
-    s_i, s_j = C.sigma2[ri], C.sigma2[rj]
-    V_j = torch.stack([torch.ones_like(s_j), s_j], dim=1)  # (tj, 2): row sums, s-weighted sums
-    A = r @ V_j  # (ti, 2)
-    acc["galanti"] += 0.5 * (s_i @ A[:, 0] + A[:, 1].sum())  # sum (s_c + s_c') / (2 d^2)
-    r.square_()  # 1 / d^4
-    A = r @ V_j
-    acc["cdnv"] += 0.5 * (s_i @ A[:, 0] + A[:, 1].sum())
+    """Add one tile's CDNV sums; r = 1 / v = -2 n_a n_b / d2 (ti, tj), overwritten.
+
+    (s_a + s_b) / (2 d2) = -(s_a + s_b) r / (4 n_a n_b) and (s_a + s_b) / (2 d2^2) =
+    (s_a + s_b) r^2 / (8 n_a^2 n_b^2): each tile sum is two matrix-vector products.
+    """
+    n_i, n_j, s_i, s_j = C.norms[ri], C.norms[rj], C.sigma2[ri], C.sigma2[rj]
+    acc["galanti"] -= 0.25 * ((s_i / n_i) @ (r @ n_j.reciprocal()) + n_i.reciprocal() @ (r @ (s_j / n_j)))
+    r.square_()
+    p_i, p_j = n_i.square().reciprocal(), n_j.square().reciprocal()  # 1 / n^2
+    row_p, row_q = r @ p_j, r @ (s_j * p_j)  # (ti,)
+    acc["cdnv"] += 0.125 * ((s_i * p_i) @ row_p + p_i @ row_q)
     if acc["variability"] is not None:
-        B = r.T @ torch.stack([torch.ones_like(s_i), s_i], dim=1)  # (tj, 2) column sums
-        acc["variability"][ri] += 0.5 * (s_i * A[:, 0] + A[:, 1])
-        acc["variability"][rj] += 0.5 * (s_j * B[:, 0] + B[:, 1])
+        col_p, col_q = p_i @ r, (s_i * p_i) @ r  # (tj,)
+        acc["variability"][ri] += 0.125 * (s_i * p_i * row_p + p_i * row_q)
+        acc["variability"][rj] += 0.125 * (s_j * p_j * col_p + p_j * col_q)
 
 
-def _tile_angles(cos: Tensor, h2: Tensor, scratch: Tensor, mask: Tensor | None,
+def _moments(x: Tensor, scratch: Tensor, lower: Tensor | None) -> tuple[int, Tensor, Tensor]:
+    """(n, mean, M2) of a tile by two passes (mean, then squared deviations); entries under
+    ``lower`` (diagonal tiles: c >= c') are zero in x and left out. Mean and M2 stay device
+    tensors (no synchronisation per tile) until ``_fold``."""
+    n = x.numel() if lower is None else x.shape[0] * (x.shape[0] - 1) // 2
+    mean = x.sum() / n
+    dev = torch.sub(x, mean, out=scratch)
+    if lower is not None:
+        dev.masked_fill_(lower, 0.0)
+    return n, mean, torch.dot(dev.view(-1), dev.view(-1))
+
+
+def _tile_angles(cos: Tensor, w: Tensor, scratch: Tensor, lower: Tensor | None,
                  ri: slice, rj: slice, acc: dict) -> None:
-    """Add one tile's moments of cos and of log h2 (and per-class cosine sums)."""
-    if mask is None:
-        acc["cos"].append(_moments(cos.view(-1), scratch.view(-1)))
-        acc["log_h2"].append(_moments(h2.log_().view(-1), scratch.view(-1)))
-    else:  # diagonal tile: only pairs c < c'
-        acc["cos"].append(_moments(cos[mask]))
-        acc["log_h2"].append(_moments(h2[mask].log_()))
-        cos.masked_fill_(~mask, 0.0)
+    """Add one tile's moments of cos and of log w = log(h2 / 2) (and per-class cosine sums)."""
+    if lower is not None:  # w is already 1 there (log 1 = 0)
+        cos.masked_fill_(lower, 0.0)
+    acc["cos"].append(_moments(cos, scratch, lower))
+    acc["log_w"].append(_moments(w.log_(), scratch, lower))
     if acc["interference"] is not None:
         acc["interference"][ri] += cos.sum(dim=1)
         acc["interference"][rj] += cos.sum(dim=0)
 
 
-def _fold(moments: list[tuple[int, Tensor, Tensor]]) -> _Moments:
-    """Combine per-tile moments (moved to the host once) with Chan's formula."""
+def _fold(moments: list[tuple[int, Tensor, Tensor]], shift: float = 0.0) -> _Moments:
+    """Combine per-tile moments (moved to the host once) with Chan's formula; ``shift`` is
+    added to every value."""
     means = torch.stack([m[1] for m in moments]).tolist()
     M2s = torch.stack([m[2] for m in moments]).tolist()
     total = _Moments(0, 0.0, 0.0)
     for (n, _, _), mean, M2 in zip(moments, means, M2s, strict=True):
-        total = total.merge(_Moments(n, mean, M2))
+        total = total.merge(_Moments(n, mean + shift, M2))
     return total
 
 
@@ -295,31 +308,32 @@ def _tiles(K: int, tile: int) -> list[tuple[slice, slice]]:
 
 def _pairwise(stats: Mapping[str, Tensor], C: _Classes, tile: int, per_class: bool,
               progress: bool) -> _PairSums:
-    """One tiled pass over the upper triangle of the Gram matrix of the centred means."""
+    """One tiled pass over the upper triangle of the Gram matrix of the unit centred means."""
     if tile < 1:
         raise ValueError(f"tile must be a positive integer, got {tile}")
-    K, dev = len(C.norms), C.M.device
+    K, dev = len(C.norms), C.U.device
     tile = min(tile, K)
+
     def zeros(*shape: int) -> Tensor:
         return torch.zeros(shape, dtype=torch.float64, device=dev)
 
-    acc = {"cdnv": zeros(), "galanti": zeros(), "cos": [], "log_h2": [],
+    acc = {"cdnv": zeros(), "galanti": zeros(), "cos": [], "log_w": [],
            "variability": zeros(K) if per_class else None,
            "interference": zeros(K) if per_class else None}
     buf, exact = _Buffers.make(tile, dev), _Exact(stats, C)
-    upper = torch.ones(tile, tile, dtype=torch.bool, device=dev).triu_(diagonal=1)  # c < c'
+    lower = torch.ones(tile, tile, dtype=torch.bool, device=dev).tril_()  # c >= c'
     for ri, rj in tqdm(_tiles(K, tile), desc="pairwise measures", disable=not progress):
-        cos, d2, h2 = _tile_geometry(C, ri, rj, buf)
-        mask = upper[: cos.shape[0], : cos.shape[1]] if ri == rj else None
-        if mask is not None:
-            d2.masked_fill_(~mask, math.inf)  # 1 / inf = 0: excluded from the CDNV sums
-            h2.masked_fill_(~mask, 1.0)
-        _fix_close(d2, h2, ri, rj, C, exact)
-        _tile_cdnv(d2.reciprocal_(), C, ri, rj, acc)
-        _tile_angles(cos, h2, d2, mask, ri, rj, acc)
+        cos, v, w = _tile_geometry(C, ri, rj, buf)
+        low = lower[: cos.shape[0], : cos.shape[1]] if ri == rj else None
+        if low is not None:
+            v.masked_fill_(low, -math.inf)  # 1 / v = 0: left out of the CDNV sums
+            w.masked_fill_(low, 1.0)  # not flagged as close; log 1 = 0
+        _fix_close(v, w, ri, rj, C, exact)
+        _tile_cdnv(v.reciprocal_(), C, ri, rj, acc)
+        _tile_angles(cos, w, v, low, ri, rj, acc)
     return _PairSums(K * (K - 1) // 2, float(acc["cdnv"]), float(acc["galanti"]),
-                     _fold(acc["cos"]), _fold(acc["log_h2"]), acc["variability"],
-                     acc["interference"])
+                     _fold(acc["cos"]), _fold(acc["log_w"], shift=math.log(2.0)),
+                     acc["variability"], acc["interference"])
 
 
 # ---------------------------------------------------------------------------------------------

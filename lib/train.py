@@ -330,7 +330,9 @@ def _results(run: RunName, settings: dict, model: nn.Module, corpus: Any, device
     }
 
 
-def _build(run: RunName, corpus: Any, model_cfg: ModelConfig, tokenizer: Any) -> nn.Module:
+def build_run_model(run: RunName, corpus: Any, model_cfg: ModelConfig,
+                    tokenizer: Any = None) -> nn.Module:
+    """A fresh model of one run: its initial weights depend on model_cfg.init_seed only."""
     config = gpt_neo_config(
         run.depth, run.width, corpus.vocab_size, corpus.context_len, n_head=model_cfg.n_head,
         window_size=model_cfg.window_size,
@@ -370,7 +372,7 @@ def _train(run: RunName, directory: Path, corpus: Any, training: TrainingConfig,
     train_blocks, val_blocks = corpus.train_blocks(), corpus.val_blocks()  # (n, T) int32
     steps_per_epoch = math.ceil(corpus.n_train_blocks / batch_size)
     start = last_checkpoint(directory)
-    model = (_build(run, corpus, model_cfg, tokenizer) if start == 0
+    model = (build_run_model(run, corpus, model_cfg, tokenizer) if start == 0
              else load_causal_lm(directory / f"checkpoint-{start}").train())
     model.to(device)
     optimizer = make_optimizer(model, training, run.weight_decay, device)
