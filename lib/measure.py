@@ -1,18 +1,18 @@
 """Neural-collapse measures (paper section 5) from a statistics file, tiled and exact.
 
 Every pairwise measure is a mean (or variance) over the K(K-1)/2 unordered pairs of classes:
-4.3e8 pairs at paper scale, so no K x K matrix is ever kept. One Gram matrix G = M M^T of the
-centred class means (float64) is formed tile by tile over its upper triangle (tiles j >= i,
-diagonal tiles masked to c < c'), and from each tile we derive
+4.3e8 pairs at paper scale, so no K x K matrix is ever kept. One Gram matrix of the unit
+centred class means u_c = m_c / ||m_c|| (float64) is formed tile by tile over its upper
+triangle (tiles j >= i, diagonal tiles masked to c < c'), and from each tile we derive
 
-    squared distances   d2 = ||m_c||^2 + ||m_c'||^2 - 2 G        (NC1, both CDNV forms)
-    cosines             cos = G / (||m_c|| ||m_c'||)              (NC2 interference)
-    normalised dists    h2 = ||m^_c - m^_c'||^2 = 2 - 2 cos       (GNC2 log kernel)
+    cosines             cos = <u_c, u_c'>                                 (NC2 interference)
+    normalised dists    h2 = ||u_c - u_c'||^2 = 2 (1 - cos)               (GNC2 log kernel)
+    squared distances   d2 = ||m_c||^2 + ||m_c'||^2 - 2 ||m_c|| ||m_c'|| cos   (NC1, both CDNVs)
 
-Means are reduced from tile sums; variances by combining per-tile (count, mean, M2) with Chan's
-parallel formula. Pairs whose Gram-derived distance is tiny relative to the norms lose digits to
-cancellation (and NC1 divides by d^4), so they are recomputed exactly from differences.
-All standard deviations and variances are population ones (ddof = 0).
+Means are reduced from tile sums; variances by combining per-tile (count, mean, M2), each from
+two passes, with Chan's parallel formula. Pairs whose Gram-derived distance is tiny relative to
+the norms lose digits to cancellation (and NC1 divides by d^4), so they are recomputed exactly
+from differences. All standard deviations and variances are population ones (ddof = 0).
 
 Example::
 
@@ -80,6 +80,8 @@ def _check_stats(stats: Mapping[str, Tensor]) -> None:
             raise ValueError(f"{key} has negative entries; the stats file is corrupt")
     if (stats["val_agree"] > stats["val_counts"]).any():
         raise ValueError("val_agree exceeds val_counts for some class; the stats file is corrupt")
+    if int(stats["val_counts"].sum()) == 0:
+        raise ValueError("val_counts sums to 0: no validation tokens; run pass 3 of lib.collect")
 
 
 @dataclass
@@ -138,12 +140,11 @@ def _classes(stats: Mapping[str, Tensor], device: str | torch.device) -> _Classe
 # ---------------------------------------------------------------------------------------------
 # Pairwise pass over the tiles of one Gram matrix
 #
-# Per tile (rows a in block i, columns b in block j) the pass keeps three buffers:
-#   cos = <u_a, u_b>                         one matmul of unit means (the Gram block)
-#   v   = cos - (n_a/n_b + n_b/n_a) / 2     = -d2 / (2 n_a n_b), d2 = ||mu_a - mu_b||^2
-#   w   = 1 - cos                           = ||u_a - u_b||^2 / 2
-# so that d2 and h2 cost two and one elementwise passes, and 1/d2 sums become matrix-vector
-# products with the norms folded into the vectors.
+# Per tile (rows a in block i, columns b in block j) two buffers hold
+#   w = 1 - <u_a, u_b>                       = ||u_a - u_b||^2 / 2   (u: unit centred means)
+#   v = <u_a, u_b> - (n_a/n_b + n_b/n_a) / 2 = -d2 / (2 n_a n_b),  d2 = ||mu_a - mu_b||^2
+# from one Gram block, so the CDNV sums are matrix-vector products with the norms n folded into
+# the vectors, and the cosine moments are those of w (var cos = var w).
 
 
 @dataclass
@@ -177,10 +178,9 @@ class _PairSums:
     n_pairs: int
     cdnv: float  # sum over pairs of (s_c + s_c') / (2 d^4)
     galanti: float  # sum over pairs of (s_c + s_c') / (2 d^2)
-    cos: _Moments  # over pairs of cos(m_c, m_c')
-    log_h2: _Moments  # over pairs of log ||m^_c - m^_c'||^2
+    w: _Moments  # over pairs of w = 1 - cos(m_c, m_c')
+    log_h2: _Moments  # over pairs of log ||m^_c - m^_c'||^2 = log(2 w)
     variability: Tensor | None  # (K,) sum over c' != c of (s_c + s_c') / (2 d^4)
-    interference: Tensor | None  # (K,) sum over c' != c of cos(m_c, m_c')
 
 
 class _Exact:
@@ -203,12 +203,12 @@ class _Exact:
         return (self.C.U[a] - self.C.U[b]).square().sum(dim=1)  # (P,)
 
 
-def _fix_close(v: Tensor, w: Tensor, ri: slice, rj: slice, C: _Classes, exact: _Exact) -> None:
+def _fix_close(w: Tensor, v: Tensor, ri: slice, rj: slice, C: _Classes, exact: _Exact) -> None:
     """Recompute exactly, in place, the pairs of a tile whose Gram-derived distances lost
-    digits: d2 < REL_CLOSE (n_a^2 + n_b^2), i.e. -v < REL_CLOSE rho / 2, or w < REL_CLOSE."""
+    digits: d2 < REL_CLOSE (n_a^2 + n_b^2) (i.e. -v < REL_CLOSE rho / 2) or w < REL_CLOSE."""
     n_i, n_j = C.norms[ri], C.norms[rj]
     rho_max = n_i.max() / n_j.min() + n_j.max() / n_i.min()
-    if v.max() <= -0.5 * REL_CLOSE * rho_max and w.min() >= REL_CLOSE:  # cheap pre-check
+    if w.min() >= REL_CLOSE * max(1.0, 0.5 * float(rho_max)):  # -v >= w: one cheap pre-check
         return
     rho = n_i[:, None] / n_j + n_j / n_i[:, None]  # (ti, tj), only for tiles with close pairs
     a, b = torch.nonzero((v > -0.5 * REL_CLOSE * rho) | (w < REL_CLOSE), as_tuple=True)
@@ -221,29 +221,28 @@ def _fix_close(v: Tensor, w: Tensor, ri: slice, rj: slice, C: _Classes, exact: _
 
 @dataclass
 class _Buffers:
-    """Three preallocated tile buffers: fresh large allocations cost page faults per tile."""
+    """Two preallocated tile buffers: fresh large allocations cost page faults per tile."""
 
-    cos: Tensor
-    v: Tensor
     w: Tensor
+    v: Tensor
 
     @classmethod
     def make(cls, tile: int, dev: torch.device) -> _Buffers:
-        return cls(*(torch.empty(tile * tile, dtype=torch.float64, device=dev) for _ in range(3)))
+        return cls(*(torch.empty(tile * tile, dtype=torch.float64, device=dev) for _ in range(2)))
 
-    def views(self, ti: int, tj: int) -> tuple[Tensor, Tensor, Tensor]:
-        return tuple(b[: ti * tj].view(ti, tj) for b in (self.cos, self.v, self.w))
+    def views(self, ti: int, tj: int) -> tuple[Tensor, Tensor]:
+        return self.w[: ti * tj].view(ti, tj), self.v[: ti * tj].view(ti, tj)
 
 
-def _tile_geometry(C: _Classes, ri: slice, rj: slice, buf: _Buffers) -> tuple[Tensor, ...]:
-    """cos, v and w (each (ti, tj)) of one tile, from one Gram block of unit means."""
+def _tile_geometry(C: _Classes, ri: slice, rj: slice, buf: _Buffers) -> tuple[Tensor, Tensor]:
+    """w and v (each (ti, tj)) of one tile, from one Gram block of unit means."""
     U, n = C.U, C.norms
-    cos, v, w = buf.views(U[ri].shape[0], U[rj].shape[0])
-    torch.mm(U[ri], U[rj].T, out=cos)  # (ti, tj)
+    w, v = buf.views(U[ri].shape[0], U[rj].shape[0])
+    cos = torch.mm(U[ri], U[rj].T, out=w)  # (ti, tj)
     torch.addcmul(cos, n[ri, None], n[rj].reciprocal(), value=-0.5, out=v)
     v.addcmul_(n[ri, None].reciprocal(), n[rj], value=-0.5)  # cos - rho / 2
-    torch.sub(torch.ones((), dtype=cos.dtype, device=cos.device), cos, out=w)  # 1 - cos
-    return cos, v, w
+    torch.sub(torch.ones((), dtype=w.dtype, device=w.device), cos, out=w)  # 1 - cos, in place
+    return w, v
 
 
 def _tile_cdnv(r: Tensor, C: _Classes, ri: slice, rj: slice, acc: dict) -> None:
@@ -253,9 +252,10 @@ def _tile_cdnv(r: Tensor, C: _Classes, ri: slice, rj: slice, acc: dict) -> None:
     (s_a + s_b) r^2 / (8 n_a^2 n_b^2): each tile sum is two matrix-vector products.
     """
     n_i, n_j, s_i, s_j = C.norms[ri], C.norms[rj], C.sigma2[ri], C.sigma2[rj]
-    acc["galanti"] -= 0.25 * ((s_i / n_i) @ (r @ n_j.reciprocal()) + n_i.reciprocal() @ (r @ (s_j / n_j)))
+    p_i, p_j = n_i.reciprocal(), n_j.reciprocal()
+    acc["galanti"] -= 0.25 * ((s_i * p_i) @ (r @ p_j) + p_i @ (r @ (s_j * p_j)))
     r.square_()
-    p_i, p_j = n_i.square().reciprocal(), n_j.square().reciprocal()  # 1 / n^2
+    p_i, p_j = p_i.square(), p_j.square()  # 1 / n^2
     row_p, row_q = r @ p_j, r @ (s_j * p_j)  # (ti,)
     acc["cdnv"] += 0.125 * ((s_i * p_i) @ row_p + p_i @ row_q)
     if acc["variability"] is not None:
@@ -264,34 +264,41 @@ def _tile_cdnv(r: Tensor, C: _Classes, ri: slice, rj: slice, acc: dict) -> None:
         acc["variability"][rj] += 0.125 * (s_j * p_j * col_p + p_j * col_q)
 
 
-def _moments(x: Tensor, scratch: Tensor, lower: Tensor | None) -> tuple[int, Tensor, Tensor]:
-    """(n, mean, M2) of a tile by two passes (mean, then squared deviations); entries under
-    ``lower`` (diagonal tiles: c >= c') are zero in x and left out. Mean and M2 stay device
+def _moments(x: Tensor, mean: Tensor, scratch: Tensor, lower: Tensor | None
+             ) -> tuple[int, Tensor, Tensor]:
+    """(n, mean, M2) of a tile given its mean (second pass of the two-pass algorithm);
+    entries under ``lower`` (diagonal tiles: c >= c') are left out. Mean and M2 stay device
     tensors (no synchronisation per tile) until ``_fold``."""
     n = x.numel() if lower is None else x.shape[0] * (x.shape[0] - 1) // 2
-    mean = x.sum() / n
     dev = torch.sub(x, mean, out=scratch)
     if lower is not None:
         dev.masked_fill_(lower, 0.0)
     return n, mean, torch.dot(dev.view(-1), dev.view(-1))
 
 
-def _tile_angles(cos: Tensor, w: Tensor, scratch: Tensor, lower: Tensor | None,
-                 ri: slice, rj: slice, acc: dict) -> None:
-    """Add one tile's moments of cos and of log w = log(h2 / 2) (and per-class cosine sums)."""
-    if lower is not None:  # w is already 1 there (log 1 = 0)
-        cos.masked_fill_(lower, 0.0)
-    acc["cos"].append(_moments(cos, scratch, lower))
-    acc["log_w"].append(_moments(w.log_(), scratch, lower))
-    if acc["interference"] is not None:
-        acc["interference"][ri] += cos.sum(dim=1)
-        acc["interference"][rj] += cos.sum(dim=0)
+def _mean_cos(C: _Classes, ri: slice, rj: slice) -> Tensor:
+    """Mean of <u_a, u_b> over a tile's pairs from block sums of U, without the tile:
+    s_i . s_j / (ti tj), or (||s_i||^2 - sum ||u_a||^2) / (ti (ti - 1)) on the diagonal."""
+    s_i = C.U[ri].sum(dim=0)  # (D,)
+    if ri != rj:
+        return s_i @ C.U[rj].sum(dim=0) / (C.U[ri].shape[0] * C.U[rj].shape[0])
+    t, flat = C.U[ri].shape[0], C.U[ri].reshape(-1)  # a view: no (t, D) temporary
+    return (s_i @ s_i - flat @ flat) / (t * (t - 1))
+
+
+def _tile_angles(w: Tensor, scratch: Tensor, lower: Tensor | None, C: _Classes, ri: slice,
+                 rj: slice, acc: dict) -> None:
+    """Add one tile's moments of w = 1 - cos and of log w; w is overwritten with log w."""
+    acc["w"].append(_moments(w, 1.0 - _mean_cos(C, ri, rj), scratch, lower))
+    n = w.numel() if lower is None else w.shape[0] * (w.shape[0] - 1) // 2
+    w.log_()  # masked entries hold w = 1, log 1 = 0
+    acc["log_w"].append(_moments(w, w.sum() / n, scratch, lower))
 
 
 def _fold(moments: list[tuple[int, Tensor, Tensor]], shift: float = 0.0) -> _Moments:
     """Combine per-tile moments (moved to the host once) with Chan's formula; ``shift`` is
     added to every value."""
-    means = torch.stack([m[1] for m in moments]).tolist()
+    means = torch.stack([torch.as_tensor(m[1]) for m in moments]).tolist()
     M2s = torch.stack([m[2] for m in moments]).tolist()
     total = _Moments(0, 0.0, 0.0)
     for (n, _, _), mean, M2 in zip(moments, means, M2s, strict=True):
@@ -313,27 +320,32 @@ def _pairwise(stats: Mapping[str, Tensor], C: _Classes, tile: int, per_class: bo
         raise ValueError(f"tile must be a positive integer, got {tile}")
     K, dev = len(C.norms), C.U.device
     tile = min(tile, K)
-
-    def zeros(*shape: int) -> Tensor:
-        return torch.zeros(shape, dtype=torch.float64, device=dev)
-
-    acc = {"cdnv": zeros(), "galanti": zeros(), "cos": [], "log_w": [],
-           "variability": zeros(K) if per_class else None,
-           "interference": zeros(K) if per_class else None}
+    zero = torch.zeros((), dtype=torch.float64, device=dev)
+    acc = {"cdnv": zero.clone(), "galanti": zero.clone(), "w": [], "log_w": [],
+           "variability": zero.new_zeros(K) if per_class else None}
     buf, exact = _Buffers.make(tile, dev), _Exact(stats, C)
     lower = torch.ones(tile, tile, dtype=torch.bool, device=dev).tril_()  # c >= c'
     for ri, rj in tqdm(_tiles(K, tile), desc="pairwise measures", disable=not progress):
-        cos, v, w = _tile_geometry(C, ri, rj, buf)
-        low = lower[: cos.shape[0], : cos.shape[1]] if ri == rj else None
+        if ri == rj and ri.stop - ri.start == 1:
+            continue  # a last diagonal tile of one class holds no pair
+        w, v = _tile_geometry(C, ri, rj, buf)
+        low = lower[: w.shape[0], : w.shape[1]] if ri == rj else None
         if low is not None:
             v.masked_fill_(low, -math.inf)  # 1 / v = 0: left out of the CDNV sums
             w.masked_fill_(low, 1.0)  # not flagged as close; log 1 = 0
-        _fix_close(v, w, ri, rj, C, exact)
+        _fix_close(w, v, ri, rj, C, exact)
         _tile_cdnv(v.reciprocal_(), C, ri, rj, acc)
-        _tile_angles(cos, w, v, low, ri, rj, acc)
+        _tile_angles(w, v, low, C, ri, rj, acc)
     return _PairSums(K * (K - 1) // 2, float(acc["cdnv"]), float(acc["galanti"]),
-                     _fold(acc["cos"]), _fold(acc["log_w"], shift=math.log(2.0)),
-                     acc["variability"], acc["interference"])
+                     _fold(acc["w"]), _fold(acc["log_w"], shift=math.log(2.0)),
+                     acc["variability"])
+
+
+def _interference(C: _Classes) -> Tensor:
+    """Per class, mean over c' != c of cos(m_c, m_c') = (u_c . S - ||u_c||^2) / (K - 1) with
+    S the sum of all unit means: exact and O(K D), no pairwise pass needed."""
+    S = C.U.sum(dim=0)  # (D,)
+    return (C.U @ S - C.U.square().sum(dim=1)) / (len(C.norms) - 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,8 +377,8 @@ def nc2_measures(C: _Classes, P: _PairSums) -> dict[str, float]:
     return {
         "nc2_norm_cv": _cv(C.norms),
         "nc2_lognorm_cv": _cv(C.norms.log()),
-        "nc2_interference_mean": P.cos.mean,
-        "nc2_interference_std": math.sqrt(P.cos.var),
+        "nc2_interference_mean": 1.0 - P.w.mean,
+        "nc2_interference_std": math.sqrt(P.w.var),
     }
 
 
@@ -391,36 +403,50 @@ def nc4_measure(stats: Mapping[str, Tensor]) -> dict[str, float]:
     return {"nc4_agreement": int(stats["val_agree"].sum()) / total}
 
 
-def compute_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
-                     tile: int = 2048, progress: bool = False) -> dict[str, float]:
-    """Every measure of paper section 5 from the tensors of a stats file (see module doc).
-
-    Memory is O(K D + tile^2) whatever K; the same code runs on CPU and CUDA via ``device``.
-    """
-    C = _classes(stats, device)
-    P = _pairwise(stats, C, tile, per_class=False, progress=progress)
+def _measures(stats: Mapping[str, Tensor], C: _Classes, P: _PairSums) -> dict[str, float]:
     out = {**nc1_measures(P), **nc2_measures(C, P), **gnc2_measures(P), **nc3_measures(C),
            **nc4_measure(stats)}
     return {**{k: float(out[k]) for k in MEASURE_NAMES}, "num_classes": len(C.idx)}
 
 
+def _table(C: _Classes, P: _PairSums) -> pd.DataFrame:
+    K = len(C.idx)
+    columns = {
+        "token_id": C.idx, "count": C.counts, "sigma2": C.sigma2, "norm": C.norms,
+        "duality": C.duality, "variability": P.variability / (K - 1),
+        "interference": _interference(C),
+    }
+    return pd.DataFrame({k: v.cpu().numpy() for k, v in columns.items()})
+
+
+def measure_all(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
+                tile: int = 2048, per_class: bool = True, progress: bool = True
+                ) -> tuple[dict[str, float], pd.DataFrame | None]:
+    """The measures and (if ``per_class``) the per-class table from ONE pairwise pass."""
+    C = _classes(stats, device)
+    P = _pairwise(stats, C, tile, per_class=per_class, progress=progress)
+    return _measures(stats, C, P), _table(C, P) if per_class else None
+
+
+def compute_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
+                     tile: int = 2048, progress: bool = True) -> dict[str, float]:
+    """Every measure of paper section 5 from the tensors of a stats file (see module doc),
+    plus ``num_classes`` (K, the classes with count >= 1).
+
+    Memory is O(K D + tile^2) whatever K; the same code runs on CPU and CUDA via ``device``.
+    """
+    return measure_all(stats, device, tile, per_class=False, progress=progress)[0]
+
+
 def per_class_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
-                       tile: int = 2048, progress: bool = False) -> pd.DataFrame:
+                       tile: int = 2048, progress: bool = True) -> pd.DataFrame:
     """One row per class with count >= 1, for the token analysis (Wu & Papyan 2024).
 
     Columns: token_id, count, sigma2, norm ||m_c||, duality cos(w_c, m_c), variability (mean
     over c' != c of the pairwise CDNV, d^4 variant) and interference (mean over c' != c of
     cos(m_c, m_c')).
     """
-    C = _classes(stats, device)
-    P = _pairwise(stats, C, tile, per_class=True, progress=progress)
-    K = len(C.idx)
-    columns = {
-        "token_id": C.idx, "count": C.counts, "sigma2": C.sigma2, "norm": C.norms,
-        "duality": C.duality, "variability": P.variability / (K - 1),
-        "interference": P.interference / (K - 1),
-    }
-    return pd.DataFrame({k: v.cpu().numpy() for k, v in columns.items()})
+    return measure_all(stats, device, tile, per_class=True, progress=progress)[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,21 +471,25 @@ def _typed_metadata(meta: Mapping[str, str]) -> dict[str, str | int]:
             for k, v in meta.items()}
 
 
-def measure_stats_file(path: str | Path, device: str | torch.device = "cpu",
-                       tile: int = 2048, progress: bool = False) -> dict:
+def measure_stats_file(path: str | Path, device: str | torch.device = "cpu", tile: int = 2048,
+                       progress: bool = True) -> dict:
     """Measures of one stats.safetensors plus the metadata that identifies its model."""
+    return _measure_file(path, device, tile, per_class=False, progress=progress)[0]
+
+
+def _measure_file(path: str | Path, device: str | torch.device, tile: int, per_class: bool,
+                  progress: bool) -> tuple[dict, pd.DataFrame | None]:
     path = resolve(path)
     stats, meta = _read_stats(path)
-    return {**_typed_metadata(meta), **compute_measures(stats, device, tile, progress),
-            "stats_path": str(path)}
+    measures, table = measure_all(stats, device, tile, per_class, progress)
+    return {**_typed_metadata(meta), **measures, "stats_path": str(path)}, table
 
 
 def _cli(args: argparse.Namespace) -> int:
-    result = measure_stats_file(args.stats, args.device, args.tile, progress=True)
+    result, table = _measure_file(args.stats, args.device, args.tile,
+                                  per_class=args.per_class is not None, progress=True)
     atomic_write_json(resolve(args.out), result)
-    if args.per_class:
-        stats, _ = _read_stats(resolve(args.stats))
-        table = per_class_measures(stats, args.device, args.tile, progress=True)
+    if table is not None:
         atomic_write(resolve(args.per_class), lambda tmp: table.to_csv(tmp, index=False))
     return 0
 

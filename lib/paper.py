@@ -115,4 +115,13 @@ def register_cli(subparsers) -> None:
     p.add_argument("--profile", default="cpu", help="profile name (profiles/<name>.yaml)")
     p.add_argument("--stage", action="append", choices=STAGES, help="run only these stages")
     p.add_argument("--force", action="store_true", help="re-run stages even when up to date")
-    p.set_defaults(func=lambda a: run_paper(a.profile, tuple(a.stage or STAGES), a.force) and 0)
+    p.set_defaults(func=_cli_paper)
+
+
+def _cli_paper(args) -> int:
+    try:
+        run_paper(args.profile, tuple(args.stage or STAGES), args.force)
+    except (RuntimeError, ValueError, FileNotFoundError) as err:
+        print(f"[paper] FAILED: {err}", flush=True)
+        return 1
+    return 0

@@ -92,7 +92,7 @@ NOTEBOOKS = {
         md("## What was collected\n\nOne row per checkpoint: number of classes (tokens seen as a "
            "next-token target), tokens in each pass, and the hash tying passes 2 and 3 to the "
            "pass-1 means."),
-        code("overview = dispatch.stats_overview(cfg)\noverview"),
+        code("overview = collect.stats_overview(cfg.out_path / \"stats\")\noverview"),
     ],
     "03_measure": [
         md("# 03 · Measure neural collapse\n\n"

@@ -1,0 +1,271 @@
+"""Speed and peak memory of statistics accumulation and NC measures against plain baselines.
+
+Run as ``make bench`` (``.venv/bin/python scripts/bench.py``); ``--quick`` for a small smoke run.
+Every measurement runs in a fresh spawned process, so its peak resident memory (ru_maxrss,
+which sees torch allocations, unlike tracemalloc) is its own. Printed per measurement: wall
+time, extra peak memory of the call itself (peak after the call minus peak before it, inputs
+already built) and the process's whole peak.
+
+    (a) accumulation of class counts and feature sums: lib.collect.accumulate_sums
+        (bincount + index_add_) vs the authors' dense one-hot matrix product in chunks
+    (b) the measures at K = 8192, D = 256: lib.measure.compute_measures vs pairwise
+        differences broadcast in row chunks
+    (c) the whole suite at the paper's K = 29,233, D = 1024, against the time of one
+        float64 symmetric Gram matrix (the floor of any exact method using symmetry)
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `import lib` from anywhere
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+FULL = {"acc": (8192, 256, 131_072), "pair": (8192, 256), "suite": (29_233, 1024)}
+QUICK = {"acc": (1024, 64, 16_384), "pair": (512, 32), "suite": (2048, 128)}
+TARGETS = {"acc_speedup": 100.0, "pair_speedup": 50.0, "rel_diff": 1e-6,
+           "suite_s": 30.0, "suite_mb": 1024.0}
+WARMUP = {2: (16, 8), 3: (64, 8, 256)}  # tiny (K, D) or (K, D, N), by number of arguments
+ONEHOT_CHUNK = 1024  # tokens per one-hot block in the baseline accumulation
+ROW_CHUNK = 16  # rows per broadcast block in the baseline measures (16 x K x D float64)
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _measured(task: str, args: tuple) -> dict:
+    """Child process body: warm up on tiny inputs (first-call costs of torch kernels and MKL),
+    build the inputs, then time one call and read its peak memory."""
+    make, call = TASKS[task]
+    call(*make(*WARMUP[len(args)]))
+    inputs = make(*args)
+    before = _peak_mb()
+    start, cpu = time.perf_counter(), time.process_time()
+    result = call(*inputs)
+    return {"seconds": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
+            "extra_mb": _peak_mb() - before, "peak_mb": _peak_mb(), "result": result}
+
+
+def run_isolated(task: str, *args) -> dict:
+    """One measurement in a fresh spawned interpreter."""
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(_measured, task, args).result()
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) accumulation
+
+
+def make_tokens(K: int, D: int, N: int) -> tuple:
+    """Features (N, D) float32 and Zipf-distributed labels (N,) over K classes, like tokens."""
+    import lib.collect  # noqa: F401  (imported before the clock starts)
+
+    g = torch.Generator().manual_seed(0)
+    p = 1.0 / torch.arange(1, K + 1, dtype=torch.float64)
+    labels = torch.multinomial(p, N, replacement=True, generator=g)  # (N,)
+    features = torch.randn(N, D, generator=g)
+    return features, labels, torch.zeros(K, dtype=torch.int64), torch.zeros(K, D, dtype=torch.float64)
+
+
+def ours_accumulate(features, labels, counts, sums) -> tuple:
+    from lib.collect import accumulate_sums
+
+    accumulate_sums(features, labels, counts, sums)
+    return counts.numpy(), sums.numpy()
+
+
+def onehot_accumulate(features, labels, counts, sums) -> tuple:
+    """The authors' approach: a dense (tokens x classes) one-hot matrix product per chunk."""
+    K = counts.shape[0]
+    for lo in range(0, len(labels), ONEHOT_CHUNK):
+        onehot = torch.nn.functional.one_hot(labels[lo:lo + ONEHOT_CHUNK], K).double()  # (n, K)
+        sums += onehot.T @ features[lo:lo + ONEHOT_CHUNK].double()  # (K, D)
+        counts += onehot.sum(dim=0).long()
+    return counts.numpy(), sums.numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# (b), (c) measures
+
+
+def make_stats(K: int, D: int) -> tuple:
+    """Random statistics of K classes (all with count >= 1), float64 sums, float32 head."""
+    import lib.measure  # noqa: F401  (imported before the clock starts)
+
+    g = torch.Generator().manual_seed(1)
+    counts = torch.randint(1, 1000, (K,), generator=g)
+    sums = torch.randn(K, D, generator=g, dtype=torch.float64).add_(0.5).mul_(counts[:, None])
+    stats = {"counts": counts, "sums": sums,
+             "sq_dev": torch.rand(K, generator=g, dtype=torch.float64) * counts,
+             "val_counts": counts.clone(), "val_agree": counts // 2,
+             "lm_head": torch.randn(K, D, generator=g)}
+    return (stats,)
+
+
+def ours_measures(stats) -> dict:
+    from lib.measure import compute_measures
+
+    return compute_measures(stats, progress=False)
+
+
+def _class_level(stats) -> tuple[np.ndarray, ...]:
+    N = stats["counts"].numpy().astype(np.float64)
+    mu = stats["sums"].numpy() / N[:, None]  # (K, D)
+    M = mu - mu.mean(axis=0)
+    return mu, M, np.linalg.norm(M, axis=1), stats["sq_dev"].numpy() / N
+
+
+def broadcast_measures(stats) -> dict:
+    """Plain baseline: explicit pairwise differences (ROW_CHUNK x K x D) for every pair c < c'."""
+    mu, M, norms, s2 = _class_level(stats)
+    U = M / norms[:, None]
+    K = len(mu)
+    cdnv = galanti = 0.0
+    cos_all, logk_all = [], []
+    for lo in range(0, K, ROW_CHUNK):
+        rows = np.arange(lo, min(lo + ROW_CHUNK, K))
+        upper = np.arange(K)[None, :] > rows[:, None]  # (r, K): pairs c < c'
+        d2 = np.square(mu[rows, None, :] - mu[None, :, :]).sum(axis=-1)[upper]
+        h = np.sqrt(np.square(U[rows, None, :] - U[None, :, :]).sum(axis=-1))[upper]
+        cos = (M[rows, None, :] * M[None, :, :]).sum(axis=-1) / np.outer(norms[rows], norms)
+        s_pair = (s2[rows, None] + s2[None, :])[upper]
+        cdnv += np.sum(s_pair / (2 * d2**2))
+        galanti += np.sum(s_pair / (2 * d2))
+        cos_all.append(cos[upper])
+        logk_all.append(np.log(1 / h))
+    cos, logk = np.concatenate(cos_all), np.concatenate(logk_all)
+    W = stats["lm_head"].numpy().astype(np.float64)
+    dual = np.sum(W * M, axis=1) / (np.linalg.norm(W, axis=1) * norms)
+    n_pairs = K * (K - 1) / 2
+    return {
+        "nc1_cdnv": cdnv / n_pairs, "nc1_cdnv_galanti": galanti / n_pairs,
+        "nc2_norm_cv": norms.std() / norms.mean(),
+        "nc2_lognorm_cv": np.log(norms).std() / np.log(norms).mean(),
+        "nc2_interference_mean": cos.mean(), "nc2_interference_std": cos.std(),
+        "gnc2_logkernel_mean": logk.mean(), "gnc2_logkernel_var": logk.var(),
+        "nc3_duality_mean": dual.mean(), "unc3_duality_cv": dual.std() / dual.mean(),
+        "nc4_agreement": stats["val_agree"].sum().item() / stats["val_counts"].sum().item(),
+    }
+
+
+def make_unit_means(K: int, D: int) -> tuple:
+    import lib.measure  # noqa: F401
+    M = torch.randn(K, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    return (M / M.norm(dim=1, keepdim=True),)
+
+
+def gram_floor(U) -> None:
+    """One symmetric float64 Gram matrix: the matmuls of the suite's tiles (j >= i), alone."""
+    from lib.measure import _tiles
+
+    tile = min(2048, len(U))
+    out = torch.empty(tile * tile, dtype=torch.float64)
+    for ri, rj in _tiles(len(U), tile):
+        torch.mm(U[ri], U[rj].T, out=out[: (ri.stop - ri.start) * (rj.stop - rj.start)]
+                 .view(ri.stop - ri.start, rj.stop - rj.start))
+
+
+TASKS: dict[str, tuple[Callable, Callable]] = {
+    "acc_ours": (make_tokens, ours_accumulate),
+    "acc_onehot": (make_tokens, onehot_accumulate),
+    "pair_ours": (make_stats, ours_measures),
+    "pair_broadcast": (make_stats, broadcast_measures),
+    "suite": (make_stats, ours_measures),
+    "gram": (make_unit_means, gram_floor),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def rel_diff_arrays(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest difference relative to the largest magnitude of the reference."""
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def rel_diff_measures(a: dict, b: dict) -> tuple[float, str]:
+    """Largest relative difference over every measure, and which measure it is."""
+    diffs = {k: abs(a[k] - b[k]) / max(abs(b[k]), 1e-300) for k in b}
+    worst = max(diffs, key=diffs.get)
+    return diffs[worst], worst
+
+
+def line(name: str, r: dict) -> str:
+    return (f"  {name:<22} {r['seconds']:9.3f} s (cpu {r['cpu_s']:8.3f} s)   "
+            f"extra peak {r['extra_mb']:7.1f} MB   process peak {r['peak_mb']:7.1f} MB")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def bench_accumulation(K: int, D: int, N: int) -> None:
+    print(f"(a) accumulation of counts and sums: K={K}, D={D}, {N} tokens")
+    ours, base = run_isolated("acc_ours", K, D, N), run_isolated("acc_onehot", K, D, N)
+    print(line("ours (index_add_)", ours))
+    print(line("one-hot matmul", base))
+    speedup = base["seconds"] / ours["seconds"]
+    counts_equal = np.array_equal(ours["result"][0], base["result"][0])
+    diff = rel_diff_arrays(ours["result"][1], base["result"][1])
+    print(f"  speed-up {speedup:.1f}x (target >= {TARGETS['acc_speedup']:.0f}x: "
+          f"{verdict(speedup >= TARGETS['acc_speedup'])}); counts equal: {counts_equal}; "
+          f"max relative difference of sums {diff:.2e} "
+          f"({verdict(diff <= TARGETS['rel_diff'] and counts_equal)})")
+
+
+def bench_pairwise(K: int, D: int) -> None:
+    print(f"(b) measures: K={K}, D={D} ({K * (K - 1) // 2} pairs)")
+    ours, base = run_isolated("pair_ours", K, D), run_isolated("pair_broadcast", K, D)
+    print(line("ours (tiled Gram)", ours))
+    print(line(f"broadcast ({ROW_CHUNK} rows)", base))
+    speedup = base["seconds"] / ours["seconds"]
+    diff, worst = rel_diff_measures(ours["result"], base["result"])
+    print(f"  speed-up {speedup:.1f}x (target >= {TARGETS['pair_speedup']:.0f}x: "
+          f"{verdict(speedup >= TARGETS['pair_speedup'])}); max relative difference over all "
+          f"measures {diff:.2e} in {worst} ({verdict(diff <= TARGETS['rel_diff'])})")
+
+
+def bench_suite(K: int, D: int) -> None:
+    print(f"(c) whole measure suite: K={K}, D={D}")
+    suite, gram = run_isolated("suite", K, D), run_isolated("gram", K, D)
+    print(line("compute_measures", suite))
+    print(line("Gram floor (matmuls)", gram))
+    print(f"  {suite['seconds']:.1f} s = {suite['seconds'] / gram['seconds']:.2f}x the Gram floor "
+          f"(+{suite['seconds'] - gram['seconds']:.1f} s); target < {TARGETS['suite_s']:.0f} s: "
+          f"{verdict(suite['seconds'] < TARGETS['suite_s'])}; extra peak memory "
+          f"{suite['extra_mb']:.0f} MB, target < {TARGETS['suite_mb']:.0f} MB: "
+          f"{verdict(suite['extra_mb'] < TARGETS['suite_mb'])} (process peak with its inputs "
+          f"{suite['peak_mb']:.0f} MB: {verdict(suite['peak_mb'] < TARGETS['suite_mb'])})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--only", choices=["acc", "pair", "suite"], nargs="*",
+                        help="run only these parts (default: all)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
+          f"{os.getloadavg()[0]:.1f} (other work on the cores inflates wall times; cpu = process "
+          "time of all threads)"
+          + ("\nquick sizes: a smoke run, the targets are for the full sizes" if args.quick else ""))
+    parts = {"acc": bench_accumulation, "pair": bench_pairwise, "suite": bench_suite}
+    for name in args.only or parts:
+        parts[name](*sizes[name])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""lib.measure against plain implementations of paper section 5 and known-answer cases."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import lib.measure as measure
+from lib.measure import (
+    MEASURE_NAMES,
+    compute_measures,
+    measure_stats_file,
+    per_class_measures,
+    register_cli,
+)
+
+
+def make_stats(K: int = 12, D: int = 6, seed: int = 0, empty: tuple[int, ...] = (),
+               offset: float = 3.0) -> dict[str, torch.Tensor]:
+    """Random stats of K tokens; tokens in ``empty`` have count 0 (and zero sums)."""
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.randint(1, 50, (K,), generator=g)
+    counts[list(empty)] = 0
+    mu = torch.randn(K, D, generator=g, dtype=torch.float64) + offset  # (K, D)
+    val_counts = torch.randint(0, 30, (K,), generator=g)
+    val_counts[0] = 5  # never an all-zero validation split
+    return {
+        "counts": counts,
+        "sums": mu * counts[:, None],
+        "sq_dev": torch.rand(K, generator=g, dtype=torch.float64) * 4 * counts,
+        "val_counts": val_counts,
+        "val_agree": (val_counts * torch.rand(K, generator=g)).long(),
+        "lm_head": torch.randn(K, D, generator=g),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain reference: loops over pairs in numpy float64, straight from the definitions
+
+
+def reference_classes(stats):
+    keep = stats["counts"].numpy() >= 1
+    N = stats["counts"].numpy()[keep].astype(np.float64)
+    mu = stats["sums"].numpy()[keep] / N[:, None]  # (K, D)
+    s2 = stats["sq_dev"].numpy()[keep] / N
+    M = mu - mu.mean(axis=0)
+    W = stats["lm_head"].numpy()[keep].astype(np.float64)
+    return np.flatnonzero(keep), N, mu, s2, M, W
+
+
+def reference_pairs(stats):
+    """Per-pair values (c < c') and per-class matrices, by loops."""
+    _, _, mu, s2, M, _ = reference_classes(stats)
+    K = len(mu)
+    norms = np.linalg.norm(M, axis=1)
+    cdnv4, cdnv2, cos, logk = (np.full((K, K), np.nan) for _ in range(4))
+    for c in range(K):
+        for d in range(K):
+            if c == d:
+                continue
+            dist2 = np.sum((mu[c] - mu[d]) ** 2)
+            cdnv4[c, d] = (s2[c] + s2[d]) / (2 * dist2**2)
+            cdnv2[c, d] = (s2[c] + s2[d]) / (2 * dist2)
+            cos[c, d] = M[c] @ M[d] / (norms[c] * norms[d])
+            logk[c, d] = np.log(1 / np.linalg.norm(M[c] / norms[c] - M[d] / norms[d]))
+    return cdnv4, cdnv2, cos, logk
+
+
+def reference_measures(stats) -> dict[str, float]:
+    _, _, _, _, M, W = reference_classes(stats)
+    K = len(M)
+    cdnv4, cdnv2, cos, logk = reference_pairs(stats)
+    upper = np.triu_indices(K, k=1)
+    norms = np.linalg.norm(M, axis=1)
+    dual = np.sum(W * M, axis=1) / (np.linalg.norm(W, axis=1) * norms)
+    return {
+        "nc1_cdnv": cdnv4[upper].mean(),
+        "nc1_cdnv_galanti": cdnv2[upper].mean(),
+        "nc2_norm_cv": norms.std() / norms.mean(),
+        "nc2_lognorm_cv": np.log(norms).std() / np.log(norms).mean(),
+        "nc2_interference_mean": cos[upper].mean(),
+        "nc2_interference_std": cos[upper].std(),
+        "gnc2_logkernel_mean": logk[upper].mean(),
+        "gnc2_logkernel_var": logk[upper].var(),
+        "nc3_duality_mean": dual.mean(),
+        "unc3_duality_cv": dual.std() / dual.mean(),
+        "nc4_agreement": stats["val_agree"].sum().item() / stats["val_counts"].sum().item(),
+    }
+
+
+def assert_measures_close(got: dict, want: dict, rtol: float = 1e-9, atol: float = 1e-12):
+    for name in MEASURE_NAMES:
+        assert got[name] == pytest.approx(want[name], rel=rtol, abs=atol), name
+
+
+# ---------------------------------------------------------------------------------------------
+# Against the plain implementation
+
+
+@pytest.mark.parametrize("K,D,seed,tile", [
+    (7, 3, 0, 2048),  # K > D + 1: no ETF possible, like language models
+    (13, 20, 1, 4),
+    (40, 8, 2, 5),
+    (23, 5, 3, 23),
+])
+def test_measures_match_plain_definition(K, D, seed, tile):
+    stats = make_stats(K, D, seed)
+    got = compute_measures(stats, tile=tile)
+    assert_measures_close(got, reference_measures(stats))
+    assert got["num_classes"] == K
+    assert set(got) == {*MEASURE_NAMES, "num_classes"}
+
+
+@pytest.mark.parametrize("tile", [1, 2, 3, 5, 7, 16])
+def test_tile_size_does_not_change_results(tile):
+    stats = make_stats(17, 6, seed=4)
+    assert_measures_close(compute_measures(stats, tile=tile), compute_measures(stats, tile=1000),
+                          rtol=1e-11)
+
+
+@pytest.mark.parametrize("tile", [3, 5, 100])
+def test_per_class_table_matches_plain_definition(tile):
+    stats = make_stats(19, 5, seed=5, empty=(2, 11))
+    table = per_class_measures(stats, tile=tile)
+    idx, N, _, s2, M, W = reference_classes(stats)
+    cdnv4, _, cos, _ = reference_pairs(stats)
+    norms = np.linalg.norm(M, axis=1)
+    assert list(table.columns) == ["token_id", "count", "sigma2", "norm", "duality",
+                                   "variability", "interference"]
+    np.testing.assert_array_equal(table["token_id"], idx)
+    np.testing.assert_array_equal(table["count"], N)
+    np.testing.assert_allclose(table["sigma2"], s2, rtol=1e-12)
+    np.testing.assert_allclose(table["norm"], norms, rtol=1e-12)
+    dual = np.sum(W * M, axis=1) / (np.linalg.norm(W, axis=1) * norms)
+    np.testing.assert_allclose(table["duality"], dual, rtol=1e-10)
+    np.testing.assert_allclose(table["variability"], np.nanmean(cdnv4, axis=1), rtol=1e-10)
+    np.testing.assert_allclose(table["interference"], np.nanmean(cos, axis=1), rtol=1e-9,
+                               atol=1e-13)
+
+
+def test_classes_with_count_zero_are_ignored():
+    empty = (0, 4, 9)
+    stats = make_stats(14, 5, seed=6, empty=empty)
+    stats["lm_head"][list(empty)] = 1e6  # must not matter
+    keep = [c for c in range(14) if c not in empty]
+    dense = {k: v[keep] for k, v in stats.items()}
+    got, want = compute_measures(stats, tile=4), compute_measures(dense, tile=4)
+    assert got["num_classes"] == want["num_classes"] == 11
+    for name in MEASURE_NAMES[:-1]:  # nc4 is token-weighted over every token: differs
+        assert got[name] == pytest.approx(want[name], rel=1e-12), name
+    assert per_class_measures(stats)["token_id"].tolist() == keep
+
+
+# ---------------------------------------------------------------------------------------------
+# Known answers
+
+
+def simplex_stats(K: int, D: int, scale: float = 2.0, offset: float = 5.0):
+    """Class means forming a simplex ETF (after centring), with unequal counts."""
+    counts = torch.arange(1, K + 1)
+    mu = torch.full((K, D), offset, dtype=torch.float64)
+    mu[:, :K] += scale * torch.eye(K, dtype=torch.float64)  # centred: scale (e_c - 1/K)
+    M = mu - mu.mean(dim=0)
+    return {
+        "counts": counts, "sums": mu * counts[:, None],
+        "sq_dev": torch.zeros(K, dtype=torch.float64),  # every feature on its class mean
+        "val_counts": counts * 3, "val_agree": counts * 3,  # classifier == nearest centre
+        "lm_head": M.float() * 0.5,  # rows proportional to the centred means
+    }
+
+
+@pytest.mark.parametrize("K,D,tile", [(5, 5, 2048), (9, 12, 4), (16, 16, 5)])
+def test_known_answers_on_a_collapsed_simplex(K, D, tile):
+    got = compute_measures(simplex_stats(K, D), tile=tile)
+    expected = {
+        "nc1_cdnv": 0.0, "nc1_cdnv_galanti": 0.0,  # sq_dev = 0
+        "nc2_norm_cv": 0.0, "nc2_interference_mean": -1 / (K - 1), "nc2_interference_std": 0.0,
+        "gnc2_logkernel_var": 0.0, "gnc2_logkernel_mean": -0.5 * np.log(2 + 2 / (K - 1)),
+        "nc3_duality_mean": 1.0, "unc3_duality_cv": 0.0, "nc4_agreement": 1.0,
+    }
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, abs=1e-7), name
+
+
+def test_near_duplicate_means_are_recomputed_exactly(monkeypatch):
+    """Two means 1e-8 apart (relative): the Gram form alone loses most digits of d^2."""
+    stats = make_stats(9, 16, seed=7, offset=0.0)
+    mu = stats["sums"] / stats["counts"][:, None]
+    direction = torch.randn(16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    mu[1] = mu[0] + 1e-8 * mu[0].norm() * direction / direction.norm()
+    stats["sums"] = mu * stats["counts"][:, None]
+    want = reference_measures(stats)
+    assert_measures_close(compute_measures(stats, tile=4), want, rtol=1e-6)
+    monkeypatch.setattr(measure, "REL_CLOSE", 0.0)  # switch the exact recomputation off
+    crude = compute_measures(stats, tile=4)
+    assert not np.isclose(crude["nc1_cdnv"], want["nc1_cdnv"], rtol=1e-3)
+    assert not np.isclose(crude["gnc2_logkernel_mean"], want["gnc2_logkernel_mean"], rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input
+
+
+def _with(stats, **changes):
+    return {**stats, **changes}
+
+
+def _poison(t: torch.Tensor, value: float) -> torch.Tensor:
+    t = t.clone()
+    t[1, 2] = value
+    return t
+
+
+BAD_INPUTS = [
+    ("sums", lambda s: _with(s, sums=_poison(s["sums"], float("nan")))),
+    ("lm_head", lambda s: _with(s, lm_head=_poison(s["lm_head"], float("inf")))),
+    ("at least 2", lambda s: _with(s, counts=torch.tensor([3] + [0] * 7))),
+    ("lm_head has shape", lambda s: _with(s, lm_head=s["lm_head"][:, :3])),
+    ("sq_dev has shape", lambda s: _with(s, sq_dev=s["sq_dev"][:5])),
+    ("lack tensors", lambda s: {k: v for k, v in s.items() if k != "val_agree"}),
+    ("negative", lambda s: _with(s, counts=-s["counts"])),
+    ("val_agree exceeds", lambda s: _with(s, val_agree=s["val_counts"] + 1)),
+    ("no validation tokens", lambda s: _with(s, val_counts=0 * s["val_counts"],
+                                             val_agree=0 * s["val_agree"])),
+]
+
+
+@pytest.mark.parametrize("message,corrupt", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_raises_a_clear_error(message, corrupt):
+    with pytest.raises(ValueError, match=message):
+        compute_measures(corrupt(make_stats(8, 4)))
+
+
+def test_bad_tile_and_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="tile"):
+        compute_measures(make_stats(8, 4), tile=0)
+    with pytest.raises(FileNotFoundError, match="collect"):
+        measure_stats_file(tmp_path / "missing.safetensors")
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and CLI
+
+
+def write_stats(path, stats):
+    meta = {"model": "data/x/models/L1-d8-e1-wd0.1-s0/checkpoint-1", "tokenizer": "tok",
+            "vocab_size": str(len(stats["counts"])), "width": "6", "means_hash": "abc",
+            "format_version": "1"}
+    save_file({k: v.contiguous() for k, v in stats.items()}, str(path), metadata=meta)
+
+
+def test_measure_stats_file_adds_model_metadata(tmp_path):
+    stats = make_stats(10, 6, seed=8)
+    write_stats(tmp_path / "stats.safetensors", stats)
+    result = measure_stats_file(tmp_path / "stats.safetensors")
+    assert_measures_close(result, compute_measures(stats), rtol=1e-14)
+    assert result["model"].endswith("checkpoint-1")
+    assert (result["vocab_size"], result["width"], result["means_hash"]) == (10, 6, "abc")
+
+
+def test_cli_writes_json_and_per_class_csv(tmp_path):
+    stats = make_stats(10, 6, seed=9, empty=(3,))
+    write_stats(tmp_path / "stats.safetensors", stats)
+    parser = argparse.ArgumentParser()
+    register_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["measure", str(tmp_path / "stats.safetensors"),
+                              "--out", str(tmp_path / "m" / "metrics.json"),
+                              "--per-class", str(tmp_path / "per_class.csv"), "--tile", "3"])
+    assert args.func(args) == 0
+    written = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert_measures_close(written, compute_measures(stats), rtol=1e-12)
+    assert written["num_classes"] == 9
+    table = pd.read_csv(tmp_path / "per_class.csv")
+    pd.testing.assert_frame_equal(table, per_class_measures(stats, tile=3), check_dtype=False,
+                                  rtol=1e-12)
+    assert len(table) == 9 and 3 not in table["token_id"].tolist()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    stats = make_stats(40, 8, seed=10)
+    assert_measures_close(compute_measures(stats, device="cuda", tile=7),
+                          compute_measures(stats, tile=7), rtol=1e-10)
