@@ -204,11 +204,12 @@ def collect_checkpoint(profile: Profile, ck: RunName, corpus: Any, progress: boo
     )
 
 
-def measure_checkpoint(profile: Profile, ck: RunName) -> Path:
+def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False) -> Path:
     """The measures of one checkpoint's statistics, with its run spec, as metrics JSON."""
     from lib.measure import measure_stats_file
 
-    measures = measure_stats_file(stats_path(profile.out_path, ck), device=_device(profile))
+    measures = measure_stats_file(stats_path(profile.out_path, ck), device=_device(profile),
+                                  progress=progress)
     return atomic_write_json(metrics_path(profile.out_path, ck),
                              {**measures, "run": str(ck), "spec": ck.as_dict()})
 
@@ -233,7 +234,7 @@ def run_job(profile: Profile, run: RunName, *, corpus: Any = None,
         _tick(bar, f"collected {ck}")
     for ck in cks if "measure" in stages else ():
         if not is_measured(profile, ck):
-            measure_checkpoint(profile, ck)
+            measure_checkpoint(profile, ck, progress)
         _tick(bar, f"measured {ck}")
 
 

@@ -151,9 +151,13 @@ def load_causal_lm(name_or_path: str | Path, device: str | torch.device = "cpu",
                    dtype: torch.dtype | None = None) -> nn.Module:
     """Load a causal LM by hub name or local path, in eval mode; fails fast when offline."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
-    path = Path(name_or_path)
-    if not path.exists() and "/" not in str(name_or_path):
+    hf_logging.disable_progress_bar()  # weight-loading bars would drown the passes' own bars
+
+    path = Path(name_or_path).expanduser()
+    hub_like = not path.is_absolute() and str(name_or_path).count("/") <= 1 and not str(name_or_path).startswith(".")
+    if not path.exists() and not hub_like:
         raise FileNotFoundError(f"no model checkpoint at {name_or_path}; train it first or fix the path")
     try:
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)

@@ -57,8 +57,11 @@ class CorpusConfig:
     path: str | None = None  # a folder with train.txt / validation.txt (source: path)
     max_train_stories: int | None = None
     max_val_stories: int | None = None
+    fallback: str | None = None  # source used when ``path`` is missing, e.g. hub:roneneldan/TinyStories
 
     def __post_init__(self) -> None:
+        if self.fallback is not None and not self.fallback.startswith(("hub", "disk:")):
+            raise ValueError(f"corpus.fallback must be 'hub', 'hub:<dataset>' or 'disk:<path>', got {self.fallback!r}")
         if not self.source.startswith(("hub:", "disk:")):
             _choice(self.source, CORPUS_SOURCES, "corpus.source")
         if self.source == "path" and not self.path:
@@ -68,9 +71,12 @@ class CorpusConfig:
 
     def spec(self) -> dict:
         """The corpus mapping for lib.data.prepare_corpus (unset keys left out, path resolved)."""
-        spec = {k: v for k, v in _plain(self).items() if v is not None}
+        spec = {k: v for k, v in _plain(self).items() if v is not None and k != "fallback"}
         if "path" in spec:
             spec["path"] = str(resolve(spec["path"]))
+            if self.fallback and not resolve(self.path).exists():
+                del spec["path"]
+                spec["source"] = self.fallback
         return spec
 
 
