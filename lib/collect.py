@@ -74,8 +74,13 @@ class PassInterrupted(RuntimeError):
 # Accumulators (in place, on any device).
 
 
+ROW_CHUNK = 4096  # rows converted to float64 at a time: cache-sized, no (N, D) float64 copy
+
+
 def _check_finite(features: Tensor) -> None:
-    if not torch.isfinite(features).all():
+    # One reduction: any NaN/inf makes the sum non-finite (an elementwise isfinite mask costs
+    # more than the accumulation itself; a float32 sum overflows only for absurd features).
+    if not torch.isfinite(features.sum()):
         raise ValueError(
             "features contain NaN or inf: check the model/precision (a diverged checkpoint, or "
             "fp16 overflow; collect in float32 or bf16)"
@@ -92,7 +97,8 @@ def accumulate_sums(features: Tensor, labels: Tensor, counts: Tensor, sums: Tens
     if n_per_class.shape[0] != counts.shape[0]:
         raise ValueError(f"label {int(labels.max())} outside the {counts.shape[0]} classes")
     counts += n_per_class
-    sums.index_add_(0, labels, features.double())
+    for a in range(0, features.shape[0], ROW_CHUNK):
+        sums.index_add_(0, labels[a:a + ROW_CHUNK], features[a:a + ROW_CHUNK].double())
 
 
 def accumulate_sq_dev(features: Tensor, labels: Tensor, means: Tensor, sq_dev: Tensor) -> None:
@@ -101,8 +107,10 @@ def accumulate_sq_dev(features: Tensor, labels: Tensor, means: Tensor, sq_dev: T
     features (N, D), labels (N,), means (V, D) float64, sq_dev (V,) float64.
     """
     _check_finite(features)
-    dev = features.double() - means[labels]  # (N, D)
-    sq_dev.index_add_(0, labels, (dev * dev).sum(1))
+    for a in range(0, features.shape[0], ROW_CHUNK):
+        y = labels[a:a + ROW_CHUNK]
+        dev = features[a:a + ROW_CHUNK].double() - means[y]  # (chunk, D)
+        sq_dev.index_add_(0, y, (dev * dev).sum(1))
 
 
 def _chunked_argmax(x: Tensor, rows: Callable[[int, int], Tensor], bias: Tensor | None,
