@@ -385,6 +385,17 @@ def permutation_test(table: pd.DataFrame, measures: Sequence[str] = MEASURES,
     return pd.DataFrame([_permutation_one(table, m, n_permutations, seed) for m in measures])
 
 
+def table1(replicas: pd.DataFrame, n_permutations: int = 10_000, seed: int = 0) -> pd.DataFrame:
+    """``permutation_test`` for a notebook: with fewer than 3 replicas every row is NaN with a
+    note saying so, instead of stopping the series or printing a meaningless p-value."""
+    if len(replicas) >= 3:
+        return permutation_test(replicas, n_permutations=n_permutations, seed=seed)
+    note = (f"too few seed-only replicas (n={len(replicas)}); the test needs at least 3: "
+            "add seeds to grid.replicas in the profile")
+    return pd.DataFrame({"measure": MEASURES, "n": len(replicas), "r": np.nan, "r2": np.nan,
+                         "p": np.nan, "significant": False, "note": note})
+
+
 _REQUIRED = object()
 
 

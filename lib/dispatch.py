@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,21 +198,40 @@ def collect_checkpoint(profile: Profile, ck: RunName, corpus: Any, progress: boo
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"no checkpoint {model_dir}; train {ck.run} first")
     col = profile.collect
-    return collect_model_stats(
+    start = time.perf_counter()
+    path = collect_model_stats(
         model_dir, corpus.train_blocks(), corpus.val_blocks(), stats_path(profile.out_path, ck),
         batch_size=col.batch_size, device=_device(profile), max_train_blocks=col.max_train_blocks,
         max_val_blocks=col.max_val_blocks, progress=progress,
     )
+    _log_throughput(path, time.perf_counter() - start, _device(profile))
+    return path
+
+
+def throughput_path(stats_file: Path) -> Path:
+    return stats_file.with_name("throughput.json")
+
+
+def _log_throughput(stats_file: Path, seconds: float, device: str) -> None:
+    """Collection tokens/s of the passes just run (all three passes' tokens over the wall time)."""
+    from lib.collect import load_stats_metadata
+
+    meta = load_stats_metadata(stats_file)
+    tokens = sum(int(meta.get(f"pass{i}_tokens", 0)) for i in (1, 2, 3))
+    atomic_write_json(throughput_path(stats_file), {
+        "collect_seconds": seconds, "collect_tokens": tokens, "collect_device": str(device),
+        "collect_tokens_per_s": tokens / max(seconds, 1e-9)})
 
 
 def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False) -> Path:
     """The measures of one checkpoint's statistics, with its run spec, as metrics JSON."""
     from lib.measure import measure_stats_file
 
-    measures = measure_stats_file(stats_path(profile.out_path, ck), device=_device(profile),
-                                  progress=progress)
+    stats_file = stats_path(profile.out_path, ck)
+    measures = measure_stats_file(stats_file, device=_device(profile), progress=progress)
+    throughput = read_json(throughput_path(stats_file)) if throughput_path(stats_file).is_file() else {}
     return atomic_write_json(metrics_path(profile.out_path, ck),
-                             {**measures, "run": str(ck), "spec": ck.as_dict()})
+                             {**measures, **throughput, "run": str(ck), "spec": ck.as_dict()})
 
 
 def run_job(profile: Profile, run: RunName, *, corpus: Any = None,

@@ -37,8 +37,13 @@ def gpt_neo_config(
     window_size: int = PAPER_LOCAL_WINDOW,
     bos_token_id: int | None = None,
     eos_token_id: int | None = None,
+    attn_implementation: str = "eager",
 ):
-    """The paper's GPT-Neo architecture: MLP 4d, gelu_new, no dropout, tied LM head."""
+    """The paper's GPT-Neo architecture: MLP 4d, gelu_new, no dropout, tied LM head.
+
+    ``attn_implementation="flash_attention_2"`` (CUDA, flash-attn installed) runs both GPT-Neo's
+    global and its local (sliding-window) attention as flash kernels; "eager" runs everywhere.
+    """
     from transformers import GPTNeoConfig
 
     n_head = n_head or default_n_head(n_embd)
@@ -69,6 +74,7 @@ def gpt_neo_config(
         use_cache=False,
         bos_token_id=bos_token_id,
         eos_token_id=eos_token_id,
+        attn_implementation=attn_implementation,
     )
 
 

@@ -278,6 +278,12 @@ def permutation_figure(perm_df: pd.DataFrame, null_samples: Mapping[str, np.ndar
                        ncols: int = 4) -> Figure:
     """Table 1 as a figure: per measure the null distribution of r (histogram, when given) with
     the observed ±r marked, or else a bar chart of |r| coloured by significance, p annotated."""
+    if perm_df["r"].isna().all():  # too few replicas: say so on the figure itself
+        fig, ax = plt.subplots(figsize=(9, 2))
+        note = perm_df["note"].iloc[0] if "note" in perm_df else "no permutation results"
+        ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True)
+        ax.set_axis_off()
+        return fig
     if null_samples is None:
         fig, ax = plt.subplots(figsize=(9, 0.45 * len(perm_df) + 1.5))
         colors = ["tab:red" if s else "0.6" for s in perm_df["significant"]]

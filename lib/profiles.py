@@ -27,6 +27,7 @@ from lib.model import PAPER_LOCAL_WINDOW, RunName, default_n_head
 from lib.paths import PROFILES_DIR, resolve
 
 DEVICES = ("auto", "cpu", "cuda")
+ATTN_IMPLEMENTATIONS = ("eager", "flash_attention_2")
 PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCHEDULES = ("linear", "constant")
 CORPUS_SOURCES = ("generated", "path", "hub")
@@ -120,8 +121,10 @@ class ModelConfig:
     n_head: int | None = None  # None: lib.model.default_n_head(width)
     window_size: int = PAPER_LOCAL_WINDOW
     init_seed: int = 0  # initialisation seed, the same for every run
+    attn_implementation: str = "eager"  # eager | flash_attention_2 (CUDA + flash-attn package)
 
     def __post_init__(self) -> None:
+        _choice(self.attn_implementation, ATTN_IMPLEMENTATIONS, "model.attn_implementation")
         _positive(self.n_head, "model.n_head")
         _positive(self.window_size, "model.window_size")
 

@@ -335,7 +335,7 @@ def build_run_model(run: RunName, corpus: Any, model_cfg: ModelConfig,
     """A fresh model of one run: its initial weights depend on model_cfg.init_seed only."""
     config = gpt_neo_config(
         run.depth, run.width, corpus.vocab_size, corpus.context_len, n_head=model_cfg.n_head,
-        window_size=model_cfg.window_size,
+        window_size=model_cfg.window_size, attn_implementation=model_cfg.attn_implementation,
         bos_token_id=getattr(tokenizer, "bos_token_id", None),
         eos_token_id=getattr(tokenizer, "eos_token_id", None),
     )

@@ -166,7 +166,7 @@ NOTEBOOKS = {
              "plots.apply_style()\ntable = analysis.load_table(results_table)\n"
              "replicas = analysis.replica_rows(table, load_profile(profile).grid.replicas)\n"
              "print(f\"{len(replicas)} seed-only replicas of {replicas['run'].iloc[0] if len(replicas) else 'none'}\")"),
-        code("perm = analysis.permutation_test(replicas, n_permutations=analysis_n_permutations, seed=analysis_seed)\n"
+        code("perm = analysis.table1(replicas, n_permutations=analysis_n_permutations, seed=analysis_seed)\n"
              "analysis.save_table(perm, Path(results_table).with_name(\"permutation.csv\"))\n"
              "perm.round(4)"),
         md("## Table 1 as a figure\n\n|r| per measure; red bars are significant at p < 0.05. The "
@@ -208,6 +208,8 @@ NOTEBOOKS = {
 def main() -> None:
     for name, cells in NOTEBOOKS.items():
         nb = new_notebook(cells=cells)
+        for i, cell in enumerate(nb.cells):  # stable ids: rebuilding unchanged cells changes nothing
+            cell.id = f"{name}-{i:02d}"
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.metadata["language_info"] = {"name": "python"}
         nbformat.write(nb, NOTEBOOKS_DIR / f"{name}.ipynb")

@@ -89,6 +89,8 @@ def test_separate_stages_then_run_local_is_a_noop(tmp_path):
     metrics = read_json(metrics_path(p.out_path, ck))
     assert metrics["run"] == str(ck) and metrics["spec"]["width"] == 16
     assert math.isfinite(metrics["nc1_cdnv"]) and metrics["num_classes"] > 0
+    meta_tokens = sum(metrics[f"pass{i}_tokens"] for i in (1, 2, 3))
+    assert metrics["collect_tokens"] == meta_tokens and metrics["collect_tokens_per_s"] > 0
     stamp = metrics_path(p.out_path, ck).stat().st_mtime_ns
     run_local(p, progress=False)  # everything finished: nothing redone
     assert metrics_path(p.out_path, ck).stat().st_mtime_ns == stamp
