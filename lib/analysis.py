@@ -406,17 +406,18 @@ def _spec_value(spec: Any, key: str, default: Any = _REQUIRED) -> Any:
     return value
 
 
-def replica_rows(table: pd.DataFrame, replicas: Any) -> pd.DataFrame:
+def replica_rows(table: pd.DataFrame, replicas: Any, main_seed: int | None = None) -> pd.DataFrame:
     """The seed-only replicas: rows at the final checkpoint of the architecture/variant given by
     ``replicas`` (mapping or object with depth, width, epochs, weight_decay, seeds; seeds None =
-    every seed present). The main-seed model is included when it matches."""
+    every seed present). ``main_seed``: the grid's own seed, whose model of that architecture and
+    variant is one more replica (the paper's 20 copies + the grid model = 21)."""
     depth, width, epochs, wd = (_spec_value(replicas, k) for k in ("depth", "width", "epochs", "weight_decay"))
     seeds = _spec_value(replicas, "seeds", None)
     keep = ((table["depth"] == depth) & (table["width"] == width) & (table["epochs"] == epochs)
             & np.isclose(table["weight_decay"].astype(float), float(wd), rtol=1e-9, atol=0)
             & (table["checkpoint"] == epochs))
     if seeds is not None:
-        keep &= table["seed"].isin(list(seeds))
+        keep &= table["seed"].isin([*seeds, *([] if main_seed is None else [main_seed])])
     return table[keep].sort_values("seed", ignore_index=True)
 
 

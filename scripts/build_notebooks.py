@@ -164,7 +164,8 @@ NOTEBOOKS = {
                "analysis_seed = 0  # seed of the permutations"),
         code("from pathlib import Path\n\nfrom lib import analysis, plots\nfrom lib.profiles import load_profile\n\n"
              "plots.apply_style()\ntable = analysis.load_table(results_table)\n"
-             "replicas = analysis.replica_rows(table, load_profile(profile).grid.replicas)\n"
+             "grid = load_profile(profile).grid\n"
+             "replicas = analysis.replica_rows(table, grid.replicas, main_seed=grid.seed)\n"
              "print(f\"{len(replicas)} seed-only replicas of {replicas['run'].iloc[0] if len(replicas) else 'none'}\")"),
         code("perm = analysis.table1(replicas, n_permutations=analysis_n_permutations, seed=analysis_seed)\n"
              "analysis.save_table(perm, Path(results_table).with_name(\"permutation.csv\"))\n"

@@ -395,3 +395,11 @@ def test_table1_with_too_few_replicas_says_so_and_draws_a_note():
     assert out["r"].isna().all() and out["note"].str.contains("n=2").all()
     fig = permutation_figure(out)
     assert "too few seed-only replicas" in fig.axes[0].texts[0].get_text()
+
+
+def test_replica_rows_include_the_grid_seed():
+    table = pd.DataFrame({"depth": 1, "width": 8, "epochs": 1, "weight_decay": 5e-4, "checkpoint": 1,
+                          "seed": [0, 1, 2, 3, 9]})
+    spec = {"depth": 1, "width": 8, "epochs": 1, "weight_decay": 5e-4, "seeds": [1, 2, 3]}
+    assert list(analysis.replica_rows(table, spec)["seed"]) == [1, 2, 3]
+    assert list(analysis.replica_rows(table, spec, main_seed=0)["seed"]) == [0, 1, 2, 3]
