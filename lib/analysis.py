@@ -206,7 +206,7 @@ def largest_model(table: pd.DataFrame) -> RunName:
 def correlation_summary(corr: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """The headline columns of ``correlate`` at fixed rounding (stable text for nbval)."""
     cols = ["measure", "transform", "n", "r2", "partial_r", "partial_p"]
-    return corr[[c for c in cols if c in corr.columns]].round(digits)
+    return round_sig(corr[[c for c in cols if c in corr.columns]], digits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,6 +526,16 @@ def nearest_classes(stats_or_means: Any, token_id: int, k: int = 5) -> pd.DataFr
 
 # ---------------------------------------------------------------------------------------------
 # Summary for notebooks
+
+
+def round_sig(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """Every float column rounded to ``digits`` significant figures: what notebooks display, so
+    that nbval compares text that last-bit differences between machines do not change."""
+    out = df.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            out[col] = out[col].map(lambda x: _round_sig(x, digits))
+    return out
 
 
 def _round_sig(x: float, digits: int) -> float:

@@ -330,17 +330,18 @@ def load_stats_metadata(path: str | Path) -> dict[str, str]:
 
 def stats_overview(stats_dir: str | Path):
     """One row per ``<name>/stats.safetensors`` under ``stats_dir``: classes seen (count >= 1),
-    tokens per pass and the first 12 hex digits of the means hash tying passes 2-3 to pass 1."""
+    tokens per pass, and whether passes 2 and 3 used the finished pass-1 means (the file's
+    ``means_hash`` equals the hash of its own means)."""
     import pandas as pd
 
     rows = []
     for path in sorted(resolve(stats_dir).glob("*/stats.safetensors")):
         meta = load_stats_metadata(path)
         with safe_open(str(path), framework="pt") as f:
-            classes = int((f.get_tensor("counts") > 0).sum())
-        rows.append({"model": path.parent.name, "classes": classes,
+            counts, sums = f.get_tensor("counts"), f.get_tensor("sums")
+        rows.append({"model": path.parent.name, "classes": int((counts > 0).sum()),
                      **{f"pass{i}_tokens": int(meta.get(f"pass{i}_tokens", 0)) for i in (1, 2, 3)},
-                     "means_hash": meta.get("means_hash", "")[:12]})
+                     "passes_tied": meta.get("means_hash") == means_hash(class_means(counts, sums))})
     if not rows:
         raise FileNotFoundError(f"no <model>/stats.safetensors under {resolve(stats_dir)}; collect first")
     return pd.DataFrame(rows)

@@ -106,6 +106,14 @@ def add_param_colorbar(fig: Figure, axes: Any, norm: LogNorm) -> None:
     bar.ax.yaxis.set_minor_locator(ticker.NullLocator())
 
 
+def show_and_save(fig: Figure, name: str, profile: str, **kwargs: Any) -> None:
+    """Display ``fig`` in the notebook (so executed notebooks carry it), then ``save_figure``."""
+    from IPython.display import display
+
+    display(fig)
+    save_figure(fig, name, profile, **kwargs)
+
+
 def save_figure(fig: Figure, name: str, profile: str, formats: Sequence[str] = ("png", "svg"),
                 figures_dir: str | os.PathLike | None = None) -> list[Path]:
     """Write ``fig`` to <figures_dir or FIGURES_DIR>/<profile>/<name>.<fmt> atomically and close it.

@@ -66,14 +66,14 @@ NOTEBOOKS = {
            "lower loss, and longer training should keep lowering it."),
         code("runs = analysis.load_run_results(cfg.out_path)\n"
              "fig = plots.training_curves(runs)\n"
-             "plots.save_figure(fig, \"training_curves\", profile)"),
+             "plots.show_and_save(fig, \"training_curves\", profile)"),
         md("## Validation loss over width × depth\n\nFinal validation loss of each architecture "
            "for every variant (epochs, weight decay): the spread the correlations of `04_correlate` "
            "rely on."),
         code("train_table = analysis.training_table(cfg.out_path, cfg.runs())\n"
              "for (epochs, wd), _ in train_table.groupby([\"epochs\", \"weight_decay\"]):\n"
              "    fig = plots.loss_grid_heatmap(train_table, epochs=epochs, weight_decay=wd)\n"
-             "    plots.save_figure(fig, f\"loss_grid_e{epochs}_wd{wd:g}\", profile)"),
+             "    plots.show_and_save(fig, f\"loss_grid_e{epochs}_wd{wd:g}\", profile)"),
         md("## Summary"),
         code("analysis.training_summary(train_table)"),
     ],
@@ -108,8 +108,8 @@ NOTEBOOKS = {
         code("table = analysis.build_results_table(cfg.out_path, cfg.checkpoints())\n"
              "analysis.save_table(table, results_table)\n"
              "print(f\"{len(table)} models -> {results_table}\")"),
-        md("## The results table\n\nThe measures at a glance (full precision in the CSV)."),
-        code("table.round(4)"),
+        md("## The results table\n\nThe measures at a glance, to 4 significant figures (full precision in the CSV)."),
+        code("analysis.round_sig(table, 4)"),
         md("## Summary\n\nRange of each quantity over the population (4 significant figures)."),
         code("analysis.summary_numbers(table)"),
     ],
@@ -130,25 +130,25 @@ NOTEBOOKS = {
              "print(f\"{len(table)} models from {results_table}\")"),
         code("corr = analysis.correlate(table, n_bootstrap=analysis_n_bootstrap, seed=analysis_seed)\n"
              "analysis.save_table(corr, Path(results_table).with_name(\"correlations.csv\"))\n"
-             "corr.round(3)"),
+             "analysis.round_sig(corr, 3)"),
         md("## Figure 1 · NC1, GNC2, UNC3 and NC4 against validation loss\n\n"
            "The paper's claim: all four improve with scale and correlate with lower validation "
            "loss, NC1 (CDNV), GNC2 and NC4 strongly. Compare the R² in each panel."),
         code("fig = plots.loss_vs_measures(table, plots.PAPER_FIGURES[\"fig1_loss_vs_nc\"], corr)\n"
-             "plots.save_figure(fig, \"fig1_loss_vs_nc\", profile)"),
+             "plots.show_and_save(fig, \"fig1_loss_vs_nc\", profile)"),
         md("## Figure 2 · Equinormness, equiangularity, hyperspherical uniformity\n\n"
            "Claim: equinormness relates negligibly to loss, equiangularity somewhat, GNC2 "
            "strongly — class means head toward a uniform spread on the sphere, not a simplex ETF."),
         code("fig = plots.loss_vs_measures(table, plots.PAPER_FIGURES[\"fig2_loss_vs_nc2\"], corr)\n"
-             "plots.save_figure(fig, \"fig2_loss_vs_nc2\", profile)"),
+             "plots.show_and_save(fig, \"fig2_loss_vs_nc2\", profile)"),
         md("## Figure 3 · Self-duality (NC3) and uniform duality (UNC3)\n\n"
            "Claim: NC3 relates negligibly to loss, UNC3 clearly."),
         code("fig = plots.loss_vs_measures(table, plots.PAPER_FIGURES[\"fig3_loss_vs_nc3\"], corr)\n"
-             "plots.save_figure(fig, \"fig3_loss_vs_nc3\", profile)"),
+             "plots.show_and_save(fig, \"fig3_loss_vs_nc3\", profile)"),
         md("## Scaling\n\nEach measure against width, depth, epochs and weight decay: does "
            "collapse develop with scale and training?"),
         code("fig = plots.scaling_grid(table, analysis.MEASURES)\n"
-             "plots.save_figure(fig, \"scaling\", profile)"),
+             "plots.show_and_save(fig, \"scaling\", profile)"),
         md("## Summary\n\nR² and partial correlation per measure, to 3 decimals."),
         code("analysis.correlation_summary(corr)"),
     ],
@@ -169,11 +169,11 @@ NOTEBOOKS = {
              "print(f\"{len(replicas)} seed-only replicas of {replicas['run'].iloc[0] if len(replicas) else 'none'}\")"),
         code("perm = analysis.table1(replicas, n_permutations=analysis_n_permutations, seed=analysis_seed)\n"
              "analysis.save_table(perm, Path(results_table).with_name(\"permutation.csv\"))\n"
-             "perm.round(4)"),
+             "analysis.round_sig(perm, 3)"),
         md("## Table 1 as a figure\n\n|r| per measure; red bars are significant at p < 0.05. The "
            "paper finds NC1, GNC2 and UNC3 (among others) significant across 21 seeds of one "
            "architecture."),
-        code("fig = plots.permutation_figure(perm)\nplots.save_figure(fig, \"table1_permutation\", profile)"),
+        code("fig = plots.permutation_figure(perm)\nplots.show_and_save(fig, \"table1_permutation\", profile)"),
     ],
     "06_tokens": [
         md("# 06 · Individual tokens\n\n"
@@ -194,11 +194,11 @@ NOTEBOOKS = {
         md("## Variability and interference against frequency\n\nFirst names in red. The paper "
            "reports that names are far more collapsed (lower variability and interference) than "
            "the average token, and that the average token's interference is positive."),
-        code("fig = plots.token_frequency_figure(tokens)\nplots.save_figure(fig, \"tokens_frequency\", profile)"),
+        code("fig = plots.token_frequency_figure(tokens)\nplots.show_and_save(fig, \"tokens_frequency\", profile)"),
         md("## First names against the average token"),
-        code("names = analysis.first_name_table(tokens)\nnames.round(4)"),
+        code("names = analysis.first_name_table(tokens)\nanalysis.round_sig(names, 4)"),
         md("## Most and least collapsed tokens (by variability)"),
-        code("analysis.most_and_least_collapsed(tokens, k=10).round(4)"),
+        code("analysis.round_sig(analysis.most_and_least_collapsed(tokens, k=10), 4)"),
         md("## Explorer\n\nIn JupyterLab: pick a token to see its count, variability, "
            "interference and nearest classes."),
         code("from lib.explorer import token_explorer\n\ntoken_explorer(tokens, stats)", ignore_output=True),
