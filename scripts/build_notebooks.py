@@ -6,6 +6,8 @@ The notebooks are the sources users open; this script only keeps their structure
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
@@ -13,18 +15,10 @@ from lib.paths import NOTEBOOKS_DIR
 
 IGNORE = "# NBVAL_IGNORE_OUTPUT\n"
 
-SETUP = """\
-from pathlib import Path
-
-import pandas as pd
-from IPython.display import display
-
-from lib import analysis, collect, data, dispatch, measure, plots, train
-from lib.profiles import load_profile
-
-cfg = load_profile(profile)
-plots.apply_style()
-pd.set_option("display.precision", 4)"""
+def setup(modules: str) -> str:
+    """The first code cell after the parameters: imports of ``lib`` modules, profile, style."""
+    return (f"from lib import {modules}\nfrom lib.profiles import load_profile\n\n"
+            "cfg = load_profile(profile)\nplots.apply_style()")
 
 
 def params(text: str):
@@ -51,7 +45,7 @@ NOTEBOOKS = {
            "checkpoints."),
         params('profile = "smoke"  # profiles/<name>.yaml\n'
                "progress = True  # tqdm progress bars (papermill runs turn them off)"),
-        code(SETUP),
+        code(setup("analysis, dispatch, plots, train")),
         md("## The grid\n\nOne row per training run, with its estimated cost (FLOPs from "
            "6·N·tokens plus attention; GPU-hours at the profile's assumed utilisation)."),
         code("jobs = dispatch.dry_run(cfg)\njobs"),
@@ -87,7 +81,7 @@ NOTEBOOKS = {
            "interrupted passes resume."),
         params('profile = "smoke"  # profiles/<name>.yaml\n'
                "progress = True  # tqdm progress bars"),
-        code(SETUP),
+        code(setup("collect, dispatch, plots")),
         code("dispatch.collect_all(cfg, progress=progress)", ignore_output=True),
         md("## What was collected\n\nOne row per checkpoint: number of classes (tokens seen as a "
            "next-token target), tokens in each pass, and the hash tying passes 2 and 3 to the "
@@ -103,7 +97,7 @@ NOTEBOOKS = {
         params('profile = "smoke"  # profiles/<name>.yaml\n'
                'results_table = "runs/smoke/results.csv"  # where the table is written\n'
                "progress = True  # tqdm progress bars"),
-        code(SETUP),
+        code(setup("analysis, dispatch, plots")),
         code("dispatch.measure_all(cfg, progress=progress)", ignore_output=True),
         code("table = analysis.build_results_table(cfg.out_path, cfg.checkpoints())\n"
              "analysis.save_table(table, results_table)\n"
@@ -125,7 +119,7 @@ NOTEBOOKS = {
                'results_table = "runs/smoke/results.csv"  # input table\n'
                "analysis_n_bootstrap = 200  # bootstrap resamples for the R² intervals\n"
                "analysis_seed = 0  # seed of the bootstrap"),
-        code("from pathlib import Path\n\nimport pandas as pd\n\nfrom lib import analysis, plots\n\n"
+        code("from pathlib import Path\n\nfrom lib import analysis, plots\n\n"
              "plots.apply_style()\ntable = analysis.load_table(results_table)\n"
              "print(f\"{len(table)} models from {results_table}\")"),
         code("corr = analysis.correlate(table, n_bootstrap=analysis_n_bootstrap, seed=analysis_seed)\n"
@@ -183,13 +177,13 @@ NOTEBOOKS = {
            "against the average token."),
         params('profile = "smoke"  # profiles/<name>.yaml\n'
                'results_table = "runs/smoke/results.csv"  # picks the largest model\n'
-               "progress = True  # unused here; accepted for a uniform interface"),
-        code(SETUP),
+               "progress = True  # tqdm progress bars"),
+        code(setup("analysis, collect, data, dispatch, measure, plots")),
         code("table = analysis.load_table(results_table)\n"
              "ck = analysis.largest_model(table)\n"
              "stats = collect.load_stats(dispatch.stats_path(cfg.out_path, ck))\n"
              "tokenizer = data.load_tokenizer(cfg.out_path / \"corpus\" / \"tokenizer\")\n"
-             "tokens = analysis.token_table(measure.per_class_measures(stats), tokenizer)\n"
+             "tokens = analysis.token_table(measure.per_class_measures(stats, progress=progress), tokenizer)\n"
              "print(f\"model {ck}: {len(tokens)} token classes\")"),
         md("## Variability and interference against frequency\n\nFirst names in red. The paper "
            "reports that names are far more collapsed (lower variability and interference) than "
@@ -207,14 +201,19 @@ NOTEBOOKS = {
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(NOTEBOOKS_DIR), help="folder to write the notebooks to")
+    out = Path(parser.parse_args().out)
     for name, cells in NOTEBOOKS.items():
         nb = new_notebook(cells=cells)
         for i, cell in enumerate(nb.cells):  # stable ids: rebuilding unchanged cells changes nothing
             cell.id = f"{name}-{i:02d}"
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.metadata["language_info"] = {"name": "python"}
-        nbformat.write(nb, NOTEBOOKS_DIR / f"{name}.ipynb")
-        print("wrote", NOTEBOOKS_DIR / f"{name}.ipynb")
+        nbformat.write(nb, out / f"{name}.ipynb")
+        print("wrote", out / f"{name}.ipynb")
 
 
 if __name__ == "__main__":
