@@ -203,6 +203,30 @@ def largest_model(table: pd.DataFrame) -> RunName:
                    float(best["weight_decay"]), int(best["seed"]), int(best["checkpoint"]))
 
 
+# The paper's Figures 1-3: how strongly each measure relates to validation loss (docs/paper.md §6),
+# and the R^2 range that counts as that strength here.
+PAPER_CLAIMS: dict[str, str] = {
+    "nc1_cdnv": "strong", "gnc2_logkernel_var": "strong", "nc4_agreement": "strong",
+    "unc3_duality_cv": "clear", "nc2_interference_std": "some",
+    "nc2_norm_cv": "negligible", "nc3_duality_mean": "negligible",
+}
+CLAIM_R2 = {"strong": (0.5, 1.0), "clear": (0.2, 1.0), "some": (0.1, 1.0), "negligible": (0.0, 0.1)}
+
+
+def paper_claims(corr: pd.DataFrame) -> pd.DataFrame:
+    """Per measure of Figures 1-3: the paper's claimed relation to loss, R^2 here, and whether the
+    claim holds (R^2 within ``CLAIM_R2`` of the claimed strength; ``undetermined`` without R^2)."""
+    rows = []
+    for measure, claim in PAPER_CLAIMS.items():
+        r2 = corr.loc[corr["measure"] == measure, "r2"]
+        r2 = float(r2.iloc[0]) if len(r2) else np.nan
+        low, high = CLAIM_R2[claim]
+        verdict = "undetermined" if not np.isfinite(r2) else (
+            "holds" if low <= r2 <= high else "does not hold")
+        rows.append({"measure": measure, "paper": claim, "r2": _round_sig(r2, 3), "here": verdict})
+    return pd.DataFrame(rows)
+
+
 def correlation_summary(corr: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """The headline columns of ``correlate`` at fixed rounding (stable text for nbval)."""
     cols = ["measure", "transform", "n", "r2", "partial_r", "partial_p"]

@@ -143,8 +143,12 @@ NOTEBOOKS = {
            "collapse develop with scale and training?"),
         code("fig = plots.scaling_grid(table, analysis.MEASURES)\n"
              "plots.show_and_save(fig, \"scaling\", profile)"),
-        md("## Summary\n\nR² and partial correlation per measure, to 3 decimals."),
+        md("## Summary\n\nR² and partial correlation per measure, to 3 significant figures."),
         code("analysis.correlation_summary(corr)"),
+        md("## Does the paper's claim hold here?\n\nFor each measure of Figures 1–3, the strength "
+           "of its relation to validation loss that the paper reports, and whether this population "
+           "agrees (strong: R² ≥ 0.5; clear: ≥ 0.2; some: ≥ 0.1; negligible: < 0.1)."),
+        code("analysis.paper_claims(corr)"),
     ],
     "05_permutation": [
         md("# 05 · Permutation test over seed-only replicas (Table 1)\n\n"

@@ -403,3 +403,12 @@ def test_replica_rows_include_the_grid_seed():
     spec = {"depth": 1, "width": 8, "epochs": 1, "weight_decay": 5e-4, "seeds": [1, 2, 3]}
     assert list(analysis.replica_rows(table, spec)["seed"]) == [1, 2, 3]
     assert list(analysis.replica_rows(table, spec, main_seed=0)["seed"]) == [0, 1, 2, 3]
+
+
+def test_paper_claims_verdicts():
+    corr = pd.DataFrame({"measure": ["nc1_cdnv", "nc2_norm_cv", "nc3_duality_mean"], "r2": [0.8, 0.6, 0.05]})
+    out = analysis.paper_claims(corr).set_index("measure")["here"]
+    assert out["nc1_cdnv"] == "holds"  # strong, R^2 0.8
+    assert out["nc2_norm_cv"] == "does not hold"  # negligible claimed, R^2 0.6
+    assert out["nc3_duality_mean"] == "holds"  # negligible, R^2 0.05
+    assert out["nc4_agreement"] == "undetermined"  # no row
