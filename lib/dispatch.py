@@ -243,9 +243,10 @@ def run_job(profile: Profile, run: RunName, *, corpus: Any = None,
         raise ValueError(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
     cks = profile.checkpoints_of(run)
     if "train" in stages:
-        if not is_trained(profile.out_path, run):
-            corpus = _corpus(profile, corpus, progress)
-            train_profile_run(profile, run, corpus=corpus, progress=progress)
+        # Finished runs return at once, but only after their settings (corpus included) are
+        # checked against the profile's: a run trained on other data is refused, not reused.
+        corpus = _corpus(profile, corpus, progress)
+        train_profile_run(profile, run, corpus=corpus, progress=progress)
         _tick(bar, f"trained {run}")
     for ck in cks if "collect" in stages else ():
         if not is_collected(profile, ck):

@@ -7,6 +7,8 @@ norm); its classifier is the LM head's weight ``W`` of shape (V, D).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -153,20 +155,32 @@ class RunName:
 # Any Hugging Face causal LM as (features, classifier).
 
 
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No transformers progress bars (weight loading, shard writing) inside our own bars."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def load_causal_lm(name_or_path: str | Path, device: str | torch.device = "cpu",
                    dtype: torch.dtype | None = None) -> nn.Module:
     """Load a causal LM by hub name or local path, in eval mode; fails fast when offline."""
     from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # weight-loading bars would drown the passes' own bars
 
     path = Path(name_or_path).expanduser()
     hub_like = not path.is_absolute() and str(name_or_path).count("/") <= 1 and not str(name_or_path).startswith(".")
     if not path.exists() and not hub_like:
         raise FileNotFoundError(f"no model checkpoint at {name_or_path}; train it first or fix the path")
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)
     except OSError as err:
         raise FileNotFoundError(
             f"could not load causal LM {name_or_path!r}: {err}. A hub model needs network access "

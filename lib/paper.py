@@ -55,10 +55,11 @@ def _lib_digest() -> str:
     return h.hexdigest()
 
 
-def stage_stamp(notebook: Path, params: Mapping[str, Any], profile_file: Path, previous: str) -> str:
+def stage_stamp(notebook: Path, params: Mapping[str, Any], profile_file: Path, previous: str,
+                lib_digest: str) -> str:
     h = hashlib.sha256()
     for part in (notebook.read_bytes(), json.dumps(params, sort_keys=True).encode(),
-                 profile_file.read_bytes(), _lib_digest().encode(), previous.encode()):
+                 profile_file.read_bytes(), lib_digest.encode(), previous.encode()):
         h.update(hashlib.sha256(part).digest())
     return h.hexdigest()
 
@@ -89,11 +90,11 @@ def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool =
     profile = load_profile(profile_name)
     available = profile_parameters(profile)
     stamp_dir = resolve(profile.out_dir) / "stamps"
-    previous, ran = "", []
+    previous, ran, lib_digest = "", [], _lib_digest()
     for stage in STAGES:
         notebook = NOTEBOOKS_DIR / f"{stage}.ipynb"
         params = stage_parameters(notebook, available)
-        stamp = stage_stamp(notebook, params, profile_path(profile_name), previous)
+        stamp = stage_stamp(notebook, params, profile_path(profile_name), previous, lib_digest)
         previous = stamp
         stamp_file = stamp_dir / f"{stage}.sha256"
         output = RUNS_DIR / profile.name / f"{stage}.ipynb"

@@ -32,8 +32,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from lib.model import (
     gpt_neo_config,
     load_causal_lm,
     paper_param_count,
+    quiet_transformers,
 )
 from lib.paths import atomic_write_json, read_json
 from lib.profiles import ModelConfig, Profile, TrainingConfig, load_profile
@@ -224,27 +224,13 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No 'Writing model shards' bar inside our own progress bar."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
-
-
 def save_checkpoint(directory: Path, epoch: int, model: nn.Module, tokenizer: Any,
                     optimizer, scheduler, records: list[dict], settings: dict) -> Path:
     """Write ``checkpoint-<epoch>`` atomically: into a temp dir, then rename into place."""
     final = directory / f"checkpoint-{epoch}"
     tmp = Path(tempfile.mkdtemp(dir=directory, prefix=f".checkpoint-{epoch}.", suffix=".tmp"))
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model.save_pretrained(tmp)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
@@ -276,17 +262,14 @@ def last_checkpoint(directory: Path) -> int:
 def _settings(run: RunName, corpus: Any, training: TrainingConfig, model_cfg: ModelConfig,
               batch_size: int) -> dict:
     """Everything that determines the trained weights (compared on resume), JSON-normalised."""
-    settings = {"run": str(run), "training": _plain_dataclass(training),
-                "model": _plain_dataclass(model_cfg), "batch_size": batch_size,
-                "vocab_size": corpus.vocab_size, "context_len": corpus.context_len,
-                "n_train_blocks": corpus.n_train_blocks, "n_val_blocks": corpus.n_val_blocks}
+    manifest = read_json(Path(corpus.cache_dir) / "manifest.json")
+    settings = {"run": str(run), "training": asdict(training), "model": asdict(model_cfg),
+                "batch_size": batch_size, "vocab_size": corpus.vocab_size,
+                "context_len": corpus.context_len, "n_train_blocks": corpus.n_train_blocks,
+                "n_val_blocks": corpus.n_val_blocks,
+                # the token blocks themselves: a finished run on other text is refused, not reused
+                "corpus_sha256": [manifest["train_blocks_sha256"], manifest["val_blocks_sha256"]]}
     return json.loads(json.dumps(settings))
-
-
-def _plain_dataclass(obj: Any) -> dict:
-    from dataclasses import asdict
-
-    return asdict(obj)
 
 
 def _check_settings(stored: dict, current: dict, where: Path) -> None:

@@ -53,10 +53,11 @@ def test_every_source_notebook_gets_its_parameters_from_the_smoke_profile():
 def test_stamp_changes_with_parameters_and_previous(tmp_path):
     path = _notebook(tmp_path, "a = 1")
     profile_file = REPO_ROOT / "profiles" / "smoke.yaml"
-    base = stage_stamp(path, {"a": 1}, profile_file, "")
-    assert base == stage_stamp(path, {"a": 1}, profile_file, "")
-    assert base != stage_stamp(path, {"a": 2}, profile_file, "")
-    assert base != stage_stamp(path, {"a": 1}, profile_file, "prev")
+    base = stage_stamp(path, {"a": 1}, profile_file, "", "lib")
+    assert base == stage_stamp(path, {"a": 1}, profile_file, "", "lib")
+    assert base != stage_stamp(path, {"a": 2}, profile_file, "", "lib")
+    assert base != stage_stamp(path, {"a": 1}, profile_file, "prev", "lib")
+    assert base != stage_stamp(path, {"a": 1}, profile_file, "", "lib changed")
 
 
 def test_cli_lists_every_command():

@@ -110,6 +110,21 @@ def test_settings_change_is_refused(uninterrupted, corpus):
                   device="cpu", progress=False)
 
 
+def test_finished_run_on_other_text_is_refused(uninterrupted, corpus, tmp_path):
+    """Same sizes, other token blocks (another generated seed): the stored run is not reused."""
+    from lib.data import generate_corpus
+
+    texts = generate_corpus(100, seed=7)
+    (tmp_path / "train.txt").write_text("\n".join(texts))
+    (tmp_path / "validation.txt").write_text("\n".join(generate_corpus(30, seed=8)))
+    other = prepare_corpus(corpus={"source": "path", "path": str(tmp_path)},
+                           tokenizer={"kind": "bpe", "vocab_size": 300}, context_len=32,
+                           cache_dir=tmp_path / "corpus", progress=False)
+    out, _ = uninterrupted
+    with pytest.raises(ValueError, match="corpus_sha256"):
+        train("L1-d16-e3-wd0.1-s0", out, other)
+
+
 def test_seeds(corpus, tmp_path):
     a = train("L1-d16-e1-wd0.0005-s0", tmp_path / "a", corpus)
     b = train("L1-d16-e1-wd0.0005-s0", tmp_path / "b", corpus)
