@@ -1,250 +1,47 @@
-"""Cross-model analysis: results table, correlations with validation loss, permutation test,
-scaling tables and per-token analysis (paper sections 5-6).
+"""Statistics across models (paper section 6): correlations of validation loss with each
+measure, cluster bootstraps, partial correlations, the permutation test of Table 1 with Holm
+adjustment. Pure functions on pandas DataFrames; no torch import.
 
-Pure functions on pandas DataFrames. The results table has one row per measured checkpoint;
-``correlate`` gives Figure 1-3 statistics, ``permutation_test`` Table 1, the token functions
-the first-name analysis.
+Models are not independent: the checkpoints of one training run share their weights'
+history, so every bootstrap here resamples whole runs (``results.run_ids``), and the
+"epochs" control is the number of epochs *trained* (the ``checkpoint`` column).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from lib.model import RunName
-from lib.paths import atomic_write, read_json, resolve
+from lib.registry import MEASURES, measure_transform
+from lib.results import LOSS, round_sig, run_ids
 
-FIRST_NAMES_FILE = Path(__file__).with_name("first_names.txt")
-LOSS = "val_loss"
+# Deprecated aliases until the callers move (lib/plots.py, notebooks 01/03/06, tests/test_plots.py):
+# import these from lib.registry, lib.results and lib.tokens instead.
+from lib.registry import REGISTRY as MEASURE_INFO  # noqa: F401, I001
+from lib.registry import axis_label  # noqa: F401
+from lib.results import (  # noqa: F401
+    RESULT_COLUMNS, SPEC_COLUMNS, build_results_table, largest_model, load_run_results, load_table,
+    replica_rows, save_table, scaling_table, summary_numbers, training_summary, training_table,
+)
+from lib.tokens import (  # noqa: F401
+    FIRST_NAMES_FILE, decode_token, first_name_table, load_first_names, most_and_least_collapsed,
+    nearest_classes, token_table,
+)
+
 # |r_perm| >= |r_obs| up to float round-off (the identity permutation must count as extreme)
 PERM_TOL = 1e-12
-
-
-@dataclass(frozen=True)
-class MeasureInfo:
-    """How a measure is shown: display label, the NC property, x-axis transform, collapse sign."""
-
-    label: str  # "<property tag>: <short name>", e.g. "NC1: CDNV"
-    prop: str
-    transform: str  # "log" (log10 axis, log10 for fits) or "linear"
-    collapse: str  # "lower" or "higher" values mean more collapse
-    unit: str = ""  # empty: dimensionless ratio
-
-    @property
-    def short(self) -> str:
-        return self.label.split(": ", 1)[-1]
-
-
-MEASURE_INFO: dict[str, MeasureInfo] = {
-    "nc1_cdnv": MeasureInfo("NC1: CDNV", "within-class variability", "log", "lower"),
-    "nc1_cdnv_galanti": MeasureInfo("NC1: CDNV (Galanti)", "within-class variability", "log", "lower"),
-    "nc2_norm_cv": MeasureInfo("NC2: norm CV", "equinormness", "linear", "lower"),
-    "nc2_lognorm_cv": MeasureInfo("NC2: log-norm CV", "equinormness", "linear", "lower"),
-    "nc2_interference_mean": MeasureInfo("NC2: interference mean", "equiangularity", "linear", "lower", "cosine"),
-    "nc2_interference_std": MeasureInfo("NC2: interference std", "equiangularity", "linear", "lower", "cosine"),
-    "gnc2_logkernel_mean": MeasureInfo("GNC2: log-kernel mean", "hyperspherical uniformity", "linear", "lower"),
-    "gnc2_logkernel_var": MeasureInfo("GNC2: log-kernel variance", "hyperspherical uniformity", "log", "lower"),
-    "nc3_duality_mean": MeasureInfo("NC3: duality mean", "self-duality", "linear", "higher", "cosine"),
-    "unc3_duality_cv": MeasureInfo("UNC3: duality CV", "uniform duality", "linear", "lower"),
-    "nc4_agreement": MeasureInfo("NC4: classifier agreement", "classifier agreement", "linear", "higher",
-                                 "fraction of tokens"),
-}
-MEASURES: list[str] = list(MEASURE_INFO)
-
-SPEC_COLUMNS = ["name", "run", "depth", "width", "epochs", "weight_decay", "seed", "checkpoint"]
-RESULT_COLUMNS = ["n_params", "log_n_params", "val_loss", "val_acc", "num_classes"]
-
-
-def axis_label(measure: str) -> str:
-    """x-axis label of a measure: short name, unit (if any) and 'log scale' where plotted so."""
-    info = MEASURE_INFO.get(measure)
-    if info is None:
-        return measure
-    notes = [n for n in (info.unit, "log scale" if info.transform == "log" else "") if n]
-    return f"{info.short} ({', '.join(notes)})" if notes else info.short
-
-
-# ---------------------------------------------------------------------------------------------
-# Results table
-
-
-def _checkpoint_names(out_dir: Path, checkpoints: Sequence[RunName] | None) -> list[RunName]:
-    """The checkpoints to tabulate: given ones (a bare run means its last epoch) or all measured."""
-    if checkpoints is not None:
-        return [ck if ck.checkpoint is not None else ck.at(ck.epochs) for ck in checkpoints]
-    metrics_dir = out_dir / "metrics"
-    if not metrics_dir.is_dir():
-        raise FileNotFoundError(f"no metrics folder at {metrics_dir}; run the measure stage first")
-    names = []
-    for path in sorted(metrics_dir.glob("*.json")):
-        try:  # other measured models (e.g. hub checkpoints) may share the folder
-            name = RunName.parse(path.stem)
-        except ValueError:
-            continue
-        if name.checkpoint is not None:
-            names.append(name)
-    if not names:
-        raise FileNotFoundError(f"no '<run>-ck<epoch>.json' metrics in {metrics_dir}; run the measure stage first")
-    return names
-
-
-def _checkpoint_entry(results: Mapping[str, Any], ck: RunName, path: Path) -> Mapping[str, Any]:
-    for entry in results.get("checkpoints", []):
-        if int(entry["epoch"]) == ck.checkpoint:
-            return entry
-    raise ValueError(f"{path} has no checkpoint entry for epoch {ck.checkpoint}; retrain or evaluate {ck.run}")
-
-
-def _table_row(out_dir: Path, ck: RunName) -> dict[str, Any]:
-    results_path = out_dir / "models" / str(ck.run) / "results.json"
-    metrics_path = out_dir / "metrics" / f"{ck}.json"
-    results, metrics = read_json(results_path), read_json(metrics_path)
-    missing = [m for m in MEASURES if m not in metrics]
-    if missing:
-        raise ValueError(f"{metrics_path} lacks measures {missing}; re-run the measure stage for {ck}")
-    entry = _checkpoint_entry(results, ck, results_path)
-    row = {"name": str(ck), "run": str(ck.run), **ck.as_dict()}
-    n_params = int(results["n_params"])
-    row.update(n_params=n_params, log_n_params=float(np.log10(n_params)),
-               val_loss=float(entry["val_loss"]), val_acc=float(entry["val_acc"]),
-               num_classes=metrics.get("num_classes"))
-    row.update({m: np.nan if metrics[m] is None else float(metrics[m]) for m in MEASURES})  # null: undefined
-    return row
-
-
-def build_results_table(out_dir: str | os.PathLike, checkpoints: Sequence[RunName] | None = None) -> pd.DataFrame:
-    """One row per measured checkpoint: run spec, size, validation loss/accuracy and every measure.
-
-    ``checkpoints`` None tabulates every ``metrics/<run>-ck<e>.json`` under ``out_dir``.
-    """
-    out_dir = resolve(out_dir)
-    names = _checkpoint_names(out_dir, checkpoints)
-    missing = [str(p) for ck in names for p in (out_dir / "models" / str(ck.run) / "results.json",
-                                                out_dir / "metrics" / f"{ck}.json") if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} result files missing under {out_dir}: {sorted(set(missing))}; "
-            "train and measure those checkpoints first (or drop them from the list)"
-        )
-    table = pd.DataFrame([_table_row(out_dir, ck) for ck in names])
-    table = table[SPEC_COLUMNS + RESULT_COLUMNS + MEASURES]
-    return table.sort_values(["depth", "width", "epochs", "weight_decay", "seed", "checkpoint"],
-                             ignore_index=True)
-
-
-def save_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a DataFrame as CSV atomically (no index column)."""
-    return atomic_write(resolve(path), lambda tmp: df.to_csv(tmp, index=False))
-
-
-def load_run_results(out_dir: str | os.PathLike) -> dict[str, dict]:
-    """Every ``models/<run>/results.json`` under ``out_dir``, keyed by run name (for curves)."""
-    models = resolve(out_dir) / "models"
-    found = {p.parent.name: read_json(p) for p in sorted(models.glob("*/results.json"))}
-    if not found:
-        raise FileNotFoundError(f"no models/<run>/results.json under {resolve(out_dir)}; train first")
-    return found
-
-
-def load_table(path: str | os.PathLike) -> pd.DataFrame:
-    """A results table CSV (schema of ``build_results_table``); names missing columns."""
-    path = resolve(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no results table at {path}; run 03_measure (or `make paper`) first")
-    table = pd.read_csv(path)
-    missing = [c for c in ["depth", "width", "epochs", "weight_decay", "seed", "checkpoint",
-                           "n_params", LOSS, *MEASURES] if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path} lacks columns {missing}; it must have the schema of 03_measure")
-    return table
-
-
-def training_table(out_dir: str | os.PathLike, runs: Sequence[RunName]) -> pd.DataFrame:
-    """One row per trained run and epoch: spec, n_params, val_loss, val_acc, tokens/s."""
-    out_dir = resolve(out_dir)
-    rows = []
-    for run in runs:
-        path = out_dir / "models" / str(run.run) / "results.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} missing; train {run.run} first")
-        results = read_json(path)
-        for entry in results["checkpoints"]:
-            rows.append({"run": str(run.run), **run.run.as_dict(), "checkpoint": int(entry["epoch"]),
-                         "n_params": int(results["n_params"]), LOSS: float(entry["val_loss"]),
-                         "val_acc": float(entry["val_acc"]),
-                         "train_tokens_per_s": float(entry.get("train_tokens_per_s", np.nan))})
-    return pd.DataFrame(rows).sort_values(["depth", "width", "epochs", "weight_decay", "seed",
-                                           "checkpoint"], ignore_index=True)
-
-
-def training_summary(train_table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """Per variant (epochs, weight decay) at its final epoch: runs and the loss range, rounded."""
-    final = train_table[train_table["checkpoint"] == train_table["epochs"]]
-    grouped = final.groupby(["epochs", "weight_decay"])[LOSS]
-    out = grouped.agg(runs="count", best="min", median="median", worst="max").reset_index()
-    cols = ["best", "median", "worst"]
-    out[cols] = out[cols].map(lambda x: _round_sig(x, digits))
-    return out
-
-
-def largest_model(table: pd.DataFrame) -> RunName:
-    """The checkpoint with the most parameters (latest checkpoint, then lowest loss, on ties)."""
-    if table.empty:
-        raise ValueError("the results table is empty; nothing to analyse")
-    best = table.sort_values(["n_params", "checkpoint", LOSS], ascending=[False, False, True]).iloc[0]
-    return RunName(int(best["depth"]), int(best["width"]), int(best["epochs"]),
-                   float(best["weight_decay"]), int(best["seed"]), int(best["checkpoint"]))
-
-
-# The paper's Figures 1-3: how strongly each measure relates to validation loss (docs/paper.md §6),
-# and the R^2 range that counts as that strength here.
-PAPER_CLAIMS: dict[str, str] = {
-    "nc1_cdnv": "strong", "gnc2_logkernel_var": "strong", "nc4_agreement": "strong",
-    "unc3_duality_cv": "clear", "nc2_interference_std": "some",
-    "nc2_norm_cv": "negligible", "nc3_duality_mean": "negligible",
-}
-CLAIM_R2 = {"strong": (0.5, 1.0), "clear": (0.2, 1.0), "some": (0.1, 1.0), "negligible": (0.0, 0.1)}
-
-
-def paper_claims(corr: pd.DataFrame) -> pd.DataFrame:
-    """Per measure of Figures 1-3: the paper's claimed relation to loss, R^2 here, and whether the
-    claim holds (R^2 within ``CLAIM_R2`` of the claimed strength; ``undetermined`` without R^2)."""
-    rows = []
-    for measure, claim in PAPER_CLAIMS.items():
-        r2 = corr.loc[corr["measure"] == measure, "r2"]
-        r2 = float(r2.iloc[0]) if len(r2) else np.nan
-        low, high = CLAIM_R2[claim]
-        verdict = "undetermined" if not np.isfinite(r2) else (
-            "holds" if low <= r2 <= high else "does not hold")
-        rows.append({"measure": measure, "paper": claim, "r2": _round_sig(r2, 3), "here": verdict})
-    return pd.DataFrame(rows)
-
-
-def correlation_summary(corr: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """The headline columns of ``correlate`` at fixed rounding (stable text for nbval)."""
-    cols = ["measure", "transform", "n", "r2", "partial_r", "partial_p"]
-    return round_sig(corr[[c for c in cols if c in corr.columns]], digits)
-
-
-# ---------------------------------------------------------------------------------------------
-# Correlations
-
-
-def measure_transform(measure: str) -> str:
-    """The analysis scale of a measure, 'log' or 'linear' (columns not in MEASURE_INFO: linear)."""
-    info = MEASURE_INFO.get(measure)
-    return info.transform if info is not None else "linear"
+CONTROLS = ("log_n_params", "checkpoint")  # log parameters and epochs trained
+MULTIPLICITY_NOTE = ("Holm-adjusted p: {k} correlated measures are tested on the same models at "
+                     "once, so an unadjusted p < 0.05 somewhere is likely by chance; Holm keeps "
+                     "the chance of any false positive below 0.05 without assuming independence.")
 
 
 def transformed(table: pd.DataFrame, measure: str) -> tuple[np.ndarray, np.ndarray, int]:
-    """(x, mask, n_dropped): the measure on its analysis scale (log10 where MEASURE_INFO says),
+    """(x, mask, n_dropped): the measure on its analysis scale (log10 where the registry says),
     with ``mask`` selecting the table rows kept (finite loss and measure, positive for log)."""
     if measure not in table.columns:
         raise ValueError(f"table has no column {measure!r}; columns: {list(table.columns)}")
@@ -256,6 +53,10 @@ def transformed(table: pd.DataFrame, measure: str) -> tuple[np.ndarray, np.ndarr
         mask &= x > 0
         x = np.log10(np.where(mask, x, 1.0))
     return x[mask], mask, n_dropped
+
+
+# ---------------------------------------------------------------------------------------------
+# Correlation coefficients
 
 
 def pearson_rows(x: np.ndarray, Y: np.ndarray) -> np.ndarray:
@@ -276,17 +77,62 @@ def pearson_pairs(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (Xc * Yc).sum(axis=-1) / np.where(den > 0, den, 1.0), np.nan)
 
 
-def bootstrap_r2_ci(x: np.ndarray, y: np.ndarray, n_bootstrap: int, seed: int,
-                    level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of R^2 (models resampled with replacement, seeded)."""
+def weighted_pearson(x: np.ndarray, y: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Pearson r of (x, y) (n,) under each row of non-negative weights ``W`` (B, n): with
+    integer weights, r of the data with row i repeated W[b, i] times. NaN where degenerate."""
+    x, y = x - x.mean(), y - y.mean()  # shift first: the moments below then keep their digits
+    sw = W.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, my = W @ x / sw, W @ y / sw
+        sxy = W @ (x * y) / sw - mx * my
+        sxx = W @ (x * x) / sw - mx * mx
+        syy = W @ (y * y) / sw - my * my
+        den = np.sqrt(sxx * syy)
+        return np.where(den > 1e-300, sxy / np.where(den > 1e-300, den, 1.0), np.nan)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(rho, p): Spearman rank correlation and its two-sided asymptotic p (scipy)."""
+    from scipy.stats import spearmanr
+
+    res = spearmanr(x, y)
+    return float(res.statistic), float(res.pvalue)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cluster bootstrap
+
+
+def cluster_bootstrap_weights(clusters: Sequence[Any], n_bootstrap: int, seed: int) -> np.ndarray:
+    """(n_bootstrap, n) row weights of a cluster bootstrap: each resample draws as many clusters
+    as there are, with replacement, and a row's weight is how often its cluster was drawn. All
+    rows of one cluster (one training run) always share a weight: a run is never split."""
+    _, inverse = np.unique(np.asarray(clusters), return_inverse=True)
+    n_clusters = int(inverse.max()) + 1
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(x), size=(n_bootstrap, len(x)))  # (B, n)
-    r2 = pearson_pairs(x[idx], y[idx]) ** 2
-    if np.all(np.isnan(r2)):
+    draws = rng.integers(0, n_clusters, size=(n_bootstrap, n_clusters))
+    counts = np.stack([np.bincount(d, minlength=n_clusters) for d in draws])  # (B, G)
+    return counts[:, inverse].astype(float)  # (B, n)
+
+
+def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the finite ``samples``; NaNs when there are none."""
+    samples = samples[np.isfinite(samples)]
+    if len(samples) == 0:
         return float("nan"), float("nan")
     tail = 100 * (1 - level) / 2
-    low, high = np.nanpercentile(r2, [tail, 100 - tail])
+    low, high = np.percentile(samples, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def bootstrap_r(x: np.ndarray, y: np.ndarray, clusters: Sequence[Any], n_bootstrap: int,
+                seed: int) -> np.ndarray:
+    """Cluster-bootstrap replicates (n_bootstrap,) of Pearson r(x, y), runs resampled whole."""
+    return weighted_pearson(x, y, cluster_bootstrap_weights(clusters, n_bootstrap, seed))
+
+
+# ---------------------------------------------------------------------------------------------
+# Correlations with validation loss (Figures 1-3)
 
 
 def _with_log_params(table: pd.DataFrame) -> pd.DataFrame:
@@ -297,7 +143,8 @@ def _with_log_params(table: pd.DataFrame) -> pd.DataFrame:
 
 def partial_correlation(y: np.ndarray, x: np.ndarray, Z: np.ndarray) -> tuple[float, float]:
     """(partial r, p): correlation of ``y`` and ``x`` after regressing both on ``Z`` (n, c) plus
-    an intercept (OLS residuals), and the p-value of x's coefficient in OLS y ~ 1 + x + Z."""
+    an intercept (OLS residuals), and the p-value of x's coefficient in OLS y ~ 1 + x + Z
+    (that p assumes independent models; read it with the cluster bootstrap beside it)."""
     import statsmodels.api as sm
 
     Zc = sm.add_constant(Z, has_constant="add")  # (n, c+1)
@@ -322,17 +169,23 @@ def _correlate_one(table: pd.DataFrame, measure: str, controls: Sequence[str],
                    n_bootstrap: int, seed: int) -> dict[str, Any]:
     x, mask, n_dropped = transformed(table, measure)
     y = table.loc[mask, LOSS].to_numpy(dtype=float)
+    runs = run_ids(table)[mask]
     n, notes = len(x), []
-    row = {"measure": measure, "transform": measure_transform(measure),
-           "n": n, "r": np.nan, "r2": np.nan, "r2_ci_low": np.nan, "r2_ci_high": np.nan,
-           "partial_r": np.nan, "partial_p": np.nan}
+    row = {"measure": measure, "transform": measure_transform(measure), "n": n,
+           "n_runs": len(set(runs)), "r": np.nan, "r2": np.nan, "r_ci_low": np.nan,
+           "r_ci_high": np.nan, "r2_ci_low": np.nan, "r2_ci_high": np.nan,
+           "spearman": np.nan, "spearman_p": np.nan, "partial_r": np.nan, "partial_p": np.nan}
     if n_dropped:
         notes.append(f"dropped {n_dropped} non-positive values (log scale)")
     if n < 3:
         return {**row, "note": "; ".join([*notes, f"too few models (n={n})"])}
     r = float(pearson_rows(x, y[None])[0])
     row.update(r=r, r2=r * r)
-    row["r2_ci_low"], row["r2_ci_high"] = bootstrap_r2_ci(x, y, n_bootstrap, seed)
+    boot = bootstrap_r(x, y, runs, n_bootstrap, seed)
+    row["r_ci_low"], row["r_ci_high"] = percentile_ci(boot)
+    row["r2_ci_low"], row["r2_ci_high"] = percentile_ci(boot**2)
+    if np.isfinite(r):
+        row["spearman"], row["spearman_p"] = spearman(x, y)
     varying, constant = _varying_controls(table, mask, controls)
     if constant:
         notes.append(f"constant controls dropped: {', '.join(constant)}")
@@ -347,18 +200,25 @@ def _correlate_one(table: pd.DataFrame, measure: str, controls: Sequence[str],
 
 
 def correlate(table: pd.DataFrame, measures: Sequence[str] = MEASURES,
-              controls: Sequence[str] = ("log_n_params", "epochs"),
-              n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per measure: Pearson r and R^2 of validation loss vs the (transformed) measure, a seeded
-    percentile bootstrap CI of R^2, and the partial correlation controlling for ``controls``.
+              controls: Sequence[str] = CONTROLS, n_bootstrap: int = 1000,
+              seed: int = 0) -> pd.DataFrame:
+    """Per measure: Pearson r and R^2 of validation loss vs the (transformed) measure, Spearman
+    rho, 95% cluster-bootstrap intervals of r and R^2 (whole runs resampled), and the partial
+    correlation controlling for ``controls`` (log parameters and epochs trained by default).
 
     Too few models give NaN with a ``note`` rather than an error, so a small grid still tabulates.
     """
     table = _with_log_params(table)
     if LOSS not in table.columns:
         raise ValueError(f"table has no {LOSS!r} column; build it with build_results_table")
-    rows = [_correlate_one(table, m, controls, n_bootstrap, seed) for m in measures]
-    return pd.DataFrame(rows)
+    return pd.DataFrame([_correlate_one(table, m, controls, n_bootstrap, seed) for m in measures])
+
+
+def correlation_summary(corr: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The headline columns of ``correlate`` at fixed rounding (stable text for nbval)."""
+    cols = ["measure", "transform", "n", "r", "r2", "r2_ci_low", "r2_ci_high", "spearman",
+            "partial_r", "partial_p"]
+    return round_sig(corr[[c for c in cols if c in corr.columns]], digits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,32 +232,51 @@ def permutation_matrix(n: int, n_permutations: int, seed: int) -> np.ndarray:
 
 
 def permutation_null(x: np.ndarray, y: np.ndarray, n_permutations: int, seed: int) -> np.ndarray:
-    """Null distribution (n_permutations,) of Pearson r between ``x`` and permuted ``y``: one
-    matrix product of the permuted standardised losses with the standardised measure."""
+    """Null distribution (n_permutations,) of Pearson r between ``x`` and permuted ``y``."""
     perms = permutation_matrix(len(y), n_permutations, seed)  # (P, n)
     return pearson_rows(x, y[perms])
+
+
+def permutation_p(r: float, null: np.ndarray) -> float:
+    """(b + 1) / (m + 1) with b the permuted |r| at least |r| among m: the observed labelling
+    counts as one permutation, so p is never 0 and its smallest value is 1 / (m + 1)."""
+    b = int(np.sum(np.abs(null) >= abs(r) - PERM_TOL))
+    return (b + 1) / (len(null) + 1)
+
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm step-down adjusted p-values (statsmodels); NaN entries stay NaN and do not count."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(p, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
+    return out
 
 
 def _permutation_one(table: pd.DataFrame, measure: str, n_permutations: int, seed: int) -> dict[str, Any]:
     x, mask, _ = transformed(table, measure)
     y = table.loc[mask, LOSS].to_numpy(dtype=float)
-    row = {"measure": measure, "n": len(x), "r": np.nan, "r2": np.nan, "p": np.nan, "significant": False}
+    row = {"measure": measure, "n": len(x), "r": np.nan, "r2": np.nan, "spearman": np.nan,
+           "p": np.nan, "m": n_permutations}
     if len(x) < 3:
         return {**row, "note": f"too few models (n={len(x)})"}
     r = float(pearson_rows(x, y[None])[0])
     if not np.isfinite(r):
         return {**row, "note": "constant measure or loss"}
-    null = permutation_null(x, y, n_permutations, seed)
-    p = float(np.mean(np.abs(null) >= abs(r) - PERM_TOL))
-    return {**row, "r": r, "r2": r * r, "p": p, "significant": p < 0.05, "note": ""}
+    p = permutation_p(r, permutation_null(x, y, n_permutations, seed))
+    return {**row, "r": r, "r2": r * r, "spearman": spearman(x, y)[0], "p": p, "note": ""}
 
 
 def permutation_test(table: pd.DataFrame, measures: Sequence[str] = MEASURES,
-                     n_permutations: int = 10_000, seed: int = 0) -> pd.DataFrame:
-    """Table 1: per measure r, R^2 and the permutation p-value, the fraction of ``n_permutations``
-    random permutations of the losses whose |r| is at least the observed |r|; p < 0.05 significant.
+                     n_permutations: int = 10_000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+    """Table 1: per measure n, r, R^2, Spearman rho, the permutation p = (b + 1)/(m + 1) over
+    ``n_permutations`` random permutations of the losses, and the Holm-adjusted p over all
+    measures; ``significant`` means Holm p < ``alpha``. The same permutations for every measure.
 
-    Meant for seed-only replicas (``replica_rows``); the same seeded permutations for every measure.
+    Meant for seed-only replicas (``results.replica_rows``).
     """
     if len(table) < 3:
         raise ValueError(
@@ -406,7 +285,10 @@ def permutation_test(table: pd.DataFrame, measures: Sequence[str] = MEASURES,
         )
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be positive, got {n_permutations}")
-    return pd.DataFrame([_permutation_one(table, m, n_permutations, seed) for m in measures])
+    out = pd.DataFrame([_permutation_one(table, m, n_permutations, seed) for m in measures])
+    out.insert(out.columns.get_loc("p") + 1, "p_holm", holm(out["p"]))
+    out.insert(out.columns.get_loc("p_holm") + 1, "significant", out["p_holm"] < alpha)
+    return out
 
 
 def table1(replicas: pd.DataFrame, n_permutations: int = 10_000, seed: int = 0) -> pd.DataFrame:
@@ -417,168 +299,35 @@ def table1(replicas: pd.DataFrame, n_permutations: int = 10_000, seed: int = 0) 
     note = (f"too few seed-only replicas (n={len(replicas)}); the test needs at least 3: "
             "add seeds to grid.replicas in the profile")
     return pd.DataFrame({"measure": MEASURES, "n": len(replicas), "r": np.nan, "r2": np.nan,
-                         "p": np.nan, "significant": False, "note": note})
+                         "spearman": np.nan, "p": np.nan, "m": n_permutations, "p_holm": np.nan,
+                         "significant": False, "note": note})
 
 
-_REQUIRED = object()
+def format_p(p: float, m: int) -> str:
+    """A permutation p for display: "< 1e-4" style where no permuted |r| reached the observed
+    one (p = 1/(m + 1), the smallest the test can give), else 2 significant figures."""
+    if not np.isfinite(p):
+        return ""
+    if p <= 1.0 / (m + 1) * (1 + 1e-9):
+        return f"< {1.0 / m:.0e}".replace("e-0", "e-")
+    return f"{p:.2g}"
 
 
-def _spec_value(spec: Any, key: str, default: Any = _REQUIRED) -> Any:
-    value = spec.get(key, default) if isinstance(spec, Mapping) else getattr(spec, key, default)
-    if value is _REQUIRED:
-        raise ValueError(f"replicas spec lacks {key!r}; give depth, width, epochs, weight_decay (and seeds)")
-    return value
+def table1_display(perm: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 as the paper prints it: measure label, n, r, R^2, Spearman, p and Holm p as text
+    (3 significant figures; p as "< 1e-4" where b = 0)."""
+    from lib.registry import label
 
-
-def replica_rows(table: pd.DataFrame, replicas: Any, main_seed: int | None = None) -> pd.DataFrame:
-    """The seed-only replicas: rows at the final checkpoint of the architecture/variant given by
-    ``replicas`` (mapping or object with depth, width, epochs, weight_decay, seeds; seeds None =
-    every seed present). ``main_seed``: the grid's own seed, whose model of that architecture and
-    variant is one more replica (the paper's 20 copies + the grid model = 21)."""
-    depth, width, epochs, wd = (_spec_value(replicas, k) for k in ("depth", "width", "epochs", "weight_decay"))
-    seeds = _spec_value(replicas, "seeds", None)
-    keep = ((table["depth"] == depth) & (table["width"] == width) & (table["epochs"] == epochs)
-            & np.isclose(table["weight_decay"].astype(float), float(wd), rtol=1e-9, atol=0)
-            & (table["checkpoint"] == epochs))
-    if seeds is not None:
-        keep &= table["seed"].isin([*seeds, *([] if main_seed is None else [main_seed])])
-    return table[keep].sort_values("seed", ignore_index=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Scaling
-
-
-def scaling_table(table: pd.DataFrame, measures: Sequence[str] = MEASURES) -> pd.DataFrame:
-    """Long format for scaling figures: one row per (checkpoint, measure) with the factors
-    width, depth, epochs trained (``checkpoint``), weight decay, n_params, val_loss and ``value``."""
-    missing = [m for m in measures if m not in table.columns]
-    if missing:
-        raise ValueError(f"table lacks measures {missing}")
-    ids = [c for c in ["name", *SPEC_COLUMNS[2:], "n_params", LOSS] if c in table.columns]
-    long = table.melt(id_vars=ids, value_vars=list(measures), var_name="measure", value_name="value")
-    return long.rename(columns={"checkpoint": "epochs_trained"})
-
-
-# ---------------------------------------------------------------------------------------------
-# Token analysis
-
-
-def load_first_names(path: str | os.PathLike = FIRST_NAMES_FILE) -> frozenset[str]:
-    """Common English first names, lowercase (lib/first_names.txt)."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return frozenset(s.strip().lower() for s in lines if s.strip() and not s.startswith("#"))
-
-
-def decode_token(tokenizer: Any, token_id: int) -> str:
-    """A token's text without the byte-level BPE space marker ('Ġ') or surrounding whitespace."""
-    return tokenizer.decode([int(token_id)]).replace("\u0120", " ").strip()
-
-
-def token_table(per_class: pd.DataFrame, tokenizer: Any) -> pd.DataFrame:
-    """Per-class measures plus the decoded ``token`` string and relative ``frequency``."""
-    need = {"token_id", "count", "variability", "interference"}
-    if not need <= set(per_class.columns):
-        raise ValueError(f"per-class frame lacks columns {sorted(need - set(per_class.columns))}; "
-                         "use lib.measure.per_class_measures")
-    out = per_class.copy()
-    out["token"] = [decode_token(tokenizer, t) for t in out["token_id"]]
-    out["frequency"] = out["count"] / out["count"].sum()
+    out = pd.DataFrame({
+        "measure": [label(m) for m in perm["measure"]],
+        "n": perm["n"].astype(int),
+        "r": perm["r"].map(lambda v: f"{v:+.3f}" if np.isfinite(v) else ""),
+        "R²": perm["r2"].map(lambda v: f"{v:.3f}" if np.isfinite(v) else ""),
+        "Spearman ρ": perm["spearman"].map(lambda v: f"{v:+.3f}" if np.isfinite(v) else ""),
+        "p": [format_p(p, m) for p, m in zip(perm["p"], perm["m"], strict=True)],
+        "Holm p": [format_p(p, m) for p, m in zip(perm["p_holm"], perm["m"], strict=True)],
+    })
     return out
-
-
-def first_name_table(tokens_df: pd.DataFrame, names: Iterable[str] | None = None) -> pd.DataFrame:
-    """Tokens that are a first name (case-insensitive, whole token), most frequent first, then an
-    "average token" row (mean over all tokens) and a count-weighted average row."""
-    names = load_first_names() if names is None else frozenset(n.lower() for n in names)
-    cols = ["token", "token_id", "count", "frequency", "variability", "interference"]
-    cols = [c for c in cols if c in tokens_df.columns]
-    is_name = tokens_df["token"].str.lower().isin(names)
-    found = tokens_df.loc[is_name, cols].sort_values("count", ascending=False).assign(kind="first name")
-    w = tokens_df["count"].to_numpy(dtype=float)
-    mean = {c: tokens_df[c].mean() for c in ("count", "frequency", "variability", "interference")
-            if c in tokens_df.columns}
-    weighted = {c: float(np.average(tokens_df[c], weights=w)) for c in ("variability", "interference")}
-    averages = pd.DataFrame([
-        {"token": "average token", "kind": "average", **mean},
-        {"token": "average token (count-weighted)", "kind": "average", **weighted},
-    ])
-    return pd.concat([found, averages], ignore_index=True)
-
-
-def most_and_least_collapsed(tokens_df: pd.DataFrame, k: int = 10, by: str = "variability",
-                             min_count: int = 1) -> pd.DataFrame:
-    """The ``k`` tokens with the lowest and the ``k`` with the highest ``by`` (among tokens seen at
-    least ``min_count`` times), labelled by ``group``."""
-    if by not in tokens_df.columns:
-        raise ValueError(f"no column {by!r} in the token frame")
-    pool = tokens_df[tokens_df["count"] >= min_count].sort_values(by)
-    low = pool.head(k).assign(group="most collapsed")
-    high = pool.tail(k).iloc[::-1].assign(group="least collapsed")
-    return pd.concat([low, high], ignore_index=True)
-
-
-def _class_means(stats_or_means: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(token_ids (K,), means (K, D)) of the classes present: from a stats mapping (counts, sums)
-    or a (V, D) array of means (rows with non-finite entries are absent classes)."""
-    if isinstance(stats_or_means, Mapping):
-        counts = np.asarray(stats_or_means["counts"], dtype=float)  # (V,)
-        sums = np.asarray(stats_or_means["sums"], dtype=float)  # (V, D)
-        ids = np.flatnonzero(counts >= 1)
-        return ids, sums[ids] / counts[ids, None]
-    M = np.asarray(stats_or_means, dtype=float)
-    if M.ndim != 2:
-        raise ValueError(f"class means must be a (V, D) array, got shape {M.shape}")
-    ids = np.flatnonzero(np.isfinite(M).all(axis=1))
-    return ids, M[ids]
-
-
-def nearest_classes(stats_or_means: Any, token_id: int, k: int = 5) -> pd.DataFrame:
-    """The ``k`` classes whose centred means m_c = mu_c - mu_G have the highest cosine with the
-    centred mean of ``token_id`` (mu_G: unweighted mean of the present class means)."""
-    ids, means = _class_means(stats_or_means)
-    pos = np.flatnonzero(ids == token_id)
-    if len(pos) == 0:
-        raise ValueError(f"token {token_id} is not a class (never a train target)")
-    m = means - means.mean(axis=0)  # (K, D)
-    norms = np.linalg.norm(m, axis=1)
-    cos = m @ m[pos[0]] / np.maximum(norms * norms[pos[0]], 1e-300)  # (K,)
-    cos[pos[0]] = -np.inf
-    order = np.argsort(-cos, kind="stable")[: min(k, len(ids) - 1)]
-    return pd.DataFrame({"token_id": ids[order], "cosine": cos[order]})
-
-
-# ---------------------------------------------------------------------------------------------
-# Summary for notebooks
-
-
-def round_sig(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
-    """Every float column rounded to ``digits`` significant figures: what notebooks display, so
-    that nbval compares text that last-bit differences between machines do not change."""
-    out = df.copy()
-    for col in out.columns:
-        if pd.api.types.is_float_dtype(out[col]):
-            out[col] = out[col].map(lambda x: _round_sig(x, digits))
-    return out
-
-
-def _round_sig(x: float, digits: int) -> float:
-    return float(f"{x:.{digits}g}") if np.isfinite(x) else x
-
-
-def summary_numbers(table: pd.DataFrame, measures: Sequence[str] = MEASURES, digits: int = 4) -> pd.DataFrame:
-    """Per quantity (validation loss, accuracy, each measure): n, min, median, max rounded to
-    ``digits`` significant figures, so nbval compares stable text."""
-    rows = []
-    for col in [LOSS, "val_acc", *measures]:
-        if col not in table.columns:
-            continue
-        v = table[col].to_numpy(dtype=float)
-        v = v[np.isfinite(v)]
-        stats = (np.min(v), np.median(v), np.max(v)) if len(v) else (np.nan,) * 3
-        rows.append({"quantity": col, "n": len(v), **{k: _round_sig(s, digits) for k, s in
-                                                     zip(("min", "median", "max"), stats, strict=True)}})
-    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,6 +335,9 @@ def summary_numbers(table: pd.DataFrame, measures: Sequence[str] = MEASURES, dig
 
 
 def _cli_analyze(args: argparse.Namespace) -> int:
+    from lib.paths import resolve
+    from lib.runs import RunName
+
     dest = resolve(args.dest)
     table = build_results_table(args.out_dir)
     outputs = {"results.csv": table,

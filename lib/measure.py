@@ -13,12 +13,7 @@ Means are reduced from tile sums; variances by combining per-tile (count, mean, 
 two passes, with Chan's parallel formula. Pairs whose Gram-derived distance is tiny relative to
 the norms lose digits to cancellation (and NC1 divides by d^4), so they are recomputed exactly
 from differences. All standard deviations and variances are population ones (ddof = 0).
-
-Example::
-
-    stats = load_file("stats.safetensors")
-    compute_measures(stats)        # {"nc1_cdnv": ..., "nc4_agreement": ..., "num_classes": K}
-    per_class_measures(stats)      # DataFrame: token_id, count, sigma2, norm, duality, ...
+The plain definitions these must equal are in ``lib.reference``; the list is ``lib.registry``.
 """
 
 from __future__ import annotations
@@ -35,20 +30,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lib.paths import atomic_write, atomic_write_json, resolve
+from lib.registry import MEASURES
+from lib.stats_file import STATS_KEYS, read_stats
 
 REL_CLOSE = 1e-6  # recompute pairs with d2 < REL_CLOSE * (||m_c||^2 + ||m_c'||^2) exactly
 EXACT_CHUNK = 4096  # pairs per chunk when recomputing close pairs from differences
-STATS_KEYS = ("counts", "sums", "sq_dev", "val_counts", "val_agree", "lm_head")
 INT_METADATA = (
     "vocab_size", "width", "format_version",
-    "pass1_blocks", "pass1_tokens", "pass2_blocks", "pass2_tokens", "pass3_blocks", "pass3_tokens",
+    "pass1_blocks", "pass1_tokens", "pass2_blocks", "pass2_tokens",
 )
-MEASURE_NAMES = (
-    "nc1_cdnv", "nc1_cdnv_galanti", "nc2_norm_cv", "nc2_lognorm_cv",
-    "nc2_interference_mean", "nc2_interference_std", "gnc2_logkernel_mean",
-    "gnc2_logkernel_var", "nc3_duality_mean", "unc3_duality_cv", "nc4_agreement",
-)
-
 
 # ---------------------------------------------------------------------------------------------
 # Input checks and class-level tensors
@@ -154,16 +144,6 @@ class _Moments:
     n: int
     mean: float
     M2: float
-
-    def merge(self, other: _Moments) -> _Moments:
-        """Chan et al.'s parallel combination: stable, unlike a raw sum of squares."""
-        n = self.n + other.n
-        if n == 0:
-            return self
-        delta = other.mean - self.mean
-        mean = self.mean + delta * other.n / n
-        M2 = self.M2 + other.M2 + delta * delta * self.n * other.n / n
-        return _Moments(n, mean, M2)
 
     @property
     def var(self) -> float:
@@ -296,14 +276,14 @@ def _tile_angles(w: Tensor, scratch: Tensor, lower: Tensor | None, C: _Classes, 
 
 
 def _fold(moments: list[tuple[int, Tensor, Tensor]], shift: float = 0.0) -> _Moments:
-    """Combine per-tile moments (moved to the host once) with Chan's formula; ``shift`` is
-    added to every value."""
-    means = torch.stack([torch.as_tensor(m[1]) for m in moments]).tolist()
-    M2s = torch.stack([m[2] for m in moments]).tolist()
-    total = _Moments(0, 0.0, 0.0)
-    for (n, _, _), mean, M2 in zip(moments, means, M2s, strict=True):
-        total = total.merge(_Moments(n, mean + shift, M2))
-    return total
+    """Combine per-tile (n, mean, M2) exactly, all at once: M2 = sum M2_i + sum n_i (mean_i -
+    mean)^2 (Chan's parallel formula, pooled); ``shift`` is added to every value."""
+    n = torch.tensor([m[0] for m in moments], dtype=torch.float64)  # (T,)
+    means = torch.stack([torch.as_tensor(m[1], dtype=torch.float64) for m in moments]).cpu()
+    M2s = torch.stack([m[2] for m in moments]).cpu()
+    mean = (n * means).sum() / n.sum()
+    M2 = M2s.sum() + (n * (means - mean).square()).sum()
+    return _Moments(int(n.sum()), float(mean) + shift, float(M2))
 
 
 def _tiles(K: int, tile: int) -> list[tuple[slice, slice]]:
@@ -372,13 +352,16 @@ def nc2_measures(C: _Classes, P: _PairSums) -> dict[str, float]:
 
     ``nc2_norm_cv`` = std_c ||m_c|| / mean_c ||m_c||, ``nc2_lognorm_cv`` the same on log norms,
     ``nc2_interference_mean`` / ``_std``: mean and population std over pairs of cos(m_c, m_c')
-    (a simplex ETF has every cosine equal to -1/(K-1)).
+    (a simplex ETF has every cosine equal to -1/(K-1)); ``nc2_interference_cv`` = std / |mean|,
+    the coefficient of variation that the paper's Figure 2 relates to loss.
     """
+    mean, std = 1.0 - P.w.mean, math.sqrt(P.w.var)
     return {
         "nc2_norm_cv": _cv(C.norms),
         "nc2_lognorm_cv": _cv(C.norms.log()),
-        "nc2_interference_mean": 1.0 - P.w.mean,
-        "nc2_interference_std": math.sqrt(P.w.var),
+        "nc2_interference_mean": mean,
+        "nc2_interference_std": std,
+        "nc2_interference_cv": std / abs(mean) if mean != 0 else math.inf,
     }
 
 
@@ -406,7 +389,7 @@ def nc4_measure(stats: Mapping[str, Tensor]) -> dict[str, float]:
 def _measures(stats: Mapping[str, Tensor], C: _Classes, P: _PairSums) -> dict[str, float]:
     out = {**nc1_measures(P), **nc2_measures(C, P), **gnc2_measures(P), **nc3_measures(C),
            **nc4_measure(stats)}
-    return {**{k: float(out[k]) for k in MEASURE_NAMES}, "num_classes": len(C.idx)}
+    return {**{k: float(out[k]) for k in MEASURES}, "num_classes": len(C.idx)}
 
 
 def _table(C: _Classes, P: _PairSums) -> pd.DataFrame:
@@ -419,7 +402,7 @@ def _table(C: _Classes, P: _PairSums) -> pd.DataFrame:
     return pd.DataFrame({k: v.cpu().numpy() for k, v in columns.items()})
 
 
-def measure_all(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
+def measure_stats(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
                 tile: int = 2048, per_class: bool = True, progress: bool = True
                 ) -> tuple[dict[str, float], pd.DataFrame | None]:
     """The measures and (if ``per_class``) the per-class table from ONE pairwise pass."""
@@ -435,7 +418,7 @@ def compute_measures(stats: Mapping[str, Tensor], device: str | torch.device = "
 
     Memory is O(K D + tile^2) whatever K; the same code runs on CPU and CUDA via ``device``.
     """
-    return measure_all(stats, device, tile, per_class=False, progress=progress)[0]
+    return measure_stats(stats, device, tile, per_class=False, progress=progress)[0]
 
 
 def per_class_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
@@ -446,28 +429,16 @@ def per_class_measures(stats: Mapping[str, Tensor], device: str | torch.device =
     over c' != c of the pairwise CDNV, d^4 variant) and interference (mean over c' != c of
     cos(m_c, m_c')).
     """
-    return measure_all(stats, device, tile, per_class=True, progress=progress)[1]
+    return measure_stats(stats, device, tile, per_class=True, progress=progress)[1]
 
 
 # ---------------------------------------------------------------------------------------------
 # Files and shell interface
 
 
-def _read_stats(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Tensors and string metadata of a stats.safetensors file."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise FileNotFoundError(f"no stats file at {path}; run `python -m lib collect` first")
-    with safe_open(str(path), framework="pt") as f:
-        meta = dict(f.metadata() or {})
-    return load_file(str(path)), meta
-
-
 def _typed_metadata(meta: Mapping[str, str]) -> dict[str, str | int]:
     """Metadata with the integer fields parsed (the rest stays as strings)."""
-    return {k: int(v) if k in INT_METADATA and v.lstrip("-").isdigit() else v
+    return {k: int(v) if k in INT_METADATA and isinstance(v, str) and v.lstrip("-").isdigit() else v
             for k, v in meta.items()}
 
 
@@ -480,8 +451,8 @@ def measure_stats_file(path: str | Path, device: str | torch.device = "cpu", til
 def _measure_file(path: str | Path, device: str | torch.device, tile: int, per_class: bool,
                   progress: bool) -> tuple[dict, pd.DataFrame | None]:
     path = resolve(path)
-    stats, meta = _read_stats(path)
-    measures, table = measure_all(stats, device, tile, per_class, progress)
+    stats, meta = read_stats(path)  # verifies means_hash and the LM-head hash
+    measures, table = measure_stats(stats, device, tile, per_class, progress)
     return {**_typed_metadata(meta), **measures, "stats_path": str(path)}, table
 
 

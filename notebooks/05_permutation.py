@@ -15,36 +15,37 @@
 # %% [markdown]
 # # 05 · Permutation test over seed-only replicas (Table 1)
 #
-# Among models that differ only in their data-shuffling seed, does a measure still track validation loss? For each measure: R², Pearson r and the p-value from random permutations of the losses (fraction of permuted |r| at least the observed |r|). Writes `permutation.csv` beside the results table.
+# Among models that differ only in their data-shuffling seed, does a measure still track validation loss? For each measure: Pearson r, R², Spearman ρ and the p-value from m random permutations of the losses, p = (b + 1)/(m + 1) with b the permuted |r| at least the observed |r| (so never 0), and the Holm-adjusted p. Writes `permutation.csv` beside the results table.
 
 # %% tags=["parameters"]
-profile = "smoke"  # the profile names the replica group (grid.replicas)
-results_table = "runs/smoke/results.csv"  # input table
-analysis_n_permutations = 1000  # random permutations of the losses
-analysis_seed = 0  # seed of the permutations
+profile = "smoke"  # profiles/<name>.yaml: the single source of every other value
+results_table = None  # override: any table with the schema of runs/<profile>/results.csv (needs output_dir)
+output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from pathlib import Path
+from lib import analysis, paper, plots
 
-from lib import analysis, plots
-from lib.profiles import load_profile
-
-plots.apply_style()
-table = analysis.load_table(results_table)
-grid = load_profile(profile).grid
-replicas = analysis.replica_rows(table, grid.replicas, main_seed=grid.seed)
+cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
+table = analysis.load_table(cfg.results_table)
+replicas = analysis.replica_rows(table, cfg.grid.replicas, main_seed=cfg.grid.seed)
 print(f"{len(replicas)} seed-only replicas of {replicas['run'].iloc[0] if len(replicas) else 'none'}")
 
+# %% [markdown]
+# ## Table 1
+#
+# p is shown as "< 1e-4" (for m = 10⁴) where no permutation reached the observed |r|, the smallest p the test can give.
+
 # %%
-perm = analysis.table1(replicas, n_permutations=analysis_n_permutations, seed=analysis_seed)
-analysis.save_table(perm, Path(results_table).with_name("permutation.csv"))
-analysis.round_sig(perm, 3)
+perm = analysis.table1(replicas, n_permutations=cfg.analysis.n_permutations, seed=cfg.analysis.seed)
+analysis.save_table(perm, cfg.table_path("permutation.csv"))
+print(analysis.MULTIPLICITY_NOTE.format(k=len(perm)))
+analysis.table1_display(perm)
 
 # %% [markdown]
 # ## Table 1 as a figure
 #
-# |r| per measure; red bars are significant at p < 0.05. The paper finds NC1, GNC2 and UNC3 (among others) significant across 21 seeds of one architecture.
+# |r| per measure, significant ones (Holm p < 0.05) marked. The paper finds NC1, GNC2 and UNC3 (among others) significant across 21 seeds of one architecture.
 
 # %%
 fig = plots.permutation_figure(perm)
-plots.show_and_save(fig, "table1_permutation", profile)
+plots.show_and_save(fig, "table1_permutation", cfg)

@@ -15,49 +15,58 @@
 # %% [markdown]
 # # 06 · Individual tokens
 #
-# Per-token variability (mean pairwise CDNV with every other class) and interference (mean cosine of its centred mean with every other), for the largest model of the run; their relation to token frequency; the most and least collapsed tokens; first names against the average token.
+# Per-token variability (mean pairwise CDNV with every other class) and interference (mean cosine of its centred mean with every other), for the largest model of the run; their relation to token frequency; the most and least collapsed tokens; first names against the average token. Rankings and comparisons use only classes with at least `min_count` training samples: a class seen once has zero variance by construction.
 
 # %% tags=["parameters"]
-profile = "smoke"  # profiles/<name>.yaml
-results_table = "runs/smoke/results.csv"  # picks the largest model
-progress = True  # tqdm progress bars
+profile = "smoke"  # profiles/<name>.yaml: the single source of every other value
+results_table = None  # override: any table with the schema of runs/<profile>/results.csv (needs output_dir)
+progress = True  # tqdm bars here; `make paper` sets False
+output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib import analysis, collect, data, dispatch, measure, plots
-from lib.profiles import load_profile
+from lib import analysis, collect, data, dispatch, measure, paper, plots
 
-cfg = load_profile(profile)
-plots.apply_style()
+cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir,
+                           progress=progress)
 
 # %%
-table = analysis.load_table(results_table)
+from lib import stats_file
+from lib import tokens as tok
+from lib.paths import Layout
+
+table = analysis.load_table(cfg.results_table)
 ck = analysis.largest_model(table)
-stats = collect.load_stats(dispatch.stats_path(cfg.out_path, ck))
-tokenizer = data.load_tokenizer(cfg.out_path / "corpus" / "tokenizer")
-tokens = analysis.token_table(measure.per_class_measures(stats, progress=progress), tokenizer)
+layout = Layout(cfg.out_path)
+stats, _ = stats_file.read_stats(layout.stats(ck))
+tokenizer = data.load_tokenizer(layout.tokenizer_dir)
+tokens = tok.token_table(measure.per_class_measures(stats, progress=progress), tokenizer)
+min_count = getattr(cfg.analysis, "min_count", tok.DEFAULT_MIN_COUNT)  # profile: analysis.min_count
 print(f"model {ck}: {len(tokens)} token classes")
+print(tok.exclusion_note(tokens, min_count))
 
 # %% [markdown]
 # ## Variability and interference against frequency
 #
-# First names in red. The paper reports that names are far more collapsed (lower variability and interference) than the average token, and that the average token's interference is positive.
+# First names in red; every class is drawn. The paper reports that names are far more collapsed (lower variability and interference) than the average token, and that the average token's interference is positive.
 
 # %%
 fig = plots.token_frequency_figure(tokens)
-plots.show_and_save(fig, "tokens_frequency", profile)
+plots.show_and_save(fig, "tokens_frequency", cfg)
 
 # %% [markdown]
 # ## First names against the average token
+#
+# Both over the classes with at least `min_count` samples.
 
 # %%
-names = analysis.first_name_table(tokens)
+names = tok.first_name_table(tokens, min_count=min_count)
 analysis.round_sig(names, 4)
 
 # %% [markdown]
 # ## Most and least collapsed tokens (by variability)
 
 # %%
-analysis.round_sig(analysis.most_and_least_collapsed(tokens, k=10), 4)
+analysis.round_sig(tok.most_and_least_collapsed(tokens, k=10, min_count=min_count), 4)
 
 # %% [markdown]
 # ## Explorer
@@ -66,6 +75,4 @@ analysis.round_sig(analysis.most_and_least_collapsed(tokens, k=10), 4)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from lib.explorer import token_explorer
-
-token_explorer(tokens, stats)
+tok.token_explorer(tokens, stats)

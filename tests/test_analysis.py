@@ -1,8 +1,7 @@
-"""lib.analysis against plain re-implementations (scipy, numpy lstsq, loops) and known cases."""
+"""lib.analysis against plain re-implementations (scipy, numpy lstsq, loops) and known answers."""
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
@@ -11,97 +10,7 @@ import pytest
 from scipy import stats
 
 from lib import analysis
-from lib.analysis import MEASURES
-from lib.model import RunName
-from lib.paths import atomic_write_json, read_json
-
-# ---------------------------------------------------------------------------------------------
-# Fake producer outputs
-
-SPECS = [  # (depth, width, epochs, wd, seed, n_params, {epoch: val_loss})
-    (1, 32, 1, 0.0005, 0, 50_000, {1: 3.10}),
-    (2, 32, 1, 0.0005, 0, 70_000, {1: 2.90}),
-    (1, 64, 1, 0.0005, 0, 120_000, {1: 2.70}),
-    (2, 64, 3, 0.1, 0, 160_000, {1: 2.80, 2: 2.50, 3: 2.40}),
-    (2, 64, 1, 0.0005, 1, 160_000, {1: 2.62}),
-]
-
-
-def fake_measures(loss: float, i: int) -> dict[str, float]:
-    """Measures loosely tied to the loss, with i-dependent wobble (all positive)."""
-    wobble = 1 + 0.1 * math.sin(3 * i)
-    values = {m: (k + 1) * 0.01 * loss**2 * wobble for k, m in enumerate(MEASURES)}
-    values["nc4_agreement"] = 1 / loss
-    return values
-
-
-def write_fake_out_dir(out_dir) -> list[RunName]:
-    names = []
-    for i, (depth, width, epochs, wd, seed, n_params, losses) in enumerate(SPECS):
-        run = RunName(depth, width, epochs, wd, seed)
-        cks = [{"epoch": e, "val_loss": v, "val_acc": 0.5 - v / 10, "val_ppl": math.exp(v)} for e, v in losses.items()]
-        atomic_write_json(out_dir / "models" / str(run) / "results.json",
-                          {"spec": run.as_dict(), "n_params": n_params, "checkpoints": cks})
-        for e, loss in losses.items():
-            ck = run.at(e)
-            atomic_write_json(out_dir / "metrics" / f"{ck}.json",
-                              {**fake_measures(loss, i + e), "num_classes": 100 + i, "model": str(ck)})
-            names.append(ck)
-    return names
-
-
-@pytest.fixture
-def out_dir(tmp_path):
-    write_fake_out_dir(tmp_path)
-    return tmp_path
-
-
-def test_results_table_columns_and_values(out_dir):
-    table = analysis.build_results_table(out_dir)
-    assert list(table.columns) == analysis.SPEC_COLUMNS + analysis.RESULT_COLUMNS + MEASURES
-    assert len(table) == 7
-    row = table[table["name"] == "L2-d64-e3-wd0.1-s0-ck2"].iloc[0]
-    assert row["val_loss"] == pytest.approx(2.50)
-    assert row["val_acc"] == pytest.approx(0.25)
-    assert row["checkpoint"] == 2 and row["epochs"] == 3 and row["weight_decay"] == 0.1
-    assert row["log_n_params"] == pytest.approx(math.log10(160_000))
-    metrics = read_json(out_dir / "metrics" / "L2-d64-e3-wd0.1-s0-ck2.json")
-    for m in MEASURES:
-        assert row[m] == pytest.approx(metrics[m])
-    assert list(table["depth"]) == sorted(table["depth"])
-
-
-def test_results_table_given_checkpoints_and_bare_run(out_dir):
-    table = analysis.build_results_table(out_dir, [RunName.parse("L2-d64-e3-wd0.1-s0"),
-                                                   RunName.parse("L1-d32-e1-wd0.0005-s0-ck1")])
-    assert sorted(table["name"]) == ["L1-d32-e1-wd0.0005-s0-ck1", "L2-d64-e3-wd0.1-s0-ck3"]
-
-
-def test_results_table_missing_files_are_listed(out_dir):
-    wanted = [RunName.parse("L1-d32-e1-wd0.0005-s0-ck1"), RunName.parse("L4-d32-e1-wd0.0005-s0-ck1")]
-    with pytest.raises(FileNotFoundError, match="L4-d32-e1-wd0.0005-s0") as err:
-        analysis.build_results_table(out_dir, wanted)
-    assert "results.json" in str(err.value) and "metrics" in str(err.value)
-    with pytest.raises(FileNotFoundError, match="metrics"):
-        analysis.build_results_table(out_dir / "nowhere")
-
-
-def test_results_table_missing_measure(out_dir):
-    path = out_dir / "metrics" / "L1-d32-e1-wd0.0005-s0-ck1.json"
-    metrics = read_json(path)
-    del metrics["nc4_agreement"]
-    atomic_write_json(path, metrics)
-    with pytest.raises(ValueError, match="nc4_agreement"):
-        analysis.build_results_table(out_dir)
-
-
-def test_save_table_roundtrip(out_dir, tmp_path):
-    table = analysis.build_results_table(out_dir)
-    path = analysis.save_table(table, tmp_path / "runs" / "results.csv")
-    back = pd.read_csv(path)
-    assert list(back.columns) == list(table.columns)
-    np.testing.assert_allclose(back["nc1_cdnv"], table["nc1_cdnv"])
-
+from lib.registry import MEASURES, REGISTRY
 
 # ---------------------------------------------------------------------------------------------
 # Correlations
@@ -113,7 +22,7 @@ def synthetic_table(n: int = 12, seed: int = 1, noise: float = 0.05) -> pd.DataF
     n_params = 10 ** rng.uniform(4, 7, n)
     epochs = rng.choice([1, 3, 10], n)
     loss = 5 - 0.4 * np.log10(n_params) - 0.05 * epochs + noise * rng.standard_normal(n)
-    table = pd.DataFrame({"n_params": n_params, "epochs": epochs, "val_loss": loss})
+    table = pd.DataFrame({"n_params": n_params, "epochs": epochs, "checkpoint": epochs, "val_loss": loss})
     for k, m in enumerate(MEASURES):
         table[m] = np.exp(loss * (k % 3 + 1) / 3 + 0.3 * rng.standard_normal(n))
     table["nc2_interference_mean"] = 0.1 * loss + 0.2 * rng.standard_normal(n)  # may be negative
@@ -126,12 +35,13 @@ def test_correlate_matches_scipy_and_log_transform():
     assert list(corr.index) == MEASURES
     for m in MEASURES:
         x = table[m].to_numpy()
-        if analysis.MEASURE_INFO[m].transform == "log":
+        if REGISTRY[m].transform == "log":
             x = np.log10(x)
         r = stats.pearsonr(x, table["val_loss"]).statistic
         assert corr.loc[m, "r"] == pytest.approx(r, abs=1e-10)
         assert corr.loc[m, "r2"] == pytest.approx(r * r, abs=1e-10)
         assert corr.loc[m, "n"] == len(table)
+        assert corr.loc[m, "spearman"] == pytest.approx(stats.spearmanr(x, table["val_loss"]).statistic)
     assert corr.loc["nc1_cdnv", "transform"] == "log" and corr.loc["nc4_agreement", "transform"] == "linear"
 
 
@@ -145,23 +55,41 @@ def test_correlate_bootstrap_ci_is_seeded_and_brackets():
     assert 0 <= a["r2_ci_low"] <= a["r2"] <= a["r2_ci_high"] <= 1
 
 
-def test_bootstrap_ci_against_loop():
-    x, y = np.arange(8.0), np.array([1.0, 3, 2, 5, 4, 6, 8, 7])
-    low, high = analysis.bootstrap_r2_ci(x, y, n_bootstrap=100, seed=0)
-    idx = np.random.default_rng(0).integers(0, 8, size=(100, 8))
-    r2 = []
-    for row in idx:
-        xs, ys = x[row], y[row]
-        if np.ptp(xs) > 0 and np.ptp(ys) > 0:
-            r2.append(np.corrcoef(xs, ys)[0, 1] ** 2)
-    assert (low, high) == pytest.approx(tuple(np.percentile(r2, [2.5, 97.5])))
+def test_cluster_bootstrap_never_splits_a_run_and_matches_a_loop():
+    runs = np.array(["a", "a", "a", "b", "c", "c", "d", "e", "e", "e"])
+    W = analysis.cluster_bootstrap_weights(runs, n_bootstrap=200, seed=0)
+    assert W.shape == (200, 10)
+    for run in set(runs):  # every row of a run carries the same weight in every resample
+        assert (W[:, runs == run] == W[:, runs == run][:, :1]).all()
+    groups = [np.flatnonzero(runs == g) for g in np.unique(runs)]
+    assert (W[:, [g[0] for g in groups]].sum(axis=1) == len(groups)).all()  # 5 runs drawn each time
+    # the weighted r equals r of the explicitly resampled rows
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal(10), rng.standard_normal(10)
+    got = analysis.weighted_pearson(x, y, W)
+    draws = np.random.default_rng(0).integers(0, 5, size=(200, 5))
+    for b in range(20):
+        rows = np.concatenate([groups[g] for g in draws[b]])
+        xs, ys = x[rows], y[rows]
+        want = np.corrcoef(xs, ys)[0, 1] if np.ptp(xs) > 0 else np.nan
+        assert got[b] == pytest.approx(want, abs=1e-10, nan_ok=True)
+
+
+def test_correlate_bootstrap_resamples_runs():
+    table = synthetic_table(n=12).assign(run=[f"r{i // 3}" for i in range(12)])
+    row = analysis.correlate(table, ["nc4_agreement"], n_bootstrap=300, seed=2).iloc[0]
+    x, y = table["nc4_agreement"].to_numpy(), table["val_loss"].to_numpy()
+    boot = analysis.weighted_pearson(x, y, analysis.cluster_bootstrap_weights(table["run"], 300, 2))
+    assert (row["r2_ci_low"], row["r2_ci_high"]) == pytest.approx(tuple(np.percentile(boot**2, [2.5, 97.5])))
+    assert (row["r_ci_low"], row["r_ci_high"]) == pytest.approx(tuple(np.percentile(boot, [2.5, 97.5])))
+    assert row["n_runs"] == 4
 
 
 def test_partial_correlation_against_lstsq_residuals():
     table = synthetic_table(n=15, seed=2)
     row = analysis.correlate(table, ["nc1_cdnv"], n_bootstrap=10).iloc[0]
     x, y = np.log10(table["nc1_cdnv"].to_numpy()), table["val_loss"].to_numpy()
-    Z = np.column_stack([np.ones(len(y)), np.log10(table["n_params"]), table["epochs"]])  # (n, 3)
+    Z = np.column_stack([np.ones(len(y)), np.log10(table["n_params"]), table["checkpoint"]])  # (n, 3)
     resid = lambda v: v - Z @ np.linalg.lstsq(Z, v, rcond=None)[0]  # noqa: E731
     assert row["partial_r"] == pytest.approx(np.corrcoef(resid(x), resid(y))[0, 1], abs=1e-10)
     # p of x's coefficient in y ~ Z + x, by the textbook t-test
@@ -189,9 +117,9 @@ def test_correlate_too_few_models_and_nonpositive():
 
 
 def test_correlate_drops_constant_controls():
-    table = synthetic_table(n=8).assign(epochs=1)
+    table = synthetic_table(n=8).assign(checkpoint=1)
     row = analysis.correlate(table, ["nc1_cdnv"], n_bootstrap=10).iloc[0]
-    assert np.isfinite(row["partial_r"]) and "constant controls dropped: epochs" in row["note"]
+    assert np.isfinite(row["partial_r"]) and "constant controls dropped: checkpoint" in row["note"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,8 +147,10 @@ def test_permutation_p_matches_slow_loop():
     for perm in analysis.permutation_matrix(9, 500, seed=7):
         hits += abs(stats.pearsonr(x, y[perm]).statistic) >= abs(r_obs) - 1e-12
     assert row["r"] == pytest.approx(r_obs) and row["r2"] == pytest.approx(r_obs**2)
-    assert row["p"] == hits / 500
-    assert row["significant"] == (hits / 500 < 0.05)
+    assert row["p"] == (hits + 1) / 501  # the observed labelling counts: p = (b + 1) / (m + 1)
+    assert row["p_holm"] == row["p"]  # one measure: nothing to adjust
+    assert row["significant"] == ((hits + 1) / 501 < 0.05)
+    assert row["spearman"] == pytest.approx(stats.spearmanr(x, y).statistic)
 
 
 def test_permutation_strong_and_independent_cases():
@@ -246,143 +176,6 @@ def test_permutation_too_few_replicas():
         analysis.permutation_test(replica_table([1.0, 2.0], [3.0, 1.0]))
 
 
-def test_replica_rows(out_dir):
-    table = analysis.build_results_table(out_dir)
-    spec = {"depth": 2, "width": 64, "epochs": 1, "weight_decay": 5e-4, "seeds": [0, 1, 2]}
-    reps = analysis.replica_rows(table, spec)
-    assert list(reps["name"]) == ["L2-d64-e1-wd0.0005-s1-ck1"]  # seed 0 of this variant absent
-    spec = argparse.Namespace(depth=2, width=64, epochs=3, weight_decay=0.1, seeds=None)
-    assert list(analysis.replica_rows(table, spec)["checkpoint"]) == [3]  # final checkpoint only
-    with pytest.raises(ValueError, match="weight_decay"):
-        analysis.replica_rows(table, {"depth": 2, "width": 64, "epochs": 1})
-
-
-def test_scaling_table_long_format(out_dir):
-    table = analysis.build_results_table(out_dir)
-    long = analysis.scaling_table(table, ["nc1_cdnv", "nc4_agreement"])
-    assert len(long) == 2 * len(table)
-    assert {"width", "depth", "epochs_trained", "weight_decay", "measure", "value"} <= set(long.columns)
-    one = long[(long["name"] == table["name"][0]) & (long["measure"] == "nc4_agreement")]
-    assert one["value"].item() == table["nc4_agreement"][0]
-
-
-# ---------------------------------------------------------------------------------------------
-# Tokens
-
-
-class FakeTokenizer:
-    """Byte-level-BPE-like decode: a leading 'Ġ' marks a space."""
-
-    vocab = {0: "ĠLily", 1: "Ġthe", 2: "Tom", 3: ".", 4: "ĠTimmy", 5: "Ġlily", 6: "Ġmaxwell"}
-
-    def decode(self, ids):
-        return "".join(self.vocab[i] for i in ids).replace("Ġ", " ")
-
-
-def per_class_frame() -> pd.DataFrame:
-    return pd.DataFrame({
-        "token_id": [0, 1, 2, 3, 4, 5, 6],
-        "count": [50, 400, 30, 300, 20, 5, 15],
-        "sigma2": np.ones(7),
-        "norm": np.ones(7),
-        "duality": np.ones(7),
-        "variability": [0.1, 2.0, 0.2, 1.5, 0.3, 0.05, 1.0],
-        "interference": [0.01, 0.2, 0.02, 0.3, 0.03, 0.0, 0.1],
-    })
-
-
-def test_token_table_decodes_and_frequencies():
-    tokens = analysis.token_table(per_class_frame(), FakeTokenizer())
-    assert list(tokens["token"]) == ["Lily", "the", "Tom", ".", "Timmy", "lily", "maxwell"]
-    assert tokens["frequency"].sum() == pytest.approx(1.0)
-    assert tokens["frequency"][1] == pytest.approx(400 / 820)
-    with pytest.raises(ValueError, match="variability"):
-        analysis.token_table(per_class_frame().drop(columns="variability"), FakeTokenizer())
-
-
-def test_first_name_table():
-    tokens = analysis.token_table(per_class_frame(), FakeTokenizer())
-    table = analysis.first_name_table(tokens, names=["lily", "tom", "timmy", "max"])
-    names = table[table["kind"] == "first name"]
-    assert list(names["token"]) == ["Lily", "Tom", "Timmy", "lily"]  # by count; 'maxwell' is not 'max'
-    avg = table.set_index("token").loc["average token"]
-    assert avg["variability"] == pytest.approx(np.mean([0.1, 2.0, 0.2, 1.5, 0.3, 0.05, 1.0]))
-    assert avg["count"] == pytest.approx(820 / 7)
-    weighted = table.set_index("token").loc["average token (count-weighted)"]
-    w = np.array([50, 400, 30, 300, 20, 5, 15])
-    assert weighted["interference"] == pytest.approx(np.dot(w, [0.01, 0.2, 0.02, 0.3, 0.03, 0.0, 0.1]) / w.sum())
-
-
-def test_first_names_file():
-    names = analysis.load_first_names()
-    assert 150 <= len(names) <= 300
-    assert {"lily", "tom", "timmy", "sarah"} <= names
-    assert all(n == n.lower() and n.isalpha() for n in names)
-
-
-def test_most_and_least_collapsed():
-    tokens = analysis.token_table(per_class_frame(), FakeTokenizer())
-    out = analysis.most_and_least_collapsed(tokens, k=2, min_count=10)
-    assert list(out["token"]) == ["Lily", "Tom", "the", "."]
-    assert list(out["group"]) == ["most collapsed"] * 2 + ["least collapsed"] * 2
-
-
-def test_nearest_classes_against_loop():
-    rng = np.random.default_rng(0)
-    counts = np.array([3, 0, 5, 2, 4, 1])
-    sums = rng.standard_normal((6, 4)) * counts[:, None]
-    out = analysis.nearest_classes({"counts": counts, "sums": sums}, token_id=2, k=3)
-    present = [c for c in range(6) if counts[c] > 0]
-    mu = {c: sums[c] / counts[c] for c in present}
-    mu_g = np.mean([mu[c] for c in present], axis=0)
-    m = {c: mu[c] - mu_g for c in present}
-    cos = {c: m[c] @ m[2] / (np.linalg.norm(m[c]) * np.linalg.norm(m[2])) for c in present if c != 2}
-    best = sorted(cos, key=cos.get, reverse=True)[:3]
-    assert list(out["token_id"]) == best
-    np.testing.assert_allclose(out["cosine"], [cos[c] for c in best])
-    means = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], np.nan)
-    assert list(analysis.nearest_classes(means, 2, k=3)["token_id"]) == best
-    torch = pytest.importorskip("torch")  # stats files load as torch tensors
-    stats = {"counts": torch.tensor(counts), "sums": torch.tensor(sums)}
-    assert list(analysis.nearest_classes(stats, 2, k=3)["token_id"]) == best
-    with pytest.raises(ValueError, match="token 1 is not a class"):
-        analysis.nearest_classes({"counts": counts, "sums": sums}, token_id=1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Summary and CLI
-
-
-def test_summary_numbers_rounding():
-    table = pd.DataFrame({"val_loss": [2.123456, 3.0, 1.0], "nc1_cdnv": [1.23456e-5, 2e-5, np.nan]})
-    out = analysis.summary_numbers(table, ["nc1_cdnv"]).set_index("quantity")
-    assert out.loc["val_loss", "median"] == 2.123 and out.loc["val_loss", "n"] == 3
-    assert out.loc["nc1_cdnv", "min"] == 1.235e-5 and out.loc["nc1_cdnv", "n"] == 2
-
-
-def test_cli_analyze(out_dir, tmp_path):
-    parser = argparse.ArgumentParser()
-    analysis.register_cli(parser.add_subparsers())
-    dest = tmp_path / "runs"
-    args = parser.parse_args(["analyze", "--out-dir", str(out_dir), "--dest", str(dest),
-                              "--n-bootstrap", "20", "--replicas", "L1-d32-e1-wd0.0005-s0"])
-    with pytest.raises(ValueError, match="got 1"):  # only one replica of that run exists
-        args.func(args)
-    assert not dest.exists()
-    args = parser.parse_args(["analyze", "--out-dir", str(out_dir), "--dest", str(dest), "--n-bootstrap", "20"])
-    assert args.func(args) == 0
-    assert len(pd.read_csv(dest / "results.csv")) == 7
-    assert list(pd.read_csv(dest / "correlations.csv")["measure"]) == MEASURES
-
-
-def test_load_run_results(out_dir, tmp_path):
-    runs = analysis.load_run_results(out_dir)
-    assert sorted(runs) == sorted(str(RunName(*s[:5])) for s in SPECS)
-    assert runs["L2-d64-e3-wd0.1-s0"]["n_params"] == 160_000
-    with pytest.raises(FileNotFoundError, match="train first"):
-        analysis.load_run_results(tmp_path / "empty")
-
-
 def test_table1_with_too_few_replicas_says_so_and_draws_a_note():
     import matplotlib
 
@@ -397,18 +190,30 @@ def test_table1_with_too_few_replicas_says_so_and_draws_a_note():
     assert "too few seed-only replicas" in fig.axes[0].texts[0].get_text()
 
 
-def test_replica_rows_include_the_grid_seed():
-    table = pd.DataFrame({"depth": 1, "width": 8, "epochs": 1, "weight_decay": 5e-4, "checkpoint": 1,
-                          "seed": [0, 1, 2, 3, 9]})
-    spec = {"depth": 1, "width": 8, "epochs": 1, "weight_decay": 5e-4, "seeds": [1, 2, 3]}
-    assert list(analysis.replica_rows(table, spec)["seed"]) == [1, 2, 3]
-    assert list(analysis.replica_rows(table, spec, main_seed=0)["seed"]) == [0, 1, 2, 3]
 
 
-def test_paper_claims_verdicts():
-    corr = pd.DataFrame({"measure": ["nc1_cdnv", "nc2_norm_cv", "nc3_duality_mean"], "r2": [0.8, 0.6, 0.05]})
-    out = analysis.paper_claims(corr).set_index("measure")["here"]
-    assert out["nc1_cdnv"] == "holds"  # strong, R^2 0.8
-    assert out["nc2_norm_cv"] == "does not hold"  # negligible claimed, R^2 0.6
-    assert out["nc3_duality_mean"] == "holds"  # negligible, R^2 0.05
-    assert out["nc4_agreement"] == "undetermined"  # no row
+def test_permutation_p_is_never_zero():
+    x = np.arange(12.0)
+    row = analysis.permutation_test(replica_table(x, 3 * x), ["nc4_agreement"], n_permutations=999).iloc[0]
+    assert row["p"] == 1 / 1000  # b = 0: p = 1 / (m + 1)
+    assert analysis.format_p(row["p"], 999) == "< 1e-3"
+    assert analysis.format_p(0.0123, 999) == "0.012"
+
+
+def test_holm_against_hand_computation():
+    p = np.array([0.01, 0.04, 0.03, 0.005, np.nan])
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1, then running maximum
+    want = np.array([0.03, 0.06, 0.06, 0.02, np.nan])
+    np.testing.assert_allclose(analysis.holm(p), want)
+
+
+def test_table1_holm_column_and_display():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(21)
+    table = replica_table(x, 2 * x + 0.5 * rng.standard_normal(21))
+    out = analysis.permutation_test(table, ["nc4_agreement", "nc1_cdnv"], n_permutations=200)
+    np.testing.assert_allclose(out["p_holm"], analysis.holm(out["p"]))
+    shown = analysis.table1_display(out)
+    assert list(shown.columns) == ["measure", "n", "r", "R²", "Spearman ρ", "p", "Holm p"]
+    assert shown["measure"][0] == "NC4: classifier agreement" and shown["p"][0] == "< 5e-3"
+    assert "11 correlated measures" in analysis.MULTIPLICITY_NOTE.format(k=11)

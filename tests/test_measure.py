@@ -12,13 +12,16 @@ import torch
 from safetensors.torch import save_file
 
 import lib.measure as measure
+from lib import reference, stats_file
 from lib.measure import (
-    MEASURE_NAMES,
     compute_measures,
     measure_stats_file,
     per_class_measures,
     register_cli,
 )
+from lib.registry import MEASURES
+
+MEASURE_NAMES = tuple(MEASURES)
 
 
 def make_stats(K: int = 12, D: int = 6, seed: int = 0, empty: tuple[int, ...] = (),
@@ -40,58 +43,8 @@ def make_stats(K: int = 12, D: int = 6, seed: int = 0, empty: tuple[int, ...] = 
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# Plain reference: loops over pairs in numpy float64, straight from the definitions
-
-
-def reference_classes(stats):
-    keep = stats["counts"].numpy() >= 1
-    N = stats["counts"].numpy()[keep].astype(np.float64)
-    mu = stats["sums"].numpy()[keep] / N[:, None]  # (K, D)
-    s2 = stats["sq_dev"].numpy()[keep] / N
-    M = mu - mu.mean(axis=0)
-    W = stats["lm_head"].numpy()[keep].astype(np.float64)
-    return np.flatnonzero(keep), N, mu, s2, M, W
-
-
-def reference_pairs(stats):
-    """Per-pair values (c < c') and per-class matrices, by loops."""
-    _, _, mu, s2, M, _ = reference_classes(stats)
-    K = len(mu)
-    norms = np.linalg.norm(M, axis=1)
-    cdnv4, cdnv2, cos, logk = (np.full((K, K), np.nan) for _ in range(4))
-    for c in range(K):
-        for d in range(K):
-            if c == d:
-                continue
-            dist2 = np.sum((mu[c] - mu[d]) ** 2)
-            cdnv4[c, d] = (s2[c] + s2[d]) / (2 * dist2**2)
-            cdnv2[c, d] = (s2[c] + s2[d]) / (2 * dist2)
-            cos[c, d] = M[c] @ M[d] / (norms[c] * norms[d])
-            logk[c, d] = np.log(1 / np.linalg.norm(M[c] / norms[c] - M[d] / norms[d]))
-    return cdnv4, cdnv2, cos, logk
-
-
 def reference_measures(stats) -> dict[str, float]:
-    _, _, _, _, M, W = reference_classes(stats)
-    K = len(M)
-    cdnv4, cdnv2, cos, logk = reference_pairs(stats)
-    upper = np.triu_indices(K, k=1)
-    norms = np.linalg.norm(M, axis=1)
-    dual = np.sum(W * M, axis=1) / (np.linalg.norm(W, axis=1) * norms)
-    return {
-        "nc1_cdnv": cdnv4[upper].mean(),
-        "nc1_cdnv_galanti": cdnv2[upper].mean(),
-        "nc2_norm_cv": norms.std() / norms.mean(),
-        "nc2_lognorm_cv": np.log(norms).std() / np.log(norms).mean(),
-        "nc2_interference_mean": cos[upper].mean(),
-        "nc2_interference_std": cos[upper].std(),
-        "gnc2_logkernel_mean": logk[upper].mean(),
-        "gnc2_logkernel_var": logk[upper].var(),
-        "nc3_duality_mean": dual.mean(),
-        "unc3_duality_cv": dual.std() / dual.mean(),
-        "nc4_agreement": stats["val_agree"].sum().item() / stats["val_counts"].sum().item(),
-    }
+    return reference.measures(stats)
 
 
 def assert_measures_close(got: dict, want: dict, rtol: float = 1e-9, atol: float = 1e-12):
@@ -128,20 +81,15 @@ def test_tile_size_does_not_change_results(tile):
 def test_per_class_table_matches_plain_definition(tile):
     stats = make_stats(19, 5, seed=5, empty=(2, 11))
     table = per_class_measures(stats, tile=tile)
-    idx, N, _, s2, M, W = reference_classes(stats)
-    cdnv4, _, cos, _ = reference_pairs(stats)
-    norms = np.linalg.norm(M, axis=1)
-    assert list(table.columns) == ["token_id", "count", "sigma2", "norm", "duality",
-                                   "variability", "interference"]
-    np.testing.assert_array_equal(table["token_id"], idx)
-    np.testing.assert_array_equal(table["count"], N)
-    np.testing.assert_allclose(table["sigma2"], s2, rtol=1e-12)
-    np.testing.assert_allclose(table["norm"], norms, rtol=1e-12)
-    dual = np.sum(W * M, axis=1) / (np.linalg.norm(W, axis=1) * norms)
-    np.testing.assert_allclose(table["duality"], dual, rtol=1e-10)
-    np.testing.assert_allclose(table["variability"], np.nanmean(cdnv4, axis=1), rtol=1e-10)
-    np.testing.assert_allclose(table["interference"], np.nanmean(cos, axis=1), rtol=1e-9,
-                               atol=1e-13)
+    want = reference.per_class(stats)
+    assert list(table.columns) == list(want)
+    np.testing.assert_array_equal(table["token_id"], want["token_id"])
+    np.testing.assert_array_equal(table["count"], want["count"])
+    for col in ("sigma2", "norm"):
+        np.testing.assert_allclose(table[col], want[col], rtol=1e-12)
+    for col in ("duality", "variability"):
+        np.testing.assert_allclose(table[col], want[col], rtol=1e-10)
+    np.testing.assert_allclose(table["interference"], want["interference"], rtol=1e-9, atol=1e-13)
 
 
 def test_classes_with_count_zero_are_ignored():
@@ -181,6 +129,7 @@ def test_known_answers_on_a_collapsed_simplex(K, D, tile):
     expected = {
         "nc1_cdnv": 0.0, "nc1_cdnv_galanti": 0.0,  # sq_dev = 0
         "nc2_norm_cv": 0.0, "nc2_interference_mean": -1 / (K - 1), "nc2_interference_std": 0.0,
+        "nc2_interference_cv": 0.0,
         "gnc2_logkernel_var": 0.0, "gnc2_logkernel_mean": -0.5 * np.log(2 + 2 / (K - 1)),
         "nc3_duality_mean": 1.0, "unc3_duality_cv": 0.0, "nc4_agreement": 1.0,
     }
@@ -237,11 +186,25 @@ def test_bad_input_raises_a_clear_error(message, corrupt):
         compute_measures(corrupt(make_stats(8, 4)))
 
 
-def test_bad_tile_and_missing_file(tmp_path):
+def test_bad_tile(tmp_path):
     with pytest.raises(ValueError, match="tile"):
         compute_measures(make_stats(8, 4), tile=0)
-    with pytest.raises(FileNotFoundError, match="collect"):
-        measure_stats_file(tmp_path / "missing.safetensors")
+
+
+def test_interference_cv_known_answer():
+    """Four unit vectors at 0, 90, 180, 270 degrees plus a fifth at 45: the cosines by hand."""
+    angles = np.deg2rad([0, 90, 180, 270, 45])
+    mu = np.stack([np.cos(angles), np.sin(angles)], axis=1)  # (5, 2)
+    M = mu - mu.mean(axis=0)
+    U = M / np.linalg.norm(M, axis=1, keepdims=True)
+    cos = [U[i] @ U[j] for i in range(5) for j in range(i + 1, 5)]
+    stats = make_stats(5, 2, seed=11)
+    counts = stats["counts"].double()
+    stats["sums"] = torch.tensor(mu) * counts[:, None]
+    got = compute_measures(stats)
+    assert got["nc2_interference_cv"] == pytest.approx(np.std(cos) / abs(np.mean(cos)), rel=1e-9)
+    assert got["nc2_interference_cv"] == pytest.approx(got["nc2_interference_std"]
+                                                       / abs(got["nc2_interference_mean"]), rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,9 +213,13 @@ def test_bad_tile_and_missing_file(tmp_path):
 
 def write_stats(path, stats):
     meta = {"model": "data/x/models/L1-d8-e1-wd0.1-s0/checkpoint-1", "tokenizer": "tok",
-            "vocab_size": str(len(stats["counts"])), "width": "6", "means_hash": "abc",
-            "format_version": "1"}
-    save_file({k: v.contiguous() for k, v in stats.items()}, str(path), metadata=meta)
+            "vocab_size": str(len(stats["counts"])), "width": "6"}
+    stats_file.write_stats(path, stats, meta)  # fills means_hash and lm_head_sha256
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="collect"):
+        measure_stats_file(tmp_path / "missing.safetensors")
 
 
 def test_measure_stats_file_adds_model_metadata(tmp_path):
@@ -261,7 +228,16 @@ def test_measure_stats_file_adds_model_metadata(tmp_path):
     result = measure_stats_file(tmp_path / "stats.safetensors")
     assert_measures_close(result, compute_measures(stats), rtol=1e-14)
     assert result["model"].endswith("checkpoint-1")
-    assert (result["vocab_size"], result["width"], result["means_hash"]) == (10, 6, "abc")
+    assert (result["vocab_size"], result["width"]) == (10, 6) and len(result["means_hash"]) == 64
+
+
+def test_measure_stats_file_rejects_an_inconsistent_file(tmp_path):
+    stats = make_stats(10, 6, seed=8)
+    path = stats_file.write_stats(tmp_path / "stats.safetensors", stats, {"model": "m"})
+    tensors, meta = stats_file.read_stats(path)
+    save_file({**tensors, "sums": tensors["sums"] * 2}, str(path), metadata=meta)  # means changed
+    with pytest.raises(ValueError, match="means_hash"):
+        measure_stats_file(path)
 
 
 def test_cli_writes_json_and_per_class_csv(tmp_path):

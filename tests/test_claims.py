@@ -1,0 +1,87 @@
+"""lib.claims: the plateau detector, the three populations and the claims table's holds? rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import claims
+from lib.registry import MEASURES, REGISTRY
+
+
+def grid_table(seed: int = 0) -> pd.DataFrame:
+    """24 runs (some with 2 checkpoints) whose measures move with loss in the collapse direction,
+    except NC2 norm CV (noise) and NC3 (weak); 4 plateau runs with loss far above the rest."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(24):
+        epochs = 2 if i % 3 == 0 else 1
+        for ck in range(1, epochs + 1):
+            loss = 4.0 + 0.04 * i - 0.1 * ck + 0.02 * rng.standard_normal() + (1.0 if i >= 20 else 0.0)
+            rows.append({"run": f"r{i}", "depth": 1, "width": 32, "epochs": epochs, "weight_decay": 0.1,
+                         "seed": i, "checkpoint": ck, "n_params": 1000 * (i + 1), "val_loss": loss})
+    t = pd.DataFrame(rows)
+    loss = t["val_loss"].to_numpy()
+    for m in MEASURES:
+        sign = REGISTRY[m].expected_sign
+        value = sign * (loss - 4) + 0.01 * rng.standard_normal(len(t))
+        t[m] = 10**value if REGISTRY[m].transform == "log" else value + 5
+    t["nc2_norm_cv"] = rng.uniform(0.4, 0.6, len(t))
+    t["nc3_duality_mean"] = 0.3 + 0.02 * rng.standard_normal(len(t)) - 0.005 * (loss - 4)
+    return t
+
+
+def test_plateau_detector_finds_the_separated_cluster_only():
+    t = grid_table()
+    mask, text = claims.plateau_mask(t)
+    assert set(t.loc[mask, "run"]) == {"r20", "r21", "r22", "r23"}
+    assert "5 plateau models" in text  # r21 has two checkpoints and "widest gap" in text
+    close = t.assign(val_loss=np.linspace(4, 5, len(t)))  # evenly spread: no plateau
+    mask, text = claims.plateau_mask(close)
+    assert not mask.any() and text.startswith("no plateau")
+    many = t.assign(val_loss=np.where(np.arange(len(t)) < len(t) // 2, 3.0, 5.0))  # half high
+    assert not claims.plateau_mask(many)[0].any()
+
+
+def test_populations():
+    t = grid_table()
+    pops, _ = claims.populations(t)
+    assert len(pops["all"]) == len(t)
+    assert (pops["final"]["checkpoint"] == pops["final"]["epochs"]).all()
+    assert pops["no plateau"]["val_loss"].max() < t["val_loss"].max() - 0.5
+
+
+def test_claims_long_values_and_holds_rule():
+    t = grid_table()
+    long = claims.claims_long(t, n_bootstrap=200, seed=0)
+    allpop = long[long["population"] == "all"].set_index(["claim", "statistic"])
+    r2 = allpop.xs("R²", level="statistic")
+    cdnv = r2.loc["NC1: CDNV: strong relation to loss"]
+    x = np.log10(t["nc1_cdnv"])
+    assert cdnv["value"] == pytest.approx(np.corrcoef(x, t["val_loss"])[0, 1] ** 2)
+    assert cdnv["holds"] == (cdnv["ci_high"] >= 0.916)
+    norm = r2.loc["NC2: norm CV: negligible relation to loss"]
+    assert norm["holds"] == (norm["ci_low"] <= 0.079) and norm["holds"]  # noise: negligible holds
+    direction = allpop.xs("r", level="statistic").loc["NC4: classifier agreement: more collapse, lower loss"]
+    assert direction["value"] < 0 and direction["holds"]
+    comp = allpop.xs("ΔR²", level="statistic")
+    unc3 = comp.loc["uniform duality (UNC3) tracks loss better than self-duality (NC3)"]
+    assert unc3["value"] > 0 and unc3["holds"] == (unc3["ci_low"] > 0)
+    assert set(long["population"]) == set(claims.POPULATIONS)
+
+
+def test_claims_table_shape_and_text():
+    out = claims.claims_table(grid_table(), n_bootstrap=100)
+    assert list(out.columns) == ["claim", "figure", "statistic", "authors' 230 models", "all",
+                                 "no plateau", "final", "holds? (all / no plateau / final)"]
+    assert out["holds? (all / no plateau / final)"].str.fullmatch(r"(yes|no|n/a)( / (yes|no|n/a)){2}").all()
+    assert "cluster-bootstrap" in out.attrs["rule"] and "plateau" in out.attrs["plateau"]
+
+
+def test_cdnv_units_table_explains_the_scale():
+    t = grid_table().assign(width=lambda d: np.where(d["seed"] < 12, 32, 128))
+    out = claims.cdnv_units_table(t).set_index("column")
+    assert out.loc["nc1_cdnv", "fold change"] == pytest.approx(
+        t.loc[t.width == 32, "nc1_cdnv"].median() / t.loc[t.width == 128, "nc1_cdnv"].median())
+    assert "1/a²" in claims.CDNV_UNITS_NOTE

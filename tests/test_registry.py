@@ -1,0 +1,54 @@
+"""lib.registry: one entry per measure that lib.measure computes, and the metadata is coherent."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from lib import registry
+from lib.registry import COMPARISONS, MEASURES, REGISTRY
+
+
+def test_registry_matches_what_lib_measure_computes():
+    from lib.measure import compute_measures
+    from tests.test_measure import make_stats
+
+    computed = set(compute_measures(make_stats(9, 4), progress=False)) - {"num_classes"}
+    assert computed == set(MEASURES), "a measure is computed but not registered, or vice versa"
+
+
+def test_registry_matches_the_reference_definitions():
+    from lib import reference
+    from tests.test_measure import make_stats
+
+    assert set(reference.measures(make_stats(6, 3))) == set(MEASURES)
+
+
+def test_metadata_is_coherent():
+    for m in REGISTRY.values():
+        assert m.transform in ("log", "linear") and m.collapse in ("lower", "higher")
+        assert m.claim in ("", "strong", "clear", "some", "negligible")
+        assert set(m.figures) <= set(registry.FIGURES)
+        assert m.definition, m.name
+        if m.claim:
+            assert m.figures and m.authors_r2 is not None, m.name
+    for c in COMPARISONS:
+        assert REGISTRY[c.better].authors_r2 > REGISTRY[c.worse].authors_r2
+    assert registry.figure_measures("fig1") == ["nc1_cdnv", "gnc2_logkernel_var", "unc3_duality_cv",
+                                                "nc4_agreement"]
+    assert registry.figure_measures("fig2") == ["nc2_norm_cv", "nc2_interference_cv", "gnc2_logkernel_var"]
+    assert registry.axis_label("nc1_cdnv") == "CDNV (log scale)"
+    assert registry.measure_transform("val_loss") == "linear"
+    with pytest.raises(ValueError, match="unknown measure"):
+        registry.get("nc9")
+    assert registry.markdown_table().count("\n") == len(MEASURES) + 1
+
+
+def test_table_modules_do_not_import_torch():
+    import subprocess
+
+    code = ("import sys; import lib.analysis, lib.results, lib.runs, lib.registry, lib.claims, "
+            "lib.tokens, lib.authors, lib.reference; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,104 @@
+"""lib.tokens: decoded token tables, first names, rankings over classes with enough samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import tokens as tk
+
+# ---------------------------------------------------------------------------------------------
+# Tokens
+
+
+class FakeTokenizer:
+    """Byte-level-BPE-like decode: a leading 'Ġ' marks a space."""
+
+    vocab = {0: "ĠLily", 1: "Ġthe", 2: "Tom", 3: ".", 4: "ĠTimmy", 5: "Ġlily", 6: "Ġmaxwell"}
+
+    def decode(self, ids):
+        return "".join(self.vocab[i] for i in ids).replace("Ġ", " ")
+
+
+def per_class_frame() -> pd.DataFrame:
+    return pd.DataFrame({
+        "token_id": [0, 1, 2, 3, 4, 5, 6],
+        "count": [50, 400, 30, 300, 20, 5, 15],
+        "sigma2": np.ones(7),
+        "norm": np.ones(7),
+        "duality": np.ones(7),
+        "variability": [0.1, 2.0, 0.2, 1.5, 0.3, 0.05, 1.0],
+        "interference": [0.01, 0.2, 0.02, 0.3, 0.03, 0.0, 0.1],
+    })
+
+
+def test_token_table_decodes_and_frequencies():
+    tokens = tk.token_table(per_class_frame(), FakeTokenizer())
+    assert list(tokens["token"]) == ["Lily", "the", "Tom", ".", "Timmy", "lily", "maxwell"]
+    assert tokens["frequency"].sum() == pytest.approx(1.0)
+    assert tokens["frequency"][1] == pytest.approx(400 / 820)
+    with pytest.raises(ValueError, match="variability"):
+        tk.token_table(per_class_frame().drop(columns="variability"), FakeTokenizer())
+
+
+def test_first_name_table():
+    tokens = tk.token_table(per_class_frame(), FakeTokenizer())
+    table = tk.first_name_table(tokens, names=["lily", "tom", "timmy", "max"], min_count=1)
+    names = table[table["kind"] == "first name"]
+    assert list(names["token"]) == ["Lily", "Tom", "Timmy", "lily"]  # by count; 'maxwell' is not 'max'
+    avg = table.set_index("token").loc["average token"]
+    assert avg["variability"] == pytest.approx(np.mean([0.1, 2.0, 0.2, 1.5, 0.3, 0.05, 1.0]))
+    assert avg["count"] == pytest.approx(820 / 7)
+    weighted = table.set_index("token").loc["average token (count-weighted)"]
+    w = np.array([50, 400, 30, 300, 20, 5, 15])
+    assert weighted["interference"] == pytest.approx(np.dot(w, [0.01, 0.2, 0.02, 0.3, 0.03, 0.0, 0.1]) / w.sum())
+
+
+def test_first_names_file():
+    names = tk.load_first_names()
+    assert 150 <= len(names) <= 300
+    assert {"lily", "tom", "timmy", "sarah"} <= names
+    assert all(n == n.lower() and n.isalpha() for n in names)
+
+
+def test_most_and_least_collapsed():
+    tokens = tk.token_table(per_class_frame(), FakeTokenizer())
+    out = tk.most_and_least_collapsed(tokens, k=2, min_count=10)
+    assert list(out["token"]) == ["Lily", "Tom", "the", "."]
+    assert list(out["group"]) == ["most collapsed"] * 2 + ["least collapsed"] * 2
+
+
+def test_nearest_classes_against_loop():
+    rng = np.random.default_rng(0)
+    counts = np.array([3, 0, 5, 2, 4, 1])
+    sums = rng.standard_normal((6, 4)) * counts[:, None]
+    out = tk.nearest_classes({"counts": counts, "sums": sums}, token_id=2, k=3)
+    present = [c for c in range(6) if counts[c] > 0]
+    mu = {c: sums[c] / counts[c] for c in present}
+    mu_g = np.mean([mu[c] for c in present], axis=0)
+    m = {c: mu[c] - mu_g for c in present}
+    cos = {c: m[c] @ m[2] / (np.linalg.norm(m[c]) * np.linalg.norm(m[2])) for c in present if c != 2}
+    best = sorted(cos, key=cos.get, reverse=True)[:3]
+    assert list(out["token_id"]) == best
+    np.testing.assert_allclose(out["cosine"], [cos[c] for c in best])
+    means = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], np.nan)
+    assert list(tk.nearest_classes(means, 2, k=3)["token_id"]) == best
+    torch = pytest.importorskip("torch")  # stats files load as torch tensors
+    stats = {"counts": torch.tensor(counts), "sums": torch.tensor(sums)}
+    assert list(tk.nearest_classes(stats, 2, k=3)["token_id"]) == best
+    with pytest.raises(ValueError, match="token 1 is not a class"):
+        tk.nearest_classes({"counts": counts, "sums": sums}, token_id=1)
+
+
+def test_rankings_and_names_use_only_classes_with_enough_samples():
+    tokens = tk.token_table(per_class_frame(), FakeTokenizer())  # counts 50 400 30 300 20 5 15
+    table = tk.first_name_table(tokens, names=["lily", "tom", "timmy"], min_count=20)
+    assert list(table.loc[table["kind"] == "first name", "token"]) == ["Lily", "Tom", "Timmy"]
+    avg = table.set_index("token").loc["average token"]
+    assert avg["variability"] == pytest.approx(np.mean([0.1, 2.0, 0.2, 1.5, 0.3]))  # 5 kept classes
+    ranked = tk.most_and_least_collapsed(tokens, k=1)  # default min_count 20
+    assert list(ranked["token"]) == ["Lily", "the"]  # 'lily' (count 5, variability 0.05) excluded
+    assert tk.exclusion_note(tokens, 20).startswith("2 of 7 classes (29%) have fewer than 20")
+    with pytest.raises(ValueError, match="min_count"):
+        tk.eligible(tokens, 0)
