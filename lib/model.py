@@ -1,20 +1,26 @@
 """GPT-Neo models as in the paper, run names, and loading any causal LM for measurement.
 
-The features of a causal LM are the input of its LM head (final hidden state after the final
-norm); its classifier is the LM head's weight ``W`` of shape (V, D).
+The features of a causal LM are exactly the input of its LM head (final hidden state after the
+final norm, and after OPT's ``project_out``); its classifier is the LM head's weight ``W`` of
+shape (V, D) (plus its bias, ``lm_head_bias``, where the head has one).
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
 
+from lib.errors import UserError
+from lib.runs import RunName  # noqa: F401  (re-exported: callers import it from here)
+
+T = TypeVar("T")
 PAPER_LOCAL_WINDOW = 256  # GPT-Neo local-attention window used in the paper
 
 
@@ -101,58 +107,15 @@ def paper_param_count(n_layer: int, n_embd: int, vocab_size: int, n_ctx: int) ->
 
 
 # ---------------------------------------------------------------------------------------------
-# Run names: one string per (architecture, variant, seed[, checkpoint]) that parses back.
-
-_RUN_RE = re.compile(
-    r"^L(?P<depth>\d+)-d(?P<width>\d+)-e(?P<epochs>\d+)-wd(?P<wd>[0-9.eE+-]+)-s(?P<seed>\d+)"
-    r"(?:-ck(?P<checkpoint>\d+))?$"
-)
-
-
-@dataclass(frozen=True)
-class RunName:
-    """Depth, width, epochs, weight decay, shuffling seed and (optional) checkpoint epoch."""
-
-    depth: int
-    width: int
-    epochs: int
-    weight_decay: float
-    seed: int
-    checkpoint: int | None = None
-
-    def __str__(self) -> str:
-        name = f"L{self.depth}-d{self.width}-e{self.epochs}-wd{self.weight_decay!r}-s{self.seed}"
-        return name if self.checkpoint is None else f"{name}-ck{self.checkpoint}"
-
-    @property
-    def run(self) -> RunName:
-        """The training run this checkpoint belongs to (checkpoint dropped)."""
-        return RunName(self.depth, self.width, self.epochs, self.weight_decay, self.seed)
-
-    def at(self, checkpoint: int) -> RunName:
-        if not 1 <= checkpoint <= self.epochs:
-            raise ValueError(f"checkpoint {checkpoint} outside epochs 1..{self.epochs} of {self}")
-        return RunName(self.depth, self.width, self.epochs, self.weight_decay, self.seed, checkpoint)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def parse(cls, name: str) -> RunName:
-        m = _RUN_RE.match(name)
-        if not m:
-            raise ValueError(
-                f"{name!r} is not a run name; expected e.g. 'L2-d64-e1-wd0.0005-s0' or '...-ck1'"
-            )
-        ck = m["checkpoint"]
-        return cls(
-            int(m["depth"]), int(m["width"]), int(m["epochs"]), float(m["wd"]), int(m["seed"]),
-            None if ck is None else int(ck),
-        )
-
-
-# ---------------------------------------------------------------------------------------------
 # Any Hugging Face causal LM as (features, classifier).
+#
+# Verified exactly (logits == features @ W.T + b to float tolerance, tests/test_pretrained.py) on
+# GPT-Neo, GPT-2, GPT-NeoX (Pythia: untied head), Llama (untied head) and OPT, including OPT with
+# ``word_embed_proj_dim != hidden_size``: there the decoder's ``project_out`` maps the final
+# hidden state (after ``final_layer_norm``) to the head's width, so the features have
+# ``word_embed_proj_dim`` dimensions, not ``hidden_size``. ``final_features`` reads the head's
+# input itself (a forward pre-hook that stops the forward there), so no per-architecture code can
+# miss such a step and no logits are computed.
 
 
 @contextmanager
@@ -169,35 +132,181 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def local_model_dir(name_or_path: str | Path) -> Path | None:
+    """The existing local folder ``name_or_path`` names (as given, else repository-relative)."""
+    from lib.paths import resolve
+
+    for p in (Path(name_or_path).expanduser(), resolve(Path(name_or_path).expanduser())):
+        if p.exists():
+            return p
+    return None
+
+
+def is_hub_name(name_or_path: str | Path) -> bool:
+    """True for a hub id like "gpt2" or "EleutherAI/pythia-70m" that is not a local path."""
+    text = str(name_or_path)
+    return (local_model_dir(text) is None and not text.startswith(".")
+            and _HUB_NAME.match(text) is not None and not text.endswith((".", "-")))
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set to a true value."""
+    return any(os.environ.get(k, "").strip().upper() in _TRUE
+               for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe of the hub endpoint (HF_ENDPOINT), so no network fails in seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _unavailable(what: str, name: str, revision: str | None) -> UserError:
+    from huggingface_hub import constants
+
+    at = f" at revision {revision!r}" if revision else ""
+    why = ("HF_HUB_OFFLINE is set" if hub_offline()
+           else f"the hub ({os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}) is unreachable")
+    rev = f" --revision {revision}" if revision else ""
+    return UserError(
+        f"{what} {name!r}{at} is not available offline: it is not in the Hugging Face cache "
+        f"({constants.HF_HUB_CACHE}) and {why}; download it on a connected machine "
+        f"(`hf download {name}{rev}`) and copy that cache here or point HF_HOME at it, "
+        + ("unset HF_HUB_OFFLINE where the hub is reachable, " if hub_offline() else "")
+        + "or pass a local folder written by save_pretrained"
+    )
+
+
+def from_hub(load: Callable[..., T], name: str, revision: str | None = None,
+             what: str = "model") -> T:
+    """``load(name, revision=..., local_files_only=...)`` (a ``from_pretrained``): cache first,
+    then the hub only when it is allowed and reachable; otherwise one-line ``UserError`` at once
+    (no retries against an unreachable hub)."""
+    try:
+        return load(name, revision=revision, local_files_only=True)
+    except OSError:  # not (completely) in the cache
+        pass
+    if hub_offline() or not hub_reachable():
+        raise _unavailable(what, name, revision) from None
+    try:
+        return load(name, revision=revision)
+    except OSError as err:
+        at = f" at revision {revision!r}" if revision else ""
+        raise UserError(f"could not load {what} {name!r}{at} from the hub ({_first_line(err)}); "
+                        "check the name and revision") from None
+
+
 def load_causal_lm(name_or_path: str | Path, device: str | torch.device = "cpu",
-                   dtype: torch.dtype | None = None) -> nn.Module:
-    """Load a causal LM by hub name or local path, in eval mode; fails fast when offline."""
+                   dtype: torch.dtype | None = None, *, revision: str | None = None) -> nn.Module:
+    """Load a causal LM from a local folder (``save_pretrained``) or a hub id, in eval mode.
+
+    ``revision``: a hub branch, tag or commit (e.g. Pythia's "step1000"); hub ids only.
+    ``dtype`` None loads float32 whatever the checkpoint's storage dtype (measurement runs in
+    float32 on CPU, under bf16 autocast on CUDA). A hub id that is neither cached nor reachable
+    (HF_HUB_OFFLINE, no network) raises a one-line ``UserError`` at once; a missing local path
+    raises ``FileNotFoundError``.
+    """
     from transformers import AutoModelForCausalLM
 
-    path = Path(name_or_path).expanduser()
-    hub_like = not path.is_absolute() and str(name_or_path).count("/") <= 1 and not str(name_or_path).startswith(".")
-    if not path.exists() and not hub_like:
-        raise FileNotFoundError(f"no model checkpoint at {name_or_path}; train it first or fix the path")
-    try:
+    def load(source: str, **kwargs) -> nn.Module:
         with quiet_transformers():
-            model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)
-    except OSError as err:
-        raise FileNotFoundError(
-            f"could not load causal LM {name_or_path!r}: {err}. A hub model needs network access "
-            "(HF_HUB_OFFLINE is set or the hub is unreachable); pass a local checkpoint instead."
-        ) from err
+            return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+
+    local = local_model_dir(name_or_path)
+    if local is not None:
+        if revision is not None:
+            raise UserError(f"revision {revision!r} applies to hub models, but {name_or_path} is a "
+                            "local folder; drop the revision or pass the hub id")
+        try:
+            model = load(str(local))
+        except OSError as err:
+            raise FileNotFoundError(f"could not load a causal LM from {local}: "
+                                    f"{_first_line(err)}") from err
+    elif is_hub_name(name_or_path):
+        model = from_hub(load, str(name_or_path), revision, what="model")
+    else:
+        raise FileNotFoundError(f"no model checkpoint at {name_or_path}; train it first or fix the path")
     return model.to(device).eval()
 
 
+def _output_embeddings(model: nn.Module) -> nn.Module:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or not isinstance(getattr(head, "weight", None), torch.Tensor):
+        raise ValueError(f"{type(model).__name__} has no output embedding (LM head); "
+                         "load it with AutoModelForCausalLM")
+    return head
+
+
 def lm_head_weight(model: nn.Module) -> torch.Tensor:
-    """The classifier W (V, D): the LM head's weight."""
-    head = model.get_output_embeddings()
-    if head is None:
-        raise ValueError(f"{type(model).__name__} has no output embedding (LM head)")
-    return head.weight
+    """The classifier W (V, D): the LM head's weight (the input embedding when tied, the
+    separate ``lm_head``/``embed_out`` when untied, as in Llama and Pythia)."""
+    return _output_embeddings(model).weight
+
+
+def lm_head_bias(model: nn.Module) -> torch.Tensor | None:
+    """The LM head's bias (V,), or None (GPT-Neo, GPT-2, Pythia, Llama, OPT have none; GPT-J
+    and CodeGen have one)."""
+    bias = getattr(_output_embeddings(model), "bias", None)
+    return bias if isinstance(bias, torch.Tensor) else None
+
+
+class _HeadInput(Exception):
+    """Carries the LM head's input out of the forward (which stops there)."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        super().__init__("LM head input captured")
+        self.x = x
+
+
+def _grab_head_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
+    raise _HeadInput(args[0] if args else next(iter(kwargs.values())))
 
 
 def final_features(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
-    """Features (B, T, D): the LM head's input, i.e. the last hidden state after the final norm."""
-    out = model.base_model(input_ids=input_ids, use_cache=False)
-    return out.last_hidden_state
+    """Features (B, T, D): exactly the LM head's input (last hidden state after the final norm,
+    and after OPT's ``project_out``), read by a forward pre-hook on the head that ends the forward
+    before any logits are computed."""
+    handle = _output_embeddings(model).register_forward_pre_hook(_grab_head_input,
+                                                                  with_kwargs=True)
+    try:
+        model(input_ids=input_ids, use_cache=False)
+    except _HeadInput as got:
+        return got.x
+    finally:
+        handle.remove()
+    raise RuntimeError(f"{type(model).__name__}'s forward never called its LM head")
+
+
+def head_logits(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Logits (..., V) = features @ W.T (+ b) from the LM head's weight and bias."""
+    return torch.nn.functional.linear(features, lm_head_weight(model).to(features.dtype),
+                                      None if (b := lm_head_bias(model)) is None
+                                      else b.to(features.dtype))
+
+
+@torch.no_grad()
+def feature_logit_gap(model: nn.Module, input_ids: torch.Tensor) -> float:
+    """max |model logits - head_logits(final_features)| / max |model logits| on ``input_ids``.
+
+    About 1e-7 in float32 when the features are the head's input and the model applies nothing
+    after the head; larger for heads with logit soft-capping or scaling (e.g. Gemma 2)."""
+    logits = model(input_ids=input_ids, use_cache=False).logits.float()
+    rebuilt = head_logits(model, final_features(model, input_ids)).float()
+    return float((logits - rebuilt).abs().max() / logits.abs().max().clamp(min=1e-30))
