@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-CLI_MODULES = ("data", "train", "dispatch", "collect", "measure", "analysis", "plots", "paper")
+CLI_MODULES = ("data", "pipeline", "collect", "measure", "analysis", "plots", "paper")
 
 
 def build_parser() -> argparse.ArgumentParser:

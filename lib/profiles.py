@@ -1,9 +1,11 @@
 """Profiles: one YAML file per population of models, the single source of every parameter.
 
-A profile (``profiles/<name>.yaml``) is parsed into frozen, validated dataclasses. Every
-section refuses keys it does not know (naming the key, the section and the allowed keys), so a
-typo never silently falls back to a default. ``Profile.from_dict(profile.as_dict())`` round-trips,
-which is how notebooks rebuild the profile from papermill parameters.
+A profile (``profiles/<name>.yaml``) is validated once, by pydantic models that forbid unknown
+keys and non-finite numbers; the typed sections then pass as they are into ``lib.data``,
+``lib.train`` and ``lib.collect``. Every mistake raises ``UserError`` in one line naming the
+file, the key and what is allowed (a YAML syntax error names the file and the line).
+``Profile.from_dict(profile.as_dict())`` round-trips, which is how notebooks rebuild the profile
+from papermill parameters.
 
 Example::
 
@@ -14,91 +16,104 @@ Example::
 
 from __future__ import annotations
 
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
-from lib.model import PAPER_LOCAL_WINDOW, RunName, default_n_head
+from lib.errors import UserError
+from lib.model import PAPER_LOCAL_WINDOW, default_n_head
 from lib.paths import PROFILES_DIR, resolve
+from lib.runs import RunName
 
-DEVICES = ("auto", "cpu", "cuda")
-ATTN_IMPLEMENTATIONS = ("eager", "flash_attention_2")
-PRECISIONS = ("auto", "fp32", "bf16")
-LR_SCHEDULES = ("linear", "constant")
-CORPUS_SOURCES = ("generated", "path", "hub")
-TOKENIZER_KINDS = ("bpe", "pretrained")
+CORPUS_SOURCES = ("generated", "path", "hub")  # or hub:<dataset>, disk:<saved dataset>
 # Vocabulary sizes of pretrained tokenizers, for parameter counts before anything is downloaded.
 PRETRAINED_VOCAB = {"EleutherAI/gpt-neo-125M": 50257, "gpt2": 50257}
+Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
-def _choice(value: str, allowed: tuple[str, ...], where: str) -> None:
-    if value not in allowed:
-        raise ValueError(f"{where} is {value!r}; expected one of {', '.join(allowed)}")
+class _Section(BaseModel):
+    """Strict, frozen, finite: unknown keys are refused with the list of allowed ones."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-def _positive(value: float | None, where: str) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{where} must be positive, got {value}")
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = [k for k in data if k not in cls.model_fields]
+            if unknown:
+                raise ValueError(f"unknown key {unknown[0]!r}; allowed keys: "
+                                 f"{', '.join(cls.model_fields)}")
+        return data
 
 
 # ---------------------------------------------------------------------------------------------
 # Sections
 
 
-@dataclass(frozen=True)
-class CorpusConfig:
+class CorpusConfig(_Section):
     """Where the text comes from and how much of it to use (see lib.data.prepare_corpus)."""
 
     source: str  # generated | path | hub | hub:<dataset> | disk:<saved dataset>
     path: str | None = None  # a folder with train.txt / validation.txt (source: path)
-    max_train_stories: int | None = None
-    max_val_stories: int | None = None
+    max_train_stories: PositiveInt | None = None
+    max_val_stories: PositiveInt | None = None
     fallback: str | None = None  # source used when ``path`` is missing, e.g. hub:roneneldan/TinyStories
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> CorpusConfig:
         if self.fallback is not None and not self.fallback.startswith(("hub", "disk:")):
-            raise ValueError(f"corpus.fallback must be 'hub', 'hub:<dataset>' or 'disk:<path>', got {self.fallback!r}")
-        if not self.source.startswith(("hub:", "disk:")):
-            _choice(self.source, CORPUS_SOURCES, "corpus.source")
+            raise ValueError(f"fallback must be 'hub', 'hub:<dataset>' or 'disk:<path>', "
+                             f"got {self.fallback!r}")
+        if self.source not in CORPUS_SOURCES and not self.source.startswith(("hub:", "disk:")):
+            raise ValueError(f"source is {self.source!r}; expected one of "
+                             f"{', '.join(CORPUS_SOURCES)}, hub:<dataset> or disk:<path>")
         if self.source == "path" and not self.path:
-            raise ValueError("corpus.source is 'path' but corpus.path is not set; give the folder")
-        _positive(self.max_train_stories, "corpus.max_train_stories")
-        _positive(self.max_val_stories, "corpus.max_val_stories")
+            raise ValueError("source is 'path' but path is not set; give the text folder")
+        if self.source != "path" and self.path is not None:
+            raise ValueError(f"path is only used with source 'path', not {self.source!r}")
+        return self
 
-    def spec(self) -> dict:
-        """The corpus mapping for lib.data.prepare_corpus (unset keys left out, path resolved)."""
-        spec = {k: v for k, v in _plain(self).items() if v is not None and k != "fallback"}
-        if "path" in spec:
-            spec["path"] = str(resolve(spec["path"]))
-            if self.fallback and not resolve(self.path).exists():
-                del spec["path"]
-                spec["source"] = self.fallback
-        return spec
+    def load_source(self) -> str:
+        """The ``lib.data.load_corpus`` source: the resolved folder, or the fallback without it."""
+        if self.source != "path":
+            return self.source
+        folder = resolve(self.path)
+        return self.fallback if self.fallback and not folder.exists() else str(folder)
 
 
-@dataclass(frozen=True)
-class TokenizerConfig:
+class TokenizerConfig(_Section):
     """A BPE trained on the corpus (``vocab_size``) or a pretrained tokenizer (``name``)."""
 
-    kind: str  # bpe | pretrained
-    vocab_size: int | None = None
+    kind: Literal["bpe", "pretrained"]
+    vocab_size: PositiveInt | None = None
     name: str | None = None
 
-    def __post_init__(self) -> None:
-        _choice(self.kind, TOKENIZER_KINDS, "tokenizer.kind")
+    @model_validator(mode="after")
+    def _check(self) -> TokenizerConfig:
         if self.kind == "bpe" and not self.vocab_size:
-            raise ValueError("tokenizer.kind is 'bpe' but tokenizer.vocab_size is not set")
+            raise ValueError("kind is 'bpe' but vocab_size is not set")
+        if self.kind == "bpe" and self.name is not None:
+            raise ValueError("name is only used with kind 'pretrained'; a 'bpe' is trained here")
         if self.kind == "pretrained" and not self.name:
-            raise ValueError("tokenizer.kind is 'pretrained' but tokenizer.name is not set")
-        _positive(self.vocab_size, "tokenizer.vocab_size")
+            raise ValueError("kind is 'pretrained' but name is not set")
+        return self
 
     def spec(self) -> dict:
-        """The tokenizer mapping for lib.data.prepare_corpus."""
+        """What identifies the tokenizer (recorded in the corpus manifest)."""
         if self.kind == "bpe":
             return {"kind": "bpe", "vocab_size": self.vocab_size}
         return {"kind": "pretrained", "name": self.name}
@@ -109,224 +124,187 @@ class TokenizerConfig:
             return self.vocab_size
         if self.name in PRETRAINED_VOCAB:
             return PRETRAINED_VOCAB[self.name]
-        raise ValueError(
-            f"vocabulary size of tokenizer {self.name!r} is unknown; set tokenizer.vocab_size"
-        )
+        raise UserError(f"vocabulary size of tokenizer {self.name!r} is unknown; set "
+                        "tokenizer.vocab_size in the profile")
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
     """Architecture settings shared by every run (depth and width come from the grid)."""
 
-    n_head: int | None = None  # None: lib.model.default_n_head(width)
-    window_size: int = PAPER_LOCAL_WINDOW
-    init_seed: int = 0  # initialisation seed, the same for every run
-    attn_implementation: str = "eager"  # eager | flash_attention_2 (CUDA + flash-attn package)
-
-    def __post_init__(self) -> None:
-        _choice(self.attn_implementation, ATTN_IMPLEMENTATIONS, "model.attn_implementation")
-        _positive(self.n_head, "model.n_head")
-        _positive(self.window_size, "model.window_size")
+    n_head: PositiveInt | None = None  # None: lib.model.default_n_head(width)
+    window_size: PositiveInt = PAPER_LOCAL_WINDOW
+    init_seed: NonNegativeInt = 0  # initialisation seed, the same for every run
+    attn_implementation: Literal["eager", "flash_attention_2"] = "eager"
 
     def heads(self, width: int) -> int:
         return self.n_head or default_n_head(width)
 
 
-@dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(_Section):
     """Optimiser and schedule (Hugging Face Trainer defaults unless the profile says otherwise)."""
 
-    lr: float
-    batch_size: int
-    lr_schedule: str = "linear"  # linear decay to 0 | constant
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = 1e-8
-    precision: str = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    eval_batch_size: int = 32
+    lr: PositiveFloat
+    batch_size: PositiveInt
+    lr_schedule: Literal["linear", "constant"] = "linear"  # linear decay to 0 | constant
+    warmup_steps: NonNegativeInt = 0
+    max_grad_norm: NonNegativeFloat = 1.0  # 0: no clipping
+    adam_betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
+        0.9, 0.999)
+    adam_eps: PositiveFloat = 1e-8
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    eval_batch_size: PositiveInt = 32
     # depth -> {width: batch size}; architectures not listed use batch_size
-    batch_size_by_arch: dict[int, dict[int, int]] | None = None
-
-    def __post_init__(self) -> None:
-        _positive(self.lr, "training.lr")
-        _positive(self.batch_size, "training.batch_size")
-        _positive(self.eval_batch_size, "training.eval_batch_size")
-        _choice(self.lr_schedule, LR_SCHEDULES, "training.lr_schedule")
-        _choice(self.precision, PRECISIONS, "training.precision")
-        if self.warmup_steps < 0:
-            raise ValueError(f"training.warmup_steps must be >= 0, got {self.warmup_steps}")
-        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
-            raise ValueError(f"training.adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
-        for widths in (self.batch_size_by_arch or {}).values():
-            for b in widths.values():
-                _positive(b, "training.batch_size_by_arch entry")
+    batch_size_by_arch: dict[int, dict[int, PositiveInt]] | None = None
 
     def batch_size_for(self, depth: int, width: int) -> int:
         """The training batch size of one architecture."""
         return (self.batch_size_by_arch or {}).get(depth, {}).get(width, self.batch_size)
 
 
-@dataclass(frozen=True)
-class Variant:
+class Variant(_Section):
     """A training length and weight decay applied to every architecture of the grid."""
 
-    epochs: int
-    weight_decay: float
-    checkpoints: tuple[int, ...] | None = None  # epochs to measure; None: the last
+    epochs: PositiveInt
+    weight_decay: NonNegativeFloat
+    checkpoints: tuple[PositiveInt, ...] | None = None  # epochs to measure; None: the last
 
-    def __post_init__(self) -> None:
-        _positive(self.epochs, "variant epochs")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+    @model_validator(mode="after")
+    def _check(self) -> Variant:
         for ck in self.checkpoints or ():
-            if not 1 <= ck <= self.epochs:
-                raise ValueError(f"checkpoint {ck} outside epochs 1..{self.epochs} of variant {self}")
+            if ck > self.epochs:
+                raise ValueError(f"checkpoint {ck} outside epochs 1..{self.epochs}")
+        return self
 
     def measured(self) -> tuple[int, ...]:
         return self.checkpoints or (self.epochs,)
 
 
-@dataclass(frozen=True)
-class Replicas:
+class Replicas(Variant):
     """Seed-only copies of one model (the permutation test of the paper's Table 1)."""
 
-    depth: int
-    width: int
-    epochs: int
-    weight_decay: float
-    seeds: tuple[int, ...]
-    checkpoints: tuple[int, ...] | None = None
+    depth: PositiveInt
+    width: PositiveInt
+    seeds: tuple[NonNegativeInt, ...]
 
-    def __post_init__(self) -> None:
-        Variant(self.epochs, self.weight_decay, self.checkpoints)  # same checks
+    @model_validator(mode="after")
+    def _unique(self) -> Replicas:
         if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"grid.replicas.seeds has duplicates: {list(self.seeds)}")
-
-    def measured(self) -> tuple[int, ...]:
-        return self.checkpoints or (self.epochs,)
+            raise ValueError(f"seeds has duplicates: {list(self.seeds)}")
+        return self
 
 
-@dataclass(frozen=True)
-class GridConfig:
+class GridConfig(_Section):
     """Widths x depths x variants at the main seed, plus optional seed replicas."""
 
-    widths: tuple[int, ...]
-    depths: tuple[int, ...]
-    variants: tuple[Variant, ...]
-    seed: int = 0
+    widths: tuple[PositiveInt, ...] = Field(min_length=1)
+    depths: tuple[PositiveInt, ...] = Field(min_length=1)
+    variants: tuple[Variant, ...] = Field(min_length=1)
+    seed: NonNegativeInt = 0
     replicas: Replicas | None = None
 
-    def __post_init__(self) -> None:
-        for name in ("widths", "depths", "variants"):
-            if not getattr(self, name):
-                raise ValueError(f"grid.{name} is empty; list at least one")
-        for v in (*self.widths, *self.depths):
-            _positive(v, "grid width/depth")
+
+class CollectConfig(_Section):
+    """Statistics collection (lib.collect): batch size and optional block caps (null: all)."""
+
+    batch_size: PositiveInt = 16
+    max_train_blocks: PositiveInt | None = None
+    max_val_blocks: PositiveInt | None = None
 
 
-@dataclass(frozen=True)
-class CollectConfig:
-    """Statistics collection (lib.collect): batch size and optional block caps."""
-
-    batch_size: int = 16
-    max_train_blocks: int | None = None
-    max_val_blocks: int | None = None
-
-    def __post_init__(self) -> None:
-        _positive(self.batch_size, "collect.batch_size")
-        _positive(self.max_train_blocks, "collect.max_train_blocks")
-        _positive(self.max_val_blocks, "collect.max_val_blocks")
-
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    """SLURM resources per job (lib.dispatch.submit_slurm) and the cost-estimate assumptions."""
+class ClusterConfig(_Section):
+    """SLURM resources per job (lib.pipeline.submit_slurm) and the cost-estimate assumptions."""
 
     partition: str | None = None
     account: str | None = None
-    gpus_per_node: int = 1
-    cpus_per_task: int = 8
-    mem_gb: int = 64
-    timeout_min: int = 720
-    array_parallelism: int = 32
-    peak_tflops: float = 312.0  # A100 dense bf16 peak
-    utilization: float = 0.4  # assumed fraction of peak reached (model FLOPs utilisation)
-    train_tokens_estimate: int | None = None  # training tokens per epoch, before the corpus exists
-    val_tokens_estimate: int | None = None  # validation tokens, likewise
-
-    def __post_init__(self) -> None:
-        for name in ("gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min",
-                     "array_parallelism", "peak_tflops"):
-            _positive(getattr(self, name), f"cluster.{name}")
-        _positive(self.train_tokens_estimate, "cluster.train_tokens_estimate")
-        _positive(self.val_tokens_estimate, "cluster.val_tokens_estimate")
-        if not 0 < self.utilization <= 1:
-            raise ValueError(f"cluster.utilization must be in (0, 1], got {self.utilization}")
+    gpus_per_node: PositiveInt = 1
+    cpus_per_task: PositiveInt = 8
+    mem_gb: PositiveInt = 64
+    timeout_min: PositiveInt = 720
+    array_parallelism: PositiveInt = 32
+    peak_tflops: PositiveFloat = 312.0  # A100 dense bf16 peak
+    utilization: Fraction = 0.4  # assumed fraction of peak reached (model FLOPs utilisation)
+    train_tokens_estimate: PositiveInt | None = None  # training tokens per epoch, before the corpus exists
+    val_tokens_estimate: PositiveInt | None = None  # validation tokens, likewise
 
 
-@dataclass(frozen=True)
-class AnalysisConfig:
+class AnalysisConfig(_Section):
     """Statistics of the analysis notebooks."""
 
-    n_permutations: int = 10000
-    n_bootstrap: int = 1000
-    seed: int = 0
+    n_permutations: PositiveInt = 10000
+    n_bootstrap: PositiveInt = 1000
+    seed: NonNegativeInt = 0
+    min_count: PositiveInt = 20  # token analysis: minimum training samples of a class
 
-    def __post_init__(self) -> None:
-        _positive(self.n_permutations, "analysis.n_permutations")
-        _positive(self.n_bootstrap, "analysis.n_bootstrap")
+
+class SensitivityConfig(_Section):
+    """Measured models whose statistics are re-collected on fractions of the training blocks."""
+
+    runs: tuple[str, ...] = ()  # checkpoint names of the profile, e.g. L1-d32-e1-wd0.0005-s0-ck1
+    fractions: tuple[Fraction, ...] = (0.125, 0.25, 0.5, 1.0)
+
+    def checkpoints(self) -> list[RunName]:
+        return [RunName.parse(name) for name in self.runs]
 
 
 # ---------------------------------------------------------------------------------------------
 # The profile
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(_Section):
     """One population of models and every setting needed to train, collect and analyse it."""
 
     name: str
     out_dir: str
-    context_len: int
+    context_len: Annotated[int, Field(ge=2)]
     corpus: CorpusConfig
     tokenizer: TokenizerConfig
     training: TrainingConfig
     grid: GridConfig
-    device: str = "auto"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    collect: CollectConfig = field(default_factory=CollectConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: ModelConfig = ModelConfig()
+    collect: CollectConfig = CollectConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
+    sensitivity: SensitivityConfig = SensitivityConfig()
 
-    def __post_init__(self) -> None:
-        _choice(self.device, DEVICES, "device")
-        _positive(self.context_len, "context_len")
+    @model_validator(mode="after")
+    def _check(self) -> Profile:
         reps = self.grid.replicas
-        for width in {*self.grid.widths, *([reps.width] if reps else [])}:
+        for width in sorted({*self.grid.widths, *([reps.width] if reps else [])}):
             heads = self.model.heads(width)
             if width % heads:
-                raise ValueError(
-                    f"width {width} is not divisible into {heads} attention heads; choose a width "
-                    f"that is a multiple of {heads} or set model.n_head"
-                )
+                raise ValueError(f"width {width} is not divisible into {heads} attention heads; "
+                                 f"choose a multiple of {heads} or set model.n_head")
+        measured = set(self.checkpoints())
+        for name in self.sensitivity.runs:
+            try:
+                ck = RunName.parse(name)
+            except ValueError as err:
+                raise ValueError(f"sensitivity.runs: {err}") from None
+            if ck not in measured:
+                raise ValueError(f"sensitivity.runs: {name} is not a measured checkpoint of this "
+                                 f"profile (e.g. {self.checkpoints()[0]})")
+        return self
 
     # --- construction ---------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Profile:
-        """Build and validate a profile from a plain mapping (the inverse of ``as_dict``)."""
-        return _build(cls, data, "profile")
+    def from_dict(cls, data: Mapping[str, Any], source: str = "profile") -> Profile:
+        """Build and validate a profile from a plain mapping (the inverse of ``as_dict``).
+
+        ``source`` names where the mapping came from in error messages (a file path).
+        """
+        return validated(cls, data, source)
 
     def as_dict(self) -> dict:
-        """Plain dict (lists, no tuples) that ``from_dict`` turns back into an equal profile."""
-        return _plain(self)
+        """Plain data (lists, no tuples) that ``from_dict`` turns back into an equal profile."""
+        return self.model_dump(mode="json")
 
     def section(self, name: str) -> Any:
         """One top-level section as plain data (for papermill parameters)."""
         data = self.as_dict()
         if name not in data:
-            raise ValueError(f"profile has no section {name!r}; sections: {', '.join(data)}")
+            raise UserError(f"profile has no section {name!r}; sections: {', '.join(data)}")
         return data[name]
 
     # --- derived --------------------------------------------------------------------------
@@ -359,7 +337,7 @@ class Profile:
         """The measured checkpoints of one run."""
         measured = self._measured()
         if run.run not in measured:
-            raise ValueError(f"run {run} is not in profile {self.name!r}")
+            raise UserError(f"run {run} is not in profile {self.name!r}; see its grid")
         return [run.run.at(e) for e in sorted(measured[run.run])]
 
     def checkpoints(self) -> list[RunName]:
@@ -368,6 +346,30 @@ class Profile:
 
     def batch_size(self, run: RunName) -> int:
         return self.training.batch_size_for(run.depth, run.width)
+
+
+def validated(cls: type[_Section], data: Any, source: str) -> Any:
+    """``data`` as section ``cls`` (an instance passes through); ``UserError`` naming ``source``."""
+    if isinstance(data, cls):
+        return data
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise UserError(_one_line(err, source)) from None
+
+
+def _one_line(err: ValidationError, source: str) -> str:
+    """``<source>: <key path>: <problem> (got <value>)``, plus how many more problems."""
+    first = err.errors()[0]
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"]).lstrip(".")
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "missing":
+        msg = "missing key (required)"
+    elif first["type"] not in ("value_error", "assertion_error"):
+        msg += f" (got {first['input']!r})"
+    more = err.error_count() - 1
+    return (f"{source}: {where + ': ' if where else ''}{msg}"
+            + (f" (and {more} more problem{'s' * (more > 1)})" if more else ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,11 +387,12 @@ def profile_path(name_or_path: str | Path) -> Path:
     if text.endswith((".yaml", ".yml")) or "/" in text:
         path = resolve(text)
         if not path.is_file():
-            raise FileNotFoundError(f"profile file {path} does not exist")
+            raise UserError(f"profile file {path} does not exist; pass an existing YAML file "
+                            f"or a profile name ({', '.join(available_profiles())})")
         return path
     path = PROFILES_DIR / f"{text}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise UserError(
             f"unknown profile {text!r}; available profiles: {', '.join(available_profiles())} "
             f"(files in {PROFILES_DIR}) or pass a path to a YAML file"
         )
@@ -399,101 +402,16 @@ def profile_path(name_or_path: str | Path) -> Path:
 def load_profile(name_or_path: str | Path) -> Profile:
     """Read and validate a profile by name (``profiles/<name>.yaml``) or path."""
     path = profile_path(name_or_path)
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(data, Mapping):
-        raise ValueError(f"profile {path} must be a YAML mapping of sections")
-    return Profile.from_dict(data)
-
-
-# ---------------------------------------------------------------------------------------------
-# Generic, strict mapping -> dataclass conversion
-
-
-def _build(cls: type, data: Any, section: str) -> Any:
-    """A dataclass from a mapping: unknown or missing keys raise, values coerced to field types."""
-    if not isinstance(data, Mapping):
-        raise ValueError(f"section {section!r} must be a mapping, got {type(data).__name__}")
-    allowed = [f.name for f in fields(cls)]
-    unknown = [k for k in data if k not in allowed]
-    if unknown:
-        raise ValueError(
-            f"unknown key {unknown[0]!r} in section {section!r}; allowed keys: {', '.join(allowed)}"
-        )
-    required = [f.name for f in fields(cls) if _is_required(f)]
-    missing = [k for k in required if k not in data]
-    if missing:
-        raise ValueError(f"section {section!r} is missing key {missing[0]!r}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {k: _coerce(v, hints[k], k if section == "profile" else f"{section}.{k}")
-              for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def _is_required(f: Any) -> bool:
-    from dataclasses import MISSING
-
-    return f.default is MISSING and f.default_factory is MISSING
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """``value`` as type ``tp`` (scalars, Optional, tuples, dicts, nested dataclasses)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (types.UnionType, typing.Union):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, where)
-    if is_dataclass(tp):
-        return _build(tp, value, where)
-    if origin is tuple:
-        return _coerce_tuple(value, args, where)
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ValueError(f"{where} must be a mapping, got {value!r}")
-        return {_coerce(k, args[0], where): _coerce(v, args[1], f"{where}.{k}")
-                for k, v in value.items()}
-    return _coerce_scalar(value, tp, where)
-
-
-def _coerce_tuple(value: Any, args: tuple, where: str) -> tuple:
-    if not isinstance(value, list | tuple):
-        raise ValueError(f"{where} must be a list, got {value!r}")
-    if len(args) == 2 and args[1] is Ellipsis:
-        return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
-    if len(value) != len(args):
-        raise ValueError(f"{where} must have {len(args)} entries, got {value!r}")
-    return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
-
-
-def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
-    if value is None:
-        raise ValueError(f"{where} must not be null")
     try:
-        if tp is bool:
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if tp is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError
-            return int(value)
-        if tp is float:
-            return float(value)  # also YAML's '5e-5', which PyYAML reads as a string
-        if tp is str:
-            if not isinstance(value, str):
-                raise TypeError
-            return value
-    except (TypeError, ValueError):
-        raise ValueError(f"{where} must be {tp.__name__}, got {value!r}") from None
-    raise TypeError(f"unsupported field type {tp!r} at {where}")
-
-
-def _plain(obj: Any) -> Any:
-    """Dataclasses -> dicts, tuples -> lists, recursively."""
-    if is_dataclass(obj):
-        return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    return obj
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise UserError(f"{path}{at}: YAML syntax error ({problem}); fix the file there") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; save the profile as UTF-8 YAML") from None
+    if not isinstance(data, Mapping):
+        raise UserError(f"{path}: a profile must be a YAML mapping of sections (name, out_dir, "
+                        f"corpus, ...), not {type(data).__name__}")
+    return Profile.from_dict(data, source=str(path))

@@ -77,3 +77,30 @@ def tokenizer_sha256(tokenizer_or_dir: Any) -> str:
 def changed_keys(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """Keys of ``current`` whose value differs from ``recorded`` (missing counts as changed)."""
     return sorted(k for k, v in current.items() if recorded.get(k) != v)
+
+
+def weights_sha256(checkpoint_dir: str | os.PathLike) -> str:
+    """Identity of a saved model's weights: sha256 of its ``model*.safetensors`` files.
+
+    One file (``model.safetensors``) hashes as ``sha256_file`` of it; shards
+    (``model-0000k-of-0000n.safetensors``) as ``sha256_json`` of {name: sha256}.
+    """
+    files = sorted(Path(checkpoint_dir).glob("model*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{checkpoint_dir} holds no model*.safetensors weights")
+    if len(files) == 1:
+        return sha256_file(files[0])
+    return sha256_json({f.name: sha256_file(f) for f in files})
+
+
+def changed_paths(recorded: Mapping[str, Any], current: Mapping[str, Any],
+                  prefix: str = "") -> list[str]:
+    """Like ``changed_keys``, but descends into nested mappings: ``["training.lr", ...]``."""
+    out: list[str] = []
+    for key in sorted(set(recorded) | set(current)):
+        old, new = recorded.get(key), current.get(key)
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            out += changed_paths(old, new, f"{prefix}{key}.")
+        elif old != new:
+            out.append(f"{prefix}{key}")
+    return out

@@ -12,27 +12,35 @@ in their shuffling seed start from identical weights and see the same blocks in 
 which is what the paper's seed-only replicas require. (The model has no dropout, so no other
 randomness acts during training.)
 
-Files (``out_dir/models/<run>/``): ``checkpoint-<epoch>/`` per epoch (``save_pretrained`` of
-model and tokenizer, plus ``training_state.pt`` with optimiser, scheduler, RNG state and the
-per-epoch records), each written into a temporary directory and renamed into place; and
-``results.json``. An interrupted run resumes from its last complete checkpoint; a finished run
-(``status: complete``) is never retrained.
+Files (``out_dir/models/<run>/``, paths from ``lib.paths.Layout``): ``checkpoint-<epoch>/`` per
+epoch (``save_pretrained`` of model and tokenizer, plus the training state: optimiser tensors
+and RNG states in ``training_state.safetensors``, everything else in ``training_state.json``;
+no pickle is ever written or read), each built in a temporary folder and renamed into place;
+and ``results.json``. An interrupted run resumes from its last complete checkpoint.
 
-Shell: ``python -m lib train --profile smoke --run L1-d16-e1-wd0.0005-s0`` (one run, e.g. a
-cluster job).
+Provenance. ``results.json`` records the run's inputs (``settings``): the training and model
+settings (the init seed among them), the batch size, and from the corpus manifest the sha256 of
+the training and validation blocks and of the tokenizer; each checkpoint record adds the sha256
+of its weights. A finished run whose recorded inputs equal the current ones is never retrained.
+One whose inputs changed (other text, tokenizer or settings) is refused with a message naming
+what changed and the command that retrains it (``--retrain``), which discards the old run.
+
+Concurrency. Everything touching a run's folder happens under its lock
+(``models/.<run>.lock``, ``lib.paths.lock_for``): a second process training the same run waits, then finds
+it finished; nobody deletes another process's temporary checkpoint folder.
+
+From a profile and the shell: ``lib.pipeline`` (``python -m lib train --profile smoke --run
+L1-d16-e1-wd0.0005-s0 [--retrain]``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import random
 import shutil
-import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +49,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from lib.data import block_order
+from lib.errors import UserError
 from lib.model import (
     RunName,
     build_model,
@@ -50,49 +60,36 @@ from lib.model import (
     paper_param_count,
     quiet_transformers,
 )
-from lib.paths import atomic_write_json, read_json
-from lib.profiles import ModelConfig, Profile, TrainingConfig, load_profile
+from lib.paths import (
+    TEMP_SUFFIX,
+    Layout,
+    atomic_dir,
+    atomic_write_json,
+    discard_dir,
+    lock_for,
+    read_json,
+)
+from lib.profiles import ModelConfig, TrainingConfig
+from lib.provenance import changed_paths, weights_sha256
 
-STATE_FILE = "training_state.pt"
-RESULTS_FILE = "results.json"
+STATE_TENSORS = "training_state.safetensors"  # optimiser state and RNG states, as tensors
+STATE_FILE = "training_state.json"  # epoch, records, settings, scheduler, RNG lists; written last
 # Trainer's rule: no weight decay for biases and normalisation weights.
 NO_DECAY_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
 
 
 # ---------------------------------------------------------------------------------------------
-# Paths
-
-
-def run_dir(out_dir: str | os.PathLike, run: RunName) -> Path:
-    """``out_dir/models/<run>`` (the checkpoint epoch, if any, is dropped)."""
-    return Path(out_dir) / "models" / str(run.run)
-
-
-def checkpoint_dir(out_dir: str | os.PathLike, run: RunName) -> Path:
-    """``out_dir/models/<run>/checkpoint-<epoch>`` of a run name with a checkpoint."""
-    if run.checkpoint is None:
-        raise ValueError(f"{run} names no checkpoint; use run.at(epoch), e.g. {run.at(run.epochs)}")
-    return run_dir(out_dir, run) / f"checkpoint-{run.checkpoint}"
-
-
-def load_checkpoint(out_dir: str | os.PathLike, run: RunName, device: str = "cpu") -> nn.Module:
-    """The trained model of one checkpoint, in eval mode."""
-    path = checkpoint_dir(out_dir, run)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"no checkpoint {path}; train the run first "
-            f"(python -m lib train --profile PROFILE --run {run.run})"
-        )
-    return load_causal_lm(path, device=device)
+# Stored results
 
 
 def read_results(out_dir: str | os.PathLike, run: RunName) -> dict | None:
     """The stored results.json of a run, or None if it has none yet."""
-    path = run_dir(out_dir, run) / RESULTS_FILE
+    path = Layout(out_dir).results(run)
     return read_json(path) if path.is_file() else None
 
 
 def is_trained(out_dir: str | os.PathLike, run: RunName) -> bool:
+    """Whether the run finished (its inputs are checked when it is trained or reused)."""
     results = read_results(out_dir, run)
     return results is not None and results.get("status") == "complete"
 
@@ -208,50 +205,95 @@ def evaluate(model: nn.Module, blocks: np.ndarray, batch_size: int, device: torc
 # Checkpoints
 
 
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate()}
+def _state_tensors_and_json(epoch: int, optimizer, scheduler, records: list[dict],
+                            settings: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """The training state split into tensors (safetensors) and plain data (JSON)."""
+    opt = optimizer.state_dict()
+    tensors = {}
+    for pid, param_state in opt["state"].items():
+        for key, value in param_state.items():
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"optimizer state {key!r} is {type(value).__name__}, not a tensor")
+            tensors[f"optimizer.{pid}.{key}"] = value.detach().cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+        for i, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = cuda_state
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    plain = {"epoch": epoch, "records": records, "settings": settings,
+             "scheduler": scheduler.state_dict(), "optimizer_param_groups": opt["param_groups"],
+             "rng_numpy": [np_name, np_keys.tolist(), np_pos, np_has_gauss, np_gauss],
+             "rng_python": [py_version, list(py_state), py_gauss]}
+    return tensors, json.loads(json.dumps(plain))
 
 
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def read_training_state(checkpoint: Path, fix: str = "retrain the run") -> tuple[dict, dict]:
+    """The (tensors, plain data) of a checkpoint's training state; never unpickles anything.
+
+    An unreadable state raises ``UserError`` naming the file and ``fix``.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = checkpoint / STATE_FILE
+    try:
+        plain = read_json(path)
+        path = checkpoint / STATE_TENSORS
+        return load_file(path), plain
+    except (OSError, ValueError, SafetensorError) as err:  # JSON and UTF-8 errors are ValueErrors
+        raise UserError(f"{path}: unreadable training state ({type(err).__name__}); {fix}") from None
+
+
+def _restore_state(tensors: dict[str, torch.Tensor], plain: dict, optimizer, scheduler) -> None:
+    """Load optimiser, scheduler and RNG states saved by ``_state_tensors_and_json``."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": plain["optimizer_param_groups"]})
+    scheduler.load_state_dict(plain["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.cuda.")),
+                                       key=lambda k: int(k.rsplit(".", 1)[1]))]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    name, keys, pos, has_gauss, gauss = plain["rng_numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, py_gauss = plain["rng_python"]
+    random.setstate((version, tuple(internal), py_gauss))
 
 
 def save_checkpoint(directory: Path, epoch: int, model: nn.Module, tokenizer: Any,
-                    optimizer, scheduler, records: list[dict], settings: dict) -> Path:
-    """Write ``checkpoint-<epoch>`` atomically: into a temp dir, then rename into place."""
-    final = directory / f"checkpoint-{epoch}"
-    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=f".checkpoint-{epoch}.", suffix=".tmp"))
-    try:
+                    optimizer, scheduler, records: list[dict], settings: dict) -> list[dict]:
+    """Write ``checkpoint-<epoch>`` atomically (call under the run's lock).
+
+    Returns ``records`` with the last record's ``weights_sha256`` (of the saved weights) added.
+    """
+    from safetensors.torch import save_file
+
+    with atomic_dir(directory / f"checkpoint-{epoch}") as tmp:
         with quiet_transformers():
             model.save_pretrained(tmp)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
-        torch.save({"epoch": epoch, "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-                    "records": records, "settings": settings}, tmp / STATE_FILE)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return final
+        records = [*records[:-1], {**records[-1], "weights_sha256": weights_sha256(tmp)}]
+        tensors, plain = _state_tensors_and_json(epoch, optimizer, scheduler, records, settings)
+        save_file(tensors, str(tmp / STATE_TENSORS))
+        (tmp / STATE_FILE).write_text(json.dumps(plain), encoding="utf-8")  # last: marks it complete
+    return records
 
 
 def last_checkpoint(directory: Path) -> int:
-    """The last epoch whose checkpoint is complete (0 when none); stale temp dirs removed."""
-    for stale in directory.glob(".checkpoint-*.tmp"):
+    """The last epoch whose checkpoint is complete (0 when none); stale temp folders removed.
+
+    Call under the run's lock: only then are temporary folders certainly nobody's work.
+    """
+    for stale in directory.glob(f".checkpoint-*{TEMP_SUFFIX}"):
         shutil.rmtree(stale, ignore_errors=True)
     done = [int(p.name.split("-")[1]) for p in directory.glob("checkpoint-*")
-            if (p / STATE_FILE).is_file()]
+            if (p / STATE_FILE).is_file() and (p / STATE_TENSORS).is_file()]
     return max(done, default=0)
 
 
@@ -259,37 +301,43 @@ def last_checkpoint(directory: Path) -> int:
 # A whole run
 
 
-def _settings(run: RunName, corpus: Any, training: TrainingConfig, model_cfg: ModelConfig,
-              batch_size: int) -> dict:
-    """Everything that determines the trained weights (compared on resume), JSON-normalised."""
+def run_inputs(run: RunName, corpus: Any, training: TrainingConfig, model_cfg: ModelConfig,
+               batch_size: int) -> dict:
+    """Everything that determines the trained weights, JSON-normalised: recorded as
+    ``settings`` in results.json and each checkpoint, compared before anything is reused."""
     manifest = read_json(Path(corpus.cache_dir) / "manifest.json")
-    settings = {"run": str(run), "training": asdict(training), "model": asdict(model_cfg),
-                "batch_size": batch_size, "vocab_size": corpus.vocab_size,
-                "context_len": corpus.context_len, "n_train_blocks": corpus.n_train_blocks,
-                "n_val_blocks": corpus.n_val_blocks,
-                # the token blocks themselves: a finished run on other text is refused, not reused
-                "corpus_sha256": [manifest["train_blocks_sha256"], manifest["val_blocks_sha256"]]}
+    settings = {"run": str(run), "training": training.model_dump(mode="json"),
+                "model": model_cfg.model_dump(mode="json"),
+                "init_seed": model_cfg.init_seed, "batch_size": batch_size,
+                "vocab_size": corpus.vocab_size, "context_len": corpus.context_len,
+                "n_train_blocks": corpus.n_train_blocks, "n_val_blocks": corpus.n_val_blocks,
+                **{key: manifest.get(key) for key in CORPUS_HASHES}}
     return json.loads(json.dumps(settings))
 
 
-def _check_settings(stored: dict, current: dict, where: Path) -> None:
-    if stored != current:
-        diff = sorted(k for k in current if stored.get(k) != current[k])
-        raise ValueError(
-            f"{where} was trained with other settings ({', '.join(diff)} differ); delete that "
-            "run directory to retrain, or use another out_dir"
-        )
+CORPUS_HASHES = ("train_blocks_sha256", "val_blocks_sha256", "tokenizer_sha256")
+
+
+def _recorded_inputs(layout: Layout, run: RunName, fix: str) -> dict | None:
+    """The inputs a run folder was made from: results.json, else its last checkpoint's state."""
+    results = read_results(layout.root, run)
+    if results is not None:
+        return results.get("settings", {})
+    epoch = last_checkpoint(layout.run_dir(run))
+    if epoch:
+        return read_training_state(layout.run_dir(run) / f"checkpoint-{epoch}", fix)[1]["settings"]
+    return None
 
 
 def _check_corpus(corpus: Any, batch_size: int) -> None:
     if corpus.n_train_blocks < batch_size:
-        raise ValueError(
+        raise UserError(
             f"the training corpus has {corpus.n_train_blocks} blocks of {corpus.context_len} "
             f"tokens, fewer than one batch of {batch_size}; use more stories "
             "(corpus.max_train_stories), a shorter context_len or a smaller batch_size"
         )
     if corpus.n_val_blocks < 1:
-        raise ValueError(
+        raise UserError(
             f"the validation corpus has no block of {corpus.context_len} tokens; use more "
             "validation stories (corpus.max_val_stories) or a shorter context_len"
         )
@@ -327,30 +375,45 @@ def build_run_model(run: RunName, corpus: Any, model_cfg: ModelConfig,
 
 def train_run(run: RunName, *, corpus: Any, training: TrainingConfig, model_cfg: ModelConfig,
               out_dir: str | os.PathLike, device: str = "auto", progress: bool = True,
-              stop_after_epochs: int | None = None) -> dict:
+              stop_after_epochs: int | None = None, retrain: bool = False,
+              retrain_command: str | None = None) -> dict:
     """Train one run (resuming from its last checkpoint) and return its results.json content.
 
-    ``corpus`` is a ``lib.data.PreparedCorpus``. ``stop_after_epochs`` stops early (a test hook
-    that simulates an interruption). A run whose results say ``complete`` is returned as stored.
+    ``corpus`` is a ``lib.data.PreparedCorpus``. A run whose results say ``complete`` and whose
+    recorded inputs equal the current ones is returned as stored. A run folder made from other
+    inputs, or with an unreadable training state, raises ``UserError`` naming what is wrong and
+    ``retrain_command``. ``retrain=True`` discards any run folder that is not a finished run of
+    the current inputs and trains afresh. ``stop_after_epochs`` stops early (a test hook that
+    simulates an interruption).
     """
     run = run.run
-    directory = run_dir(out_dir, run)
+    layout = Layout(out_dir)
+    directory = layout.run_dir(run)
     batch_size = training.batch_size_for(run.depth, run.width)
-    settings = _settings(run, corpus, training, model_cfg, batch_size)
-    stored = read_results(out_dir, run)
-    if stored is not None and stored.get("status") == "complete":
-        _check_settings(stored["settings"], settings, directory)
-        return stored
-    _check_corpus(corpus, batch_size)
-    directory.mkdir(parents=True, exist_ok=True)
-    return _train(run, directory, corpus, training, model_cfg, settings, batch_size,
-                  resolve_device(device), progress, stop_after_epochs)
+    settings = run_inputs(run, corpus, training, model_cfg, batch_size)
+    fix = f"retrain it with: {retrain_command or 'train_run(..., retrain=True)'}"
+    with lock_for(directory):
+        if retrain and directory.exists() and not (is_trained(out_dir, run) and read_results(
+                out_dir, run).get("settings") == settings):
+            discard_dir(directory)
+        recorded = _recorded_inputs(layout, run, fix)
+        if recorded is not None and recorded != settings:
+            raise UserError(f"{directory}: run {run} was trained from other inputs "
+                            f"({', '.join(changed_paths(recorded, settings))} changed); {fix}")
+        stored = read_results(out_dir, run)
+        if stored is not None and stored.get("status") == "complete":
+            return stored
+        _check_corpus(corpus, batch_size)
+        directory.mkdir(parents=True, exist_ok=True)
+        return _train(run, layout, corpus, training, model_cfg, settings, batch_size,
+                      resolve_device(device), progress, stop_after_epochs, fix)
 
 
-def _train(run: RunName, directory: Path, corpus: Any, training: TrainingConfig,
+def _train(run: RunName, layout: Layout, corpus: Any, training: TrainingConfig,
            model_cfg: ModelConfig, settings: dict, batch_size: int, device: torch.device,
-           progress: bool, stop_after_epochs: int | None) -> dict:
+           progress: bool, stop_after_epochs: int | None, fix: str) -> dict:
     precision = resolve_precision(training.precision, device)
+    directory = layout.run_dir(run)
     tokenizer = corpus.tokenizer()
     train_blocks, val_blocks = corpus.train_blocks(), corpus.val_blocks()  # (n, T) int32
     steps_per_epoch = math.ceil(corpus.n_train_blocks / batch_size)
@@ -362,12 +425,9 @@ def _train(run: RunName, directory: Path, corpus: Any, training: TrainingConfig,
     scheduler = make_scheduler(optimizer, training, run.epochs * steps_per_epoch)
     records: list[dict] = []
     if start:
-        state = torch.load(directory / f"checkpoint-{start}" / STATE_FILE, weights_only=False)
-        _check_settings(state["settings"], settings, directory)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        records = state["records"]
+        tensors, plain = read_training_state(directory / f"checkpoint-{start}", fix)
+        _restore_state(tensors, plain, optimizer, scheduler)
+        records = plain["records"]
     last = run.epochs if stop_after_epochs is None else min(run.epochs, stop_after_epochs)
     last = max(last, start)
     bar = tqdm(total=(last - start) * steps_per_epoch, desc=str(run), disable=not progress,
@@ -375,7 +435,7 @@ def _train(run: RunName, directory: Path, corpus: Any, training: TrainingConfig,
     tokens_seen = records[-1]["tokens_seen"] if records else 0
     for epoch in range(start + 1, last + 1):
         t0 = time.perf_counter()
-        order = _block_order(corpus.n_train_blocks, run.seed, epoch)
+        order = block_order(corpus.n_train_blocks, run.seed, epoch)
         train_loss, n_tok = train_epoch(model, optimizer, scheduler, train_blocks, order,
                                         batch_size, training.max_grad_norm, device, precision, bar)
         train_s = time.perf_counter() - t0
@@ -383,63 +443,14 @@ def _train(run: RunName, directory: Path, corpus: Any, training: TrainingConfig,
         record = {"epoch": epoch, "train_loss": train_loss, "tokens_seen": tokens_seen,
                   **evaluate(model, val_blocks, training.eval_batch_size, device, precision),
                   "wall_s": time.perf_counter() - t0, "train_tokens_per_s": n_tok / train_s}
-        records = [*records, record]
-        save_checkpoint(directory, epoch, model, tokenizer, optimizer, scheduler, records, settings)
+        records = save_checkpoint(directory, epoch, model, tokenizer, optimizer, scheduler,
+                                  [*records, record], settings)
         if epoch < last:
-            atomic_write_json(directory / RESULTS_FILE, _results(
+            atomic_write_json(layout.results(run), _results(
                 run, settings, model, corpus, device, precision, records, "running"))
     bar.close()
     # Once more after the loop: also completes a run interrupted between checkpoint and results.
     status = "complete" if last == run.epochs else "running"
     results = _results(run, settings, model, corpus, device, precision, records, status)
-    atomic_write_json(directory / RESULTS_FILE, results)
+    atomic_write_json(layout.results(run), results)
     return results
-
-
-def _block_order(n_blocks: int, seed: int, epoch: int) -> np.ndarray:
-    from lib.data import block_order
-
-    return np.asarray(block_order(n_blocks, seed, epoch))
-
-
-# ---------------------------------------------------------------------------------------------
-# From a profile, and the shell
-
-
-def prepare_profile_corpus(profile: Profile, progress: bool = True) -> Any:
-    """The profile's tokenized corpus (cached in ``out_dir/corpus``)."""
-    from lib.data import prepare_corpus
-
-    return prepare_corpus(corpus=profile.corpus.spec(), tokenizer=profile.tokenizer.spec(),
-                          context_len=profile.context_len, cache_dir=profile.out_path / "corpus",
-                          progress=progress)
-
-
-def train_profile_run(profile: Profile, run: RunName, *, corpus: Any = None,
-                      progress: bool = True, device: str | None = None) -> dict:
-    """Train one run of a profile (preparing the corpus first when none is given)."""
-    if run.run not in profile.runs():
-        raise ValueError(f"run {run.run} is not in profile {profile.name!r}; see its grid")
-    corpus = corpus if corpus is not None else prepare_profile_corpus(profile, progress)
-    return train_run(run, corpus=corpus, training=profile.training, model_cfg=profile.model,
-                     out_dir=profile.out_path, device=device or profile.device, progress=progress)
-
-
-def _cli_train(args: argparse.Namespace) -> int:
-    profile = load_profile(args.profile)
-    result = train_profile_run(profile, RunName.parse(args.run), progress=not args.no_progress,
-                               device=args.device)
-    last = result["checkpoints"][-1]
-    print(f"{result['run']}: {result['status']}, val_loss {last['val_loss']:.4f}, "
-          f"val_acc {last['val_acc']:.4f}")
-    return 0
-
-
-def register_cli(subparsers: Any) -> None:
-    """``python -m lib train --profile NAME --run RUN``."""
-    p = subparsers.add_parser("train", help="train one run of a profile (resumes; no-op if done)")
-    p.add_argument("--profile", required=True, help="profile name or YAML path")
-    p.add_argument("--run", required=True, help="run name, e.g. L1-d16-e1-wd0.0005-s0")
-    p.add_argument("--device", default=None, help="override the profile's device")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cli_train)

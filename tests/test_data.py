@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -13,15 +12,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib import data
-from lib.paths import REPO_ROOT, SHARED_TINYSTORIES
+from lib import data, synthetic
+from lib import texts as sources
+from lib.errors import UserError
+from lib.paths import REPO_ROOT
+from lib.provenance import sha256_array, sha256_json, sha256_texts, tokenizer_sha256
+
+SHARED_TINYSTORIES = REPO_ROOT.parent / "shared" / "data" / "tinystories"  # `make paper` copies it
 
 BPE = {"kind": "bpe", "vocab_size": 400}
 
 
 @pytest.fixture(scope="module")
 def texts() -> list[str]:
-    return data.generate_corpus(300, seed=0)
+    return synthetic.generate_corpus(300, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -40,29 +44,29 @@ def _write_lines(path: Path, lines: list[str]) -> Path:
 
 
 def test_generated_corpus_is_deterministic_and_seeded():
-    a, b = data.generate_corpus(50, seed=3), data.generate_corpus(50, seed=3)
+    a, b = synthetic.generate_corpus(50, seed=3), synthetic.generate_corpus(50, seed=3)
     assert a == b
-    assert a != data.generate_corpus(50, seed=4)
-    assert data.generate_corpus(20, seed=3) == a[:20]  # one stream: shorter is a prefix
+    assert a != synthetic.generate_corpus(50, seed=4)
+    assert synthetic.generate_corpus(20, seed=3) == a[:20]  # one stream: shorter is a prefix
 
 
 def test_generated_stories_shape():
-    stories = data.generate_corpus(200, seed=0)
-    names = set(data._GIRLS + data._BOYS)
+    stories = synthetic.generate_corpus(200, seed=0)
+    names = set(synthetic._GIRLS + synthetic._BOYS)
     for s in stories:
         assert s == s.lower() and s.strip() == s
         assert 3 <= len(re.findall(r'[.!?]"?(?= |$)', s)) <= 6  # sentence ends
         assert names & set(s.replace(",", " ").replace(".", " ").split())
     assert len(set(stories)) > 150  # varied
     with pytest.raises(ValueError, match="n_stories"):
-        data.generate_corpus(0)
+        synthetic.generate_corpus(0)
 
 
 def test_load_generated_splits_differ_and_cap():
     train = data.load_corpus("generated", "train", max_stories=30)
     val = data.load_corpus("generated", "validation", max_stories=30)
-    assert train == data.generate_corpus(30, seed=0) and train != val
-    assert len(data.load_corpus("generated", "validation")) == data.DEFAULT_GENERATED["validation"]
+    assert train == synthetic.generate_corpus(30, seed=0) and train != val
+    assert len(data.load_corpus("generated", "validation")) == sources.DEFAULT_GENERATED["validation"]
     with pytest.raises(ValueError, match="split"):
         data.load_corpus("generated", "test")
 
@@ -126,7 +130,7 @@ def test_hub_offline_fails_fast_with_guidance(monkeypatch):
 def test_hub_unreachable_fails_fast(monkeypatch):
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(data, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(sources, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(RuntimeError, match="unreachable.*train.txt and validation.txt"):
         data.load_corpus("hub", "validation")
     with pytest.raises(RuntimeError, match="unreachable"):
@@ -136,8 +140,8 @@ def test_hub_unreachable_fails_fast(monkeypatch):
 def test_disk_source_round_trip(tmp_path):
     import datasets
 
-    train = data.generate_corpus(12, seed=5)
-    val = data.generate_corpus(4, seed=6)
+    train = synthetic.generate_corpus(12, seed=5)
+    val = synthetic.generate_corpus(4, seed=6)
     dd = datasets.DatasetDict({
         "train": datasets.Dataset.from_dict({"text": train}),
         "validation": datasets.Dataset.from_dict({"text": val}),
@@ -279,15 +283,18 @@ def test_prepare_corpus_builds_a_consistent_cache(tmp_path):
     assert train.shape == (pc.n_train_blocks, 32) and val.shape == (pc.n_val_blocks, 32)
     assert pc.n_train_tokens == train.size == manifest["n_train_tokens"]
     assert pc.vocab_size == len(pc.tokenizer()) == 400 and int(train.max()) < pc.vocab_size
-    assert manifest["train_blocks_sha256"] == data._sha256_file(pc.train_path)
-    assert manifest["val_blocks_sha256"] == data._sha256_file(pc.val_path)
+    assert manifest["train_blocks_sha256"] == sha256_array(np.asarray(train))
+    assert manifest["val_blocks_sha256"] == sha256_array(np.asarray(val))
+    assert manifest["tokenizer_sha256"] == tokenizer_sha256(pc.tokenizer())
     assert manifest["settings"]["corpus"]["max_train_stories"] == 200
-    settings_json = json.dumps(manifest["settings"], sort_keys=True).encode()
-    assert manifest["settings_sha256"] == hashlib.sha256(settings_json).hexdigest()
+    assert manifest["settings_sha256"] == sha256_json(manifest["settings"])
     texts = data.load_corpus("generated", "train", 200)  # independent re-tokenization
+    assert manifest["train_text_sha256"] == sha256_texts(texts)
+    assert manifest["val_text_sha256"] == sha256_texts(data.load_corpus("generated", "validation", 40))
     expected = data.tokenize_blocks(texts, pc.tokenizer(), 32, progress=False)
     assert np.array_equal(train, expected)
-    assert not list(tmp_path.rglob("*.tmp")) and not list(tmp_path.rglob(".*"))
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert [p.name for p in tmp_path.rglob(".*")] == [".c.lock"]  # the cache's lock, beside it
 
 
 def test_prepare_corpus_reuses_then_rebuilds(tmp_path, monkeypatch):
@@ -307,9 +314,45 @@ def test_prepare_corpus_reuses_then_rebuilds(tmp_path, monkeypatch):
     assert third.n_train_blocks < second.n_train_blocks
 
 
+def test_replaced_text_rebuilds_the_cache(tmp_path):
+    """Same settings, other text in train.txt: blocks are rebuilt, the manifest's hashes change."""
+    src = tmp_path / "txt"
+    _write_lines(src / "train.txt", synthetic.generate_corpus(100, seed=7))
+    _write_lines(src / "validation.txt", synthetic.generate_corpus(30, seed=8))
+    spec = {"source": "path", "path": str(src)}
+    data.prepare_corpus(corpus=spec, tokenizer=BPE, context_len=24,
+                        cache_dir=tmp_path / "c", progress=False)
+    old = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    _write_lines(src / "train.txt", synthetic.generate_corpus(100, seed=9))  # replaced entirely
+    second = data.prepare_corpus(corpus=spec, tokenizer=BPE, context_len=24,
+                                 cache_dir=tmp_path / "c", progress=False)
+    new = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert new["train_text_sha256"] != old["train_text_sha256"]
+    assert new["train_blocks_sha256"] != old["train_blocks_sha256"]
+    assert new["tokenizer_sha256"] != old["tokenizer_sha256"]  # the BPE is retrained too
+    assert new["val_text_sha256"] == old["val_text_sha256"]
+    texts = data.load_corpus(str(src), "train")
+    assert np.array_equal(second.train_blocks(),
+                          data.tokenize_blocks(texts, second.tokenizer(), 24, progress=False))
+
+
+def test_binary_or_non_utf8_text_names_the_file(tmp_path):
+    (tmp_path / "latin1").mkdir()
+    (tmp_path / "latin1" / "train.txt").write_bytes("once upon a time\nsch\xf6n\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin1/train.txt: not UTF-8 text .*0xf6.*UTF-8"):
+        data.load_corpus(str(tmp_path / "latin1"), "train")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "train.txt").write_bytes(b"a story\nab\x00\x01cd\n")
+    with pytest.raises(UserError, match=r"bin/train.txt:2: binary data"):
+        data.load_corpus(str(tmp_path / "bin"), "train")
+    (tmp_path / "bin" / "train.jsonl").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(UserError, match=r"train.jsonl: not UTF-8 text"):
+        data.load_corpus(str(tmp_path / "bin" / "train.jsonl"), "train")
+
+
 def test_prepare_corpus_path_form_and_bad_sections(tmp_path):
-    _write_lines(tmp_path / "txt" / "train.txt", data.generate_corpus(100, seed=7))
-    _write_lines(tmp_path / "txt" / "validation.txt", data.generate_corpus(30, seed=8))
+    _write_lines(tmp_path / "txt" / "train.txt", synthetic.generate_corpus(100, seed=7))
+    _write_lines(tmp_path / "txt" / "validation.txt", synthetic.generate_corpus(30, seed=8))
     pc = data.prepare_corpus(corpus={"source": "path", "path": str(tmp_path / "txt")},
                              tokenizer={"kind": "bpe", "vocab_size": 300}, context_len=24,
                              cache_dir=tmp_path / "c", progress=False)

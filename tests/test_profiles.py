@@ -7,6 +7,7 @@ import copy
 import pytest
 import yaml
 
+from lib.errors import UserError
 from lib.model import RunName
 from lib.profiles import Profile, available_profiles, load_profile
 
@@ -32,37 +33,37 @@ def test_load_by_path_equals_load_by_name():
 
 def test_unknown_top_level_key_names_key_section_and_allowed(smoke_dict):
     bad = {**smoke_dict, "epochz": 3}
-    with pytest.raises(ValueError, match=r"unknown key 'epochz' in section 'profile'.*allowed keys:.*grid"):
+    with pytest.raises(UserError, match=r"^profile: unknown key 'epochz'; allowed keys:.*grid"):
         Profile.from_dict(bad)
 
 
 def test_unknown_nested_key_names_section(smoke_dict):
     bad = copy.deepcopy(smoke_dict)
     bad["training"]["learning_rate"] = 0.1
-    with pytest.raises(ValueError, match=r"'learning_rate' in section 'training'.*lr"):
+    with pytest.raises(UserError, match=r"training: unknown key 'learning_rate'; allowed keys: lr,"):
         Profile.from_dict(bad)
     bad = copy.deepcopy(smoke_dict)
     bad["grid"]["variants"][0]["wd"] = 0.1
-    with pytest.raises(ValueError, match=r"'wd' in section 'grid.variants\[0\]'.*weight_decay"):
+    with pytest.raises(UserError, match=r"grid.variants\[0\]: unknown key 'wd'.*weight_decay"):
         Profile.from_dict(bad)
 
 
 def test_missing_key_and_bad_values(smoke_dict):
     bad = copy.deepcopy(smoke_dict)
     del bad["training"]["lr"]
-    with pytest.raises(ValueError, match="missing key 'lr'"):
+    with pytest.raises(UserError, match=r"training.lr: missing key"):
         Profile.from_dict(bad)
     bad = copy.deepcopy(smoke_dict)
     bad["device"] = "tpu"
-    with pytest.raises(ValueError, match="device"):
+    with pytest.raises(UserError, match=r"device: Input should be 'auto', 'cpu' or 'cuda' \(got 'tpu'\)"):
         Profile.from_dict(bad)
     bad = copy.deepcopy(smoke_dict)
     bad["grid"]["variants"][1]["checkpoints"] = [3]
-    with pytest.raises(ValueError, match="checkpoint 3 outside epochs 1..2"):
+    with pytest.raises(UserError, match=r"grid.variants\[1\]: checkpoint 3 outside epochs 1..2"):
         Profile.from_dict(bad)
     bad = copy.deepcopy(smoke_dict)
     bad["context_len"] = "long"
-    with pytest.raises(ValueError, match="context_len must be int"):
+    with pytest.raises(UserError, match=r"context_len: Input should be a valid integer.*'long'"):
         Profile.from_dict(bad)
 
 
@@ -73,14 +74,14 @@ def test_float_written_without_dot_is_accepted(smoke_dict):
 
 
 def test_unknown_profile_lists_available():
-    with pytest.raises(FileNotFoundError, match=r"unknown profile 'nope'.*smoke"):
+    with pytest.raises(UserError, match=r"unknown profile 'nope'.*smoke"):
         load_profile("nope")
 
 
 def test_width_not_divisible_into_heads(smoke_dict):
     bad = copy.deepcopy(smoke_dict)
     bad["model"]["n_head"] = 3
-    with pytest.raises(ValueError, match="width 16 is not divisible into 3 attention heads"):
+    with pytest.raises(UserError, match="width 16 is not divisible into 3 attention heads"):
         Profile.from_dict(bad)
 
 
@@ -127,5 +128,71 @@ def test_cpu_profile_is_laptop_scale():
 
 
 def test_unknown_section():
-    with pytest.raises(ValueError, match="no section 'nope'"):
+    with pytest.raises(UserError, match="no section 'nope'"):
         load_profile("smoke").section("nope")
+
+
+def _write_profile(tmp_path, data: dict):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("where, value, message", [
+    (("grid", "seed"), -1, r"grid.seed: Input should be greater than or equal to 0 \(got -1\)"),
+    (("grid", "replicas", "seeds"), [1, -2], r"grid.replicas.seeds\[1\]: .*greater than or equal to 0"),
+    (("model", "init_seed"), -1, r"model.init_seed: .*greater than or equal to 0"),
+    (("training", "lr"), float("nan"), r"training.lr: Input should be a finite number"),
+    (("training", "adam_eps"), float("inf"), r"training.adam_eps: Input should be a finite number"),
+    (("cluster", "utilization"), float("nan"), r"cluster.utilization: .*finite number"),
+    (("sensitivity", "fractions"), [0.5, 1.5], r"sensitivity.fractions\[1\]: .*less than or equal to 1"),
+])
+def test_bad_values_are_refused_naming_file_and_key(smoke_dict, tmp_path, where, value, message):
+    """Refused when the profile is loaded: before any run folder exists."""
+    bad = copy.deepcopy(smoke_dict)
+    section = bad
+    for key in where[:-1]:
+        section = section[key]
+    section[where[-1]] = value
+    path = _write_profile(tmp_path, bad)
+    with pytest.raises(UserError, match=f"^{path}: {message}"):
+        load_profile(path)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\ntraining:\n  lr: [1e-3\n  batch_size: 8\n")
+    with pytest.raises(UserError, match=rf"^{path}:4:\d+: YAML syntax error"):
+        load_profile(path)
+    path.write_bytes(b"name: \xff\n")
+    with pytest.raises(UserError, match="not UTF-8"):
+        load_profile(path)
+    path.write_text("- a list\n")
+    with pytest.raises(UserError, match="must be a YAML mapping"):
+        load_profile(path)
+
+
+def test_new_keys_and_their_defaults(smoke_dict):
+    cpu = load_profile("cpu")
+    assert cpu.collect.max_train_blocks is None and cpu.analysis.min_count == 20
+    assert cpu.sensitivity.fractions == (0.125, 0.25, 0.5, 1.0)
+    assert len(cpu.sensitivity.runs) == 3
+    assert set(cpu.sensitivity.checkpoints()) <= set(cpu.checkpoints())
+    assert 1 <= len(load_profile("smoke").sensitivity.runs) <= 2
+    d = copy.deepcopy(smoke_dict)
+    del d["sensitivity"], d["analysis"]
+    p = Profile.from_dict(d)
+    assert p.sensitivity.runs == () and p.analysis.min_count == 20
+    d["sensitivity"] = {"runs": ["L9-d16-e1-wd0.0005-s0-ck1"]}
+    with pytest.raises(UserError, match="is not a measured checkpoint of this profile"):
+        Profile.from_dict(d)
+
+
+def test_sections_are_typed_and_validated_once():
+    """lib.data takes the profile's sections as they are; a bad mapping fails the same way."""
+    from lib.data import prepare_corpus
+
+    with pytest.raises(UserError, match=r"^corpus: unknown key 'max_stories'"):
+        prepare_corpus(corpus={"source": "generated", "max_stories": 3},
+                       tokenizer={"kind": "bpe", "vocab_size": 300}, context_len=8,
+                       cache_dir="/nonexistent")

@@ -11,16 +11,18 @@ import pytest
 import torch
 
 from lib.data import block_order, prepare_corpus
-from lib.model import RunName, count_params
+from lib.errors import UserError
+from lib.model import RunName, count_params, load_causal_lm
+from lib.paths import Layout
 from lib.profiles import ModelConfig, TrainingConfig
+from lib.provenance import weights_sha256
 from lib.train import (
     STATE_FILE,
+    STATE_TENSORS,
     build_run_model,
-    checkpoint_dir,
     evaluate,
-    load_checkpoint,
     param_groups,
-    run_dir,
+    read_training_state,
     train_run,
 )
 
@@ -41,6 +43,14 @@ def train(run: str, out_dir, corpus, **kw) -> dict:
                      out_dir=out_dir, device="cpu", progress=False, **kw)
 
 
+def checkpoint_dir(out_dir, ck: RunName):
+    return Layout(out_dir).checkpoint_dir(ck)
+
+
+def run_dir(out_dir, run: RunName):
+    return Layout(out_dir).run_dir(run)
+
+
 def losses(results: dict) -> list[tuple[float, float, float]]:
     return [(c["train_loss"], c["val_loss"], c["val_acc"]) for c in results["checkpoints"]]
 
@@ -57,7 +67,9 @@ def test_checkpoints_and_results_written(uninterrupted, corpus):
     for epoch in (1, 2, 3):
         ck = checkpoint_dir(out, run.at(epoch))
         assert (ck / "config.json").is_file() and (ck / STATE_FILE).is_file()
+        assert (ck / STATE_TENSORS).is_file() and not list(ck.glob("*.pt"))
         assert (ck / "tokenizer.json").is_file()
+        assert res["checkpoints"][epoch - 1]["weights_sha256"] == weights_sha256(ck)
     assert not list(run_dir(out, run).glob(".checkpoint-*"))  # no temp dirs left
     stored = json.loads((run_dir(out, run) / "results.json").read_text())
     assert stored == res and res["status"] == "complete"
@@ -69,7 +81,7 @@ def test_checkpoints_and_results_written(uninterrupted, corpus):
         assert c["val_ppl"] == pytest.approx(math.exp(c["val_loss"]))
         assert 0 <= c["val_acc"] <= 1 and c["wall_s"] > 0 and c["train_tokens_per_s"] > 0
     assert res["checkpoints"][-1]["val_loss"] < res["checkpoints"][0]["val_loss"]
-    model = load_checkpoint(out, run.at(3))
+    model = load_causal_lm(checkpoint_dir(out, run.at(3)))
     assert res["n_params"] == count_params(model) and res["paper_param_count"] > 0
     assert set(res["versions"]) == {"torch", "transformers"}
 
@@ -77,8 +89,8 @@ def test_checkpoints_and_results_written(uninterrupted, corpus):
 def test_lr_decays_linearly_to_zero(uninterrupted):
     out, _ = uninterrupted
     ck = checkpoint_dir(out, RunName.parse("L1-d16-e3-wd0.1-s0-ck3"))
-    state = torch.load(ck / STATE_FILE, weights_only=False)
-    assert state["scheduler"]["_last_lr"] == [0.0, 0.0]
+    _, plain = read_training_state(ck)
+    assert plain["scheduler"]["_last_lr"] == [0.0, 0.0]
 
 
 def test_finished_run_is_a_noop(uninterrupted, corpus, monkeypatch):
@@ -104,15 +116,15 @@ def test_resume_equals_uninterrupted(uninterrupted, corpus, tmp_path):
 
 def test_settings_change_is_refused(uninterrupted, corpus):
     out, _ = uninterrupted
-    with pytest.raises(ValueError, match="trained with other settings"):
+    with pytest.raises(UserError, match=r"trained from other inputs \(training.lr changed\).*retrain"):
         train_run(RunName.parse("L1-d16-e3-wd0.1-s0"), corpus=corpus,
-                  training=replace(TRAINING, lr=5e-4), model_cfg=MODEL, out_dir=out,
-                  device="cpu", progress=False)
+                  training=TRAINING.model_copy(update={"lr": 5e-4}), model_cfg=MODEL,
+                  out_dir=out, device="cpu", progress=False)
 
 
 def test_finished_run_on_other_text_is_refused(uninterrupted, corpus, tmp_path):
     """Same sizes, other token blocks (another generated seed): the stored run is not reused."""
-    from lib.data import generate_corpus
+    from lib.synthetic import generate_corpus
 
     texts = generate_corpus(100, seed=7)
     (tmp_path / "train.txt").write_text("\n".join(texts))
@@ -121,7 +133,7 @@ def test_finished_run_on_other_text_is_refused(uninterrupted, corpus, tmp_path):
                            tokenizer={"kind": "bpe", "vocab_size": 300}, context_len=32,
                            cache_dir=tmp_path / "corpus", progress=False)
     out, _ = uninterrupted
-    with pytest.raises(ValueError, match="corpus_sha256"):
+    with pytest.raises(UserError, match="tokenizer_sha256, train_blocks_sha256, val_blocks_sha256 changed"):
         train("L1-d16-e3-wd0.1-s0", out, other)
 
 
@@ -173,10 +185,9 @@ def test_errors(corpus, tmp_path):
                   model_cfg=ModelConfig(n_head=5), out_dir=tmp_path, device="cpu", progress=False)
     with pytest.raises(ValueError, match="fewer than one batch"):
         train_run(RunName.parse("L1-d16-e1-wd0.1-s0"), corpus=corpus,
-                  training=replace(TRAINING, batch_size=10**6), model_cfg=MODEL, out_dir=tmp_path,
+                  training=TRAINING.model_copy(update={"batch_size": 10**6}), model_cfg=MODEL,
+                  out_dir=tmp_path,
                   device="cpu", progress=False)
-    with pytest.raises(FileNotFoundError, match="train the run first"):
-        load_checkpoint(tmp_path, RunName.parse("L1-d16-e1-wd0.1-s0-ck1"))
     with pytest.raises(ValueError, match="names no checkpoint"):
         checkpoint_dir(tmp_path, RunName.parse("L1-d16-e1-wd0.1-s0"))
 
@@ -186,3 +197,72 @@ def test_corpus_without_validation_block(corpus, tmp_path):
     with pytest.raises(ValueError, match="validation corpus has no block"):
         train_run(RunName.parse("L1-d16-e1-wd0.1-s0"), corpus=empty_val, training=TRAINING,
                   model_cfg=MODEL, out_dir=tmp_path, device="cpu", progress=False)
+
+
+def test_results_record_the_inputs(uninterrupted, corpus):
+    """results.json ties the run to its blocks, tokenizer, settings and init seed."""
+    _, res = uninterrupted
+    manifest = json.loads((corpus.cache_dir / "manifest.json").read_text())
+    s = res["settings"]
+    for key in ("train_blocks_sha256", "val_blocks_sha256", "tokenizer_sha256"):
+        assert s[key] == manifest[key] and len(s[key]) == 64
+    assert s["init_seed"] == MODEL.init_seed and s["training"]["lr"] == TRAINING.lr
+
+
+class _Payload:
+    """Unpickling this creates a file: the proof that a pickle ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_planted_pickle_is_never_executed(corpus, tmp_path):
+    """A training_state.pt planted in a run folder is not unpickled when the run resumes."""
+    run = "L1-d16-e2-wd0.1-s0"
+    train(run, tmp_path / "out", corpus, stop_after_epochs=1)
+    ck = checkpoint_dir(tmp_path / "out", RunName.parse(run).at(1))
+    marker = tmp_path / "pwned"
+    payload = {"epoch": 1, "optimizer": _Payload(marker), "scheduler": _Payload(marker),
+               "rng": _Payload(marker), "records": [], "settings": _Payload(marker)}
+    torch.save(payload, ck / "training_state.pt")
+    resumed = train(run, tmp_path / "out", corpus)  # the .pt file is never read
+    assert resumed["status"] == "complete" and not marker.exists()
+    ck2 = checkpoint_dir(tmp_path / "out", RunName.parse(run).at(2))
+    torch.save(payload, ck / STATE_FILE)  # even under the state file's own name: JSON, not pickle
+    (ck2 / STATE_FILE).unlink()
+    (run_dir(tmp_path / "out", RunName.parse(run)) / "results.json").unlink()
+    with pytest.raises(UserError, match=r"training_state.json: unreadable training state.*retrain"):
+        train(run, tmp_path / "out", corpus)
+    assert not marker.exists()
+    again = train(run, tmp_path / "out", corpus, retrain=True)  # the fix the message names
+    assert losses(again) == losses(resumed)
+
+
+def test_retrain_discards_a_run_made_from_other_inputs(corpus, tmp_path):
+    run = "L1-d16-e1-wd0.1-s0"
+    first = train(run, tmp_path, corpus)
+    other = TRAINING.model_copy(update={"lr": 5e-4})
+    with pytest.raises(UserError, match=r"training.lr changed.*retrain it with: RETRAIN"):
+        train_run(RunName.parse(run), corpus=corpus, training=other, model_cfg=MODEL,
+                  out_dir=tmp_path, device="cpu", progress=False, retrain_command="RETRAIN")
+    again = train_run(RunName.parse(run), corpus=corpus, training=other, model_cfg=MODEL,
+                      out_dir=tmp_path, device="cpu", progress=False, retrain=True)
+    assert again["settings"]["training"]["lr"] == 5e-4 and losses(again) != losses(first)
+    fresh = train_run(RunName.parse(run), corpus=corpus, training=other, model_cfg=MODEL,
+                      out_dir=tmp_path / "fresh", device="cpu", progress=False)
+    assert losses(again) == losses(fresh)
+    assert not list(tmp_path.glob("models/.*.tmp"))  # the old run is gone, nothing left aside
+
+
+def test_interrupted_run_on_other_inputs_is_refused(corpus, tmp_path):
+    """No results.json yet: the last checkpoint's recorded inputs are compared."""
+    run = "L1-d16-e2-wd0.1-s0"
+    train(run, tmp_path, corpus, stop_after_epochs=1)
+    (run_dir(tmp_path, RunName.parse(run)) / "results.json").unlink()
+    with pytest.raises(UserError, match="training.lr changed"):
+        train_run(RunName.parse(run), corpus=corpus,
+                  training=TRAINING.model_copy(update={"lr": 5e-4}), model_cfg=MODEL,
+                  out_dir=tmp_path, device="cpu", progress=False)

@@ -1,0 +1,219 @@
+"""Pipeline: the paper's job list and cost table, the local stages, submitit in-process."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import submitit
+
+from lib.errors import UserError
+from lib.model import RunName
+from lib.paths import REPO_ROOT, Layout, read_json
+from lib.pipeline import (
+    collect_all,
+    dry_run,
+    is_collected,
+    is_measured,
+    measure_all,
+    pending_runs,
+    plan_jobs,
+    run_job,
+    run_local,
+    sensitivity_all,
+    train_all,
+)
+from lib.profiles import Profile, load_profile
+from lib.provenance import sha256_file, weights_sha256
+from lib.slurm import submit_slurm
+from lib.stats_file import load_stats_metadata
+
+
+def stats_path(out_dir, ck):
+    return Layout(out_dir).stats(ck)
+
+
+def metrics_path(out_dir, ck):
+    return Layout(out_dir).metrics(ck)
+
+
+def checkpoint_dir(out_dir, ck):
+    return Layout(out_dir).checkpoint_dir(ck)
+
+
+def tiny_profile(out_dir, **grid) -> Profile:
+    """The smoke profile trimmed to one tiny run on ~60 generated stories."""
+    d = copy.deepcopy(load_profile("smoke").as_dict())
+    d.update(out_dir=str(out_dir), context_len=32, device="cpu")
+    d["corpus"].update(max_train_stories=60, max_val_stories=20)
+    d["tokenizer"]["vocab_size"] = 300
+    d["training"]["batch_size"] = 8
+    d["grid"].update(widths=[16], depths=[1], variants=[{"epochs": 1, "weight_decay": 0.1}],
+                     replicas=None, **grid)
+    d["sensitivity"]["runs"] = []
+    return Profile.from_dict(d)
+
+
+def test_paper_jobs():
+    p = load_profile("paper")
+    jobs = plan_jobs(p)
+    assert len(jobs) == 170
+    assert sum(len(j.checkpoints) for j in jobs) == 230
+    assert sum(len(j.checkpoints) == 2 for j in jobs) == 60  # the 10-epoch runs at ck6, ck10
+    job = next(j for j in jobs if str(j.run) == "L12-d1024-e10-wd0.1-s0")
+    assert [ck.checkpoint for ck in job.checkpoints] == [6, 10] and job.batch_size == 4
+    # the paper's closed form: (V + 2048) d + L (12 d^2 + 10 d) + 2 d
+    assert job.n_params == (50257 + 2048) * 1024 + 12 * (12 * 1024**2 + 10 * 1024) + 2 * 1024
+
+
+def test_paper_cost_of_one_job_by_hand():
+    p = load_profile("paper")
+    job = next(j for j in plan_jobs(p) if str(j.run) == "L2-d768-e1-wd0.0005-s3")
+    N = 2 * (12 * 768**2 + 10 * 768) + 50257 * 768  # matmul parameters, LM head included
+    attn = 2 * 768 * (1 * 2048 + 1 * 256)  # one global, one local (window 256) layer
+    fwd, tr, va = 2 * N + attn, 470_000_000, 4_700_000
+    assert job.train_flops == pytest.approx(3 * fwd * tr + fwd * va)
+    assert job.collect_flops == pytest.approx(fwd * (tr + va))  # one train pass, one validation
+    assert job.gpu_hours(312, 0.4) == pytest.approx((job.train_flops + job.collect_flops)
+                                                    / (312e12 * 0.4) / 3600)
+
+
+def test_paper_dry_run_table():
+    table = dry_run(load_profile("paper"))
+    assert len(table) == 171 and table["run"].iloc[-1] == "TOTAL"
+    body = table.iloc[:-1]
+    assert set(body["run"]) == {str(r) for r in load_profile("paper").runs()}
+    assert (body["gpu_hours"] > 0).all()
+    assert table["gpu_hours"].iloc[-1] == pytest.approx(body["gpu_hours"].sum())
+    assert table["n_checkpoints"].iloc[-1] == 230
+    # bigger and longer runs cost more
+    hours = dict(zip(body["run"], body["gpu_hours"], strict=True))
+    assert hours["L12-d1024-e10-wd0.1-s0"] > hours["L12-d1024-e1-wd0.1-s0"] > hours["L1-d64-e1-wd0.1-s0"]
+
+
+@pytest.mark.slow
+def test_separate_stages_then_run_local_is_a_noop(tmp_path):
+    p = tiny_profile(tmp_path)
+    (ck,) = p.checkpoints()
+    train_all(p, progress=False)
+    assert (checkpoint_dir(p.out_path, ck) / "config.json").is_file()
+    assert not stats_path(p.out_path, ck).exists()
+    collect_all(p, progress=False)
+    assert stats_path(p.out_path, ck).is_file() and not metrics_path(p.out_path, ck).exists()
+    measure_all(p, progress=False)
+    metrics = read_json(metrics_path(p.out_path, ck))
+    assert metrics["run"] == str(ck) and metrics["spec"]["width"] == 16
+    assert math.isfinite(metrics["nc1_cdnv"]) and metrics["num_classes"] > 0
+    meta_tokens = sum(metrics[f"pass{i}_tokens"] for i in (1, 2))
+    assert metrics["collect_tokens"] == meta_tokens and metrics["collect_tokens_per_s"] > 0
+    stamp = metrics_path(p.out_path, ck).stat().st_mtime_ns
+    run_local(p, progress=False)  # everything finished: nothing redone
+    assert metrics_path(p.out_path, ck).stat().st_mtime_ns == stamp
+    assert pending_runs(p) == []
+
+
+def test_unknown_stage(tmp_path):
+    p = tiny_profile(tmp_path)
+    with pytest.raises(ValueError, match="unknown stage 'plot'"):
+        run_job(p, p.runs()[0], stages=("plot",))
+
+
+@pytest.mark.slow
+def test_submitit_debug_executor_runs_one_job(tmp_path):
+    p = tiny_profile(tmp_path / "out")
+    executor = submitit.DebugExecutor(folder=tmp_path / "submitit")
+    jobs = submit_slurm(p, executor=executor)
+    assert len(jobs) == 1
+    assert jobs[0].result() == str(RunName.parse("L1-d16-e1-wd0.1-s0"))
+    (ck,) = p.checkpoints()
+    assert metrics_path(p.out_path, ck).is_file()
+    assert submit_slurm(p, executor=executor) == []  # nothing left to submit
+
+
+def test_retrain_after_corpus_change_redoes_stats_and_metrics(tmp_path):
+    """A retrained run's old statistics and measures are never joined with its new val_loss."""
+    p = tiny_profile(tmp_path)
+    (ck,) = p.checkpoints()
+    run_local(p, progress=False)
+    old_stats, old_metrics = sha256_file(stats_path(p.out_path, ck)), read_json(metrics_path(p.out_path, ck))
+    d = p.as_dict()
+    d["corpus"]["max_train_stories"] = 50  # the corpus is rebuilt: other blocks
+    changed = Profile.from_dict(d)
+    fix = f"python -m lib train --profile smoke --run {ck.run} --retrain"
+    with pytest.raises(UserError, match=r"train_blocks_sha256.*changed.*" + fix.replace("-", r"\-")):
+        run_local(changed, progress=False)
+    assert not is_collected(changed, ck)  # the stats do not match the new corpus
+    run_local(changed, progress=False, retrain=True)
+    meta = load_stats_metadata(stats_path(p.out_path, ck))
+    assert meta["weights_sha256"] == weights_sha256(checkpoint_dir(p.out_path, ck))
+    assert meta["train_blocks_sha256"] == read_json(Layout(p.out_path).manifest)["train_blocks_sha256"]
+    new_metrics = read_json(metrics_path(p.out_path, ck))
+    assert new_metrics["stats_sha256"] == sha256_file(stats_path(p.out_path, ck)) != old_stats
+    assert new_metrics["nc1_cdnv"] != old_metrics["nc1_cdnv"]
+    assert is_collected(changed, ck) and is_measured(changed, ck) and pending_runs(changed) == []
+
+
+def test_metrics_of_another_stats_file_are_remeasured(tmp_path):
+    p = tiny_profile(tmp_path)
+    (ck,) = p.checkpoints()
+    run_local(p, progress=False)
+    path = metrics_path(p.out_path, ck)
+    metrics = read_json(path)
+    path.write_text(json.dumps({**metrics, "stats_sha256": "0" * 64, "nc1_cdnv": -1.0}))
+    assert not is_measured(p, ck) and pending_runs(p) == [ck.run]
+    measure_all(p, progress=False)
+    assert read_json(path) == metrics
+
+
+_GRID_SCRIPT = """
+import sys
+from lib.pipeline import run_local
+from lib.profiles import Profile
+import json
+run_local(Profile.from_dict(json.loads(sys.argv[1])), progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_two_grid_processes_on_one_out_dir(tmp_path):
+    """Two concurrent grids: both finish cleanly, one after the other per output."""
+    p = tiny_profile(tmp_path / "out")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", _GRID_SCRIPT, json.dumps(p.as_dict())],
+                              cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    errors = [proc.communicate(timeout=600)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], errors
+    (ck,) = p.checkpoints()
+    assert pending_runs(p) == [] and is_measured(p, ck)
+    assert not [q for q in p.out_path.rglob("*.tmp")]
+
+
+def test_changed_collect_cap_recollects_and_sensitivity(tmp_path):
+    """A stats file over other blocks than the profile asks for is not current; the sensitivity
+    study re-collects on fractions, and its full fraction equals the main statistics."""
+    p = tiny_profile(tmp_path)
+    (ck,) = p.checkpoints()
+    run_local(p, progress=False)
+    n_train = read_json(Layout(p.out_path).manifest)["n_train_blocks"]
+    assert load_stats_metadata(stats_path(p.out_path, ck))["pass1_blocks"] == str(n_train)
+    d = p.as_dict()
+    d["collect"]["max_train_blocks"] = 3
+    d["sensitivity"] = {"runs": [str(ck)], "fractions": [0.5, 1.0]}
+    capped = Profile.from_dict(d)
+    assert not is_collected(capped, ck) and pending_runs(capped) == [ck.run]
+    run_local(capped, progress=False)
+    assert load_stats_metadata(stats_path(p.out_path, ck))["pass1_blocks"] == "3"
+    paths = sensitivity_all(capped, progress=False)
+    layout = Layout(p.out_path)
+    assert paths == [layout.metrics(ck, 0.5), layout.metrics(ck, 1.0)]
+    assert load_stats_metadata(layout.stats(ck, 0.5))["pass1_blocks"] == "2"
+    half, full = read_json(paths[0]), read_json(paths[1])
+    assert half["train_fraction"] == 0.5 and full["train_fraction"] == 1.0
+    assert full["nc1_cdnv"] == read_json(metrics_path(p.out_path, ck))["nc1_cdnv"]
+    assert half["nc1_cdnv"] != full["nc1_cdnv"]
