@@ -1,32 +1,67 @@
-"""Shell interface: ``python -m lib SUBCOMMAND ...`` (train, grid, collect, merge-stats, measure, paper).
+"""Shell interface: ``python -m lib COMMAND ...``; every per-model step runs without a notebook.
 
-Every per-model step runs here without a notebook, so a cluster job can call it directly.
-Each module with a command defines ``register_cli(subparsers)``; this file only gathers them.
+``--help`` imports nothing heavy: the command table below names each command's module, and only
+the chosen command's module is imported (it adds its own arguments with ``register_cli``).
+Mistakes a user can fix (``UserError``, a missing file, a bad value) print one line and exit
+with status 2; set ``LC_TRACEBACK=1`` to see the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-CLI_MODULES = ("data", "pipeline", "collect", "measure", "analysis", "plots", "paper")
+# command -> (module defining register_cli, one-line help); order = order in --help
+COMMANDS: dict[str, tuple[str, str]] = {
+    "paper": ("paper", "execute the notebook series for a profile (make paper)"),
+    "grid": ("pipeline", "train, collect and measure a profile's whole grid (local or SLURM)"),
+    "train": ("pipeline", "train one run of a profile (resumes; no-op when current)"),
+    "prepare-corpus": ("data", "tokenize a corpus into cached token blocks"),
+    "collect": ("collect", "statistics passes of one model: a checkpoint folder or hub name"),
+    "merge-stats": ("collect", "merge the shard files of one statistics pass"),
+    "measure": ("measure", "neural-collapse measures of a stats file"),
+    "analyze": ("analysis", "results table, correlations and permutation test as CSVs"),
+    "figures": ("plots", "Figures 1-3 from a results table"),
+    "import-authors": ("authors", "the authors' published lc-*.csv as a results table"),
+    "pretrained": ("pretrained", "measure hub or local pretrained causal LMs on a corpus"),
+}
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _summary_parser() -> argparse.ArgumentParser:
+    """Every command with its help line, without importing any command module."""
     parser = argparse.ArgumentParser(prog="python -m lib", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in CLI_MODULES:
-        module = importlib.import_module(f"lib.{name}")
-        register = getattr(module, "register_cli", None)
-        if register is not None:
-            register(subparsers)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, text) in COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
+    return parser
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """The full parser for one command: its module registers the arguments."""
+    module = importlib.import_module(f"lib.{COMMANDS[command][0]}")
+    parser = argparse.ArgumentParser(prog="python -m lib", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    module.register_cli(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result = args.func(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in COMMANDS:
+        _summary_parser().parse_args(argv)  # prints help or a usage error and exits
+        return 2
+    try:
+        args = build_parser(argv[0]).parse_args(argv)
+        result = args.func(args)
+    except USER_ERRORS as err:
+        if os.environ.get("LC_TRACEBACK"):
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     return result if isinstance(result, int) else 0
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lib.paths import cli_path
 from lib.registry import MEASURES, measure_transform
 from lib.results import LOSS, round_sig, run_ids
 
@@ -356,8 +357,8 @@ def _cli_analyze(args: argparse.Namespace) -> int:
 def register_cli(subparsers: Any) -> None:
     """``analyze``: results table, correlations and (optionally) the permutation test as CSVs."""
     p = subparsers.add_parser("analyze", help="tabulate measured checkpoints and correlate with loss")
-    p.add_argument("--out-dir", required=True, help="a profile's out_dir (holds models/ and metrics/)")
-    p.add_argument("--dest", required=True, help="folder for results.csv, correlations.csv, permutation.csv")
+    p.add_argument("--out-dir", required=True, type=cli_path, help="a profile's out_dir (holds models/ and metrics/)")
+    p.add_argument("--dest", required=True, type=cli_path, help="folder for results.csv, correlations.csv, permutation.csv")
     p.add_argument("--replicas", default=None,
                    help="a run name, e.g. L2-d64-e1-wd0.0005-s0: permutation test over its seed replicas")
     p.add_argument("--n-bootstrap", type=int, default=1000)

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from lib.errors import UserError
-from lib.paths import resolve
+from lib.paths import cli_path, resolve
 from lib.registry import MEASURES
 from lib.results import RESULT_COLUMNS, SORT_COLUMNS, SPEC_COLUMNS, save_table
 from lib.runs import RunName
@@ -150,8 +150,8 @@ def _cli(args: argparse.Namespace) -> int:
 def register_cli(subparsers: Any) -> None:
     """``import-authors FILE [FILE ...] --out PATH.csv``: the authors' CSVs in our schema."""
     p = subparsers.add_parser("import-authors", help="the authors' lc-*.csv as a results table")
-    p.add_argument("files", nargs="+", help="the authors' measurement CSVs (artifacts/lc-*.csv)")
-    p.add_argument("--out", required=True, help="results table CSV to write")
+    p.add_argument("files", nargs="+", type=cli_path, help="the authors' measurement CSVs (artifacts/lc-*.csv)")
+    p.add_argument("--out", required=True, type=cli_path, help="results table CSV to write")
     p.set_defaults(func=_cli)
 
 

@@ -24,7 +24,15 @@ from tqdm.auto import tqdm
 
 from lib import texts as sources
 from lib.errors import UserError
-from lib.paths import atomic_dir, atomic_write, atomic_write_json, lock_for, read_json, resolve
+from lib.paths import (
+    atomic_dir,
+    atomic_write,
+    atomic_write_json,
+    cli_path,
+    lock_for,
+    read_json,
+    resolve,
+)
 from lib.profiles import CorpusConfig, TokenizerConfig, validated
 from lib.provenance import sha256_array, sha256_json, sha256_texts, tokenizer_sha256
 from lib.texts import load_corpus
@@ -333,6 +341,6 @@ def register_cli(subparsers) -> None:
     p.add_argument("--context-len", type=int, default=256, help="tokens per block")
     p.add_argument("--max-train-stories", type=int, default=None)
     p.add_argument("--max-val-stories", type=int, default=None)
-    p.add_argument("--out", required=True, help="cache directory, e.g. data/<profile>/corpus")
+    p.add_argument("--out", required=True, type=cli_path, help="cache directory, e.g. data/<profile>/corpus")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cli_prepare)

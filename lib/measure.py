@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lib.paths import atomic_write, atomic_write_json, resolve
+from lib.paths import atomic_write, atomic_write_json, cli_path, resolve
 from lib.registry import MEASURES
 from lib.stats_file import STATS_KEYS, read_stats
 
@@ -468,9 +468,9 @@ def _cli(args: argparse.Namespace) -> int:
 def register_cli(subparsers) -> None:
     """``python -m lib measure STATS --out metrics.json [--device cpu] [--per-class f.csv]``."""
     p = subparsers.add_parser("measure", help="neural-collapse measures of a stats file")
-    p.add_argument("stats", help="path to a stats.safetensors written by lib.collect")
-    p.add_argument("--out", required=True, help="metrics JSON to write")
+    p.add_argument("stats", type=cli_path, help="path to a stats.safetensors written by lib.collect")
+    p.add_argument("--out", required=True, type=cli_path, help="metrics JSON to write")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     p.add_argument("--tile", type=int, default=2048, help="Gram tile size (default: 2048)")
-    p.add_argument("--per-class", default=None, help="also write a per-class CSV here")
+    p.add_argument("--per-class", default=None, type=cli_path, help="also write a per-class CSV here")
     p.set_defaults(func=_cli)

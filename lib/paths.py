@@ -215,3 +215,9 @@ class Layout:
     @property
     def slurm(self) -> Path:
         return self.root / "slurm"
+
+
+def cli_path(text: str) -> Path:
+    """argparse ``type`` for paths given on the command line: relative to the caller's working
+    directory (not the repository), made absolute so later ``resolve`` calls keep them."""
+    return Path(text).expanduser().absolute()

@@ -69,7 +69,7 @@ from lib.model import (
     load_causal_lm,
     local_model_dir,
 )
-from lib.paths import atomic_write_json, resolve
+from lib.paths import atomic_write_json, cli_path, resolve
 
 FORMAT_VERSION = "1"
 GAP_WARN = 1e-3  # relative logit gap above which the features may not be the head's input
@@ -349,7 +349,7 @@ def register_cli(subparsers) -> None:
     p.add_argument("--model", action="append", required=True,
                    help="hub id or local folder, optionally @revision (repeat)")
     p.add_argument("--corpus", required=True, help="corpus source (lib.data.load_corpus)")
-    p.add_argument("--out", required=True, help="output folder (metrics/, stats/)")
+    p.add_argument("--out", required=True, type=cli_path, help="output folder (metrics/, stats/)")
     p.add_argument("--context-len", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
