@@ -3,23 +3,42 @@ PROFILE ?= cpu
 PYTHON  ?= python3.11
 VENV    := .venv
 PY      := $(VENV)/bin/python
+LOCK    := requirements.lock
+ARGS    ?=
+# Where `make lock` finds the CPU build of torch (a folder of wheels, or set TORCH_INDEX below).
+TORCH_WHEELS ?= /opt/wheels
+TORCH_INDEX  ?= https://download.pytorch.org/whl/cpu
 SHARED_TINYSTORIES := ../shared/data/tinystories
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup paper test test-fast bench lint lab clean-runs
+.PHONY: help setup lock paper notebooks test test-fast bench lint lab clean-runs
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# The environment is the lock: exact versions of everything, CPU torch 2.13.0.
+$(VENV)/.installed: $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-setup: $(VENV)/.installed  ## create .venv and install everything (CPU torch 2.13.0)
+setup: $(VENV)/.installed  ## create .venv and install requirements.lock (CPU torch 2.13.0)
+
+lock:  ## refresh requirements.lock from pyproject.toml (uv pip compile, CPU torch, Linux x86_64)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "uv>=0.13"
+	echo "torch==2.13.0+cpu" > $(VENV)/torch-cpu.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --override $(VENV)/torch-cpu.txt \
+	  $$( [ -d $(TORCH_WHEELS) ] && echo --find-links $(TORCH_WHEELS) || \
+	      echo --extra-index-url $(TORCH_INDEX) --index-strategy unsafe-best-match ) \
+	  --no-emit-find-links --no-emit-index-url --custom-compile-command "make lock" \
+	  --upgrade -o $(LOCK)
+	sed -i 's/^torch==2.13.0+cpu$$/torch==2.13.0/' $(LOCK)  # any CPU or CUDA build of 2.13.0
 
 data/tinystories/train.txt:  # the offline TinyStories sample, where this machine has it
 	@if [ -d $(SHARED_TINYSTORIES) ]; then mkdir -p data/tinystories && \
@@ -29,21 +48,26 @@ data/tinystories/train.txt:  # the offline TinyStories sample, where this machin
 paper: setup data/tinystories/train.txt  ## run the notebook series (PROFILE=smoke|cpu|paper; default cpu)
 	$(PY) -m lib paper --profile $(PROFILE)
 
+notebooks: setup  ## rebuild notebooks/*.ipynb from their .py sources (outputs stripped)
+	$(PY) -m lib paper --sync-notebooks
+
+# Tables and figures of the nbval runs go to a temporary folder (tests/conftest.py sets
+# LC_OUTPUT_ROOT), never to runs/ or figures/.
 test: setup  ## unit tests + nbval of the committed smoke notebooks
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest tests runs/smoke --nbval --nbval-current-env \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
 test-fast: setup  ## unit tests only
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest tests -m "not slow"
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest tests -m "not slow" -p no:cacheprovider
 
 bench: setup  ## speed and memory of accumulation and measures vs plain baselines
 	$(PY) scripts/bench.py
 
-lint: setup  ## ruff over code and notebooks
+lint: setup  ## ruff over code and the notebook sources (notebooks/*.py)
 	$(VENV)/bin/ruff check lib tests scripts notebooks
 
-lab: setup  ## open JupyterLab on the notebooks
-	$(VENV)/bin/jupyter lab notebooks
+lab: setup  ## open JupyterLab on the notebooks (flags: make lab ARGS="--allow-root --no-browser")
+	$(VENV)/bin/jupyter lab notebooks $(ARGS)
 
 clean-runs:  ## forget stage stamps of PROFILE (forces `make paper` to re-execute notebooks)
 	rm -rf data/$(PROFILE)/stamps

@@ -1,51 +1,243 @@
-"""Run the notebook series for a profile with papermill: ``python -m lib paper --profile cpu``.
+"""The notebook series and its one parameter route.
 
-Each stage's executed copy goes to ``runs/<profile>/<stage>.ipynb``. A stage is skipped when its
-stamp (a hash of the notebook source, its parameters, the profile file, the ``lib`` sources and
-the previous stage's stamp) matches the one recorded in ``<out_dir>/stamps/`` after its last
-successful run. A failing stage stops the series with the notebook and cell named.
+``python -m lib paper --profile cpu`` executes ``notebooks/NN_*.ipynb`` with papermill, in order,
+into ``runs/<profile>/``. papermill passes only ``profile`` (and ``progress=False``); every other
+value comes from the profile *inside* the notebook, through one call in its setup cell::
+
+    cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
+
+which returns the profile plus the paths derived from it (results table, tables folder, figures
+folder). ``results_table`` and ``output_dir`` are the only overrides; a table of another profile
+(or of your own) is refused unless ``output_dir`` says where its figures and tables go, so no
+override ever rewrites one profile's committed figures from another's data.
+
+All output roots pass through ``output_root()``: the repository, or ``$LC_OUTPUT_ROOT`` when set
+(the tests set it, so nbval runs never touch tracked files).
+
+A stage is skipped when its stamp (a hash of the notebook source, its parameters, the output
+root, the profile file, the ``lib`` sources and the previous stage's stamp) matches the one
+recorded in ``<out_dir>/stamps/`` after its last successful run. While a stage runs, a watcher
+prints a progress line at least every 30 s (runs or checkpoints done/total, the current one,
+elapsed time and an ETA), read from the files the stage writes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lib.paths import FIGURES_DIR, NOTEBOOKS_DIR, REPO_ROOT, RUNS_DIR, atomic_write_text, resolve
+from lib.errors import UserError
+from lib.paths import NOTEBOOKS_DIR, REPO_ROOT, atomic_write_text
+
+if TYPE_CHECKING:
+    from lib.profiles import Profile
 
 STAGES = ("01_train", "02_extract", "03_measure", "04_correlate", "05_permutation", "06_tokens")
+OUTPUT_ROOT_ENV = "LC_OUTPUT_ROOT"
+# Every parameter a notebook may declare; papermill sets only the first two.
+PARAMETERS = ("profile", "progress", "results_table", "output_dir")
+HEARTBEAT_S = 30.0
 
 
-def profile_parameters(profile) -> dict[str, Any]:
-    """Everything a notebook may declare, derived from one profile (the single source)."""
-    run_dir = RUNS_DIR / profile.name
-    return {
-        "profile": profile.name,
-        "out_dir": str(profile.out_dir),
-        "run_dir": str(run_dir.relative_to(REPO_ROOT)),
-        "figures_dir": str((FIGURES_DIR / profile.name).relative_to(REPO_ROOT)),
-        "results_table": str((run_dir / "results.csv").relative_to(REPO_ROOT)),
-        "progress": False,
-        **{f"analysis_{k}": v for k, v in profile.section("analysis").items()},
-    }
+# ---------------------------------------------------------------------------------------------
+# Where outputs go
+
+
+def output_root() -> Path:
+    """Root of ``runs/`` and ``figures/``: ``$LC_OUTPUT_ROOT`` when set, else the repository."""
+    env = os.environ.get(OUTPUT_ROOT_ENV)
+    return Path(env).expanduser().resolve() if env else REPO_ROOT
+
+
+def tables_dir_for(profile_name: str) -> Path:
+    """``<root>/runs/<profile>/``: executed notebooks, results, correlations, permutations."""
+    return output_root() / "runs" / profile_name
+
+
+def figures_dir_for(profile_name: str) -> Path:
+    """``<root>/figures/<profile>/``: every figure of a profile."""
+    return output_root() / "figures" / profile_name
+
+
+def _repo_path(path: str | os.PathLike) -> Path:
+    """A notebook parameter path: absolute, or relative to the repository root."""
+    p = Path(path).expanduser()
+    return (p if p.is_absolute() else REPO_ROOT / p).resolve()
+
+
+def _owner(table: Path) -> str | None:
+    """The profile whose default results table ``table`` is (``runs/<name>/results.csv``)."""
+    if table.name != "results.csv":
+        return None
+    for root in {REPO_ROOT, output_root()}:
+        if table.parent.parent == root / "runs":
+            return table.parent.name
+    return None
+
+
+def short(path: str | os.PathLike) -> str:
+    """``path`` relative to the output root or the repository when inside one (for messages)."""
+    p = Path(path)
+    for root in (output_root(), REPO_ROOT):
+        try:
+            return str(p.resolve().relative_to(root))
+        except ValueError:
+            continue
+    return str(p)
+
+
+@dataclass(frozen=True)
+class NotebookConfig:
+    """A profile plus the paths a notebook reads and writes, all derived from it.
+
+    Attribute access falls through to the profile: ``cfg.grid``, ``cfg.analysis.n_bootstrap``,
+    ``cfg.out_path``, ``cfg.runs()``. Pass ``cfg.profile`` to ``lib`` functions that take one.
+    """
+
+    profile: Profile
+    results_table: Path  # written by 03_measure, read by 04-06
+    tables_dir: Path  # correlations.csv, permutation.csv
+    figures_dir: Path  # <name>.png / <name>.svg
+    progress: bool
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.profile, name)
+
+    def table_path(self, name: str) -> Path:
+        """Where a derived table is written, e.g. ``cfg.table_path("correlations.csv")``."""
+        return self.tables_dir / name
+
+    def __repr__(self) -> str:
+        return (f"NotebookConfig(profile={self.profile.name!r}, results_table={short(self.results_table)!r}, "
+                f"tables_dir={short(self.tables_dir)!r}, figures_dir={short(self.figures_dir)!r}, "
+                f"progress={self.progress})")
+
+
+def notebook_setup(profile: str | Profile, *, results_table: str | os.PathLike | None = None,
+                   output_dir: str | os.PathLike | None = None, progress: bool = True,
+                   style: bool = True) -> NotebookConfig:
+    """The setup cell of every notebook: load the profile, derive its paths, apply the style.
+
+    Defaults: table ``<root>/runs/<profile>/results.csv``, tables beside it, figures in
+    ``<root>/figures/<profile>/``. ``output_dir`` moves tables there and figures to
+    ``<output_dir>/figures/``. A ``results_table`` that is not this profile's own needs an
+    ``output_dir`` (``UserError`` otherwise), so its figures never replace the profile's.
+    """
+    from lib.profiles import Profile, load_profile
+
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    default_table = tables_dir_for(prof.name) / "results.csv"
+    table = default_table if results_table is None else _repo_path(results_table)
+    if output_dir is None:
+        tables_dir, figures_dir = tables_dir_for(prof.name), figures_dir_for(prof.name)
+        if table != default_table and _owner(table) != prof.name:
+            owner = _owner(table)
+            whose = f"profile {owner!r}'s table" if owner else "not a profile's own table"
+            fix = (f"set profile = {owner!r}, or also pass output_dir" if owner
+                   else "pass output_dir") + " = '<a folder of yours>' for its figures and tables"
+            raise UserError(
+                f"results_table {short(table)} is {whose}, but profile {prof.name!r} would write "
+                f"figures and tables computed from it into {short(figures_dir)}/ and "
+                f"{short(tables_dir)}/, replacing that profile's; {fix}")
+    else:
+        tables_dir = _repo_path(output_dir)
+        figures_dir = tables_dir / "figures"
+    if style:
+        from lib import plots
+
+        plots.apply_style()
+    return NotebookConfig(prof, table, tables_dir, figures_dir, bool(progress))
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook sources: notebooks/NN_name.py (jupytext py:percent) -> notebooks/NN_name.ipynb
+
+NOTEBOOK_METADATA = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                     "language_info": {"name": "python"}}
+
+
+def notebook_from_source(source: Path) -> Any:
+    """The source notebook a py:percent file defines: no outputs, no execution counts, cell ids
+    ``<stem>-NN`` and only ``tags`` kept in cell metadata, so it is a pure function of the .py."""
+    import jupytext
+
+    nb = jupytext.read(source, fmt="py:percent")
+    nb.metadata = json.loads(json.dumps(NOTEBOOK_METADATA))
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"{source.stem}-{i:02d}"
+        tags = cell.metadata.get("tags")
+        cell.metadata = {"tags": list(tags)} if tags else {}
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
+def notebook_text(nb: Any) -> str:
+    """Canonical JSON text of a notebook (what ``sync_notebooks`` writes)."""
+    import nbformat
+
+    return nbformat.writes(nb) + "\n"
+
+
+def sync_notebooks(folder: Path = NOTEBOOKS_DIR, check: bool = False) -> list[Path]:
+    """Rebuild each ``<folder>/*.ipynb`` from its ``.py`` twin; returns the notebooks that
+    differed. A ``.ipynb`` edited after its ``.py`` (JupyterLab without jupytext) is first
+    written back to the ``.py``, so no edit is lost. ``check``: change nothing, only report."""
+    import jupytext
+
+    stale = []
+    for source in sorted(folder.glob("[0-9][0-9]_*.py")):
+        notebook = source.with_suffix(".ipynb")
+        if (not check and notebook.exists()
+                and notebook.stat().st_mtime > source.stat().st_mtime
+                and notebook_from_source(source).cells != _clean_cells(notebook)):
+            jupytext.write(jupytext.read(notebook), source, fmt="py:percent")
+        text = notebook_text(notebook_from_source(source))
+        if not notebook.exists() or notebook.read_text(encoding="utf-8") != text:
+            stale.append(notebook)
+            if not check:
+                atomic_write_text(notebook, text)
+    return stale
+
+
+def _clean_cells(notebook: Path) -> Any:
+    """The cells of a .ipynb as its .py would define them (outputs and ids dropped)."""
+    import tempfile
+
+    import jupytext
+
+    with tempfile.TemporaryDirectory() as tmp:
+        py = Path(tmp) / f"{notebook.stem}.py"
+        jupytext.write(jupytext.read(notebook), py, fmt="py:percent")
+        return notebook_from_source(py).cells
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters and stamps
 
 
 def stage_parameters(notebook: Path, available: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameters a notebook declares, taken from ``available``; refuses undeclared gaps."""
+    """The parameters a notebook declares, taken from ``available``; refuses unknown names."""
     import papermill
 
     declared = papermill.inspect_notebook(str(notebook))
-    unknown = sorted(set(declared) - set(available))
+    unknown = sorted(set(declared) - set(PARAMETERS))
     if unknown:
-        raise ValueError(
-            f"{notebook.name} declares parameters {unknown} that no profile provides; "
-            f"available: {sorted(available)}"
-        )
-    return {name: available[name] for name in declared}
+        raise UserError(
+            f"{notebook.name} declares parameters {unknown}; a notebook may declare only "
+            f"{list(PARAMETERS)} and reads every other value from its profile "
+            f"(paper.notebook_setup)")
+    return {name: available[name] for name in declared if name in available}
 
 
 def _lib_digest() -> str:
@@ -57,11 +249,130 @@ def _lib_digest() -> str:
 
 def stage_stamp(notebook: Path, params: Mapping[str, Any], profile_file: Path, previous: str,
                 lib_digest: str) -> str:
+    """Hash of everything an executed stage depends on."""
     h = hashlib.sha256()
     for part in (notebook.read_bytes(), json.dumps(params, sort_keys=True).encode(),
-                 profile_file.read_bytes(), lib_digest.encode(), previous.encode()):
+                 profile_file.read_bytes(), lib_digest.encode(), previous.encode(),
+                 str(output_root()).encode()):
         h.update(hashlib.sha256(part).digest())
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress of a running stage, read from the files it writes
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def stage_counter(stage: str, profile: Profile) -> Callable[[], tuple[int, int, str, str]] | None:
+    """For the long stages, a function returning (done, total, unit, current item)."""
+    out = profile.out_path
+
+    def latest(candidates: list[tuple[str, Path]]) -> str:
+        live = [(p.stat().st_mtime, name) for name, p in candidates if p.exists()]
+        return max(live)[1] if live else "-"
+
+    if stage == "01_train":
+        runs = profile.runs()
+
+        def trained() -> tuple[int, int, str, str]:
+            done, pending = 0, []
+            for run in runs:
+                results = out / "models" / str(run) / "results.json"
+                try:
+                    complete = json.loads(results.read_text()).get("status") == "complete"
+                except (OSError, ValueError):
+                    complete = False
+                done += complete
+                if not complete:
+                    pending.append((str(run), out / "models" / str(run)))
+            return done, len(runs), "runs trained", latest(pending)
+
+        return trained
+    folders = {"02_extract": ("stats", "checkpoints collected"),
+               "03_measure": ("metrics", "checkpoints measured")}
+    if stage in folders:
+        folder, unit = folders[stage]
+        cks = profile.checkpoints()
+
+        def target(ck: Any) -> Path:
+            return (out / "stats" / str(ck) / "stats.safetensors" if folder == "stats"
+                    else out / "metrics" / f"{ck}.json")
+
+        def counted() -> tuple[int, int, str, str]:
+            done = [target(ck).is_file() for ck in cks]
+            pending = [(str(ck), target(ck).parent if folder == "stats" else target(ck))
+                       for ck, d in zip(cks, done, strict=True) if not d]
+            return sum(done), len(cks), unit, latest(pending)
+
+        return counted
+    return None
+
+
+class ProgressWatcher:
+    """Prints ``[paper] <stage>: done/total unit · now <item> · elapsed · ETA`` while a stage
+    runs: at once when the count moves (polled every ``poll_s``), and every ``heartbeat_s``."""
+
+    def __init__(self, stage: str, counter: Callable[[], tuple[int, int, str, str]] | None,
+                 heartbeat_s: float = HEARTBEAT_S, poll_s: float = 2.0,
+                 emit: Callable[[str], None] | None = None) -> None:
+        self.stage, self.counter = stage, counter
+        self.heartbeat_s, self.poll_s = heartbeat_s, poll_s
+        self.emit = emit or (lambda line: print(line, flush=True))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.start_time = time.monotonic()
+        self.first_done: int | None = None
+
+    def line(self) -> str:
+        """The current progress line."""
+        elapsed = time.monotonic() - self.start_time
+        parts = [f"[paper] {self.stage}:"]
+        if self.counter is not None:
+            done, total, unit, current = self.counter()
+            if self.first_done is None:
+                self.first_done = done
+            parts.append(f"{done}/{total} {unit}")
+            if done < total and current != "-":
+                parts.append(f"· now {current}")
+            parts.append(f"· {_hms(elapsed)} elapsed")
+            new = done - self.first_done
+            if done >= total:
+                parts.append("· finishing")
+            elif new > 0:
+                parts.append(f"· ETA {_hms(elapsed / new * (total - done))}")
+        else:
+            parts.append(f"running · {_hms(elapsed)} elapsed")
+        return " ".join(parts)
+
+    def _loop(self) -> None:
+        last_emit, last_count = time.monotonic(), None
+        while not self._stop.wait(self.poll_s):
+            count = self.counter()[0] if self.counter is not None else None
+            now = time.monotonic()
+            if count != last_count and last_count is not None or now - last_emit >= self.heartbeat_s:
+                self.emit(self.line())
+                last_emit = now
+            last_count = count
+
+    def __enter__(self) -> ProgressWatcher:
+        if self.counter is not None:
+            self.first_done = self.counter()[0]
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the series
 
 
 def execute_stage(notebook: Path, output: Path, params: Mapping[str, Any]) -> None:
@@ -74,8 +385,12 @@ def execute_stage(notebook: Path, output: Path, params: Mapping[str, Any]) -> No
         papermill.execute_notebook(
             str(notebook), str(output), parameters=dict(params), kernel_name="python3",
             progress_bar=False, cwd=str(NOTEBOOKS_DIR),
+            # the kernel's "running over TCP without encryption" warning: local, not news
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
+        _normalise_executed(output)
     except PapermillExecutionError as err:
+        _normalise_executed(output)
         raise RuntimeError(
             f"notebook {notebook.name} failed in cell {err.cell_index} "
             f"(execution count {err.exec_count}): {err.ename}: {err.evalue}\n"
@@ -83,13 +398,38 @@ def execute_stage(notebook: Path, output: Path, params: Mapping[str, Any]) -> No
         ) from err
 
 
+def _normalise_executed(output: Path) -> None:
+    """Drop what changes on every run of an executed copy (wall-clock times, this machine's
+    paths) so re-running unchanged inputs rewrites the same bytes, outputs aside."""
+    import nbformat
+
+    if not output.exists():
+        return
+    nb = nbformat.read(output, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("start_time", "end_time", "duration"):
+        meta.pop(key, None)
+    for key in ("input_path", "output_path"):
+        if key in meta and meta[key]:
+            meta[key] = short(meta[key])
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"  # papermill draws a random id
+        cell.metadata.pop("execution", None)
+        for key in ("start_time", "end_time", "duration"):
+            cell.metadata.get("papermill", {}).pop(key, None)
+    atomic_write_text(output, nbformat.writes(nb) + "\n")
+
+
 def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool = False) -> list[str]:
     """Run the given stages in order for a profile; returns the stages that actually ran."""
     from lib.profiles import load_profile, profile_path
 
     profile = load_profile(profile_name)
-    available = profile_parameters(profile)
-    stamp_dir = resolve(profile.out_dir) / "stamps"
+    for notebook in sync_notebooks():  # the .py twins are the source
+        print(f"[paper] rebuilt {short(notebook)} from {notebook.with_suffix('.py').name}", flush=True)
+    available = {"profile": profile.name, "progress": False}
+    stamp_dir = profile.out_path / "stamps"
     previous, ran, lib_digest = "", [], _lib_digest()
     for stage in STAGES:
         notebook = NOTEBOOKS_DIR / f"{stage}.ipynb"
@@ -97,32 +437,44 @@ def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool =
         stamp = stage_stamp(notebook, params, profile_path(profile_name), previous, lib_digest)
         previous = stamp
         stamp_file = stamp_dir / f"{stage}.sha256"
-        output = RUNS_DIR / profile.name / f"{stage}.ipynb"
+        output = tables_dir_for(profile.name) / f"{stage}.ipynb"
         up_to_date = stamp_file.exists() and stamp_file.read_text().strip() == stamp and output.exists()
         if stage not in stages or (up_to_date and not force):
             print(f"[paper] {stage}: {'up to date' if up_to_date else 'not selected'}", flush=True)
             continue
         start = time.perf_counter()
         print(f"[paper] {stage}: running ({profile.name})", flush=True)
-        execute_stage(notebook, output, params)
+        with ProgressWatcher(stage, stage_counter(stage, profile)):
+            execute_stage(notebook, output, params)
         atomic_write_text(stamp_file, stamp + "\n")
-        print(f"[paper] {stage}: done in {time.perf_counter() - start:.0f} s -> {output}", flush=True)
+        print(f"[paper] {stage}: done in {_hms(time.perf_counter() - start)} -> {short(output)}",
+              flush=True)
         ran.append(stage)
     return ran
 
 
-def register_cli(subparsers) -> None:
+def register_cli(subparsers: Any) -> None:
+    """``paper``: execute the notebook series for a profile."""
     p = subparsers.add_parser("paper", help="execute the notebook series for a profile")
     p.add_argument("--profile", default="cpu", help="profile name (profiles/<name>.yaml)")
     p.add_argument("--stage", action="append", choices=STAGES, help="run only these stages")
     p.add_argument("--force", action="store_true", help="re-run stages even when up to date")
+    p.add_argument("--sync-notebooks", action="store_true",
+                   help="only rebuild notebooks/*.ipynb from their .py twins, then exit")
     p.set_defaults(func=_cli_paper)
 
 
-def _cli_paper(args) -> int:
+def _cli_paper(args: Any) -> int:
+    if args.sync_notebooks:
+        for notebook in sync_notebooks():
+            print(f"[paper] rebuilt {short(notebook)} from {notebook.with_suffix('.py').name}")
+        return 0
     try:
         run_paper(args.profile, tuple(args.stage or STAGES), args.force)
-    except (RuntimeError, ValueError, FileNotFoundError) as err:
+    except UserError as err:
+        print(f"[paper] error: {err}", flush=True)
+        return 2
+    except (RuntimeError, FileNotFoundError) as err:
         print(f"[paper] FAILED: {err}", flush=True)
         return 1
     return 0

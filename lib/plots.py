@@ -29,7 +29,7 @@ from lib.analysis import (
     measure_transform,
     scaling_table,
 )
-from lib.paths import FIGURES_DIR, atomic_write, resolve
+from lib.paths import atomic_write, resolve
 
 PARAMS_CMAP = "viridis"
 LOSS_LABEL = "validation loss (nats/token)"
@@ -78,58 +78,100 @@ def human_count(n: float) -> str:
 
 
 def _geometric_ticks(low: float, high: float, n: int = 4) -> list[float]:
-    """About ``n`` distinct log-spaced tick values in [low, high], rounded to 2 significant digits."""
-    ticks = [float(f"{v:.2g}") for v in np.geomspace(low, high, n)]
-    return sorted({t for t in ticks if low * 0.98 <= t <= high * 1.02})
+    """About ``n`` readable log-spaced ticks in [low, high]: 1-2-5 multiples of powers of ten
+    (denser 1-1.5-2-3-5-7 when the range is narrow), thinned to at most ``n + 1``."""
+    if not (np.isfinite(low) and np.isfinite(high)) or low <= 0 or high <= low:
+        return [low] if np.isfinite(low) else []
+    ticks: list[float] = []
+    for mantissas in ((1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8)):
+        ticks = [m * 10.0**e for e in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+                 for m in mantissas]
+        ticks = sorted({float(f"{t:.3g}") for t in ticks if low * 0.999 <= t <= high * 1.001})
+        if len(ticks) >= 3:
+            break
+    if len(ticks) < 3:  # under a factor of ~2: evenly spaced round numbers
+        ticks = [float(f"{t:.3g}") for t in ticker.MaxNLocator(n).tick_values(low, high)
+                 if low * 0.999 <= t <= high * 1.001]
+    if len(ticks) > n + 1:
+        idx = np.unique(np.round(np.linspace(0, len(ticks) - 1, n)).astype(int))
+        ticks = [ticks[i] for i in idx]
+    return ticks if ticks else [float(f"{math.sqrt(low * high):.2g}")]
 
 
 def log_axis(ax: Any, axis: str = "x") -> None:
-    """A log axis whose labels never crowd: default decades when the data spans two or more,
-    otherwise a few plain-number ticks (matplotlib labels every minor tick in a narrow range)."""
+    """A log axis with one label per tick: default decades when the data spans two or more,
+    otherwise a few 1-2-5 ticks in plain numbers; minor ticks never labelled."""
     getattr(ax, f"set_{axis}scale")("log")
     low, high = sorted(getattr(ax, f"get_{axis}lim")())
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_minor_formatter(ticker.NullFormatter())
     if high / low >= 100:
         return
-    target = ax.xaxis if axis == "x" else ax.yaxis
     target.set_major_locator(ticker.FixedLocator(_geometric_ticks(low, high)))
     target.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
-    target.set_minor_formatter(ticker.NullFormatter())
 
 
-def add_param_colorbar(fig: Figure, axes: Any, norm: LogNorm) -> None:
-    """A colour bar for parameter count shared by ``axes``, ticks as '51k', '1.2M'."""
+def end_labelled_ticks(low: float, high: float, n: int = 4) -> list[float]:
+    """Ticks for a log colour bar: both ends exactly, plus readable inner values that keep at
+    least 12 % of the log range away from the ends (so labels never collide)."""
+    span = math.log10(high / low)
+    inner = [t for t in _geometric_ticks(low, high, n)
+             if min(math.log10(t / low), math.log10(high / t)) > 0.12 * span]
+    return [low, *inner, high]
+
+
+def add_param_colorbar(fig: Figure, axes: Any, norm: LogNorm) -> Any:
+    """A colour bar for parameter count shared by ``axes``, labelled at both ends ('82k' ...
+    '1.07M') and at a few round values in between."""
     mappable = plt.cm.ScalarMappable(norm=norm, cmap=PARAMS_CMAP)
     bar = fig.colorbar(mappable, ax=axes, label="parameters", shrink=0.9)
-    if norm.vmax / norm.vmin < 100:
-        bar.set_ticks(_geometric_ticks(norm.vmin, norm.vmax))
+    bar.set_ticks(end_labelled_ticks(norm.vmin, norm.vmax))
     bar.ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: human_count(v)))
     bar.ax.yaxis.set_minor_locator(ticker.NullLocator())
+    bar.ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    return bar
 
 
-def show_and_save(fig: Figure, name: str, profile: str, **kwargs: Any) -> None:
+def show_and_save(fig: Figure, name: str, where: Any, **kwargs: Any) -> list[Path]:
     """Display ``fig`` in the notebook (so executed notebooks carry it), then ``save_figure``."""
     from IPython.display import display
 
     display(fig)
-    save_figure(fig, name, profile, **kwargs)
+    return save_figure(fig, name, where, **kwargs)
 
 
-def save_figure(fig: Figure, name: str, profile: str, formats: Sequence[str] = ("png", "svg"),
+def figure_folder(where: Any, figures_dir: str | os.PathLike | None = None) -> Path:
+    """The folder of a figure: ``where.figures_dir`` for a ``lib.paper.NotebookConfig``;
+    for a profile name, ``<figures_dir>/<profile>/`` or else ``lib.paper.figures_dir_for``
+    (``figures/<profile>/``, or under ``$LC_OUTPUT_ROOT`` when set)."""
+    from lib.paper import figures_dir_for
+
+    if hasattr(where, "figures_dir"):
+        return Path(where.figures_dir)
+    if not isinstance(where, str) or not where or "/" in where:
+        raise ValueError(f"figures go to a profile's folder: pass a profile name or the notebook's "
+                         f"cfg, not {where!r}")
+    return resolve(figures_dir) / where if figures_dir is not None else figures_dir_for(where)
+
+
+def save_figure(fig: Figure, name: str, where: Any, formats: Sequence[str] = ("png", "svg"),
                 figures_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Write ``fig`` to <figures_dir or FIGURES_DIR>/<profile>/<name>.<fmt> atomically and close it.
+    """Write ``fig`` to ``figure_folder(where, figures_dir)/<name>.<fmt>`` atomically; close it.
 
-    Metadata dates are dropped and the SVG id salt fixed, so re-runs give identical files.
+    Byte-stable: no software or date metadata, a fixed SVG id salt, so unchanged numbers give
+    unchanged files.
     """
     if not name or "/" in name or os.sep in name:
         raise ValueError(f"figure name {name!r} must be a plain file stem (no folders)")
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise ValueError(f"unsupported figure formats {bad}; choose from {FORMATS}")
-    folder = resolve(figures_dir if figures_dir is not None else FIGURES_DIR) / profile
-    metadata = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
+    folder = figure_folder(where, figures_dir)
+    metadata = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
+                "pdf": {"CreationDate": None, "Producer": None, "Creator": None}}
     paths = []
     try:
-        with plt.rc_context({"svg.hashsalt": SVG_SALT}):
+        with plt.rc_context({"svg.hashsalt": SVG_SALT, "svg.fonttype": "path"}):
             for fmt in formats:
                 write = lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, metadata=metadata[fmt])  # noqa: E731
                 paths.append(atomic_write(folder / f"{name}.{fmt}", write))
@@ -214,10 +256,96 @@ def _factor_ticks(ax: Any, values: pd.Series, log_x: bool) -> None:
     ax.xaxis.set_minor_locator(ticker.NullLocator())
 
 
+def _measure_axis(ax: Any, measure: str, values: pd.Series) -> None:
+    """y label of a measure; log scale (readable ticks) for the measures read in log10."""
+    if measure_transform(measure) == "log" and len(values) and (values > 0).all():
+        log_axis(ax, "y")
+    info = MEASURE_INFO.get(measure)
+    ax.set_title(info.label if info else measure, fontsize="medium")
+    ax.set_ylabel(axis_label(measure) if info else measure, fontsize="small")
+
+
+def _line_panels(long: pd.DataFrame, measures: Sequence[str], x: str, xlabel: str, log_x: bool,
+                 hue: str, hue_label: str, palette: str, style: str | None = None,
+                 ncols: int = 4) -> Figure:
+    """One panel per measure: ``value`` against ``x``, one line per ``hue`` level (mean of the
+    rows sharing x and hue), markers at the grid values, one legend for the figure."""
+    fig, axes = _grid(len(measures), ncols, panel_size=(4.0, 3.2))
+    levels = sorted(long[hue].unique())
+    colors = dict(zip(levels, plt.get_cmap(palette)(np.linspace(0.15, 0.85, len(levels))), strict=True))
+    styles = sorted(long[style].unique()) if style else [None]
+    dashes = dict(zip(styles, ["-", "--", ":", "-."] * 4, strict=False))
+    handles: dict[str, Any] = {}
+    for ax, measure in zip(axes, measures, strict=True):
+        data = long[long["measure"] == measure]
+        means = data.groupby([hue, *( [style] if style else []), x], dropna=False)["value"].mean()
+        for key, series in means.groupby(level=list(range(means.index.nlevels - 1))):
+            key = key if isinstance(key, tuple) else (key,)
+            level, st = key[0], key[1] if style else None
+            line, = ax.plot(series.index.get_level_values(x), series.to_numpy(), marker="o", ms=5,
+                            color=colors[level], ls=dashes[st])
+            label = f"{hue_label} {level:g}" + (f", {style.replace('_', ' ')} {st:g}" if style else "")
+            handles.setdefault(label, line)
+        _factor_ticks(ax, data[x], log_x)
+        _measure_axis(ax, measure, data["value"])
+        ax.set_xlabel(xlabel, fontsize="small")
+    fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize="small",
+               frameon=False)
+    return fig
+
+
+def scaling_figures(table: pd.DataFrame, measures: Sequence[str], ncols: int = 4) -> dict[str, Figure]:
+    """The scaling picture in three figures, each saying what it shows and what it averages:
+
+    ``scaling_size``: every model, measure against parameter count, coloured by epochs trained
+    (no averaging); ``scaling_width``: the last checkpoint of the longest-trained models against
+    width, one line per depth, mean over weight decay and seeds; ``scaling_training``: against
+    epochs trained, one line per width and line style per weight decay, mean over depth and seeds.
+    """
+    if len(table) == 0 or not measures:
+        raise ValueError("scaling_figures needs a non-empty table and at least one measure")
+    long = scaling_table(table, measures)
+    figs: dict[str, Figure] = {}
+
+    fig, axes = _grid(len(measures), ncols, panel_size=(4.0, 3.2))
+    epochs = sorted(long["epochs_trained"].unique())
+    cmap = plt.get_cmap("crest", max(len(epochs), 2))
+    for ax, measure in zip(axes, measures, strict=True):
+        data = long[long["measure"] == measure]
+        for i, ep in enumerate(epochs):
+            rows = data[data["epochs_trained"] == ep]
+            ax.scatter(rows["n_params"], rows["value"], s=22, color=cmap(i), edgecolor="0.2",
+                       linewidth=0.4, label=f"{ep:g} epoch{'s' if ep != 1 else ''} trained", zorder=3)
+        log_axis(ax, "x")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: human_count(v)))
+        _measure_axis(ax, measure, data["value"])
+        ax.set_xlabel("parameters (log scale)", fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize="small", frameon=False)
+    fig.suptitle(f"Every measure against model size: all {len(table)} models, no averaging")
+    figs["scaling_size"] = fig
+
+    last = long[long["epochs_trained"] == long["epochs_trained"].max()]
+    n_last = last["name"].nunique() if "name" in last else len(last) // len(measures)
+    fig = _line_panels(last, measures, "width", "width d (log scale)", True, "depth", "depth",
+                       "magma_r", ncols=ncols)
+    fig.suptitle(f"Against width, one line per depth: the {n_last} models trained "
+                 f"{last['epochs_trained'].max():g} epochs (last checkpoint); "
+                 "mean over weight decay and seeds")
+    figs["scaling_width"] = fig
+
+    fig = _line_panels(long, measures, "epochs_trained", "epochs trained", False, "width", "width",
+                       "viridis", style="weight_decay", ncols=ncols)
+    fig.suptitle("Against training: one line per width and weight decay; mean over depth and seeds")
+    figs["scaling_training"] = fig
+    return figs
+
+
 def scaling_grid(table: pd.DataFrame, measures: Sequence[str],
                  factors: Sequence[str] = ("width", "depth", "epochs", "weight_decay")) -> Figure:
     """Each measure (rows) against width, depth, epochs trained and weight decay (columns), mean
-    over the other factors, one line per value of a second factor (hue)."""
+    over the other factors, one line per value of a second factor (hue). Prefer
+    ``scaling_figures``, which says what each panel averages over."""
     import seaborn as sns
 
     long = scaling_table(table, measures)
@@ -239,33 +367,65 @@ def scaling_grid(table: pd.DataFrame, measures: Sequence[str],
     return fig
 
 
+def _replica_groups(names: Sequence[str]) -> set[str]:
+    """Runs whose architecture and variant were trained with more than one shuffling seed."""
+    from lib.model import RunName
+
+    groups: dict[tuple, list[str]] = {}
+    for name in names:
+        try:
+            run = RunName.parse(name)
+        except ValueError:
+            continue
+        groups.setdefault((run.depth, run.width, run.epochs, run.weight_decay), []).append(name)
+    return {n for members in groups.values() if len(members) > 1 for n in members}
+
+
 def training_curves(results_by_run: Mapping[str, Mapping[str, Any]]) -> Figure:
     """Validation loss and accuracy per epoch for every run (``models/<run>/results.json``),
-    coloured by parameter count."""
+    coloured by parameter count; seed-only replicas offset to the right (one offset per seed) with
+    open markers and thin dashed lines, so each stays visible."""
     if not results_by_run:
         raise ValueError("no runs to plot; pass analysis.load_run_results(out_dir)")
     norm = param_norm([r["n_params"] for r in results_by_run.values()])
+    replicas = sorted(_replica_groups(list(results_by_run)))
+    offsets = dict(zip(replicas, np.linspace(0.06, 0.3, len(replicas)) if len(replicas) > 1 else [0.06],
+                       strict=False))  # to the right of the epoch, one offset per replica
     fig, axes = _grid(2, 2)
-    for results in results_by_run.values():
+    for name, results in results_by_run.items():
         cks = sorted(results["checkpoints"], key=lambda c: c["epoch"])
-        epochs = [c["epoch"] for c in cks]
         color = plt.get_cmap(PARAMS_CMAP)(norm(results["n_params"]))
-        axes[0].plot(epochs, [c["val_loss"] for c in cks], marker="o", color=color, alpha=0.8)
-        axes[1].plot(epochs, [100 * c["val_acc"] for c in cks], marker="o", color=color, alpha=0.8)
+        is_rep = name in offsets
+        epochs = [c["epoch"] + offsets.get(name, 0.0) for c in cks]
+        style = ({"marker": "o", "mfc": "white", "ms": 5, "lw": 0.8, "ls": "--", "alpha": 0.9} if is_rep
+                 else {"marker": "o", "ms": 6, "lw": 1.8, "alpha": 0.85})
+        axes[0].plot(epochs, [c["val_loss"] for c in cks], color=color, **style)
+        axes[1].plot(epochs, [100 * c["val_acc"] for c in cks], color=color, **style)
     for ax, ylabel, title in zip(axes, [LOSS_LABEL, "validation top-1 accuracy (%)"],
                                  ["Validation loss", "Validation accuracy"], strict=True):
         ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    if replicas:
+        axes[0].plot([], [], marker="o", mfc="white", ls="--", color="0.3",
+                     label=f"{len(replicas)} seed replicas (offset to the right)")
+        axes[0].plot([], [], marker="o", ls="-", color="0.3", label="grid runs")
+        axes[0].legend(loc="best", fontsize="x-small")
     add_param_colorbar(fig, axes, norm)
     return fig
 
 
+def _final_rows(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["checkpoint"] == table["epochs"]]
+
+
 def loss_grid_heatmap(table: pd.DataFrame, epochs: int | None = None,
-                      weight_decay: float | None = None) -> Figure:
-    """Validation loss over depth x width for one variant (final checkpoint, mean over seeds)."""
+                      weight_decay: float | None = None, vmin: float | None = None,
+                      vmax: float | None = None, ax: Any = None, cbar: bool = True) -> Figure:
+    """Validation loss over depth x width for one variant (final checkpoint, mean over seeds);
+    ``vmin``/``vmax`` fix the colour scale (shared across variants by ``loss_grid_heatmaps``)."""
     import seaborn as sns
 
-    rows = table[table["checkpoint"] == table["epochs"]]
+    rows = _final_rows(table)
     if epochs is not None:
         rows = rows[rows["epochs"] == epochs]
     if weight_decay is not None:
@@ -275,17 +435,114 @@ def loss_grid_heatmap(table: pd.DataFrame, epochs: int | None = None,
         raise ValueError(f"loss_grid_heatmap needs exactly one variant, found (epochs, weight_decay) "
                          f"{variants}; pass epochs= and weight_decay=")
     grid = rows.pivot_table(index="depth", columns="width", values=LOSS, aggfunc="mean")  # (L, d)
-    fig, ax = plt.subplots(figsize=(1.3 * grid.shape[1] + 3, 0.9 * grid.shape[0] + 2))
-    sns.heatmap(grid, annot=True, fmt=".2f", cmap="rocket_r", ax=ax, cbar_kws={"label": LOSS_LABEL})
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.3 * grid.shape[1] + 3, 0.9 * grid.shape[0] + 2))
+    else:
+        fig = ax.figure
+    sns.heatmap(grid, annot=True, fmt=".2f", cmap="rocket_r", ax=ax, vmin=vmin, vmax=vmax, cbar=cbar,
+                cbar_kws={"label": LOSS_LABEL} if cbar else None)
     ep, wd = variants[0]
-    ax.set(xlabel="width d", ylabel="depth L", title=f"Validation loss, {ep} epochs, weight decay {wd:g}")
+    ax.set(xlabel="width d", ylabel="depth L", title=f"{ep} epoch{'s' if ep != 1 else ''}, weight decay {wd:g}")
+    return fig
+
+
+def loss_grid_heatmaps(table: pd.DataFrame, ncols: int = 2) -> Figure:
+    """Validation loss over depth x width, one panel per variant (epochs, weight decay), all on
+    one colour scale with one colour bar (final checkpoints, mean over seeds)."""
+    rows = _final_rows(table)
+    variants = sorted(set(zip(rows["epochs"], rows["weight_decay"], strict=True)))
+    if not variants:
+        raise ValueError("loss_grid_heatmaps needs finished runs (checkpoint == epochs)")
+    means = rows.groupby(["epochs", "weight_decay", "depth", "width"])[LOSS].mean()
+    vmin, vmax = float(means.min()), float(means.max())
+    n_d, n_w = rows["depth"].nunique(), rows["width"].nunique()
+    fig, axes = _grid(len(variants), ncols, panel_size=(1.2 * n_w + 2.0, 0.8 * n_d + 1.6))
+    for ax, (ep, wd) in zip(axes, variants, strict=True):
+        loss_grid_heatmap(rows, epochs=ep, weight_decay=wd, vmin=vmin, vmax=vmax, ax=ax, cbar=False)
+    mappable = plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap="rocket_r")
+    bar = fig.colorbar(mappable, ax=axes, label=LOSS_LABEL, shrink=0.9)
+    inner = [t for t in ticker.MaxNLocator(4).tick_values(vmin, vmax)
+             if vmin + 0.12 * (vmax - vmin) < t < vmax - 0.12 * (vmax - vmin)]
+    bar.set_ticks([vmin, *inner, vmax], labels=[f"{t:.2f}" for t in (vmin, *inner, vmax)])
+    fig.suptitle("Final validation loss by depth × width (one colour scale; mean over seeds)")
+    return fig
+
+
+TABLE1_COLUMNS = {  # column of lib.analysis.table1 -> header; others are shown under their name
+    "n": "n", "r": "Pearson r", "r2": "R²", "spearman": "Spearman ρ", "p": "p", "p_holm": "Holm p"}
+
+
+def _format_p(p: float, m: float | None) -> str:
+    """A permutation p: '< 1e-4' where it is the smallest the test can give (1/(m+1))."""
+    if not np.isfinite(p):
+        return "–"
+    if p == 0:  # a table written without its permutation count
+        return "≈ 0"
+    if m is not None and np.isfinite(m) and m > 0 and p <= (1 + 1e-9) / (m + 1):
+        return f"< {1.0 / m:.0e}".replace("e-0", "e-")
+    return f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
+
+
+def table1_cells(perm_df: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 as text: measure label, then every numeric column of ``perm_df`` (signed r with
+    sign, R², p columns as '< 1e-4' at the resolution limit); ``m`` and flags are left out."""
+    m = perm_df["m"] if "m" in perm_df else pd.Series(np.nan, index=perm_df.index)
+    cols = [c for c in perm_df.columns if c not in ("measure", "m", "significant", "note")
+            and pd.api.types.is_numeric_dtype(perm_df[c]) and not pd.api.types.is_bool_dtype(perm_df[c])]
+    cols = sorted(cols, key=lambda c: list(TABLE1_COLUMNS).index(c) if c in TABLE1_COLUMNS else 99)
+    out = {"measure": [MEASURE_INFO[x].label if x in MEASURE_INFO else x for x in perm_df["measure"]]}
+    for c in cols:
+        v = perm_df[c].astype(float)
+        if c == "n":
+            text = [f"{x:.0f}" if np.isfinite(x) else "–" for x in v]
+        elif c == "p" or c.startswith("p_"):
+            text = [_format_p(x, mm) for x, mm in zip(v, m, strict=True)]
+        elif c in ("r", "spearman"):
+            text = [f"{x:+.2f}" if np.isfinite(x) else "–" for x in v]
+        else:
+            text = [f"{x:.2f}" if np.isfinite(x) else "–" for x in v]
+        out[TABLE1_COLUMNS.get(c, c)] = text
+    return pd.DataFrame(out)
+
+
+def table1_figure(perm_df: pd.DataFrame, alpha: float = 0.05) -> Figure:
+    """Table 1 drawn as a table: one row per measure, signed r, R², p and adjusted p; rows
+    significant at ``alpha`` (Holm-adjusted p when present) in bold on a tinted band."""
+    cells = table1_cells(perm_df)
+    p_col = "p_holm" if "p_holm" in perm_df else "p"
+    significant = (perm_df[p_col].astype(float) < alpha).to_numpy()
+    fig, ax = plt.subplots(figsize=(0.9 * len(cells.columns) + 3.8, 0.3 * (len(cells) + 1) + 0.8))
+    ax.set_axis_off()
+    table = ax.table(cellText=cells.to_numpy(), colLabels=list(cells.columns), loc="center",
+                     cellLoc="right", colLoc="right")
+    table.auto_set_font_size(False)
+    table.set_fontsize(10)
+    table.auto_set_column_width(list(range(len(cells.columns))))
+    for (row, col), cell in table.get_celld().items():
+        cell.set_edgecolor("0.85")
+        cell.set_linewidth(0.5)
+        if col == 0:
+            cell.set_text_props(ha="left")
+            cell._loc = "left"
+        if row == 0:
+            cell.set_text_props(weight="bold")
+            cell.set_facecolor("0.93")
+        elif significant[row - 1]:
+            cell.set_text_props(weight="bold")
+            cell.set_facecolor("#fde3d6")
+    table.scale(1, 1.35)
+    n = int(perm_df["n"].iloc[0]) if "n" in perm_df and len(perm_df) else len(perm_df)
+    m = f", {int(perm_df['m'].iloc[0]):,} permutations" if "m" in perm_df else ""
+    adj = "Holm-adjusted p" if p_col == "p_holm" else "p"
+    ax.set_title(f"Table 1 · permutation test over {n} seed-only replicas{m}\n"
+                 f"bold: {adj} < {alpha:g}; r, R², ρ: with validation loss", fontsize="medium")
     return fig
 
 
 def permutation_figure(perm_df: pd.DataFrame, null_samples: Mapping[str, np.ndarray] | None = None,
                        ncols: int = 4) -> Figure:
-    """Table 1 as a figure: per measure the null distribution of r (histogram, when given) with
-    the observed ±r marked, or else a bar chart of |r| coloured by significance, p annotated."""
+    """Table 1 as a figure: the table (``table1_figure``), or, given ``null_samples``, per
+    measure the null distribution of r (histogram) with the observed ±r marked."""
     if perm_df["r"].isna().all():  # too few replicas: say so on the figure itself
         fig, ax = plt.subplots(figsize=(9, 2))
         note = perm_df["note"].iloc[0] if "note" in perm_df else "no permutation results"
@@ -293,16 +550,7 @@ def permutation_figure(perm_df: pd.DataFrame, null_samples: Mapping[str, np.ndar
         ax.set_axis_off()
         return fig
     if null_samples is None:
-        fig, ax = plt.subplots(figsize=(9, 0.45 * len(perm_df) + 1.5))
-        colors = ["tab:red" if s else "0.6" for s in perm_df["significant"]]
-        labels = [MEASURE_INFO[m].label if m in MEASURE_INFO else m for m in perm_df["measure"]]
-        ax.barh(labels, perm_df["r"].abs(), color=colors)
-        for yi, (r, p) in enumerate(zip(perm_df["r"].abs(), perm_df["p"], strict=True)):
-            ax.text(r, yi, f"  p = {p:.3f}", va="center", fontsize="x-small")
-        ax.set(xlabel="|Pearson r| with validation loss", xlim=(0, 1.3),
-               title="Permutation test (red: p < 0.05)")
-        ax.invert_yaxis()
-        return fig
+        return table1_figure(perm_df)
     rows = perm_df[perm_df["measure"].isin(list(null_samples))]
     fig, axes = _grid(len(rows), ncols, panel_size=(4.2, 3.2))
     for ax, (_, row) in zip(axes, rows.iterrows(), strict=True):
@@ -311,7 +559,90 @@ def permutation_figure(perm_df: pd.DataFrame, null_samples: Mapping[str, np.ndar
             ax.axvline(sign * abs(row["r"]), color="tab:red", lw=1.5)
         ax.set(xlabel="Pearson r under permutation", ylabel="permutations",
                title=MEASURE_INFO[row["measure"]].label if row["measure"] in MEASURE_INFO else row["measure"])
-        ax.text(0.03, 0.95, f"p = {row['p']:.3f}", transform=ax.transAxes, va="top", fontsize="small")
+        ax.text(0.03, 0.95, f"p = {_format_p(row['p'], row.get('m'))}", transform=ax.transAxes,
+                va="top", fontsize="small")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# What 01_train and 02_extract show while stepping through
+
+
+def corpus_sizes(corpus: Any) -> pd.DataFrame:
+    """Sizes of a prepared corpus (``lib.data.PreparedCorpus``) as a small table."""
+    T = corpus.context_len
+    rows = [("vocabulary (classes)", corpus.vocab_size), ("context length (tokens per block)", T),
+            ("training blocks", corpus.n_train_blocks), ("training tokens", corpus.n_train_blocks * T),
+            ("training next-token targets", corpus.n_train_blocks * (T - 1)),
+            ("validation blocks", corpus.n_val_blocks), ("validation tokens", corpus.n_val_blocks * T)]
+    return pd.DataFrame(rows, columns=["quantity", "value"]).set_index("quantity")
+
+
+def token_frequency_rank(blocks: np.ndarray, tokenizer: Any = None, label_top: int = 8) -> Figure:
+    """Next-token target counts of the training blocks by frequency rank (log-log), the most
+    frequent tokens named; the classes' sample sizes every later statistic rests on."""
+    targets = np.asarray(blocks)[:, 1:].ravel()
+    counts = np.bincount(targets)
+    order = np.argsort(-counts, kind="stable")
+    ranked = counts[order]
+    seen = ranked[ranked > 0]
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    ax.plot(np.arange(1, len(seen) + 1), seen, color="tab:blue", lw=1.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for rank in range(min(label_top, len(seen))):
+        tok = order[rank]
+        text = tokenizer.decode([int(tok)]) if tokenizer is not None else str(tok)
+        ax.annotate(repr(text), (rank + 1, seen[rank]), fontsize="x-small", rotation=30,
+                    xytext=(3, 3), textcoords="offset points")
+    vocab = len(counts) if tokenizer is None else max(len(counts), len(tokenizer))
+    ax.set(xlabel="frequency rank of token (log scale)", ylabel="training targets (log scale)",
+           title=f"Token frequency: {len(seen):,} of {vocab:,} classes occur, "
+                 f"{len(targets):,} targets")
+    return fig
+
+
+def stats_contents(stats: Mapping[str, Any], metadata: Mapping[str, str]) -> pd.DataFrame:
+    """What a stats file holds: each tensor's shape, dtype and a one-line summary, then the
+    pass metadata (blocks and tokens per pass)."""
+    rows = []
+    for name, t in stats.items():
+        a = t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
+        summary = (f"total {a.sum():,.0f}, {int((a > 0).sum()):,} nonzero" if a.ndim == 1
+                   else f"mean |x| {np.abs(a).mean():.3g}")
+        rows.append({"entry": name, "shape": " × ".join(map(str, a.shape)), "dtype": str(a.dtype),
+                     "summary": summary})
+    for key in sorted(k for k in metadata if k.startswith("pass") and k.endswith(("_blocks", "_tokens"))):
+        value = str(metadata[key])
+        rows.append({"entry": key, "shape": "", "dtype": "metadata",
+                     "summary": f"{int(value):,}" if value.isdigit() else value})
+    return pd.DataFrame(rows).set_index("entry")
+
+
+def class_count_thresholds(counts: np.ndarray, thresholds: Sequence[int] = (1, 5, 20)) -> pd.DataFrame:
+    """How many classes have fewer than each threshold of training samples."""
+    c = np.asarray(counts)
+    return pd.DataFrame({"classes with count <": list(thresholds),
+                         "classes": [int((c < t).sum()) for t in thresholds],
+                         "of vocabulary": [f"{(c < t).mean():.1%}" for t in thresholds]}
+                        ).set_index("classes with count <")
+
+
+def class_count_figure(counts: np.ndarray, thresholds: Sequence[int] = (1, 5, 20)) -> Figure:
+    """Histogram of per-class sample counts (log bins) with the sample thresholds marked."""
+    c = np.asarray(counts)
+    seen = c[c > 0]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    if len(seen):
+        bins = np.unique(np.geomspace(1, seen.max() + 1, 40).astype(int))
+        ax.hist(seen, bins=bins, color="tab:blue", alpha=0.8)
+    ax.set_xscale("log")
+    for t in thresholds:
+        ax.axvline(t, color="tab:red", lw=1, ls="--")
+        ax.text(t, 0.97, f" < {t}: {int((c < t).sum()):,}", transform=ax.get_xaxis_transform(),
+                color="tab:red", fontsize="x-small", va="top")
+    ax.set(xlabel="training samples per class (log scale)", ylabel="classes",
+           title=f"Class counts: {len(seen):,} of {len(c):,} classes seen, {int(c.sum()):,} samples")
     return fig
 
 

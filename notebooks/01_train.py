@@ -15,18 +15,47 @@
 # %% [markdown]
 # # 01 · Train the population
 #
-# Reads the profile `profiles/<profile>.yaml` and trains every run of its grid — widths × depths × variants (epochs, weight decay) plus the seed-only replicas — into `<out_dir>/models/<run>/checkpoint-<epoch>/`. Finished runs are skipped, interrupted ones resume from their last epoch. Writes nothing else; `02_extract` reads the checkpoints.
+# Reads the profile `profiles/<profile>.yaml` and trains every run of its grid — widths × depths × variants (epochs, weight decay) plus the seed-only replicas — into `<out_dir>/models/<run>/checkpoint-<epoch>/`. Finished runs are skipped, interrupted ones resume from their last epoch. `02_extract` reads the checkpoints.
+#
+# To step through: set `profile` below (`smoke` runs in minutes, offline) and run the cells in order. Every other setting comes from the profile; figures go to `figures/<profile>/`.
 
 # %% tags=["parameters"]
-profile = "smoke"  # profiles/<name>.yaml
-progress = True  # tqdm progress bars (papermill runs turn them off)
+profile = "smoke"  # profiles/<name>.yaml: the single source of every other value
+progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib import analysis, dispatch, plots, train
-from lib.profiles import load_profile
+from lib import analysis, paper, pipeline, plots
 
-cfg = load_profile(profile)
-plots.apply_style()
+cfg = paper.notebook_setup(profile, progress=progress)
+cfg
+
+# %% [markdown]
+# ## The corpus
+#
+# The text is tokenized once (a byte-level BPE trained on the training split, or the pretrained tokenizer the profile names) and cut into blocks of `context_len` tokens; the cache is reused by every later step. Each block gives `context_len - 1` next-token targets: the classes whose features `02_extract` collects.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+corpus = pipeline.prepare_profile_corpus(cfg.profile, progress=cfg.progress)
+
+# %%
+plots.corpus_sizes(corpus)
+
+# %% [markdown]
+# A training block, decoded, and its first tokens as the model sees them:
+
+# %%
+tokenizer = corpus.tokenizer()
+block = corpus.train_blocks()[0]
+print(tokenizer.decode(block.tolist()))
+print(tokenizer.convert_ids_to_tokens(block[:24].tolist()))
+
+# %% [markdown]
+# How often each token occurs as a training target, by frequency rank (log-log; a Zipf-like line). The rare classes on the right are the ones `02_extract` sees only a handful of times.
+
+# %%
+fig = plots.token_frequency_rank(corpus.train_blocks(), tokenizer)
+plots.show_and_save(fig, "corpus_token_frequency", cfg)
 
 # %% [markdown]
 # ## The grid
@@ -34,43 +63,37 @@ plots.apply_style()
 # One row per training run, with its estimated cost (FLOPs from 6·N·tokens plus attention; GPU-hours at the profile's assumed utilisation).
 
 # %%
-jobs = dispatch.dry_run(cfg)
+jobs = pipeline.dry_run(cfg.profile)
 jobs
 
 # %% [markdown]
 # ## Train
 #
-# The corpus is tokenized once and cached; each run trains with AdamW and linear decay, one checkpoint per epoch. This is the long step.
+# Each run trains with AdamW and linear decay, one checkpoint per epoch. This is the long step: the outer bar counts runs (with an ETA), the inner one the batches of the current run.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-corpus = train.prepare_profile_corpus(cfg, progress=progress)
-dispatch.train_all(cfg, corpus=corpus, progress=progress)
-
-# %%
-print(f"corpus: {corpus.n_train_blocks} train blocks, {corpus.n_val_blocks} validation "
-      f"blocks of {corpus.context_len} tokens; vocabulary {corpus.vocab_size}")
+pipeline.train_all(cfg.profile, corpus=corpus, progress=cfg.progress)
 
 # %% [markdown]
 # ## Training curves
 #
-# Validation loss (nats per token) and top-1 accuracy after each epoch, one line per run, coloured by parameter count. Larger models should reach lower loss, and longer training should keep lowering it.
+# Validation loss (nats per token) and top-1 accuracy after each epoch, one line per run, coloured by parameter count; seed-only replicas of one architecture are drawn thin and dashed so they stay apart. Larger models should reach lower loss, and longer training should keep lowering it.
 
 # %%
 runs = analysis.load_run_results(cfg.out_path)
 fig = plots.training_curves(runs)
-plots.show_and_save(fig, "training_curves", profile)
+plots.show_and_save(fig, "training_curves", cfg)
 
 # %% [markdown]
 # ## Validation loss over width × depth
 #
-# Final validation loss of each architecture for every variant (epochs, weight decay): the spread the correlations of `04_correlate` rely on.
+# Final validation loss of each architecture for every variant (epochs, weight decay), all on one colour scale: the spread the correlations of `04_correlate` rely on.
 
 # %%
 train_table = analysis.training_table(cfg.out_path, cfg.runs())
-for (epochs, wd), _ in train_table.groupby(["epochs", "weight_decay"]):
-    fig = plots.loss_grid_heatmap(train_table, epochs=epochs, weight_decay=wd)
-    plots.show_and_save(fig, f"loss_grid_e{epochs}_wd{wd:g}", profile)
+fig = plots.loss_grid_heatmaps(train_table)
+plots.show_and_save(fig, "loss_grid", cfg)
 
 # %% [markdown]
 # ## Summary

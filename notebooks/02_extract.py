@@ -15,28 +15,76 @@
 # %% [markdown]
 # # 02 · Extract the statistics
 #
-# For every measured checkpoint, three passes over the data (paper §4): pass 1 sums features per next-token class on the training blocks, pass 2 sums squared distances to those class means, pass 3 compares the LM head's decision with the nearest class centre on the validation blocks. Results go to `<out_dir>/stats/<run>-ck<epoch>/stats.safetensors`; finished files are skipped, interrupted passes resume.
+# For every measured checkpoint, the top-layer features of every next-token position are reduced to per-class statistics (paper §4): on the training blocks, per class $c$ the count $N_c$, the feature sum (giving the class mean $\mu_c$) and the within-class sum of squared distances to $\mu_c$; on the validation blocks, whether the LM head's decision agrees with the nearest class mean (NC4). Results go to `<out_dir>/stats/<run>-ck<epoch>/stats.safetensors`; finished files are skipped, interrupted passes resume.
+#
+# First one model, step by step, to see what the passes accumulate; then every other checkpoint.
 
 # %% tags=["parameters"]
-profile = "smoke"  # profiles/<name>.yaml
-progress = True  # tqdm progress bars
+profile = "smoke"  # profiles/<name>.yaml: the single source of every other value
+progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib import collect, dispatch, plots
-from lib.profiles import load_profile
+from lib import accumulate, paper, pipeline, plots, stats_file
+from lib.paths import Layout
 
-cfg = load_profile(profile)
-plots.apply_style()
+cfg = paper.notebook_setup(profile, progress=progress)
+cfg
+
+# %% [markdown]
+# ## One model
+#
+# The largest architecture's final checkpoint, collected on its own first (the bars count tokens per pass).
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-dispatch.collect_all(cfg, progress=progress)
+corpus = pipeline.prepare_profile_corpus(cfg.profile, progress=cfg.progress)
+ck = max(cfg.checkpoints(), key=lambda c: (c.width * c.depth, c.checkpoint or 0, -c.seed))
+path = Layout(cfg.out_path).stats(ck)
+if not pipeline.is_collected(cfg.profile, ck):
+    pipeline.collect_checkpoint(cfg.profile, ck, corpus, progress=cfg.progress)
+print(f"model {ck}: {paper.short(path)}")
+
+# %% [markdown]
+# What the file holds: per-class tensors over the vocabulary (`V` classes, features of width `D`), and the metadata that records the blocks and tokens each pass read.
+
+# %%
+stats, meta = stats_file.read_stats(path)
+plots.stats_contents(stats, meta)
+
+# %% [markdown]
+# ### How many samples does each class get?
+#
+# Every measure is built from class means, so a class seen once has a mean but no within-class spread, and a class never seen has neither. The histogram shows the class counts $N_c$ (log scale); the table how many of the vocabulary's classes fall below each threshold.
+
+# %%
+counts = stats["counts"].numpy()
+fig = plots.class_count_figure(counts, thresholds=(1, 5, 20))
+plots.show_and_save(fig, "class_counts", cfg)
+plots.class_count_thresholds(counts, thresholds=(1, 5, 20))
+
+# %% [markdown]
+# ### The passes are tied by the class means
+#
+# The validation pass decides each token's nearest class mean with the means of *this* file's training pass. The file records a hash of the means it used; it must equal the hash of the means recomputed from the stored counts and sums.
+
+# %%
+recomputed = accumulate.means_hash(accumulate.class_means(stats["counts"], stats["sums"]))
+print(f"recorded means hash   {meta['means_hash'][:16]}…")
+print(f"recomputed means hash {recomputed[:16]}…  tied: {recomputed == meta['means_hash']}")
+
+# %% [markdown]
+# ## Every checkpoint
+#
+# The same for the rest of the population (finished files are skipped; the outer bar counts checkpoints).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+pipeline.collect_all(cfg.profile, corpus=corpus, progress=cfg.progress)
 
 # %% [markdown]
 # ## What was collected
 #
-# One row per checkpoint: number of classes (tokens seen as a next-token target), tokens in each pass, and the hash tying passes 2 and 3 to the pass-1 means.
+# One row per checkpoint: number of classes (tokens seen as a next-token target), tokens in each pass, and whether the later sums used this file's own class means.
 
 # %%
-overview = collect.stats_overview(cfg.out_path / "stats")
-overview
+stats_file.stats_overview(cfg.out_path / "stats")

@@ -18,25 +18,26 @@
 # Computes every measure of paper §5 (NC1, NC2, GNC2, NC3, UNC3, NC4) from each checkpoint's statistics into `<out_dir>/metrics/`, then writes the results table `runs/<profile>/results.csv`: one row per model with its run specification, size, validation loss and accuracy, and every measure.
 
 # %% tags=["parameters"]
-profile = "smoke"  # profiles/<name>.yaml
-results_table = "runs/smoke/results.csv"  # where the table is written
-progress = True  # tqdm progress bars
+profile = "smoke"  # profiles/<name>.yaml: the single source of every other value
+progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
+results_table = None  # override: write the table elsewhere (needs output_dir too)
+output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib import analysis, dispatch, plots
-from lib.profiles import load_profile
+from lib import analysis, paper, pipeline
 
-cfg = load_profile(profile)
-plots.apply_style()
+cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir,
+                           progress=progress)
+cfg
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-dispatch.measure_all(cfg, progress=progress)
+pipeline.measure_all(cfg.profile, progress=cfg.progress)
 
 # %%
 table = analysis.build_results_table(cfg.out_path, cfg.checkpoints())
-analysis.save_table(table, results_table)
-print(f"{len(table)} models -> {results_table}")
+analysis.save_table(table, cfg.results_table)
+print(f"{len(table)} models -> {paper.short(cfg.results_table)}")
 
 # %% [markdown]
 # ## The results table

@@ -24,7 +24,7 @@ progress = True  # tqdm bars here; `make paper` sets False
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib import analysis, collect, data, dispatch, measure, paper, plots
+from lib import analysis, data, measure, paper, plots
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir,
                            progress=progress)

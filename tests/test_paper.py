@@ -1,16 +1,22 @@
-"""The notebook runner: parameters from one profile, stamps, every module importable, the CLI."""
+"""The notebook runner: one parameter route, the override guard, the output redirect, stamps,
+progress lines, every module importable, the CLI."""
 
 import importlib
+import os
 import pkgutil
+import shutil
 import subprocess
 import sys
 
+import matplotlib.pyplot as plt
 import nbformat
 import pytest
 
 import lib
-from lib.paper import STAGES, profile_parameters, stage_parameters, stage_stamp
-from lib.paths import NOTEBOOKS_DIR, REPO_ROOT
+from lib import paper, plots
+from lib.errors import UserError
+from lib.paper import ProgressWatcher, notebook_setup, stage_counter, stage_parameters, stage_stamp
+from lib.paths import REPO_ROOT
 from lib.profiles import load_profile
 
 
@@ -28,29 +34,98 @@ def _notebook(tmp_path, params_source):
     return path
 
 
+# --- one parameter route ---------------------------------------------------------------------
+
+
 def test_stage_parameters_pass_only_declared(tmp_path):
-    path = _notebook(tmp_path, 'profile = "x"\nprogress = True')
-    assert stage_parameters(path, {"profile": "smoke", "progress": False, "other": 1}) == {
-        "profile": "smoke", "progress": False}
+    path = _notebook(tmp_path, 'profile = "x"\nresults_table = None')
+    assert stage_parameters(path, {"profile": "smoke", "progress": False}) == {"profile": "smoke"}
 
 
-def test_stage_parameters_refuse_undeclared_gap(tmp_path):
-    path = _notebook(tmp_path, "mystery = 3")
-    with pytest.raises(ValueError, match="mystery"):
+def test_stage_parameters_refuse_names_outside_the_route(tmp_path):
+    path = _notebook(tmp_path, 'profile = "x"\nanalysis_seed = 3')
+    with pytest.raises(UserError, match="analysis_seed"):
         stage_parameters(path, {"profile": "smoke"})
 
 
-def test_every_source_notebook_gets_its_parameters_from_the_smoke_profile():
-    available = profile_parameters(load_profile("smoke"))
-    for stage in STAGES:
-        nb = nbformat.read(NOTEBOOKS_DIR / f"{stage}.ipynb", as_version=4)
-        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-        assert len(tagged) == 1, stage
-        assert not any(c.outputs for c in nb.cells if c.cell_type == "code"), f"{stage} has outputs"
-        assert stage_parameters(NOTEBOOKS_DIR / f"{stage}.ipynb", available)["profile"] == "smoke"
+def test_setup_derives_everything_from_the_profile():
+    cfg = notebook_setup("smoke", style=False)
+    root = paper.output_root()
+    assert cfg.profile == load_profile("smoke")
+    assert cfg.results_table == root / "runs" / "smoke" / "results.csv"
+    assert cfg.tables_dir == root / "runs" / "smoke"
+    assert cfg.figures_dir == root / "figures" / "smoke"
+    assert cfg.table_path("correlations.csv") == root / "runs" / "smoke" / "correlations.csv"
+    assert cfg.analysis == load_profile("smoke").analysis  # attributes fall through to the profile
+    assert cfg.progress is True
+    cpu = notebook_setup("cpu", style=False)
+    assert cpu.results_table == root / "runs" / "cpu" / "results.csv"  # no smoke default survives
 
 
-def test_stamp_changes_with_parameters_and_previous(tmp_path):
+def test_setup_refuses_another_profiles_table():
+    with pytest.raises(UserError, match=r"profile 'smoke''s table.*profile 'cpu'.*output_dir"):
+        notebook_setup("cpu", results_table="runs/smoke/results.csv", style=False)
+    with pytest.raises(UserError, match="not a profile's own table"):
+        notebook_setup("cpu", results_table="/tmp/elsewhere/results.csv", style=False)
+    # the profile's own table, spelled out, is fine
+    cfg = notebook_setup("smoke", results_table=paper.tables_dir_for("smoke") / "results.csv", style=False)
+    assert cfg.figures_dir == paper.figures_dir_for("smoke")
+
+
+def test_setup_override_with_output_dir(tmp_path):
+    cfg = notebook_setup("cpu", results_table="runs/smoke/results.csv", output_dir=tmp_path, style=False)
+    assert cfg.results_table == REPO_ROOT / "runs" / "smoke" / "results.csv"
+    assert cfg.tables_dir == tmp_path and cfg.figures_dir == tmp_path / "figures"
+
+
+# --- nothing clobbered -------------------------------------------------------------------------
+
+
+def test_tests_write_outputs_to_a_temporary_root():
+    root = paper.output_root()
+    assert os.environ.get(paper.OUTPUT_ROOT_ENV) and root != REPO_ROOT
+    assert not root.is_relative_to(REPO_ROOT)
+    assert (root / "runs" / "smoke" / "results.csv").is_file()  # seeded with the committed tables
+
+
+def _tracked_status() -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--", "figures", "runs"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (REPO_ROOT / ".git").exists(), reason="no git")
+def test_save_paths_under_the_redirect_leave_tracked_files_alone():
+    from lib import analysis
+
+    before = _tracked_status()
+    cfg = notebook_setup("smoke", style=False)
+    for where in (cfg, "smoke"):  # a notebook's cfg and a bare profile name
+        fig, ax = plt.subplots()
+        ax.plot([1, 2], [2, 1])
+        paths = plots.save_figure(fig, "training_curves", where)
+        assert all(p.parent == paper.output_root() / "figures" / "smoke" for p in paths)
+    table = analysis.load_table(cfg.results_table)
+    analysis.save_table(table, cfg.table_path("results.csv"))
+    assert _tracked_status() == before
+
+
+def test_figures_are_byte_stable(tmp_path):
+    def draw():
+        fig, ax = plt.subplots()
+        ax.scatter([1, 2, 3], [3, 1, 2], c=[1, 2, 3])
+        ax.set_title("stable")
+        return fig
+
+    first = [p.read_bytes() for p in plots.save_figure(draw(), "a", "t", figures_dir=tmp_path)]
+    second = [p.read_bytes() for p in plots.save_figure(draw(), "a", "t", figures_dir=tmp_path)]
+    assert first == second
+    assert b"Software" not in first[0] and b"matplotlib.org" not in first[1].split(b"<svg", 1)[1][:400]
+
+
+# --- stamps and progress ---------------------------------------------------------------------
+
+
+def test_stamp_changes_with_parameters_previous_and_output_root(tmp_path, monkeypatch):
     path = _notebook(tmp_path, "a = 1")
     profile_file = REPO_ROOT / "profiles" / "smoke.yaml"
     base = stage_stamp(path, {"a": 1}, profile_file, "", "lib")
@@ -58,6 +133,49 @@ def test_stamp_changes_with_parameters_and_previous(tmp_path):
     assert base != stage_stamp(path, {"a": 2}, profile_file, "", "lib")
     assert base != stage_stamp(path, {"a": 1}, profile_file, "prev", "lib")
     assert base != stage_stamp(path, {"a": 1}, profile_file, "", "lib changed")
+    monkeypatch.setenv(paper.OUTPUT_ROOT_ENV, str(tmp_path))
+    assert base != stage_stamp(path, {"a": 1}, profile_file, "", "lib")
+
+
+def test_progress_counts_finished_runs_from_their_files(tmp_path):
+    from lib.profiles import Profile
+
+    profile = Profile.from_dict({**load_profile("smoke").as_dict(), "out_dir": str(tmp_path)})
+    count = stage_counter("01_train", profile)
+    done, total, unit, current = count()
+    assert (done, total, unit, current) == (0, len(profile.runs()), "runs trained", "-")
+    first, second = profile.runs()[:2]
+    (tmp_path / "models" / str(first)).mkdir(parents=True)
+    (tmp_path / "models" / str(first) / "results.json").write_text('{"status": "complete"}')
+    (tmp_path / "models" / str(second)).mkdir(parents=True)
+    (tmp_path / "models" / str(second) / "results.json").write_text('{"status": "running"}')
+    done, _, _, current = count()
+    assert done == 1 and current == str(second)
+    assert stage_counter("04_correlate", profile) is None
+    ck = profile.checkpoints()[0]
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / f"{ck}.json").write_text("{}")
+    assert stage_counter("03_measure", profile)()[0] == 1
+
+
+def test_progress_watcher_emits_lines_on_change_and_heartbeat():
+    state = {"done": 0}
+    lines: list[str] = []
+    counter = lambda: (state["done"], 4, "runs trained", "L1-d8")  # noqa: E731
+    with ProgressWatcher("01_train", counter, heartbeat_s=0.3, poll_s=0.05, emit=lines.append) as w:
+        import time
+
+        time.sleep(0.4)
+        state["done"] = 1
+        time.sleep(0.2)
+        assert "1/4 runs trained" in w.line() and "ETA" in w.line()
+    assert any("0/4 runs trained · now L1-d8" in s for s in lines)  # heartbeat
+    assert any("1/4 runs trained" in s for s in lines)  # change
+    no_counter = ProgressWatcher("04_correlate", None)
+    assert "running" in no_counter.line() and "elapsed" in no_counter.line()
+
+
+# --- CLI -------------------------------------------------------------------------------------
 
 
 def test_cli_lists_every_command():
@@ -70,5 +188,6 @@ def test_cli_lists_every_command():
 def test_cli_paper_unknown_profile_fails_clearly():
     proc = subprocess.run([sys.executable, "-m", "lib", "paper", "--profile", "nope"],
                           capture_output=True, text=True, cwd=REPO_ROOT)
-    assert proc.returncode == 1
-    assert "unknown profile 'nope'" in proc.stdout
+    assert proc.returncode in (1, 2)
+    assert "unknown profile 'nope'" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr

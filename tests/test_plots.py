@@ -126,15 +126,81 @@ def test_training_curves_and_heatmap():
         plots.loss_grid_heatmap(table)
 
 
-def test_permutation_figures():
+def test_permutation_figure_is_a_table_with_signed_r_and_resolution_limited_p():
     table = small_table()
     perm = analysis.permutation_test(table, ["nc1_cdnv", "nc4_agreement"], n_permutations=200)
+    perm = perm.assign(p_holm=perm["p"] * 2, m=200)
+    perm.loc[0, "p"] = 1 / 201  # no permuted |r| reached the observed one
+    cells = plots.table1_cells(perm)
+    assert list(cells.columns[:3]) == ["measure", "n", "Pearson r"]
+    assert {"R²", "p", "Holm p"} <= set(cells.columns) and "m" not in cells.columns
+    assert cells["p"].iloc[0] == "< 5e-3"
+    assert cells["Pearson r"].iloc[0] == f"{perm['r'].iloc[0]:+.2f}"  # sign kept
+    assert cells["R²"].iloc[1] == f"{perm['r2'].iloc[1]:.2f}"
     fig = plots.permutation_figure(perm)
-    assert len([t for t in fig.axes[0].texts if "p = " in t.get_text()]) == 2
+    texts = [c.get_text().get_text() for c in fig.axes[0].tables[0].get_celld().values()]
+    assert "Holm p" in texts and "< 5e-3" in texts and "NC1: CDNV" in texts
     x, mask, _ = analysis.transformed(table, "nc1_cdnv")
     null = {"nc1_cdnv": analysis.permutation_null(x, table.loc[mask, "val_loss"].to_numpy(), 200, 0)}
     fig = plots.permutation_figure(perm, null)
     assert len(fig.axes) == 1 and "p = " in fig.axes[0].texts[0].get_text()
+
+
+def test_scaling_figures_say_what_they_aggregate():
+    figs = plots.scaling_figures(small_table(), ["nc1_cdnv", "nc4_agreement"])
+    assert list(figs) == ["scaling_size", "scaling_width", "scaling_training"]
+    assert "no averaging" in figs["scaling_size"].get_suptitle()
+    assert "mean over weight decay and seeds" in figs["scaling_width"].get_suptitle()
+    assert "mean over depth and seeds" in figs["scaling_training"].get_suptitle()
+    width_panel = figs["scaling_width"].axes[0]
+    assert width_panel.get_yscale() == "log" and len(width_panel.lines) == 2  # one line per depth
+    labels = [t.get_text() for t in figs["scaling_width"].legends[0].get_texts()]
+    assert labels == ["depth 1", "depth 2"]
+
+
+def test_loss_heatmaps_share_one_colour_scale():
+    table = small_table()
+    fig = plots.loss_grid_heatmaps(table)
+    meshes = [ax.collections[0] for ax in fig.axes if ax.collections and ax.get_title()]
+    assert len(meshes) == 2
+    assert len({(m.norm.vmin, m.norm.vmax) for m in meshes}) == 1
+    final = table[table["checkpoint"] == table["epochs"]]
+    assert meshes[0].norm.vmin == pytest.approx(final["val_loss"].min())
+    bar = [ax for ax in fig.axes if ax.get_ylabel() == plots.LOSS_LABEL and not ax.get_title()][0]
+    labels = [t.get_text() for t in bar.get_yticklabels()]
+    assert labels[0] == f"{final['val_loss'].min():.2f}" and labels[-1] == f"{final['val_loss'].max():.2f}"
+
+
+def test_colour_bar_labelled_at_both_ends_and_replicas_spread():
+    results = {f"L1-d32-e1-wd0.0005-s{s}": {"n_params": 82_300.0, "checkpoints": [
+        {"epoch": 1, "val_loss": 5.1, "val_acc": 0.16}]} for s in range(3)}
+    results["L2-d64-e1-wd0.0005-s0"] = {"n_params": 1.07e6, "checkpoints": [
+        {"epoch": 1, "val_loss": 4.5, "val_acc": 0.2}]}
+    fig = plots.training_curves(results)
+    xs = sorted(float(line.get_xdata()[0]) for line in fig.axes[0].lines if len(line.get_xdata()))
+    assert len(set(xs)) == 4  # three replicas offset from each other and from the grid run
+    bar = [ax for ax in fig.axes if ax.get_ylabel() == "parameters"][0]
+    fig.canvas.draw()
+    labels = [t.get_text() for t in bar.get_yticklabels()]
+    assert labels[0] == "82.3k" and labels[-1] == "1.07M"
+
+
+def test_log_ticks_have_one_label_each():
+    for low, high in ((0.68, 0.78), (0.05, 0.6), (82_000, 1.07e6)):
+        ticks = plots._geometric_ticks(low, high)
+        assert 2 <= len(ticks) <= 5 and len(set(ticks)) == len(ticks)
+        assert all(low * 0.999 <= t <= high * 1.001 for t in ticks)
+
+
+def test_step_through_helpers():
+    blocks = np.array([[0, 1, 2, 2, 3], [3, 2, 2, 1, 0]])
+    fig = plots.token_frequency_rank(blocks)
+    np.testing.assert_array_equal(fig.axes[0].lines[0].get_ydata(), [4, 2, 1, 1])
+    counts = np.array([0, 0, 3, 7, 30, 1])
+    thresholds = plots.class_count_thresholds(counts, (1, 5, 20))
+    assert thresholds["classes"].tolist() == [2, 4, 5]
+    fig = plots.class_count_figure(counts, (1, 5, 20))
+    assert "4 of 6 classes seen" in fig.axes[0].get_title()
 
 
 def test_token_frequency_figure_highlights_names():

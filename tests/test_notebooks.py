@@ -1,0 +1,127 @@
+"""The source notebooks: each .ipynb is the output-free twin of its py:percent source, with a
+title, one tagged parameters cell, the one setup call, and thin calls into lib."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from lib.paper import (
+    PARAMETERS,
+    STAGES,
+    notebook_from_source,
+    notebook_text,
+    stage_parameters,
+    sync_notebooks,
+)
+from lib.paths import NOTEBOOKS_DIR, REPO_ROOT
+
+MAX_CELL_LINES = 16  # a code cell longer than this belongs in lib/
+
+
+def _cells(stage: str) -> list[dict]:
+    return json.loads((NOTEBOOKS_DIR / f"{stage}.ipynb").read_text(encoding="utf-8"))["cells"]
+
+
+def _code(stage: str) -> list[dict]:
+    return [c for c in _cells(stage) if c["cell_type"] == "code"]
+
+
+def _source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+def test_every_stage_has_both_twins_and_nothing_else_is_paired():
+    assert sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb")) == list(STAGES)
+    assert sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.py")) == list(STAGES)
+    assert not list((REPO_ROOT / "runs").glob("*/*.py")), "executed copies must not get .py twins"
+
+
+def test_jupytext_pairs_notebooks_only():
+    from jupytext.config import load_jupytext_config
+
+    config = load_jupytext_config(str(NOTEBOOKS_DIR / "01_train.ipynb"))
+    assert "py:percent" in config.default_formats(str(NOTEBOOKS_DIR / "01_train.ipynb"))
+    assert config.default_formats(str(REPO_ROOT / "runs" / "cpu" / "01_train.ipynb")) is None
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_ipynb_is_in_sync_with_its_py_source(stage):
+    expected = notebook_text(notebook_from_source(NOTEBOOKS_DIR / f"{stage}.py"))
+    actual = (NOTEBOOKS_DIR / f"{stage}.ipynb").read_text(encoding="utf-8")
+    assert actual == expected, (f"notebooks/{stage}.ipynb differs from its .py source; "
+                                "run `make notebooks` (python -m lib paper --sync-notebooks)")
+
+
+def test_sync_check_reports_without_writing():
+    assert sync_notebooks(check=True) == []
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_outputs_and_no_execution_counts(stage):
+    for cell in _code(stage):
+        assert cell["outputs"] == [], f"{stage}: a code cell carries outputs"
+        assert cell["execution_count"] is None, f"{stage}: a code cell carries an execution count"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_title_parameters_and_setup(stage):
+    cells = _cells(stage)
+    assert cells[0]["cell_type"] == "markdown" and _source(cells[0]).startswith(f"# {stage[:2]} · ")
+    code = _code(stage)
+    tagged = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
+    assert len(tagged) == 1 and tagged[0]["id"] == code[0]["id"], f"{stage}: the first code cell is the parameters cell"
+    declared = stage_parameters(NOTEBOOKS_DIR / f"{stage}.ipynb", {"profile": "smoke", "progress": False})
+    assert declared["profile"] == "smoke"
+    names = {t.id for node in ast.parse(_source(code[0])).body for t in getattr(node, "targets", [])}
+    assert "profile" in names and names <= set(PARAMETERS), f"{stage} declares {sorted(names)}"
+    assert "paper.notebook_setup(profile" in _source(code[1]), f"{stage}: setup cell must call notebook_setup"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_code_cells_are_thin_calls_into_lib(stage):
+    for cell in _code(stage):
+        src = _source(cell)
+        tree = ast.parse(src)
+        for node in ast.walk(tree):
+            assert not isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)), \
+                f"{stage}: define functions in lib/, not in a notebook cell"
+            if isinstance(node, ast.ImportFrom):
+                assert (node.module or "").split(".")[0] == "lib", f"{stage}: imports {node.module}"
+            if isinstance(node, ast.Import):
+                assert all(a.name.split(".")[0] == "lib" for a in node.names), f"{stage}: imports outside lib"
+        lines = [ln for ln in src.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        assert len(lines) <= MAX_CELL_LINES, f"{stage}: a {len(lines)}-line cell belongs in lib/"
+
+
+def test_notebook_from_source_is_deterministic(tmp_path):
+    src = tmp_path / "07_demo.py"
+    src.write_text('# %% [markdown]\n# # 07 · Demo\n\n# %% tags=["parameters"]\nprofile = "smoke"\n\n'
+                   "# %%\nx = 1\n", encoding="utf-8")
+    first = notebook_text(notebook_from_source(src))
+    assert first == notebook_text(notebook_from_source(src))
+    nb = json.loads(first)
+    assert [c["id"] for c in nb["cells"]] == ["07_demo-00", "07_demo-01", "07_demo-02"]
+    assert nb["cells"][1]["metadata"] == {"tags": ["parameters"]}
+
+
+def test_sync_writes_an_edited_ipynb_back_to_its_py(tmp_path):
+    import os
+
+    import jupytext
+
+    src = tmp_path / "07_demo.py"
+    src.write_text('# %% [markdown]\n# # 07 · Demo\n\n# %%\nx = 1\n', encoding="utf-8")
+    sync_notebooks(tmp_path)
+    nb_path = tmp_path / "07_demo.ipynb"
+    nb = jupytext.read(nb_path)
+    nb.cells[1].source = "x = 2"
+    jupytext.write(nb, nb_path)
+    os.utime(nb_path, (src.stat().st_mtime + 10,) * 2)  # edited after the .py
+    sync_notebooks(tmp_path)
+    assert "x = 2" in src.read_text(encoding="utf-8"), "the notebook edit was lost"
+    assert sync_notebooks(tmp_path, check=True) == []
+    assert '"x = 2"' in Path(nb_path).read_text(encoding="utf-8")
