@@ -6,12 +6,17 @@ which sees torch allocations, unlike tracemalloc) is its own. Printed per measur
 time, extra peak memory of the call itself (peak after the call minus peak before it, inputs
 already built) and the process's whole peak.
 
-    (a) accumulation of class counts and feature sums: lib.collect.accumulate_sums
+    (a) accumulation of class counts and feature sums: lib.accumulate.accumulate_sums
         (bincount + index_add_) vs the authors' dense one-hot matrix product in chunks
     (b) the measures at K = 8192, D = 256: lib.measure.compute_measures vs pairwise
         differences broadcast in row chunks
     (c) the whole suite at the paper's K = 29,233, D = 1024, against the time of one
         float64 symmetric Gram matrix (the floor of any exact method using symmetry)
+    (d) collection throughput: lib.collect.collect_model_stats (train and validation passes)
+        of a small GPT-Neo (width 128, 2 layers, vocabulary 2048, context 128) against the same
+        model's plain forward pass over the same blocks (torch.no_grad, same batch size), in one
+        process, alternating, best of ``COLLECT_REPEATS``; prints ``collect_vs_forward <ratio>``
+        (collection tokens/s / forward tokens/s)
 """
 
 from __future__ import annotations
@@ -31,10 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `import lib` 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-FULL = {"acc": (8192, 256, 131_072), "pair": (8192, 256), "suite": (29_233, 1024)}
-QUICK = {"acc": (1024, 64, 16_384), "pair": (512, 32), "suite": (2048, 128)}
+FULL = {"acc": (8192, 256, 131_072), "pair": (8192, 256), "suite": (29_233, 1024),
+        "collect": (360, 40)}  # collect: train and validation blocks (a 9:1 split)
+QUICK = {"acc": (1024, 64, 16_384), "pair": (512, 32), "suite": (2048, 128), "collect": (45, 5)}
 TARGETS = {"acc_speedup": 100.0, "pair_speedup": 50.0, "rel_diff": 1e-6,
-           "suite_s": 30.0, "suite_mb": 1024.0}
+           "suite_s": 30.0, "suite_mb": 1024.0, "collect_vs_forward": 0.7}
+COLLECT_MODEL = {"n_layer": 2, "n_embd": 128, "vocab_size": 2048, "n_ctx": 128}
+COLLECT_BATCH, COLLECT_REPEATS = 32, 3
 WARMUP = {2: (16, 8), 3: (64, 8, 256)}  # tiny (K, D) or (K, D, N), by number of arguments
 ONEHOT_CHUNK = 1024  # tokens per one-hot block in the baseline accumulation
 ROW_CHUNK = 16  # rows per broadcast block in the baseline measures (16 x K x D float64)
@@ -69,7 +77,7 @@ def run_isolated(task: str, *args) -> dict:
 
 def make_tokens(K: int, D: int, N: int) -> tuple:
     """Features (N, D) float32 and Zipf-distributed labels (N,) over K classes, like tokens."""
-    import lib.collect  # noqa: F401  (imported before the clock starts)
+    import lib.accumulate  # noqa: F401  (imported before the clock starts)
 
     g = torch.Generator().manual_seed(0)
     p = 1.0 / torch.arange(1, K + 1, dtype=torch.float64)
@@ -79,7 +87,7 @@ def make_tokens(K: int, D: int, N: int) -> tuple:
 
 
 def ours_accumulate(features, labels, counts, sums) -> tuple:
-    from lib.collect import accumulate_sums
+    from lib.accumulate import accumulate_sums
 
     accumulate_sums(features, labels, counts, sums)
     return counts.numpy(), sums.numpy()
@@ -187,6 +195,74 @@ TASKS: dict[str, tuple[Callable, Callable]] = {
 
 
 # ---------------------------------------------------------------------------------------------
+# (d) collection throughput
+
+
+def _forward_only(model, blocks: list[np.ndarray], batch: int) -> int:
+    """The plain forward pass (final features, no statistics) over every block; returns tokens."""
+    from lib.model import final_features
+
+    tokens = 0
+    with torch.no_grad():
+        for split in blocks:
+            for lo in range(0, len(split), batch):
+                ids = torch.from_numpy(np.asarray(split[lo:lo + batch], dtype=np.int64))
+                final_features(model, ids)
+                tokens += ids.shape[0] * (ids.shape[1] - 1)
+    return tokens
+
+
+def collect_vs_forward(n_train: int, n_val: int, threads: int = 1) -> dict:
+    """Child process body: best-of-``COLLECT_REPEATS`` wall times of collect_model_stats (both
+    passes, from nothing to the finished file) and of the plain forward pass, alternating so
+    that both see the same machine load, on ``threads`` torch threads. Blocks: Zipf-distributed
+    random token ids."""
+    import tempfile
+
+    torch.set_num_threads(threads)
+    from lib.collect import collect_model_stats, load_stats_metadata
+    from lib.model import build_model, gpt_neo_config
+
+    c = COLLECT_MODEL
+    model = build_model(gpt_neo_config(c["n_layer"], c["n_embd"], c["vocab_size"], c["n_ctx"]),
+                        seed=0).eval()
+    rng = np.random.default_rng(0)
+    p = 1.0 / np.arange(1, c["vocab_size"] + 1)
+    train, val = (rng.choice(c["vocab_size"], (n, c["n_ctx"]), p=p / p.sum()).astype(np.int32)
+                  for n in (n_train, n_val))  # (n, T) each
+    _forward_only(model, [train[:COLLECT_BATCH]], COLLECT_BATCH)  # warm-up
+    fwd, col = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(COLLECT_REPEATS):
+            start = time.perf_counter()
+            fwd_tokens = _forward_only(model, [train, val], COLLECT_BATCH)
+            fwd.append(time.perf_counter() - start)
+            out = Path(tmp) / f"stats{r}.safetensors"
+            start = time.perf_counter()
+            collect_model_stats(model, train, val, out, batch_size=COLLECT_BATCH, progress=False)
+            col.append(time.perf_counter() - start)
+        meta = load_stats_metadata(out)
+    col_tokens = int(meta["pass1_tokens"]) + int(meta["pass2_tokens"])
+    return {"forward_tok_s": fwd_tokens / min(fwd), "collect_tok_s": col_tokens / min(col),
+            "forward_s": fwd, "collect_s": col, "tokens": col_tokens}
+
+
+def bench_collect(n_train: int, n_val: int, threads: int = 1) -> None:
+    c = COLLECT_MODEL
+    print(f"(d) collection throughput: GPT-Neo L{c['n_layer']} d{c['n_embd']} V{c['vocab_size']}"
+          f" T{c['n_ctx']}, {n_train} train + {n_val} validation blocks, batch {COLLECT_BATCH}, "
+          f"{threads} thread(s)")
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        r = pool.submit(collect_vs_forward, n_train, n_val, threads).result()
+    ratio = r["collect_tok_s"] / r["forward_tok_s"]
+    print(f"  forward {r['forward_tok_s']:,.0f} tok/s (runs {', '.join(f'{s:.2f}' for s in r['forward_s'])} s); "
+          f"collect {r['collect_tok_s']:,.0f} tok/s (runs {', '.join(f'{s:.2f}' for s in r['collect_s'])} s); "
+          f"target ratio >= {TARGETS['collect_vs_forward']}: "
+          f"{verdict(ratio >= TARGETS['collect_vs_forward'])}")
+    print(f"collect_vs_forward {ratio:.3f}")
+
+
+# ---------------------------------------------------------------------------------------------
 # Report
 
 
@@ -253,17 +329,22 @@ def bench_suite(K: int, D: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument("--only", choices=["acc", "pair", "suite"], nargs="*",
+    parser.add_argument("--only", choices=["acc", "pair", "suite", "collect"], nargs="*",
                         help="run only these parts (default: all)")
+    parser.add_argument("--collect-threads", type=int, default=1,
+                        help="torch threads for (d) (default 1: on shared cores more threads "
+                        "make both timings erratic, the ratio meaningless)")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average "
           f"{os.getloadavg()[0]:.1f} (other work on the cores inflates wall times; cpu = process "
           "time of all threads)"
           + ("\nquick sizes: a smoke run, the targets are for the full sizes" if args.quick else ""))
-    parts = {"acc": bench_accumulation, "pair": bench_pairwise, "suite": bench_suite}
+    parts = {"acc": bench_accumulation, "pair": bench_pairwise, "suite": bench_suite,
+             "collect": bench_collect}
     for name in args.only or parts:
-        parts[name](*sizes[name])
+        extra = (args.collect_threads,) if name == "collect" else ()
+        parts[name](*sizes[name], *extra)
     return 0
 
 

@@ -1,0 +1,436 @@
+"""The ``stats.safetensors`` format: write, read and verify, provenance, shard merging.
+
+Tensors: ``counts`` [V] int64, ``sums`` [V, D] float64, ``sq_dev`` [V] float64 (pass 1, train:
+sum of ||x - mu_c||^2), ``val_counts`` [V] int64, ``val_agree`` [V] int64 (pass 2, validation),
+``lm_head`` [V, D] float32. Metadata (strings): the model's identity (``model``, ``tokenizer``,
+``vocab_size``, ``width``, ``lm_head_sha256``), what the file was made from
+(``weights_sha256``, ``train_blocks_sha256``, ``val_blocks_sha256``, ``tokenizer_sha256``: see
+``lib.provenance``), per pass ``pass{N}_blocks``, ``pass{N}_tokens``, ``pass{N}_shard`` ('' =
+whole split, else 'i/n'), ``pass{N}_split_sha``; ``means_hash`` (sha256 of the train means that
+pass 2 used, '' in a pass-1 shard) and ``format_version``.
+
+Shards of pass 1 merge exactly: counts and sums add, ``sq_dev`` by Chan's formula
+(``lib.accumulate.merge_m2``); shards of pass 2 add.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from lib.accumulate import class_means, means_hash, merge_m2
+from lib.errors import UserError
+from lib.model import lm_head_weight
+from lib.paths import REPO_ROOT, atomic_write, read_json, resolve
+from lib.provenance import sha256_tensor, tokenizer_sha256
+
+FORMAT_VERSION = "2"  # 1: three passes (sq_dev in its own pass); 2: one train pass + validation
+PASSES = (1, 2)
+SPLITS = {1: "train", 2: "validation"}
+PASS_TENSORS = {1: ("counts", "sums", "sq_dev"), 2: ("val_counts", "val_agree")}
+STATS_KEYS = (*PASS_TENSORS[1], *PASS_TENSORS[2], "lm_head")
+PASS_META = ("blocks", "tokens", "shard", "split_sha")  # metadata keys pass{N}_<key>
+MODEL_KEYS = ("model", "vocab_size", "width", "lm_head_sha256")
+PROVENANCE_KEYS = ("lm_head_sha256", "weights_sha256", "train_blocks_sha256",
+                   "val_blocks_sha256", "tokenizer_sha256")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and writing.
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no stats file at {path}; run `python -m lib collect` first")
+    return path
+
+
+def _corrupt(path: Path, err: Exception) -> UserError:
+    return UserError(f"{path} is not a readable stats file ({type(err).__name__}: "
+                     f"{str(err).splitlines()[0] if str(err) else 'truncated?'}); delete it and "
+                     "collect again with `python -m lib collect`")
+
+
+def load_stats_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a stats file (model, vocab_size, passN_tokens, means_hash, ...)."""
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise _corrupt(path, err) from None
+
+
+def load_stats(path: str | Path) -> dict[str, Tensor]:
+    """All tensors of a stats file, unverified (shards, working files; see ``read_stats``)."""
+    path = _existing(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise _corrupt(path, err) from None
+
+
+def read_stats(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(tensors, metadata) of a stats file, verified: readable, this format version, every
+    tensor present, ``means_hash`` equal to the hash of the means of the stored counts and sums,
+    and ``lm_head_sha256`` equal to the stored LM head's. UserError naming the file otherwise."""
+    meta, tensors = load_stats_metadata(path), load_stats(path)
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path} has stats format {meta.get('format_version')!r}, this code reads "
+                        f"{FORMAT_VERSION!r}; collect it again with `python -m lib collect`")
+    missing = [k for k in STATS_KEYS if k not in tensors]
+    if missing:
+        raise UserError(f"{path} lacks tensors {missing} (an unfinished or sharded file); finish "
+                        "its passes or merge its shards with `python -m lib merge-stats`")
+    got = means_hash(class_means(tensors["counts"], tensors["sums"]))
+    if meta.get("means_hash") != got:
+        raise UserError(f"{path} is inconsistent: its means_hash {meta.get('means_hash')!r} is "
+                        f"not the hash {got[:16]}... of its own means; collect it again")
+    head = sha256_tensor(tensors["lm_head"])
+    if meta.get("lm_head_sha256") != head:
+        raise UserError(f"{path} is inconsistent: its lm_head_sha256 "
+                        f"{meta.get('lm_head_sha256')!r} does not match its stored lm_head; "
+                        "collect it again")
+    return tensors, meta
+
+
+def save_raw(path: Path, tensors: dict[str, Tensor], meta: dict[str, str]) -> None:
+    """Atomic save of tensors (moved to the CPU) and metadata, as given (working files)."""
+    cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(cpu, str(tmp), metadata=meta))
+
+
+def write_stats(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, str]) -> Path:
+    """Write a stats file, filling ``format_version``, ``lm_head_sha256`` (from ``lm_head``) and
+    ``means_hash`` (from counts and sums; '' while pass 1 is a shard) so they always agree."""
+    meta = {**meta, "format_version": FORMAT_VERSION}
+    if "lm_head" in tensors:
+        meta["lm_head_sha256"] = sha256_tensor(tensors["lm_head"])
+    if "counts" in tensors and "sums" in tensors and not meta.get("pass1_shard"):
+        meta["means_hash"] = means_hash(class_means(tensors["counts"].cpu(),
+                                                    tensors["sums"].cpu()))
+    else:
+        meta["means_hash"] = ""
+    save_raw(Path(path), tensors, meta)
+    return Path(path)
+
+
+def partial_path(out_path: str | Path) -> Path:
+    """The working file of a pass in progress, beside ``out_path``."""
+    return Path(out_path).with_suffix(".partial.safetensors")
+
+
+def done_passes(meta: dict[str, str]) -> dict[int, str]:
+    """{pass: shard} of the passes a file holds ('' = the whole split, else 'i/n')."""
+    return {p: meta[f"pass{p}_shard"] for p in PASSES if f"pass{p}_blocks" in meta}
+
+
+def is_finished(path: str | Path) -> bool:
+    """True when ``path`` is a complete, unsharded stats file of this format version."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    meta = load_stats_metadata(path)
+    return (meta.get("format_version") == FORMAT_VERSION
+            and done_passes(meta) == {p: "" for p in PASSES})
+
+
+def stale_reasons(path: str | Path, *, lm_head_sha256: str | None = None,
+                  weights_sha256: str | None = None, train_blocks_sha256: str | None = None,
+                  val_blocks_sha256: str | None = None, tokenizer_sha256: str | None = None,
+                  pass1_blocks: int | None = None) -> list[str]:
+    """Why ``path`` cannot be reused: [] when it is finished and records every given hash (and
+    ``pass1_blocks``, the train blocks used after any cap, when given)."""
+    path = Path(path)
+    if not path.is_file():
+        return [f"no stats file at {path}"]
+    try:
+        meta = load_stats_metadata(path)
+    except UserError as err:
+        return [str(err)]
+    if meta.get("format_version") != FORMAT_VERSION:
+        return [f"format version {meta.get('format_version')!r} != {FORMAT_VERSION!r}"]
+    reasons = []
+    if done_passes(meta) != {p: "" for p in PASSES}:
+        reasons.append(f"unfinished: holds passes {done_passes(meta)} of {list(PASSES)}")
+    given = {"lm_head_sha256": lm_head_sha256, "weights_sha256": weights_sha256,
+             "train_blocks_sha256": train_blocks_sha256, "val_blocks_sha256": val_blocks_sha256,
+             "tokenizer_sha256": tokenizer_sha256}
+    for key, want in given.items():
+        if want is not None and meta.get(key) != want:
+            reasons.append(f"{key} {str(meta.get(key))[:12]}... != current {want[:12]}...")
+    if pass1_blocks is not None and meta.get("pass1_blocks") != str(pass1_blocks):
+        reasons.append(f"pass1_blocks {meta.get('pass1_blocks')} != current {pass1_blocks}")
+    return reasons
+
+
+# ---------------------------------------------------------------------------------------------
+# Model identity and provenance.
+
+
+def name_of_path(path: str | Path) -> str:
+    """A local checkpoint's name: repository-relative when inside the repository."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
+
+
+def model_name(model: nn.Module) -> str:
+    """The model's name_or_path (normalised when it is a local path) or an in-memory tag."""
+    name = getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "")
+    if not name:
+        return f"<in-memory {type(model).__name__}>"
+    return name_of_path(name) if Path(name).exists() else str(name)
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """sha256 over the model's state dict: names and ``sha256_tensor`` of each, in name order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(sha256_tensor(t).encode())
+    return h.hexdigest()
+
+
+def manifest_tokenizer_sha256(*paths: object) -> str | None:
+    """``tokenizer_sha256`` of the corpus manifest.json beside block files given as paths."""
+    for p in paths:
+        if isinstance(p, (str, Path)) and (Path(p).parent / "manifest.json").is_file():
+            sha = read_json(Path(p).parent / "manifest.json").get("tokenizer_sha256")
+            if sha:
+                return str(sha)
+    return None
+
+
+def tokenizer_identity(tokenizer: object | None,
+                        model_dir: Path | None) -> tuple[int | None, str | None, str | None]:
+    """(number of tokens, name, tokenizer_sha256) of the given tokenizer or the model folder's."""
+    if tokenizer is None and model_dir is not None:
+        if any((model_dir / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+            tokenizer = model_dir
+    if tokenizer is None:
+        return None, None, None
+    if isinstance(tokenizer, (str, Path)):
+        from transformers import AutoTokenizer
+
+        path = Path(tokenizer)
+        n = len(AutoTokenizer.from_pretrained(str(path)))
+        sha = tokenizer_sha256(path) if (path / "tokenizer.json").is_file() else None
+        return n, name_of_path(path) if path.exists() else str(path), sha
+    sha = tokenizer_sha256(tokenizer) if hasattr(tokenizer, "backend_tokenizer") else None
+    return len(tokenizer), getattr(tokenizer, "name_or_path", None) or None, sha
+
+
+def tokenizer_provenance(tokenizer: object | None, model_dir: Path | None, vocab_size: int,
+                         blocks_tokenizer_sha256: str | None) -> tuple[str | None, str | None]:
+    """(name, sha256 to record) of the model's tokenizer, checked: UserError when it has more
+    tokens than the LM head has rows, or differs from the tokenizer the blocks were made with."""
+    n_tokens, name, sha = tokenizer_identity(tokenizer, model_dir)
+    if n_tokens is not None and n_tokens > vocab_size:
+        raise UserError(f"tokenizer has {n_tokens} tokens but the model's LM head has "
+                        f"{vocab_size} rows: use the tokenizer the model was trained with")
+    blocks_sha = blocks_tokenizer_sha256
+    if sha and blocks_sha and sha != blocks_sha:
+        raise UserError(f"the blocks were made with another tokenizer (sha256 {blocks_sha[:12]}"
+                        f"...) than the model's {name} ({sha[:12]}...): rebuild the corpus with "
+                        "the model's tokenizer, or collect with the matching model")
+    return name, sha or blocks_sha
+
+
+def model_info(model: nn.Module, name: str | None = None,
+               tokenizer: str | None = None) -> dict[str, str]:
+    """Metadata identifying the model a stats file belongs to."""
+    W = lm_head_weight(model)
+    name = name or model_name(model)
+    return {"model": name, "tokenizer": tokenizer or name, "vocab_size": str(W.shape[0]),
+            "width": str(W.shape[1]), "lm_head_sha256": sha256_tensor(W)}
+
+
+def check_same_model(meta: dict[str, str], info: dict[str, str], where: Path) -> None:
+    """UserError when ``where`` (metadata ``meta``) was made from another model than ``info``."""
+    for key in MODEL_KEYS:
+        if meta.get(key) != info[key]:
+            raise UserError(
+                f"{where} belongs to another model: its {key} is {str(meta.get(key))[:40]!r}, "
+                f"this model's is {info[key][:40]!r}; use another output path or delete the file"
+            )
+
+
+def check_provenance(meta: dict[str, str], prov: dict[str, str], where: Path) -> None:
+    """UserError when ``where`` records another weights/blocks/tokenizer hash than ``prov``."""
+    for key, want in prov.items():
+        if meta.get(key) and want and meta[key] != want:
+            raise UserError(f"{where} was made from other inputs: its {key} is "
+                            f"{meta[key][:12]}..., this run's {want[:12]}...; use another "
+                            "output path, or delete the file to collect again")
+
+
+def read_train_pass(path: str | Path, info: dict[str, str], prov: dict[str, str]
+                    ) -> tuple[dict[str, Tensor], dict[str, str], str, Tensor]:
+    """The finished pass 1 a validation pass builds on, checked to belong to this model and
+    inputs: (pass-1 tensors, metadata to carry over, means_hash, means (V, D) float64)."""
+    meta = load_stats_metadata(path)
+    check_same_model(meta, info, Path(path))
+    check_provenance(meta, prov, Path(path))
+    if done_passes(meta).get(1) != "" or meta.get("format_version") != FORMAT_VERSION:
+        raise UserError(
+            f"pass 2 must use the finished pass-1 means: {path} holds no finished, merged pass 1 "
+            f"of format {FORMAT_VERSION} (passes: {done_passes(meta)}); run pass 1 or merge its "
+            "shards first"
+        )
+    tensors = {k: v for k, v in load_stats(path).items() if k in PASS_TENSORS[1]}
+    means = class_means(tensors["counts"], tensors["sums"])
+    check_means(means, meta.get("means_hash", ""))
+    keep = {**earlier_meta(meta, 2), **{k: meta[k] for k in PROVENANCE_KEYS if meta.get(k)}}
+    return tensors, keep, meta["means_hash"], means
+
+
+def check_stats_for_model(path: str | Path, model: nn.Module, *, check_name: bool = True) -> None:
+    """UserError when the stats file was made from another model (size, width, name, LM head)."""
+    meta, W = load_stats_metadata(path), lm_head_weight(model).detach()
+    for key, have in (("vocab_size", W.shape[0]), ("width", W.shape[1])):
+        if meta.get(key) != str(have):
+            raise UserError(f"{path} belongs to another model: {key} {meta.get(key)} != {have}")
+    name, stored = model_name(model), meta.get("model", "")
+    in_memory = name.startswith("<in-memory") or stored.startswith("<in-memory")
+    if check_name and not in_memory and name != stored:
+        raise UserError(f"{path} belongs to model {stored!r}, not {name!r} "
+                        "(pass check_name=False if the checkpoint was moved)")
+    head = load_stats(path).get("lm_head")
+    if head is not None and not _same_head(head, W):
+        raise UserError(f"{path} was collected with another LM head than this model's")
+
+
+def _same_head(head: Tensor, W: Tensor) -> bool:
+    w = W.float().cpu()
+    if W.dtype == torch.float32:
+        return torch.equal(head, w)
+    return bool((head - w).norm() <= 1e-2 * w.norm())  # model loaded in lower precision
+
+
+def check_means(means: Tensor, expected_hash: str) -> str:
+    """UserError unless ``means`` are the finished train means recorded as ``expected_hash``."""
+    got = means_hash(means)
+    if got != expected_hash:
+        raise UserError(f"pass 2 must use the finished pass-1 means: hash {got} != "
+                        f"{expected_hash}; collect pass 1 again or delete the stale file")
+    return got
+
+
+def stats_overview(stats_dir: str | Path):
+    """One row per ``<name>/stats.safetensors`` under ``stats_dir``: classes seen (count >= 1),
+    tokens per pass, and whether the file verifies (``passes_tied``: its ``means_hash`` is the
+    hash of its own means, so pass 2 used the finished train means)."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted(resolve(stats_dir).glob("*/stats.safetensors")):
+        meta, tensors = load_stats_metadata(path), load_stats(path)
+        counts, sums = tensors["counts"], tensors["sums"]
+        rows.append({"model": path.parent.name, "classes": int((counts > 0).sum()),
+                     **{f"pass{i}_tokens": int(meta.get(f"pass{i}_tokens", 0)) for i in PASSES},
+                     "passes_tied": meta.get("means_hash") == means_hash(class_means(counts, sums))})
+    if not rows:
+        raise UserError(f"no <model>/stats.safetensors under {resolve(stats_dir)}; collect first")
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Merging shards.
+
+
+def earlier_meta(meta: dict[str, str], pass_no: int) -> dict[str, str]:
+    """The pass{N}_* metadata of the passes before ``pass_no``."""
+    keys = [f"pass{p}_{k}" for p in PASSES if p < pass_no for k in PASS_META]
+    return {k: meta[k] for k in keys if k in meta}
+
+
+def _merged_pass(metas: list[dict[str, str]], paths: Sequence[Path]) -> int:
+    highest = {max(done_passes(m), default=0) for m in metas}
+    if len(highest) != 1 or 0 in highest:
+        raise UserError(f"shards {list(map(str, paths))} hold different last passes {highest}; "
+                        "merge the shards of one pass at a time")
+    return highest.pop()
+
+
+def _check_parts(metas: list[dict[str, str]], pass_: int, paths: Sequence[Path]) -> None:
+    """Same model, split and provenance, same earlier passes and means; shards 0..n-1 once."""
+    first = metas[0]
+    for m, p in zip(metas, paths, strict=True):
+        if m.get("format_version") != FORMAT_VERSION:
+            raise UserError(f"{p} has stats format {m.get('format_version')!r}, not "
+                            f"{FORMAT_VERSION!r}; collect that shard again")
+        if max(done_passes(m), default=0) != pass_:
+            raise UserError(f"{p} does not end with pass {pass_}; merge one pass at a time")
+        if pass_ > 1 and m.get("means_hash") != first.get("means_hash"):
+            raise UserError(f"cannot merge pass {pass_} shards computed with different pass-1 "
+                            f"means: hash {m.get('means_hash')} != {first.get('means_hash')}")
+        keys = (*MODEL_KEYS, *PROVENANCE_KEYS, f"pass{pass_}_split_sha",
+                *earlier_meta(first, pass_))
+        for key in keys:
+            if m.get(key) != first.get(key):
+                raise UserError(f"cannot merge {p}: its {key} {m.get(key)!r} differs from "
+                                f"{first.get(key)!r} of {paths[0]}")
+    shards = sorted(m[f"pass{pass_}_shard"] for m in metas)
+    n = int(shards[0].split("/")[1]) if shards[0] else 0
+    if n == 0 or shards != sorted(f"{i}/{n}" for i in range(n)):
+        raise UserError(f"pass-{pass_} shards must be 0/n .. n-1/n, each once; got {shards}")
+
+
+def _add_part(merged: dict[str, Tensor], part: dict[str, Tensor], pass_: int) -> None:
+    """Add one shard's accumulators of ``pass_`` into ``merged`` (Chan's formula for sq_dev)."""
+    if pass_ == 1:
+        merged["sq_dev"] = merge_m2(merged["counts"], merged["sums"], merged["sq_dev"],
+                                    part["counts"], part["sums"], part["sq_dev"])
+    for key in PASS_TENSORS[pass_]:
+        if key != "sq_dev":
+            merged[key] = merged[key] + part[key]
+
+
+def merge_stats(paths: Sequence[str | Path], out_path: str | Path,
+                pass_: int | None = None) -> Path:
+    """Merge the shards of one pass, in shard order: pass 1 counts, sums and (Chan) sq_dev,
+    pass 2 validation counts. All parts must come from the same model, blocks and (pass 2) the
+    same train means; their earlier passes are carried over unchanged."""
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise UserError("merge_stats needs at least one shard file")
+    metas = [load_stats_metadata(p) for p in paths]
+    pass_ = pass_ or _merged_pass(metas, paths)
+    _check_parts(metas, pass_, paths)
+    order = sorted(range(len(paths)), key=lambda i: int(metas[i][f"pass{pass_}_shard"]
+                                                         .split("/")[0]))
+    paths, metas = [paths[i] for i in order], [metas[i] for i in order]
+    parts = [load_stats(p) for p in paths]
+    merged = dict(parts[0])
+    for part, p in zip(parts[1:], paths[1:], strict=True):
+        for key, t in part.items():
+            if key not in PASS_TENSORS[pass_] and not torch.equal(merged[key], t):
+                raise UserError(f"cannot merge {p}: its {key} differs from {paths[0]}'s")
+        _add_part(merged, part, pass_)
+    meta = {**metas[0], f"pass{pass_}_shard": ""}
+    for key in ("blocks", "tokens"):
+        meta[f"pass{pass_}_{key}"] = str(sum(int(m[f"pass{pass_}_{key}"]) for m in metas))
+    return write_stats(out_path, merged, meta)
+
+
+def _cli_merge(args: argparse.Namespace) -> None:
+    print(merge_stats([resolve(p) for p in args.parts], resolve(args.out), args.pass_))
+
+
+def register_cli(subparsers) -> None:
+    """Add ``merge-stats`` to the ``python -m lib`` subcommands."""
+    m = subparsers.add_parser("merge-stats", help="merge the shard files of one pass")
+    m.add_argument("out", type=Path)
+    m.add_argument("parts", type=Path, nargs="+")
+    m.add_argument("--pass", dest="pass_", type=int, choices=PASSES,
+                   help="the pass to merge (default: the parts' last pass)")
+    m.set_defaults(func=_cli_merge)
