@@ -19,6 +19,7 @@ tokens x classes, and all accumulators are float64 whatever the model's precisio
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -78,8 +79,14 @@ def batch_moments(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Ten
     squared deviations from the batch's own class mean.
     """
     classes, inv = torch.unique(labels, return_inverse=True)  # (K,), (N,)
-    k, d = classes.shape[0], features.shape[1]
-    n = torch.bincount(inv, minlength=k)  # (K,)
+    n = torch.bincount(inv, minlength=classes.shape[0])  # (K,)
+    return (classes, n, *_grouped_moments(features, inv, n))
+
+
+def _grouped_moments(features: Tensor, inv: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
+    """(s (K, D), m2 (K,)) float64 of features (N, D) grouped by ``inv`` (N,) into K groups of
+    sizes n (K,): sums, and squared deviations from each group's own mean."""
+    k, d = n.shape[0], features.shape[1]
     s = torch.zeros(k, d, dtype=torch.float64, device=features.device)
     for a in range(0, features.shape[0], ROW_CHUNK):
         s.index_add_(0, inv[a:a + ROW_CHUNK], features[a:a + ROW_CHUNK].double())
@@ -89,7 +96,7 @@ def batch_moments(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Ten
         i = inv[a:a + ROW_CHUNK]
         dev = features[a:a + ROW_CHUNK].double() - mean[i]  # (chunk, D)
         m2.index_add_(0, i, (dev * dev).sum(1))
-    return classes, n, s, m2
+    return s, m2
 
 
 def accumulate_moments(features: Tensor, labels: Tensor, counts: Tensor, sums: Tensor,
@@ -99,12 +106,29 @@ def accumulate_moments(features: Tensor, labels: Tensor, counts: Tensor, sums: T
     features (N, D), labels (N,) int64, counts (V,) int64, sums (V, D) float64, sq_dev (V,)
     float64. The batch's moments are Chan-merged into the running ones (module docstring).
     """
-    check_finite(features)
+    accumulate_moments_shared([features], labels, counts, [sums], [sq_dev])
+
+
+def accumulate_moments_shared(features: Sequence[Tensor], labels: Tensor, counts: Tensor,
+                              sums: Sequence[Tensor], sq_dev: Sequence[Tensor]) -> None:
+    """``accumulate_moments`` of several feature sets of the same tokens, in place: one label
+    grouping and one shared ``counts``; per set, one index-add of sums and one Chan merge.
+
+    Why: the residual streams of several layers pair with the same next tokens, so their
+    statistics share the counts (``lib.layers``). features[j] (N, D_j), sums[j] (V, D_j)
+    float64, sq_dev[j] (V,) float64; each set's numbers equal ``accumulate_moments`` on it alone.
+    """
+    for x in features:
+        check_finite(x)
     _bincount(labels, counts.shape[0])  # range check
-    classes, n_b, s_b, m2_b = batch_moments(features, labels)
-    n_a, s_a = counts[classes], sums[classes]  # (K,), (K, D)
-    sq_dev[classes] = merge_m2(n_a, s_a, sq_dev[classes], n_b, s_b, m2_b)
-    sums[classes] = s_a + s_b
+    classes, inv = torch.unique(labels, return_inverse=True)  # (K,), (N,)
+    n_b = torch.bincount(inv, minlength=classes.shape[0])  # (K,)
+    n_a = counts[classes]  # (K,)
+    for x, s, q in zip(features, sums, sq_dev, strict=True):
+        s_b, m2_b = _grouped_moments(x, inv, n_b)
+        s_a = s[classes]  # (K, D_j)
+        q[classes] = merge_m2(n_a, s_a, q[classes], n_b, s_b, m2_b)
+        s[classes] = s_a + s_b
     counts[classes] = n_a + n_b
 
 

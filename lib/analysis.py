@@ -20,19 +20,6 @@ from lib.paths import cli_path
 from lib.registry import MEASURES, measure_transform
 from lib.results import LOSS, round_sig, run_ids
 
-# Deprecated aliases until the callers move (lib/plots.py, notebooks 01/03/06, tests/test_plots.py):
-# import these from lib.registry, lib.results and lib.tokens instead.
-from lib.registry import REGISTRY as MEASURE_INFO  # noqa: F401, I001
-from lib.registry import axis_label  # noqa: F401
-from lib.results import (  # noqa: F401
-    RESULT_COLUMNS, SPEC_COLUMNS, build_results_table, largest_model, load_run_results, load_table,
-    replica_rows, save_table, scaling_table, summary_numbers, training_summary, training_table,
-)
-from lib.tokens import (  # noqa: F401
-    FIRST_NAMES_FILE, decode_token, first_name_table, load_first_names, most_and_least_collapsed,
-    nearest_classes, token_table,
-)
-
 # |r_perm| >= |r_obs| up to float round-off (the identity permutation must count as extreme)
 PERM_TOL = 1e-12
 CONTROLS = ("log_n_params", "checkpoint")  # log parameters and epochs trained
@@ -337,6 +324,7 @@ def table1_display(perm: pd.DataFrame) -> pd.DataFrame:
 
 def _cli_analyze(args: argparse.Namespace) -> int:
     from lib.paths import resolve
+    from lib.results import build_results_table, replica_rows, save_table
     from lib.runs import RunName
 
     dest = resolve(args.dest)

@@ -192,7 +192,7 @@ class Layout:
     # statistics and measures (lib.collect, lib.measure); ``fraction``: the sensitivity study,
     # statistics re-collected on that fraction of the training blocks
     def _measured_dir(self, ck: Any, fraction: float | None) -> Path:
-        if fraction is None:
+        if fraction is None or fraction >= 1:  # the whole split: the main statistics
             return self.root / "stats" / str(ck)
         return self.root / "sensitivity" / str(ck) / f"fraction-{fraction:g}"
 
@@ -203,9 +203,15 @@ class Layout:
         return self._measured_dir(ck, fraction) / "throughput.json"
 
     def metrics(self, ck: Any, fraction: float | None = None) -> Path:
-        if fraction is None:
+        if fraction is None or fraction >= 1:
             return self.root / "metrics" / f"{ck}.json"
         return self._measured_dir(ck, fraction) / "metrics.json"
+
+    # collapse through training (lib.dynamics): a run trained again with snapshots
+    def dynamics_dir(self, run: Any) -> Path:
+        """``dynamics/<run>``: snapshots ``checkpoint-<step>/``, their ``stats/`` and
+        ``metrics/``, and the run's table ``dynamics.csv`` (a checkpoint in the name is dropped)."""
+        return self.root / "dynamics" / str(run.run)
 
     # bookkeeping
     def stamp(self, stage: str) -> Path:

@@ -277,7 +277,7 @@ def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
         measures = measure_stats_file(stats_file, device=_device(profile), progress=progress)
         throughput = layout.throughput(ck, fraction)
         extra = read_json(throughput) if throughput.is_file() else {}
-        if fraction is not None:
+        if fraction is not None and fraction < 1:
             extra["train_fraction"] = fraction
         return atomic_write_json(path, {**measures, **extra, "run": str(ck), "spec": ck.as_dict(),
                                         "stats_sha256": stats_sha256})

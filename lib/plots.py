@@ -21,15 +21,10 @@ from matplotlib import ticker
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from lib.analysis import (
-    LOSS,
-    MEASURE_INFO,
-    axis_label,
-    load_first_names,
-    measure_transform,
-    scaling_table,
-)
 from lib.paths import atomic_write, resolve
+from lib.registry import REGISTRY, axis_label, figure_measures, measure_transform
+from lib.results import LOSS, scaling_table
+from lib.tokens import load_first_names
 
 PARAMS_CMAP = "viridis"
 LOSS_LABEL = "validation loss (nats/token)"
@@ -225,7 +220,7 @@ def _loss_panel(ax: Any, table: pd.DataFrame, measure: str, norm: LogNorm, r2: f
     if log_x and len(x):
         log_axis(ax, "x")
     _r2_text(ax, fit_r2 if r2 is None else r2, len(x), slope)
-    info = MEASURE_INFO.get(measure)
+    info = REGISTRY.get(measure)
     ax.set_title(info.label if info else measure)
     ax.set_xlabel(axis_label(measure))
     ax.set_ylabel(LOSS_LABEL)
@@ -260,7 +255,7 @@ def _measure_axis(ax: Any, measure: str, values: pd.Series) -> None:
     """y label of a measure; log scale (readable ticks) for the measures read in log10."""
     if measure_transform(measure) == "log" and len(values) and (values > 0).all():
         log_axis(ax, "y")
-    info = MEASURE_INFO.get(measure)
+    info = REGISTRY.get(measure)
     ax.set_title(info.label if info else measure, fontsize="medium")
     ax.set_ylabel(axis_label(measure) if info else measure, fontsize="small")
 
@@ -341,32 +336,6 @@ def scaling_figures(table: pd.DataFrame, measures: Sequence[str], ncols: int = 4
     return figs
 
 
-def scaling_grid(table: pd.DataFrame, measures: Sequence[str],
-                 factors: Sequence[str] = ("width", "depth", "epochs", "weight_decay")) -> Figure:
-    """Each measure (rows) against width, depth, epochs trained and weight decay (columns), mean
-    over the other factors, one line per value of a second factor (hue). Prefer
-    ``scaling_figures``, which says what each panel averages over."""
-    import seaborn as sns
-
-    long = scaling_table(table, measures)
-    fig, axes = _grid(len(measures) * len(factors), len(factors), panel_size=(4.2, 3.3))
-    for i, measure in enumerate(measures):
-        data = long[long["measure"] == measure]
-        for j, factor in enumerate(factors):
-            x, xlabel, hue, log_x = FACTORS[factor]
-            ax = axes[i * len(factors) + j]
-            sns.lineplot(data=data, x=x, y="value", hue=hue, marker="o", errorbar=None, palette="flare",
-                         legend=(i == 0), ax=ax)
-            _factor_ticks(ax, data[x], log_x)
-            if measure_transform(measure) == "log" and (data["value"] > 0).all():
-                log_axis(ax, "y")
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel(MEASURE_INFO[measure].label if measure in MEASURE_INFO else measure)
-            if i == 0 and ax.get_legend() is not None:
-                ax.get_legend().set_title(hue)
-    return fig
-
-
 def _replica_groups(names: Sequence[str]) -> set[str]:
     """Runs whose architecture and variant were trained with more than one shuffling seed."""
     from lib.model import RunName
@@ -386,7 +355,7 @@ def training_curves(results_by_run: Mapping[str, Mapping[str, Any]]) -> Figure:
     coloured by parameter count; seed-only replicas offset to the right (one offset per seed) with
     open markers and thin dashed lines, so each stays visible."""
     if not results_by_run:
-        raise ValueError("no runs to plot; pass analysis.load_run_results(out_dir)")
+        raise ValueError("no runs to plot; pass results.load_run_results(out_dir)")
     norm = param_norm([r["n_params"] for r in results_by_run.values()])
     replicas = sorted(_replica_groups(list(results_by_run)))
     offsets = dict(zip(replicas, np.linspace(0.06, 0.3, len(replicas)) if len(replicas) > 1 else [0.06],
@@ -468,51 +437,20 @@ def loss_grid_heatmaps(table: pd.DataFrame, ncols: int = 2) -> Figure:
     return fig
 
 
-TABLE1_COLUMNS = {  # column of lib.analysis.table1 -> header; others are shown under their name
-    "n": "n", "r": "Pearson r", "r2": "R²", "spearman": "Spearman ρ", "p": "p", "p_holm": "Holm p"}
-
-
-def _format_p(p: float, m: float | None) -> str:
-    """A permutation p: '< 1e-4' where it is the smallest the test can give (1/(m+1))."""
-    if not np.isfinite(p):
-        return "–"
-    if p == 0:  # a table written without its permutation count
-        return "≈ 0"
-    if m is not None and np.isfinite(m) and m > 0 and p <= (1 + 1e-9) / (m + 1):
-        return f"< {1.0 / m:.0e}".replace("e-0", "e-")
-    return f"{p:.2g}" if p < 0.01 else f"{p:.3f}"
-
-
-def table1_cells(perm_df: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 as text: measure label, then every numeric column of ``perm_df`` (signed r with
-    sign, R², p columns as '< 1e-4' at the resolution limit); ``m`` and flags are left out."""
-    m = perm_df["m"] if "m" in perm_df else pd.Series(np.nan, index=perm_df.index)
-    cols = [c for c in perm_df.columns if c not in ("measure", "m", "significant", "note")
-            and pd.api.types.is_numeric_dtype(perm_df[c]) and not pd.api.types.is_bool_dtype(perm_df[c])]
-    cols = sorted(cols, key=lambda c: list(TABLE1_COLUMNS).index(c) if c in TABLE1_COLUMNS else 99)
-    out = {"measure": [MEASURE_INFO[x].label if x in MEASURE_INFO else x for x in perm_df["measure"]]}
-    for c in cols:
-        v = perm_df[c].astype(float)
-        if c == "n":
-            text = [f"{x:.0f}" if np.isfinite(x) else "–" for x in v]
-        elif c == "p" or c.startswith("p_"):
-            text = [_format_p(x, mm) for x, mm in zip(v, m, strict=True)]
-        elif c in ("r", "spearman"):
-            text = [f"{x:+.2f}" if np.isfinite(x) else "–" for x in v]
-        else:
-            text = [f"{x:.2f}" if np.isfinite(x) else "–" for x in v]
-        out[TABLE1_COLUMNS.get(c, c)] = text
-    return pd.DataFrame(out)
-
-
 def table1_figure(perm_df: pd.DataFrame, alpha: float = 0.05) -> Figure:
-    """Table 1 drawn as a table: one row per measure, signed r, R², p and adjusted p; rows
-    significant at ``alpha`` (Holm-adjusted p when present) in bold on a tinted band."""
-    cells = table1_cells(perm_df)
-    p_col = "p_holm" if "p_holm" in perm_df else "p"
-    significant = (perm_df[p_col].astype(float) < alpha).to_numpy()
-    fig, ax = plt.subplots(figsize=(0.9 * len(cells.columns) + 3.8, 0.3 * (len(cells) + 1) + 0.8))
+    """Table 1 drawn as a table (the cells of ``lib.analysis.table1_display``: signed r, R²,
+    Spearman ρ, p and Holm p); rows significant at ``alpha`` after Holm in bold on a tinted band.
+    With too few replicas for a test, the figure says so instead."""
+    from lib.analysis import table1_display
+
+    fig, ax = plt.subplots(figsize=(9.5, 0.3 * (len(perm_df) + 1) + 0.9))
     ax.set_axis_off()
+    if perm_df["r"].isna().all():
+        note = perm_df["note"].iloc[0] if "note" in perm_df else "no permutation results"
+        ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True)
+        return fig
+    cells = table1_display(perm_df)
+    significant = (perm_df["p_holm"].astype(float) < alpha).to_numpy()
     table = ax.table(cellText=cells.to_numpy(), colLabels=list(cells.columns), loc="center",
                      cellLoc="right", colLoc="right")
     table.auto_set_font_size(False)
@@ -531,119 +469,15 @@ def table1_figure(perm_df: pd.DataFrame, alpha: float = 0.05) -> Figure:
             cell.set_text_props(weight="bold")
             cell.set_facecolor("#fde3d6")
     table.scale(1, 1.35)
-    n = int(perm_df["n"].iloc[0]) if "n" in perm_df and len(perm_df) else len(perm_df)
-    m = f", {int(perm_df['m'].iloc[0]):,} permutations" if "m" in perm_df else ""
-    adj = "Holm-adjusted p" if p_col == "p_holm" else "p"
-    ax.set_title(f"Table 1 · permutation test over {n} seed-only replicas{m}\n"
-                 f"bold: {adj} < {alpha:g}; r, R², ρ: with validation loss", fontsize="medium")
-    return fig
-
-
-def permutation_figure(perm_df: pd.DataFrame, null_samples: Mapping[str, np.ndarray] | None = None,
-                       ncols: int = 4) -> Figure:
-    """Table 1 as a figure: the table (``table1_figure``), or, given ``null_samples``, per
-    measure the null distribution of r (histogram) with the observed ±r marked."""
-    if perm_df["r"].isna().all():  # too few replicas: say so on the figure itself
-        fig, ax = plt.subplots(figsize=(9, 2))
-        note = perm_df["note"].iloc[0] if "note" in perm_df else "no permutation results"
-        ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True)
-        ax.set_axis_off()
-        return fig
-    if null_samples is None:
-        return table1_figure(perm_df)
-    rows = perm_df[perm_df["measure"].isin(list(null_samples))]
-    fig, axes = _grid(len(rows), ncols, panel_size=(4.2, 3.2))
-    for ax, (_, row) in zip(axes, rows.iterrows(), strict=True):
-        ax.hist(null_samples[row["measure"]], bins=40, color="0.7")
-        for sign in (-1, 1):
-            ax.axvline(sign * abs(row["r"]), color="tab:red", lw=1.5)
-        ax.set(xlabel="Pearson r under permutation", ylabel="permutations",
-               title=MEASURE_INFO[row["measure"]].label if row["measure"] in MEASURE_INFO else row["measure"])
-        ax.text(0.03, 0.95, f"p = {_format_p(row['p'], row.get('m'))}", transform=ax.transAxes,
-                va="top", fontsize="small")
+    ax.set_title(f"Table 1 · permutation test over {int(perm_df['n'].iloc[0])} seed-only replicas, "
+                 f"{int(perm_df['m'].iloc[0]):,} permutations\n"
+                 f"bold: Holm-adjusted p < {alpha:g}; r, R², ρ: with validation loss",
+                 fontsize="medium")
     return fig
 
 
 # ---------------------------------------------------------------------------------------------
 # What 01_train and 02_extract show while stepping through
-
-
-def corpus_sizes(corpus: Any) -> pd.DataFrame:
-    """Sizes of a prepared corpus (``lib.data.PreparedCorpus``) as a small table."""
-    T = corpus.context_len
-    rows = [("vocabulary (classes)", corpus.vocab_size), ("context length (tokens per block)", T),
-            ("training blocks", corpus.n_train_blocks), ("training tokens", corpus.n_train_blocks * T),
-            ("training next-token targets", corpus.n_train_blocks * (T - 1)),
-            ("validation blocks", corpus.n_val_blocks), ("validation tokens", corpus.n_val_blocks * T)]
-    return pd.DataFrame(rows, columns=["quantity", "value"]).set_index("quantity")
-
-
-def token_frequency_rank(blocks: np.ndarray, tokenizer: Any = None, label_top: int = 8) -> Figure:
-    """Next-token target counts of the training blocks by frequency rank (log-log), the most
-    frequent tokens named; the classes' sample sizes every later statistic rests on."""
-    targets = np.asarray(blocks)[:, 1:].ravel()
-    counts = np.bincount(targets)
-    order = np.argsort(-counts, kind="stable")
-    ranked = counts[order]
-    seen = ranked[ranked > 0]
-    fig, ax = plt.subplots(figsize=(8, 4.2))
-    ax.plot(np.arange(1, len(seen) + 1), seen, color="tab:blue", lw=1.8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    for rank in range(min(label_top, len(seen))):
-        tok = order[rank]
-        text = tokenizer.decode([int(tok)]) if tokenizer is not None else str(tok)
-        ax.annotate(repr(text), (rank + 1, seen[rank]), fontsize="x-small", rotation=30,
-                    xytext=(3, 3), textcoords="offset points")
-    vocab = len(counts) if tokenizer is None else max(len(counts), len(tokenizer))
-    ax.set(xlabel="frequency rank of token (log scale)", ylabel="training targets (log scale)",
-           title=f"Token frequency: {len(seen):,} of {vocab:,} classes occur, "
-                 f"{len(targets):,} targets")
-    return fig
-
-
-def stats_contents(stats: Mapping[str, Any], metadata: Mapping[str, str]) -> pd.DataFrame:
-    """What a stats file holds: each tensor's shape, dtype and a one-line summary, then the
-    pass metadata (blocks and tokens per pass)."""
-    rows = []
-    for name, t in stats.items():
-        a = t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
-        summary = (f"total {a.sum():,.0f}, {int((a > 0).sum()):,} nonzero" if a.ndim == 1
-                   else f"mean |x| {np.abs(a).mean():.3g}")
-        rows.append({"entry": name, "shape": " × ".join(map(str, a.shape)), "dtype": str(a.dtype),
-                     "summary": summary})
-    for key in sorted(k for k in metadata if k.startswith("pass") and k.endswith(("_blocks", "_tokens"))):
-        value = str(metadata[key])
-        rows.append({"entry": key, "shape": "", "dtype": "metadata",
-                     "summary": f"{int(value):,}" if value.isdigit() else value})
-    return pd.DataFrame(rows).set_index("entry")
-
-
-def class_count_thresholds(counts: np.ndarray, thresholds: Sequence[int] = (1, 5, 20)) -> pd.DataFrame:
-    """How many classes have fewer than each threshold of training samples."""
-    c = np.asarray(counts)
-    return pd.DataFrame({"classes with count <": list(thresholds),
-                         "classes": [int((c < t).sum()) for t in thresholds],
-                         "of vocabulary": [f"{(c < t).mean():.1%}" for t in thresholds]}
-                        ).set_index("classes with count <")
-
-
-def class_count_figure(counts: np.ndarray, thresholds: Sequence[int] = (1, 5, 20)) -> Figure:
-    """Histogram of per-class sample counts (log bins) with the sample thresholds marked."""
-    c = np.asarray(counts)
-    seen = c[c > 0]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    if len(seen):
-        bins = np.unique(np.geomspace(1, seen.max() + 1, 40).astype(int))
-        ax.hist(seen, bins=bins, color="tab:blue", alpha=0.8)
-    ax.set_xscale("log")
-    for t in thresholds:
-        ax.axvline(t, color="tab:red", lw=1, ls="--")
-        ax.text(t, 0.97, f" < {t}: {int((c < t).sum()):,}", transform=ax.get_xaxis_transform(),
-                color="tab:red", fontsize="x-small", va="top")
-    ax.set(xlabel="training samples per class (log scale)", ylabel="classes",
-           title=f"Class counts: {len(seen):,} of {len(c):,} classes seen, {int(c.sum()):,} samples")
-    return fig
 
 
 def token_frequency_figure(tokens_df: pd.DataFrame, names: Sequence[str] | None = None) -> Figure:
@@ -670,10 +504,9 @@ def token_frequency_figure(tokens_df: pd.DataFrame, names: Sequence[str] | None 
 # ---------------------------------------------------------------------------------------------
 # Shell interface
 
-PAPER_FIGURES = {
-    "fig1_loss_vs_nc": ["nc1_cdnv", "gnc2_logkernel_var", "unc3_duality_cv", "nc4_agreement"],
-    "fig2_loss_vs_nc2": ["nc2_norm_cv", "nc2_interference_std", "gnc2_logkernel_var"],
-    "fig3_loss_vs_nc3": ["nc3_duality_mean", "unc3_duality_cv"],
+PAPER_FIGURES = {  # file name -> the measures the registry puts in that paper figure
+    f"{fig}_loss_vs_{suffix}": figure_measures(fig)
+    for fig, suffix in (("fig1", "nc"), ("fig2", "nc2"), ("fig3", "nc3"))
 }
 
 

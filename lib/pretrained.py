@@ -37,9 +37,9 @@ Table columns (``pretrained_table``): ``name`` (slug), ``model`` (hub id or fold
 (LM head rows), ``context_len``, ``n_params`` (distinct parameters, tied counted once),
 ``log_n_params`` (log10), ``val_loss`` (nats/token), ``val_acc``, ``num_classes``,
 ``train_blocks``, ``train_tokens``, ``val_blocks``, ``val_tokens``, ``feature_logit_gap``, the
-eleven measures of ``lib.analysis.MEASURES``, and ``collect_seconds``. The paper population's
+measures of ``lib.registry.MEASURES``, and ``collect_seconds``. The paper population's
 spec columns ``run``, ``epochs``, ``weight_decay``, ``seed``, ``checkpoint`` do not apply and
-are absent (NaN after a concat with ``lib.analysis.build_results_table``).
+are absent (NaN after a concat with ``lib.results.build_results_table``).
 """
 
 from __future__ import annotations

@@ -246,6 +246,19 @@ class SensitivityConfig(_Section):
         return [RunName.parse(name) for name in self.runs]
 
 
+class DynamicsConfig(_Section):
+    """Collapse through training (lib.dynamics): runs trained again with evenly spaced snapshots,
+    each collected and measured. No runs (the default): no dynamics."""
+
+    runs: tuple[str, ...] = ()  # training runs of the profile (no -ck suffix), e.g. L1-d64-e1-wd0.0005-s0
+    points_per_epoch: PositiveInt = 10  # evenly spaced snapshots per epoch (plus one at step 0)
+    max_train_blocks: PositiveInt | None = None  # statistics cap per snapshot; None: collect's
+    max_val_blocks: PositiveInt | None = None  # validation cap per snapshot; None: collect's
+
+    def run_names(self) -> list[RunName]:
+        return [RunName.parse(name) for name in self.runs]
+
+
 # ---------------------------------------------------------------------------------------------
 # The profile
 
@@ -266,6 +279,7 @@ class Profile(_Section):
     cluster: ClusterConfig = ClusterConfig()
     analysis: AnalysisConfig = AnalysisConfig()
     sensitivity: SensitivityConfig = SensitivityConfig()
+    dynamics: DynamicsConfig = DynamicsConfig()
 
     @model_validator(mode="after")
     def _check(self) -> Profile:
@@ -284,6 +298,15 @@ class Profile(_Section):
             if ck not in measured:
                 raise ValueError(f"sensitivity.runs: {name} is not a measured checkpoint of this "
                                  f"profile (e.g. {self.checkpoints()[0]})")
+        runs = set(self.runs())
+        for name in self.dynamics.runs:
+            try:
+                run = RunName.parse(name)
+            except ValueError as err:
+                raise ValueError(f"dynamics.runs: {err}") from None
+            if run.checkpoint is not None or run not in runs:
+                raise ValueError(f"dynamics.runs: {name} is not a training run of this profile "
+                                 f"(a run name without -ck, e.g. {self.runs()[0]})")
         return self
 
     # --- construction ---------------------------------------------------------------------

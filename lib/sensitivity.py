@@ -1,88 +1,97 @@
-"""How the measures depend on the sample: statistics of one model from growing prefixes of the
-training blocks (issue 8, "sensitivity to the sample").
-
-The subsets are deterministic prefixes: fraction f uses the first ceil(f * n) training blocks
-in the stored order (``max_train_blocks``), so each subset contains the smaller ones and the
-provenance of every stats file is the whole block array plus its ``pass1_blocks``. Validation
-always uses every validation block. A class seen once has zero within-class variance by
-construction, so the table also reports how many classes are seen and how often.
+"""How the measures depend on the statistics sample (issue 8): for the profile's
+``sensitivity.runs``, every measure when the class statistics come from the first 1/8, 1/4,
+1/2 or all of the training blocks (``lib.pipeline.sensitivity_all`` collects them; fraction 1
+is the main statistics). A class seen once has zero within-class variance by construction, so
+the table also says how many classes are seen and how often. No torch import.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from safetensors import safe_open
 
-from lib.collect import collect_model_stats, stale_reasons
 from lib.errors import UserError
-from lib.provenance import sha256_array, sha256_file
-from lib.stats_file import partial_path, read_stats
+from lib.paths import Layout, read_json
+from lib.registry import MEASURES, label, measure_transform
+
+STABLE_WITHIN = 0.10  # a measure is "stable" when halving the sample moves it by < 10 %
 
 
-def _blocks(blocks: np.ndarray | str | Path, split: str) -> np.ndarray:
-    if isinstance(blocks, (str, Path)):
-        if not Path(blocks).is_file():
-            raise UserError(f"no {split} blocks at {blocks}; run the corpus stage first")
-        return np.load(blocks, mmap_mode="r")
-    return blocks
+def _class_counts(stats_path: Any) -> tuple[np.ndarray, int]:
+    """(train samples per class seen (counts >= 1), train tokens), read without torch."""
+    with safe_open(str(stats_path), framework="numpy") as f:
+        counts = f.get_tensor("counts")
+        tokens = int(f.metadata()["pass1_tokens"])
+    return counts[counts > 0], tokens
 
 
-def prefix_blocks(n_blocks: int, fractions: Sequence[float]) -> list[int]:
-    """Blocks used for each fraction: ceil(f * n_blocks), at least 1; fractions in (0, 1]."""
-    bad = [f for f in fractions if not 0 < f <= 1]
-    if bad or not fractions:
-        raise UserError(f"sample fractions must lie in (0, 1], got {list(fractions)}")
-    return [max(1, math.ceil(f * n_blocks)) for f in fractions]
-
-
-def _fresh(path: Path, n_blocks: int, hashes: dict[str, str]) -> bool:
-    """True when ``path`` is a finished stats file of these inputs and this prefix length."""
-    if not path.exists():
-        return False
-    if stale_reasons(path, **hashes, pass1_blocks=n_blocks):
-        path.unlink()  # this function's own cache: made from other inputs, collect again
-        partial_path(path).unlink(missing_ok=True)
-        return False
-    return True
-
-
-def sample_sensitivity(model_dir: str | Path, train_blocks: np.ndarray | str | Path,
-                       val_blocks: np.ndarray | str | Path,
-                       fractions: Sequence[float] = (0.125, 0.25, 0.5, 1.0), *,
-                       work_dir: str | Path, batch_size: int = 64, device: str = "cpu",
-                       progress: bool = True) -> pd.DataFrame:
-    """One row per fraction: ``fraction, train_tokens, num_classes, median_class_count,
-    frac_singletons`` and every measure of ``lib.measure.compute_measures``.
-
-    Statistics of fraction f come from the first ceil(f * n) training blocks and all validation
-    blocks, in ``work_dir/train<blocks>.safetensors``; a finished file made from the same
-    weights and blocks is reused, any other is collected again.
-    """
-    from lib.measure import compute_measures
-
-    model_dir, work_dir = Path(model_dir), Path(work_dir)
-    weights = model_dir / "model.safetensors"
-    if not weights.is_file():
-        raise UserError(f"no model.safetensors in {model_dir}; train the model first")
-    train, val = _blocks(train_blocks, "train"), _blocks(val_blocks, "validation")
-    hashes = {"weights_sha256": sha256_file(weights),
-              "train_blocks_sha256": sha256_array(train), "val_blocks_sha256": sha256_array(val)}
-    work_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for fraction, n in zip(fractions, prefix_blocks(len(train), fractions), strict=True):
-        path = work_dir / f"train{n}.safetensors"
-        if not _fresh(path, n, hashes):
-            collect_model_stats(model_dir, train_blocks, val_blocks, path, batch_size=batch_size,
-                                device=device, max_train_blocks=n, progress=progress)
-        stats, meta = read_stats(path)
-        counts = stats["counts"][stats["counts"] > 0]  # (K,) classes seen
-        rows.append({"fraction": float(fraction), "train_blocks": n,
-                     "train_tokens": int(meta["pass1_tokens"]), "num_classes": int(len(counts)),
-                     "median_class_count": float(np.median(counts.numpy())),
-                     "frac_singletons": float((counts == 1).double().mean()),
-                     **compute_measures(stats, device, progress=False)})
+def sensitivity_table(profile: Any) -> pd.DataFrame:
+    """One row per (checkpoint, fraction): ``checkpoint, fraction, train_tokens, num_classes,
+    median_class_count, frac_singletons`` and every measure; needs ``sensitivity_all`` done."""
+    layout, rows = Layout(profile.out_path), []
+    for ck in profile.sensitivity.checkpoints():
+        for fraction in profile.sensitivity.fractions:
+            metrics, stats = layout.metrics(ck, fraction), layout.stats(ck, fraction)
+            if not (metrics.is_file() and stats.is_file()):
+                raise UserError(f"no sensitivity statistics at {stats.parent}; run "
+                                f"lib.pipeline.sensitivity_all (notebook 03_measure) first")
+            counts, tokens = _class_counts(stats)
+            values = read_json(metrics)
+            rows.append({"checkpoint": str(ck), "width": ck.width, "fraction": float(fraction),
+                         "train_tokens": tokens, "num_classes": int(len(counts)),
+                         "median_class_count": float(np.median(counts)),
+                         "frac_singletons": float(np.mean(counts == 1)),
+                         **{m: values.get(m, np.nan) for m in MEASURES}})
     return pd.DataFrame(rows)
+
+
+def stability(table: pd.DataFrame, measures: Sequence[str] = MEASURES) -> pd.DataFrame:
+    """Per measure: its relative change from the smallest and from the half sample to the whole
+    split (worst model), and whether halving the sample moves it by less than 10 %."""
+    rows = []
+    for m in measures:
+        small, half = [], []
+        for _, g in table.groupby("checkpoint"):
+            g = g.set_index("fraction")[m].astype(float)
+            full = g.loc[g.index.max()]
+            small.append(abs(g.loc[g.index.min()] / full - 1))
+            if 0.5 in g.index:
+                half.append(abs(g.loc[0.5] / full - 1))
+        worst_half = max(half) if half else np.nan
+        rows.append({"measure": m, "label": label(m), "scale": measure_transform(m),
+                     "max_change_smallest": max(small), "max_change_half": worst_half,
+                     "stable": bool(worst_half < STABLE_WITHIN)})
+    return pd.DataFrame(rows)
+
+
+def sensitivity_figure(table: pd.DataFrame, measures: Sequence[str] = MEASURES, ncols: int = 4):
+    """Each measure relative to its whole-split value against the fraction of training tokens,
+    one line per model (log2 x axis)."""
+    import matplotlib.pyplot as plt
+
+    nrows = -(-len(measures) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows), squeeze=False,
+                             sharex=True, constrained_layout=True)
+    for ax, m in zip(axes.flat, measures, strict=False):
+        for ck, g in table.groupby("checkpoint", sort=False):
+            g = g.sort_values("fraction")
+            ax.plot(g["fraction"], g[m] / g[m].iloc[-1], marker="o", ms=3, label=ck)
+        ax.axhline(1, color="0.6", lw=0.8)
+        ax.axhspan(1 - STABLE_WITHIN, 1 + STABLE_WITHIN, color="0.9", zorder=0)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(table["fraction"].unique()),
+                      [f"1/{round(1 / f)}" if f < 1 else "all" for f in sorted(table["fraction"].unique())])
+        ax.set_title(label(m), fontsize=9)
+    for ax in axes.flat[len(measures):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("fraction of training tokens")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("value / value on all")
+    axes.flat[0].legend(fontsize=7, loc="best")
+    fig.suptitle("Sensitivity of each measure to the statistics sample (grey band: ±10 %)")
+    return fig

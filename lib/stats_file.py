@@ -7,7 +7,10 @@ sum of ||x - mu_c||^2), ``val_counts`` [V] int64, ``val_agree`` [V] int64 (pass 
 (``weights_sha256``, ``train_blocks_sha256``, ``val_blocks_sha256``, ``tokenizer_sha256``: see
 ``lib.provenance``), per pass ``pass{N}_blocks``, ``pass{N}_tokens``, ``pass{N}_shard`` ('' =
 whole split, else 'i/n'), ``pass{N}_split_sha``; ``means_hash`` (sha256 of the train means that
-pass 2 used, '' in a pass-1 shard) and ``format_version``.
+pass 2 used, '' in a pass-1 shard) and ``format_version``. Optional, only when collected with
+layers (``lib.layers``): pass-1 tensors ``layer{i}.sums`` [V, D] float64 and ``layer{i}.sq_dev``
+[V] float64 per residual-stream index i (sharing ``counts``), listed in metadata ``layers``
+("0,1,2") with ``n_layer``; without layers a file is exactly as before.
 
 Shards of pass 1 merge exactly: counts and sums add, ``sq_dev`` by Chan's formula
 (``lib.accumulate.merge_m2``); shards of pass 2 add.
@@ -37,12 +40,29 @@ PASS_TENSORS = {1: ("counts", "sums", "sq_dev"), 2: ("val_counts", "val_agree")}
 STATS_KEYS = (*PASS_TENSORS[1], *PASS_TENSORS[2], "lm_head")
 PASS_META = ("blocks", "tokens", "shard", "split_sha")  # metadata keys pass{N}_<key>
 MODEL_KEYS = ("model", "vocab_size", "width", "lm_head_sha256")
+LAYER_TENSORS = ("sums", "sq_dev")  # per collected layer: layer{i}.<name> (module docstring)
 PROVENANCE_KEYS = ("lm_head_sha256", "weights_sha256", "train_blocks_sha256",
                    "val_blocks_sha256", "tokenizer_sha256")
 
 
 # ---------------------------------------------------------------------------------------------
 # Reading and writing.
+
+
+def layer_key(layer: int, name: str) -> str:
+    """Tensor name of a layer's pass-1 accumulator, e.g. ``layer2.sums``."""
+    return f"layer{layer}.{name}"
+
+
+def stored_layers(meta: dict[str, str]) -> tuple[int, ...]:
+    """The residual-stream indices whose statistics a file holds (metadata ``layers``)."""
+    text = meta.get("layers", "")
+    return tuple(int(i) for i in text.split(",")) if text else ()
+
+
+def pass1_keys(meta: dict[str, str]) -> tuple[str, ...]:
+    """Every pass-1 tensor of a file: counts, sums, sq_dev and its layers' accumulators."""
+    return (*PASS_TENSORS[1], *(layer_key(i, n) for i in stored_layers(meta) for n in LAYER_TENSORS))
 
 
 def _existing(path: str | Path) -> Path:
@@ -85,7 +105,7 @@ def read_stats(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     if meta.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path} has stats format {meta.get('format_version')!r}, this code reads "
                         f"{FORMAT_VERSION!r}; collect it again with `python -m lib collect`")
-    missing = [k for k in STATS_KEYS if k not in tensors]
+    missing = [k for k in (*STATS_KEYS, *pass1_keys(meta)) if k not in tensors]
     if missing:
         raise UserError(f"{path} lacks tensors {missing} (an unfinished or sharded file); finish "
                         "its passes or merge its shards with `python -m lib merge-stats`")
@@ -286,10 +306,11 @@ def read_train_pass(path: str | Path, info: dict[str, str], prov: dict[str, str]
             f"of format {FORMAT_VERSION} (passes: {done_passes(meta)}); run pass 1 or merge its "
             "shards first"
         )
-    tensors = {k: v for k, v in load_stats(path).items() if k in PASS_TENSORS[1]}
+    tensors = {k: v for k, v in load_stats(path).items() if k in pass1_keys(meta)}
     means = class_means(tensors["counts"], tensors["sums"])
     check_means(means, meta.get("means_hash", ""))
-    keep = {**earlier_meta(meta, 2), **{k: meta[k] for k in PROVENANCE_KEYS if meta.get(k)}}
+    keep = {**earlier_meta(meta, 2),
+            **{k: meta[k] for k in (*PROVENANCE_KEYS, "layers", "n_layer") if meta.get(k)}}
     return tensors, keep, meta["means_hash"], means
 
 
@@ -373,7 +394,7 @@ def _check_parts(metas: list[dict[str, str]], pass_: int, paths: Sequence[Path])
         if pass_ > 1 and m.get("means_hash") != first.get("means_hash"):
             raise UserError(f"cannot merge pass {pass_} shards computed with different pass-1 "
                             f"means: hash {m.get('means_hash')} != {first.get('means_hash')}")
-        keys = (*MODEL_KEYS, *PROVENANCE_KEYS, f"pass{pass_}_split_sha",
+        keys = (*MODEL_KEYS, *PROVENANCE_KEYS, "layers", f"pass{pass_}_split_sha",
                 *earlier_meta(first, pass_))
         for key in keys:
             if m.get(key) != first.get(key):
@@ -385,13 +406,16 @@ def _check_parts(metas: list[dict[str, str]], pass_: int, paths: Sequence[Path])
         raise UserError(f"pass-{pass_} shards must be 0/n .. n-1/n, each once; got {shards}")
 
 
-def _add_part(merged: dict[str, Tensor], part: dict[str, Tensor], pass_: int) -> None:
-    """Add one shard's accumulators of ``pass_`` into ``merged`` (Chan's formula for sq_dev)."""
-    if pass_ == 1:
-        merged["sq_dev"] = merge_m2(merged["counts"], merged["sums"], merged["sq_dev"],
-                                    part["counts"], part["sums"], part["sq_dev"])
-    for key in PASS_TENSORS[pass_]:
-        if key != "sq_dev":
+def _add_part(merged: dict[str, Tensor], part: dict[str, Tensor], keys: Sequence[str]) -> None:
+    """Add one shard's accumulators ``keys`` into ``merged`` (Chan's formula for each sq_dev,
+    with the counts before this part's are added)."""
+    for key in keys:
+        if key.endswith("sq_dev"):
+            sums = key.removesuffix("sq_dev") + "sums"
+            merged[key] = merge_m2(merged["counts"], merged[sums], merged[key],
+                                   part["counts"], part[sums], part[key])
+    for key in keys:
+        if not key.endswith("sq_dev"):
             merged[key] = merged[key] + part[key]
 
 
@@ -411,11 +435,12 @@ def merge_stats(paths: Sequence[str | Path], out_path: str | Path,
     paths, metas = [paths[i] for i in order], [metas[i] for i in order]
     parts = [load_stats(p) for p in paths]
     merged = dict(parts[0])
+    keys = pass1_keys(metas[0]) if pass_ == 1 else PASS_TENSORS[pass_]
     for part, p in zip(parts[1:], paths[1:], strict=True):
         for key, t in part.items():
-            if key not in PASS_TENSORS[pass_] and not torch.equal(merged[key], t):
+            if key not in keys and not torch.equal(merged[key], t):
                 raise UserError(f"cannot merge {p}: its {key} differs from {paths[0]}'s")
-        _add_part(merged, part, pass_)
+        _add_part(merged, part, keys)
     meta = {**metas[0], f"pass{pass_}_shard": ""}
     for key in ("blocks", "tokens"):
         meta[f"pass{pass_}_{key}"] = str(sum(int(m[f"pass{pass_}_{key}"]) for m in metas))

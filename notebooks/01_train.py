@@ -24,7 +24,7 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib import analysis, paper, pipeline, plots
+from lib import paper, pipeline, plots, results, walkthrough
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg
@@ -39,7 +39,7 @@ cfg
 corpus = pipeline.prepare_profile_corpus(cfg.profile, progress=cfg.progress)
 
 # %%
-plots.corpus_sizes(corpus)
+walkthrough.corpus_sizes(corpus)
 
 # %% [markdown]
 # A training block, decoded, and its first tokens as the model sees them:
@@ -54,7 +54,7 @@ print(tokenizer.convert_ids_to_tokens(block[:24].tolist()))
 # How often each token occurs as a training target, by frequency rank (log-log; a Zipf-like line). The rare classes on the right are the ones `02_extract` sees only a handful of times.
 
 # %%
-fig = plots.token_frequency_rank(corpus.train_blocks(), tokenizer)
+fig = walkthrough.token_frequency_rank(corpus.train_blocks(), tokenizer)
 plots.show_and_save(fig, "corpus_token_frequency", cfg)
 
 # %% [markdown]
@@ -81,7 +81,7 @@ pipeline.train_all(cfg.profile, corpus=corpus, progress=cfg.progress)
 # Validation loss (nats per token) and top-1 accuracy after each epoch, one line per run, coloured by parameter count; seed-only replicas of one architecture are drawn thin and dashed so they stay apart. Larger models should reach lower loss, and longer training should keep lowering it.
 
 # %%
-runs = analysis.load_run_results(cfg.out_path)
+runs = results.load_run_results(cfg.out_path)
 fig = plots.training_curves(runs)
 plots.show_and_save(fig, "training_curves", cfg)
 
@@ -91,7 +91,7 @@ plots.show_and_save(fig, "training_curves", cfg)
 # Final validation loss of each architecture for every variant (epochs, weight decay), all on one colour scale: the spread the correlations of `04_correlate` rely on.
 
 # %%
-train_table = analysis.training_table(cfg.out_path, cfg.runs())
+train_table = results.training_table(cfg.out_path, cfg.runs())
 fig = plots.loss_grid_heatmaps(train_table)
 plots.show_and_save(fig, "loss_grid", cfg)
 
@@ -99,4 +99,4 @@ plots.show_and_save(fig, "loss_grid", cfg)
 # ## Summary
 
 # %%
-analysis.training_summary(train_table)
+results.training_summary(train_table)

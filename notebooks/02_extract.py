@@ -24,7 +24,7 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib import accumulate, paper, pipeline, plots, stats_file
+from lib import accumulate, paper, pipeline, plots, stats_file, walkthrough
 from lib.paths import Layout
 
 cfg = paper.notebook_setup(profile, progress=progress)
@@ -49,7 +49,7 @@ print(f"model {ck}: {paper.short(path)}")
 
 # %%
 stats, meta = stats_file.read_stats(path)
-plots.stats_contents(stats, meta)
+walkthrough.stats_contents(stats, meta)
 
 # %% [markdown]
 # ### How many samples does each class get?
@@ -58,9 +58,9 @@ plots.stats_contents(stats, meta)
 
 # %%
 counts = stats["counts"].numpy()
-fig = plots.class_count_figure(counts, thresholds=(1, 5, 20))
+fig = walkthrough.class_count_figure(counts, thresholds=(1, 5, 20))
 plots.show_and_save(fig, "class_counts", cfg)
-plots.class_count_thresholds(counts, thresholds=(1, 5, 20))
+walkthrough.class_count_thresholds(counts, thresholds=(1, 5, 20))
 
 # %% [markdown]
 # ### The passes are tied by the class means

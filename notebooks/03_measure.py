@@ -24,7 +24,7 @@ results_table = None  # override: write the table elsewhere (needs output_dir to
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib import analysis, paper, pipeline
+from lib import paper, pipeline, plots, results, sensitivity
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir,
                            progress=progress)
@@ -35,8 +35,8 @@ cfg
 pipeline.measure_all(cfg.profile, progress=cfg.progress)
 
 # %%
-table = analysis.build_results_table(cfg.out_path, cfg.checkpoints())
-analysis.save_table(table, cfg.results_table)
+table = results.build_results_table(cfg.out_path, cfg.checkpoints())
+results.save_table(table, cfg.results_table)
 print(f"{len(table)} models -> {paper.short(cfg.results_table)}")
 
 # %% [markdown]
@@ -45,7 +45,7 @@ print(f"{len(table)} models -> {paper.short(cfg.results_table)}")
 # The measures at a glance, to 4 significant figures (full precision in the CSV).
 
 # %%
-analysis.round_sig(table, 4)
+results.round_sig(table, 4)
 
 # %% [markdown]
 # ## Summary
@@ -53,4 +53,23 @@ analysis.round_sig(table, 4)
 # Range of each quantity over the population (4 significant figures).
 
 # %%
-analysis.summary_numbers(table)
+results.summary_numbers(table)
+
+# %% [markdown]
+# ## Sensitivity to the statistics sample
+#
+# The class statistics above use every training block. For the profile's `sensitivity.runs` (models spanning the grid), the statistics are collected again from the first 1/8, 1/4 and 1/2 of the training blocks, and every measure is recomputed. The table gives, per measure, the largest relative change (over those models) from the smallest and from the half sample to the whole split; "stable" means halving the sample moves it by less than 10 %. Fewer tokens leave more classes seen only a few times (a class seen once has zero within-class variance by construction), which is what moves the variability measures.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+pipeline.sensitivity_all(cfg.profile, progress=cfg.progress)
+
+# %%
+sens = sensitivity.sensitivity_table(cfg.profile)
+results.save_table(sens, cfg.table_path("sensitivity.csv"))
+results.round_sig(sens[["checkpoint", "fraction", "train_tokens", "num_classes", "median_class_count", "frac_singletons"]], 3)
+
+# %%
+fig = sensitivity.sensitivity_figure(sens)
+plots.show_and_save(fig, "sensitivity", cfg)
+results.round_sig(sensitivity.stability(sens), 3)

@@ -23,10 +23,10 @@ results_table = None  # override: any table with the schema of runs/<profile>/re
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib import analysis, paper, plots
+from lib import analysis, claims, paper, plots, registry, results
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
-table = analysis.load_table(cfg.results_table)
+table = results.load_table(cfg.results_table)
 print(f"{len(table)} models from {paper.short(cfg.results_table)}")
 
 # %% [markdown]
@@ -35,10 +35,8 @@ print(f"{len(table)} models from {paper.short(cfg.results_table)}")
 # Per measure (log10 where the registry says): Pearson r and R² with 95% intervals from a bootstrap over whole training runs, Spearman ρ, and the partial r after controlling for log parameters and epochs trained.
 
 # %%
-from lib import claims, registry
-
 corr = analysis.correlate(table, n_bootstrap=cfg.analysis.n_bootstrap, seed=cfg.analysis.seed)
-analysis.save_table(corr, cfg.table_path("correlations.csv"))
+results.save_table(corr, cfg.table_path("correlations.csv"))
 analysis.correlation_summary(corr)
 
 # %% [markdown]
@@ -77,16 +75,16 @@ plots.show_and_save(fig, "fig3_loss_vs_nc3", cfg)
 print(claims.CDNV_UNITS_NOTE)
 fig = plots.loss_vs_measures(table, ["nc1_cdnv", "nc1_cdnv_galanti"], corr)
 plots.show_and_save(fig, "cdnv_units", cfg)
-analysis.round_sig(claims.cdnv_units_table(table), 3)
+results.round_sig(claims.cdnv_units_table(table), 3)
 
 # %% [markdown]
 # ## Scaling
 #
-# Each measure against width, depth, epochs and weight decay: does collapse develop with scale and training?
+# Each measure against model size, then against width (one line per depth) and against epochs trained (one line per width and weight decay): does collapse develop with scale and training? Each figure's title says what it averages over.
 
 # %%
-fig = plots.scaling_grid(table, registry.MEASURES)
-plots.show_and_save(fig, "scaling", cfg)
+for name, fig in plots.scaling_figures(table, registry.MEASURES).items():
+    plots.show_and_save(fig, name, cfg)
 
 # %% [markdown]
 # ## Do the paper's claims hold here?

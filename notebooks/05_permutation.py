@@ -23,11 +23,11 @@ results_table = None  # override: any table with the schema of runs/<profile>/re
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib import analysis, paper, plots
+from lib import analysis, paper, plots, results
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
-table = analysis.load_table(cfg.results_table)
-replicas = analysis.replica_rows(table, cfg.grid.replicas, main_seed=cfg.grid.seed)
+table = results.load_table(cfg.results_table)
+replicas = results.replica_rows(table, cfg.grid.replicas, main_seed=cfg.grid.seed)
 print(f"{len(replicas)} seed-only replicas of {replicas['run'].iloc[0] if len(replicas) else 'none'}")
 
 # %% [markdown]
@@ -37,7 +37,7 @@ print(f"{len(replicas)} seed-only replicas of {replicas['run'].iloc[0] if len(re
 
 # %%
 perm = analysis.table1(replicas, n_permutations=cfg.analysis.n_permutations, seed=cfg.analysis.seed)
-analysis.save_table(perm, cfg.table_path("permutation.csv"))
+results.save_table(perm, cfg.table_path("permutation.csv"))
 print(analysis.MULTIPLICITY_NOTE.format(k=len(perm)))
 analysis.table1_display(perm)
 
@@ -47,5 +47,5 @@ analysis.table1_display(perm)
 # |r| per measure, significant ones (Holm p < 0.05) marked. The paper finds NC1, GNC2 and UNC3 (among others) significant across 21 seeds of one architecture.
 
 # %%
-fig = plots.permutation_figure(perm)
+fig = plots.table1_figure(perm)
 plots.show_and_save(fig, "table1_permutation", cfg)

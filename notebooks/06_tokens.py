@@ -24,23 +24,21 @@ progress = True  # tqdm bars here; `make paper` sets False
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib import analysis, data, measure, paper, plots
+from lib import data, measure, paper, plots, results, stats_file
+from lib import tokens as tok
+from lib.paths import Layout
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir,
                            progress=progress)
 
 # %%
-from lib import stats_file
-from lib import tokens as tok
-from lib.paths import Layout
-
-table = analysis.load_table(cfg.results_table)
-ck = analysis.largest_model(table)
+table = results.load_table(cfg.results_table)
+ck = results.largest_model(table)
 layout = Layout(cfg.out_path)
 stats, _ = stats_file.read_stats(layout.stats(ck))
 tokenizer = data.load_tokenizer(layout.tokenizer_dir)
 tokens = tok.token_table(measure.per_class_measures(stats, progress=progress), tokenizer)
-min_count = getattr(cfg.analysis, "min_count", tok.DEFAULT_MIN_COUNT)  # profile: analysis.min_count
+min_count = cfg.analysis.min_count  # classes with fewer samples are left out of rankings
 print(f"model {ck}: {len(tokens)} token classes")
 print(tok.exclusion_note(tokens, min_count))
 
@@ -60,13 +58,13 @@ plots.show_and_save(fig, "tokens_frequency", cfg)
 
 # %%
 names = tok.first_name_table(tokens, min_count=min_count)
-analysis.round_sig(names, 4)
+results.round_sig(names, 4)
 
 # %% [markdown]
 # ## Most and least collapsed tokens (by variability)
 
 # %%
-analysis.round_sig(tok.most_and_least_collapsed(tokens, k=10, min_count=min_count), 4)
+results.round_sig(tok.most_and_least_collapsed(tokens, k=10, min_count=min_count), 4)
 
 # %% [markdown]
 # ## Explorer

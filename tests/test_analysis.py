@@ -180,13 +180,13 @@ def test_table1_with_too_few_replicas_says_so_and_draws_a_note():
     import matplotlib
 
     matplotlib.use("Agg")
-    from lib.analysis import MEASURES, table1
-    from lib.plots import permutation_figure
+    from lib.analysis import table1
+    from lib.plots import table1_figure
 
     two = pd.DataFrame({"val_loss": [1.0, 2.0], **{m: [0.1, 0.2] for m in MEASURES}})
     out = table1(two, n_permutations=10)
     assert out["r"].isna().all() and out["note"].str.contains("n=2").all()
-    fig = permutation_figure(out)
+    fig = table1_figure(out)
     assert "too few seed-only replicas" in fig.axes[0].texts[0].get_text()
 
 

@@ -95,7 +95,7 @@ def _tracked_status() -> str:
 
 @pytest.mark.skipif(shutil.which("git") is None or not (REPO_ROOT / ".git").exists(), reason="no git")
 def test_save_paths_under_the_redirect_leave_tracked_files_alone():
-    from lib import analysis
+    from lib import results
 
     before = _tracked_status()
     cfg = notebook_setup("smoke", style=False)
@@ -104,8 +104,8 @@ def test_save_paths_under_the_redirect_leave_tracked_files_alone():
         ax.plot([1, 2], [2, 1])
         paths = plots.save_figure(fig, "training_curves", where)
         assert all(p.parent == paper.output_root() / "figures" / "smoke" for p in paths)
-    table = analysis.load_table(cfg.results_table)
-    analysis.save_table(table, cfg.table_path("results.csv"))
+    table = results.load_table(cfg.results_table)
+    results.save_table(table, cfg.table_path("results.csv"))
     assert _tracked_status() == before
 
 

@@ -13,8 +13,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from lib import analysis, plots  # noqa: E402
-from lib.analysis import MEASURES  # noqa: E402
+from lib import analysis, plots, registry, results, walkthrough  # noqa: E402
+from lib.registry import MEASURES  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -98,15 +98,6 @@ def test_loss_vs_measures_uses_given_correlations():
     assert texts[0].startswith("$R^2$ = 0.12") and texts[1].startswith("$R^2$ = 0.46")
 
 
-def test_scaling_grid_shape_and_labels():
-    fig = plots.scaling_grid(small_table(), ["nc1_cdnv", "nc4_agreement"])
-    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
-    assert len(panels) == 8
-    assert [ax.get_xlabel() for ax in panels[:4]] == [plots.FACTORS[f][1] for f in
-                                                       ("width", "depth", "epochs", "weight_decay")]
-    assert panels[0].get_yscale() == "log" and panels[4].get_yscale() == "linear"
-
-
 def test_training_curves_and_heatmap():
     results = {
         "L1-d32-e2-wd0.0005-s0": {"n_params": 1e4, "checkpoints": [
@@ -126,25 +117,14 @@ def test_training_curves_and_heatmap():
         plots.loss_grid_heatmap(table)
 
 
-def test_permutation_figure_is_a_table_with_signed_r_and_resolution_limited_p():
+def test_table1_figure_is_a_table_with_signed_r_and_resolution_limited_p():
     table = small_table()
-    perm = analysis.permutation_test(table, ["nc1_cdnv", "nc4_agreement"], n_permutations=200)
-    perm = perm.assign(p_holm=perm["p"] * 2, m=200)
-    perm.loc[0, "p"] = 1 / 201  # no permuted |r| reached the observed one
-    cells = plots.table1_cells(perm)
-    assert list(cells.columns[:3]) == ["measure", "n", "Pearson r"]
-    assert {"R²", "p", "Holm p"} <= set(cells.columns) and "m" not in cells.columns
-    assert cells["p"].iloc[0] == "< 5e-3"
-    assert cells["Pearson r"].iloc[0] == f"{perm['r'].iloc[0]:+.2f}"  # sign kept
-    assert cells["R²"].iloc[1] == f"{perm['r2'].iloc[1]:.2f}"
-    fig = plots.permutation_figure(perm)
+    perm = analysis.table1(table, n_permutations=200)
+    perm.loc[0, ["p", "p_holm"]] = 1 / 201  # no permuted |r| reached the observed one
+    fig = plots.table1_figure(perm)
     texts = [c.get_text().get_text() for c in fig.axes[0].tables[0].get_celld().values()]
-    assert "Holm p" in texts and "< 5e-3" in texts and "NC1: CDNV" in texts
-    x, mask, _ = analysis.transformed(table, "nc1_cdnv")
-    null = {"nc1_cdnv": analysis.permutation_null(x, table.loc[mask, "val_loss"].to_numpy(), 200, 0)}
-    fig = plots.permutation_figure(perm, null)
-    assert len(fig.axes) == 1 and "p = " in fig.axes[0].texts[0].get_text()
-
+    assert {"Holm p", "R²", "Spearman ρ", "< 5e-3", "NC1: CDNV"} <= set(texts)
+    assert f"{perm['r'].iloc[1]:+.3f}" in texts  # signed r
 
 def test_scaling_figures_say_what_they_aggregate():
     figs = plots.scaling_figures(small_table(), ["nc1_cdnv", "nc4_agreement"])
@@ -194,12 +174,12 @@ def test_log_ticks_have_one_label_each():
 
 def test_step_through_helpers():
     blocks = np.array([[0, 1, 2, 2, 3], [3, 2, 2, 1, 0]])
-    fig = plots.token_frequency_rank(blocks)
+    fig = walkthrough.token_frequency_rank(blocks)
     np.testing.assert_array_equal(fig.axes[0].lines[0].get_ydata(), [4, 2, 1, 1])
     counts = np.array([0, 0, 3, 7, 30, 1])
-    thresholds = plots.class_count_thresholds(counts, (1, 5, 20))
+    thresholds = walkthrough.class_count_thresholds(counts, (1, 5, 20))
     assert thresholds["classes"].tolist() == [2, 4, 5]
-    fig = plots.class_count_figure(counts, (1, 5, 20))
+    fig = walkthrough.class_count_figure(counts, (1, 5, 20))
     assert "4 of 6 classes seen" in fig.axes[0].get_title()
 
 
@@ -214,7 +194,7 @@ def test_token_frequency_figure_highlights_names():
 
 
 def test_cli_figures(tmp_path):
-    table_path = analysis.save_table(small_table(), tmp_path / "results.csv")
+    table_path = results.save_table(small_table(), tmp_path / "results.csv")
     parser = argparse.ArgumentParser()
     plots.register_cli(parser.add_subparsers())
     args = parser.parse_args(["figures", "--table", str(table_path), "--profile", "t",
@@ -232,5 +212,5 @@ def test_human_count_and_uncrowded_log_axis():
     fig.canvas.draw()
     labels = [t.get_text() for t in ax.get_xticklabels() + ax.get_xticklabels(minor=True) if t.get_text()]
     assert 2 <= len(labels) <= 4 and all("10^" not in s for s in labels)
-    assert analysis.axis_label("nc1_cdnv") == "CDNV (log scale)"
-    assert analysis.axis_label("nc4_agreement") == "classifier agreement (fraction of tokens)"
+    assert registry.axis_label("nc1_cdnv") == "CDNV (log scale)"
+    assert registry.axis_label("nc4_agreement") == "classifier agreement (fraction of tokens)"

@@ -1,64 +1,63 @@
-"""Sample-size sensitivity (lib.sensitivity) on a tiny saved model."""
+"""Sample-size sensitivity tables (lib.sensitivity) from files laid out as the pipeline writes
+them; the collection itself is tested end to end in tests/test_pipeline.py."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
-from lib.collect import collect_model_stats
 from lib.errors import UserError
-from lib.measure import compute_measures
-from lib.model import build_model, gpt_neo_config
-from lib.sensitivity import prefix_blocks, sample_sensitivity
-from lib.stats_file import read_stats
+from lib.paths import Layout, atomic_write_json
+from lib.registry import MEASURES
+from lib.runs import RunName
+from lib.sensitivity import sensitivity_figure, sensitivity_table, stability
 
-V, D, T = 40, 16, 12
+FRACTIONS = (0.25, 0.5, 1.0)
 
 
-@pytest.fixture
-def setup(tmp_path):
-    ckpt = tmp_path / "checkpoint-1"
-    build_model(gpt_neo_config(1, D, V, T), seed=0).save_pretrained(ckpt)
+def _profile(tmp_path, cks):
+    sens = SimpleNamespace(checkpoints=lambda: cks, fractions=FRACTIONS)
+    return SimpleNamespace(out_path=tmp_path, sensitivity=sens)
+
+
+def _write(tmp_path, ck, fraction, counts, value):
+    layout = Layout(tmp_path)
+    stats = layout.stats(ck, fraction)
+    stats.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"counts": counts}, str(stats), metadata={"pass1_tokens": str(int(counts.sum()))})
+    atomic_write_json(layout.metrics(ck, fraction), {m: value for m in MEASURES})
+
+
+def test_table_counts_and_stability(tmp_path):
+    ck = RunName.parse("L1-d32-e1-wd0.0005-s0-ck1")
     rng = np.random.default_rng(0)
-    train = rng.integers(0, V, (16, T)).astype(np.int32)  # (16, 12)
-    val = rng.integers(0, V, (4, T)).astype(np.int32)  # (4, 12)
-    return ckpt, train, val
-
-
-def test_prefix_blocks():
-    assert prefix_blocks(10, (0.125, 0.25, 0.5, 1.0)) == [2, 3, 5, 10]
-    assert prefix_blocks(3, (0.01,)) == [1]
-    with pytest.raises(UserError, match=r"\(0, 1\]"):
-        prefix_blocks(10, (0.0, 1.5))
-
-
-def test_sample_sensitivity(setup, tmp_path):
-    ckpt, train, val = setup
-    work = tmp_path / "sens"
-    table = sample_sensitivity(ckpt, train, val, (0.25, 0.5, 1.0), work_dir=work,
-                               batch_size=4, progress=False)
-    assert list(table["fraction"]) == [0.25, 0.5, 1.0]
-    assert list(table["train_tokens"]) == [n * (T - 1) for n in (4, 8, 16)]
-    for row, n in zip(table.to_dict("records"), (4, 8, 16), strict=True):
-        counts = np.bincount(train[:n, 1:].ravel(), minlength=V)  # next-token labels, plainly
-        seen = counts[counts > 0]
+    values = {0.25: 2.0, 0.5: 1.05, 1.0: 1.0}  # halving moves every measure by 5 %
+    all_counts = {}
+    for f in FRACTIONS:
+        counts = rng.integers(0, 4, 50).astype(np.int64)  # (50,) some classes unseen
+        all_counts[f] = counts
+        _write(tmp_path, ck, f, counts, values[f])
+    table = sensitivity_table(_profile(tmp_path, [ck]))
+    assert list(table["fraction"]) == list(FRACTIONS)
+    for row in table.to_dict("records"):
+        seen = all_counts[row["fraction"]][all_counts[row["fraction"]] > 0]
         assert row["num_classes"] == len(seen)
         assert row["median_class_count"] == np.median(seen)
         assert row["frac_singletons"] == pytest.approx(np.mean(seen == 1))
-    whole = collect_model_stats(ckpt, train, val, tmp_path / "whole.safetensors", batch_size=4,
-                                progress=False)
-    want = compute_measures(read_stats(whole)[0], progress=False)
-    last = table.iloc[-1]
-    for key, value in want.items():
-        assert last[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
-    assert table["nc1_cdnv"].nunique() == 3  # the sample changes the measures
-    # finished files are reused, and collected again when the model changes
-    files = sorted(work.glob("train*.safetensors"))
-    before = [f.stat().st_mtime_ns for f in files]
-    again = sample_sensitivity(ckpt, train, val, (0.25, 0.5, 1.0), work_dir=work, batch_size=4,
-                               progress=False)
-    assert [f.stat().st_mtime_ns for f in files] == before and again.equals(table)
-    build_model(gpt_neo_config(1, D, V, T), seed=1).save_pretrained(ckpt)
-    other = sample_sensitivity(ckpt, train, val, (1.0,), work_dir=work, batch_size=4,
-                               progress=False)
-    assert other["nc1_cdnv"].iloc[0] != table["nc1_cdnv"].iloc[-1]
+        assert row["train_tokens"] == seen.sum()
+    # fraction 1 is the main statistics, not a second collection
+    assert Layout(tmp_path).stats(ck, 1.0) == Layout(tmp_path).stats(ck)
+    summary = stability(table).set_index("measure")
+    assert summary.loc["nc1_cdnv", "max_change_smallest"] == pytest.approx(1.0)
+    assert summary.loc["nc1_cdnv", "max_change_half"] == pytest.approx(0.05)
+    assert summary["stable"].all()
+    sensitivity_figure(table, MEASURES[:2], ncols=2)
+
+
+def test_missing_files_name_the_fix(tmp_path):
+    ck = RunName.parse("L1-d32-e1-wd0.0005-s0-ck1")
+    with pytest.raises(UserError, match="sensitivity_all"):
+        sensitivity_table(_profile(tmp_path, [ck]))
