@@ -23,7 +23,6 @@ elapsed time and an ETA), read from the files the stage writes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from lib.errors import UserError
 from lib.paths import NOTEBOOKS_DIR, REPO_ROOT, atomic_write_text
+from lib.stamps import inputs_digest, lib_digest, stage_inputs, stage_stamp
 
 if TYPE_CHECKING:
     from lib.profiles import Profile
@@ -240,24 +240,6 @@ def stage_parameters(notebook: Path, available: Mapping[str, Any]) -> dict[str, 
     return {name: available[name] for name in declared if name in available}
 
 
-def _lib_digest() -> str:
-    h = hashlib.sha256()
-    for path in sorted((REPO_ROOT / "lib").glob("*.py")):
-        h.update(path.name.encode() + path.read_bytes())
-    return h.hexdigest()
-
-
-def stage_stamp(notebook: Path, params: Mapping[str, Any], profile_file: Path, previous: str,
-                lib_digest: str) -> str:
-    """Hash of everything an executed stage depends on."""
-    h = hashlib.sha256()
-    for part in (notebook.read_bytes(), json.dumps(params, sort_keys=True).encode(),
-                 profile_file.read_bytes(), lib_digest.encode(), previous.encode(),
-                 str(output_root()).encode()):
-        h.update(hashlib.sha256(part).digest())
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # Progress of a running stage, read from the files it writes
 
@@ -430,11 +412,13 @@ def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool =
         print(f"[paper] rebuilt {short(notebook)} from {notebook.with_suffix('.py').name}", flush=True)
     available = {"profile": profile.name, "progress": False}
     stamp_dir = profile.out_path / "stamps"
-    previous, ran, lib_digest = "", [], _lib_digest()
+    previous, ran, code = "", [], lib_digest()
     for stage in STAGES:
         notebook = NOTEBOOKS_DIR / f"{stage}.ipynb"
         params = stage_parameters(notebook, available)
-        stamp = stage_stamp(notebook, params, profile_path(profile_name), previous, lib_digest)
+        inputs = inputs_digest(stage_inputs(stage, profile, tables_dir_for(profile.name) / "results.csv"))
+        stamp = stage_stamp(notebook, params, profile_path(profile_name), previous, code,
+                            str(output_root()), inputs)
         previous = stamp
         stamp_file = stamp_dir / f"{stage}.sha256"
         output = tables_dir_for(profile.name) / f"{stage}.ipynb"

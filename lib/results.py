@@ -71,6 +71,11 @@ def _table_row(out_dir: Path, ck: RunName) -> dict[str, Any]:
     if missing:
         raise UserError(f"{metrics_path} lacks measures {missing}; re-run the measure stage for {ck}")
     entry = _checkpoint_entry(results, ck, results_path)
+    trained, measured = entry.get("weights_sha256"), metrics.get("weights_sha256")
+    if trained and measured and trained != measured:  # the model was retrained after measuring
+        raise UserError(f"{metrics_path} was measured from other weights than {ck} in "
+                        f"{results_path}; recollect and re-measure: python -m lib grid --profile "
+                        "<profile> (stale statistics are redone)")
     row = {"name": str(ck), "run": str(ck.run), **ck.as_dict()}
     n_params = int(results["n_params"])
     row.update(n_params=n_params, log_n_params=float(np.log10(n_params)),

@@ -10,6 +10,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
+from lib.errors import UserError
+
 _RUN_RE = re.compile(
     r"^L(?P<depth>\d+)-d(?P<width>\d+)-e(?P<epochs>\d+)-wd(?P<wd>[0-9.eE+-]+)-s(?P<seed>\d+)"
     r"(?:-ck(?P<checkpoint>\d+))?$"
@@ -54,11 +56,13 @@ class RunName:
             raise ValueError(
                 f"{name!r} is not a run name; expected e.g. 'L2-d64-e1-wd0.0005-s0' or '...-ck1'"
             )
-        ck = m["checkpoint"]
-        return cls(
-            int(m["depth"]), int(m["width"]), int(m["epochs"]), float(m["wd"]), int(m["seed"]),
-            None if ck is None else int(ck),
-        )
+        run = cls(int(m["depth"]), int(m["width"]), int(m["epochs"]), float(m["wd"]), int(m["seed"]))
+        if m["checkpoint"] is None:
+            return run
+        if not 1 <= int(m["checkpoint"]) <= run.epochs:
+            raise UserError(f"{name!r} names checkpoint {m['checkpoint']} of a {run.epochs}-epoch "
+                            f"run; checkpoints are 1..{run.epochs}")
+        return run.at(int(m["checkpoint"]))
 
 
 def final_checkpoints(names: Iterable[RunName]) -> list[RunName]:

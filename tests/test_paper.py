@@ -125,7 +125,7 @@ def test_figures_are_byte_stable(tmp_path):
 # --- stamps and progress ---------------------------------------------------------------------
 
 
-def test_stamp_changes_with_parameters_previous_and_output_root(tmp_path, monkeypatch):
+def test_stamp_changes_with_parameters_previous_output_root_and_inputs(tmp_path):
     path = _notebook(tmp_path, "a = 1")
     profile_file = REPO_ROOT / "profiles" / "smoke.yaml"
     base = stage_stamp(path, {"a": 1}, profile_file, "", "lib")
@@ -133,8 +133,34 @@ def test_stamp_changes_with_parameters_previous_and_output_root(tmp_path, monkey
     assert base != stage_stamp(path, {"a": 2}, profile_file, "", "lib")
     assert base != stage_stamp(path, {"a": 1}, profile_file, "prev", "lib")
     assert base != stage_stamp(path, {"a": 1}, profile_file, "", "lib changed")
-    monkeypatch.setenv(paper.OUTPUT_ROOT_ENV, str(tmp_path))
-    assert base != stage_stamp(path, {"a": 1}, profile_file, "", "lib")
+    assert base != stage_stamp(path, {"a": 1}, profile_file, "", "lib", str(tmp_path))
+    assert base != stage_stamp(path, {"a": 1}, profile_file, "", "lib", "", "inputs")
+
+
+def test_stage_inputs_are_the_data_a_stage_reads(tmp_path):
+    """Retraining a model (new results.json) or a new results table changes the stamp of the
+    stage that reads it, even when notebooks, profile and code are unchanged."""
+    from types import SimpleNamespace
+
+    from lib.paths import atomic_write_json
+    from lib.stamps import inputs_digest, stage_inputs
+
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / "train.txt").write_text("once upon a time\n")
+    profile = SimpleNamespace(out_path=tmp_path / "out",
+                              corpus=SimpleNamespace(source="path", path=str(text)))
+    table = tmp_path / "results.csv"
+    atomic_write_json(tmp_path / "out" / "models" / "L1-d8-e1-wd0.1-s0" / "results.json", {"a": 1})
+    table.write_text("name,val_loss\nx,1.0\n")
+    before = {s: inputs_digest(stage_inputs(s, profile, table))
+              for s in ("01_train", "02_extract", "04_correlate")}
+    (text / "train.txt").write_text("a different story\n")
+    atomic_write_json(tmp_path / "out" / "models" / "L1-d8-e1-wd0.1-s0" / "results.json", {"a": 2})
+    table.write_text("name,val_loss\nx,2.0\n")
+    after = {s: inputs_digest(stage_inputs(s, profile, table)) for s in before}
+    assert all(before[s] != after[s] for s in before)
+    assert inputs_digest(stage_inputs("02_extract", profile, table)) == after["02_extract"]
 
 
 def test_progress_counts_finished_runs_from_their_files(tmp_path):

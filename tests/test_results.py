@@ -94,6 +94,22 @@ def test_results_table_missing_measure(out_dir):
         results.build_results_table(out_dir)
 
 
+def test_results_table_refuses_metrics_of_other_weights(out_dir):
+    """A checkpoint retrained after it was measured: its val_loss must not meet old measures."""
+    run = RunName(1, 32, 1, 0.0005, 0)
+    results_path = out_dir / "models" / str(run) / "results.json"
+    record = read_json(results_path)
+    record["checkpoints"][0]["weights_sha256"] = "new"
+    atomic_write_json(results_path, record)
+    results.build_results_table(out_dir)  # metrics without a weights hash: nothing to compare
+    metrics_path = out_dir / "metrics" / f"{run.at(1)}.json"
+    atomic_write_json(metrics_path, {**read_json(metrics_path), "weights_sha256": "old"})
+    with pytest.raises(ValueError, match="measured from other weights"):
+        results.build_results_table(out_dir)
+    atomic_write_json(metrics_path, {**read_json(metrics_path), "weights_sha256": "new"})
+    assert len(results.build_results_table(out_dir)) == 7
+
+
 def test_save_table_roundtrip(out_dir, tmp_path):
     table = results.build_results_table(out_dir)
     path = results.save_table(table, tmp_path / "runs" / "results.csv")

@@ -1,0 +1,19 @@
+"""lib.runs: run names parse back, and impossible checkpoints are refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from lib.errors import UserError
+from lib.runs import RunName
+
+
+def test_round_trip():
+    for name in ("L2-d64-e10-wd0.0005-s0-ck6", "L1-d32-e1-wd0.1-s3"):
+        assert str(RunName.parse(name)) == name
+
+
+@pytest.mark.parametrize("name", ["L1-d32-e3-wd0.1-s0-ck4", "L1-d32-e3-wd0.1-s0-ck0"])
+def test_checkpoint_outside_the_run_is_refused(name):
+    with pytest.raises(UserError, match=r"checkpoints are 1\.\.3"):
+        RunName.parse(name)
