@@ -2,7 +2,9 @@
 
 The math is in ``lib.accumulate`` and the file format in ``lib.stats_file``. Two passes:
 
-1. Train: counts, float64 sums and within-class squared deviations ``sq_dev`` in one pass.
+1. Train: counts, float64 sums and within-class squared deviations ``sq_dev`` in one pass;
+   with ``layers`` (``lib.layers``) also those of each requested residual stream, from the
+   same forward pass.
 2. Validation: LM-head / nearest-class-centre agreement with the finished pass-1 means.
 
 During a pass ``<out>.partial.safetensors`` holds its accumulators and the next block, saved
@@ -37,11 +39,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from lib import layers as lay
 from lib import stats_file as sf
-from lib.accumulate import DEFAULT_CHUNK, accumulate_moments, ncc_agreement
+from lib.accumulate import DEFAULT_CHUNK, ncc_agreement
 from lib.errors import UserError
-from lib.model import final_features, lm_head_weight, load_causal_lm
-from lib.paths import resolve
+from lib.model import lm_head_weight, load_causal_lm
+from lib.paths import cli_path
 from lib.provenance import sha256_array, sha256_file, sha256_json
 
 # Re-exported so that callers of lib.collect (dispatch, notebooks) keep working after the split.
@@ -174,11 +177,13 @@ def _load_base(base: str | Path | None, pass_no: int, info: dict[str, str],
     return _Base(*sf.read_train_pass(base, info, prov))
 
 
-def _new_acc(pass_no: int, V: int, D: int, device: torch.device) -> dict[str, Tensor]:
-    if pass_no == 1:
+def _new_acc(pass_no: int, V: int, D: int, device: torch.device,
+             layers: tuple[tuple[int, ...], int] = ((), 0)) -> dict[str, Tensor]:
+    if pass_no == 1:  # layers: (residual-stream indices, their width)
         return {"counts": torch.zeros(V, dtype=torch.long, device=device),
                 "sums": torch.zeros(V, D, dtype=torch.float64, device=device),
-                "sq_dev": torch.zeros(V, dtype=torch.float64, device=device)}
+                "sq_dev": torch.zeros(V, dtype=torch.float64, device=device),
+                **lay.layer_accumulators(*layers, V, device)}
     return {k: torch.zeros(V, dtype=torch.long, device=device) for k in sf.PASS_TENSORS[2]}
 
 
@@ -192,10 +197,10 @@ class _State:
 
 
 def _load_state(work: Path, expect: dict[str, str], pass_no: int, V: int, D: int,
-                device: torch.device) -> _State:
+                device: torch.device, layers: tuple[tuple[int, ...], int] = ((), 0)) -> _State:
     """Resume from the working file when its settings match this run's exactly."""
     if not work.exists():
-        return _State(_new_acc(pass_no, V, D, device))
+        return _State(_new_acc(pass_no, V, D, device, layers))
     meta = sf.load_stats_metadata(work)
     for key, want in expect.items():
         if meta.get(key) != want:
@@ -208,24 +213,28 @@ def _load_state(work: Path, expect: dict[str, str], pass_no: int, V: int, D: int
     return _State(acc, int(meta["next_block"]), int(meta["tokens"]))
 
 
-Step = Callable[[Tensor, Tensor, dict[str, Tensor]], None]  # (x (N, D), y (N,), accumulators)
+# (features [top x (N, D), then each layer's], y (N,), accumulators)
+Step = Callable[[list[Tensor], Tensor, dict[str, Tensor]], None]
 
 
-def _make_step(pass_no: int, base: _Base, W: Tensor, chunk: int) -> Step:
-    """The accumulation of one batch: train moments (pass 1) or NCC agreement (pass 2)."""
+def _make_step(pass_no: int, base: _Base, W: Tensor, chunk: int,
+               layers: tuple[int, ...] = ()) -> Step:
+    """The accumulation of one batch: train moments of the top and of ``layers`` with shared
+    counts (pass 1), or NCC agreement of the top (pass 2)."""
     if pass_no == 1:
-        return lambda x, y, acc: accumulate_moments(x, y, acc["counts"], acc["sums"],
-                                                    acc["sq_dev"])
+        return lay.moments_step(layers)
     valid_ids = torch.nonzero(base.tensors["counts"] > 0).squeeze(1).to(W.device)  # (K,)
     means_valid = base.means.to(W.device)[valid_ids]  # (K, D) float64
-    return lambda x, y, acc: ncc_agreement(x, y, W, means_valid, valid_ids, acc["val_counts"],
-                                           acc["val_agree"], chunk)
+    return lambda xs, y, acc: ncc_agreement(xs[0], y, W, means_valid, valid_ids,
+                                            acc["val_counts"], acc["val_agree"], chunk)
 
 
-def _pairs(model: nn.Module, ids: Tensor) -> tuple[Tensor, Tensor]:
-    """(feature, next token) pairs of a batch: x (B*(T-1), D), y (B*(T-1),)."""
-    feats = final_features(model, ids)  # (B, T, D)
-    return feats[:, :-1].reshape(-1, feats.shape[-1]), ids[:, 1:].reshape(-1)
+def _pairs(model: nn.Module, ids: Tensor, layers: tuple[int, ...] = ()
+           ) -> tuple[list[Tensor], Tensor]:
+    """(feature, next token) pairs of a batch: [x (B*(T-1), D) of the top, then of each layer
+    in ``layers``, all from one forward], y (B*(T-1),)."""
+    feats = lay.batch_features(model, ids, layers)  # each (B, T, D)
+    return [f[:, :-1].reshape(-1, f.shape[-1]) for f in feats], ids[:, 1:].reshape(-1)
 
 
 def _autocast(device: torch.device):
@@ -237,7 +246,7 @@ def _autocast(device: torch.device):
 def _run_batches(model: nn.Module, blocks: np.ndarray, step: Step, state: _State, *,
                  device: torch.device, desc: str, batch_size: int,
                  save: Callable[[_State], None], checkpoint_every: int, progress: bool,
-                 stop_after_batches: int | None) -> _State:
+                 stop_after_batches: int | None, layers: tuple[int, ...] = ()) -> _State:
     """Stream the blocks from ``state.next_block`` in fixed order, checkpointing as it goes."""
     n, T = blocks.shape
     bar = tqdm(total=n * (T - 1), initial=state.tokens, unit="tok", unit_scale=True, desc=desc,
@@ -245,8 +254,8 @@ def _run_batches(model: nn.Module, blocks: np.ndarray, step: Step, state: _State
     with bar, torch.inference_mode(), _autocast(device):
         for i, start in enumerate(range(state.next_block, n, batch_size), 1):
             ids = torch.from_numpy(np.asarray(blocks[start:start + batch_size], dtype=np.int64))
-            x, y = _pairs(model, ids.to(device))
-            step(x, y, state.acc)
+            xs, y = _pairs(model, ids.to(device), layers)
+            step(xs, y, state.acc)
             state.next_block, state.tokens = min(start + batch_size, n), state.tokens + y.numel()
             bar.update(y.numel())
             if i % checkpoint_every == 0 and state.next_block < n:
@@ -257,7 +266,8 @@ def _run_batches(model: nn.Module, blocks: np.ndarray, step: Step, state: _State
 
 
 def _pass_done(out_path: Path, pass_no: int, shard: str, split: BlockSplit,
-               info: dict[str, str], prov: dict[str, str], base: _Base) -> bool:
+               info: dict[str, str], prov: dict[str, str], base: _Base,
+               layer_meta: dict[str, str]) -> bool:
     """True when out_path already holds this pass of this model, inputs and means; UserError
     when it holds the pass from anything else."""
     if not out_path.exists():
@@ -271,6 +281,8 @@ def _pass_done(out_path: Path, pass_no: int, shard: str, split: BlockSplit,
                         f"not {shard or 'all'}; choose another output path")
     sf.check_same_model(meta, info, out_path)
     sf.check_provenance(meta, prov, out_path)
+    if pass_no == 1:
+        lay.check_same_layers(meta, layer_meta, out_path)
     if meta.get(f"pass{pass_no}_split_sha") != split.split_sha:
         raise UserError(f"{out_path} holds pass {pass_no} over {meta.get(f'pass{pass_no}_blocks')}"
                         f" blocks of another selection (max blocks) than this run's "
@@ -298,14 +310,15 @@ def collect_pass(model: nn.Module, blocks: np.ndarray | str | Path | BlockSplit,
                  max_blocks: int | None = None, checkpoint_every: int = 50,
                  progress: bool = True, chunk: int = DEFAULT_CHUNK, name: str | None = None,
                  tokenizer_name: str | None = None, provenance: dict[str, str] | None = None,
-                 stop_after_batches: int | None = None) -> Path:
+                 stop_after_batches: int | None = None, layers: lay.LayerSpec = None) -> Path:
     """Run pass 1 (train) or 2 (validation) of ``model`` over ``blocks``, writing ``out_path``.
 
     ``base``: stats file with the finished pass 1 (pass 2); ``out_path`` then holds its tensors
     plus this pass's. A pass already in ``out_path`` is a no-op when it was made from the same
     model and inputs; a working file from an interrupted run is resumed. ``provenance``: extra
     hashes to record (``weights_sha256`` defaults to the model's parameters', the blocks' hash
-    is computed). ``stop_after_batches`` is a test hook simulating a kill.
+    is computed). ``stop_after_batches`` is a test hook simulating a kill. ``layers`` (pass 1):
+    None, "all" or residual-stream indices whose statistics to gather too (``lib.layers``).
     """
     if pass_no not in sf.PASSES or batch_size < 1 or checkpoint_every < 1:
         raise UserError(f"need pass 1 or 2 and positive sizes, got pass {pass_no}, "
@@ -321,26 +334,29 @@ def collect_pass(model: nn.Module, blocks: np.ndarray | str | Path | BlockSplit,
     if "weights_sha256" not in prov:  # (setdefault would hash the parameters every time)
         prov["weights_sha256"] = sf.weights_sha256(model)
     base_ = _load_base(base, pass_no, info, prov)
-    if _pass_done(out_path, pass_no, shard_txt, split, info, prov, base_):
+    lays, n_layer, width = lay.model_layers(model, layers if pass_no == 1 else None)
+    layer_meta = lay.layer_metadata(lays, n_layer)
+    if _pass_done(out_path, pass_no, shard_txt, split, info, prov, base_, layer_meta):
         _drop_stale_partial(out_path)
         return out_path
     expect = {**{k: info[k] for k in sf.MODEL_KEYS}, "pass": str(pass_no), "shard": shard_txt,
               "split_sha": split.split_sha, "n_blocks": str(split.blocks.shape[0]),
               "batch_size": str(batch_size), "means_hash": base_.means_hash,
-              "format_version": sf.FORMAT_VERSION}
+              "format_version": sf.FORMAT_VERSION, **layer_meta}
     work = sf.partial_path(out_path)
     _drop_stale_partial(out_path)
-    state = _load_state(work, expect, pass_no, V, D, W.device)
+    state = _load_state(work, expect, pass_no, V, D, W.device, (lays, width))
 
     def save(s: _State) -> None:
         sf.save_raw(work, s.acc, {**expect, "next_block": str(s.next_block),
                                   "tokens": str(s.tokens)})
 
-    state = _run_batches(model, split.blocks, _make_step(pass_no, base_, W, chunk), state,
+    state = _run_batches(model, split.blocks, _make_step(pass_no, base_, W, chunk, lays), state,
                          device=W.device, desc=f"pass {pass_no}", batch_size=batch_size,
                          save=save, checkpoint_every=checkpoint_every, progress=progress,
-                         stop_after_batches=stop_after_batches)
-    meta = {**base_.meta, **info, **prov, f"pass{pass_no}_blocks": str(split.blocks.shape[0]),
+                         stop_after_batches=stop_after_batches, layers=lays)
+    meta = {**base_.meta, **info, **prov, **layer_meta,
+            f"pass{pass_no}_blocks": str(split.blocks.shape[0]),
             f"pass{pass_no}_tokens": str(state.tokens), f"pass{pass_no}_shard": shard_txt,
             f"pass{pass_no}_split_sha": split.split_sha}
     sf.write_stats(out_path, {**base_.tensors, **state.acc, "lm_head": W.float()}, meta)
@@ -387,7 +403,8 @@ def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
                         shard: tuple[int, int] | None = None,
                         passes: Sequence[int] | str = "all", base: str | Path | None = None,
                         tokenizer: object | None = None,
-                        blocks_tokenizer_sha256: str | None = None) -> Path:
+                        blocks_tokenizer_sha256: str | None = None,
+                        layers: lay.LayerSpec = None) -> Path:
     """Passes 1 and 2 of one model into ``out_path`` (``stats.safetensors``), resumably.
 
     Every input is checked before any pass starts: the blocks of every requested pass, the
@@ -396,6 +413,7 @@ def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
     already in ``out_path`` are reused only when made from the same model, blocks and tokenizer
     (else UserError). ``shard``/``passes``/``base``: the sharded workflow of the module
     docstring. ``tokenizer``: object or path; default one saved in the model directory.
+    ``layers``: also the statistics of these residual streams in pass 1 (``lib.layers``).
     """
     out_path, passes = Path(out_path), _as_passes(passes, shard)
     model, model_dir, name, weights_sha = _open_model(model_dir_or_model, device)
@@ -416,7 +434,7 @@ def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
         src = base if (base is not None and p == passes[0]) else out_path
         collect_pass(model, splits[p], p, out_path, base=src, shard=shard, batch_size=batch_size,
                      checkpoint_every=checkpoint_every, progress=progress, name=name,
-                     tokenizer_name=tok_name, provenance=prov)
+                     tokenizer_name=tok_name, provenance=prov, layers=layers)
     return out_path
 
 
@@ -424,16 +442,19 @@ def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
 # Shell interface.
 
 
-def _cli_collect(args: argparse.Namespace) -> None:
-    def opt(p: Path | None) -> Path | None:
-        return None if p is None else resolve(p)
+def _model_arg(text: str) -> Path | str:
+    """A checkpoint folder relative to the caller's directory, else a hub name as given."""
+    path = Path(text).expanduser()
+    return path.absolute() if path.exists() else text
 
+
+def _cli_collect(args: argparse.Namespace) -> None:
     out = collect_model_stats(
-        resolve(args.model_dir), opt(args.train_blocks), opt(args.val_blocks), resolve(args.out),
+        args.model_dir, args.train_blocks, args.val_blocks, args.out,
         batch_size=args.batch_size, device=args.device, max_train_blocks=args.max_train_blocks,
         max_val_blocks=args.max_val_blocks, checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress, shard=args.shard, passes=args.passes,
-        base=opt(args.base),
+        base=args.base, layers=args.layers,
     )
     print(out)
 
@@ -457,10 +478,11 @@ def _shard_arg(text: str) -> tuple[int, int]:
 def register_cli(subparsers) -> None:
     """Add ``collect`` (and, from lib.stats_file, ``merge-stats``) to ``python -m lib``."""
     p = subparsers.add_parser("collect", help="statistics passes of one model checkpoint")
-    p.add_argument("model_dir", type=Path, help="checkpoint directory (save_pretrained)")
-    p.add_argument("--train-blocks", type=Path, help="train_blocks.npy (pass 1)")
-    p.add_argument("--val-blocks", type=Path, help="val_blocks.npy (pass 2)")
-    p.add_argument("--out", type=Path, required=True, help="stats.safetensors to write")
+    p.add_argument("model_dir", type=_model_arg,
+                   help="checkpoint folder (save_pretrained) or hub name, e.g. gpt2")
+    p.add_argument("--train-blocks", type=cli_path, help="train_blocks.npy (pass 1)")
+    p.add_argument("--val-blocks", type=cli_path, help="val_blocks.npy (pass 2)")
+    p.add_argument("--out", type=cli_path, required=True, help="stats.safetensors to write")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-train-blocks", type=int)
@@ -469,7 +491,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--shard", type=_shard_arg, help="i/n: process shard i of n (one pass)")
     p.add_argument("--pass", dest="passes", type=_passes_arg, default="all",
                    help="1 (train), 2 (validation) or all (default)")
-    p.add_argument("--base", type=Path, help="merged pass-1 stats (sharded pass 2)")
+    p.add_argument("--base", type=cli_path, help="merged pass-1 stats (sharded pass 2)")
+    p.add_argument("--layers", type=lay.parse_layers_arg, default=None,
+                   help="also each residual stream's statistics (pass 1): all, or indices "
+                   "0,2,4 (0 = embeddings, n_layer = last block's output before the final norm)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cli_collect)
     sf.register_cli(subparsers)

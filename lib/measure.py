@@ -35,6 +35,8 @@ from lib.stats_file import STATS_KEYS, read_stats
 
 REL_CLOSE = 1e-6  # recompute pairs with d2 < REL_CLOSE * (||m_c||^2 + ||m_c'||^2) exactly
 EXACT_CHUNK = 4096  # pairs per chunk when recomputing close pairs from differences
+MOMENT_KEYS = ("counts", "sums", "sq_dev")  # what the geometry measures need
+GEOMETRY = [m for m in MEASURES if m.startswith(("nc1", "nc2", "gnc2"))]  # no classifier needed
 INT_METADATA = (
     "vocab_size", "width", "format_version",
     "pass1_blocks", "pass1_tokens", "pass2_blocks", "pass2_tokens",
@@ -49,25 +51,28 @@ def _all_finite(x: Tensor, chunk: int = 4096) -> bool:
     return all(bool(torch.isfinite(x[lo:lo + chunk]).all()) for lo in range(0, len(x), chunk))
 
 
-def _check_stats(stats: Mapping[str, Tensor]) -> None:
-    """Raise ValueError naming the tensor when a stats mapping is incomplete or malformed."""
-    missing = [k for k in STATS_KEYS if k not in stats]
+def _check_stats(stats: Mapping[str, Tensor], keys: tuple[str, ...] = STATS_KEYS) -> None:
+    """Raise ValueError naming the tensor when a stats mapping is incomplete or malformed;
+    ``keys``: the tensors needed (``MOMENT_KEYS``: class moments alone, no classifier)."""
+    missing = [k for k in keys if k not in stats]
     if missing:
-        raise ValueError(f"stats lack tensors {missing}; expected {list(STATS_KEYS)} (lib.collect)")
+        raise ValueError(f"stats lack tensors {missing}; expected {list(keys)} (lib.collect)")
     V = stats["counts"].shape[0]
-    for key in ("counts", "sq_dev", "val_counts", "val_agree"):
+    for key in {"counts", "sq_dev", "val_counts", "val_agree"} & set(keys):
         if stats[key].shape != (V,):
             raise ValueError(f"{key} has shape {tuple(stats[key].shape)}; expected ({V},) like counts")
     D = stats["sums"].shape[-1]
-    for key in ("sums", "lm_head"):
+    for key in {"sums", "lm_head"} & set(keys):
         if stats[key].shape != (V, D):
             raise ValueError(f"{key} has shape {tuple(stats[key].shape)}; expected ({V}, {D})")
-    for key in ("sums", "lm_head", "sq_dev"):
+    for key in {"sums", "lm_head", "sq_dev"} & set(keys):
         if not _all_finite(stats[key]):
             raise ValueError(f"{key} contains NaN or inf; the statistics pass that wrote it diverged")
-    for key in ("counts", "sq_dev", "val_counts", "val_agree"):
+    for key in {"counts", "sq_dev", "val_counts", "val_agree"} & set(keys):
         if (stats[key] < 0).any():
             raise ValueError(f"{key} has negative entries; the stats file is corrupt")
+    if "val_counts" not in keys:
+        return
     if (stats["val_agree"] > stats["val_counts"]).any():
         raise ValueError("val_agree exceeds val_counts for some class; the stats file is corrupt")
     if int(stats["val_counts"].sum()) == 0:
@@ -83,7 +88,7 @@ class _Classes:
     sigma2: Tensor  # (K,) trace of the within-class covariance, sq_dev / N_c
     U: Tensor  # (K, D) unit centred means m_c / ||m_c||
     norms: Tensor  # (K,) ||m_c||, m_c = mu_c - mu_G
-    duality: Tensor  # (K,) cos(w_c, m_c)
+    duality: Tensor | None  # (K,) cos(w_c, m_c); None without a classifier
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -111,9 +116,11 @@ def _duality(lm_head: Tensor, idx: Tensor, M: Tensor, norms: Tensor, chunk: int 
     return out
 
 
-def _classes(stats: Mapping[str, Tensor], device: str | torch.device) -> _Classes:
-    """Validate the stats and build the class-level tensors (classes = counts >= 1)."""
-    _check_stats(stats)
+def _classes(stats: Mapping[str, Tensor], device: str | torch.device,
+             classifier: bool = True) -> _Classes:
+    """Validate the stats and build the class-level tensors (classes = counts >= 1);
+    ``classifier`` False: class moments alone (no LM head, no duality)."""
+    _check_stats(stats, STATS_KEYS if classifier else MOMENT_KEYS)
     dev = _resolve_device(device)
     idx = torch.nonzero(stats["counts"] >= 1).flatten()  # (K,)
     if len(idx) < 2:
@@ -122,7 +129,7 @@ def _classes(stats: Mapping[str, Tensor], device: str | torch.device) -> _Classe
     sigma2 = stats["sq_dev"][idx].to(dev, torch.float64) / counts
     M = _centred_means(stats, idx, dev)  # (K, D)
     norms = M.norm(dim=1)
-    duality = _duality(stats["lm_head"], idx, M, norms)
+    duality = _duality(stats["lm_head"], idx, M, norms) if classifier else None
     U = M.div_(norms[:, None])  # in place: M is not needed again
     return _Classes(idx, counts, sigma2, U, norms, duality)
 
@@ -400,6 +407,16 @@ def _table(C: _Classes, P: _PairSums) -> pd.DataFrame:
         "interference": _interference(C),
     }
     return pd.DataFrame({k: v.cpu().numpy() for k, v in columns.items()})
+
+
+def geometry_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
+                      tile: int = 2048, progress: bool = False) -> dict[str, float]:
+    """NC1, NC2 and GNC2 (``GEOMETRY``) plus ``num_classes`` from class moments alone (counts,
+    sums, sq_dev): for features with no classifier of their own, e.g. an inner layer's."""
+    C = _classes(stats, device, classifier=False)
+    P = _pairwise(stats, C, tile, per_class=False, progress=progress)
+    out = {**nc1_measures(P), **nc2_measures(C, P), **gnc2_measures(P)}
+    return {**{k: float(out[k]) for k in GEOMETRY}, "num_classes": len(C.idx)}
 
 
 def measure_stats(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",

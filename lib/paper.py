@@ -39,7 +39,8 @@ from lib.stamps import inputs_digest, lib_digest, stage_inputs, stage_stamp
 if TYPE_CHECKING:
     from lib.profiles import Profile
 
-STAGES = ("01_train", "02_extract", "03_measure", "04_correlate", "05_permutation", "06_tokens")
+STAGES = ("01_train", "02_extract", "03_measure", "04_correlate", "05_permutation", "06_tokens",
+          "07_layers", "08_dynamics")
 OUTPUT_ROOT_ENV = "LC_OUTPUT_ROOT"
 # Every parameter a notebook may declare; papermill sets only the first two.
 PARAMETERS = ("profile", "progress", "results_table", "output_dir")

@@ -204,8 +204,10 @@ def block_caps(profile: Profile, fraction: float | None = None) -> tuple[int, in
 
 def is_collected(profile: Profile, ck: RunName, fraction: float | None = None) -> bool:
     """A finished stats file made from the current checkpoint and corpus (hashes compared)
-    over the blocks the profile asks for (a changed ``collect`` cap is recollected too)."""
-    from lib.stats_file import load_stats_metadata, stale_reasons
+    over the blocks the profile asks for (a changed ``collect`` cap is recollected too), holding
+    at least the layers the profile asks for (``collect.layers``, lib.layers)."""
+    from lib.layers import profile_layers
+    from lib.stats_file import load_stats_metadata, stale_reasons, stored_layers
 
     inputs = collect_inputs(profile, ck)
     path = Layout(profile.out_path).stats(ck, fraction)
@@ -213,7 +215,8 @@ def is_collected(profile: Profile, ck: RunName, fraction: float | None = None) -
         return False
     meta = load_stats_metadata(path)
     blocks = (int(meta["pass1_blocks"]), int(meta["pass2_blocks"]))
-    return blocks == block_caps(profile, fraction)
+    return (blocks == block_caps(profile, fraction)
+            and set(profile_layers(profile, ck, fraction)) <= set(stored_layers(meta)))
 
 
 def is_measured(profile: Profile, ck: RunName, fraction: float | None = None) -> bool:
@@ -232,6 +235,7 @@ def collect_checkpoint(profile: Profile, ck: RunName, corpus: Any, progress: boo
     Runs under the stats file's lock, so a second process waits and then finds it current.
     """
     from lib.collect import collect_model_stats
+    from lib.layers import profile_layers
     from lib.stats_file import PASSES, load_stats_metadata, partial_path
 
     layout = Layout(profile.out_path)
@@ -251,7 +255,8 @@ def collect_checkpoint(profile: Profile, ck: RunName, corpus: Any, progress: boo
             model_dir, corpus.train_blocks(), corpus.val_blocks(), path,
             batch_size=profile.collect.batch_size, device=_device(profile),
             max_train_blocks=n_train, max_val_blocks=n_val, progress=progress,
-            blocks_tokenizer_sha256=read_json(layout.manifest)["tokenizer_sha256"])
+            blocks_tokenizer_sha256=read_json(layout.manifest)["tokenizer_sha256"],
+            layers=profile_layers(profile, ck, fraction) or None)
         seconds, meta = time.perf_counter() - start, load_stats_metadata(path)
         tokens = sum(int(meta.get(f"pass{i}_tokens", 0)) for i in PASSES)
         atomic_write_json(throughput, {  # all passes' tokens over the wall time
@@ -264,8 +269,10 @@ def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
                        fraction: float | None = None) -> Path:
     """The measures of one checkpoint's statistics, with its run spec, as metrics JSON.
 
-    Records ``stats_sha256`` (the stats file measured), so a recollected file is re-measured.
+    Records ``stats_sha256`` (the stats file measured), so a recollected file is re-measured;
+    stats with layers add the section ``layers``: {index: measures} (``lib.layers``).
     """
+    from lib.layers import layers_section
     from lib.measure import measure_stats_file
 
     layout = Layout(profile.out_path)
@@ -274,7 +281,8 @@ def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
         if is_measured(profile, ck, fraction):
             return path
         stats_sha256 = sha256_file(stats_file)
-        measures = measure_stats_file(stats_file, device=_device(profile), progress=progress)
+        measures = {**measure_stats_file(stats_file, device=_device(profile), progress=progress),
+                    **layers_section(stats_file, device=_device(profile))}  # {} without layers
         throughput = layout.throughput(ck, fraction)
         extra = read_json(throughput) if throughput.is_file() else {}
         if fraction is not None and fraction < 1:

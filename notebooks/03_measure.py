@@ -62,7 +62,8 @@ results.summary_numbers(table)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-pipeline.sensitivity_all(cfg.profile, progress=cfg.progress)
+measured = pipeline.sensitivity_all(cfg.profile, progress=cfg.progress)
+print(f"{len(measured)} (model, fraction) statistics measured")
 
 # %%
 sens = sensitivity.sensitivity_table(cfg.profile)

@@ -93,6 +93,7 @@ for name, fig in plots.scaling_figures(table, registry.MEASURES).items():
 
 # %%
 claims_df = claims.claims_table(table, n_bootstrap=cfg.analysis.n_bootstrap, seed=cfg.analysis.seed)
+results.save_table(claims_df, cfg.table_path("claims.csv"))
 print(claims_df.attrs["plateau"])
 print(claims_df.attrs["rule"])
 claims_df

@@ -17,6 +17,11 @@ already built) and the process's whole peak.
         model's plain forward pass over the same blocks (torch.no_grad, same batch size), in one
         process, alternating, best of ``COLLECT_REPEATS``; prints ``collect_vs_forward <ratio>``
         (collection tokens/s / forward tokens/s)
+    (e) per-layer statistics: collect_model_stats of a GPT-Neo of 4 layers (width 128,
+        vocabulary 2048, context 128) with ``layers="all"`` (5 residual streams gathered in the
+        same forward pass) against top-layer-only collection, both passes, same blocks, in one
+        process, alternating, best of ``COLLECT_REPEATS``; prints ``layers_all_vs_top <ratio>``
+        (wall time with layers / wall time without)
 """
 
 from __future__ import annotations
@@ -37,12 +42,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 FULL = {"acc": (8192, 256, 131_072), "pair": (8192, 256), "suite": (29_233, 1024),
-        "collect": (360, 40)}  # collect: train and validation blocks (a 9:1 split)
-QUICK = {"acc": (1024, 64, 16_384), "pair": (512, 32), "suite": (2048, 128), "collect": (45, 5)}
+        "collect": (360, 40), "layers": (360, 40)}  # collect: train and validation blocks (9:1)
+QUICK = {"acc": (1024, 64, 16_384), "pair": (512, 32), "suite": (2048, 128), "collect": (45, 5),
+         "layers": (45, 5)}
 TARGETS = {"acc_speedup": 100.0, "pair_speedup": 50.0, "rel_diff": 1e-6,
            "suite_s": 30.0, "suite_mb": 1024.0, "collect_vs_forward": 0.7}
 COLLECT_MODEL = {"n_layer": 2, "n_embd": 128, "vocab_size": 2048, "n_ctx": 128}
-COLLECT_BATCH, COLLECT_REPEATS = 32, 3
+LAYERS_MODEL = {**COLLECT_MODEL, "n_layer": 4}
+COLLECT_BATCH, COLLECT_REPEATS = 32, 3  # (e) alternates 2 x COLLECT_REPEATS runs
 WARMUP = {2: (16, 8), 3: (64, 8, 256)}  # tiny (K, D) or (K, D, N), by number of arguments
 ONEHOT_CHUNK = 1024  # tokens per one-hot block in the baseline accumulation
 ROW_CHUNK = 16  # rows per broadcast block in the baseline measures (16 x K x D float64)
@@ -212,6 +219,57 @@ def _forward_only(model, blocks: list[np.ndarray], batch: int) -> int:
     return tokens
 
 
+def _bench_model_and_blocks(c: dict, n_train: int, n_val: int) -> tuple:
+    """A seeded GPT-Neo of config ``c`` and Zipf-distributed random blocks (n, T) of it."""
+    from lib.model import build_model, gpt_neo_config
+
+    model = build_model(gpt_neo_config(c["n_layer"], c["n_embd"], c["vocab_size"], c["n_ctx"]),
+                        seed=0).eval()
+    rng = np.random.default_rng(0)
+    p = 1.0 / np.arange(1, c["vocab_size"] + 1)
+    train, val = (rng.choice(c["vocab_size"], (n, c["n_ctx"]), p=p / p.sum()).astype(np.int32)
+                  for n in (n_train, n_val))
+    return model, train, val
+
+
+def layers_vs_top(n_train: int, n_val: int, threads: int = 1, config: dict | None = None) -> dict:
+    """Child process body: best-of-``COLLECT_REPEATS`` wall times of collect_model_stats (both
+    passes) with ``layers="all"`` and without layers, alternating, on ``threads`` threads."""
+    import tempfile
+
+    torch.set_num_threads(threads)
+    from lib.collect import collect_model_stats
+
+    model, train, val = _bench_model_and_blocks(config or LAYERS_MODEL, n_train, n_val)
+    times: dict[str, list[float]] = {"top": [], "all": [], "top_cpu": [], "all_cpu": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        collect_model_stats(model, train[:COLLECT_BATCH], val[:4], Path(tmp) / "warm.safetensors",
+                            batch_size=COLLECT_BATCH, progress=False, layers="all")  # warm-up
+        for r in range(COLLECT_REPEATS):
+            for name, spec in (("top", None), ("all", "all")):
+                start, cpu = time.perf_counter(), time.process_time()
+                collect_model_stats(model, train, val, Path(tmp) / f"{name}{r}.safetensors",
+                                    batch_size=COLLECT_BATCH, progress=False, layers=spec)
+                times[name].append(time.perf_counter() - start)
+                times[f"{name}_cpu"].append(time.process_time() - cpu)
+    return times
+
+
+def bench_layers(n_train: int, n_val: int, threads: int = 1) -> None:
+    c = LAYERS_MODEL
+    print(f"(e) per-layer statistics: GPT-Neo L{c['n_layer']} d{c['n_embd']} V{c['vocab_size']} "
+          f"T{c['n_ctx']}, {n_train} train + {n_val} validation blocks, batch {COLLECT_BATCH}, "
+          f"{threads} thread(s); layers=all gathers {c['n_layer'] + 1} residual streams")
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        t = pool.submit(layers_vs_top, n_train, n_val, threads).result()
+    ratio, cpu_ratio = min(t["all"]) / min(t["top"]), min(t["all_cpu"]) / min(t["top_cpu"])
+    print(f"  top only: runs {', '.join(f'{s:.2f}' for s in t['top'])} s; layers=all: runs "
+          f"{', '.join(f'{s:.2f}' for s in t['all'])} s; extra {100 * (ratio - 1):.1f} % of "
+          f"collection wall time (process time: {100 * (cpu_ratio - 1):.1f} %, best "
+          f"{min(t['top_cpu']):.2f} s vs {min(t['all_cpu']):.2f} s)")
+    print(f"layers_all_vs_top {ratio:.3f}")
+
+
 def collect_vs_forward(n_train: int, n_val: int, threads: int = 1) -> dict:
     """Child process body: best-of-``COLLECT_REPEATS`` wall times of collect_model_stats (both
     passes, from nothing to the finished file) and of the plain forward pass, alternating so
@@ -329,7 +387,7 @@ def bench_suite(K: int, D: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument("--only", choices=["acc", "pair", "suite", "collect"], nargs="*",
+    parser.add_argument("--only", choices=["acc", "pair", "suite", "collect", "layers"], nargs="*",
                         help="run only these parts (default: all)")
     parser.add_argument("--collect-threads", type=int, default=1,
                         help="torch threads for (d) (default 1: on shared cores more threads "
@@ -341,9 +399,9 @@ def main(argv: list[str] | None = None) -> int:
           "time of all threads)"
           + ("\nquick sizes: a smoke run, the targets are for the full sizes" if args.quick else ""))
     parts = {"acc": bench_accumulation, "pair": bench_pairwise, "suite": bench_suite,
-             "collect": bench_collect}
+             "collect": bench_collect, "layers": bench_layers}
     for name in args.only or parts:
-        extra = (args.collect_threads,) if name == "collect" else ()
+        extra = (args.collect_threads,) if name in ("collect", "layers") else ()
         parts[name](*sizes[name], *extra)
     return 0
 

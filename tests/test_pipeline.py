@@ -56,6 +56,7 @@ def tiny_profile(out_dir, **grid) -> Profile:
     d["grid"].update(widths=[16], depths=[1], variants=[{"epochs": 1, "weight_decay": 0.1}],
                      replicas=None, **grid)
     d["sensitivity"]["runs"] = []
+    d["dynamics"]["runs"] = []
     return Profile.from_dict(d)
 
 

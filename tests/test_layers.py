@@ -1,0 +1,331 @@
+"""Collapse through depth (lib.layers): residual streams, their statistics in the same passes,
+their measures and tables, against plain computations (Hugging Face hidden states, one-hot
+sums over all features at once, lib.reference)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_accumulate import plain_two_pass, realistic_features  # tests/ is on sys.path
+
+from lib import collect, layers, reference
+from lib.accumulate import accumulate_moments, accumulate_moments_shared
+from lib.collect import collect_model_stats, collect_pass, load_stats, load_stats_metadata
+from lib.errors import UserError
+from lib.measure import GEOMETRY, geometry_measures
+from lib.model import build_model, final_features, gpt_neo_config, residual_features
+from lib.runs import RunName
+from lib.stats_file import STATS_KEYS, merge_stats, read_stats
+
+V, D, T, L = 50, 16, 16, 2
+N_TRAIN, N_VAL = 12, 6
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model(gpt_neo_config(L, D, V, T), seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def blocks():
+    rng = np.random.default_rng(0)
+    return (rng.integers(0, 40, (N_TRAIN, T)).astype(np.int32),
+            rng.integers(0, 45, (N_VAL, T)).astype(np.int32))
+
+
+def _hidden(model, blocks: np.ndarray) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """Hugging Face's hidden states (L + 1 of (B, T, D)) and the next-token labels (N,)."""
+    ids = torch.from_numpy(blocks.astype(np.int64))
+    with torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True)
+    return out.hidden_states, ids[:, 1:].reshape(-1)
+
+
+def _flat(h: torch.Tensor) -> torch.Tensor:
+    return h[:, :-1].reshape(-1, h.shape[-1]).double()
+
+
+# ---------------------------------------------------------------------------------------------
+# Residual streams and the shared accumulation
+
+
+def test_residual_streams_are_the_hidden_states_before_the_final_norm(model, blocks):
+    ids = torch.from_numpy(blocks[0].astype(np.int64))
+    hidden, _ = _hidden(model, blocks[0])
+    with torch.no_grad():
+        top, streams = residual_features(model, ids, (0, 1, 2))
+        assert torch.equal(top, final_features(model, ids))
+        for i in range(L):  # inputs of the blocks: HF's hidden_states[i]
+            torch.testing.assert_close(streams[i], hidden[i], rtol=0, atol=0)
+        # index L: the last block's output; the final norm of it is the LM head's input
+        torch.testing.assert_close(model.transformer.ln_f(streams[L]), top)
+        assert not torch.allclose(streams[L], top)
+        _, only = residual_features(model, ids, (2,))
+        assert torch.equal(only[0], streams[2])
+
+
+def test_shared_accumulation_equals_separate_calls():
+    x1, y = realistic_features(0.0)
+    x2 = x1.flip(1) * 3 + 1
+    sep = [(torch.zeros(V, dtype=torch.long), torch.zeros(V, D, dtype=torch.float64),
+            torch.zeros(V, dtype=torch.float64)) for _ in range(2)]
+    shared = (torch.zeros(V, dtype=torch.long), [torch.zeros(V, D, dtype=torch.float64)
+                                                  for _ in range(2)],
+              [torch.zeros(V, dtype=torch.float64) for _ in range(2)])
+    for a in range(0, len(y), 64):
+        for x, acc in zip((x1, x2), sep, strict=True):
+            accumulate_moments(x[a:a + 64], y[a:a + 64], *acc)
+        accumulate_moments_shared([x1[a:a + 64], x2[a:a + 64]], y[a:a + 64], *shared)
+    for j, acc in enumerate(sep):
+        assert torch.equal(shared[0], acc[0])
+        assert torch.equal(shared[1][j], acc[1]) and torch.equal(shared[2][j], acc[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# Collection
+
+
+def _run(model, blocks, out, **kw):
+    return collect_model_stats(model, *blocks, out, progress=False, batch_size=5, **kw)
+
+
+def test_layer_statistics_match_plain_computation(model, blocks, tmp_path):
+    top_only = load_stats(_run(model, blocks, tmp_path / "top.safetensors"))
+    path = _run(model, blocks, tmp_path / "all.safetensors", layers="all")
+    tensors, meta = read_stats(path)
+    assert meta["layers"] == "0,1,2" and meta["n_layer"] == str(L)
+    for key in STATS_KEYS:  # the top statistics do not change
+        assert torch.equal(tensors[key], top_only[key]), key
+    hidden, y = _hidden(model, blocks[0])
+    streams = [*hidden[:L], None]
+    with torch.no_grad():
+        streams[L] = residual_features(model, torch.from_numpy(blocks[0].astype(np.int64)),
+                                       (L,))[1][0]
+    for i, h in enumerate(streams):
+        counts, sums, sq_dev = plain_two_pass(_flat(h), y, V)
+        assert torch.equal(tensors["counts"], counts)
+        torch.testing.assert_close(tensors[f"layer{i}.sums"], sums, rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(tensors[f"layer{i}.sq_dev"], sq_dev, rtol=1e-6, atol=1e-9)
+
+
+def test_without_layers_the_file_is_unchanged(model, blocks, tmp_path):
+    tensors, meta = read_stats(_run(model, blocks, tmp_path / "s.safetensors", layers=None))
+    assert set(tensors) == set(STATS_KEYS)
+    assert "layers" not in meta and "n_layer" not in meta
+
+
+def test_layer_subset_shards_and_resume(model, blocks, tmp_path):
+    whole = load_stats(_run(model, blocks, tmp_path / "whole.safetensors", layers=[2, 0]))
+    assert {k for k in whole if k.startswith("layer")} == {
+        "layer0.sums", "layer0.sq_dev", "layer2.sums", "layer2.sq_dev"}
+    parts = [collect_model_stats(model, blocks[0], None, tmp_path / f"p{i}.safetensors",
+                                 passes=(1,), shard=(i, 3), layers=(0, 2), progress=False)
+             for i in range(3)]
+    stage = merge_stats(parts, tmp_path / "stage.safetensors")
+    merged = load_stats(collect_model_stats(model, None, blocks[1], stage, passes=(2,),
+                                            base=stage, progress=False))
+    assert merged.keys() == whole.keys()
+    for key in whole:
+        torch.testing.assert_close(merged[key], whole[key], rtol=1e-12, atol=1e-12)
+    out = tmp_path / "killed.safetensors"
+    kw = {"batch_size": 2, "checkpoint_every": 2, "progress": False, "layers": "all"}
+    with pytest.raises(collect.PassInterrupted):
+        collect_pass(model, blocks[0], 1, out, stop_after_batches=3, **kw)
+    resumed = load_stats(collect_pass(model, blocks[0], 1, out, **kw))
+    clean = load_stats(collect_pass(model, blocks[0], 1, tmp_path / "clean.safetensors", **kw))
+    for key in clean:
+        assert torch.equal(resumed[key], clean[key]), key
+
+
+def test_other_layers_in_an_existing_file_refused(model, blocks, tmp_path):
+    out = _run(model, blocks, tmp_path / "s.safetensors", layers=(1,))
+    with pytest.raises(UserError, match="layers 1"):
+        _run(model, blocks, out, layers="all")
+
+
+def test_layer_choice():
+    assert layers.resolve_layers("all", 4) == (0, 1, 2, 3, 4)
+    assert layers.resolve_layers([4, 0, 4], 4) == (0, 4)
+    assert layers.resolve_layers(None, 4) == ()
+    assert layers.parse_layers_arg("0,2") == (0, 2) and layers.parse_layers_arg("all") == "all"
+    with pytest.raises(UserError, match="outside"):
+        layers.resolve_layers([5], 4)
+    with pytest.raises(UserError, match="--layers"):
+        layers.parse_layers_arg("top")
+
+
+def test_cli_layers_flag(model, blocks, tmp_path):
+    np.save(tmp_path / "train.npy", blocks[0])
+    out = tmp_path / "s.safetensors"
+    parser = argparse.ArgumentParser()
+    collect.register_cli(parser.add_subparsers(required=True))
+    args = parser.parse_args(["collect", "m", "--train-blocks", str(tmp_path / "train.npy"),
+                              "--out", str(out), "--pass", "1", "--layers", "0,2"])
+    assert args.layers == (0, 2)
+    collect_model_stats(model, blocks[0], None, out, passes=args.passes, layers=args.layers,
+                        progress=False)
+    assert load_stats_metadata(out)["layers"] == "0,2"
+
+
+# ---------------------------------------------------------------------------------------------
+# Measures
+
+
+def test_layer_measures_match_reference(model, blocks, tmp_path):
+    path = _run(model, blocks, tmp_path / "s.safetensors", layers="all")
+    tensors, _ = read_stats(path)
+    section = layers.layers_section(path)["layers"]
+    assert list(section) == ["0", "1", "2"]
+    for i in range(L + 1):
+        stats = {"counts": tensors["counts"], "sums": tensors[f"layer{i}.sums"],
+                 "sq_dev": tensors[f"layer{i}.sq_dev"]}
+        # the reference needs a head and validation counts; only GEOMETRY is compared
+        want = reference.measures({**stats, "lm_head": tensors["lm_head"],
+                                   "val_counts": tensors["val_counts"],
+                                   "val_agree": tensors["val_agree"]})
+        got = geometry_measures(stats)
+        assert set(got) == {*GEOMETRY, "num_classes"}
+        assert got["num_classes"] == int((tensors["counts"] > 0).sum())
+        for m in GEOMETRY:
+            assert got[m] == pytest.approx(want[m], rel=1e-9), (i, m)
+            assert section[str(i)][m] == got[m]
+    assert layers.layers_section(_run(model, blocks, tmp_path / "t.safetensors")) == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables, summary and figure
+
+
+def _metrics(values: dict[int, float], n_layer: int, top: float) -> dict:
+    section = {str(i): {**{m: v for m in GEOMETRY}, "num_classes": 9} for i, v in values.items()}
+    return {**{m: top for m in GEOMETRY}, "num_classes": 9, "n_layer": str(n_layer),
+            "layers": section}
+
+
+def _write(out_dir, ck: RunName, metrics: dict) -> None:
+    path = out_dir / "metrics" / f"{ck}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics))
+
+
+def test_table_summary_and_figure(tmp_path):
+    a = RunName(2, 32, 1, 0.1, 0).at(1)
+    b = RunName(2, 64, 1, 0.1, 0).at(1)
+    c = RunName(1, 64, 1, 0.1, 0).at(1)
+    _write(tmp_path, a, _metrics({0: 3.0, 1: 2.0, 2: 1.5}, 2, 1.0))  # falls, largest 0->1
+    _write(tmp_path, b, _metrics({0: 1.0, 1: 3.0, 2: 2.0}, 2, 1.0))  # not monotone, 0->1
+    _write(tmp_path, c, {**_metrics({}, 1, 1.0), "layers": {}})  # measured without layers
+    table = layers.layers_table(tmp_path, [a, b, c])
+    assert len(table) == 2 * 4 and set(table["name"]) == {str(a), str(b)}
+    res = table[table["site"] == "residual"]
+    assert sorted(res["relative_depth"].unique()) == [0.0, 0.5, 1.0]
+    head = table[table["site"] == "head_input"]
+    assert (head["layer"] == 2).all() and (head["nc2_norm_cv"] == 1.0).all()
+    summary = layers.depth_summary(table).set_index("measure")
+    row = summary.loc["nc2_norm_cv"]  # linear scale
+    assert row["models"] == 2 and row["monotone"] == 0.5 and row["falling"] == 0.5
+    assert row["largest_step"] == "0->1" and row["largest_step_share"] == 1.0
+    assert row["largest_step_rel_depth"] == 0.5
+    assert summary.loc["nc1_cdnv", "largest_step"] == "0->1"  # log10: 3 -> 2 beats 2 -> 1.5
+    assert "50% of 2 models" in layers.describe_depth(layers.depth_summary(table))
+    assert layers.depth_summary(table, min_blocks=3)["models"].eq(0).all()
+    fig = layers.depth_figure(table)
+    assert len(fig.axes) == len(GEOMETRY)
+    empty = layers.layers_table(tmp_path, [c])
+    assert empty.empty and list(empty.columns) == list(table.columns)
+    assert layers.depth_summary(empty)["models"].eq(0).all()
+    assert "collect.layers" in layers.describe_depth(layers.depth_summary(empty))
+    layers.depth_figure(empty)
+    with pytest.raises(FileNotFoundError):
+        layers.layers_table(tmp_path, [RunName(4, 64, 1, 0.1, 0).at(1)])
+
+
+def test_profile_key_and_checkpoint_layers():
+    from lib.profiles import load_profile
+
+    smoke = load_profile("smoke")
+    data = smoke.as_dict()
+    for spec, want in (("all", (0, 1, 2)), ([0, 2], (0, 2)), (None, ())):
+        data["collect"]["layers"] = spec
+        prof = type(smoke).from_dict(data)
+        ck = RunName(2, 16, 1, 0.0005, 0).at(1)
+        assert layers.profile_layers(prof, ck) == want
+        assert layers.profile_layers(prof, ck, fraction=0.5) == ()
+    data["collect"]["layers"] = "top"
+    with pytest.raises(UserError, match="collect.layers"):
+        type(smoke).from_dict(data)
+    assert isinstance(pd.DataFrame(), pd.DataFrame)
+
+
+def _tiny_profile(out_dir):
+    """The smoke profile trimmed to one tiny 1-block run (as tests/test_pipeline.py's)."""
+    from lib.profiles import Profile, load_profile
+
+    d = load_profile("smoke").as_dict()
+    d.update(out_dir=str(out_dir), context_len=32, device="cpu")
+    d["corpus"].update(max_train_stories=60, max_val_stories=20)
+    d["tokenizer"]["vocab_size"] = 300
+    d["training"]["batch_size"] = 8
+    d["grid"].update(widths=[16], depths=[1], variants=[{"epochs": 1, "weight_decay": 0.1}],
+                     replicas=None)
+    d["collect"]["layers"] = None
+    for section in ("sensitivity", "dynamics"):
+        if section in d:
+            d[section]["runs"] = []
+    return Profile.from_dict(d)
+
+
+def test_pipeline_collects_and_measures_layers_when_the_profile_asks(tmp_path):
+    from lib.paths import Layout, read_json
+    from lib.pipeline import is_collected, run_local
+    from lib.profiles import Profile
+
+    p = _tiny_profile(tmp_path)
+    (ck,) = p.checkpoints()
+    run_local(p, progress=False)
+    top = read_json(Layout(p.out_path).metrics(ck))
+    assert "layers" not in top
+    d = p.as_dict()
+    d["collect"]["layers"] = "all"
+    deep = Profile.from_dict(d)
+    assert not is_collected(deep, ck)
+    run_local(deep, progress=False)
+    metrics = read_json(Layout(p.out_path).metrics(ck))
+    assert list(metrics["layers"]) == ["0", "1"] and set(metrics["layers"]["1"]) >= set(GEOMETRY)
+    for key in ("nc1_cdnv", "nc2_interference_cv", "nc3_duality_mean", "nc4_agreement"):
+        assert metrics[key] == top[key], key  # the top numbers do not change
+    assert is_collected(p, ck)  # a file with more layers serves a profile asking fewer
+    table = layers.layers_table(p.out_path, [ck])
+    assert list(table["layer"]) == [0, 1, 1] and list(table["site"]) == [
+        "residual", "residual", "head_input"]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox", "opt"])
+def test_residual_streams_of_other_architectures(arch):
+    """The block inputs equal Hugging Face's hidden states on tiny random models of the other
+    families lib.model supports (found by their block lists)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    sizes = {"gpt2": dict(n_layer=3, n_embd=32, n_head=2, n_positions=16, bos_token_id=0,
+                          eos_token_id=0),
+             "llama": dict(num_hidden_layers=3, hidden_size=32, intermediate_size=64,
+                           num_attention_heads=2, num_key_value_heads=2),
+             "gpt_neox": dict(num_hidden_layers=3, hidden_size=32, intermediate_size=64,
+                              num_attention_heads=2),
+             "opt": dict(num_hidden_layers=3, hidden_size=32, ffn_dim=64, num_attention_heads=2,
+                         word_embed_proj_dim=32)}[arch]
+    torch.manual_seed(0)
+    m = AutoModelForCausalLM.from_config(AutoConfig.for_model(arch, vocab_size=60, **sizes)).eval()
+    ids = torch.randint(0, 60, (2, 10))
+    with torch.no_grad():
+        hidden = m(input_ids=ids, output_hidden_states=True).hidden_states
+        top, streams = residual_features(m, ids, (0, 1, 2, 3))
+        assert torch.equal(top, final_features(m, ids))
+    for i in range(3):
+        assert torch.equal(streams[i], hidden[i]), i
+    assert streams[3].shape == hidden[3].shape
