@@ -294,6 +294,10 @@ def stage_counter(stage: str, profile: Profile) -> Callable[[], tuple[int, int, 
             return sum(done), len(cks), unit, latest(pending)
 
         return counted
+    if stage == "08_dynamics":
+        from lib.dynamics import stage_counter as dynamics_counter
+
+        return dynamics_counter(profile)
     return None
 
 

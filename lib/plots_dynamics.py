@@ -18,7 +18,7 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from lib.dynamics import LEVEL, LOSS, analysis_scale, level_crossing
-from lib.plots import LOSS_LABEL, human_count
+from lib.plots import LOSS_LABEL, human_count, log_axis
 from lib.registry import MEASURES, axis_label, label, measure_transform
 
 
@@ -41,7 +41,11 @@ def dynamics_figure(table: pd.DataFrame, measures: Sequence[str] | None = None,
                              squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     runs = list(dict.fromkeys(table["run"]))
+    epoch_ends = sorted(set(table.loc[(table["step"] > 0) & (table["epoch"] % 1 == 0),
+                                      "tokens_seen"]))
     for ax, col in zip(axes.flat, panels, strict=False):
+        for x in epoch_ends:  # faint guides: where epochs end
+            ax.axvline(x, color="0.45", ls="--", lw=0.9, zorder=1)
         for i, run in enumerate(runs):
             g = table[table["run"] == run].sort_values("step")
             color = colors[i % len(colors)]
@@ -51,16 +55,18 @@ def dynamics_figure(table: pd.DataFrame, measures: Sequence[str] | None = None,
             if math.isfinite(x90):
                 ax.axvline(x90, color=color, ls=":", lw=1.2)
         if measure_transform(col) == "log":
-            ax.set_yscale("log")
+            log_axis(ax, "y")
         ax.set_title(label(col) if col != LOSS else "validation loss", fontsize="medium")
         ax.set_ylabel(LOSS_LABEL if col == LOSS else axis_label(col), fontsize="x-small")
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: human_count(v)))
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
-    for ax in axes[-1]:
-        ax.set_xlabel("tokens seen")
-        ax.xaxis.set_tick_params(labelbottom=True)
+    for j in range(ncols):  # the lowest panel of each column carries the x axis
+        column = [axes[i, j] for i in range(nrows) if i * ncols + j < len(panels)]
+        if column:
+            column[-1].set_xlabel("tokens seen")
+            column[-1].xaxis.set_tick_params(labelbottom=True)
     axes.flat[0].legend(fontsize="x-small", loc="upper right")
-    fig.suptitle(f"Collapse through training (dotted: {level:.0%} of the total change reached)",
-                 fontsize="medium")
+    fig.suptitle(f"Collapse through training (dotted: {level:.0%} of the total change reached "
+                 "for good; grey dashed: epoch ends)", fontsize="medium")
     return fig

@@ -209,6 +209,9 @@ class CollectConfig(_Section):
     batch_size: PositiveInt = 16
     max_train_blocks: PositiveInt | None = None
     max_val_blocks: PositiveInt | None = None
+    # residual streams whose statistics are gathered too (lib.layers): null = top only, "all",
+    # or indices (0 = embeddings, depth = last block's output before the final norm)
+    layers: Literal["all"] | tuple[NonNegativeInt, ...] | None = None
 
 
 class ClusterConfig(_Section):

@@ -45,8 +45,9 @@ def stage_inputs(stage: str, profile: Any, results_table: Path) -> list[Path]:
         return sorted(layout.root.glob("stats/*/stats.safetensors"))
     if stage == "07_layers":  # the per-layer sections of the metrics
         return sorted(layout.root.glob("metrics/*.json"))
-    if stage == "08_dynamics":  # trains its own snapshots: the corpus blocks are its input
-        return [p for p in (layout.manifest,) if p.is_file()]
+    if stage == "08_dynamics":  # trains its own snapshots from the corpus; compares with the grid
+        runs = [layout.results(run) for run in profile.dynamics.runs]
+        return [p for p in (layout.manifest, *runs) if p.is_file()]
     return [results_table] if results_table.is_file() else []
 
 

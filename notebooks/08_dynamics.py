@@ -1,0 +1,81 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 08 · Collapse through training
+#
+# Does collapse lead or lag the loss? The paper measures its models only at the end of epochs. Here the runs of the profile's `dynamics` section are trained again, in `<out_dir>/dynamics/<run>/`, with the grid's code, seeds and data order, and saved at evenly spaced steps (`dynamics.points_per_epoch` per epoch, plus the initialisation). Each snapshot's validation loss is computed on every validation block, as in the grid; its statistics are collected and measured as in `02_extract` and `03_measure`, but on the first `dynamics.max_train_blocks` training blocks only, to bound the cost (the table below gives the cap). The measures are therefore comparable across snapshots of a run, not to the grid's full-statistics values in `results.csv`.
+
+# %% tags=["parameters"]
+profile = "smoke"  # profiles/<name>.yaml: the single source of every other value
+progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
+
+# %%
+from lib import dynamics, paper, plots, plots_dynamics, results
+
+cfg = paper.notebook_setup(profile, progress=progress)
+cfg
+
+# %% [markdown]
+# What runs: per run, the snapshots, the optimiser steps in all and between two snapshots, and the blocks each snapshot's statistics read.
+
+# %%
+dynamics.plan_summary(cfg.profile)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+table = dynamics.run_all(cfg.profile, progress=cfg.progress)
+results.save_table(table, cfg.table_path("dynamics.csv"))
+print(f"{len(table)} snapshots of {table['run'].nunique()} runs -> {paper.short(cfg.table_path('dynamics.csv'))}")
+
+# %% [markdown]
+# ## Check: the epoch-end snapshots are the grid's checkpoints
+#
+# The retraining must reproduce the grid run it follows. At each epoch end, `same_weights` compares the snapshot's weights (sha256) with the grid checkpoint of that epoch, and the two validation losses are shown side by side (`None`/NaN: the grid run is not trained).
+
+# %%
+results.round_sig(dynamics.grid_agreement(cfg.profile, table), 6)
+
+# %% [markdown]
+# ## Measures and loss against tokens seen
+#
+# One panel per quantity, the validation loss first, one colour per run; measures analysed on a log scale are drawn on one. A dotted line in a run's colour marks the point from which the quantity has covered 90 % of its total change (initialisation to the last snapshot) for good. A measure whose dotted line lies left of the loss's settles before the loss; right of it, after. Runs with the same seed see the same blocks in their first epoch, so their curves share the x axis.
+
+# %%
+fig = plots_dynamics.dynamics_figure(table)
+plots.show_and_save(fig, "dynamics", cfg)
+
+# %% [markdown]
+# ## Lead and lag
+#
+# Per run and measure: `step_measure` and `step_loss`, the optimiser steps at which each has covered 90 % of its total change for good (interpolated between snapshots; the measure on its analysis scale); `lag_steps` = their difference (positive: the measure settles after the loss); `settles` says before, with (within one snapshot interval) or after. The total change runs from the initialisation (step 0): a measure that is ill-conditioned at random initialisation (a coefficient of variation whose mean is near zero, such as the duality CV while the mean cosine is about 0) jumps at the first snapshot and then counts as settling early; the summary at the end therefore also counts changes from the first snapshot after the initialisation. `xcorr_lag` is the lag, in snapshots, that maximises the correlation between the changes of the measure and of the loss from one snapshot to the next (positive: the measure's changes follow the loss's), and `xcorr_r` that correlation; with about ten snapshots per epoch it is coarse.
+
+# %%
+lags = dynamics.lead_lag_table(table)
+results.save_table(lags, cfg.table_path("dynamics_lead_lag.csv"))
+results.round_sig(lags.drop(columns=["tokens_measure", "tokens_loss"]), 3)
+
+# %% [markdown]
+# ## In short
+#
+# Which measures settle before, with and after the validation loss, per run:
+
+# %%
+dynamics.summary_markdown(lags)
+
+# %% [markdown]
+# The same, counting changes from the first snapshot after the initialisation (`start_step=1`), so that values at random initialisation do not set the total change:
+
+# %%
+dynamics.summary_markdown(dynamics.lead_lag_table(table, start_step=1))

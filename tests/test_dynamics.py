@@ -1,0 +1,281 @@
+"""Collapse through training (lib.dynamics): snapshot schedule, epoch-end snapshots identical to
+the grid's checkpoints, resume, staleness, lead/lag on synthetic series with a known lag."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import dynamics
+from lib.errors import UserError
+from lib.model import RunName
+from lib.paths import Layout, read_json
+from lib.pipeline import prepare_profile_corpus, train_all
+from lib.profiles import Profile, load_profile
+from lib.train import STATE_FILE, read_results
+
+RUN = "L1-d16-e2-wd0.1-s0"
+
+
+def tiny_profile(out_dir, **dyn) -> Profile:
+    """The smoke profile trimmed to one tiny 2-epoch run on ~60 generated stories."""
+    d = copy.deepcopy(load_profile("smoke").as_dict())
+    d.update(out_dir=str(out_dir), context_len=32, device="cpu")
+    d["corpus"].update(max_train_stories=60, max_val_stories=20)
+    d["tokenizer"]["vocab_size"] = 300
+    d["training"]["batch_size"] = 8
+    d["grid"].update(widths=[16], depths=[1], replicas=None,
+                     variants=[{"epochs": 2, "weight_decay": 0.1, "checkpoints": [1, 2]}])
+    d["sensitivity"]["runs"] = []
+    d["collect"]["max_train_blocks"] = 8
+    d["dynamics"] = {"runs": [RUN], "points_per_epoch": 3, **dyn}
+    return Profile.from_dict(d)
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    """The grid run trained, then its dynamics (profile, corpus, table), once for the module."""
+    p = tiny_profile(tmp_path_factory.mktemp("dyn"))
+    corpus = prepare_profile_corpus(p, progress=False)
+    train_all(p, corpus=corpus, progress=False)
+    return p, corpus, dynamics.run_all(p, corpus=corpus, progress=False)
+
+
+# --- schedule and profile --------------------------------------------------------------------
+
+
+def test_snapshot_steps_are_even_and_include_every_epoch_end():
+    assert dynamics.snapshot_steps(10, 2, 4) == [0, 2, 5, 7, 10, 12, 15, 17, 20]
+    assert dynamics.snapshot_steps(3, 1, 3) == [0, 1, 2, 3]
+    steps = dynamics.snapshot_steps(216, 3, 10)
+    assert len(steps) == 31 and {216, 432, 648} <= set(steps) and np.all(np.diff(steps) >= 21)
+    with pytest.raises(UserError, match="points_per_epoch is 4 but an epoch has only 3"):
+        dynamics.snapshot_steps(3, 1, 4)
+
+
+def test_profile_section_is_validated(tmp_path):
+    p = tiny_profile(tmp_path)
+    assert p.dynamics.run_names() == [RunName.parse(RUN)]
+    assert Profile.from_dict(p.as_dict()) == p
+    for bad, message in ((["L9-d16-e2-wd0.1-s0"], "is not a training run of this profile"),
+                         ([RUN + "-ck1"], "is not a training run"),
+                         (["nonsense"], "is not a run name")):
+        with pytest.raises(UserError, match=f"dynamics.runs: .*{message}"):
+            tiny_profile(tmp_path, runs=bad)
+    with pytest.raises(UserError, match="dynamics: unknown key 'points'"):
+        tiny_profile(tmp_path, points=3)
+    with pytest.raises(UserError, match="dynamics.points_per_epoch: .*greater than 0"):
+        tiny_profile(tmp_path, points_per_epoch=0)
+    d = p.as_dict()
+    del d["dynamics"]
+    assert Profile.from_dict(d).dynamics.runs == ()  # absent: no dynamics
+
+
+@pytest.mark.parametrize("name", ["smoke", "cpu"])
+def test_shipped_profiles_name_runs_of_their_own(name):
+    p = load_profile(name)
+    assert p.dynamics.runs and set(p.dynamics.run_names()) <= set(p.runs())
+    assert p.dynamics.max_train_blocks is not None  # the cost stays bounded
+
+
+# --- training, collection, table -------------------------------------------------------------
+
+
+def test_epoch_end_snapshots_are_the_grid_checkpoints(done):
+    p, corpus, table = done
+    results = read_results(p.out_path, RunName.parse(RUN))
+    S = math.ceil(corpus.n_train_blocks / 8)
+    assert list(table["step"]) == dynamics.snapshot_steps(S, 2, 3)
+    for ck in results["checkpoints"]:
+        row = table[table["step"] == ck["epoch"] * S].iloc[0]
+        assert row["epoch"] == ck["epoch"]
+        assert row["weights_sha256"] == ck["weights_sha256"]  # identical weights, bit for bit
+        assert row["val_loss"] == ck["val_loss"] and row["tokens_seen"] == ck["tokens_seen"]
+    agree = dynamics.grid_agreement(p, table)
+    assert list(agree["epoch"]) == [1, 2] and agree["same_weights"].all()
+    assert (agree["val_loss"] == agree["grid_val_loss"]).all()
+    assert results["settings"] == dynamics.make_plan(p, RunName.parse(RUN), corpus).settings[
+        "run_inputs"]  # the grid's own inputs, unchanged by the dynamics section
+
+
+def test_table_has_every_snapshot_and_measure(done):
+    p, corpus, table = done
+    d = Layout(p.out_path).dynamics_dir(RunName.parse(RUN))
+    assert (d / "dynamics.csv").is_file() and len(table) == 7
+    assert np.isnan(table["train_loss"].iloc[0]) and (table["train_loss"].iloc[1:] > 0).all()
+    assert (np.diff(table["tokens_seen"]) > 0).all() and table["tokens_seen"].iloc[0] == 0
+    assert table["val_loss"].iloc[-1] < table["val_loss"].iloc[0]
+    assert (table["train_tokens_measured"] == 8 * 31).all()  # collect cap: 8 blocks, 31 targets each
+    for m in ("nc1_cdnv", "gnc2_logkernel_var", "unc3_duality_cv", "nc4_agreement"):
+        assert table[m].notna().all()
+    assert table["settings_sha256"].nunique() == 1
+    # only the last snapshot keeps the training state; each is a loadable model + tokenizer
+    with_state = sorted(int(c.name.split("-")[1]) for c in d.glob("checkpoint-*")
+                        if (c / STATE_FILE).is_file())
+    assert with_state == [table["step"].iloc[-1]]
+    assert all((d / f"checkpoint-{s}" / "tokenizer.json").is_file() for s in table["step"])
+
+
+def test_finished_dynamics_are_not_redone(done, monkeypatch):
+    p, corpus, table = done
+
+    def boom(*args, **kwargs):
+        raise AssertionError("recomputed finished work")
+
+    monkeypatch.setattr("lib.collect.collect_model_stats", boom)
+    monkeypatch.setattr("lib.train.train_epoch", boom)
+    pd.testing.assert_frame_equal(dynamics.run_all(p, corpus=corpus, progress=False), table)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(done, tmp_path, monkeypatch):
+    _, _, table = done
+    p = tiny_profile(tmp_path)
+    corpus = prepare_profile_corpus(p, progress=False)
+    import lib.train
+
+    real, calls = lib.train.train_epoch, []
+
+    def dies_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # mid-epoch 2: resumes from a snapshot inside an epoch
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lib.train, "train_epoch", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        dynamics.run_all(p, corpus=corpus, progress=False)
+    monkeypatch.setattr(lib.train, "train_epoch", real)
+    resumed = dynamics.run_all(p, corpus=corpus, progress=False)
+    assert list(resumed["weights_sha256"]) == list(table["weights_sha256"])  # across epoch 1 -> 2
+    assert list(resumed["val_loss"]) == list(table["val_loss"])
+
+
+def test_changed_cap_recollects_and_changed_training_retrains(done, tmp_path):
+    p0, _, table = done
+    p = tiny_profile(tmp_path, max_train_blocks=4)
+    corpus = prepare_profile_corpus(p, progress=False)
+    capped = dynamics.run_all(p, corpus=corpus, progress=False)
+    d = Layout(p.out_path).dynamics_dir(RunName.parse(RUN))
+    first = (d / "checkpoint-0" / "model.safetensors").stat().st_mtime_ns
+    assert (capped["train_tokens_measured"] == 4 * 31).all()
+    assert list(capped["weights_sha256"]) == list(table["weights_sha256"])
+    p2 = tiny_profile(tmp_path, max_train_blocks=8)  # back to the module's cap: recollected only
+    again = dynamics.run_all(p2, corpus=corpus, progress=False)
+    assert (d / "checkpoint-0" / "model.safetensors").stat().st_mtime_ns == first  # not retrained
+    pd.testing.assert_frame_equal(again.drop(columns="settings_sha256"),
+                                  table.drop(columns="settings_sha256"))
+    d3 = p2.as_dict()
+    d3["training"]["lr"] = 5e-3
+    retrained = dynamics.run_all(Profile.from_dict(d3), corpus=corpus, progress=False)
+    assert retrained["weights_sha256"].iloc[0] == table["weights_sha256"].iloc[0]  # same init
+    assert retrained["weights_sha256"].iloc[-1] != table["weights_sha256"].iloc[-1]
+    assert read_json(d / "settings.json")["run_inputs"]["training"]["lr"] == 5e-3
+    assert p0.dynamics.points_per_epoch == 3
+
+
+def test_no_dynamics_runs_give_an_empty_table_figure_and_summary(tmp_path):
+    from lib.plots_dynamics import dynamics_figure
+
+    p = tiny_profile(tmp_path, runs=[])
+    table = dynamics.run_all(p, progress=False)
+    assert table.empty and not (p.out_path / "dynamics").exists()
+    lags = dynamics.lead_lag_table(table)
+    assert lags.empty and "No dynamics runs" in dynamics.summary_markdown(lags).data
+    assert len(dynamics_figure(table).axes) == 1
+
+
+def test_stage_counter_counts_saved_and_measured_snapshots(done, tmp_path):
+    p, _, _ = done
+    assert dynamics.stage_counter(p)() == (14, 14, "snapshot steps (saved + measured)", "-")
+    fresh = tiny_profile(tmp_path)
+    assert dynamics.stage_counter(fresh)() == (0, 14, "snapshot steps (saved + measured)", RUN)
+
+
+# --- lead and lag ----------------------------------------------------------------------------
+
+
+def _ramp(t: np.ndarray, start: float, width: float) -> np.ndarray:
+    return np.clip((t - start) / width, 0.0, 1.0)
+
+
+def synthetic(lag: int, measure: str = "nc1_cdnv") -> pd.DataFrame:
+    """101 snapshots; the loss falls on a ramp over steps 20-40, the measure on the same ramp
+    ``lag`` steps later (CDNV falls by a decade, NC4 agreement rises)."""
+    t = np.arange(101)
+    loss = 5.0 - 2.0 * _ramp(t, 20, 20)
+    r = _ramp(t, 20 + lag, 20)
+    values = 10 ** (-1.0 - r) if measure == "nc1_cdnv" else 0.1 + 0.5 * r
+    return pd.DataFrame({"run": "synthetic", "step": t, "epoch": t / 50, "tokens_seen": 1000 * t,
+                         "val_loss": loss, measure: values})
+
+
+def test_level_crossing_known_values():
+    t = np.arange(101)
+    assert dynamics.level_crossing(t, _ramp(t, 20, 20)) == pytest.approx(38.0)
+    assert dynamics.level_crossing(t, -_ramp(t, 20, 20), 0.5) == pytest.approx(30.0)
+    y = _ramp(t, 20, 20) + np.where(t == 10, 5.0, 0.0)  # an early overshoot does not count
+    assert dynamics.level_crossing(t, y) == pytest.approx(38.0)
+    assert math.isnan(dynamics.level_crossing(t, np.ones(101)))
+    with pytest.raises(ValueError, match="level"):
+        dynamics.level_crossing(t, t, 1.5)
+
+
+@pytest.mark.parametrize("lag", [7, 0, -5])
+@pytest.mark.parametrize("measure", ["nc1_cdnv", "nc4_agreement"])
+def test_lead_lag_recovers_a_known_lag(lag, measure):
+    out = dynamics.lead_lag(synthetic(lag, measure), measure)
+    assert out["step_loss"] == pytest.approx(38.0)
+    assert out["lag_steps"] == pytest.approx(lag)
+    assert out["lag_tokens"] == pytest.approx(1000 * lag)
+    assert out["xcorr_lag"] == lag
+    assert abs(out["xcorr_r"]) == pytest.approx(1.0)
+    assert np.sign(out["xcorr_r"]) == (1 if measure == "nc1_cdnv" else -1)
+
+
+def test_lead_lag_from_a_later_start_ignores_the_initialisation():
+    table = synthetic(7)
+    table.loc[0, "nc1_cdnv"] = 1e3  # a degenerate value at initialisation
+    assert dynamics.lead_lag(table, "nc1_cdnv")["lag_steps"] != pytest.approx(7)
+    out = dynamics.lead_lag(table, "nc1_cdnv", start_step=1)
+    assert out["lag_steps"] == pytest.approx(7) and out["xcorr_lag"] == 7
+
+
+def test_lead_lag_table_verdicts_and_summary():
+    table = pd.concat([synthetic(7).assign(run="late"), synthetic(-5).assign(run="early"),
+                       synthetic(0).assign(run="same")], ignore_index=True)
+    lags = dynamics.lead_lag_table(table, ["nc1_cdnv"])
+    assert dict(zip(lags["run"], lags["settles"], strict=True)) == {
+        "late": "after", "early": "before", "same": "with"}
+    text = dynamics.summary_markdown(lags).data
+    assert "**late**" in text and "After it: NC1: CDNV" in text
+    with pytest.raises(ValueError, match="one run's table"):
+        dynamics.lead_lag(table, "nc1_cdnv")
+
+
+def test_diff_xcorr_prefers_the_smallest_lag_on_ties_and_handles_flat_series():
+    assert dynamics.diff_xcorr(np.zeros(10), np.arange(10.0), 3) == (0, pytest.approx(math.nan,
+                                                                                        nan_ok=True))
+    rng = np.random.default_rng(0)
+    b = np.cumsum(rng.normal(size=60))
+    a = np.concatenate([np.zeros(4), b[:-4]])  # a's changes follow b's by 4 samples
+    k, r = dynamics.diff_xcorr(a, b, 8)
+    assert k == 4 and r == pytest.approx(1.0)
+
+
+def test_dynamics_figure_has_one_panel_per_quantity():
+    from lib.plots_dynamics import dynamics_figure
+
+    table = pd.concat([synthetic(7).assign(run="a"), synthetic(-5).assign(run="b")])
+    fig = dynamics_figure(table, ncols=2)
+    visible = [ax for ax in fig.axes if ax.axison]
+    assert len(visible) == 2 and visible[1].get_yscale() == "log"
+    # two epoch-end guides, then per run its curve and its 90 % line at the known step
+    lines = visible[0].get_lines()
+    assert len(lines) == 6 and [ln.get_xdata()[0] for ln in lines[:2]] == [50_000, 100_000]
+    assert lines[3].get_xdata()[0] == pytest.approx(38_000)
+    assert lines[5].get_xdata()[0] == pytest.approx(38_000)  # the loss panel: both runs
+    assert visible[1].get_lines()[3].get_xdata()[0] == pytest.approx(45_000)  # lag 7
