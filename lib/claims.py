@@ -2,7 +2,9 @@
 
 Every claim comes from ``lib.registry``: for each measure with a stated relation to loss,
 a *direction* claim (more collapse goes with lower loss: r has the registry's expected sign)
-unless the claim is "negligible", and a *strength* claim compared with the same statistic
+where the paper states a strong or clear relation (for equiangularity's "some relationship" it
+states no direction, and on the authors' own models its CV *rises* as loss falls, r = -0.59),
+and a *strength* claim compared with the same statistic
 (R^2 on the same scale) over the authors' own 230 models; and each comparative claim
 (``registry.COMPARISONS``) as a difference of R^2. Each is evaluated on three populations:
 all models, all but the loss-plateau models (``plateau_mask``), and final checkpoints only,
@@ -117,7 +119,7 @@ def _claims() -> list[dict]:
     for name in claimed_measures():
         m = REGISTRY[name]
         fig = ", ".join(m.figures)
-        if m.claim != "negligible":
+        if m.claim in ("strong", "clear"):  # "some" and "negligible" state no direction
             side = "> 0" if m.expected_sign > 0 else "< 0"
             out.append({"claim": f"{label(name)}: more collapse, lower loss", "figure": fig,
                         "statistic": "r", "stat": _r(name), "authors": f"r {side}",

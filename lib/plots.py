@@ -297,6 +297,7 @@ def scaling_figures(table: pd.DataFrame, measures: Sequence[str], ncols: int = 4
     width, one line per depth, mean over weight decay and seeds; ``scaling_training``: against
     epochs trained, one line per width and line style per weight decay, mean over depth and seeds.
     """
+    measures = [m for m in measures if m in table and table[m].notna().any()]  # empty: no panel
     if len(table) == 0 or not measures:
         raise ValueError("scaling_figures needs a non-empty table and at least one measure")
     long = scaling_table(table, measures)

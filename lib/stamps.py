@@ -14,6 +14,7 @@ from typing import Any
 
 from lib.paths import REPO_ROOT, Layout, resolve
 from lib.provenance import sha256_file
+from lib.runs import RunName
 
 
 def lib_digest() -> str:
@@ -46,7 +47,7 @@ def stage_inputs(stage: str, profile: Any, results_table: Path) -> list[Path]:
     if stage == "07_layers":  # the per-layer sections of the metrics
         return sorted(layout.root.glob("metrics/*.json"))
     if stage == "08_dynamics":  # trains its own snapshots from the corpus; compares with the grid
-        runs = [layout.results(run) for run in profile.dynamics.runs]
+        runs = [layout.results(RunName.parse(str(run))) for run in profile.dynamics.runs]
         return [p for p in (layout.manifest, *runs) if p.is_file()]
     return [results_table] if results_table.is_file() else []
 

@@ -85,3 +85,12 @@ def test_cdnv_units_table_explains_the_scale():
     assert out.loc["nc1_cdnv", "fold change"] == pytest.approx(
         t.loc[t.width == 32, "nc1_cdnv"].median() / t.loc[t.width == 128, "nc1_cdnv"].median())
     assert "1/a²" in claims.CDNV_UNITS_NOTE
+
+
+def test_direction_claims_only_where_the_paper_states_strong_or_clear():
+    """Equiangularity's "some relationship" and the "negligible" claims state no direction (on
+    the authors' own models the interference CV rises as loss falls)."""
+    texts = set(claims.claims_long(grid_table(), n_bootstrap=20, seed=0)["claim"])
+    assert "NC2: interference CV: more collapse, lower loss" not in texts
+    assert "NC3: duality mean: more collapse, lower loss" not in texts
+    assert "UNC3: duality CV: more collapse, lower loss" in texts

@@ -214,3 +214,11 @@ def test_human_count_and_uncrowded_log_axis():
     assert 2 <= len(labels) <= 4 and all("10^" not in s for s in labels)
     assert registry.axis_label("nc1_cdnv") == "CDNV (log scale)"
     assert registry.axis_label("nc4_agreement") == "classifier agreement (fraction of tokens)"
+
+
+def test_scaling_figures_leave_out_an_empty_measure():
+    """A measure the table lacks entirely (the authors' files have no Galanti CDNV) gets no panel
+    instead of a log-axis error."""
+    table = small_table().assign(nc1_cdnv_galanti=np.nan)
+    figs = plots.scaling_figures(table, ["nc1_cdnv", "nc1_cdnv_galanti"])
+    assert [ax.get_title() for ax in figs["scaling_size"].axes if ax.get_visible()][:1] == ["NC1: CDNV"]
