@@ -157,6 +157,7 @@ def markdown_table() -> str:
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for m in _ALL:
         r2 = "" if m.authors_r2 is None else f"{m.authors_r2:.3g}"
-        rows.append(f"| {m.label} `{m.name}` | {m.prop} | {m.definition} | {m.collapse} | "
+        definition = m.definition.replace("||", "‖").replace("|", "\\|")  # table-safe
+        rows.append(f"| {m.label} `{m.name}` | {m.prop} | {definition} | {m.collapse} | "
                     f"{m.transform} | {m.claim} | {r2} |")
     return "\n".join(rows)

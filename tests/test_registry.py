@@ -52,3 +52,11 @@ def test_table_modules_do_not_import_torch():
             "lib.tokens, lib.authors, lib.reference; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_readme_measures_table_is_the_registry():
+    """The README's table of measures is ``registry.markdown_table()`` verbatim: a measure added
+    to the registry without regenerating it fails here."""
+    from lib.paths import REPO_ROOT
+
+    assert registry.markdown_table() in (REPO_ROOT / "README.md").read_text(encoding="utf-8")
