@@ -58,13 +58,15 @@ def stability(table: pd.DataFrame, measures: Sequence[str] = MEASURES) -> pd.Dat
         for _, g in table.groupby("checkpoint"):
             g = g.set_index("fraction")[m].astype(float)
             full = g.loc[g.index.max()]
+            if not np.isfinite(full) or full == 0:  # e.g. NC4 = 0: no relative change defined
+                continue
             small.append(abs(g.loc[g.index.min()] / full - 1))
             if 0.5 in g.index:
                 half.append(abs(g.loc[0.5] / full - 1))
         worst_half = max(half) if half else np.nan
         rows.append({"measure": m, "label": label(m), "scale": measure_transform(m),
-                     "max_change_smallest": max(small), "max_change_half": worst_half,
-                     "stable": bool(worst_half < STABLE_WITHIN)})
+                     "models": len(small), "max_change_smallest": max(small, default=np.nan),
+                     "max_change_half": worst_half, "stable": bool(worst_half < STABLE_WITHIN)})
     return pd.DataFrame(rows)
 
 

@@ -53,7 +53,10 @@ def test_table_counts_and_stability(tmp_path):
     summary = stability(table).set_index("measure")
     assert summary.loc["nc1_cdnv", "max_change_smallest"] == pytest.approx(1.0)
     assert summary.loc["nc1_cdnv", "max_change_half"] == pytest.approx(0.05)
-    assert summary["stable"].all()
+    assert summary["stable"].all() and (summary["models"] == 1).all()
+    _write(tmp_path, ck, 1.0, all_counts[1.0], 0.0)  # a measure that is 0 on all (NC4 of a tiny model)
+    zero = stability(sensitivity_table(_profile(tmp_path, [ck]))).set_index("measure")
+    assert zero.loc["nc4_agreement", "models"] == 0 and not zero.loc["nc4_agreement", "stable"]
     sensitivity_figure(table, MEASURES[:2], ncols=2)
 
 
