@@ -45,6 +45,7 @@ OUTPUT_ROOT_ENV = "LC_OUTPUT_ROOT"
 # Every parameter a notebook may declare; papermill sets only the first two.
 PARAMETERS = ("profile", "progress", "results_table", "output_dir")
 HEARTBEAT_S = 30.0
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,9 +400,14 @@ def _normalise_executed(output: Path) -> None:
     for key in ("input_path", "output_path"):
         if key in meta and meta[key]:
             meta[key] = short(meta[key])
-    for cell in nb.cells:
+    nb.metadata.pop("widgets", None)  # live widget state: random model ids, no use on disk
+    for i, cell in enumerate(nb.cells):
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.id = "injected-parameters"  # papermill draws a random id
+        for j, out in enumerate(cell.get("outputs", [])):
+            view = out.get("data", {}).get(WIDGET_VIEW)
+            if view is not None:  # the explorer: a stable id instead of a random one
+                view["model_id"] = f"cell{i}-output{j}"
         cell.metadata.pop("execution", None)
         for key in ("start_time", "end_time", "duration"):
             cell.metadata.get("papermill", {}).pop(key, None)

@@ -217,3 +217,31 @@ def test_cli_paper_unknown_profile_fails_clearly():
     assert proc.returncode in (1, 2)
     assert "unknown profile 'nope'" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_executed_copy_drops_what_changes_on_every_run(tmp_path):
+    """Wall-clock times, widget state and random widget ids are removed or made stable, so an
+    executed notebook re-run on unchanged inputs is byte-identical."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    from lib.paper import WIDGET_VIEW, _normalise_executed
+
+    def executed(model_id: str):
+        cell = new_code_cell("explorer", outputs=[new_output(
+            "display_data", data={WIDGET_VIEW: {"model_id": model_id, "version_major": 2},
+                                  "text/plain": "VBox()"})])
+        cell.id = "explorer"  # from the source notebook: stable
+        cell.metadata["execution"] = {"iopub.status.idle": "2026-11-29T21:00:00"}
+        nb = new_notebook(cells=[cell], metadata={"widgets": {"state": {model_id: {}}},
+                                                  "papermill": {"duration": 1.5}})
+        path = tmp_path / f"{model_id}.ipynb"
+        nbformat.write(nb, path)
+        _normalise_executed(path)
+        return path
+
+    a, b = executed("0a96e0c5"), executed("c8e9a5dc")
+    assert a.read_bytes() == b.read_bytes()
+    nb = nbformat.read(a, as_version=4)
+    assert "widgets" not in nb.metadata and "duration" not in nb.metadata["papermill"]
+    assert nb.cells[0].outputs[0]["data"][WIDGET_VIEW]["model_id"] == "cell0-output0"
