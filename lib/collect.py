@@ -47,20 +47,6 @@ from lib.model import lm_head_weight, load_causal_lm
 from lib.paths import cli_path
 from lib.provenance import sha256_array, sha256_file, sha256_json
 
-# Re-exported so that callers of lib.collect (dispatch, notebooks) keep working after the split.
-from lib.stats_file import (  # noqa: F401, E402
-    FORMAT_VERSION,
-    check_stats_for_model,
-    is_finished,
-    load_stats,
-    load_stats_metadata,
-    merge_stats,
-    partial_path,
-    read_stats,
-    stale_reasons,
-    stats_overview,
-)
-
 BLOCKS_KEY = {1: "train_blocks_sha256", 2: "val_blocks_sha256"}  # metadata key per pass
 
 

@@ -278,8 +278,9 @@ def collect_vs_forward(n_train: int, n_val: int, threads: int = 1) -> dict:
     import tempfile
 
     torch.set_num_threads(threads)
-    from lib.collect import collect_model_stats, load_stats_metadata
+    from lib.collect import collect_model_stats
     from lib.model import build_model, gpt_neo_config
+    from lib.stats_file import load_stats_metadata
 
     c = COLLECT_MODEL
     model = build_model(gpt_neo_config(c["n_layer"], c["n_embd"], c["vocab_size"], c["n_ctx"]),

@@ -10,12 +10,13 @@ import pytest
 import torch
 from test_accumulate import _plain_agreement, plain_two_pass  # tests/ is on sys.path
 
-from lib import collect
-from lib.collect import (
-    PassInterrupted,
+from lib import collect, stats_file
+from lib.collect import PassInterrupted, collect_model_stats, collect_pass
+from lib.errors import UserError
+from lib.model import build_model, final_features, gpt_neo_config, lm_head_weight
+from lib.provenance import sha256_array, sha256_file, tokenizer_sha256
+from lib.stats_file import (
     check_stats_for_model,
-    collect_model_stats,
-    collect_pass,
     is_finished,
     load_stats,
     load_stats_metadata,
@@ -24,9 +25,6 @@ from lib.collect import (
     read_stats,
     stale_reasons,
 )
-from lib.errors import UserError
-from lib.model import build_model, final_features, gpt_neo_config, lm_head_weight
-from lib.provenance import sha256_array, sha256_file, tokenizer_sha256
 
 V, D, T = 50, 16, 16
 N_TRAIN, N_VAL = 12, 6
@@ -104,7 +102,7 @@ def test_metadata_and_provenance(model, blocks, tmp_path):
     assert meta["pass1_blocks"] == str(N_TRAIN) and meta["pass2_blocks"] == str(N_VAL)
     assert meta["pass1_tokens"] == str(N_TRAIN * (T - 1))
     assert meta["pass2_tokens"] == str(N_VAL * (T - 1))
-    assert meta["format_version"] == collect.FORMAT_VERSION == "2"
+    assert meta["format_version"] == stats_file.FORMAT_VERSION == "2"
     assert meta["train_blocks_sha256"] == sha256_array(blocks[0])
     assert meta["val_blocks_sha256"] == sha256_array(blocks[1])
     assert meta["weights_sha256"] == collect.sf.weights_sha256(model)

@@ -15,12 +15,12 @@ from test_accumulate import plain_two_pass, realistic_features  # tests/ is on s
 
 from lib import collect, layers, reference
 from lib.accumulate import accumulate_moments, accumulate_moments_shared
-from lib.collect import collect_model_stats, collect_pass, load_stats, load_stats_metadata
+from lib.collect import collect_model_stats, collect_pass
 from lib.errors import UserError
 from lib.measure import GEOMETRY, geometry_measures
 from lib.model import build_model, final_features, gpt_neo_config, residual_features
 from lib.runs import RunName
-from lib.stats_file import STATS_KEYS, merge_stats, read_stats
+from lib.stats_file import STATS_KEYS, load_stats, load_stats_metadata, merge_stats, read_stats
 
 V, D, T, L = 50, 16, 16, 2
 N_TRAIN, N_VAL = 12, 6
