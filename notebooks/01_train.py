@@ -24,7 +24,7 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib import paper, pipeline, plots, results, walkthrough
+from lib import paper, pipeline, plots, plots_training, results, walkthrough
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg
@@ -82,7 +82,7 @@ pipeline.train_all(cfg.profile, corpus=corpus, progress=cfg.progress)
 
 # %%
 runs = results.load_run_results(cfg.out_path)
-fig = plots.training_curves(runs)
+fig = plots_training.training_curves(runs)
 plots.show_and_save(fig, "training_curves", cfg)
 
 # %% [markdown]
@@ -92,7 +92,7 @@ plots.show_and_save(fig, "training_curves", cfg)
 
 # %%
 train_table = results.training_table(cfg.out_path, cfg.runs())
-fig = plots.loss_grid_heatmaps(train_table)
+fig = plots_training.loss_grid_heatmaps(train_table)
 plots.show_and_save(fig, "loss_grid", cfg)
 
 # %% [markdown]

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from lib import analysis, plots, registry, results, walkthrough  # noqa: E402
+from lib import analysis, plots, plots_training, registry, results, walkthrough  # noqa: E402
 from lib.registry import MEASURES  # noqa: E402
 
 
@@ -105,16 +105,16 @@ def test_training_curves_and_heatmap():
         "L2-d64-e2-wd0.0005-s0": {"n_params": 1e5, "checkpoints": [
             {"epoch": 2, "val_loss": 2.4, "val_acc": 0.3}, {"epoch": 1, "val_loss": 2.6, "val_acc": 0.28}]},
     }
-    fig = plots.training_curves(results)
+    fig = plots_training.training_curves(results)
     assert fig.axes[0].get_ylabel() == plots.LOSS_LABEL
     np.testing.assert_allclose(fig.axes[0].lines[1].get_ydata(), [2.6, 2.4])  # sorted by epoch
     table = small_table()
-    fig = plots.loss_grid_heatmap(table, epochs=3, weight_decay=0.1)
+    fig = plots_training.loss_grid_heatmap(table, epochs=3, weight_decay=0.1)
     cells = sorted(t.get_text() for t in fig.axes[0].texts)
     sub = table[table["epochs"] == 3]
     assert cells == sorted(f"{v:.2f}" for v in sub["val_loss"])
     with pytest.raises(ValueError, match="exactly one variant"):
-        plots.loss_grid_heatmap(table)
+        plots_training.loss_grid_heatmap(table)
 
 
 def test_table1_figure_is_a_table_with_signed_r_and_resolution_limited_p():
@@ -140,7 +140,7 @@ def test_scaling_figures_say_what_they_aggregate():
 
 def test_loss_heatmaps_share_one_colour_scale():
     table = small_table()
-    fig = plots.loss_grid_heatmaps(table)
+    fig = plots_training.loss_grid_heatmaps(table)
     meshes = [ax.collections[0] for ax in fig.axes if ax.collections and ax.get_title()]
     assert len(meshes) == 2
     assert len({(m.norm.vmin, m.norm.vmax) for m in meshes}) == 1
@@ -156,7 +156,7 @@ def test_colour_bar_labelled_at_both_ends_and_replicas_spread():
         {"epoch": 1, "val_loss": 5.1, "val_acc": 0.16}]} for s in range(3)}
     results["L2-d64-e1-wd0.0005-s0"] = {"n_params": 1.07e6, "checkpoints": [
         {"epoch": 1, "val_loss": 4.5, "val_acc": 0.2}]}
-    fig = plots.training_curves(results)
+    fig = plots_training.training_curves(results)
     xs = sorted(float(line.get_xdata()[0]) for line in fig.axes[0].lines if len(line.get_xdata()))
     assert len(set(xs)) == 4  # three replicas offset from each other and from the grid run
     bar = [ax for ax in fig.axes if ax.get_ylabel() == "parameters"][0]
