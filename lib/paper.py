@@ -39,7 +39,7 @@ from lib.stamps import inputs_digest, lib_digest, stage_inputs, stage_stamp
 if TYPE_CHECKING:
     from lib.profiles import Profile
 
-STAGES = ("01_train", "02_extract", "03_measure", "04_correlate", "05_permutation", "06_tokens",
+STAGES = ("01_train", "02_collect", "03_measure", "04_correlate", "05_permutation", "06_tokens",
           "07_layers", "08_dynamics")
 OUTPUT_ROOT_ENV = "LC_OUTPUT_ROOT"
 # Every parameter a notebook may declare; papermill sets only the first two.
@@ -278,7 +278,7 @@ def stage_counter(stage: str, profile: Profile) -> Callable[[], tuple[int, int, 
             return done, len(runs), "runs trained", latest(pending)
 
         return trained
-    folders = {"02_extract": ("stats", "checkpoints collected"),
+    folders = {"02_collect": ("stats", "checkpoints collected"),
                "03_measure": ("metrics", "checkpoints measured")}
     if stage in folders:
         folder, unit = folders[stage]

@@ -377,7 +377,7 @@ def table1_figure(perm_df: pd.DataFrame, alpha: float = 0.05) -> Figure:
 
 
 # ---------------------------------------------------------------------------------------------
-# What 01_train and 02_extract show while stepping through
+# What 01_train and 02_collect show while stepping through
 
 
 def token_frequency_figure(tokens_df: pd.DataFrame, names: Sequence[str] | None = None) -> Figure:

@@ -40,7 +40,7 @@ def stage_inputs(stage: str, profile: Any, results_table: Path) -> list[Path]:
         corpus = profile.corpus
         folder = resolve(corpus.path) if corpus.source == "path" and corpus.path else None
         return sorted(folder.glob("*.txt")) if folder is not None and folder.is_dir() else []
-    if stage == "02_extract":
+    if stage == "02_collect":
         return sorted(layout.root.glob("models/*/results.json"))
     if stage == "03_measure":
         return sorted(layout.root.glob("stats/*/stats.safetensors"))

@@ -1,4 +1,4 @@
-"""What stepping through ``01_train`` and ``02_extract`` shows: the corpus (sizes, token
+"""What stepping through ``01_train`` and ``02_collect`` shows: the corpus (sizes, token
 frequencies) and what a statistics file accumulates (tensors, class counts against sample
 thresholds). Figures use the style of ``lib.plots``.
 """

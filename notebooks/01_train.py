@@ -15,7 +15,7 @@
 # %% [markdown]
 # # 01 · Train the population
 #
-# Reads the profile `profiles/<profile>.yaml` and trains every run of its grid — widths × depths × variants (epochs, weight decay) plus the seed-only replicas — into `<out_dir>/models/<run>/checkpoint-<epoch>/`. Finished runs are skipped, interrupted ones resume from their last epoch. `02_extract` reads the checkpoints.
+# Reads the profile `profiles/<profile>.yaml` and trains every run of its grid — widths × depths × variants (epochs, weight decay) plus the seed-only replicas — into `<out_dir>/models/<run>/checkpoint-<epoch>/`. Finished runs are skipped, interrupted ones resume from their last epoch. `02_collect` reads the checkpoints.
 #
 # To step through: set `profile` below (`smoke` runs in minutes, offline) and run the cells in order. Every other setting comes from the profile; figures go to `figures/<profile>/`.
 
@@ -32,7 +32,7 @@ cfg
 # %% [markdown]
 # ## The corpus
 #
-# The text is tokenized once (a byte-level BPE trained on the training split, or the pretrained tokenizer the profile names) and cut into blocks of `context_len` tokens; the cache is reused by every later step. Each block gives `context_len - 1` next-token targets: the classes whose features `02_extract` collects.
+# The text is tokenized once (a byte-level BPE trained on the training split, or the pretrained tokenizer the profile names) and cut into blocks of `context_len` tokens; the cache is reused by every later step. Each block gives `context_len - 1` next-token targets: the classes whose features `02_collect` collects.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -51,7 +51,7 @@ print(tokenizer.decode(block.tolist()))
 print(tokenizer.convert_ids_to_tokens(block[:24].tolist()))
 
 # %% [markdown]
-# How often each token occurs as a training target, by frequency rank (log-log; a Zipf-like line). The rare classes on the right are the ones `02_extract` sees only a handful of times.
+# How often each token occurs as a training target, by frequency rank (log-log; a Zipf-like line). The rare classes on the right are the ones `02_collect` sees only a handful of times.
 
 # %%
 fig = walkthrough.token_frequency_rank(corpus.train_blocks(), tokenizer)

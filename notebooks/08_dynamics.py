@@ -15,7 +15,7 @@
 # %% [markdown]
 # # 08 · Collapse through training
 #
-# Does collapse lead or lag the loss? The paper measures its models only at the end of epochs. Here the runs of the profile's `dynamics` section are trained again, in `<out_dir>/dynamics/<run>/`, with the grid's code, seeds and data order, and saved at evenly spaced steps (`dynamics.points_per_epoch` per epoch, plus the initialisation). Each snapshot's validation loss is computed on every validation block, as in the grid; its statistics are collected and measured as in `02_extract` and `03_measure`, but on the first `dynamics.max_train_blocks` training blocks only, to bound the cost (the table below gives the cap). The measures are therefore comparable across snapshots of a run, not to the grid's full-statistics values in `results.csv`.
+# Does collapse lead or lag the loss? The paper measures its models only at the end of epochs. Here the runs of the profile's `dynamics` section are trained again, in `<out_dir>/dynamics/<run>/`, with the grid's code, seeds and data order, and saved at evenly spaced steps (`dynamics.points_per_epoch` per epoch, plus the initialisation). Each snapshot's validation loss is computed on every validation block, as in the grid; its statistics are collected and measured as in `02_collect` and `03_measure`, but on the first `dynamics.max_train_blocks` training blocks only, to bound the cost (the table below gives the cap). The measures are therefore comparable across snapshots of a run, not to the grid's full-statistics values in `results.csv`.
 
 # %% tags=["parameters"]
 profile = "smoke"  # profiles/<name>.yaml: the single source of every other value

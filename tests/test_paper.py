@@ -154,13 +154,13 @@ def test_stage_inputs_are_the_data_a_stage_reads(tmp_path):
     atomic_write_json(tmp_path / "out" / "models" / "L1-d8-e1-wd0.1-s0" / "results.json", {"a": 1})
     table.write_text("name,val_loss\nx,1.0\n")
     before = {s: inputs_digest(stage_inputs(s, profile, table))
-              for s in ("01_train", "02_extract", "04_correlate")}
+              for s in ("01_train", "02_collect", "04_correlate")}
     (text / "train.txt").write_text("a different story\n")
     atomic_write_json(tmp_path / "out" / "models" / "L1-d8-e1-wd0.1-s0" / "results.json", {"a": 2})
     table.write_text("name,val_loss\nx,2.0\n")
     after = {s: inputs_digest(stage_inputs(s, profile, table)) for s in before}
     assert all(before[s] != after[s] for s in before)
-    assert inputs_digest(stage_inputs("02_extract", profile, table)) == after["02_extract"]
+    assert inputs_digest(stage_inputs("02_collect", profile, table)) == after["02_collect"]
 
 
 def test_progress_counts_finished_runs_from_their_files(tmp_path):

@@ -13,7 +13,7 @@
 # ---
 
 # %% [markdown]
-# # 02 · Extract the statistics
+# # 02 · Collect the statistics
 #
 # For every measured checkpoint, the top-layer features of every next-token position are reduced to per-class statistics (paper §4): on the training blocks, per class $c$ the count $N_c$, the feature sum (giving the class mean $\mu_c$) and the within-class sum of squared distances to $\mu_c$; on the validation blocks, whether the LM head's decision agrees with the nearest class mean (NC4). Results go to `<out_dir>/stats/<run>-ck<epoch>/stats.safetensors`; finished files are skipped, interrupted passes resume.
 #
