@@ -29,7 +29,6 @@ Shell: ``python -m lib collect MODEL --train-blocks t.npy --out p1_0.safetensors
 from __future__ import annotations
 
 import argparse
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from tqdm.auto import tqdm
 from lib import layers as lay
 from lib import stats_file as sf
 from lib.accumulate import DEFAULT_CHUNK, ncc_agreement
+from lib.devices import inference_autocast
 from lib.errors import UserError
 from lib.model import lm_head_weight, load_causal_lm
 from lib.paths import cli_path
@@ -223,12 +223,6 @@ def _pairs(model: nn.Module, ids: Tensor, layers: tuple[int, ...] = ()
     return [f[:, :-1].reshape(-1, f.shape[-1]) for f in feats], ids[:, 1:].reshape(-1)
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _run_batches(model: nn.Module, blocks: np.ndarray, step: Step, state: _State, *,
                  device: torch.device, desc: str, batch_size: int,
                  save: Callable[[_State], None], checkpoint_every: int, progress: bool,
@@ -237,7 +231,7 @@ def _run_batches(model: nn.Module, blocks: np.ndarray, step: Step, state: _State
     n, T = blocks.shape
     bar = tqdm(total=n * (T - 1), initial=state.tokens, unit="tok", unit_scale=True, desc=desc,
                disable=not progress)
-    with bar, torch.inference_mode(), _autocast(device):
+    with bar, torch.inference_mode(), inference_autocast(device):
         for i, start in enumerate(range(state.next_block, n, batch_size), 1):
             ids = torch.from_numpy(np.asarray(blocks[start:start + batch_size], dtype=np.int64))
             xs, y = _pairs(model, ids.to(device), layers)

@@ -130,6 +130,7 @@ def train_snapshots(profile: Profile, plan: Plan, corpus: Any, progress: bool = 
     from tqdm.auto import tqdm
 
     from lib.data import block_order
+    from lib.devices import resolve_device
     from lib.model import load_causal_lm
     from lib.train import (
         _restore_state,  # the grid's own restore, so a resumed run continues identically
@@ -139,7 +140,6 @@ def train_snapshots(profile: Profile, plan: Plan, corpus: Any, progress: bool = 
         make_optimizer,
         make_scheduler,
         read_training_state,
-        resolve_device,
         resolve_precision,
         save_checkpoint,
         train_epoch,
@@ -210,9 +210,9 @@ def _stats_current(path: Path, weights: str, hashes: dict[str, str], caps: tuple
 def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: Any) -> dict:
     """Statistics then measures of one snapshot (current files kept); the metrics dict."""
     from lib.collect import collect_model_stats
+    from lib.devices import resolve_device
     from lib.measure import measure_stats_file
     from lib.stats_file import partial_path
-    from lib.train import resolve_device
 
     step, d = record["step"], plan.directory
     stats, metrics = d / "stats" / f"step-{step}.safetensors", d / "metrics" / f"step-{step}.json"

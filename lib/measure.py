@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lib.devices import resolve_device
 from lib.paths import atomic_write, atomic_write_json, cli_path, resolve
 from lib.registry import MEASURES
 from lib.stats_file import STATS_KEYS, read_stats
@@ -91,12 +92,6 @@ class _Classes:
     duality: Tensor | None  # (K,) cos(w_c, m_c); None without a classifier
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _centred_means(stats: Mapping[str, Tensor], idx: Tensor, dev: torch.device) -> Tensor:
     """M (K, D) float64: class means minus their unweighted average; one (K, D) copy."""
     counts = stats["counts"][idx].to(dev, torch.float64)  # (K,)
@@ -121,7 +116,7 @@ def _classes(stats: Mapping[str, Tensor], device: str | torch.device,
     """Validate the stats and build the class-level tensors (classes = counts >= 1);
     ``classifier`` False: class moments alone (no LM head, no duality)."""
     _check_stats(stats, STATS_KEYS if classifier else MOMENT_KEYS)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     idx = torch.nonzero(stats["counts"] >= 1).flatten()  # (K,)
     if len(idx) < 2:
         raise ValueError(f"only {len(idx)} class(es) have count >= 1; the measures need at least 2")

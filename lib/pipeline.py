@@ -45,12 +45,13 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from lib.devices import resolve_device
 from lib.errors import UserError
 from lib.model import RunName, paper_param_count
 from lib.paths import Layout, atomic_write_json, lock_for, read_json
 from lib.profiles import Profile, load_profile
 from lib.provenance import sha256_file, weights_sha256
-from lib.train import is_trained, resolve_device, train_run
+from lib.train import is_trained, train_run
 
 STAGES = ("train", "collect", "measure")
 

@@ -59,6 +59,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lib.devices import inference_autocast
 from lib.errors import UserError
 from lib.model import (
     count_params,
@@ -146,12 +147,6 @@ def _n_layers(config) -> int | None:
     return None
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
-
-
 @torch.inference_mode()
 def evaluate_blocks(model: nn.Module, blocks: np.ndarray, batch_size: int = 8,
                     device: str | torch.device = "cpu") -> dict[str, float]:
@@ -162,7 +157,7 @@ def evaluate_blocks(model: nn.Module, blocks: np.ndarray, batch_size: int = 8,
     for start in range(0, len(blocks), batch_size):
         ids = torch.from_numpy(np.asarray(blocks[start:start + batch_size], dtype=np.int64))
         ids = ids.to(device)  # (B, T)
-        with _autocast(device):
+        with inference_autocast(device):
             logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()  # (B, T-1, V)
         target = ids[:, 1:]
         nll += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),

@@ -50,6 +50,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lib.data import block_order
+from lib.devices import resolve_device
 from lib.errors import UserError
 from lib.model import (
     RunName,
@@ -96,15 +97,6 @@ def is_trained(out_dir: str | os.PathLike, run: RunName) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # Device, optimiser, schedule
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without it is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use cpu or auto")
-    return torch.device(device)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
