@@ -45,7 +45,7 @@ from lib.devices import inference_autocast
 from lib.errors import UserError
 from lib.model import lm_head_weight, load_causal_lm
 from lib.paths import cli_path
-from lib.provenance import sha256_array, sha256_file, sha256_json
+from lib.provenance import sha256_array, sha256_json, weights_sha256
 
 BLOCKS_KEY = {1: "train_blocks_sha256", 2: "val_blocks_sha256"}  # metadata key per pass
 
@@ -368,8 +368,8 @@ def _open_model(model_dir_or_model: nn.Module | str | Path,
     if path.exists() and not (path / "config.json").is_file():
         raise UserError(f"{path} is not a model checkpoint (no config.json); train it first")
     model = load_causal_lm(path, device=device)
-    weights = path / "model.safetensors"
-    sha = sha256_file(weights) if weights.is_file() else sf.weights_sha256(model)
+    on_disk = path.is_dir() and any(path.glob("model*.safetensors"))  # else a hub cache
+    sha = weights_sha256(path) if on_disk else sf.weights_sha256(model)
     return model, (path if path.exists() else None), (sf.name_of_path(path) if path.exists()
                                                        else str(path)), sha
 

@@ -255,7 +255,9 @@ def _hms(seconds: float) -> str:
 
 def stage_counter(stage: str, profile: Profile) -> Callable[[], tuple[int, int, str, str]] | None:
     """For the long stages, a function returning (done, total, unit, current item)."""
-    out = profile.out_path
+    from lib.paths import Layout
+
+    layout = Layout(profile.out_path)
 
     def latest(candidates: list[tuple[str, Path]]) -> str:
         live = [(p.stat().st_mtime, name) for name, p in candidates if p.exists()]
@@ -267,31 +269,26 @@ def stage_counter(stage: str, profile: Profile) -> Callable[[], tuple[int, int, 
         def trained() -> tuple[int, int, str, str]:
             done, pending = 0, []
             for run in runs:
-                results = out / "models" / str(run) / "results.json"
                 try:
-                    complete = json.loads(results.read_text()).get("status") == "complete"
+                    complete = json.loads(layout.results(run).read_text()).get("status") == "complete"
                 except (OSError, ValueError):
                     complete = False
                 done += complete
                 if not complete:
-                    pending.append((str(run), out / "models" / str(run)))
+                    pending.append((str(run), layout.run_dir(run)))
             return done, len(runs), "runs trained", latest(pending)
 
         return trained
-    folders = {"02_collect": ("stats", "checkpoints collected"),
-               "03_measure": ("metrics", "checkpoints measured")}
-    if stage in folders:
-        folder, unit = folders[stage]
+    # (file that marks a checkpoint done, what shows it is under way: its stats folder exists)
+    targets = {"02_collect": (layout.stats, lambda ck: layout.stats(ck).parent, "checkpoints collected"),
+               "03_measure": (layout.metrics, layout.metrics, "checkpoints measured")}
+    if stage in targets:
+        target, started, unit = targets[stage]
         cks = profile.checkpoints()
-
-        def target(ck: Any) -> Path:
-            return (out / "stats" / str(ck) / "stats.safetensors" if folder == "stats"
-                    else out / "metrics" / f"{ck}.json")
 
         def counted() -> tuple[int, int, str, str]:
             done = [target(ck).is_file() for ck in cks]
-            pending = [(str(ck), target(ck).parent if folder == "stats" else target(ck))
-                       for ck, d in zip(cks, done, strict=True) if not d]
+            pending = [(str(ck), started(ck)) for ck, d in zip(cks, done, strict=True) if not d]
             return sum(done), len(cks), unit, latest(pending)
 
         return counted

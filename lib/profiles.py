@@ -16,7 +16,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -266,6 +266,19 @@ class DynamicsConfig(_Section):
 # The profile
 
 
+def _check_names(key: str, names: Sequence[str], allowed: Sequence[RunName], what: str) -> None:
+    """Each of ``names`` parses as a run name and is one of ``allowed``; else one line naming
+    the key, the name and an example."""
+    allowed_set = set(allowed)
+    for name in names:
+        try:
+            parsed = RunName.parse(name)
+        except ValueError as err:
+            raise ValueError(f"{key}: {err}") from None
+        if parsed not in allowed_set:
+            raise ValueError(f"{key}: {name} is not {what} (e.g. {allowed[0]})")
+
+
 class Profile(_Section):
     """One population of models and every setting needed to train, collect and analyse it."""
 
@@ -292,24 +305,10 @@ class Profile(_Section):
             if width % heads:
                 raise ValueError(f"width {width} is not divisible into {heads} attention heads; "
                                  f"choose a multiple of {heads} or set model.n_head")
-        measured = set(self.checkpoints())
-        for name in self.sensitivity.runs:
-            try:
-                ck = RunName.parse(name)
-            except ValueError as err:
-                raise ValueError(f"sensitivity.runs: {err}") from None
-            if ck not in measured:
-                raise ValueError(f"sensitivity.runs: {name} is not a measured checkpoint of this "
-                                 f"profile (e.g. {self.checkpoints()[0]})")
-        runs = set(self.runs())
-        for name in self.dynamics.runs:
-            try:
-                run = RunName.parse(name)
-            except ValueError as err:
-                raise ValueError(f"dynamics.runs: {err}") from None
-            if run.checkpoint is not None or run not in runs:
-                raise ValueError(f"dynamics.runs: {name} is not a training run of this profile "
-                                 f"(a run name without -ck, e.g. {self.runs()[0]})")
+        _check_names("sensitivity.runs", self.sensitivity.runs, self.checkpoints(),
+                     "a measured checkpoint of this profile")
+        _check_names("dynamics.runs", self.dynamics.runs, self.runs(),
+                     "a training run of this profile (a run name without -ck)")
         return self
 
     # --- construction ---------------------------------------------------------------------

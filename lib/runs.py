@@ -82,3 +82,8 @@ def parse_checkpoints(stems: Iterable[str]) -> list[RunName]:
         if name.checkpoint is not None:
             out.append(name)
     return out
+
+
+def largest(checkpoints: Iterable[RunName]) -> RunName:
+    """The largest architecture's last checkpoint (width x depth, then epoch; lowest seed)."""
+    return max(checkpoints, key=lambda c: (c.width * c.depth, c.checkpoint or 0, -c.seed))

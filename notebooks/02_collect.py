@@ -24,7 +24,7 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib import accumulate, paper, pipeline, plots, stats_file, walkthrough
+from lib import accumulate, paper, pipeline, plots, runs, stats_file, walkthrough
 from lib.paths import Layout
 
 cfg = paper.notebook_setup(profile, progress=progress)
@@ -38,7 +38,7 @@ cfg
 # %%
 # NBVAL_IGNORE_OUTPUT
 corpus = pipeline.prepare_profile_corpus(cfg.profile, progress=cfg.progress)
-ck = max(cfg.checkpoints(), key=lambda c: (c.width * c.depth, c.checkpoint or 0, -c.seed))
+ck = runs.largest(cfg.checkpoints())
 path = Layout(cfg.out_path).stats(ck)
 if not pipeline.is_collected(cfg.profile, ck):
     pipeline.collect_checkpoint(cfg.profile, ck, corpus, progress=cfg.progress)

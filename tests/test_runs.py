@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lib.errors import UserError
-from lib.runs import RunName
+from lib.runs import RunName, largest
 
 
 def test_round_trip():
@@ -17,3 +17,9 @@ def test_round_trip():
 def test_checkpoint_outside_the_run_is_refused(name):
     with pytest.raises(UserError, match=r"checkpoints are 1\.\.3"):
         RunName.parse(name)
+
+
+def test_largest_is_the_widest_deepest_last_checkpoint():
+    names = [RunName.parse(n) for n in ("L1-d64-e3-wd0.1-s0-ck3", "L2-d64-e3-wd0.1-s0-ck2",
+                                        "L2-d64-e3-wd0.1-s1-ck3", "L2-d64-e3-wd0.1-s0-ck3")]
+    assert str(largest(names)) == "L2-d64-e3-wd0.1-s0-ck3"
