@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-corpus": ("data", "tokenize a corpus into cached token blocks"),
     "collect": ("collect", "statistics passes of one model: a checkpoint folder or hub name"),
     "merge-stats": ("collect", "merge the shard files of one statistics pass"),
-    "measure": ("measure", "neural-collapse measures of a stats file"),
+    "measure": ("nc.measure", "neural-collapse measures of a stats file"),
     "analyze": ("analysis", "results table, correlations and permutation test as CSVs"),
     "figures": ("plots", "Figures 1-3 from a results table"),
     "import-authors": ("authors", "the authors' published lc-*.csv as a results table"),

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lib.nc.registry import MEASURES, measure_transform
 from lib.paths import cli_path
-from lib.registry import MEASURES, measure_transform
 from lib.results import LOSS, round_sig, run_ids
 
 # |r_perm| >= |r_obs| up to float round-off (the identity permutation must count as extreme)
@@ -304,7 +304,7 @@ def format_p(p: float, m: int) -> str:
 def table1_display(perm: pd.DataFrame) -> pd.DataFrame:
     """Table 1 as the paper prints it: measure label, n, r, R^2, Spearman, p and Holm p as text
     (3 significant figures; p as "< 1e-4" where b = 0)."""
-    from lib.registry import label
+    from lib.nc.registry import label
 
     out = pd.DataFrame({
         "measure": [label(m) for m in perm["measure"]],

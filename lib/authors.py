@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from lib.errors import UserError
+from lib.nc.registry import MEASURES
 from lib.paths import cli_path, resolve
-from lib.registry import MEASURES
 from lib.results import RESULT_COLUMNS, SORT_COLUMNS, SPEC_COLUMNS, save_table
 from lib.runs import RunName
 

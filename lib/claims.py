@@ -1,6 +1,6 @@
 """The paper's claims about Figures 1-3, tested as it states them (docs/paper.md section 6).
 
-Every claim comes from ``lib.registry``: for each measure with a stated relation to loss,
+Every claim comes from ``lib.nc.registry``: for each measure with a stated relation to loss,
 a *direction* claim (more collapse goes with lower loss: r has the registry's expected sign)
 where the paper states a strong or clear relation (for equiangularity's "some relationship" it
 states no direction, and on the authors' own models its CV *rises* as loss falls, r = -0.59),
@@ -25,7 +25,7 @@ from lib.analysis import (
     transformed,
     weighted_pearson,
 )
-from lib.registry import COMPARISONS, REGISTRY, claimed_measures, label
+from lib.nc.registry import COMPARISONS, REGISTRY, claimed_measures, label
 from lib.results import LOSS, final_rows, run_ids
 
 POPULATIONS = ("all", "no plateau", "final")

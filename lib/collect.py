@@ -1,6 +1,6 @@
 """The statistics driver: streams blocks through a model, resumably and shardably.
 
-The math is in ``lib.accumulate`` and the file format in ``lib.stats_file``. Two passes:
+The math is in ``lib.nc.accumulate`` and the file format in ``lib.nc.stats_file``. Two passes:
 
 1. Train: counts, float64 sums and within-class squared deviations ``sq_dev`` in one pass;
    with ``layers`` (``lib.layers``) also those of each requested residual stream, from the
@@ -39,11 +39,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lib import layers as lay
-from lib import stats_file as sf
-from lib.accumulate import DEFAULT_CHUNK, ncc_agreement
 from lib.devices import inference_autocast
 from lib.errors import UserError
 from lib.model import lm_head_weight, load_causal_lm
+from lib.nc import stats_file as sf
+from lib.nc.accumulate import DEFAULT_CHUNK, ncc_agreement
 from lib.paths import cli_path
 from lib.provenance import sha256_array, sha256_json, weights_sha256
 
@@ -456,7 +456,7 @@ def _shard_arg(text: str) -> tuple[int, int]:
 
 
 def register_cli(subparsers) -> None:
-    """Add ``collect`` (and, from lib.stats_file, ``merge-stats``) to ``python -m lib``."""
+    """Add ``collect`` (and, from lib.nc.stats_file, ``merge-stats``) to ``python -m lib``."""
     p = subparsers.add_parser("collect", help="statistics passes of one model checkpoint")
     p.add_argument("model_dir", type=_model_arg,
                    help="checkpoint folder (save_pretrained) or hub name, e.g. gpt2")

@@ -16,7 +16,7 @@ tokenizer) with its validation loss and accuracy on all validation blocks, as in
 the latest keeps the optimiser and RNG state, from which an interrupted run resumes. Then per
 snapshot ``stats/step-<step>.safetensors`` (``lib.collect``, on the first
 ``dynamics.max_train_blocks`` training blocks to bound the cost), ``metrics/step-<step>.json``
-(``lib.measure``), and the run's table ``dynamics.csv``.
+(``lib.nc.measure``), and the run's table ``dynamics.csv``.
 
 Provenance. ``settings.json`` holds the training inputs (``lib.train.run_inputs``, what a grid
 run records) and the steps; a folder made from others is a stale cache, discarded and recomputed.
@@ -37,10 +37,10 @@ import numpy as np
 import pandas as pd
 
 from lib.errors import UserError
+from lib.nc.registry import MEASURES, label, measure_transform
 from lib.paths import Layout, atomic_write, atomic_write_json, discard_dir, lock_for, read_json
 from lib.profiles import Profile
 from lib.provenance import sha256_file, sha256_json
-from lib.registry import MEASURES, label, measure_transform
 from lib.runs import RunName
 
 SETTINGS_FILE = "settings.json"  # training inputs and snapshot steps of the folder
@@ -201,7 +201,7 @@ def train_snapshots(profile: Profile, plan: Plan, corpus: Any, progress: bool = 
 
 
 def _stats_current(path: Path, weights: str, hashes: dict[str, str], caps: tuple[int, int]) -> bool:
-    from lib.stats_file import load_stats_metadata, stale_reasons
+    from lib.nc.stats_file import load_stats_metadata, stale_reasons
 
     return (not stale_reasons(path, weights_sha256=weights, pass1_blocks=caps[0], **hashes)
             and load_stats_metadata(path).get("pass2_blocks") == str(caps[1]))
@@ -211,8 +211,8 @@ def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: Any) ->
     """Statistics then measures of one snapshot (current files kept); the metrics dict."""
     from lib.collect import collect_model_stats
     from lib.devices import resolve_device
-    from lib.measure import measure_stats_file
-    from lib.stats_file import partial_path
+    from lib.nc.measure import measure_stats_file
+    from lib.nc.stats_file import partial_path
 
     step, d = record["step"], plan.directory
     stats, metrics = d / "stats" / f"step-{step}.safetensors", d / "metrics" / f"step-{step}.json"

@@ -9,9 +9,9 @@ input (the final norm's output), stay the main statistics; in tables they are th
 Collection (``lib.collect``, ``--layers all`` or ``--layers 0,2,4``) gathers, in pass 1 and from
 the same forward pass, per requested index and class the float64 sums and within-class squared
 deviations (``layer{i}.sums``, ``layer{i}.sq_dev`` in the stats file, sharing ``counts``): one
-index-add and one Chan moment merge per layer (``lib.accumulate.accumulate_moments_shared``).
+index-add and one Chan moment merge per layer (``lib.nc.accumulate.accumulate_moments_shared``).
 Measures per layer (``GEOMETRY``: NC1 both CDNVs, NC2 norm and interference, GNC2) come from
-``lib.measure.geometry_measures``; NC3, UNC3 and NC4 need a classifier and exist at the top only.
+``lib.nc.measure.geometry_measures``; NC3, UNC3 and NC4 need a classifier and exist at the top only.
 ``metrics/<model>.json`` then holds ``layers``: {index: {measure: value, num_classes}}.
 
 Example::
@@ -33,13 +33,13 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from lib.accumulate import accumulate_moments_shared
 from lib.errors import UserError
-from lib.measure import GEOMETRY, geometry_measures
+from lib.nc.accumulate import accumulate_moments_shared
+from lib.nc.measure import GEOMETRY, geometry_measures
+from lib.nc.registry import label, measure_transform
+from lib.nc.stats_file import LAYER_TENSORS, layer_key, stored_layers
 from lib.paths import Layout, read_json, resolve
-from lib.registry import label, measure_transform
 from lib.runs import RunName
-from lib.stats_file import LAYER_TENSORS, layer_key, stored_layers
 
 LayerSpec = str | Sequence[int] | None  # None: top only; "all"; or residual-stream indices
 SPEC_COLUMNS = ["name", "run", "depth", "width", "epochs", "weight_decay", "seed", "checkpoint"]
@@ -296,6 +296,6 @@ def depth_figure(table: pd.DataFrame, measures: Sequence[str] = GEOMETRY, ncols:
 
 def stats_layers(path: str | os.PathLike) -> tuple[int, ...]:
     """The residual-stream indices a stats file holds (none: ())."""
-    from lib.stats_file import load_stats_metadata
+    from lib.nc.stats_file import load_stats_metadata
 
     return stored_layers(load_stats_metadata(Path(path)))

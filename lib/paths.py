@@ -189,7 +189,7 @@ class Layout:
     def results(self, run: Any) -> Path:
         return self.run_dir(run) / "results.json"
 
-    # statistics and measures (lib.collect, lib.measure); ``fraction``: the sensitivity study,
+    # statistics and measures (lib.collect, lib.nc.measure); ``fraction``: the sensitivity study,
     # statistics re-collected on that fraction of the training blocks
     def _measured_dir(self, ck: Any, fraction: float | None) -> Path:
         if fraction is None or fraction >= 1:  # the whole split: the main statistics

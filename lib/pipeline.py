@@ -1,7 +1,7 @@
 """The only reader of a Profile: corpus, train, collect and measure per run; costs; SLURM.
 
 The profile's typed sections go from here into ``lib.data``, ``lib.train``, ``lib.collect`` and
-``lib.measure``; every path comes from ``lib.paths.Layout(profile.out_path)``.
+``lib.nc.measure``; every path comes from ``lib.paths.Layout(profile.out_path)``.
 
 One job per training run: train it (resuming, skipping a finished run), collect statistics of
 each measured checkpoint into ``out_dir/stats/<run>-ck<e>/stats.safetensors`` and measure them
@@ -208,7 +208,7 @@ def is_collected(profile: Profile, ck: RunName, fraction: float | None = None) -
     over the blocks the profile asks for (a changed ``collect`` cap is recollected too), holding
     at least the layers the profile asks for (``collect.layers``, lib.layers)."""
     from lib.layers import profile_layers
-    from lib.stats_file import load_stats_metadata, stale_reasons, stored_layers
+    from lib.nc.stats_file import load_stats_metadata, stale_reasons, stored_layers
 
     inputs = collect_inputs(profile, ck)
     path = Layout(profile.out_path).stats(ck, fraction)
@@ -237,7 +237,7 @@ def collect_checkpoint(profile: Profile, ck: RunName, corpus: Any, progress: boo
     """
     from lib.collect import collect_model_stats
     from lib.layers import profile_layers
-    from lib.stats_file import PASSES, load_stats_metadata, partial_path
+    from lib.nc.stats_file import PASSES, load_stats_metadata, partial_path
 
     layout = Layout(profile.out_path)
     model_dir, path = layout.checkpoint_dir(ck), layout.stats(ck, fraction)
@@ -274,7 +274,7 @@ def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
     stats with layers add the section ``layers``: {index: measures} (``lib.layers``).
     """
     from lib.layers import layers_section
-    from lib.measure import measure_stats_file
+    from lib.nc.measure import measure_stats_file
 
     layout = Layout(profile.out_path)
     stats_file, path = layout.stats(ck, fraction), layout.metrics(ck, fraction)

@@ -21,8 +21,8 @@ from matplotlib import ticker
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from lib.nc.registry import REGISTRY, axis_label, figure_measures, measure_transform
 from lib.paths import atomic_write, resolve
-from lib.registry import REGISTRY, axis_label, figure_measures, measure_transform
 from lib.results import LOSS, scaling_table
 from lib.tokens import load_first_names
 

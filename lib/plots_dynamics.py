@@ -18,8 +18,8 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from lib.dynamics import LEVEL, LOSS, analysis_scale, level_crossing
+from lib.nc.registry import MEASURES, axis_label, label, measure_transform
 from lib.plots import LOSS_LABEL, human_count, log_axis
-from lib.registry import MEASURES, axis_label, label, measure_transform
 
 
 def dynamics_figure(table: pd.DataFrame, measures: Sequence[str] | None = None,

@@ -3,7 +3,7 @@
 Each model is measured with ITS OWN tokenizer on the same text: the corpus is tokenized by the
 model's tokenizer into blocks of ``context_len`` (no separator tokens, as in the paper), the
 statistics passes run through ``lib.collect.collect_model_stats`` and the measures through
-``lib.measure.compute_measures``. The validation loss is computed on the same validation blocks
+``lib.nc.measure.compute_measures``. The validation loss is computed on the same validation blocks
 the agreement pass (NC4) uses.
 
 Recipe (on a machine that can reach the Hugging Face hub, or whose HF_HOME cache holds the
@@ -37,7 +37,7 @@ Table columns (``pretrained_table``): ``name`` (slug), ``model`` (hub id or fold
 (LM head rows), ``context_len``, ``n_params`` (distinct parameters, tied counted once),
 ``log_n_params`` (log10), ``val_loss`` (nats/token), ``val_acc``, ``num_classes``,
 ``train_blocks``, ``train_tokens``, ``val_blocks``, ``val_tokens``, ``feature_logit_gap``, the
-measures of ``lib.registry.MEASURES``, and ``collect_seconds``. The paper population's
+measures of ``lib.nc.registry.MEASURES``, and ``collect_seconds``. The paper population's
 spec columns ``run``, ``epochs``, ``weight_decay``, ``seed``, ``checkpoint`` do not apply and
 are absent (NaN after a concat with ``lib.results.build_results_table``).
 """
@@ -210,7 +210,7 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
     from safetensors.torch import load_file
 
     from lib.collect import collect_model_stats
-    from lib.measure import compute_measures
+    from lib.nc.measure import compute_measures
 
     out_dir = resolve(out_dir)
     slug = model_slug(name, revision)

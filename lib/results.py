@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from lib.errors import UserError
+from lib.nc.registry import MEASURES
 from lib.paths import Layout, atomic_write, read_json, resolve
-from lib.registry import MEASURES
 from lib.runs import RunName, final_checkpoints, parse_checkpoints
 
 LOSS = "val_loss"

@@ -15,8 +15,8 @@ import pandas as pd
 from safetensors import safe_open
 
 from lib.errors import UserError
+from lib.nc.registry import MEASURES, label, measure_transform
 from lib.paths import Layout, read_json
-from lib.registry import MEASURES, label, measure_transform
 
 STABLE_WITHIN = 0.10  # a measure is "stable" when halving the sample moves it by < 10 %
 

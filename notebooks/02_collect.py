@@ -24,7 +24,8 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib import accumulate, paper, pipeline, plots, runs, stats_file, walkthrough
+from lib import paper, pipeline, plots, runs, walkthrough
+from lib.nc import accumulate, stats_file
 from lib.paths import Layout
 
 cfg = paper.notebook_setup(profile, progress=progress)

@@ -24,8 +24,9 @@ progress = True  # tqdm bars here; `make paper` sets False
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib import data, measure, paper, plots, results, stats_file
+from lib import data, paper, plots, results
 from lib import tokens as tok
+from lib.nc import measure, stats_file
 from lib.paths import Layout
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir,

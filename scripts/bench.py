@@ -6,9 +6,9 @@ which sees torch allocations, unlike tracemalloc) is its own. Printed per measur
 time, extra peak memory of the call itself (peak after the call minus peak before it, inputs
 already built) and the process's whole peak.
 
-    (a) accumulation of class counts and feature sums: lib.accumulate.accumulate_sums
+    (a) accumulation of class counts and feature sums: lib.nc.accumulate.accumulate_sums
         (bincount + index_add_) vs the authors' dense one-hot matrix product in chunks
-    (b) the measures at K = 8192, D = 256: lib.measure.compute_measures vs pairwise
+    (b) the measures at K = 8192, D = 256: lib.nc.measure.compute_measures vs pairwise
         differences broadcast in row chunks
     (c) the whole suite at the paper's K = 29,233, D = 1024, against the time of one
         float64 symmetric Gram matrix (the floor of any exact method using symmetry)
@@ -84,7 +84,7 @@ def run_isolated(task: str, *args) -> dict:
 
 def make_tokens(K: int, D: int, N: int) -> tuple:
     """Features (N, D) float32 and Zipf-distributed labels (N,) over K classes, like tokens."""
-    import lib.accumulate  # noqa: F401  (imported before the clock starts)
+    import lib.nc.accumulate  # noqa: F401  (imported before the clock starts)
 
     g = torch.Generator().manual_seed(0)
     p = 1.0 / torch.arange(1, K + 1, dtype=torch.float64)
@@ -94,7 +94,7 @@ def make_tokens(K: int, D: int, N: int) -> tuple:
 
 
 def ours_accumulate(features, labels, counts, sums) -> tuple:
-    from lib.accumulate import accumulate_sums
+    from lib.nc.accumulate import accumulate_sums
 
     accumulate_sums(features, labels, counts, sums)
     return counts.numpy(), sums.numpy()
@@ -116,7 +116,7 @@ def onehot_accumulate(features, labels, counts, sums) -> tuple:
 
 def make_stats(K: int, D: int) -> tuple:
     """Random statistics of K classes (all with count >= 1), float64 sums, float32 head."""
-    import lib.measure  # noqa: F401  (imported before the clock starts)
+    import lib.nc.measure  # noqa: F401  (imported before the clock starts)
 
     g = torch.Generator().manual_seed(1)
     counts = torch.randint(1, 1000, (K,), generator=g)
@@ -129,7 +129,7 @@ def make_stats(K: int, D: int) -> tuple:
 
 
 def ours_measures(stats) -> dict:
-    from lib.measure import compute_measures
+    from lib.nc.measure import compute_measures
 
     return compute_measures(stats, progress=False)
 
@@ -175,14 +175,14 @@ def broadcast_measures(stats) -> dict:
 
 
 def make_unit_means(K: int, D: int) -> tuple:
-    import lib.measure  # noqa: F401
+    import lib.nc.measure  # noqa: F401
     M = torch.randn(K, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     return (M / M.norm(dim=1, keepdim=True),)
 
 
 def gram_floor(U) -> None:
     """One symmetric float64 Gram matrix: the matmuls of the suite's tiles (j >= i), alone."""
-    from lib.measure import _tiles
+    from lib.nc.measure import _tiles
 
     tile = min(2048, len(U))
     out = torch.empty(tile * tile, dtype=torch.float64)
@@ -280,7 +280,7 @@ def collect_vs_forward(n_train: int, n_val: int, threads: int = 1) -> dict:
     torch.set_num_threads(threads)
     from lib.collect import collect_model_stats
     from lib.model import build_model, gpt_neo_config
-    from lib.stats_file import load_stats_metadata
+    from lib.nc.stats_file import load_stats_metadata
 
     c = COLLECT_MODEL
     model = build_model(gpt_neo_config(c["n_layer"], c["n_embd"], c["vocab_size"], c["n_ctx"]),

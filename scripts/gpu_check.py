@@ -4,7 +4,7 @@ On one CUDA GPU (within 8 minutes): trains a BPE tokenizer on the local TinyStor
 one paper-like GPT-Neo (4 layers, width 512, context 512) for a few hundred steps in bf16
 autocast with fused AdamW and flash attention when ``flash_attn`` is importable, collects its
 statistics (``lib.collect.collect_model_stats``) and measures them
-(``lib.measure.compute_measures``), and prints training tokens/s, model FLOP utilisation
+(``lib.nc.measure.compute_measures``), and prints training tokens/s, model FLOP utilisation
 (6·N·tokens/s over the GPU's peak dense bf16 FLOP/s), peak GPU memory, collection tokens/s, and
 the largest relative difference between the measures of the CUDA and a CPU collection of the
 same checkpoint on the same blocks.
@@ -193,7 +193,7 @@ def collect_and_measure(model, train_blocks, val_blocks, out: Path, device: str,
     from safetensors.torch import load_file
 
     from lib.collect import collect_model_stats
-    from lib.measure import compute_measures
+    from lib.nc.measure import compute_measures
 
     if device.startswith("cuda"):
         torch.cuda.synchronize()

@@ -1,4 +1,4 @@
-"""The statistics math (lib.accumulate) against plain implementations of the definitions."""
+"""The statistics math (lib.nc.accumulate) against plain implementations of the definitions."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib import accumulate
-from lib.accumulate import (
+from lib.nc import accumulate
+from lib.nc.accumulate import (
     accumulate_moments,
     accumulate_sums,
     batch_moments,

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from lib import analysis
-from lib.registry import MEASURES, REGISTRY
+from lib.nc.registry import MEASURES, REGISTRY
 
 # ---------------------------------------------------------------------------------------------
 # Correlations

@@ -8,7 +8,7 @@ import pytest
 
 from lib import authors, results
 from lib.errors import UserError
-from lib.registry import MEASURES
+from lib.nc.registry import MEASURES
 
 LATER = ["model", "n_params", "val_acc", "val_loss", "perplex", "cdnv", "norms_mean", "norms_var",
          "etf_error", "interfere_mean", "interfere_var", "log_kern_mean", "log_kern_var", "dual_error",

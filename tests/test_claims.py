@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lib import claims
-from lib.registry import MEASURES, REGISTRY
+from lib.nc.registry import MEASURES, REGISTRY
 
 
 def grid_table(seed: int = 0) -> pd.DataFrame:

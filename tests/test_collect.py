@@ -10,12 +10,12 @@ import pytest
 import torch
 from test_accumulate import _plain_agreement, plain_two_pass  # tests/ is on sys.path
 
-from lib import collect, stats_file
+from lib import collect
 from lib.collect import PassInterrupted, collect_model_stats, collect_pass
 from lib.errors import UserError
 from lib.model import build_model, final_features, gpt_neo_config, lm_head_weight
-from lib.provenance import sha256_array, sha256_file, tokenizer_sha256
-from lib.stats_file import (
+from lib.nc import stats_file
+from lib.nc.stats_file import (
     check_stats_for_model,
     is_finished,
     load_stats,
@@ -25,6 +25,7 @@ from lib.stats_file import (
     read_stats,
     stale_reasons,
 )
+from lib.provenance import sha256_array, sha256_file, tokenizer_sha256
 
 V, D, T = 50, 16, 16
 N_TRAIN, N_VAL = 12, 6

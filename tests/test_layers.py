@@ -1,6 +1,6 @@
 """Collapse through depth (lib.layers): residual streams, their statistics in the same passes,
 their measures and tables, against plain computations (Hugging Face hidden states, one-hot
-sums over all features at once, lib.reference)."""
+sums over all features at once, lib.nc.reference)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ import pytest
 import torch
 from test_accumulate import plain_two_pass, realistic_features  # tests/ is on sys.path
 
-from lib import collect, layers, reference
-from lib.accumulate import accumulate_moments, accumulate_moments_shared
+from lib import collect, layers
 from lib.collect import collect_model_stats, collect_pass
 from lib.errors import UserError
-from lib.measure import GEOMETRY, geometry_measures
 from lib.model import build_model, final_features, gpt_neo_config, residual_features
+from lib.nc import reference
+from lib.nc.accumulate import accumulate_moments, accumulate_moments_shared
+from lib.nc.measure import GEOMETRY, geometry_measures
+from lib.nc.stats_file import STATS_KEYS, load_stats, load_stats_metadata, merge_stats, read_stats
 from lib.runs import RunName
-from lib.stats_file import STATS_KEYS, load_stats, load_stats_metadata, merge_stats, read_stats
 
 V, D, T, L = 50, 16, 16, 2
 N_TRAIN, N_VAL = 12, 6

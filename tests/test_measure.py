@@ -1,4 +1,4 @@
-"""lib.measure against plain implementations of paper section 5 and known-answer cases."""
+"""lib.nc.measure against plain implementations of paper section 5 and known-answer cases."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import lib.measure as measure
-from lib import reference, stats_file
-from lib.measure import (
+import lib.nc.measure as measure
+from lib.nc import reference, stats_file
+from lib.nc.measure import (
     compute_measures,
     measure_stats_file,
     per_class_measures,
     register_cli,
 )
-from lib.registry import MEASURES
+from lib.nc.registry import MEASURES
 
 MEASURE_NAMES = tuple(MEASURES)
 

@@ -14,6 +14,7 @@ import submitit
 
 from lib.errors import UserError
 from lib.model import RunName
+from lib.nc.stats_file import load_stats_metadata
 from lib.paths import REPO_ROOT, Layout, read_json
 from lib.pipeline import (
     collect_all,
@@ -31,7 +32,6 @@ from lib.pipeline import (
 from lib.profiles import Profile, load_profile
 from lib.provenance import sha256_file, weights_sha256
 from lib.slurm import submit_slurm
-from lib.stats_file import load_stats_metadata
 
 
 def stats_path(out_dir, ck):

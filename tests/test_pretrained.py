@@ -138,7 +138,7 @@ def test_collect_and_measure_each_architecture(arch, saved, texts, tmp_path):
 
     from lib.collect import collect_model_stats
     from lib.data import load_tokenizer, tokenize_blocks
-    from lib.measure import compute_measures
+    from lib.nc.measure import compute_measures
 
     folder, model = saved[arch]
     V = lm_head_weight(model).shape[0]
@@ -206,8 +206,8 @@ def test_local_paths(saved, tmp_path):
 
 
 def test_measure_pretrained_two_architectures(saved, texts, tmp_path):
+    from lib.nc.registry import MEASURES
     from lib.pretrained import TABLE_COLUMNS, measure_pretrained, pretrained_table
-    from lib.registry import MEASURES
 
     models = [(str(saved["gpt2"][0]), None), (str(saved["gpt_neox"][0]), None)]
     rows = measure_pretrained(models, texts[0], texts[1], tmp_path, context_len=CTX,

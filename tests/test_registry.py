@@ -1,4 +1,4 @@
-"""lib.registry: one entry per measure that lib.measure computes, and the metadata is coherent."""
+"""lib.nc.registry: one entry per measure that lib.nc.measure computes; the metadata is coherent."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from lib import registry
-from lib.registry import COMPARISONS, MEASURES, REGISTRY
+from lib.nc import registry
+from lib.nc.registry import COMPARISONS, MEASURES, REGISTRY
 
 
 def test_registry_matches_what_lib_measure_computes():
-    from lib.measure import compute_measures
+    from lib.nc.measure import compute_measures
     from tests.test_measure import make_stats
 
     computed = set(compute_measures(make_stats(9, 4), progress=False)) - {"num_classes"}
@@ -19,7 +19,7 @@ def test_registry_matches_what_lib_measure_computes():
 
 
 def test_registry_matches_the_reference_definitions():
-    from lib import reference
+    from lib.nc import reference
     from tests.test_measure import make_stats
 
     assert set(reference.measures(make_stats(6, 3))) == set(MEASURES)
@@ -48,8 +48,8 @@ def test_metadata_is_coherent():
 def test_table_modules_do_not_import_torch():
     import subprocess
 
-    code = ("import sys; import lib.analysis, lib.results, lib.runs, lib.registry, lib.claims, "
-            "lib.tokens, lib.authors, lib.reference; print('torch' in sys.modules)")
+    code = ("import sys; import lib.analysis, lib.results, lib.runs, lib.nc.registry, lib.claims, "
+            "lib.tokens, lib.authors, lib.nc.reference; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

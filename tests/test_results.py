@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from lib import analysis, results
+from lib.nc.registry import MEASURES
 from lib.paths import atomic_write_json, read_json
-from lib.registry import MEASURES
 from lib.runs import RunName
 
 # ---------------------------------------------------------------------------------------------

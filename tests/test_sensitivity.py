@@ -10,8 +10,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from lib.errors import UserError
+from lib.nc.registry import MEASURES
 from lib.paths import Layout, atomic_write_json
-from lib.registry import MEASURES
 from lib.runs import RunName
 from lib.sensitivity import sensitivity_figure, sensitivity_table, stability
 

@@ -1,4 +1,4 @@
-"""The stats.safetensors format (lib.stats_file): verified reads, provenance, merging."""
+"""The stats.safetensors format (lib.nc.stats_file): verified reads, provenance, merging."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lib.accumulate import class_means, means_hash
 from lib.errors import UserError
-from lib.provenance import sha256_tensor
-from lib.stats_file import (
+from lib.nc.accumulate import class_means, means_hash
+from lib.nc.stats_file import (
     FORMAT_VERSION,
     is_finished,
     load_stats,
@@ -20,6 +19,7 @@ from lib.stats_file import (
     stats_overview,
     write_stats,
 )
+from lib.provenance import sha256_tensor
 
 V, D = 6, 3
 HASHES = {"weights_sha256": "w" * 64, "train_blocks_sha256": "t" * 64,

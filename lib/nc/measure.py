@@ -13,7 +13,7 @@ Means are reduced from tile sums; variances by combining per-tile (count, mean, 
 two passes, with Chan's parallel formula. Pairs whose Gram-derived distance is tiny relative to
 the norms lose digits to cancellation (and NC1 divides by d^4), so they are recomputed exactly
 from differences. All standard deviations and variances are population ones (ddof = 0).
-The plain definitions these must equal are in ``lib.reference``; the list is ``lib.registry``.
+The plain definitions these must equal are in ``lib.nc.reference``; the list is ``lib.nc.registry``.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lib.devices import resolve_device
+from lib.nc.registry import MEASURES
+from lib.nc.stats_file import STATS_KEYS, read_stats
 from lib.paths import atomic_write, atomic_write_json, cli_path, resolve
-from lib.registry import MEASURES
-from lib.stats_file import STATS_KEYS, read_stats
 
 REL_CLOSE = 1e-6  # recompute pairs with d2 < REL_CLOSE * (||m_c||^2 + ||m_c'||^2) exactly
 EXACT_CHUNK = 4096  # pairs per chunk when recomputing close pairs from differences

@@ -1,10 +1,10 @@
 """Every neural-collapse measure once, with what the rest of the project needs to know about it.
 
-One ``Measure`` per column that ``lib.measure`` computes: its label and unit, the scale it is
+One ``Measure`` per column that ``lib.nc.measure`` computes: its label and unit, the scale it is
 analysed and plotted on (log10 for the CDNVs and the log-kernel variance), which way collapse
 goes, the paper's figure and claim about it, and the R^2 of validation loss on the same
 statistic over the authors' own 230 models (docs/paper.md section 6). Plots, the analysis,
-the notebooks and the README table read this module; ``lib.measure`` computes exactly
+the notebooks and the README table read this module; ``lib.nc.measure`` computes exactly
 ``MEASURES`` (a test checks both ways). No torch import.
 """
 
@@ -114,13 +114,13 @@ def get(name: str) -> Measure:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown measure {name!r}; lib/registry.py knows {MEASURES}") from None
+        raise ValueError(f"unknown measure {name!r}; lib/nc/registry.py knows {MEASURES}") from None
 
 
 def figure_measures(figure: str) -> list[str]:
     """The measures a paper figure plots against loss, in registry order (e.g. "fig1")."""
     if figure not in FIGURES:
-        raise ValueError(f"unknown figure {figure!r}; lib/registry.py knows {list(FIGURES)}")
+        raise ValueError(f"unknown figure {figure!r}; lib/nc/registry.py knows {list(FIGURES)}")
     return [m.name for m in _ALL if figure in m.figures]
 
 

@@ -13,7 +13,7 @@ layers (``lib.layers``): pass-1 tensors ``layer{i}.sums`` [V, D] float64 and ``l
 ("0,1,2") with ``n_layer``; without layers a file is exactly as before.
 
 Shards of pass 1 merge exactly: counts and sums add, ``sq_dev`` by Chan's formula
-(``lib.accumulate.merge_m2``); shards of pass 2 add.
+(``lib.nc.accumulate.merge_m2``); shards of pass 2 add.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from lib.accumulate import class_means, means_hash, merge_m2
 from lib.errors import UserError
 from lib.model import lm_head_weight
+from lib.nc.accumulate import class_means, means_hash, merge_m2
 from lib.paths import REPO_ROOT, atomic_write, read_json, resolve
 from lib.provenance import sha256_tensor, tokenizer_sha256
 

@@ -1,6 +1,6 @@
 """The measures of docs/paper.md section 5 as plain, readable definitions: loops over pairs in
 numpy float64, one formula per line, next to the paper's notation. Slow (O(K^2 D) Python
-work), for tests and for reading; ``lib.measure`` computes the same numbers fast and is
+work), for tests and for reading; ``lib.nc.measure`` computes the same numbers fast and is
 tested against this module.
 
 Notation: K classes with N_c >= 1; mu_c the class mean; sigma_c^2 = sq_dev_c / N_c the trace of
@@ -67,7 +67,7 @@ def duality(C: Classes) -> np.ndarray:
 
 
 def measures(stats: Mapping[str, Any]) -> dict[str, float]:
-    """Every measure of lib.registry.MEASURES, straight from its definition."""
+    """Every measure of lib.nc.registry.MEASURES, straight from its definition."""
     C = classes(stats)
     P = pair_matrices(C)
     upper = np.triu_indices(len(C.mu), k=1)  # the pairs c < c'
