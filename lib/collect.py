@@ -38,12 +38,14 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from lib import identity as ident
 from lib import layers as lay
 from lib.devices import inference_autocast
 from lib.errors import UserError
 from lib.model import lm_head_weight, load_causal_lm
 from lib.nc import stats_file as sf
-from lib.nc.accumulate import DEFAULT_CHUNK, ncc_agreement
+from lib.nc.accumulate import DEFAULT_CHUNK
+from lib.nc.classstats import ClassStats
 from lib.paths import cli_path
 from lib.provenance import sha256_array, sha256_json, weights_sha256
 
@@ -163,30 +165,30 @@ def _load_base(base: str | Path | None, pass_no: int, info: dict[str, str],
     return _Base(*sf.read_train_pass(base, info, prov))
 
 
-def _new_acc(pass_no: int, V: int, D: int, device: torch.device,
-             layers: tuple[tuple[int, ...], int] = ((), 0)) -> dict[str, Tensor]:
-    if pass_no == 1:  # layers: (residual-stream indices, their width)
-        return {"counts": torch.zeros(V, dtype=torch.long, device=device),
-                "sums": torch.zeros(V, D, dtype=torch.float64, device=device),
-                "sq_dev": torch.zeros(V, dtype=torch.float64, device=device),
-                **lay.layer_accumulators(*layers, V, device)}
-    return {k: torch.zeros(V, dtype=torch.long, device=device) for k in sf.PASS_TENSORS[2]}
+def _new_stats(pass_no: int, base: _Base, V: int, D: int, device: torch.device,
+               layers: tuple[tuple[int, ...], int] = ((), 0),
+               acc: dict[str, Tensor] | None = None) -> ClassStats:
+    """The ClassStats a pass accumulates into: empty (pass 1; ``layers``: residual-stream
+    indices and their width) or the base's pass 1 (pass 2), plus resumed accumulators ``acc``."""
+    if pass_no == 1 and not acc:
+        return ClassStats(V, D, device, {i: layers[1] for i in layers[0]})
+    return ClassStats.from_tensors({**base.tensors, **(acc or {})}, device)
 
 
 @dataclass
 class _State:
-    """A pass in progress: its accumulators, the next block to process, tokens so far."""
+    """A pass in progress: its statistics, the next block to process, tokens so far."""
 
-    acc: dict[str, Tensor]
+    stats: ClassStats
     next_block: int = 0
     tokens: int = 0
 
 
-def _load_state(work: Path, expect: dict[str, str], pass_no: int, V: int, D: int,
+def _load_state(work: Path, expect: dict[str, str], pass_no: int, base: _Base, V: int, D: int,
                 device: torch.device, layers: tuple[tuple[int, ...], int] = ((), 0)) -> _State:
     """Resume from the working file when its settings match this run's exactly."""
     if not work.exists():
-        return _State(_new_acc(pass_no, V, D, device, layers))
+        return _State(_new_stats(pass_no, base, V, D, device, layers))
     meta = sf.load_stats_metadata(work)
     for key, want in expect.items():
         if meta.get(key) != want:
@@ -196,23 +198,27 @@ def _load_state(work: Path, expect: dict[str, str], pass_no: int, V: int, D: int
                 f"has {want!r}: rerun with the same settings, or delete it to restart the pass"
             )
     acc = {k: v.to(device) for k, v in sf.load_stats(work).items()}
-    return _State(acc, int(meta["next_block"]), int(meta["tokens"]))
+    return _State(_new_stats(pass_no, base, V, D, device, layers, acc), int(meta["next_block"]),
+                  int(meta["tokens"]))
 
 
-# (features [top x (N, D), then each layer's], y (N,), accumulators)
-Step = Callable[[list[Tensor], Tensor, dict[str, Tensor]], None]
+# (features [top x (N, D), then each layer's], y (N,), the pass's statistics)
+Step = Callable[[list[Tensor], Tensor, ClassStats], None]
 
 
-def _make_step(pass_no: int, base: _Base, W: Tensor, chunk: int,
-               layers: tuple[int, ...] = ()) -> Step:
-    """The accumulation of one batch: train moments of the top and of ``layers`` with shared
-    counts (pass 1), or NCC agreement of the top (pass 2)."""
+def _make_step(pass_no: int, W: Tensor, chunk: int) -> Step:
+    """The accumulation of one batch: train moments of the top and of the layers with shared
+    counts (pass 1), or NCC agreement of the top with the frozen train means (pass 2)."""
     if pass_no == 1:
-        return lay.moments_step(layers)
-    valid_ids = torch.nonzero(base.tensors["counts"] > 0).squeeze(1).to(W.device)  # (K,)
-    means_valid = base.means.to(W.device)[valid_ids]  # (K, D) float64
-    return lambda xs, y, acc: ncc_agreement(xs[0], y, W, means_valid, valid_ids,
-                                            acc["val_counts"], acc["val_agree"], chunk)
+        return lambda xs, y, stats: stats.add(xs[0], y, xs[1:])
+    return lambda xs, y, stats: stats.add_validation(xs[0], y, W, chunk)
+
+
+def _pass_tensors(stats: ClassStats, pass_no: int) -> dict[str, Tensor]:
+    """The accumulators a pass's working file holds (pass 2: not the base's pass 1)."""
+    keys = sf.pass1_keys({"layers": ",".join(map(str, stats.layers))}) if pass_no == 1 \
+        else sf.PASS_TENSORS[2]
+    return {k: stats.tensors[k] for k in keys}
 
 
 def _pairs(model: nn.Module, ids: Tensor, layers: tuple[int, ...] = ()
@@ -235,7 +241,7 @@ def _run_batches(model: nn.Module, blocks: np.ndarray, step: Step, state: _State
         for i, start in enumerate(range(state.next_block, n, batch_size), 1):
             ids = torch.from_numpy(np.asarray(blocks[start:start + batch_size], dtype=np.int64))
             xs, y = _pairs(model, ids.to(device), layers)
-            step(xs, y, state.acc)
+            step(xs, y, state.stats)
             state.next_block, state.tokens = min(start + batch_size, n), state.tokens + y.numel()
             bar.update(y.numel())
             if i % checkpoint_every == 0 and state.next_block < n:
@@ -308,11 +314,11 @@ def collect_pass(model: nn.Module, blocks: np.ndarray | str | Path | BlockSplit,
     W = lm_head_weight(model).detach()  # (V, D)
     V, D = W.shape
     split = select_blocks(blocks, V, split=sf.SPLITS[pass_no], max_blocks=max_blocks, shard=shard)
-    info = sf.model_info(model, name, tokenizer_name)
+    info = ident.model_info(model, name, tokenizer_name)
     prov = {k: v for k, v in {**(provenance or {}), BLOCKS_KEY[pass_no]: split.sha256}.items()
             if v}
     if "weights_sha256" not in prov:  # (setdefault would hash the parameters every time)
-        prov["weights_sha256"] = sf.weights_sha256(model)
+        prov["weights_sha256"] = ident.weights_sha256(model)
     base_ = _load_base(base, pass_no, info, prov)
     lays, n_layer, width = lay.model_layers(model, layers if pass_no == 1 else None)
     layer_meta = lay.layer_metadata(lays, n_layer)
@@ -325,13 +331,13 @@ def collect_pass(model: nn.Module, blocks: np.ndarray | str | Path | BlockSplit,
               "format_version": sf.FORMAT_VERSION, **layer_meta}
     work = sf.partial_path(out_path)
     _drop_stale_partial(out_path)
-    state = _load_state(work, expect, pass_no, V, D, W.device, (lays, width))
+    state = _load_state(work, expect, pass_no, base_, V, D, W.device, (lays, width))
 
     def save(s: _State) -> None:
-        sf.save_raw(work, s.acc, {**expect, "next_block": str(s.next_block),
-                                  "tokens": str(s.tokens)})
+        sf.save_raw(work, _pass_tensors(s.stats, pass_no),
+                    {**expect, "next_block": str(s.next_block), "tokens": str(s.tokens)})
 
-    state = _run_batches(model, split.blocks, _make_step(pass_no, base_, W, chunk, lays), state,
+    state = _run_batches(model, split.blocks, _make_step(pass_no, W, chunk), state,
                          device=W.device, desc=f"pass {pass_no}", batch_size=batch_size,
                          save=save, checkpoint_every=checkpoint_every, progress=progress,
                          stop_after_batches=stop_after_batches, layers=lays)
@@ -339,7 +345,7 @@ def collect_pass(model: nn.Module, blocks: np.ndarray | str | Path | BlockSplit,
             f"pass{pass_no}_blocks": str(split.blocks.shape[0]),
             f"pass{pass_no}_tokens": str(state.tokens), f"pass{pass_no}_shard": shard_txt,
             f"pass{pass_no}_split_sha": split.split_sha}
-    sf.write_stats(out_path, {**base_.tensors, **state.acc, "lm_head": W.float()}, meta)
+    state.stats.save(out_path, info["model"], W, meta)
     work.unlink(missing_ok=True)
     return out_path
 
@@ -363,14 +369,14 @@ def _open_model(model_dir_or_model: nn.Module | str | Path,
     """(model, its folder or None, its name, weights_sha256)."""
     if isinstance(model_dir_or_model, nn.Module):
         model = model_dir_or_model.to(device).eval()
-        return model, None, sf.model_name(model), sf.weights_sha256(model)
+        return model, None, ident.model_name(model), ident.weights_sha256(model)
     path = Path(model_dir_or_model)
     if path.exists() and not (path / "config.json").is_file():
         raise UserError(f"{path} is not a model checkpoint (no config.json); train it first")
     model = load_causal_lm(path, device=device)
     on_disk = path.is_dir() and any(path.glob("model*.safetensors"))  # else a hub cache
-    sha = weights_sha256(path) if on_disk else sf.weights_sha256(model)
-    return model, (path if path.exists() else None), (sf.name_of_path(path) if path.exists()
+    sha = weights_sha256(path) if on_disk else ident.weights_sha256(model)
+    return model, (path if path.exists() else None), (ident.name_of_path(path) if path.exists()
                                                        else str(path)), sha
 
 
@@ -398,8 +404,8 @@ def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
     out_path, passes = Path(out_path), _as_passes(passes, shard)
     model, model_dir, name, weights_sha = _open_model(model_dir_or_model, device)
     V = lm_head_weight(model).shape[0]
-    tok_name, tok_sha = sf.tokenizer_provenance(tokenizer, model_dir, V, blocks_tokenizer_sha256
-                                                or sf.manifest_tokenizer_sha256(train_blocks,
+    tok_name, tok_sha = ident.tokenizer_provenance(tokenizer, model_dir, V, blocks_tokenizer_sha256
+                                                or ident.manifest_tokenizer_sha256(train_blocks,
                                                                                 val_blocks))
     splits = {}
     for p in passes:  # all inputs validated before the first pass runs
@@ -456,7 +462,7 @@ def _shard_arg(text: str) -> tuple[int, int]:
 
 
 def register_cli(subparsers) -> None:
-    """Add ``collect`` (and, from lib.nc.stats_file, ``merge-stats``) to ``python -m lib``."""
+    """Add ``collect`` to the ``python -m lib`` subcommands."""
     p = subparsers.add_parser("collect", help="statistics passes of one model checkpoint")
     p.add_argument("model_dir", type=_model_arg,
                    help="checkpoint folder (save_pretrained) or hub name, e.g. gpt2")
@@ -477,4 +483,3 @@ def register_cli(subparsers) -> None:
                    "0,2,4 (0 = embeddings, n_layer = last block's output before the final norm)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cli_collect)
-    sf.register_cli(subparsers)

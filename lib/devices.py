@@ -6,15 +6,9 @@ import contextlib
 
 import torch
 
+from lib.nc.accumulate import resolve_device  # the one device rule, kept in the core
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without it is an error."""
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use cpu or auto")
-    return torch.device(name)
+__all__ = ["inference_autocast", "resolve_device"]
 
 
 def inference_autocast(device: torch.device):

@@ -10,13 +10,13 @@ import pytest
 import torch
 from test_accumulate import _plain_agreement, plain_two_pass  # tests/ is on sys.path
 
-from lib import collect
+from lib import collect, identity, stats_cli
 from lib.collect import PassInterrupted, collect_model_stats, collect_pass
 from lib.errors import UserError
+from lib.identity import check_stats_for_model
 from lib.model import build_model, final_features, gpt_neo_config, lm_head_weight
 from lib.nc import stats_file
 from lib.nc.stats_file import (
-    check_stats_for_model,
     is_finished,
     load_stats,
     load_stats_metadata,
@@ -106,7 +106,7 @@ def test_metadata_and_provenance(model, blocks, tmp_path):
     assert meta["format_version"] == stats_file.FORMAT_VERSION == "2"
     assert meta["train_blocks_sha256"] == sha256_array(blocks[0])
     assert meta["val_blocks_sha256"] == sha256_array(blocks[1])
-    assert meta["weights_sha256"] == collect.sf.weights_sha256(model)
+    assert meta["weights_sha256"] == identity.weights_sha256(model)
     assert is_finished(out) and not partial_path(out).exists()
     assert stale_reasons(out, lm_head_sha256=meta["lm_head_sha256"],
                          train_blocks_sha256=sha256_array(blocks[0])) == []
@@ -332,7 +332,9 @@ def test_tokenizer_identity(model, blocks, tmp_path):
 
 def _cli(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m lib")
-    collect.register_cli(parser.add_subparsers(required=True))
+    sub = parser.add_subparsers(required=True)
+    collect.register_cli(sub)
+    stats_cli.register_cli(sub)
     args = parser.parse_args(argv)
     args.func(args)
 

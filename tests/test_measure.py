@@ -12,12 +12,12 @@ import torch
 from safetensors.torch import save_file
 
 import lib.nc.measure as measure
+from lib import stats_cli
 from lib.nc import reference, stats_file
 from lib.nc.measure import (
     compute_measures,
     measure_stats_file,
     per_class_measures,
-    register_cli,
 )
 from lib.nc.registry import MEASURES
 
@@ -244,7 +244,7 @@ def test_cli_writes_json_and_per_class_csv(tmp_path):
     stats = make_stats(10, 6, seed=9, empty=(3,))
     write_stats(tmp_path / "stats.safetensors", stats)
     parser = argparse.ArgumentParser()
-    register_cli(parser.add_subparsers(dest="command"))
+    stats_cli.register_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["measure", str(tmp_path / "stats.safetensors"),
                               "--out", str(tmp_path / "m" / "metrics.json"),
                               "--per-class", str(tmp_path / "per_class.csv"), "--tile", "3"])

@@ -30,6 +30,16 @@ ROW_CHUNK = 4096  # rows converted to float64 at a time: cache-sized, no (N, D) 
 DEFAULT_CHUNK = 4096  # classes per score tile in the agreement pass
 
 
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is an error."""
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use cpu or auto")
+    return torch.device(name)
+
+
 def check_finite(features: Tensor) -> None:
     """UserError when features hold NaN or inf (one reduction: cheaper than an isfinite mask)."""
     if not torch.isfinite(features.sum()):

@@ -18,9 +18,8 @@ The plain definitions these must equal are in ``lib.nc.reference``; the list is 
 
 from __future__ import annotations
 
-import argparse
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +28,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lib.devices import resolve_device
-from lib.nc.registry import MEASURES
+from lib.errors import UserError
+from lib.nc.accumulate import resolve_device
+from lib.nc.registry import MEASURES, get
 from lib.nc.stats_file import STATS_KEYS, read_stats
-from lib.paths import atomic_write, atomic_write_json, cli_path, resolve
 
 REL_CLOSE = 1e-6  # recompute pairs with d2 < REL_CLOSE * (||m_c||^2 + ||m_c'||^2) exactly
 EXACT_CHUNK = 4096  # pairs per chunk when recomputing close pairs from differences
@@ -77,7 +76,7 @@ def _check_stats(stats: Mapping[str, Tensor], keys: tuple[str, ...] = STATS_KEYS
     if (stats["val_agree"] > stats["val_counts"]).any():
         raise ValueError("val_agree exceeds val_counts for some class; the stats file is corrupt")
     if int(stats["val_counts"].sum()) == 0:
-        raise ValueError("val_counts sums to 0: no validation tokens; run pass 3 of lib.collect")
+        raise ValueError("val_counts sums to 0: no validation tokens; run pass 2 of lib.collect")
 
 
 @dataclass
@@ -112,10 +111,11 @@ def _duality(lm_head: Tensor, idx: Tensor, M: Tensor, norms: Tensor, chunk: int 
 
 
 def _classes(stats: Mapping[str, Tensor], device: str | torch.device,
-             classifier: bool = True) -> _Classes:
-    """Validate the stats and build the class-level tensors (classes = counts >= 1);
+             classifier: bool = True, keys: tuple[str, ...] | None = None) -> _Classes:
+    """Validate the stats (``keys``, default: the whole file's, or the class moments alone
+    without ``classifier``) and build the class-level tensors (classes = counts >= 1);
     ``classifier`` False: class moments alone (no LM head, no duality)."""
-    _check_stats(stats, STATS_KEYS if classifier else MOMENT_KEYS)
+    _check_stats(stats, keys or (STATS_KEYS if classifier else MOMENT_KEYS))
     dev = resolve_device(device)
     idx = torch.nonzero(stats["counts"] >= 1).flatten()  # (K,)
     if len(idx) < 2:
@@ -339,7 +339,7 @@ def _cv(x: Tensor) -> float:
     return float(x.std(correction=0) / x.mean())
 
 
-def nc1_measures(P: _PairSums) -> dict[str, float]:
+def _nc1(P: _PairSums) -> dict[str, float]:
     """NC1, within-class variability relative to between-class distance.
 
     ``nc1_cdnv``: mean over pairs of (sigma_c^2 + sigma_c'^2) / (2 ||mu_c - mu_c'||^4), the
@@ -349,7 +349,7 @@ def nc1_measures(P: _PairSums) -> dict[str, float]:
     return {"nc1_cdnv": P.cdnv / P.n_pairs, "nc1_cdnv_galanti": P.galanti / P.n_pairs}
 
 
-def nc2_measures(C: _Classes, P: _PairSums) -> dict[str, float]:
+def _nc2(C: _Classes, P: _PairSums) -> dict[str, float]:
     """NC2 equinormness and equiangularity of the centred means (Papyan et al. 2020).
 
     ``nc2_norm_cv`` = std_c ||m_c|| / mean_c ||m_c||, ``nc2_lognorm_cv`` the same on log norms,
@@ -367,13 +367,13 @@ def nc2_measures(C: _Classes, P: _PairSums) -> dict[str, float]:
     }
 
 
-def gnc2_measures(P: _PairSums) -> dict[str, float]:
+def _gnc2(P: _PairSums) -> dict[str, float]:
     """GNC2 hyperspherical uniformity (Liu et al. 2023): mean and population variance over
     pairs of the log kernel log(1 / ||m^_c - m^_c'||) = -log(h2) / 2."""
     return {"gnc2_logkernel_mean": -0.5 * P.log_h2.mean, "gnc2_logkernel_var": 0.25 * P.log_h2.var}
 
 
-def nc3_measures(C: _Classes) -> dict[str, float]:
+def _nc3(C: _Classes) -> dict[str, float]:
     """NC3 self-duality mean_c cos(w_c, m_c) (Papyan et al. 2020) and UNC3 uniform duality,
     its coefficient of variation std / mean with population std (Wu & Papyan 2024)."""
     return {"nc3_duality_mean": float(C.duality.mean()), "unc3_duality_cv": _cv(C.duality)}
@@ -384,12 +384,12 @@ def nc4_measure(stats: Mapping[str, Tensor]) -> dict[str, float]:
     the token-weighted fraction sum(val_agree) / sum(val_counts)."""
     total = int(stats["val_counts"].sum())
     if total == 0:
-        raise ValueError("val_counts sums to 0: no validation tokens; run pass 3 of lib.collect")
+        raise ValueError("val_counts sums to 0: no validation tokens; run pass 2 of lib.collect")
     return {"nc4_agreement": int(stats["val_agree"].sum()) / total}
 
 
 def _measures(stats: Mapping[str, Tensor], C: _Classes, P: _PairSums) -> dict[str, float]:
-    out = {**nc1_measures(P), **nc2_measures(C, P), **gnc2_measures(P), **nc3_measures(C),
+    out = {**_nc1(P), **_nc2(C, P), **_gnc2(P), **_nc3(C),
            **nc4_measure(stats)}
     return {**{k: float(out[k]) for k in MEASURES}, "num_classes": len(C.idx)}
 
@@ -410,7 +410,7 @@ def geometry_measures(stats: Mapping[str, Tensor], device: str | torch.device = 
     sums, sq_dev): for features with no classifier of their own, e.g. an inner layer's."""
     C = _classes(stats, device, classifier=False)
     P = _pairwise(stats, C, tile, per_class=False, progress=progress)
-    out = {**nc1_measures(P), **nc2_measures(C, P), **gnc2_measures(P)}
+    out = {**_nc1(P), **_nc2(C, P), **_gnc2(P)}
     return {**{k: float(out[k]) for k in GEOMETRY}, "num_classes": len(C.idx)}
 
 
@@ -445,7 +445,81 @@ def per_class_measures(stats: Mapping[str, Tensor], device: str | torch.device =
 
 
 # ---------------------------------------------------------------------------------------------
-# Files and shell interface
+# Public measures of a stats mapping (``counts``, ``sums``, ``sq_dev``; ``lm_head`` for NC3,
+# ``val_counts`` and ``val_agree`` for NC4), e.g. ``lib.nc.ClassStats.tensors``
+
+NEEDS_CLASSIFIER = ("nc3_duality_mean", "unc3_duality_cv")  # need W (V, D)
+NEEDS_VALIDATION = ("nc4_agreement",)  # need pass 2
+
+
+def _geometry(stats: Mapping[str, Tensor], device: str | torch.device, tile: int
+              ) -> tuple[_Classes, _PairSums]:
+    C = _classes(stats, device, classifier=False)
+    return C, _pairwise(stats, C, tile, per_class=False, progress=False)
+
+
+def nc1_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
+                 tile: int = 2048) -> dict[str, float]:
+    """NC1 within-class variability: ``nc1_cdnv`` (mean over pairs of (sigma_c^2 +
+    sigma_c'^2) / (2 ||mu_c - mu_c'||^4), Wu & Papyan 2024) and ``nc1_cdnv_galanti`` (the same
+    with ||mu_c - mu_c'||^2, Galanti et al. 2022). Lower means more collapse."""
+    return _nc1(_geometry(stats, device, tile)[1])
+
+
+def nc2_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
+                 tile: int = 2048) -> dict[str, float]:
+    """NC2 equinormness (CV of the centred-mean norms, and of their logs) and equiangularity
+    (mean, population std and CV of the pairwise cosines of the centred means)."""
+    return _nc2(*_geometry(stats, device, tile))
+
+
+def gnc2_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
+                  tile: int = 2048) -> dict[str, float]:
+    """GNC2 hyperspherical uniformity: mean and population variance over pairs of the log
+    kernel log(1 / ||u_c - u_c'||) of the unit centred means."""
+    return _gnc2(_geometry(stats, device, tile)[1])
+
+
+def nc3_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu"
+                 ) -> dict[str, float]:
+    """NC3 self-duality mean_c cos(w_c, m_c) and UNC3 uniform duality (its CV), with W the
+    stats' ``lm_head`` (V, D)."""
+    return _nc3(_classes(stats, device, keys=(*MOMENT_KEYS, "lm_head")))
+
+
+def select_measures(stats: Mapping[str, Tensor], which: Sequence[str] | None = None,
+                    device: str | torch.device = "cpu", tile: int = 2048) -> dict[str, float]:
+    """The registry measures named in ``which`` (default: every one the tensors allow: the
+    geometry always, NC3/UNC3 with ``lm_head``, NC4 with ``val_counts``), in registry order,
+    from one pairwise pass; UserError naming what is missing for a named measure."""
+    has_w, has_val = "lm_head" in stats, "val_counts" in stats
+    if which is None:
+        names = [m for m in MEASURES if (has_w or m not in NEEDS_CLASSIFIER)
+                 and (has_val or m not in NEEDS_VALIDATION)]
+    else:
+        names = [get(m).name for m in which]
+        if not has_w and set(names) & set(NEEDS_CLASSIFIER):
+            raise UserError(f"{sorted(set(names) & set(NEEDS_CLASSIFIER))} need the classifier "
+                            "W (V, D): pass W (the LM head's weight)")
+        if not has_val and set(names) & set(NEEDS_VALIDATION):
+            raise UserError("nc4_agreement needs pass 2: call add_validation(features, labels, "
+                            "W) on held-out data first")
+    keys = (*MOMENT_KEYS, *(("lm_head",) if has_w else ()),
+            *(("val_counts", "val_agree") if has_val else ()))
+    C = _classes(stats, device, classifier=has_w, keys=keys)
+    out: dict[str, float] = {}
+    if set(names) - set(NEEDS_CLASSIFIER) - set(NEEDS_VALIDATION):
+        P = _pairwise(stats, C, tile, per_class=False, progress=False)
+        out.update({**_nc1(P), **_nc2(C, P), **_gnc2(P)})
+    if set(names) & set(NEEDS_CLASSIFIER):
+        out.update(_nc3(C))
+    if set(names) & set(NEEDS_VALIDATION):
+        out.update(nc4_measure(stats))
+    return {m: float(out[m]) for m in MEASURES if m in names}
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
 
 
 def _typed_metadata(meta: Mapping[str, str]) -> dict[str, str | int]:
@@ -456,33 +530,22 @@ def _typed_metadata(meta: Mapping[str, str]) -> dict[str, str | int]:
 
 def measure_stats_file(path: str | Path, device: str | torch.device = "cpu", tile: int = 2048,
                        progress: bool = True) -> dict:
-    """Measures of one stats.safetensors plus the metadata that identifies its model."""
+    """Measures of one stats.safetensors (verified read) plus the metadata that identifies its
+    model; ``path`` as given (callers resolve repository-relative paths)."""
     return _measure_file(path, device, tile, per_class=False, progress=progress)[0]
 
 
 def _measure_file(path: str | Path, device: str | torch.device, tile: int, per_class: bool,
                   progress: bool) -> tuple[dict, pd.DataFrame | None]:
-    path = resolve(path)
+    """(measures with the file's metadata, per-class table or None) of one stats file."""
+    path = Path(path)
     stats, meta = read_stats(path)  # verifies means_hash and the LM-head hash
     measures, table = measure_stats(stats, device, tile, per_class, progress)
     return {**_typed_metadata(meta), **measures, "stats_path": str(path)}, table
 
 
-def _cli(args: argparse.Namespace) -> int:
-    result, table = _measure_file(args.stats, args.device, args.tile,
-                                  per_class=args.per_class is not None, progress=True)
-    atomic_write_json(resolve(args.out), result)
-    if table is not None:
-        atomic_write(resolve(args.per_class), lambda tmp: table.to_csv(tmp, index=False))
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    """``python -m lib measure STATS --out metrics.json [--device cpu] [--per-class f.csv]``."""
-    p = subparsers.add_parser("measure", help="neural-collapse measures of a stats file")
-    p.add_argument("stats", type=cli_path, help="path to a stats.safetensors written by lib.collect")
-    p.add_argument("--out", required=True, type=cli_path, help="metrics JSON to write")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    p.add_argument("--tile", type=int, default=2048, help="Gram tile size (default: 2048)")
-    p.add_argument("--per-class", default=None, type=cli_path, help="also write a per-class CSV here")
-    p.set_defaults(func=_cli)
+def measure_file_with_table(path: str | Path, device: str | torch.device = "cpu",
+                            tile: int = 2048, progress: bool = True
+                            ) -> tuple[dict, pd.DataFrame]:
+    """``measure_stats_file`` plus the per-class table, from one pairwise pass."""
+    return _measure_file(path, device, tile, per_class=True, progress=progress)

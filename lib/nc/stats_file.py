@@ -18,20 +18,18 @@ Shards of pass 1 merge exactly: counts and sums add, ``sq_dev`` by Chan's formul
 
 from __future__ import annotations
 
-import argparse
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from torch import Tensor
 
 from lib.errors import UserError
-from lib.model import lm_head_weight
 from lib.nc.accumulate import class_means, means_hash, merge_m2
-from lib.paths import REPO_ROOT, atomic_write, read_json, resolve
-from lib.provenance import sha256_tensor, tokenizer_sha256
+from lib.provenance import sha256_tensor
 
 FORMAT_VERSION = "2"  # 1: three passes (sq_dev in its own pass); 2: one train pass + validation
 PASSES = (1, 2)
@@ -121,10 +119,39 @@ def read_stats(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     return tensors, meta
 
 
+def check_train_pass(path: str | Path, meta: dict[str, str]) -> dict[str, Tensor]:
+    """The tensors of a file holding pass 1 (whole or a shard), verified like ``read_stats``:
+    this format version, every pass-1 tensor present, ``means_hash`` (of a whole pass 1) and
+    ``lm_head_sha256`` (when it stores an LM head) equal to those of its own tensors."""
+    if meta.get("format_version") != FORMAT_VERSION or 1 not in done_passes(meta):
+        raise UserError(f"{path} holds no pass 1 of stats format {FORMAT_VERSION} (format "
+                        f"{meta.get('format_version')!r}, passes {done_passes(meta)}); collect "
+                        "it again")
+    tensors = load_stats(path)
+    missing = [k for k in pass1_keys(meta) if k not in tensors]
+    if missing:
+        raise UserError(f"{path} lacks tensors {missing}; collect it again")
+    if not meta.get("pass1_shard"):
+        check_means(class_means(tensors["counts"], tensors["sums"]), meta.get("means_hash", ""))
+    if "lm_head" in tensors and meta.get("lm_head_sha256") != sha256_tensor(tensors["lm_head"]):
+        raise UserError(f"{path} is inconsistent: its lm_head_sha256 does not match its stored "
+                        "lm_head; collect it again")
+    return tensors
+
+
 def save_raw(path: Path, tensors: dict[str, Tensor], meta: dict[str, str]) -> None:
-    """Atomic save of tensors (moved to the CPU) and metadata, as given (working files)."""
+    """Atomic save of tensors (moved to the CPU) and metadata, as given (working files):
+    written beside ``path`` under a temporary name ending in ``.tmp``, then renamed onto it, so
+    readers see the old or the new file."""
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(cpu, str(tmp), metadata=meta))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(cpu, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_stats(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, str]) -> Path:
@@ -195,85 +222,6 @@ def stale_reasons(path: str | Path, *, lm_head_sha256: str | None = None,
 # Model identity and provenance.
 
 
-def name_of_path(path: str | Path) -> str:
-    """A local checkpoint's name: repository-relative when inside the repository."""
-    p = Path(path).resolve()
-    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
-
-
-def model_name(model: nn.Module) -> str:
-    """The model's name_or_path (normalised when it is a local path) or an in-memory tag."""
-    name = getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "")
-    if not name:
-        return f"<in-memory {type(model).__name__}>"
-    return name_of_path(name) if Path(name).exists() else str(name)
-
-
-def weights_sha256(model: nn.Module) -> str:
-    """sha256 over the model's state dict: names and ``sha256_tensor`` of each, in name order."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(sha256_tensor(t).encode())
-    return h.hexdigest()
-
-
-def manifest_tokenizer_sha256(*paths: object) -> str | None:
-    """``tokenizer_sha256`` of the corpus manifest.json beside block files given as paths."""
-    for p in paths:
-        if isinstance(p, (str, Path)) and (Path(p).parent / "manifest.json").is_file():
-            sha = read_json(Path(p).parent / "manifest.json").get("tokenizer_sha256")
-            if sha:
-                return str(sha)
-    return None
-
-
-def tokenizer_identity(tokenizer: object | None,
-                        model_dir: Path | None) -> tuple[int | None, str | None, str | None]:
-    """(number of tokens, name, tokenizer_sha256) of the given tokenizer or the model folder's."""
-    if tokenizer is None and model_dir is not None:
-        if any((model_dir / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
-            tokenizer = model_dir
-    if tokenizer is None:
-        return None, None, None
-    if isinstance(tokenizer, (str, Path)):
-        from transformers import AutoTokenizer
-
-        path = Path(tokenizer)
-        n = len(AutoTokenizer.from_pretrained(str(path)))
-        sha = tokenizer_sha256(path) if (path / "tokenizer.json").is_file() else None
-        return n, name_of_path(path) if path.exists() else str(path), sha
-    sha = tokenizer_sha256(tokenizer) if hasattr(tokenizer, "backend_tokenizer") else None
-    return len(tokenizer), getattr(tokenizer, "name_or_path", None) or None, sha
-
-
-def tokenizer_provenance(tokenizer: object | None, model_dir: Path | None, vocab_size: int,
-                         blocks_tokenizer_sha256: str | None) -> tuple[str | None, str | None]:
-    """(name, sha256 to record) of the model's tokenizer, checked: UserError when it has more
-    tokens than the LM head has rows, or differs from the tokenizer the blocks were made with."""
-    n_tokens, name, sha = tokenizer_identity(tokenizer, model_dir)
-    if n_tokens is not None and n_tokens > vocab_size:
-        raise UserError(f"tokenizer has {n_tokens} tokens but the model's LM head has "
-                        f"{vocab_size} rows: use the tokenizer the model was trained with")
-    blocks_sha = blocks_tokenizer_sha256
-    if sha and blocks_sha and sha != blocks_sha:
-        raise UserError(f"the blocks were made with another tokenizer (sha256 {blocks_sha[:12]}"
-                        f"...) than the model's {name} ({sha[:12]}...): rebuild the corpus with "
-                        "the model's tokenizer, or collect with the matching model")
-    return name, sha or blocks_sha
-
-
-def model_info(model: nn.Module, name: str | None = None,
-               tokenizer: str | None = None) -> dict[str, str]:
-    """Metadata identifying the model a stats file belongs to."""
-    W = lm_head_weight(model)
-    name = name or model_name(model)
-    return {"model": name, "tokenizer": tokenizer or name, "vocab_size": str(W.shape[0]),
-            "width": str(W.shape[1]), "lm_head_sha256": sha256_tensor(W)}
-
-
 def check_same_model(meta: dict[str, str], info: dict[str, str], where: Path) -> None:
     """UserError when ``where`` (metadata ``meta``) was made from another model than ``info``."""
     for key in MODEL_KEYS:
@@ -314,29 +262,6 @@ def read_train_pass(path: str | Path, info: dict[str, str], prov: dict[str, str]
     return tensors, keep, meta["means_hash"], means
 
 
-def check_stats_for_model(path: str | Path, model: nn.Module, *, check_name: bool = True) -> None:
-    """UserError when the stats file was made from another model (size, width, name, LM head)."""
-    meta, W = load_stats_metadata(path), lm_head_weight(model).detach()
-    for key, have in (("vocab_size", W.shape[0]), ("width", W.shape[1])):
-        if meta.get(key) != str(have):
-            raise UserError(f"{path} belongs to another model: {key} {meta.get(key)} != {have}")
-    name, stored = model_name(model), meta.get("model", "")
-    in_memory = name.startswith("<in-memory") or stored.startswith("<in-memory")
-    if check_name and not in_memory and name != stored:
-        raise UserError(f"{path} belongs to model {stored!r}, not {name!r} "
-                        "(pass check_name=False if the checkpoint was moved)")
-    head = load_stats(path).get("lm_head")
-    if head is not None and not _same_head(head, W):
-        raise UserError(f"{path} was collected with another LM head than this model's")
-
-
-def _same_head(head: Tensor, W: Tensor) -> bool:
-    w = W.float().cpu()
-    if W.dtype == torch.float32:
-        return torch.equal(head, w)
-    return bool((head - w).norm() <= 1e-2 * w.norm())  # model loaded in lower precision
-
-
 def check_means(means: Tensor, expected_hash: str) -> str:
     """UserError unless ``means`` are the finished train means recorded as ``expected_hash``."""
     got = means_hash(means)
@@ -353,14 +278,14 @@ def stats_overview(stats_dir: str | Path):
     import pandas as pd
 
     rows = []
-    for path in sorted(resolve(stats_dir).glob("*/stats.safetensors")):
+    for path in sorted(Path(stats_dir).glob("*/stats.safetensors")):
         meta, tensors = load_stats_metadata(path), load_stats(path)
         counts, sums = tensors["counts"], tensors["sums"]
         rows.append({"model": path.parent.name, "classes": int((counts > 0).sum()),
                      **{f"pass{i}_tokens": int(meta.get(f"pass{i}_tokens", 0)) for i in PASSES},
                      "passes_tied": meta.get("means_hash") == means_hash(class_means(counts, sums))})
     if not rows:
-        raise UserError(f"no <model>/stats.safetensors under {resolve(stats_dir)}; collect first")
+        raise UserError(f"no <model>/stats.safetensors under {stats_dir}; collect first")
     return pd.DataFrame(rows)
 
 
@@ -406,7 +331,8 @@ def _check_parts(metas: list[dict[str, str]], pass_: int, paths: Sequence[Path])
         raise UserError(f"pass-{pass_} shards must be 0/n .. n-1/n, each once; got {shards}")
 
 
-def _add_part(merged: dict[str, Tensor], part: dict[str, Tensor], keys: Sequence[str]) -> None:
+def merge_accumulators(merged: dict[str, Tensor], part: dict[str, Tensor],
+                       keys: Sequence[str]) -> None:
     """Add one shard's accumulators ``keys`` into ``merged`` (Chan's formula for each sq_dev,
     with the counts before this part's are added)."""
     for key in keys:
@@ -440,22 +366,8 @@ def merge_stats(paths: Sequence[str | Path], out_path: str | Path,
         for key, t in part.items():
             if key not in keys and not torch.equal(merged[key], t):
                 raise UserError(f"cannot merge {p}: its {key} differs from {paths[0]}'s")
-        _add_part(merged, part, keys)
+        merge_accumulators(merged, part, keys)
     meta = {**metas[0], f"pass{pass_}_shard": ""}
     for key in ("blocks", "tokens"):
         meta[f"pass{pass_}_{key}"] = str(sum(int(m[f"pass{pass_}_{key}"]) for m in metas))
     return write_stats(out_path, merged, meta)
-
-
-def _cli_merge(args: argparse.Namespace) -> None:
-    print(merge_stats([resolve(p) for p in args.parts], resolve(args.out), args.pass_))
-
-
-def register_cli(subparsers) -> None:
-    """Add ``merge-stats`` to the ``python -m lib`` subcommands."""
-    m = subparsers.add_parser("merge-stats", help="merge the shard files of one pass")
-    m.add_argument("out", type=Path)
-    m.add_argument("parts", type=Path, nargs="+")
-    m.add_argument("--pass", dest="pass_", type=int, choices=PASSES,
-                   help="the pass to merge (default: the parts' last pass)")
-    m.set_defaults(func=_cli_merge)
