@@ -18,10 +18,11 @@ from lib.runs import RunName
 
 
 def lib_digest() -> str:
-    """sha256 over every ``lib/*.py`` (name and bytes)."""
+    """sha256 over every ``.py`` file under ``lib/``, subpackages included (path and bytes)."""
     h = hashlib.sha256()
-    for path in sorted((REPO_ROOT / "lib").glob("*.py")):
-        h.update(path.name.encode() + path.read_bytes())
+    root = REPO_ROOT / "lib"
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
     return h.hexdigest()
 
 

@@ -20,9 +20,10 @@ from lib.paths import REPO_ROOT
 from lib.profiles import load_profile
 
 
-@pytest.mark.parametrize("module", sorted(m.name for m in pkgutil.iter_modules(lib.__path__)))
+@pytest.mark.parametrize("module", sorted(m.name for m in
+                                          pkgutil.walk_packages(lib.__path__, prefix="lib.")))
 def test_every_module_imports(module):
-    importlib.import_module(f"lib.{module}")
+    importlib.import_module(module)
 
 
 def _notebook(tmp_path, params_source):
@@ -135,6 +136,18 @@ def test_stamp_changes_with_parameters_previous_output_root_and_inputs(tmp_path)
     assert base != stage_stamp(path, {"a": 1}, profile_file, "", "lib changed")
     assert base != stage_stamp(path, {"a": 1}, profile_file, "", "lib", str(tmp_path))
     assert base != stage_stamp(path, {"a": 1}, profile_file, "", "lib", "", "inputs")
+
+
+def test_lib_digest_covers_subpackages(tmp_path, monkeypatch):
+    from lib import stamps
+
+    (tmp_path / "lib" / "nc").mkdir(parents=True)
+    (tmp_path / "lib" / "a.py").write_text("x = 1\n")
+    (tmp_path / "lib" / "nc" / "b.py").write_text("y = 1\n")
+    monkeypatch.setattr(stamps, "REPO_ROOT", tmp_path)
+    before = stamps.lib_digest()
+    (tmp_path / "lib" / "nc" / "b.py").write_text("y = 2\n")
+    assert stamps.lib_digest() != before
 
 
 def test_stage_inputs_are_the_data_a_stage_reads(tmp_path):
