@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lib.nc.registry import MEASURES, measure_transform
+from lib.nc.registry import MEASURES, analysis_scale, measure_transform
 from lib.paths import cli_path
 from lib.results import LOSS, round_sig, run_ids
 
@@ -33,13 +33,11 @@ def transformed(table: pd.DataFrame, measure: str) -> tuple[np.ndarray, np.ndarr
     with ``mask`` selecting the table rows kept (finite loss and measure, positive for log)."""
     if measure not in table.columns:
         raise ValueError(f"table has no column {measure!r}; columns: {list(table.columns)}")
-    x = table[measure].to_numpy(dtype=float)
-    mask = np.isfinite(x) & np.isfinite(table[LOSS].to_numpy(dtype=float))
-    n_dropped = 0
-    if measure_transform(measure) == "log":
-        n_dropped = int(np.sum(mask & (x <= 0)))
-        mask &= x > 0
-        x = np.log10(np.where(mask, x, 1.0))
+    raw = table[measure].to_numpy(dtype=float)
+    x = analysis_scale(raw, measure)
+    finite_loss = np.isfinite(table[LOSS].to_numpy(dtype=float))
+    mask = np.isfinite(x) & finite_loss
+    n_dropped = int(np.sum(np.isfinite(raw) & finite_loss & ~mask))  # not positive, for log
     return x[mask], mask, n_dropped
 
 

@@ -1,5 +1,5 @@
 """Collapse through training: runs trained again with evenly spaced snapshots, each collected and
-measured, and when each measure settles relative to the validation loss (issue 11).
+measured, and when each measure settles relative to the validation loss.
 
 Training. Each run of a profile's ``dynamics`` section is trained again in its own folder
 ``<out_dir>/dynamics/<run>/`` (``Layout.dynamics_dir``) through the grid's own code
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from lib.errors import UserError
-from lib.nc.registry import MEASURES, label, measure_transform
+from lib.nc.registry import MEASURES, analysis_scale, label
 from lib.paths import Layout, atomic_write, atomic_write_json, discard_dir, lock_for, read_json
 from lib.profiles import Profile
 from lib.provenance import sha256_file, sha256_json
@@ -359,15 +359,6 @@ def diff_xcorr(a: Sequence[float], b: Sequence[float], max_lag: int) -> tuple[in
         if math.isnan(best[1]) or abs(r) > abs(best[1]) + 1e-12:
             best = (k, r)
     return best
-
-
-def analysis_scale(values: Sequence[float], measure: str) -> np.ndarray:
-    """A measure on the scale it is analysed on (log10 for the registry's log measures)."""
-    v = np.asarray(values, dtype=float)
-    if measure_transform(measure) == "log":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(v > 0, np.log10(v), np.nan)
-    return v
 
 
 def lead_lag(table: pd.DataFrame, measure: str, loss: str = LOSS, level: float = LEVEL,

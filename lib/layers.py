@@ -9,7 +9,7 @@ input (the final norm's output), stay the main statistics; in tables they are th
 Collection (``lib.collect``, ``--layers all`` or ``--layers 0,2,4``) gathers, in pass 1 and from
 the same forward pass, per requested index and class the float64 sums and within-class squared
 deviations (``layer{i}.sums``, ``layer{i}.sq_dev`` in the stats file, sharing ``counts``): one
-index-add and one Chan moment merge per layer (``lib.nc.accumulate.accumulate_moments_shared``).
+index-add and one Chan moment merge per layer (``lib.nc.ClassStats.add`` with ``layer_features``).
 Measures per layer (``GEOMETRY``: NC1 both CDNVs, NC2 norm and interference, GNC2) come from
 ``lib.nc.measure.geometry_measures``; NC3, UNC3 and NC4 need a classifier and exist at the top only.
 ``metrics/<model>.json`` then holds ``layers``: {index: {measure: value, num_classes}}.
@@ -24,7 +24,7 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from lib.errors import UserError
-from lib.nc.accumulate import accumulate_moments_shared
 from lib.nc.measure import GEOMETRY, geometry_measures
-from lib.nc.registry import label, measure_transform
+from lib.nc.registry import analysis_scale, label, measure_transform
 from lib.nc.stats_file import LAYER_TENSORS, layer_key, stored_layers
 from lib.paths import Layout, read_json, resolve
 from lib.runs import RunName
@@ -90,16 +89,6 @@ def model_layers(model: nn.Module, spec: LayerSpec) -> tuple[tuple[int, ...], in
     return resolve_layers(spec, n_layer), n_layer, int(model.config.hidden_size)
 
 
-def layer_accumulators(layers: tuple[int, ...], width: int, V: int,
-                       device: torch.device) -> dict[str, Tensor]:
-    """Zero pass-1 accumulators of each layer: ``layer{i}.sums`` (V, width) and ``.sq_dev`` (V,)."""
-    out = {}
-    for i in layers:
-        out[layer_key(i, "sums")] = torch.zeros(V, width, dtype=torch.float64, device=device)
-        out[layer_key(i, "sq_dev")] = torch.zeros(V, dtype=torch.float64, device=device)
-    return out
-
-
 def batch_features(model: nn.Module, ids: Tensor, layers: tuple[int, ...]) -> list[Tensor]:
     """[top features (B, T, D), then the residual stream of each index in ``layers``] of a
     batch, from one forward pass (``final_features`` alone without layers)."""
@@ -109,15 +98,6 @@ def batch_features(model: nn.Module, ids: Tensor, layers: tuple[int, ...]) -> li
         return [final_features(model, ids)]
     top, streams = residual_features(model, ids, layers)
     return [top, *streams]
-
-
-def moments_step(layers: tuple[int, ...]) -> Callable[[list[Tensor], Tensor, dict], None]:
-    """The pass-1 step of ``lib.collect``: (features [top, *layers], labels, accumulators) ->
-    moments of every feature set with the shared counts, in place."""
-    keys = [(layer_key(i, "sums"), layer_key(i, "sq_dev")) for i in layers]
-    return lambda xs, y, acc: accumulate_moments_shared(
-        xs, y, acc["counts"], [acc["sums"], *(acc[k] for k, _ in keys)],
-        [acc["sq_dev"], *(acc[k] for _, k in keys)])
 
 
 def check_same_layers(meta: dict[str, str], layer_meta: dict[str, str], where: Path) -> None:
@@ -198,11 +178,6 @@ def layers_table(out_dir: str | os.PathLike, checkpoints: Sequence[RunName]) -> 
                           "_order", "layer"], ignore_index=True).drop(columns="_order"))
 
 
-def _scaled(measure: str, values: np.ndarray) -> np.ndarray:
-    """Values on the measure's analysis scale (log10 for the log-read measures)."""
-    return np.log10(values) if measure_transform(measure) == "log" else values
-
-
 def depth_summary(table: pd.DataFrame, measures: Sequence[str] = GEOMETRY,
                   min_blocks: int = 2) -> pd.DataFrame:
     """Per measure, over the models with at least ``min_blocks`` blocks and three residual
@@ -219,7 +194,7 @@ def depth_summary(table: pd.DataFrame, measures: Sequence[str] = GEOMETRY,
         models = [g.sort_values("layer") for _, g in res.groupby("name")
                   if len(g) >= 3 and g["n_layer"].iloc[0] >= min_blocks]
         for g in models:
-            d = np.diff(_scaled(measure, g[measure].to_numpy(dtype=float)))
+            d = np.diff(analysis_scale(g[measure], measure))
             falling, rising = falling + bool((d <= 0).all()), rising + bool((d >= 0).all())
             monotone += bool((d <= 0).all() or (d >= 0).all())
             j = int(np.nanargmax(np.abs(d)))
@@ -292,10 +267,3 @@ def depth_figure(table: pd.DataFrame, measures: Sequence[str] = GEOMETRY, ncols:
     fig.suptitle(f"Collapse through depth: {table['name'].nunique()} models, residual stream "
                  "(lines) and head input (stars)")
     return fig
-
-
-def stats_layers(path: str | os.PathLike) -> tuple[int, ...]:
-    """The residual-stream indices a stats file holds (none: ())."""
-    from lib.nc.stats_file import load_stats_metadata
-
-    return stored_layers(load_stats_metadata(Path(path)))

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FIGURES_DIR = REPO_ROOT / "figures"
-RUNS_DIR = REPO_ROOT / "runs"
 PROFILES_DIR = REPO_ROOT / "profiles"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 TEMP_SUFFIX = ".tmp"  # every temporary file or folder of an atomic write ends so
@@ -143,7 +141,7 @@ def lock_for(path: str | os.PathLike, timeout: float = -1) -> Any:
 
 @dataclass(frozen=True)
 class Layout:
-    """Every path under a profile's ``out_dir`` (``data/<profile>/``); the one place they are spelt.
+    """Paths under a profile's ``out_dir`` (``data/<profile>/``) for the grid's stages.
 
     ``run`` arguments are ``lib.model.RunName`` objects (duck-typed here, so this module does not
     import torch): ``run.run`` drops the checkpoint, ``run.checkpoint`` is its epoch or None.

@@ -1,4 +1,4 @@
-"""The only reader of a Profile: corpus, train, collect and measure per run; costs; SLURM.
+"""A profile's jobs: corpus, train, collect and measure per run; costs; SLURM.
 
 The profile's typed sections go from here into ``lib.data``, ``lib.train``, ``lib.collect`` and
 ``lib.nc.measure``; every path comes from ``lib.paths.Layout(profile.out_path)``.

@@ -30,12 +30,6 @@ PARAMS_CMAP = "viridis"
 LOSS_LABEL = "validation loss (nats/token)"
 SVG_SALT = "linguistic-collapse"
 FORMATS = ("png", "svg", "pdf")
-FACTORS = {  # scaling-grid column: (x column, x label, hue column, log x)
-    "width": ("width", "width d (hidden size)", "depth", True),
-    "depth": ("depth", "depth L (layers)", "width", False),
-    "epochs": ("epochs_trained", "epochs trained", "width", False),
-    "weight_decay": ("weight_decay", "weight decay", "width", True),
-}
 
 
 def apply_style() -> None:

@@ -17,8 +17,8 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from lib.dynamics import LEVEL, LOSS, analysis_scale, level_crossing
-from lib.nc.registry import MEASURES, axis_label, label, measure_transform
+from lib.dynamics import LEVEL, LOSS, level_crossing
+from lib.nc.registry import MEASURES, analysis_scale, axis_label, label, measure_transform
 from lib.plots import LOSS_LABEL, human_count, log_axis
 
 

@@ -80,8 +80,6 @@ TABLE_COLUMNS = [
     "train_tokens", "val_blocks", "val_tokens", "feature_logit_gap",
 ]  # then the measures of compute_measures, then "collect_seconds"
 
-ModelSpec = tuple[str, "str | None"]
-
 
 def pythia_checkpoints(name: str, steps: Sequence[int]) -> list[tuple[str, str]]:
     """[(name, "step<N>"), ...]: Pythia's training checkpoints are hub revisions."""

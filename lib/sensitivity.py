@@ -1,4 +1,4 @@
-"""How the measures depend on the statistics sample (issue 8): for the profile's
+"""How the measures depend on the statistics sample: for the profile's
 ``sensitivity.runs``, every measure when the class statistics come from the first 1/8, 1/4,
 1/2 or all of the training blocks (``lib.pipeline.sensitivity_all`` collects them; fraction 1
 is the main statistics). A class seen once has zero within-class variance by construction, so

@@ -10,7 +10,10 @@ the notebooks and the README table read this module; ``lib.nc.measure`` computes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,16 @@ def measure_transform(measure: str) -> str:
     """The analysis scale of a column, "log" or "linear" (columns not registered: linear)."""
     info = REGISTRY.get(measure)
     return info.transform if info is not None else "linear"
+
+
+def analysis_scale(values: Sequence[float], measure: str) -> np.ndarray:
+    """A measure's values on the scale it is analysed on: log10 for the registry's log
+    measures (NaN where a value is not positive, so callers drop it), else as given."""
+    v = np.asarray(values, dtype=float)
+    if measure_transform(measure) == "log":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(v > 0, np.log10(v), np.nan)
+    return v
 
 
 def axis_label(measure: str) -> str:
