@@ -8,6 +8,7 @@ environment): the nbval runs of ``runs/smoke/*.ipynb`` read and write there, not
 """
 
 import atexit
+import copy
 import os
 import shutil
 import tempfile
@@ -43,3 +44,45 @@ import torch  # noqa: E402
 matplotlib.use("Agg")
 
 torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared fixtures
+
+import pytest  # noqa: E402
+
+
+def make_tiny_profile(out_dir, *, grid: dict | None = None, collect: dict | None = None,
+                      dynamics: dict | None = None):
+    """The smoke profile trimmed to one tiny 1-epoch run (width 16, depth 1) on ~60 generated
+    stories, no sensitivity or dynamics runs; ``grid`` and ``collect`` update those sections,
+    ``dynamics`` replaces that one."""
+    from lib.profiles import Profile, load_profile
+
+    d = copy.deepcopy(load_profile("smoke").as_dict())
+    d.update(out_dir=str(out_dir), context_len=32, device="cpu")
+    d["corpus"].update(max_train_stories=60, max_val_stories=20)
+    d["tokenizer"]["vocab_size"] = 300
+    d["training"]["batch_size"] = 8
+    d["grid"].update(widths=[16], depths=[1], variants=[{"epochs": 1, "weight_decay": 0.1}],
+                     replicas=None, **(grid or {}))
+    d["collect"].update(collect or {})
+    d["sensitivity"]["runs"] = []
+    d["dynamics"] = dynamics if dynamics is not None else {**d["dynamics"], "runs": []}
+    return Profile.from_dict(d)
+
+
+@pytest.fixture(scope="session")
+def tiny_profile():
+    """``make_tiny_profile``: the one tiny profile of the tests that train."""
+    return make_tiny_profile
+
+
+TRAINING_FIXTURES = {"tiny_profile", "uninterrupted"}  # fixtures that train a model
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test that trains (through a training fixture) is ``slow``."""
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -3,7 +3,6 @@ the grid's checkpoints, resume, staleness, lead/lag on synthetic series with a k
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -21,25 +20,18 @@ from lib.train import STATE_FILE, read_results
 RUN = "L1-d16-e2-wd0.1-s0"
 
 
-def tiny_profile(out_dir, **dyn) -> Profile:
-    """The smoke profile trimmed to one tiny 2-epoch run on ~60 generated stories."""
-    d = copy.deepcopy(load_profile("smoke").as_dict())
-    d.update(out_dir=str(out_dir), context_len=32, device="cpu")
-    d["corpus"].update(max_train_stories=60, max_val_stories=20)
-    d["tokenizer"]["vocab_size"] = 300
-    d["training"]["batch_size"] = 8
-    d["grid"].update(widths=[16], depths=[1], replicas=None,
-                     variants=[{"epochs": 2, "weight_decay": 0.1, "checkpoints": [1, 2]}])
-    d["sensitivity"]["runs"] = []
-    d["collect"]["max_train_blocks"] = 8
-    d["dynamics"] = {"runs": [RUN], "points_per_epoch": 3, **dyn}
-    return Profile.from_dict(d)
+def dyn_profile(make, out_dir, **dyn) -> Profile:
+    """The shared tiny profile (``tiny_profile``) with one 2-epoch run and its dynamics run."""
+    return make(out_dir, grid={"variants": [{"epochs": 2, "weight_decay": 0.1,
+                                             "checkpoints": [1, 2]}]},
+                collect={"max_train_blocks": 8},
+                dynamics={"runs": [RUN], "points_per_epoch": 3, **dyn})
 
 
 @pytest.fixture(scope="module")
-def done(tmp_path_factory):
+def done(tmp_path_factory, tiny_profile):
     """The grid run trained, then its dynamics (profile, corpus, table), once for the module."""
-    p = tiny_profile(tmp_path_factory.mktemp("dyn"))
+    p = dyn_profile(tiny_profile, tmp_path_factory.mktemp("dyn"))
     corpus = prepare_profile_corpus(p, progress=False)
     train_all(p, corpus=corpus, progress=False)
     return p, corpus, dynamics.run_all(p, corpus=corpus, progress=False)
@@ -57,19 +49,19 @@ def test_snapshot_steps_are_even_and_include_every_epoch_end():
         dynamics.snapshot_steps(3, 1, 4)
 
 
-def test_profile_section_is_validated(tmp_path):
-    p = tiny_profile(tmp_path)
+def test_profile_section_is_validated(tmp_path, tiny_profile):
+    p = dyn_profile(tiny_profile, tmp_path)
     assert p.dynamics.run_names() == [RunName.parse(RUN)]
     assert Profile.from_dict(p.as_dict()) == p
     for bad, message in ((["L9-d16-e2-wd0.1-s0"], "is not a training run of this profile"),
                          ([RUN + "-ck1"], "is not a training run"),
                          (["nonsense"], "is not a run name")):
         with pytest.raises(UserError, match=f"dynamics.runs: .*{message}"):
-            tiny_profile(tmp_path, runs=bad)
+            dyn_profile(tiny_profile, tmp_path, runs=bad)
     with pytest.raises(UserError, match="dynamics: unknown key 'points'"):
-        tiny_profile(tmp_path, points=3)
+        dyn_profile(tiny_profile, tmp_path, points=3)
     with pytest.raises(UserError, match="dynamics.points_per_epoch: .*greater than 0"):
-        tiny_profile(tmp_path, points_per_epoch=0)
+        dyn_profile(tiny_profile, tmp_path, points_per_epoch=0)
     d = p.as_dict()
     del d["dynamics"]
     assert Profile.from_dict(d).dynamics.runs == ()  # absent: no dynamics
@@ -131,9 +123,10 @@ def test_finished_dynamics_are_not_redone(done, monkeypatch):
     pd.testing.assert_frame_equal(dynamics.run_all(p, corpus=corpus, progress=False), table)
 
 
-def test_interrupted_training_resumes_to_the_same_weights(done, tmp_path, monkeypatch):
+def test_interrupted_training_resumes_to_the_same_weights(done, tmp_path, monkeypatch,
+                                                          tiny_profile):
     _, _, table = done
-    p = tiny_profile(tmp_path)
+    p = dyn_profile(tiny_profile, tmp_path)
     corpus = prepare_profile_corpus(p, progress=False)
     import lib.train
 
@@ -154,16 +147,16 @@ def test_interrupted_training_resumes_to_the_same_weights(done, tmp_path, monkey
     assert list(resumed["val_loss"]) == list(table["val_loss"])
 
 
-def test_changed_cap_recollects_and_changed_training_retrains(done, tmp_path):
+def test_changed_cap_recollects_and_changed_training_retrains(done, tmp_path, tiny_profile):
     p0, _, table = done
-    p = tiny_profile(tmp_path, max_train_blocks=4)
+    p = dyn_profile(tiny_profile, tmp_path, max_train_blocks=4)
     corpus = prepare_profile_corpus(p, progress=False)
     capped = dynamics.run_all(p, corpus=corpus, progress=False)
     d = Layout(p.out_path).dynamics_dir(RunName.parse(RUN))
     first = (d / "checkpoint-0" / "model.safetensors").stat().st_mtime_ns
     assert (capped["train_tokens_measured"] == 4 * 31).all()
     assert list(capped["weights_sha256"]) == list(table["weights_sha256"])
-    p2 = tiny_profile(tmp_path, max_train_blocks=8)  # back to the module's cap: recollected only
+    p2 = dyn_profile(tiny_profile, tmp_path, max_train_blocks=8)  # back to the module's cap: recollected only
     again = dynamics.run_all(p2, corpus=corpus, progress=False)
     assert (d / "checkpoint-0" / "model.safetensors").stat().st_mtime_ns == first  # not retrained
     pd.testing.assert_frame_equal(again.drop(columns="settings_sha256"),
@@ -177,10 +170,10 @@ def test_changed_cap_recollects_and_changed_training_retrains(done, tmp_path):
     assert p0.dynamics.points_per_epoch == 3
 
 
-def test_no_dynamics_runs_give_an_empty_table_figure_and_summary(tmp_path):
+def test_no_dynamics_runs_give_an_empty_table_figure_and_summary(tmp_path, tiny_profile):
     from lib.plots_dynamics import dynamics_figure
 
-    p = tiny_profile(tmp_path, runs=[])
+    p = dyn_profile(tiny_profile, tmp_path, runs=[])
     table = dynamics.run_all(p, progress=False)
     assert table.empty and not (p.out_path / "dynamics").exists()
     lags = dynamics.lead_lag_table(table)
@@ -188,10 +181,10 @@ def test_no_dynamics_runs_give_an_empty_table_figure_and_summary(tmp_path):
     assert len(dynamics_figure(table).axes) == 1
 
 
-def test_stage_counter_counts_saved_and_measured_snapshots(done, tmp_path):
+def test_stage_counter_counts_saved_and_measured_snapshots(done, tmp_path, tiny_profile):
     p, _, _ = done
     assert dynamics.stage_counter(p)() == (14, 14, "snapshot steps (saved + measured)", "-")
-    fresh = tiny_profile(tmp_path)
+    fresh = dyn_profile(tiny_profile, tmp_path)
     assert dynamics.stage_counter(fresh)() == (0, 14, "snapshot steps (saved + measured)", RUN)
 
 

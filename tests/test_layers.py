@@ -263,30 +263,12 @@ def test_profile_key_and_checkpoint_layers():
     assert isinstance(pd.DataFrame(), pd.DataFrame)
 
 
-def _tiny_profile(out_dir):
-    """The smoke profile trimmed to one tiny 1-block run (as tests/test_pipeline.py's)."""
-    from lib.profiles import Profile, load_profile
-
-    d = load_profile("smoke").as_dict()
-    d.update(out_dir=str(out_dir), context_len=32, device="cpu")
-    d["corpus"].update(max_train_stories=60, max_val_stories=20)
-    d["tokenizer"]["vocab_size"] = 300
-    d["training"]["batch_size"] = 8
-    d["grid"].update(widths=[16], depths=[1], variants=[{"epochs": 1, "weight_decay": 0.1}],
-                     replicas=None)
-    d["collect"]["layers"] = None
-    for section in ("sensitivity", "dynamics"):
-        if section in d:
-            d[section]["runs"] = []
-    return Profile.from_dict(d)
-
-
-def test_pipeline_collects_and_measures_layers_when_the_profile_asks(tmp_path):
+def test_pipeline_collects_and_measures_layers_when_the_profile_asks(tmp_path, tiny_profile):
     from lib.paths import Layout, read_json
     from lib.pipeline import is_collected, run_local
     from lib.profiles import Profile
 
-    p = _tiny_profile(tmp_path)
+    p = tiny_profile(tmp_path, collect={"layers": None})
     (ck,) = p.checkpoints()
     run_local(p, progress=False)
     top = read_json(Layout(p.out_path).metrics(ck))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -46,20 +45,6 @@ def checkpoint_dir(out_dir, ck):
     return Layout(out_dir).checkpoint_dir(ck)
 
 
-def tiny_profile(out_dir, **grid) -> Profile:
-    """The smoke profile trimmed to one tiny run on ~60 generated stories."""
-    d = copy.deepcopy(load_profile("smoke").as_dict())
-    d.update(out_dir=str(out_dir), context_len=32, device="cpu")
-    d["corpus"].update(max_train_stories=60, max_val_stories=20)
-    d["tokenizer"]["vocab_size"] = 300
-    d["training"]["batch_size"] = 8
-    d["grid"].update(widths=[16], depths=[1], variants=[{"epochs": 1, "weight_decay": 0.1}],
-                     replicas=None, **grid)
-    d["sensitivity"]["runs"] = []
-    d["dynamics"]["runs"] = []
-    return Profile.from_dict(d)
-
-
 def test_paper_jobs():
     p = load_profile("paper")
     jobs = plan_jobs(p)
@@ -98,7 +83,7 @@ def test_paper_dry_run_table():
 
 
 @pytest.mark.slow
-def test_separate_stages_then_run_local_is_a_noop(tmp_path):
+def test_separate_stages_then_run_local_is_a_noop(tmp_path, tiny_profile):
     p = tiny_profile(tmp_path)
     (ck,) = p.checkpoints()
     train_all(p, progress=False)
@@ -118,14 +103,14 @@ def test_separate_stages_then_run_local_is_a_noop(tmp_path):
     assert pending_runs(p) == []
 
 
-def test_unknown_stage(tmp_path):
+def test_unknown_stage(tmp_path, tiny_profile):
     p = tiny_profile(tmp_path)
     with pytest.raises(ValueError, match="unknown stage 'plot'"):
         run_job(p, p.runs()[0], stages=("plot",))
 
 
 @pytest.mark.slow
-def test_submitit_debug_executor_runs_one_job(tmp_path):
+def test_submitit_debug_executor_runs_one_job(tmp_path, tiny_profile):
     p = tiny_profile(tmp_path / "out")
     executor = submitit.DebugExecutor(folder=tmp_path / "submitit")
     jobs = submit_slurm(p, executor=executor)
@@ -136,7 +121,7 @@ def test_submitit_debug_executor_runs_one_job(tmp_path):
     assert submit_slurm(p, executor=executor) == []  # nothing left to submit
 
 
-def test_retrain_after_corpus_change_redoes_stats_and_metrics(tmp_path):
+def test_retrain_after_corpus_change_redoes_stats_and_metrics(tmp_path, tiny_profile):
     """A retrained run's old statistics and measures are never joined with its new val_loss."""
     p = tiny_profile(tmp_path)
     (ck,) = p.checkpoints()
@@ -159,7 +144,7 @@ def test_retrain_after_corpus_change_redoes_stats_and_metrics(tmp_path):
     assert is_collected(changed, ck) and is_measured(changed, ck) and pending_runs(changed) == []
 
 
-def test_metrics_of_another_stats_file_are_remeasured(tmp_path):
+def test_metrics_of_another_stats_file_are_remeasured(tmp_path, tiny_profile):
     p = tiny_profile(tmp_path)
     (ck,) = p.checkpoints()
     run_local(p, progress=False)
@@ -181,7 +166,7 @@ run_local(Profile.from_dict(json.loads(sys.argv[1])), progress=False)
 
 
 @pytest.mark.slow
-def test_two_grid_processes_on_one_out_dir(tmp_path):
+def test_two_grid_processes_on_one_out_dir(tmp_path, tiny_profile):
     """Two concurrent grids: both finish cleanly, one after the other per output."""
     p = tiny_profile(tmp_path / "out")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -195,7 +180,7 @@ def test_two_grid_processes_on_one_out_dir(tmp_path):
     assert not [q for q in p.out_path.rglob("*.tmp")]
 
 
-def test_changed_collect_cap_recollects_and_sensitivity(tmp_path):
+def test_changed_collect_cap_recollects_and_sensitivity(tmp_path, tiny_profile):
     """A stats file over other blocks than the profile asks for is not current; the sensitivity
     study re-collects on fractions, and its full fraction equals the main statistics."""
     p = tiny_profile(tmp_path)

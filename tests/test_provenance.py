@@ -37,6 +37,7 @@ def test_atomic_files_and_folders_follow_the_umask(tmp_path, umask_022):
     assert mode(atomic_write(tmp_path / "p", lambda t: t.write_text("p"))) == 0o600
 
 
+@pytest.mark.slow
 def test_checkpoint_folders_are_readable_by_others(tmp_path, umask_022):
     """A checkpoint written by lib.train: folder 0755, files 0644 (not mkdtemp's 0700)."""
     from lib.data import prepare_corpus
@@ -71,6 +72,7 @@ def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]  # no temporary left
 
 
+@pytest.mark.slow
 def test_a_run_in_progress_is_not_touched_by_a_second_trainer(tmp_path):
     """While one process holds a run's lock, another waits: it never removes the first one's
     temporary checkpoint folder (the old last_checkpoint did)."""

@@ -137,6 +137,7 @@ def test_finished_run_on_other_text_is_refused(uninterrupted, corpus, tmp_path):
         train("L1-d16-e3-wd0.1-s0", out, other)
 
 
+@pytest.mark.slow
 def test_seeds(corpus, tmp_path):
     a = train("L1-d16-e1-wd0.0005-s0", tmp_path / "a", corpus)
     b = train("L1-d16-e1-wd0.0005-s0", tmp_path / "b", corpus)
@@ -219,6 +220,7 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
+@pytest.mark.slow
 def test_planted_pickle_is_never_executed(corpus, tmp_path):
     """A training_state.pt planted in a run folder is not unpickled when the run resumes."""
     run = "L1-d16-e2-wd0.1-s0"
@@ -241,6 +243,7 @@ def test_planted_pickle_is_never_executed(corpus, tmp_path):
     assert losses(again) == losses(resumed)
 
 
+@pytest.mark.slow
 def test_retrain_discards_a_run_made_from_other_inputs(corpus, tmp_path):
     run = "L1-d16-e1-wd0.1-s0"
     first = train(run, tmp_path, corpus)
@@ -257,6 +260,7 @@ def test_retrain_discards_a_run_made_from_other_inputs(corpus, tmp_path):
     assert not list(tmp_path.glob("models/.*.tmp"))  # the old run is gone, nothing left aside
 
 
+@pytest.mark.slow
 def test_interrupted_run_on_other_inputs_is_refused(corpus, tmp_path):
     """No results.json yet: the last checkpoint's recorded inputs are compared."""
     run = "L1-d16-e2-wd0.1-s0"
