@@ -205,10 +205,9 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
                 max_val_blocks: int | None = None, progress: bool = False,
                 _token_cache: dict | None = None, _shas: tuple[str, str] | None = None) -> dict:
     """One (model, revision) of ``measure_pretrained``: returns its metrics row."""
-    from safetensors.torch import load_file
-
     from lib.collect import collect_model_stats
     from lib.nc.measure import compute_measures
+    from lib.nc.stats_file import read_stats
 
     out_dir = resolve(out_dir)
     slug = model_slug(name, revision)
@@ -251,7 +250,7 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
     collect_model_stats(model, np.ascontiguousarray(train), np.ascontiguousarray(val), stats_path,
                         batch_size=batch_size, device=device, progress=progress)
     collect_s = time.perf_counter() - t0
-    measures = compute_measures(load_file(str(stats_path)), device=device, progress=progress)
+    measures = compute_measures(read_stats(stats_path)[0], device=device, progress=progress)
     loss = evaluate_blocks(model, val, batch_size, device)
     W = lm_head_weight(model)
     n_params = count_params(model)

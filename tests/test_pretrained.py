@@ -237,6 +237,20 @@ def test_measure_pretrained_two_architectures(saved, texts, tmp_path):
                                batch_size=4, max_train_blocks=12)
     assert again[0]["val_loss"] == rows[0]["val_loss"]
     assert (tmp_path / "metrics" / "local--gpt2.json").stat().st_mtime_ns == mtime
+    # the statistics are read verified: an LM head that no longer matches its hash is refused
+    from safetensors.torch import save_file
+
+    from lib.errors import UserError
+    from lib.nc.stats_file import read_stats
+
+    stats_path = tmp_path / "stats" / "local--gpt2" / "stats.safetensors"
+    tensors, meta = read_stats(stats_path)
+    tensors["lm_head"][0, 0] += 1.0
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(stats_path), metadata=meta)
+    (tmp_path / "metrics" / "local--gpt2.json").unlink()
+    with pytest.raises(UserError, match="lm_head_sha256"):
+        measure_pretrained(models[:1], texts[0], texts[1], tmp_path, context_len=CTX,
+                           batch_size=4, max_train_blocks=12)
 
 
 def test_measure_pretrained_user_errors(saved, texts, tmp_path, tokenizers):
