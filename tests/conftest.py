@@ -64,8 +64,8 @@ def make_tiny_profile(out_dir, *, grid: dict | None = None, collect: dict | None
     d["corpus"].update(max_train_stories=60, max_val_stories=20)
     d["tokenizer"]["vocab_size"] = 300
     d["training"]["batch_size"] = 8
-    d["grid"].update(widths=[16], depths=[1], variants=[{"epochs": 1, "weight_decay": 0.1}],
-                     replicas=None, **(grid or {}))
+    d["grid"].update({"widths": [16], "depths": [1], "replicas": None,
+                      "variants": [{"epochs": 1, "weight_decay": 0.1}], **(grid or {})})
     d["collect"].update(collect or {})
     d["sensitivity"]["runs"] = []
     d["dynamics"] = dynamics if dynamics is not None else {**d["dynamics"], "runs": []}
