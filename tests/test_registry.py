@@ -60,3 +60,19 @@ def test_readme_measures_table_is_the_registry():
     from lib.paths import REPO_ROOT
 
     assert registry.markdown_table() in (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def test_one_analysis_scale_for_every_reader():
+    """log10 for the log measures with NaN where not positive; analysis drops those rows."""
+    import numpy as np
+    import pandas as pd
+
+    from lib.analysis import transformed
+    from lib.nc.registry import analysis_scale
+
+    values = [100.0, 0.0, -1.0, float("nan")]
+    np.testing.assert_array_equal(analysis_scale(values, "nc1_cdnv"), [2.0, np.nan, np.nan, np.nan])
+    np.testing.assert_array_equal(analysis_scale(values, "nc2_norm_cv"), values)
+    table = pd.DataFrame({"nc1_cdnv": values, "val_loss": [1.0, 2.0, 3.0, 4.0]})
+    x, mask, n_dropped = transformed(table, "nc1_cdnv")
+    assert x.tolist() == [2.0] and mask.tolist() == [True, False, False, False] and n_dropped == 2
