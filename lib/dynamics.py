@@ -40,14 +40,14 @@ from lib.errors import UserError
 from lib.nc.registry import MEASURES, analysis_scale, label
 from lib.paths import Layout, atomic_write, atomic_write_json, discard_dir, lock_for, read_json
 from lib.profiles import Profile
-from lib.provenance import sha256_file, sha256_json
+from lib.provenance import CORPUS_HASHES, sha256_file, sha256_json
+from lib.results import LOSS
 from lib.runs import RunName
 
 SETTINGS_FILE = "settings.json"  # training inputs and snapshot steps of the folder
 SNAPSHOTS_FILE = "snapshots.json"  # written when every snapshot is saved: the per-step records
 TABLE_FILE = "dynamics.csv"
 TABLE_VERSION = 1  # part of the table's settings hash: bump when its columns change
-LOSS = "val_loss"
 LEVEL = 0.9  # lead/lag: the fraction of the total change a quantity must reach and keep
 LAG_COLUMNS = ["run", "measure", "step_measure", "step_loss", "tokens_measure", "tokens_loss",
                "lag_steps", "lag_tokens", "xcorr_lag", "xcorr_r", "settles"]
@@ -217,8 +217,7 @@ def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: Any) ->
     step, d = record["step"], plan.directory
     stats, metrics = d / "stats" / f"step-{step}.safetensors", d / "metrics" / f"step-{step}.json"
     manifest = read_json(Layout(profile.out_path).manifest)
-    hashes = {k: manifest[k] for k in ("train_blocks_sha256", "val_blocks_sha256",
-                                       "tokenizer_sha256")}
+    hashes = {k: manifest[k] for k in CORPUS_HASHES}
     device = resolve_device(profile.device).type
     with lock_for(stats):
         if not _stats_current(stats, record["weights_sha256"], hashes, plan.caps):

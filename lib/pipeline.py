@@ -50,7 +50,7 @@ from lib.errors import UserError
 from lib.model import RunName, paper_param_count
 from lib.paths import Layout, atomic_write_json, lock_for, read_json
 from lib.profiles import Profile, load_profile
-from lib.provenance import sha256_file, weights_sha256
+from lib.provenance import CORPUS_HASHES, sha256_file, weights_sha256
 from lib.train import is_trained, train_run
 
 STAGES = ("train", "collect", "measure")
@@ -189,8 +189,7 @@ def collect_inputs(profile: Profile, ck: RunName) -> dict[str, str] | None:
         return None
     manifest = read_json(layout.manifest)
     return {"weights_sha256": weights_sha256(model_dir),
-            **{k: manifest[k] for k in ("train_blocks_sha256", "val_blocks_sha256",
-                                        "tokenizer_sha256")}}
+            **{k: manifest[k] for k in CORPUS_HASHES}}
 
 
 def block_caps(profile: Profile, fraction: float | None = None) -> tuple[int, int]:

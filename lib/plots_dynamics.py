@@ -17,9 +17,10 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from lib.dynamics import LEVEL, LOSS, level_crossing
+from lib.dynamics import LEVEL, level_crossing
 from lib.nc.registry import MEASURES, analysis_scale, axis_label, label, measure_transform
 from lib.plots import LOSS_LABEL, human_count, log_axis
+from lib.results import LOSS
 
 
 def dynamics_figure(table: pd.DataFrame, measures: Sequence[str] | None = None,

@@ -14,6 +14,9 @@ from typing import Any
 
 import numpy as np
 
+CORPUS_HASHES = ("train_blocks_sha256", "val_blocks_sha256", "tokenizer_sha256")  # manifest keys
+# that identify a corpus: its token blocks and tokenizer, recorded by every artifact made from it
+
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()

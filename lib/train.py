@@ -71,7 +71,7 @@ from lib.paths import (
     read_json,
 )
 from lib.profiles import ModelConfig, TrainingConfig
-from lib.provenance import changed_paths, weights_sha256
+from lib.provenance import CORPUS_HASHES, changed_paths, weights_sha256
 
 STATE_TENSORS = "training_state.safetensors"  # optimiser state and RNG states, as tensors
 STATE_FILE = "training_state.json"  # epoch, records, settings, scheduler, RNG lists; written last
@@ -305,9 +305,6 @@ def run_inputs(run: RunName, corpus: Any, training: TrainingConfig, model_cfg: M
                 "n_train_blocks": corpus.n_train_blocks, "n_val_blocks": corpus.n_val_blocks,
                 **{key: manifest.get(key) for key in CORPUS_HASHES}}
     return json.loads(json.dumps(settings))
-
-
-CORPUS_HASHES = ("train_blocks_sha256", "val_blocks_sha256", "tokenizer_sha256")
 
 
 def _recorded_inputs(layout: Layout, run: RunName, fix: str) -> dict | None:
