@@ -9,10 +9,11 @@ not ``mkstemp``'s private 0600 / 0700, so colleagues on a shared cluster can rea
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +76,33 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def _finite(obj: Any, undefined: dict[str, str], key: str = "") -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (its key noted in ``undefined``)."""
+    if isinstance(obj, Mapping):
+        return {k: _finite(v, undefined, str(k)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v, undefined, key) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        undefined.setdefault(key, f"not a finite number ({obj})")
+        return None
+    return obj
+
+
+def strict_json(obj: Any) -> str:
+    """Strict JSON text (sorted keys): NaN and infinities become null, and a top-level mapping
+    gains ``undefined`` {key: reason} for them unless the writer gave reasons itself. Readers
+    take null as NaN (and still read the NaN of older files)."""
+    found: dict[str, str] = {}
+    plain = _finite(obj, found)
+    if isinstance(plain, dict) and found:
+        given = plain.get("undefined") if isinstance(plain.get("undefined"), dict) else {}
+        plain["undefined"] = {**found, **given}
+    return json.dumps(plain, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Write ``obj`` as strict JSON (``strict_json``), atomically."""
+    return atomic_write_text(path, strict_json(obj))
 
 
 def _move_aside(target: Path) -> Path:
