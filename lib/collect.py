@@ -44,7 +44,7 @@ from lib.accumulate import DEFAULT_CHUNK, ncc_agreement
 from lib.devices import inference_autocast
 from lib.errors import UserError
 from lib.model import lm_head_weight, load_causal_lm
-from lib.paths import cli_path
+from lib.paths import check_out, cli_path, positive_int
 from lib.provenance import sha256_array, sha256_json, weights_sha256
 
 BLOCKS_KEY = {1: "train_blocks_sha256", 2: "val_blocks_sha256"}  # metadata key per pass
@@ -429,6 +429,10 @@ def _model_arg(text: str) -> Path | str:
 
 
 def _cli_collect(args: argparse.Namespace) -> None:
+    inputs = [p for p in (args.train_blocks, args.val_blocks, args.base) if p is not None]
+    if isinstance(args.model_dir, Path):
+        inputs += sorted(Path(args.model_dir).glob("*")) if Path(args.model_dir).is_dir() else []
+    check_out(args.out, suffix=".safetensors", inputs=inputs, ours=sf.is_stats_file)
     out = collect_model_stats(
         args.model_dir, args.train_blocks, args.val_blocks, args.out,
         batch_size=args.batch_size, device=args.device, max_train_blocks=args.max_train_blocks,
@@ -463,11 +467,11 @@ def register_cli(subparsers) -> None:
     p.add_argument("--train-blocks", type=cli_path, help="train_blocks.npy (pass 1)")
     p.add_argument("--val-blocks", type=cli_path, help="val_blocks.npy (pass 2)")
     p.add_argument("--out", type=cli_path, required=True, help="stats.safetensors to write")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--max-train-blocks", type=int)
-    p.add_argument("--max-val-blocks", type=int)
-    p.add_argument("--checkpoint-every", type=int, default=50, help="batches between saves")
+    p.add_argument("--max-train-blocks", type=positive_int)
+    p.add_argument("--max-val-blocks", type=positive_int)
+    p.add_argument("--checkpoint-every", type=positive_int, default=50, help="batches between saves")
     p.add_argument("--shard", type=_shard_arg, help="i/n: process shard i of n (one pass)")
     p.add_argument("--pass", dest="passes", type=_passes_arg, default="all",
                    help="1 (train), 2 (validation) or all (default)")

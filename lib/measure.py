@@ -30,7 +30,16 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lib.devices import resolve_device
-from lib.paths import atomic_write, atomic_write_json, cli_path, resolve
+from lib.paths import (
+    atomic_write,
+    atomic_write_json,
+    check_out,
+    cli_path,
+    is_csv_with,
+    is_json_with,
+    positive_int,
+    resolve,
+)
 from lib.registry import MEASURES
 from lib.stats_file import STATS_KEYS, dtype_problem, read_stats
 
@@ -505,6 +514,10 @@ def _measure_file(path: str | Path, device: str | torch.device, tile: int, per_c
 
 
 def _cli(args: argparse.Namespace) -> int:
+    check_out(args.out, suffix=".json", inputs=[args.stats], ours=lambda p: is_json_with(p, "stats_path"))
+    if args.per_class is not None:
+        check_out(args.per_class, suffix=".csv", inputs=[args.stats, args.out], flag="--per-class",
+                  ours=lambda p: is_csv_with(p, ["token_id", "count"]))
     result, table = _measure_file(args.stats, args.device, args.tile,
                                   per_class=args.per_class is not None, progress=True)
     atomic_write_json(resolve(args.out), result)
@@ -519,6 +532,6 @@ def register_cli(subparsers) -> None:
     p.add_argument("stats", type=cli_path, help="path to a stats.safetensors written by lib.collect")
     p.add_argument("--out", required=True, type=cli_path, help="metrics JSON to write")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    p.add_argument("--tile", type=int, default=2048, help="Gram tile size (default: 2048)")
+    p.add_argument("--tile", type=positive_int, default=2048, help="Gram tile size (default: 2048)")
     p.add_argument("--per-class", default=None, type=cli_path, help="also write a per-class CSV here")
     p.set_defaults(func=_cli)

@@ -13,7 +13,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,3 +253,62 @@ def cli_path(text: str) -> Path:
     """argparse ``type`` for paths given on the command line: relative to the caller's working
     directory (not the repository), made absolute so later ``resolve`` calls keep them."""
     return Path(text).expanduser().absolute()
+
+
+def check_out(out: Path, *, suffix: str, inputs: Sequence[Path] = (),
+              ours: Callable[[Path], bool] | None = None, flag: str = "--out") -> Path:
+    """``out`` if a command may write it, else ``UserError`` in one line: not a folder, ending
+    in ``suffix``, none of ``inputs``, and (when it exists) a file ``ours`` says this command
+    wrote, so model weights, tokenizer files or another tool's file are never overwritten."""
+    from lib.errors import UserError
+
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"{flag} {out} is a folder; give the path of a {suffix} file to write")
+    if out.suffix != suffix:
+        raise UserError(f"{flag} {out} does not end in {suffix}; give the path of a {suffix} "
+                        "file (this refuses writing over a file of another kind)")
+    for given in inputs:
+        given = Path(given)
+        same = (os.path.samefile(out, given) if out.exists() and given.exists()
+                else out.resolve() == given.resolve())
+        if same:
+            raise UserError(f"{flag} {out} is also an input of this command; writing it would "
+                            "destroy that input, choose another path")
+    if out.exists() and ours is not None and not ours(out):
+        raise UserError(f"{flag} {out} exists and is not a file this command writes; it is "
+                        "left alone: choose another path or delete it yourself")
+    return out
+
+
+def is_json_with(path: Path, key: str) -> bool:
+    """True when ``path`` holds a JSON object with ``key`` (how a writer recognises its file)."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and key in obj
+
+
+def is_csv_with(path: Path, columns: Sequence[str]) -> bool:
+    """True when the first line of ``path`` is a CSV header holding ``columns``."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            header = f.readline().strip().split(",")
+    except (OSError, ValueError):
+        return False
+    return set(columns) <= set(header)
+
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type`` for counts that must be at least 1 (one line from argparse otherwise)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

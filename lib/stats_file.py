@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from lib.accumulate import class_means, means_hash, merge_m2
 from lib.errors import UserError
 from lib.model import lm_head_weight
-from lib.paths import REPO_ROOT, atomic_write, read_json, resolve
+from lib.paths import REPO_ROOT, atomic_write, check_out, cli_path, read_json, resolve
 from lib.provenance import sha256_tensor, tokenizer_sha256
 
 FORMAT_VERSION = "2"  # 1: three passes (sq_dev in its own pass); 2: one train pass + validation
@@ -290,7 +290,7 @@ def tokenizer_identity(tokenizer: object | None,
         from transformers import AutoTokenizer
 
         path = Path(tokenizer)
-        n = len(AutoTokenizer.from_pretrained(str(path)))
+        n = len(AutoTokenizer.from_pretrained(str(path), trust_remote_code=False))
         sha = tokenizer_sha256(path) if (path / "tokenizer.json").is_file() else None
         return n, name_of_path(path) if path.exists() else str(path), sha
     sha = tokenizer_sha256(tokenizer) if hasattr(tokenizer, "backend_tokenizer") else None
@@ -495,15 +495,24 @@ def merge_stats(paths: Sequence[str | Path], out_path: str | Path,
     return write_stats(out_path, merged, meta)
 
 
+def is_stats_file(path: Path) -> bool:
+    """True when ``path`` is a safetensors file with this project's stats metadata."""
+    try:
+        return "format_version" in load_stats_metadata(path)
+    except UserError:
+        return False
+
+
 def _cli_merge(args: argparse.Namespace) -> None:
-    print(merge_stats([resolve(p) for p in args.parts], resolve(args.out), args.pass_))
+    check_out(args.out, suffix=".safetensors", inputs=args.parts, ours=is_stats_file)
+    print(merge_stats(args.parts, args.out, args.pass_))
 
 
 def register_cli(subparsers) -> None:
     """Add ``merge-stats`` to the ``python -m lib`` subcommands."""
     m = subparsers.add_parser("merge-stats", help="merge the shard files of one pass")
-    m.add_argument("out", type=Path)
-    m.add_argument("parts", type=Path, nargs="+")
+    m.add_argument("out", type=cli_path, help="merged stats file (relative to your directory)")
+    m.add_argument("parts", type=cli_path, nargs="+", help="the shard files of one pass")
     m.add_argument("--pass", dest="pass_", type=int, choices=PASSES,
                    help="the pass to merge (default: the parts' last pass)")
     m.set_defaults(func=_cli_merge)
