@@ -428,11 +428,21 @@ def _model_arg(text: str) -> Path | str:
     return path.absolute() if path.exists() else text
 
 
+def _stats_of(path: Path, model: Path | str) -> bool:
+    """True when ``path`` is a stats file of ``model`` (a file of another model is not ours to
+    replace)."""
+    if not sf.is_stats_file(path):
+        return False
+    recorded = sf.load_stats_metadata(path).get("model")
+    return not recorded or recorded == (sf.name_of_path(model) if isinstance(model, Path) else model)
+
+
 def _cli_collect(args: argparse.Namespace) -> None:
     inputs = [p for p in (args.train_blocks, args.val_blocks, args.base) if p is not None]
     if isinstance(args.model_dir, Path):
         inputs += sorted(Path(args.model_dir).glob("*")) if Path(args.model_dir).is_dir() else []
-    check_out(args.out, suffix=".safetensors", inputs=inputs, ours=sf.is_stats_file)
+    check_out(args.out, suffix=".safetensors", inputs=inputs,
+              ours=lambda p: _stats_of(p, args.model_dir))
     out = collect_model_stats(
         args.model_dir, args.train_blocks, args.val_blocks, args.out,
         batch_size=args.batch_size, device=args.device, max_train_blocks=args.max_train_blocks,

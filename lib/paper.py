@@ -374,7 +374,7 @@ def _running_cell(executed: Path) -> tuple[int | None, int | None]:
     except (OSError, ValueError):
         return None, None
     started = [(i, c.get("execution_count")) for i, c in enumerate(nb.cells)
-               if c.metadata.get("papermill", {}).get("status", "pending") != "pending"]
+               if c.metadata.get("papermill", {}).get("start_time")]  # status ends "completed"
     return started[-1] if started else (None, None)
 
 

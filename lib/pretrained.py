@@ -276,7 +276,8 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
         "train_blocks": int(train.shape[0]), "train_tokens": int(train.shape[0] * (context_len - 1)),
         "val_blocks": int(val.shape[0]), "val_tokens": int(val.shape[0] * (context_len - 1)),
         "feature_logit_gap": gap,
-        **{k: float(v) for k, v in measures.items() if k != "num_classes"},
+        **{k: v if k == "undefined" else float(v) for k, v in measures.items()
+           if k != "num_classes"},  # undefined: {measure: why it is NaN}
         "collect_seconds": collect_s, "stats_path": str(stats_path), "settings": settings,
     }
     atomic_write_json(metrics_path, row)

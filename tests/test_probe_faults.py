@@ -85,9 +85,9 @@ def _fake_papermill(monkeypatch, then: BaseException, running_cell: int = 2):
 
     def execute_notebook(source, output, **kwargs):
         nb = nbformat.read(source, as_version=4)
-        for i, cell in enumerate(nb.cells):
-            status = "completed" if i < running_cell else "running" if i == running_cell else "pending"
-            cell.metadata["papermill"] = {"status": status}
+        for i, cell in enumerate(nb.cells):  # as papermill leaves them: every status "completed"
+            started = "2026-01-01T00:00:00" if i <= running_cell else None
+            cell.metadata["papermill"] = {"status": "completed", "start_time": started}
         nb.metadata["papermill"] = {"output_path": output}
         nbformat.write(nb, output)
         raise then
@@ -103,6 +103,19 @@ def test_killed_stage_leaves_the_executed_copy_as_it_was(tmp_path, monkeypatch):
         paper.execute_stage(NOTEBOOKS_DIR / "04_correlate.ipynb", output, {"profile": "smoke"})
     assert output.read_text() == "the last complete run"
     assert [p.name for p in tmp_path.iterdir()] == ["04_correlate.ipynb"]  # no partial left
+
+
+@pytest.mark.slow
+def test_dead_kernel_of_a_real_notebook_names_its_cell(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
+                                         nbformat.v4.new_code_cell("import os\nos.kill(os.getpid(), 9)"),
+                                         nbformat.v4.new_code_cell("y = 2")])
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    source = tmp_path / "99_dies.ipynb"
+    nbformat.write(nb, source)
+    with pytest.raises(RuntimeError, match=r"notebook 99_dies\.ipynb: the kernel died in cell 1"):
+        paper.execute_stage(source, tmp_path / "out" / "99_dies.ipynb", {})
+    assert not paper.partial_path(tmp_path / "out" / "99_dies.ipynb").exists()
 
 
 def test_dead_kernel_names_the_notebook_and_the_cell(tmp_path, monkeypatch):
@@ -231,3 +244,13 @@ def test_strict_json_marks_every_non_finite_value():
     assert json.loads(text) == {"a": None, "b": [None], "c": 1.5, "undefined": {
         "a": "not a finite number (inf)", "b": "not a finite number (nan)"}}
 
+
+
+def test_collect_out_onto_another_models_statistics_is_refused(tmp_path, capsys):
+    other = sf.write_stats(tmp_path / "stats.safetensors", _stats(), {**META, "model": "gpt2"})
+    before = other.read_bytes()
+    checkpoint = tmp_path / "checkpoint-1"
+    checkpoint.mkdir()
+    assert cli.main(["collect", str(checkpoint), "--out", str(other)]) == 2
+    assert "not a file this command writes" in capsys.readouterr().err
+    assert other.read_bytes() == before
