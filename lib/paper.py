@@ -1,8 +1,10 @@
 """The notebook series and its one parameter route.
 
 ``python -m lib paper --profile cpu`` executes ``notebooks/NN_*.ipynb`` with papermill, in order,
-into ``runs/<profile>/``. papermill passes only ``profile`` (and ``progress=False``); every other
-value comes from the profile *inside* the notebook, through one call in its setup cell::
+into ``runs/<profile>/``. papermill passes only ``profile`` (and ``progress=False``): the name of
+a shipped profile, or the path of the profile file the series was given (``notebook_profile``), so
+every notebook runs that very file. Every other value comes from the profile *inside* the
+notebook, through one call in its setup cell::
 
     cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
 
@@ -16,7 +18,9 @@ All output roots pass through ``output_root()``: the repository, or ``$LC_OUTPUT
 
 A stage is skipped when its stamp (a hash of the notebook source, its parameters, the output
 root, the profile file, the ``lib`` sources and the previous stage's stamp) matches the one
-recorded in ``<out_dir>/stamps/`` after its last successful run. While a stage runs, a watcher
+recorded in ``<out_dir>/stamps/`` after its last successful run. The stamp is removed before a
+stage starts, and the stage executes into ``.<stage>.partial.ipynb``, renamed onto the executed
+copy when it ends, so a killed or failed stage is never up to date. While a stage runs, a watcher
 prints a progress line at least every 30 s (runs or checkpoints done/total, the current one,
 elapsed time and an ETA), read from the files the stage writes.
 """

@@ -59,15 +59,20 @@ def _ordinary_tree(root: Path) -> None:
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then rename onto ``path``: readers see the old or the new file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+        os.close(fd)
         write(Path(tmp))
         _ordinary_mode(Path(tmp), is_dir=False)  # after: some writers recreate the file 0600
         os.replace(tmp, path)
+    except OSError as err:  # name the file the user asked for, not its temporary sibling
+        if err.errno is None or err.filename in (None, str(path)):
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
 
