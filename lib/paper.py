@@ -382,14 +382,15 @@ def _running_cell(executed: Path) -> tuple[int | None, int | None]:
     return started[-1] if started else (None, None)
 
 
-def _point_at(executed: Path, output: Path) -> None:
-    """Record ``output`` (not the partial file it ran as) as the executed copy's output path."""
+def _point_at(executed: Path) -> None:
+    """Record the executed copy's own path as its papermill output path (it ran as the partial
+    file, whose name papermill recorded)."""
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
     meta = nb.metadata.get("papermill", {})
     if meta.get("output_path"):
-        meta["output_path"] = short(output)
+        meta["output_path"] = short(executed)
         atomic_write_text(executed, nbformat.writes(nb) + "\n")
 
 
@@ -434,7 +435,7 @@ def _finish(partial: Path, output: Path) -> None:
         return
     _normalise_executed(partial)
     os.replace(partial, output)
-    _point_at(output, output)
+    _point_at(output)
 
 
 def _normalise_executed(output: Path) -> None:
