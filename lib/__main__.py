@@ -2,8 +2,10 @@
 
 ``--help`` imports nothing heavy: the command table below names each command's module, and only
 the chosen command's module is imported (it adds its own arguments with ``register_cli``).
-Mistakes a user can fix (``UserError``, a missing file, a bad value) print one line and exit
-with status 2; set ``LC_TRACEBACK=1`` to see the traceback instead.
+Mistakes a user can fix (``UserError``, a missing file, a bad value) and operating-system errors
+(disk full, read-only, permission denied, a folder where a file belongs: the path and the
+errno's meaning) print one line and exit with status 2; set ``LC_TRACEBACK=1`` to see the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import argparse
 import importlib
 import os
 import sys
+
+from lib.errors import os_error_line
 
 # command -> (module defining register_cli, one-line help); order = order in --help
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -27,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-authors": ("authors", "the authors' published lc-*.csv as a results table"),
     "pretrained": ("pretrained", "measure hub or local pretrained causal LMs on a corpus"),
 }
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError)
+USER_ERRORS = (ValueError, OSError)  # OSError: every errno, through errors.os_error_line
 
 
 def _summary_parser() -> argparse.ArgumentParser:
@@ -59,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         if os.environ.get("LC_TRACEBACK"):
             raise
-        message = " ".join(str(err).split()) or type(err).__name__
+        message = (os_error_line(err) if isinstance(err, OSError)
+                   else " ".join(str(err).split()) or type(err).__name__)
         print(f"error: {message}", file=sys.stderr)
         return 2
     return result if isinstance(result, int) else 0

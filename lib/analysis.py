@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from lib.nc.registry import MEASURES, analysis_scale, measure_transform
-from lib.paths import cli_path
+from lib.paths import cli_path, positive_int
 from lib.results import LOSS, round_sig, run_ids
 
 # |r_perm| >= |r_obs| up to float round-off (the identity permutation must count as extreme)
@@ -194,6 +194,8 @@ def correlate(table: pd.DataFrame, measures: Sequence[str] = MEASURES,
 
     Too few models give NaN with a ``note`` rather than an error, so a small grid still tabulates.
     """
+    if n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be at least 1, got {n_bootstrap}")
     table = _with_log_params(table)
     if LOSS not in table.columns:
         raise ValueError(f"table has no {LOSS!r} column; build it with build_results_table")
@@ -347,7 +349,7 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--dest", required=True, type=cli_path, help="folder for results.csv, correlations.csv, permutation.csv")
     p.add_argument("--replicas", default=None,
                    help="a run name, e.g. L2-d64-e1-wd0.0005-s0: permutation test over its seed replicas")
-    p.add_argument("--n-bootstrap", type=int, default=1000)
-    p.add_argument("--n-permutations", type=int, default=10_000)
+    p.add_argument("--n-bootstrap", type=positive_int, default=1000)
+    p.add_argument("--n-permutations", type=positive_int, default=10_000)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cli_analyze)

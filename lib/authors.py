@@ -28,11 +28,12 @@ import pandas as pd
 
 from lib.errors import UserError
 from lib.nc.registry import MEASURES
-from lib.paths import cli_path, resolve
+from lib.paths import check_out, cli_path, is_csv_with, resolve
 from lib.results import RESULT_COLUMNS, SORT_COLUMNS, SPEC_COLUMNS, save_table
 from lib.runs import RunName
 
-NAME_RE = re.compile(r"^(?P<depth>\d+)x(?P<width>\d+)_(?P<epochs>\d+)(?P<wd>[dL])(?P<rep>\d{2})?@(?P<k>\d+)$")
+NAME_RE = re.compile(r"^(?P<depth>\d{1,4})x(?P<width>\d{1,6})_(?P<epochs>\d{1,4})(?P<wd>[dL])"
+                     r"(?P<rep>\d{2})?@(?P<k>\d{1,4})$")
 WEIGHT_DECAY = {"d": 5e-4, "L": 0.1}
 REQUIRED = ("model", "n_params", "val_loss")
 
@@ -72,9 +73,38 @@ def parse_model_name(name: str) -> RunName:
     m = NAME_RE.match(str(name).strip())
     if not m:
         raise ValueError(f"{name!r} is not an authors' model name (LLxDDDD_EEW[SS]@k, e.g. 02x0768_01d@0)")
+    if min(int(m["depth"]), int(m["width"]), int(m["epochs"])) < 1:
+        raise ValueError(f"{name!r} has depth, width or epochs 0; each must be at least 1")
     seed = 0 if m["rep"] is None else int(m["rep"]) + 1
     run = RunName(int(m["depth"]), int(m["width"]), int(m["epochs"]), WEIGHT_DECAY[m["wd"]], seed)
     return run.at(int(m["k"]) + 1)
+
+
+def _check_values(raw: pd.DataFrame, path: os.PathLike) -> None:
+    """``UserError`` naming the first row (file line) with an impossible value: a parameter
+    count that is not a positive integer, a loss that is negative or not finite."""
+    def numbers(column: str) -> np.ndarray:
+        values = pd.to_numeric(raw[column], errors="coerce").to_numpy(dtype=float)
+        bad = np.flatnonzero(np.isnan(values) & raw[column].notna().to_numpy())
+        if len(bad):
+            raise UserError(f"{path} line {bad[0] + 2}: {column} {raw[column].iloc[bad[0]]!r} is "
+                            "not a number; fix or drop that row")
+        return values
+
+    checks = {
+        "n_params": (lambda v: np.isfinite(v) & (v >= 1) & (v == np.floor(v)) & (v < 2**62),
+                     "must be a positive whole number of parameters"),
+        "val_loss": (lambda v: np.isfinite(v) & (v >= 0), "must be a finite loss >= 0"),
+    }
+    for column, (ok, what) in checks.items():
+        if column not in raw.columns:
+            continue
+        values = numbers(column)
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~ok(values))
+        if len(bad):
+            raise UserError(f"{path} line {bad[0] + 2} ({raw['model'].iloc[bad[0]]}): {column} "
+                            f"{raw[column].iloc[bad[0]]} {what}; fix or drop that row")
 
 
 def _read_one(path: os.PathLike) -> pd.DataFrame:
@@ -82,19 +112,26 @@ def _read_one(path: os.PathLike) -> pd.DataFrame:
     path = resolve(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file; download artifacts/lc-*.csv from the authors' repository")
-    raw = pd.read_csv(path)
+    try:
+        raw = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not a readable CSV ({' '.join(str(err).split())}); expected "
+                        "the authors' lc-*.csv format") from None
     missing = [c for c in REQUIRED if c not in raw.columns]
     if missing:
         raise UserError(f"{path} lacks columns {missing}; expected the authors' lc-*.csv format")
+    if raw.empty:
+        raise UserError(f"{path} has a header but no rows; pass a file with the authors' models")
     rows = []
-    for model in raw["model"]:
+    for line, model in enumerate(raw["model"], start=2):
         try:
             ck = parse_model_name(model)
         except ValueError as err:
-            raise UserError(f"{path}: {err}; fix or drop that row") from None
+            raise UserError(f"{path} line {line}: {err}; fix or drop that row") from None
         rows.append({"name": str(ck), "run": str(ck.run), **ck.as_dict()})
+    _check_values(raw, path)
     out = pd.DataFrame(rows)
-    out["n_params"] = raw["n_params"].astype("int64").to_numpy()
+    out["n_params"] = pd.to_numeric(raw["n_params"]).astype("int64").to_numpy()
     out["log_n_params"] = np.log10(out["n_params"].astype(float))
     out["val_loss"] = raw["val_loss"].astype(float).to_numpy()
     out["val_acc"] = raw["val_acc"].astype(float).to_numpy() if "val_acc" in raw else np.nan
@@ -126,6 +163,9 @@ def import_authors(files: Sequence[str | os.PathLike], out: str | os.PathLike | 
     ``attrs["sources"]`` names the authors' columns behind each measure."""
     if not files:
         raise UserError("import-authors: no input files; pass one or more of the authors' lc-*.csv")
+    if out is not None:
+        check_out(resolve(out), suffix=".csv", inputs=[resolve(f) for f in files],
+                  ours=lambda p: is_csv_with(p, SPEC_COLUMNS))
     merged = None
     for f in files:
         one = _read_one(f)

@@ -46,7 +46,7 @@ from lib.model import lm_head_weight, load_causal_lm
 from lib.nc import stats_file as sf
 from lib.nc.accumulate import DEFAULT_CHUNK
 from lib.nc.classstats import ClassStats
-from lib.paths import cli_path
+from lib.paths import check_out, cli_path, positive_int
 from lib.provenance import sha256_array, sha256_json, weights_sha256
 
 BLOCKS_KEY = {1: "train_blocks_sha256", 2: "val_blocks_sha256"}  # metadata key per pass
@@ -434,7 +434,21 @@ def _model_arg(text: str) -> Path | str:
     return path.absolute() if path.exists() else text
 
 
+def _stats_of(path: Path, model: Path | str) -> bool:
+    """True when ``path`` is a stats file of ``model`` (a file of another model is not ours to
+    replace)."""
+    if not sf.is_stats_file(path):
+        return False
+    recorded = sf.load_stats_metadata(path).get("model")
+    return not recorded or recorded == (ident.name_of_path(model) if isinstance(model, Path) else model)
+
+
 def _cli_collect(args: argparse.Namespace) -> None:
+    inputs = [p for p in (args.train_blocks, args.val_blocks, args.base) if p is not None]
+    if isinstance(args.model_dir, Path):
+        inputs += sorted(Path(args.model_dir).glob("*")) if Path(args.model_dir).is_dir() else []
+    check_out(args.out, suffix=".safetensors", inputs=inputs,
+              ours=lambda p: _stats_of(p, args.model_dir))
     out = collect_model_stats(
         args.model_dir, args.train_blocks, args.val_blocks, args.out,
         batch_size=args.batch_size, device=args.device, max_train_blocks=args.max_train_blocks,
@@ -469,11 +483,11 @@ def register_cli(subparsers) -> None:
     p.add_argument("--train-blocks", type=cli_path, help="train_blocks.npy (pass 1)")
     p.add_argument("--val-blocks", type=cli_path, help="val_blocks.npy (pass 2)")
     p.add_argument("--out", type=cli_path, required=True, help="stats.safetensors to write")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--max-train-blocks", type=int)
-    p.add_argument("--max-val-blocks", type=int)
-    p.add_argument("--checkpoint-every", type=int, default=50, help="batches between saves")
+    p.add_argument("--max-train-blocks", type=positive_int)
+    p.add_argument("--max-val-blocks", type=positive_int)
+    p.add_argument("--checkpoint-every", type=positive_int, default=50, help="batches between saves")
     p.add_argument("--shard", type=_shard_arg, help="i/n: process shard i of n (one pass)")
     p.add_argument("--pass", dest="passes", type=_passes_arg, default="all",
                    help="1 (train), 2 (validation) or all (default)")

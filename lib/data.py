@@ -87,11 +87,14 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerFast:
 
     local = resolve(name_or_path)
     if local.is_dir():
-        return AutoTokenizer.from_pretrained(str(local))
+        from lib.model import check_model_folder
+
+        check_model_folder(local)
+        return AutoTokenizer.from_pretrained(str(local), trust_remote_code=False)
     if not sources.hub_offline() and not sources.hub_reachable():
         raise sources.hub_error(f"tokenizer {str(name_or_path)!r} (no local directory {local})")
     try:
-        return AutoTokenizer.from_pretrained(str(name_or_path))
+        return AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
     except OSError as err:
         raise sources.hub_error(f"tokenizer {str(name_or_path)!r} (no local directory {local})",
                          err) from err

@@ -1,6 +1,25 @@
-"""One exception for mistakes a user can fix: the CLI prints its one line and exits with 2."""
+"""One exception for mistakes a user can fix (the CLI prints its one line and exits with 2), and
+the one line an operating-system error becomes."""
 
 from __future__ import annotations
+
+import errno
+import os
+
+# errno -> what the user can do about it
+OS_FIXES = {
+    errno.ENOSPC: "free space there or write to another disk",
+    errno.EDQUOT: "free space within your quota or write elsewhere",
+    errno.EROFS: "write to a writable folder",
+    errno.EACCES: "check the permissions of the path or write elsewhere",
+    errno.EPERM: "check the permissions of the path or write elsewhere",
+    errno.EISDIR: "give a file path, not a folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; fix the path",
+    errno.ENOENT: "check the path",
+    errno.EEXIST: "remove it or choose another path",
+    errno.EMFILE: "raise the open-file limit (ulimit -n)",
+    errno.EIO: "the device reported an I/O error; check the disk",
+}
 
 
 class UserError(ValueError):
@@ -8,3 +27,16 @@ class UserError(ValueError):
 
     Subclasses ``ValueError`` so callers that already catch ``ValueError`` keep working.
     """
+
+
+def os_error_line(err: OSError) -> str:
+    """``<path>: <errno meaning> (<ERRNO>); <fix>``, or the error's own text when it carries no
+    errno (then the code that raised it wrote the message)."""
+    if err.errno is None:
+        return " ".join(str(err).split()) or type(err).__name__
+    name = errno.errorcode.get(err.errno, str(err.errno))
+    meaning = os.strerror(err.errno)
+    paths = [p for p in (err.filename, err.filename2) if p is not None]
+    where = " -> ".join(str(os.fsdecode(p)) for p in paths) if paths else "(no path given)"
+    fix = OS_FIXES.get(err.errno, "fix the cause and run again")
+    return f"{where}: {meaning} ({name}); {fix}"

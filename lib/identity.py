@@ -64,7 +64,7 @@ def tokenizer_identity(tokenizer: object | None,
         from transformers import AutoTokenizer
 
         path = Path(tokenizer)
-        n = len(AutoTokenizer.from_pretrained(str(path)))
+        n = len(AutoTokenizer.from_pretrained(str(path), trust_remote_code=False))
         sha = tokenizer_sha256(path) if (path / "tokenizer.json").is_file() else None
         return n, name_of_path(path) if path.exists() else str(path), sha
     sha = tokenizer_sha256(tokenizer) if hasattr(tokenizer, "backend_tokenizer") else None

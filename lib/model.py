@@ -146,6 +146,41 @@ def local_model_dir(name_or_path: str | Path) -> Path | None:
     return None
 
 
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")  # torch.save pickles
+
+
+def check_model_folder(folder: Path) -> None:
+    """``UserError`` in one line when loading ``folder`` would run code from it (its config or
+    tokenizer config names its own classes: ``auto_map``) or unpickle its weights; nothing from
+    a data folder is ever executed, and no prompt is ever shown."""
+    import json
+
+    for name in ("config.json", "tokenizer_config.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            raise UserError(f"{path} is not valid JSON; save the model again with "
+                            "save_pretrained") from None
+        if isinstance(config, dict) and "auto_map" in config:
+            raise UserError(f"{path} names custom code (auto_map), which this project never "
+                            "runs; use a model whose architecture transformers ships")
+    if not any(folder.glob("*.safetensors")) and any(
+            p for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern)):
+        raise UserError(f"{folder} holds pickle weights ({', '.join(PICKLE_WEIGHTS)}), which this "
+                        "project never loads; convert them to safetensors on a machine you trust "
+                        "(model.save_pretrained(folder, safe_serialization=True))")
+
+
+def refused_code(what: str, name: str | Path, err: Exception) -> UserError:
+    """The one line for a model that transformers cannot load without running its own code."""
+    return UserError(f"{what} {name}: transformers cannot load it without running code from it "
+                     f"({_first_line(err)}); this project never does: use a model whose "
+                     "architecture transformers ships, saved as safetensors")
+
+
 def is_hub_name(name_or_path: str | Path) -> bool:
     """True for a hub id like "gpt2" or "EleutherAI/pythia-70m" that is not a local path."""
     text = str(name_or_path)
@@ -226,14 +261,29 @@ def load_causal_lm(name_or_path: str | Path, device: str | torch.device = "cpu",
     from transformers import AutoModelForCausalLM
 
     def load(source: str, **kwargs) -> nn.Module:
+        import pickle
+
         with quiet_transformers():
-            return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+            try:
+                return AutoModelForCausalLM.from_pretrained(source, dtype=dtype,
+                                                            trust_remote_code=False, **kwargs)
+            except pickle.UnpicklingError as err:
+                raise UserError(f"model {source}: its weights are a pickle that is not plain "
+                                f"tensors ({_first_line(err)[:80]}...); this project never "
+                                "unpickles them: convert them to safetensors on a machine you "
+                                "trust") from None
+            except ValueError as err:
+                if "trust_remote_code" in str(err) or "model type" in str(err):
+                    raise refused_code("model", source, err) from None
+                raise
 
     local = local_model_dir(name_or_path)
     if local is not None:
         if revision is not None:
             raise UserError(f"revision {revision!r} applies to hub models, but {name_or_path} is a "
                             "local folder; drop the revision or pass the hub id")
+        if local.is_dir():
+            check_model_folder(local)
         try:
             model = load(str(local))
         except OSError as err:

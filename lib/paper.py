@@ -1,8 +1,10 @@
 """The notebook series and its one parameter route.
 
 ``python -m lib paper --profile cpu`` executes ``notebooks/NN_*.ipynb`` with papermill, in order,
-into ``runs/<profile>/``. papermill passes only ``profile`` (and ``progress=False``); every other
-value comes from the profile *inside* the notebook, through one call in its setup cell::
+into ``runs/<profile>/``. papermill passes only ``profile`` (and ``progress=False``): the name of
+a shipped profile, or the path of the profile file the series was given (``notebook_profile``), so
+every notebook runs that very file. Every other value comes from the profile *inside* the
+notebook, through one call in its setup cell::
 
     cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
 
@@ -16,7 +18,9 @@ All output roots pass through ``output_root()``: the repository, or ``$LC_OUTPUT
 
 A stage is skipped when its stamp (a hash of the notebook source, its parameters, the output
 root, the profile file, the ``lib`` sources and the previous stage's stamp) matches the one
-recorded in ``<out_dir>/stamps/`` after its last successful run. While a stage runs, a watcher
+recorded in ``<out_dir>/stamps/`` after its last successful run. The stamp is removed before a
+stage starts, and the stage executes into ``.<stage>.partial.ipynb``, renamed onto the executed
+copy when it ends, so a killed or failed stage is never up to date. While a stage runs, a watcher
 prints a progress line at least every 30 s (runs or checkpoints done/total, the current one,
 elapsed time and an ETA), read from the files the stage writes.
 """
@@ -32,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lib.errors import UserError
+from lib.errors import UserError, os_error_line
 from lib.paths import NOTEBOOKS_DIR, REPO_ROOT, atomic_write_text
 from lib.stamps import inputs_digest, lib_digest, stage_inputs, stage_stamp
 
@@ -360,27 +364,78 @@ class ProgressWatcher:
 # Running the series
 
 
+def partial_path(output: Path) -> Path:
+    """Where a stage executes before it is renamed onto ``output`` (``.<stem>.partial.ipynb``)."""
+    return output.with_name(f".{output.stem}.partial.ipynb")
+
+
+def _running_cell(executed: Path) -> tuple[int | None, int | None]:
+    """(index, execution count) of the last cell papermill started in an executed copy."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(executed, as_version=4)
+    except (OSError, ValueError):
+        return None, None
+    started = [(i, c.get("execution_count")) for i, c in enumerate(nb.cells)
+               if c.metadata.get("papermill", {}).get("start_time")]  # status ends "completed"
+    return started[-1] if started else (None, None)
+
+
+def _point_at(executed: Path) -> None:
+    """Record the executed copy's own path as its papermill output path (it ran as the partial
+    file, whose name papermill recorded)."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    if meta.get("output_path"):
+        meta["output_path"] = short(executed)
+        atomic_write_text(executed, nbformat.writes(nb) + "\n")
+
+
 def execute_stage(notebook: Path, output: Path, params: Mapping[str, Any]) -> None:
-    """Execute one notebook with papermill; on failure name the notebook and cell."""
+    """Execute one notebook with papermill into a partial file, renamed onto ``output`` when it
+    ends (a killed run leaves the old executed copy); on failure name the notebook and cell."""
     import papermill
+    from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     output.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(output)
     try:
         papermill.execute_notebook(
-            str(notebook), str(output), parameters=dict(params), kernel_name="python3",
+            str(notebook), str(partial), parameters=dict(params), kernel_name="python3",
             progress_bar=False, cwd=str(NOTEBOOKS_DIR),
             # the kernel's "running over TCP without encryption" warning: local, not news
             extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
-        _normalise_executed(output)
+        _finish(partial, output)
     except PapermillExecutionError as err:
-        _normalise_executed(output)
+        _finish(partial, output)
         raise RuntimeError(
             f"notebook {notebook.name} failed in cell {err.cell_index} "
             f"(execution count {err.exec_count}): {err.ename}: {err.evalue}\n"
             f"the executed copy with the traceback is {output}"
         ) from err
+    except DeadKernelError as err:
+        cell, count = _running_cell(partial)
+        _finish(partial, output)
+        raise RuntimeError(
+            f"notebook {notebook.name}: the kernel died in cell {cell} (execution count {count}) "
+            f"({' '.join(str(err).split()) or 'no reason given'}; out of memory or killed?); "
+            f"the executed copy up to that cell is {short(output)}") from err
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _finish(partial: Path, output: Path) -> None:
+    """Normalise an executed partial copy and rename it onto ``output``."""
+    if not partial.exists():
+        return
+    _normalise_executed(partial)
+    os.replace(partial, output)
+    _point_at(output)
 
 
 def _normalise_executed(output: Path) -> None:
@@ -411,6 +466,18 @@ def _normalise_executed(output: Path) -> None:
     atomic_write_text(output, nbformat.writes(nb) + "\n")
 
 
+def notebook_profile(path: Path, name: str) -> str:
+    """The ``profile`` parameter each notebook loads: the name of a shipped profile
+    (``profiles/<name>.yaml``), else the file's path (repository-relative inside it), so every
+    notebook runs the very file the series was given, never ``profiles/<name>.yaml`` instead."""
+    from lib.paths import PROFILES_DIR
+
+    path = path.resolve()
+    if path == (PROFILES_DIR / f"{name}.yaml").resolve():
+        return name
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
 def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool = False) -> list[str]:
     """Run the given stages in order for a profile; returns the stages that actually ran."""
     from lib.profiles import load_profile, profile_path
@@ -418,7 +485,8 @@ def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool =
     profile = load_profile(profile_name)
     for notebook in sync_notebooks():  # the .py twins are the source
         print(f"[paper] rebuilt {short(notebook)} from {notebook.with_suffix('.py').name}", flush=True)
-    available = {"profile": profile.name, "progress": False}
+    available = {"profile": notebook_profile(profile_path(profile_name), profile.name),
+                 "progress": False}
     stamp_dir = profile.out_path / "stamps"
     previous, ran, code = "", [], lib_digest()
     for stage in STAGES:
@@ -436,9 +504,10 @@ def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool =
             continue
         start = time.perf_counter()
         print(f"[paper] {stage}: running ({profile.name})", flush=True)
+        stamp_file.unlink(missing_ok=True)  # a killed or failed run is never "up to date"
         with ProgressWatcher(stage, stage_counter(stage, profile)):
             execute_stage(notebook, output, params)
-        atomic_write_text(stamp_file, stamp + "\n")
+        atomic_write_text(stamp_file, stamp + "\n")  # only after the executed copy is in place
         print(f"[paper] {stage}: done in {_hms(time.perf_counter() - start)} -> {short(output)}",
               flush=True)
         ran.append(stage)
@@ -448,12 +517,20 @@ def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool =
 def register_cli(subparsers: Any) -> None:
     """``paper``: execute the notebook series for a profile."""
     p = subparsers.add_parser("paper", help="execute the notebook series for a profile")
-    p.add_argument("--profile", default="cpu", help="profile name (profiles/<name>.yaml)")
+    p.add_argument("--profile", default="cpu",
+                   help="profile name (profiles/<name>.yaml) or path to a profile YAML file")
     p.add_argument("--stage", action="append", choices=STAGES, help="run only these stages")
     p.add_argument("--force", action="store_true", help="re-run stages even when up to date")
     p.add_argument("--sync-notebooks", action="store_true",
                    help="only rebuild notebooks/*.ipynb from their .py twins, then exit")
     p.set_defaults(func=_cli_paper)
+
+
+def _profile_arg(text: str) -> str:
+    """A ``--profile`` that is a path, relative to the caller's directory; a name as it is."""
+    from lib.paths import cli_path
+
+    return str(cli_path(text)) if text.endswith((".yaml", ".yml")) or "/" in text else text
 
 
 def _cli_paper(args: Any) -> int:
@@ -462,11 +539,17 @@ def _cli_paper(args: Any) -> int:
             print(f"[paper] rebuilt {short(notebook)} from {notebook.with_suffix('.py').name}")
         return 0
     try:
-        run_paper(args.profile, tuple(args.stage or STAGES), args.force)
+        run_paper(_profile_arg(args.profile), tuple(args.stage or STAGES), args.force)
     except UserError as err:
         print(f"[paper] error: {err}", flush=True)
         return 2
-    except (RuntimeError, FileNotFoundError) as err:
+    except OSError as err:
+        if err.errno is None:  # lib's own "no such file; run X first" messages
+            print(f"[paper] FAILED: {err}", flush=True)
+            return 1
+        print(f"[paper] error: {os_error_line(err)}", flush=True)
+        return 2
+    except RuntimeError as err:
         print(f"[paper] FAILED: {err}", flush=True)
         return 1
     return 0

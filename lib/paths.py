@@ -9,10 +9,11 @@ not ``mkstemp``'s private 0600 / 0700, so colleagues on a shared cluster can rea
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,15 +57,20 @@ def _ordinary_tree(root: Path) -> None:
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then rename onto ``path``: readers see the old or the new file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+        os.close(fd)
         write(Path(tmp))
         _ordinary_mode(Path(tmp), is_dir=False)  # after: some writers recreate the file 0600
         os.replace(tmp, path)
+    except OSError as err:  # name the file the user asked for, not its temporary sibling
+        if err.errno is None or err.filename in (None, str(path)):
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
     return path
 
@@ -73,8 +79,33 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def _finite(obj: Any, undefined: dict[str, str], key: str = "") -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (its key noted in ``undefined``)."""
+    if isinstance(obj, Mapping):
+        return {k: _finite(v, undefined, str(k)) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v, undefined, key) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        undefined.setdefault(key, f"not a finite number ({obj})")
+        return None
+    return obj
+
+
+def strict_json(obj: Any) -> str:
+    """Strict JSON text (sorted keys): NaN and infinities become null, and a top-level mapping
+    gains ``undefined`` {key: reason} for them unless the writer gave reasons itself. Readers
+    take null as NaN (and still read the NaN of older files)."""
+    found: dict[str, str] = {}
+    plain = _finite(obj, found)
+    if isinstance(plain, dict) and found:
+        given = plain.get("undefined") if isinstance(plain.get("undefined"), dict) else {}
+        plain["undefined"] = {**found, **given}
+    return json.dumps(plain, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Write ``obj`` as strict JSON (``strict_json``), atomically."""
+    return atomic_write_text(path, strict_json(obj))
 
 
 def _move_aside(target: Path) -> Path:
@@ -225,3 +256,62 @@ def cli_path(text: str) -> Path:
     """argparse ``type`` for paths given on the command line: relative to the caller's working
     directory (not the repository), made absolute so later ``resolve`` calls keep them."""
     return Path(text).expanduser().absolute()
+
+
+def check_out(out: Path, *, suffix: str, inputs: Sequence[Path] = (),
+              ours: Callable[[Path], bool] | None = None, flag: str = "--out") -> Path:
+    """``out`` if a command may write it, else ``UserError`` in one line: not a folder, ending
+    in ``suffix``, none of ``inputs``, and (when it exists) a file ``ours`` says this command
+    wrote, so model weights, tokenizer files or another tool's file are never overwritten."""
+    from lib.errors import UserError
+
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"{flag} {out} is a folder; give the path of a {suffix} file to write")
+    if out.suffix != suffix:
+        raise UserError(f"{flag} {out} does not end in {suffix}; give the path of a {suffix} "
+                        "file (this refuses writing over a file of another kind)")
+    for given in inputs:
+        given = Path(given)
+        same = (os.path.samefile(out, given) if out.exists() and given.exists()
+                else out.resolve() == given.resolve())
+        if same:
+            raise UserError(f"{flag} {out} is also an input of this command; writing it would "
+                            "destroy that input, choose another path")
+    if out.exists() and ours is not None and not ours(out):
+        raise UserError(f"{flag} {out} exists and is not a file this command writes; it is "
+                        "left alone: choose another path or delete it yourself")
+    return out
+
+
+def is_json_with(path: Path, key: str) -> bool:
+    """True when ``path`` holds a JSON object with ``key`` (how a writer recognises its file)."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and key in obj
+
+
+def is_csv_with(path: Path, columns: Sequence[str]) -> bool:
+    """True when the first line of ``path`` is a CSV header holding ``columns``."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            header = f.readline().strip().split(",")
+    except (OSError, ValueError):
+        return False
+    return set(columns) <= set(header)
+
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type`` for counts that must be at least 1 (one line from argparse otherwise)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

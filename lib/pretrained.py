@@ -45,6 +45,7 @@ are absent (NaN after a concat with ``lib.results.build_results_table``).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -62,6 +63,7 @@ from torch import nn
 from lib.devices import inference_autocast
 from lib.errors import UserError
 from lib.model import (
+    check_model_folder,
     count_params,
     feature_logit_gap,
     from_hub,
@@ -69,6 +71,7 @@ from lib.model import (
     lm_head_weight,
     load_causal_lm,
     local_model_dir,
+    refused_code,
 )
 from lib.paths import atomic_write_json, cli_path, resolve
 
@@ -109,10 +112,17 @@ def load_model_tokenizer(name_or_path: str | Path, revision: str | None = None):
         if not any((local / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
             raise UserError(f"no tokenizer saved in {local}; save the model's tokenizer there "
                             "with tokenizer.save_pretrained(folder)")
-        return AutoTokenizer.from_pretrained(str(local))
+        check_model_folder(local)
+        return AutoTokenizer.from_pretrained(str(local), trust_remote_code=False)
     if not is_hub_name(name_or_path):
         raise FileNotFoundError(f"no model folder at {name_or_path}; fix the path")
-    return from_hub(AutoTokenizer.from_pretrained, str(name_or_path), revision, what="tokenizer")
+    load = functools.partial(AutoTokenizer.from_pretrained, trust_remote_code=False)
+    try:
+        return from_hub(load, str(name_or_path), revision, what="tokenizer")
+    except ValueError as err:
+        if isinstance(err, UserError) or "trust_remote_code" not in str(err):
+            raise
+        raise refused_code("tokenizer", name_or_path, err) from None
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:
@@ -263,7 +273,8 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
         "train_blocks": int(train.shape[0]), "train_tokens": int(train.shape[0] * (context_len - 1)),
         "val_blocks": int(val.shape[0]), "val_tokens": int(val.shape[0] * (context_len - 1)),
         "feature_logit_gap": gap,
-        **{k: float(v) for k, v in measures.items() if k != "num_classes"},
+        **{k: v if k == "undefined" else float(v) for k, v in measures.items()
+           if k != "num_classes"},  # undefined: {measure: why it is NaN}
         "collect_seconds": collect_s, "stats_path": str(stats_path), "settings": settings,
     }
     atomic_write_json(metrics_path, row)
@@ -296,7 +307,13 @@ def measure_pretrained(models: Sequence[tuple[str, str | None]], texts_train: Se
         if local_model_dir(name) is None and is_hub_name(name):
             from transformers import AutoConfig
 
-            from_hub(AutoConfig.from_pretrained, name, revision, what="model")
+            load = functools.partial(AutoConfig.from_pretrained, trust_remote_code=False)
+            try:
+                from_hub(load, name, revision, what="model")
+            except ValueError as err:
+                if isinstance(err, UserError) or "trust_remote_code" not in str(err):
+                    raise
+                raise refused_code("model", name, err) from None
     shas, cache = (_texts_sha(texts_train), _texts_sha(texts_val)), {}
     return [measure_one(n, r, texts_train, texts_val, out_dir, context_len=context_len,
                         batch_size=batch_size, device=device, max_train_blocks=max_train_blocks,

@@ -16,32 +16,29 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    NonNegativeFloat,
-    NonNegativeInt,
-    PositiveFloat,
-    PositiveInt,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, model_validator
 
 from lib.errors import UserError
 from lib.model import PAPER_LOCAL_WINDOW, default_n_head
 from lib.paths import PROFILES_DIR, resolve
 from lib.runs import RunName
 
+# Strict numbers: YAML ``true`` is no integer and ``"5"`` no float (an int is a fine float).
+PositiveInt = Annotated[int, Strict(), Field(gt=0)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
+NonNegativeFloat = Annotated[float, Strict(), Field(ge=0)]
+PROFILE_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")  # a folder name under runs/ and figures/
 CORPUS_SOURCES = ("generated", "path", "hub")  # or hub:<dataset>, disk:<saved dataset>
 # Vocabulary sizes of pretrained tokenizers, for parameter counts before anything is downloaded.
 PRETRAINED_VOCAB = {"EleutherAI/gpt-neo-125M": 50257, "gpt2": 50257}
-Fraction = Annotated[float, Field(gt=0, le=1)]
+Fraction = Annotated[float, Strict(), Field(gt=0, le=1)]
 
 
 class _Section(BaseModel):
@@ -148,7 +145,8 @@ class TrainingConfig(_Section):
     lr_schedule: Literal["linear", "constant"] = "linear"  # linear decay to 0 | constant
     warmup_steps: NonNegativeInt = 0
     max_grad_norm: NonNegativeFloat = 1.0  # 0: no clipping
-    adam_betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (
+    adam_betas: tuple[Annotated[float, Strict(), Field(ge=0, lt=1)],
+                      Annotated[float, Strict(), Field(ge=0, lt=1)]] = (
         0.9, 0.999)
     adam_eps: PositiveFloat = 1e-8
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
@@ -284,7 +282,7 @@ class Profile(_Section):
 
     name: str
     out_dir: str
-    context_len: Annotated[int, Field(ge=2)]
+    context_len: Annotated[int, Strict(), Field(ge=2)]
     corpus: CorpusConfig
     tokenizer: TokenizerConfig
     training: TrainingConfig
@@ -299,6 +297,9 @@ class Profile(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> Profile:
+        if not PROFILE_NAME_RE.fullmatch(self.name):
+            raise ValueError(f"name {self.name!r} may hold only letters, digits, '_' and '-' "
+                             "(it names folders under runs/ and figures/)")
         reps = self.grid.replicas
         for width in sorted({*self.grid.widths, *([reps.width] if reps else [])}):
             heads = self.model.heads(width)
@@ -424,11 +425,44 @@ def profile_path(name_or_path: str | Path) -> Path:
     return path
 
 
-def load_profile(name_or_path: str | Path) -> Profile:
-    """Read and validate a profile by name (``profiles/<name>.yaml``) or path."""
-    path = profile_path(name_or_path)
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names one key twice (YAML would silently keep the last value)."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys and reads ``1e-3`` as a float (YAML 1.2)
+    rather than the string YAML 1.1 makes of it."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                hash(key)
+            except TypeError:
+                continue  # SafeLoader refuses an unhashable key with its own message
+            if key in seen:
+                raise DuplicateKeyError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key]})",
+                    key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+StrictLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def load_yaml(path: Path) -> Any:
+    """A YAML file through ``StrictLoader``; one-line ``UserError`` naming file and line."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader)  # noqa: S506
+    except DuplicateKeyError as err:
+        raise UserError(f"{path}:{err.problem_mark.line + 1}: {err.problem}; a key may appear "
+                        "once per section, delete one of them") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
@@ -436,6 +470,12 @@ def load_profile(name_or_path: str | Path) -> Profile:
         raise UserError(f"{path}{at}: YAML syntax error ({problem}); fix the file there") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; save the profile as UTF-8 YAML") from None
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """Read and validate a profile by name (``profiles/<name>.yaml``) or path."""
+    path = profile_path(name_or_path)
+    data = load_yaml(path)
     if not isinstance(data, Mapping):
         raise UserError(f"{path}: a profile must be a YAML mapping of sections (name, out_dir, "
                         f"corpus, ...), not {type(data).__name__}")

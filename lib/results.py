@@ -132,7 +132,18 @@ def load_table(path: str | os.PathLike) -> pd.DataFrame:
     if missing:
         raise UserError(f"{path} lacks columns {missing}; rebuild it with 03_measure "
                         "(or `python -m lib analyze`) so it has the results schema")
+    refuse_duplicate_models(table, path)
     return table
+
+
+def refuse_duplicate_models(table: pd.DataFrame, source: str | os.PathLike) -> None:
+    """``UserError`` when a model appears twice (a twice-counted model fakes significance)."""
+    keys = ["name"] if "name" in table.columns else SORT_COLUMNS
+    twice = table[table.duplicated(keys, keep="first")]
+    if len(twice):
+        names = twice["name"].tolist() if "name" in twice else twice[keys].to_dict("records")
+        raise UserError(f"{source} lists {len(twice)} model(s) more than once (e.g. {names[:3]}); "
+                        "keep one row per model (was a table concatenated twice?)")
 
 
 def training_table(out_dir: str | os.PathLike, runs: Sequence[RunName]) -> pd.DataFrame:

@@ -9,6 +9,7 @@ import yaml
 
 from lib.errors import UserError
 from lib.model import RunName
+from lib.paths import PROFILES_DIR
 from lib.profiles import Profile, available_profiles, load_profile
 
 
@@ -67,10 +68,11 @@ def test_missing_key_and_bad_values(smoke_dict):
         Profile.from_dict(bad)
 
 
-def test_float_written_without_dot_is_accepted(smoke_dict):
-    d = copy.deepcopy(smoke_dict)
-    d["training"]["lr"] = "5e-5"  # PyYAML reads this as a string
-    assert Profile.from_dict(d).training.lr == 5e-5
+def test_float_written_without_dot_is_accepted(tmp_path):
+    text = (PROFILES_DIR / "smoke.yaml").read_text().replace("lr: 1.0e-3", "lr: 5e-5")
+    assert "lr: 5e-5" in text  # YAML 1.1 would read this as a string; the loader reads 1.2
+    (tmp_path / "p.yaml").write_text(text)
+    assert load_profile(tmp_path / "p.yaml").training.lr == 5e-5
 
 
 def test_unknown_profile_lists_available():

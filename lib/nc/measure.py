@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from lib.errors import UserError
 from lib.nc.accumulate import resolve_device
 from lib.nc.registry import MEASURES, get
-from lib.nc.stats_file import STATS_KEYS, read_stats
+from lib.nc.stats_file import STATS_KEYS, dtype_problem, read_stats
 
 REL_CLOSE = 1e-6  # recompute pairs with d2 < REL_CLOSE * (||m_c||^2 + ||m_c'||^2) exactly
 EXACT_CHUNK = 4096  # pairs per chunk when recomputing close pairs from differences
@@ -57,6 +57,9 @@ def _check_stats(stats: Mapping[str, Tensor], keys: tuple[str, ...] = STATS_KEYS
     missing = [k for k in keys if k not in stats]
     if missing:
         raise ValueError(f"stats lack tensors {missing}; expected {list(keys)} (lib.collect)")
+    problem = dtype_problem({k: stats[k] for k in keys})
+    if problem:
+        raise ValueError(f"stats: {problem}")
     V = stats["counts"].shape[0]
     for key in {"counts", "sq_dev", "val_counts", "val_agree"} & set(keys):
         if stats[key].shape != (V,):
@@ -335,8 +338,41 @@ def _interference(C: _Classes) -> Tensor:
 
 
 def _cv(x: Tensor) -> float:
-    """Coefficient of variation std / mean, population std (ddof = 0)."""
-    return float(x.std(correction=0) / x.mean())
+    """Coefficient of variation std / mean, population std (ddof = 0); NaN for a zero mean."""
+    mean = float(x.mean())
+    return float(x.std(correction=0)) / mean if mean != 0 else math.nan
+
+
+def undefined_reasons(C: _Classes, out: Mapping[str, float]) -> dict[str, str]:
+    """Why each non-finite measure of ``out`` is undefined (the geometry that makes it so)."""
+    flat = C.idx[C.norms == 0].tolist()
+    at_centre = (f"class mean of token(s) {flat[:5]} equals the global mean (norm 0), so its "
+                 "direction and every cosine with it are undefined") if flat else ""
+    reasons = {}
+    for key, value in out.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            if at_centre:
+                reasons[key] = at_centre
+            elif key.startswith("nc1"):
+                reasons[key] = "two classes have identical means (distance 0): the CDNV divides by 0"
+            elif key.startswith("gnc2"):
+                reasons[key] = "two classes' mean directions coincide: the log kernel is infinite"
+            elif key == "nc2_interference_cv":
+                reasons[key] = "the mean interference is 0: std / |mean| is undefined"
+            elif key.startswith(("nc3", "unc3")):
+                reasons[key] = ("an LM-head row has norm 0 or the mean duality is 0: the "
+                                "cosine or std / mean is undefined")
+            else:
+                reasons[key] = f"not finite ({value}) for these statistics"
+    return reasons
+
+
+def _defined(out: dict[str, float], C: _Classes) -> dict:
+    """``out`` with each non-finite measure as NaN and ``undefined`` {measure: reason} added
+    when there is any (never a fake finite or infinite value)."""
+    reasons = undefined_reasons(C, out)
+    fixed = {k: math.nan if k in reasons else v for k, v in out.items()}
+    return {**fixed, "undefined": reasons} if reasons else fixed
 
 
 def _nc1(P: _PairSums) -> dict[str, float]:
@@ -363,7 +399,7 @@ def _nc2(C: _Classes, P: _PairSums) -> dict[str, float]:
         "nc2_lognorm_cv": _cv(C.norms.log()),
         "nc2_interference_mean": mean,
         "nc2_interference_std": std,
-        "nc2_interference_cv": std / abs(mean) if mean != 0 else math.inf,
+        "nc2_interference_cv": std / abs(mean) if mean != 0 else math.nan,
     }
 
 
@@ -391,7 +427,7 @@ def nc4_measure(stats: Mapping[str, Tensor]) -> dict[str, float]:
 def _measures(stats: Mapping[str, Tensor], C: _Classes, P: _PairSums) -> dict[str, float]:
     out = {**_nc1(P), **_nc2(C, P), **_gnc2(P), **_nc3(C),
            **nc4_measure(stats)}
-    return {**{k: float(out[k]) for k in MEASURES}, "num_classes": len(C.idx)}
+    return _defined({**{k: float(out[k]) for k in MEASURES}, "num_classes": len(C.idx)}, C)
 
 
 def _table(C: _Classes, P: _PairSums) -> pd.DataFrame:
@@ -411,7 +447,7 @@ def geometry_measures(stats: Mapping[str, Tensor], device: str | torch.device = 
     C = _classes(stats, device, classifier=False)
     P = _pairwise(stats, C, tile, per_class=False, progress=progress)
     out = {**_nc1(P), **_nc2(C, P), **_gnc2(P)}
-    return {**{k: float(out[k]) for k in GEOMETRY}, "num_classes": len(C.idx)}
+    return _defined({**{k: float(out[k]) for k in GEOMETRY}, "num_classes": len(C.idx)}, C)
 
 
 def measure_stats(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",

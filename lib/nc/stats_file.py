@@ -18,7 +18,10 @@ Shards of pass 1 merge exactly: counts and sums add, ``sq_dev`` by Chan's formul
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,6 +64,21 @@ def stored_layers(meta: dict[str, str]) -> tuple[int, ...]:
 def pass1_keys(meta: dict[str, str]) -> tuple[str, ...]:
     """Every pass-1 tensor of a file: counts, sums, sq_dev and its layers' accumulators."""
     return (*PASS_TENSORS[1], *(layer_key(i, n) for i in stored_layers(meta) for n in LAYER_TENSORS))
+
+
+INT_TENSORS = ("counts", "val_counts", "val_agree")  # int64; every other tensor a float
+FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def dtype_problem(tensors: dict[str, Tensor]) -> str | None:
+    """What is wrong with the tensors' dtypes (counts int64, accumulators float32/64), or None:
+    a float or bool count would be measured as a different, wrong number."""
+    for key, t in tensors.items():
+        if key in INT_TENSORS and t.dtype != torch.int64:
+            return f"{key} is {str(t.dtype).removeprefix('torch.')}, expected int64 (a count)"
+        if key not in INT_TENSORS and t.dtype not in FLOAT_DTYPES:
+            return f"{key} is {str(t.dtype).removeprefix('torch.')}, expected float32 or float64"
+    return None
 
 
 def _existing(path: str | Path) -> Path:
@@ -107,6 +125,9 @@ def read_stats(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     if missing:
         raise UserError(f"{path} lacks tensors {missing} (an unfinished or sharded file); finish "
                         "its passes or merge its shards with `python -m lib merge-stats`")
+    problem = dtype_problem(tensors)
+    if problem:
+        raise UserError(f"{path}: {problem}; this is not a file lib.collect wrote, collect it again")
     got = means_hash(class_means(tensors["counts"], tensors["sums"]))
     if meta.get("means_hash") != got:
         raise UserError(f"{path} is inconsistent: its means_hash {meta.get('means_hash')!r} is "
@@ -142,16 +163,38 @@ def check_train_pass(path: str | Path, meta: dict[str, str]) -> dict[str, Tensor
 def save_raw(path: Path, tensors: dict[str, Tensor], meta: dict[str, str]) -> None:
     """Atomic save of tensors (moved to the CPU) and metadata, as given (working files):
     written beside ``path`` under a temporary name ending in ``.tmp``, then renamed onto it, so
-    readers see the old or the new file."""
+    readers see the old or the new file; the header is sorted so equal statistics give equal
+    bytes."""
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        save_file(cpu, str(tmp), metadata=meta)
+        try:
+            save_file(cpu, str(tmp), metadata=meta)
+        except SafetensorError as err:  # an I/O failure (disk full, ...) as the OSError it is
+            code = re.search(r"code: (\d+)", str(err))
+            if code is None:
+                raise
+            raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from None
+        sort_header(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def sort_header(path: Path) -> None:
+    """Rewrite a safetensors header in sorted key order, in place (safetensors writes its
+    metadata in hash-map order, different on every save)."""
+    with path.open("r+b") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        raw = text.encode("utf-8")
+        if len(raw) > size:  # cannot happen for a header safetensors wrote compactly
+            raise ValueError(f"{path}: sorted header longer than the original")
+        f.seek(8)
+        f.write(raw + b" " * (size - len(raw)))
 
 
 def write_stats(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, str]) -> Path:
@@ -371,3 +414,11 @@ def merge_stats(paths: Sequence[str | Path], out_path: str | Path,
     for key in ("blocks", "tokens"):
         meta[f"pass{pass_}_{key}"] = str(sum(int(m[f"pass{pass_}_{key}"]) for m in metas))
     return write_stats(out_path, merged, meta)
+
+
+def is_stats_file(path: Path) -> bool:
+    """True when ``path`` is a safetensors file with this project's stats metadata."""
+    try:
+        return "format_version" in load_stats_metadata(path)
+    except UserError:
+        return False
