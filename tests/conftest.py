@@ -34,8 +34,9 @@ if "LC_OUTPUT_ROOT" not in os.environ:
     os.environ["LC_OUTPUT_ROOT"] = str(_redirect_outputs())
 
 # Tests use tiny tensors: one thread avoids OpenMP contention on small shared CPUs (CI has 2 cores).
-# Only this process: nbval's notebook kernels keep torch's default threads, as under `make paper`,
-# so they reproduce the committed outputs bit for bit (float sums depend on the thread count).
+# Only this process: nbval's notebook kernels keep torch's default threads, or $LC_TORCH_THREADS
+# (CI sets another count than the committed run's, so float sums round as on another CPU and
+# nbval proves the committed outputs do not depend on it).
 
 import matplotlib  # noqa: E402
 import torch  # noqa: E402
@@ -43,3 +44,8 @@ import torch  # noqa: E402
 matplotlib.use("Agg")
 
 torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``after_notebooks`` read what the nbval runs wrote: run them last."""
+    items.sort(key=lambda item: item.get_closest_marker("after_notebooks") is not None)
