@@ -264,17 +264,19 @@ def sync_direction(source: Path, notebook: Path) -> str | None:
         f"then run `make notebooks` again")
 
 
-def sync_notebooks(folder: Path = NOTEBOOKS_DIR, check: bool = False) -> list[TwinSync]:
+def sync_notebooks(folder: Path | None = None, check: bool = False) -> list[TwinSync]:
     """Bring each ``<folder>/NN_*.py`` and its ``.ipynb`` twin in step; returns what changed.
     The twin edited since the last sync wins: a .py edit rebuilds the .ipynb (outputs stripped),
     a .ipynb edit (JupyterLab without pairing) is written back to the .py first. When both were
-    edited nothing is written (``UserError``). ``check``: change nothing, only report."""
+    edited, no file of any pair is written (``UserError``). ``check``: change nothing, only report."""
     import jupytext
 
     changes = []
-    for source in sorted(folder.glob("[0-9][0-9]_*.py")):
+    sources = sorted((folder or NOTEBOOKS_DIR).glob("[0-9][0-9]_*.py"))
+    # every pair is judged before any is written: a refusal leaves all files as they were
+    directions = [sync_direction(source, source.with_suffix(".ipynb")) for source in sources]
+    for source, direction in zip(sources, directions, strict=True):
         notebook = source.with_suffix(".ipynb")
-        direction = sync_direction(source, notebook)
         if direction == "ipynb->py" and not check:
             write_source(jupytext.read(notebook), source)
         text = notebook_text(notebook_from_source(source))

@@ -3,6 +3,7 @@ title, one tagged parameters cell, the one setup call, and thin calls into lib."
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 from pathlib import Path
@@ -153,14 +154,19 @@ def test_sync_refuses_when_both_twins_changed(tmp_path):
     from lib.errors import UserError
 
     src, nb_path = _demo_pair(tmp_path)
+    other = tmp_path / "06_other.py"  # an ordinary .py edit in another pair, judged first
+    other.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+    sync_notebooks(tmp_path)
+    other.write_text(other.read_text(encoding="utf-8").replace("x = 1", "y = 1"), encoding="utf-8")
     src.write_text(src.read_text(encoding="utf-8").replace("x = 1", "x = 3"), encoding="utf-8")
     _edit_ipynb(nb_path, "x = 2")
-    before = (src.read_bytes(), nb_path.read_bytes())
+    files = (src, nb_path, other, other.with_suffix(".ipynb"))
+    before = [p.read_bytes() for p in files]
     with pytest.raises(UserError, match="both changed since they were last in sync") as err:
         sync_notebooks(tmp_path)
     message = str(err.value)
     assert "07_demo.py" in message and "07_demo.ipynb" in message and "\n" not in message
-    assert (src.read_bytes(), nb_path.read_bytes()) == before, "a refused sync wrote a file"
+    assert [p.read_bytes() for p in files] == before, "a refused sync wrote a file"
 
 
 def test_sync_cli_refusal_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
@@ -170,8 +176,7 @@ def test_sync_cli_refusal_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     src.write_text(src.read_text(encoding="utf-8").replace("x = 1", "x = 3"), encoding="utf-8")
     _edit_ipynb(nb_path, "x = 2")
     monkeypatch.setattr(paper, "NOTEBOOKS_DIR", tmp_path)
-    monkeypatch.setattr(paper.sync_notebooks, "__defaults__", (tmp_path, False))
-    parser = __import__("argparse").ArgumentParser()
+    parser = argparse.ArgumentParser()
     paper.register_cli(parser.add_subparsers())
     args = parser.parse_args(["paper", "--sync-notebooks"])
     assert args.func(args) == 2
