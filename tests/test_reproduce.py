@@ -50,6 +50,8 @@ def test_tolerance_accepts_cross_cpu_drift_and_rejects_more():
     assert table_differences(ref, ref.assign(count=[3, 4, 6])), "counts must match exactly"
     assert table_differences(ref, ref.assign(name=["a", "b", "d"])), "labels must match exactly"
     assert table_differences(ref, ref.iloc[:2]), "rows must match"
+    hashed = ref.assign(weights_sha256=["1", "2", "3"])
+    assert table_differences(hashed, hashed.assign(weights_sha256=["4", "5", "6"])) == []
 
 
 @pytest.mark.after_notebooks
