@@ -43,17 +43,41 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory) -> Iterator[str]:
+def untouched_sources() -> Iterator[None]:
+    """The tracked notebook sources as they were: an autosave during a long run must not keep
+    outputs in them (the test puts them back and fails)."""
+    before = {p: p.read_bytes() for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.*")}
+    yield
+    changed = [p for p, data in before.items() if p.read_bytes() != data]
+    for p in changed:
+        p.write_bytes(before[p])
+    assert not changed, f"JupyterLab rewrote {[p.name for p in changed]} (restored)"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, untouched_sources) -> Iterator[str]:
     """JupyterLab started by `make lab` (the flags a headless server needs via ARGS)."""
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
         pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
     pytest.importorskip("selenium", reason="needs selenium (pip install -e '.[dev]')")
     port, token = _free_port(), secrets.token_hex(16)
-    log = tmp_path_factory.mktemp("lab") / "lab.log"
+    home = tmp_path_factory.mktemp("lab")
+    log = home / "lab.log"
+    # the test's own user settings and workspaces (never ~/.jupyter): no autosave, which would
+    # write the outputs of a long run into the tracked sources, and no news pop-up
+    settings = home / "user-settings"
+    for plugin, values in {"docmanager-extension/plugin": {"autosave": False},
+                           "apputils-extension/notification": {"fetchNews": "false"}}.items():
+        path = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values), encoding="utf-8")
     args = (f"--no-browser --allow-root --ServerApp.ip=127.0.0.1 --ServerApp.port={port} "
-            f"--IdentityProvider.token={token} --LabApp.expose_app_in_browser=True")
+            f"--IdentityProvider.token={token} --LabApp.expose_app_in_browser=True "
+            f"--LabApp.user_settings_dir={settings} --LabApp.workspaces_dir={home / 'workspaces'}")
     with open(log, "wb") as out:
-        proc = subprocess.Popen(["make", "--no-print-directory", "lab", f"ARGS={args}"], cwd=REPO_ROOT,
+        # -o: the environment is already set up (`make test-browser` depends on `setup`)
+        proc = subprocess.Popen(["make", "--no-print-directory", "-o", ".venv/.installed", "lab",
+                                 f"ARGS={args}"], cwd=REPO_ROOT,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -68,13 +92,20 @@ def lab(tmp_path_factory) -> Iterator[str]:
                 time.sleep(1)
         yield f"{base}|{token}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _stop(proc)
         SHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(log, SHOTS / "lab.log")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End the server and its kernels (their own process group, started for this test)."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -101,41 +132,50 @@ def _shot(driver, name: str) -> None:
 def _open(driver, lab: str, path: str) -> None:
     base, token = lab.split("|")
     driver.get(f"{base}/lab/tree/{path}?token={token}")
-    _wait(driver, "return !!window.jupyterapp && document.querySelector('.jp-Notebook') !== null", 120)
+    _wait(driver, """const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+                     return !!(w && w.context && w.context.path === arguments[0]
+                               && w.node.querySelector('.jp-Notebook') !== null);""", 120, path)
     _wait(driver, _KERNEL_IDLE, 120)
 
 
+# an error output, and anything written to stderr
+_ERRORS = ('[data-mime-type="application/vnd.jupyter.error"], '
+           '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+_IN_NOTEBOOK = """
+const q = s => [...window.jupyterapp.shell.currentWidget.node.querySelectorAll(s)];"""
 _KERNEL_IDLE = """
 const w = window.jupyterapp.shell.currentWidget;
 return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel
           && w.sessionContext.session.kernel.status === 'idle');"""
 
 
-def _wait(driver, script: str, timeout: float) -> None:
+def _wait(driver, script: str, timeout: float, *args: object) -> None:
     deadline = time.monotonic() + timeout
-    while not driver.execute_script(script):
+    while not driver.execute_script(script, *args):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {script.strip()[:120]}")
         time.sleep(1)
 
 
 def _run_all(driver) -> dict:
-    """Run All Cells (the Run menu's command), wait until every code cell ran; return a summary."""
+    """Run All Cells (the Run menu's command), wait until every code cell ran or one failed;
+    return what the open notebook shows (its own tab only: other tabs stay in the page)."""
     driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
-    _wait(driver, """
-        const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')];
-        return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));""",
-          RUN_TIMEOUT_S)
+    _wait(driver, _IN_NOTEBOOK + """
+        const prompts = q('.jp-CodeCell .jp-InputPrompt');
+        return q(arguments[0]).length > 0
+               || (prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent)));""",
+          RUN_TIMEOUT_S, _ERRORS)
     _wait(driver, _KERNEL_IDLE, 60)
-    return driver.execute_script("""
-        const q = s => [...document.querySelectorAll('.jp-Notebook ' + s)];
+    # outputs are not to be saved into the source notebooks: keep autosave off this document
+    driver.execute_script("window.jupyterapp.shell.currentWidget.context.model.dirty = false;")
+    return driver.execute_script(_IN_NOTEBOOK + """
         return {
           cells: q('.jp-CodeCell').length,
-          errors: q('[data-mime-type="application/vnd.jupyter.error"], .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
-                    .map(e => e.textContent.slice(0, 300)),
+          errors: q(arguments[0]).map(e => e.textContent.slice(0, 300)),
           images: q('.jp-RenderedImage img').filter(i => i.complete && i.naturalWidth > 0).length,
           widgets: q('.jp-OutputArea-output .widget-dropdown select').length,
-        };""")
+        };""", _ERRORS)
 
 
 def test_file_browser_opens_on_notebooks(browser, lab):
@@ -177,24 +217,26 @@ def test_06_tokens_renders_the_explorer_widget(browser, lab):
 @pytest.fixture
 def scratch_twin() -> Iterator[Path]:
     source = NOTEBOOKS_DIR / f"{SCRATCH}.py"
-    shutil.copy(NOTEBOOKS_DIR / "01_train.py", source)
+    for suffix in (".py", ".ipynb"):  # a pair as committed: the .ipynb holds the kernel's name
+        shutil.copy(NOTEBOOKS_DIR / f"01_train{suffix}", source.with_suffix(suffix))
     yield source
     for path in (source, source.with_suffix(".ipynb")):
         path.unlink(missing_ok=True)
 
 
 def test_a_py_twin_opens_as_a_notebook_and_saving_it_updates_the_ipynb(browser, lab, scratch_twin):
-    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
 
     _open(browser, lab, f"notebooks/{scratch_twin.name}")  # a notebook view, not a text editor
     _shot(browser, "05_py_twin_opened")
-    editor = browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell .cm-content")[0]
-    editor.click()
-    editor.send_keys("  # edited in the browser")
+    line = browser.execute_script(_IN_NOTEBOOK + "return q('.jp-CodeCell .cm-line')[0];")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", line)
+    ActionChains(browser).click(line).send_keys(Keys.END, "  # edited in the browser").perform()
     browser.execute_script("return window.jupyterapp.commands.execute('docmanager:save');")
     notebook = scratch_twin.with_suffix(".ipynb")
     deadline = time.monotonic() + 60
-    while not (notebook.exists() and "edited in the browser" in notebook.read_text(encoding="utf-8")):
+    while "edited in the browser" not in notebook.read_text(encoding="utf-8"):
         assert time.monotonic() < deadline, f"saving {scratch_twin.name} did not update {notebook.name}"
         time.sleep(1)
     _shot(browser, "06_py_twin_saved")
