@@ -64,3 +64,23 @@ def test_fresh_smoke_tables_agree_with_the_committed_ones(table):
         pytest.skip("no fresh table: run with `runs/smoke --nbval` (as `make test` does)")
     problems = table_differences(pd.read_csv(committed), pd.read_csv(fresh))
     assert not problems, f"runs/smoke/{table} moved beyond the tolerance: " + "; ".join(problems)
+
+
+def test_kernel_thread_count_comes_from_the_environment(monkeypatch):
+    import torch
+
+    from lib.devices import THREADS_ENV, apply_thread_setting
+    from lib.errors import UserError
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv(THREADS_ENV, "3")
+        assert apply_thread_setting() == 3 == torch.get_num_threads()
+        monkeypatch.delenv(THREADS_ENV)
+        assert apply_thread_setting() == 3, "unset: torch's count is left alone"
+        for bad in ("0", "two", "-1"):
+            monkeypatch.setenv(THREADS_ENV, bad)
+            with pytest.raises(UserError, match=THREADS_ENV):
+                apply_thread_setting()
+    finally:
+        torch.set_num_threads(before)
