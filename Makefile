@@ -48,7 +48,7 @@ data/tinystories/train.txt:  # the offline TinyStories sample, where this machin
 paper: setup data/tinystories/train.txt  ## run the notebook series (PROFILE=smoke|cpu|paper; default cpu)
 	$(PY) -m lib paper --profile $(PROFILE)
 
-notebooks: setup  ## rebuild notebooks/*.ipynb from their .py sources (outputs stripped)
+notebooks: setup  ## bring each notebooks/ .py and .ipynb twin in step (outputs stripped; refuses if both changed)
 	$(PY) -m lib paper --sync-notebooks
 
 # Tables and figures of the nbval runs go to a temporary folder (tests/conftest.py sets
