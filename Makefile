@@ -12,7 +12,7 @@ SHARED_TINYSTORIES := ../shared/data/tinystories
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup lock paper notebooks test test-fast bench lint lab clean-runs
+.PHONY: help setup lock paper notebooks test test-fast test-browser bench lint lab clean-runs
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -48,17 +48,17 @@ data/tinystories/train.txt:  # the offline TinyStories sample, where this machin
 paper: setup data/tinystories/train.txt  ## run the notebook series (PROFILE=smoke|cpu|paper; default cpu)
 	$(PY) -m lib paper --profile $(PROFILE)
 
-notebooks: setup  ## rebuild notebooks/*.ipynb from their .py sources (outputs stripped)
+notebooks: setup  ## bring each notebooks/ .py and .ipynb twin in step (outputs stripped; refuses if both changed)
 	$(PY) -m lib paper --sync-notebooks
 
 # Tables and figures of the nbval runs go to a temporary folder (tests/conftest.py sets
 # LC_OUTPUT_ROOT), never to runs/ or figures/.
 test: setup  ## unit tests + nbval of the committed smoke notebooks
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest tests runs/smoke --nbval --nbval-current-env \
-	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest tests runs/smoke -m "not browser" --nbval \
+	  --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
 test-fast: setup  ## unit tests only
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest tests -m "not slow" -p no:cacheprovider
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest tests -m "not slow and not browser" -p no:cacheprovider
 
 bench: setup  ## speed and memory of accumulation and measures vs plain baselines
 	$(PY) scripts/bench.py
@@ -66,8 +66,16 @@ bench: setup  ## speed and memory of accumulation and measures vs plain baseline
 lint: setup  ## ruff over code and the notebook sources (notebooks/*.py)
 	$(VENV)/bin/ruff check lib tests scripts notebooks
 
+# JupyterLab serves the repository (so jupytext finds jupytext.toml and saves both twins) and
+# opens its file browser on notebooks/; .jupyter/ makes a .py twin open as a notebook.
+LAB := JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/jupyter lab \
+  --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks
+
 lab: setup  ## open JupyterLab on the notebooks (flags: make lab ARGS="--allow-root --no-browser")
-	$(VENV)/bin/jupyter lab notebooks $(ARGS)
+	$(LAB) $(ARGS)
+
+test-browser: setup  ## drive JupyterLab in headless Chromium (needs chromium + chromium-driver)
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest tests/browser -m browser -p no:cacheprovider -v
 
 clean-runs:  ## forget stage stamps of PROFILE (forces `make paper` to re-execute notebooks)
 	rm -rf data/$(PROFILE)/stamps

@@ -27,6 +27,7 @@ elapsed time and an ETA), read from the files the stage writes.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
@@ -157,6 +158,8 @@ def notebook_setup(profile: str | Profile, *, results_table: str | os.PathLike |
     else:
         tables_dir = _repo_path(output_dir)
         figures_dir = tables_dir / "figures"
+    _apply_kernel_threads()
+    _unwrapped_table_text()
     if style:
         from lib import plots
 
@@ -164,16 +167,43 @@ def notebook_setup(profile: str | Profile, *, results_table: str | os.PathLike |
     return NotebookConfig(prof, table, tables_dir, figures_dir, bool(progress))
 
 
+def _apply_kernel_threads() -> None:
+    """Honour ``$LC_TORCH_THREADS`` in the notebook's kernel (see ``lib.devices``)."""
+    from lib.devices import apply_thread_setting
+
+    apply_thread_setting()
+
+
+def _unwrapped_table_text() -> None:
+    """Tables print as one block of columns: pandas wraps wide text at 80 characters, so a
+    column one digit wider on another machine would move the others to another block."""
+    import pandas as pd
+
+    pd.set_option("display.expand_frame_repr", False)
+
+
 # ---------------------------------------------------------------------------------------------
 # Notebook sources: notebooks/NN_name.py (jupytext py:percent) -> notebooks/NN_name.ipynb
 
-NOTEBOOK_METADATA = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+# The kernel display name is the one ipykernel's spec gives, so saving in JupyterLab keeps it.
+NOTEBOOK_METADATA = {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                    "name": "python3"},
                      "language_info": {"name": "python"}}
+SYNC_KEY = "twin_sync"  # notebook metadata: digest of the cells both twins had when last in sync
+
+
+def _cells_digest(cells: Any) -> str:
+    """sha256 of what a .py twin defines of each cell: its type, source and tags."""
+    import hashlib
+
+    data = [[c.cell_type, c.source, c.metadata.get("tags", [])] for c in cells]
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def notebook_from_source(source: Path) -> Any:
     """The source notebook a py:percent file defines: no outputs, no execution counts, cell ids
-    ``<stem>-NN`` and only ``tags`` kept in cell metadata, so it is a pure function of the .py."""
+    ``<stem>-NN``, only ``tags`` kept in cell metadata, and the digest of its cells (what
+    ``sync_notebooks`` compares against), so it is a pure function of the .py."""
     import jupytext
 
     nb = jupytext.read(source, fmt="py:percent")
@@ -185,6 +215,7 @@ def notebook_from_source(source: Path) -> Any:
         cell.metadata = {"tags": list(tags)} if tags else {}
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
+    nb.metadata[SYNC_KEY] = {"cells_sha256": _cells_digest(nb.cells)}
     return nb
 
 
@@ -195,25 +226,82 @@ def notebook_text(nb: Any) -> str:
     return nbformat.writes(nb) + "\n"
 
 
-def sync_notebooks(folder: Path = NOTEBOOKS_DIR, check: bool = False) -> list[Path]:
-    """Rebuild each ``<folder>/*.ipynb`` from its ``.py`` twin; returns the notebooks that
-    differed. A ``.ipynb`` edited after its ``.py`` (JupyterLab without jupytext) is first
-    written back to the ``.py``, so no edit is lost. ``check``: change nothing, only report."""
+@dataclass(frozen=True)
+class TwinSync:
+    """One pair brought in step: ``direction`` is ``py->ipynb`` or ``ipynb->py``."""
+
+    source: Path
+    notebook: Path
+    direction: str
+
+    def describe(self) -> str:
+        """The line ``make notebooks`` prints, naming the file that was rewritten."""
+        if self.direction == "ipynb->py":
+            return (f"wrote the edits of {short(self.notebook)} back to {self.source.name}, "
+                    f"then rebuilt the notebook from it")
+        return f"rebuilt {short(self.notebook)} from {self.source.name}"
+
+
+def sync_direction(source: Path, notebook: Path) -> str | None:
+    """Which twin changed since the pair was last in sync: ``py->ipynb`` (the .py, or no
+    notebook yet), ``ipynb->py`` (the notebook only), ``None`` (same cells). Both changed, or no
+    record of the last sync and different cells: ``UserError``, since either choice loses an edit."""
+    if not notebook.exists():
+        return "py->ipynb"
+    py_cells = notebook_from_source(source).cells
+    nb_cells = _clean_cells(notebook)
+    if _cells_digest(py_cells) == _cells_digest(nb_cells):
+        return None
+    try:
+        recorded = json.loads(notebook.read_text(encoding="utf-8"))["metadata"][SYNC_KEY]["cells_sha256"]
+    except (ValueError, KeyError, TypeError):
+        recorded = None
+    py_changed = _cells_digest(py_cells) != recorded
+    nb_changed = _cells_digest(nb_cells) != recorded
+    if py_changed and not nb_changed:
+        return "py->ipynb"
+    if nb_changed and not py_changed:
+        return "ipynb->py"
+    raise UserError(
+        f"{short(source)} and {short(notebook)} both changed since they were last in sync; "
+        f"keep the one you want (`git diff` shows both), delete or `git checkout` the other, "
+        f"then run `make notebooks` again")
+
+
+def sync_notebooks(folder: Path | None = None, check: bool = False) -> list[TwinSync]:
+    """Bring each ``<folder>/NN_*.py`` and its ``.ipynb`` twin in step; returns what changed.
+    The twin edited since the last sync wins: a .py edit rebuilds the .ipynb (outputs stripped),
+    a .ipynb edit (JupyterLab without pairing) is written back to the .py first. When both were
+    edited, no file of any pair is written (``UserError``). ``check``: change nothing, only report."""
     import jupytext
 
-    stale = []
-    for source in sorted(folder.glob("[0-9][0-9]_*.py")):
+    changes = []
+    sources = sorted((folder or NOTEBOOKS_DIR).glob("[0-9][0-9]_*.py"))
+    # every pair is judged before any is written: a refusal leaves all files as they were
+    directions = [sync_direction(source, source.with_suffix(".ipynb")) for source in sources]
+    for source, direction in zip(sources, directions, strict=True):
         notebook = source.with_suffix(".ipynb")
-        if (not check and notebook.exists()
-                and notebook.stat().st_mtime > source.stat().st_mtime
-                and notebook_from_source(source).cells != _clean_cells(notebook)):
-            jupytext.write(jupytext.read(notebook), source, fmt="py:percent")
+        if direction == "ipynb->py" and not check:
+            write_source(jupytext.read(notebook), source)
         text = notebook_text(notebook_from_source(source))
-        if not notebook.exists() or notebook.read_text(encoding="utf-8") != text:
-            stale.append(notebook)
+        if direction == "ipynb->py" or not notebook.exists() or notebook.read_text(encoding="utf-8") != text:
+            changes.append(TwinSync(source, notebook, direction or "py->ipynb"))
             if not check:
                 atomic_write_text(notebook, text)
-    return stale
+    return changes
+
+
+def write_source(nb: Any, source: Path) -> None:
+    """Write ``nb``'s cells as a py:percent twin exactly as JupyterLab's jupytext does under
+    ``jupytext.toml`` (its metadata filters: no YAML header, only cell tags)."""
+    import jupytext
+    from jupytext.config import load_jupytext_configuration_file
+
+    config = load_jupytext_configuration_file(str(REPO_ROOT / "jupytext.toml"))
+    nb = copy.deepcopy(nb)
+    nb.metadata = {"jupytext": {"notebook_metadata_filter": config.notebook_metadata_filter,
+                                "cell_metadata_filter": config.cell_metadata_filter}}
+    jupytext.write(nb, source, fmt="py:percent", config=config)
 
 
 def _clean_cells(notebook: Path) -> Any:
@@ -224,7 +312,7 @@ def _clean_cells(notebook: Path) -> Any:
 
     with tempfile.TemporaryDirectory() as tmp:
         py = Path(tmp) / f"{notebook.stem}.py"
-        jupytext.write(jupytext.read(notebook), py, fmt="py:percent")
+        write_source(jupytext.read(notebook), py)
         return notebook_from_source(py).cells
 
 
@@ -452,6 +540,7 @@ def _normalise_executed(output: Path) -> None:
     for key in ("input_path", "output_path"):
         if key in meta and meta[key]:
             meta[key] = short(meta[key])
+    repo_relative_outputs(nb, (output_root(), REPO_ROOT))
     nb.metadata.pop("widgets", None)  # live widget state: random model ids, no use on disk
     for i, cell in enumerate(nb.cells):
         if "injected-parameters" in cell.metadata.get("tags", []):
@@ -478,13 +567,37 @@ def notebook_profile(path: Path, name: str) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
+def _relative(value: Any, prefixes: tuple[str, ...]) -> Any:
+    """``value`` (output JSON) with every ``<root>/`` prefix removed from its strings."""
+    if isinstance(value, str):
+        for prefix in prefixes:
+            value = value.replace(prefix, "")
+        return value
+    if isinstance(value, list):
+        return [_relative(v, prefixes) for v in value]
+    if isinstance(value, dict):
+        return {k: _relative(v, prefixes) for k, v in value.items()}
+    return value
+
+
+def repo_relative_outputs(nb: Any, roots: tuple[str | os.PathLike, ...]) -> None:
+    """Rewrite the paths under ``roots`` in ``nb``'s outputs relative to them, in place, so an
+    executed copy names ``figures/smoke/x.png``, never the folder of the machine that ran it."""
+    import nbformat
+
+    prefixes = tuple(sorted({f"{Path(r)}/" for r in roots}, key=len, reverse=True))
+    for cell in nb.cells:
+        if "outputs" in cell:
+            cell.outputs = [nbformat.from_dict(_relative(out, prefixes)) for out in cell.outputs]
+
+
 def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool = False) -> list[str]:
     """Run the given stages in order for a profile; returns the stages that actually ran."""
     from lib.profiles import load_profile, profile_path
 
     profile = load_profile(profile_name)
-    for notebook in sync_notebooks():  # the .py twins are the source
-        print(f"[paper] rebuilt {short(notebook)} from {notebook.with_suffix('.py').name}", flush=True)
+    for change in sync_notebooks():  # the .py twins are the source
+        print(f"[paper] {change.describe()}", flush=True)
     available = {"profile": notebook_profile(profile_path(profile_name), profile.name),
                  "progress": False}
     stamp_dir = profile.out_path / "stamps"
@@ -534,11 +647,11 @@ def _profile_arg(text: str) -> str:
 
 
 def _cli_paper(args: Any) -> int:
-    if args.sync_notebooks:
-        for notebook in sync_notebooks():
-            print(f"[paper] rebuilt {short(notebook)} from {notebook.with_suffix('.py').name}")
-        return 0
     try:
+        if args.sync_notebooks:
+            for change in sync_notebooks():
+                print(f"[paper] {change.describe()}")
+            return 0
         run_paper(_profile_arg(args.profile), tuple(args.stage or STAGES), args.force)
     except UserError as err:
         print(f"[paper] error: {err}", flush=True)

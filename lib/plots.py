@@ -121,12 +121,15 @@ def add_param_colorbar(fig: Figure, axes: Any, norm: LogNorm) -> Any:
     return bar
 
 
-def show_and_save(fig: Figure, name: str, where: Any, **kwargs: Any) -> list[Path]:
-    """Display ``fig`` in the notebook (so executed notebooks carry it), then ``save_figure``."""
+def show_and_save(fig: Figure, name: str, where: Any, **kwargs: Any) -> None:
+    """Display ``fig`` in the notebook (so executed notebooks carry it), then ``save_figure``.
+
+    Returns nothing, so a cell ending in this call shows the figure only, not a list of this
+    machine's paths (``save_figure`` returns them)."""
     from IPython.display import display
 
     display(fig)
-    return save_figure(fig, name, where, **kwargs)
+    save_figure(fig, name, where, **kwargs)
 
 
 def figure_folder(where: Any, figures_dir: str | os.PathLike | None = None) -> Path:

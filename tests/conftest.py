@@ -35,8 +35,9 @@ if "LC_OUTPUT_ROOT" not in os.environ:
     os.environ["LC_OUTPUT_ROOT"] = str(_redirect_outputs())
 
 # Tests use tiny tensors: one thread avoids OpenMP contention on small shared CPUs (CI has 2 cores).
-# Only this process: nbval's notebook kernels keep torch's default threads, as under `make paper`,
-# so they reproduce the committed outputs bit for bit (float sums depend on the thread count).
+# Only this process: nbval's notebook kernels keep torch's default threads, or $LC_TORCH_THREADS
+# (CI sets another count than the committed run's, so float sums round as on another CPU and
+# nbval proves the committed outputs do not depend on it).
 
 import matplotlib  # noqa: E402
 import torch  # noqa: E402
@@ -82,7 +83,9 @@ TRAINING_FIXTURES = {"tiny_profile", "uninterrupted"}  # fixtures that train a m
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Every test that trains (through a training fixture) is ``slow``."""
+    """Every test that trains (through a training fixture) is ``slow``; tests marked
+    ``after_notebooks`` read what the nbval runs wrote, so they run last."""
+    items.sort(key=lambda item: item.get_closest_marker("after_notebooks") is not None)
     for item in items:
         if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)

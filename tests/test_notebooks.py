@@ -3,6 +3,7 @@ title, one tagged parameters cell, the one setup call, and thin calls into lib."
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 from pathlib import Path
@@ -108,20 +109,117 @@ def test_notebook_from_source_is_deterministic(tmp_path):
     assert nb["cells"][1]["metadata"] == {"tags": ["parameters"]}
 
 
-def test_sync_writes_an_edited_ipynb_back_to_its_py(tmp_path):
-    import os
-
-    import jupytext
-
+def _demo_pair(tmp_path: Path) -> tuple[Path, Path]:
     src = tmp_path / "07_demo.py"
     src.write_text('# %% [markdown]\n# # 07 · Demo\n\n# %%\nx = 1\n', encoding="utf-8")
     sync_notebooks(tmp_path)
-    nb_path = tmp_path / "07_demo.ipynb"
+    return src, tmp_path / "07_demo.ipynb"
+
+
+def _edit_ipynb(nb_path: Path, source: str) -> None:
+    import jupytext
+
     nb = jupytext.read(nb_path)
-    nb.cells[1].source = "x = 2"
+    nb.cells[1].source = source
     jupytext.write(nb, nb_path)
-    os.utime(nb_path, (src.stat().st_mtime + 10,) * 2)  # edited after the .py
-    sync_notebooks(tmp_path)
+
+
+def test_sync_writes_an_edited_ipynb_back_to_its_py(tmp_path):
+    src, nb_path = _demo_pair(tmp_path)
+    _edit_ipynb(nb_path, "x = 2")
+    changes = sync_notebooks(tmp_path)
+    assert [c.direction for c in changes] == ["ipynb->py"]
+    assert "back to 07_demo.py" in changes[0].describe()
     assert "x = 2" in src.read_text(encoding="utf-8"), "the notebook edit was lost"
+    assert not src.read_text(encoding="utf-8").startswith("# ---"), "no YAML header in a .py twin"
     assert sync_notebooks(tmp_path, check=True) == []
     assert '"x = 2"' in Path(nb_path).read_text(encoding="utf-8")
+
+
+def test_sync_keeps_a_py_edit_even_when_the_ipynb_is_newer(tmp_path):
+    """The .py edit wins by content, not by modification time, and is reported so."""
+    import os
+
+    src, nb_path = _demo_pair(tmp_path)
+    src.write_text(src.read_text(encoding="utf-8").replace("x = 1", "x = 3"), encoding="utf-8")
+    os.utime(nb_path, (src.stat().st_mtime + 10,) * 2)  # e.g. touched by a checkout
+    changes = sync_notebooks(tmp_path)
+    assert [(c.direction, c.describe()) for c in changes] == \
+        [("py->ipynb", f"rebuilt {nb_path} from 07_demo.py")]
+    assert "x = 3" in src.read_text(encoding="utf-8")
+    assert '"x = 3"' in nb_path.read_text(encoding="utf-8")
+
+
+def test_sync_refuses_when_both_twins_changed(tmp_path):
+    from lib.errors import UserError
+
+    src, nb_path = _demo_pair(tmp_path)
+    other = tmp_path / "06_other.py"  # an ordinary .py edit in another pair, judged first
+    other.write_text(src.read_text(encoding="utf-8"), encoding="utf-8")
+    sync_notebooks(tmp_path)
+    other.write_text(other.read_text(encoding="utf-8").replace("x = 1", "y = 1"), encoding="utf-8")
+    src.write_text(src.read_text(encoding="utf-8").replace("x = 1", "x = 3"), encoding="utf-8")
+    _edit_ipynb(nb_path, "x = 2")
+    files = (src, nb_path, other, other.with_suffix(".ipynb"))
+    before = [p.read_bytes() for p in files]
+    with pytest.raises(UserError, match="both changed since they were last in sync") as err:
+        sync_notebooks(tmp_path)
+    message = str(err.value)
+    assert "07_demo.py" in message and "07_demo.ipynb" in message and "\n" not in message
+    assert [p.read_bytes() for p in files] == before, "a refused sync wrote a file"
+
+
+def test_sync_cli_refusal_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    from lib import paper
+
+    src, nb_path = _demo_pair(tmp_path)
+    src.write_text(src.read_text(encoding="utf-8").replace("x = 1", "x = 3"), encoding="utf-8")
+    _edit_ipynb(nb_path, "x = 2")
+    monkeypatch.setattr(paper, "NOTEBOOKS_DIR", tmp_path)
+    parser = argparse.ArgumentParser()
+    paper.register_cli(parser.add_subparsers())
+    args = parser.parse_args(["paper", "--sync-notebooks"])
+    assert args.func(args) == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "07_demo.py" in out[0] and "07_demo.ipynb" in out[0]
+
+
+def test_kernel_display_name_is_the_one_jupyterlab_writes():
+    """Saving in JupyterLab writes the running kernel's spec; the twins carry the same one."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec("python3")
+    for stage in STAGES:
+        meta = json.loads((NOTEBOOKS_DIR / f"{stage}.ipynb").read_text(encoding="utf-8"))["metadata"]
+        assert meta["kernelspec"]["display_name"] == spec.display_name, stage
+
+
+def _lab_copy(tmp_path: Path) -> Path:
+    """The repository's jupytext.toml and one twin pair, where a Lab server rooted there sees them."""
+    import shutil
+
+    (tmp_path / "notebooks").mkdir()
+    shutil.copy(REPO_ROOT / "jupytext.toml", tmp_path)
+    for suffix in (".py", ".ipynb"):
+        shutil.copy(NOTEBOOKS_DIR / f"01_train{suffix}", tmp_path / "notebooks")
+    return tmp_path / "notebooks"
+
+
+@pytest.mark.parametrize("opened", ["01_train.ipynb", "01_train.py"])
+def test_saving_either_twin_in_jupyterlab_updates_the_other(tmp_path, opened):
+    """JupyterLab saves through jupytext's contents manager, rooted where `make lab` roots it."""
+    from jupytext import TextFileContentsManager
+
+    folder = _lab_copy(tmp_path)
+    manager = TextFileContentsManager(root_dir=str(tmp_path))
+    model = manager.get(f"notebooks/{opened}", type="notebook")
+    model["content"].cells[2].source += "\nedited = True"
+    manager.save({"type": "notebook", "format": "json", "content": model["content"]},
+                 f"notebooks/{opened}")
+    assert "edited = True" in (folder / "01_train.py").read_text(encoding="utf-8")
+    assert "edited = True" in (folder / "01_train.ipynb").read_text(encoding="utf-8")
+    changes = sync_notebooks(folder)  # both twins hold the edit: no conflict, the .py stays as saved
+    saved_py = (folder / "01_train.py").read_text(encoding="utf-8")
+    assert [c.direction for c in changes] == ["py->ipynb"]
+    assert (folder / "01_train.py").read_text(encoding="utf-8") == saved_py
+    assert not saved_py.startswith("# ---"), "Lab writes the .py without a YAML header, as committed"

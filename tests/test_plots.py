@@ -66,6 +66,14 @@ def test_save_figure_png_svg_deterministic(tmp_path):
     assert [p.name for p in tmp_path.joinpath("test").iterdir() if p.name.startswith(".")] == []
 
 
+def test_show_and_save_leaves_no_paths_as_the_cell_value(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [2, 1])
+    assert plots.show_and_save(fig, "demo", "test", figures_dir=tmp_path) is None, \
+        "a cell ending in show_and_save would print this machine's paths"
+    assert sorted(p.name for p in (tmp_path / "test").iterdir()) == ["demo.png", "demo.svg"]
+
+
 def test_save_figure_rejects_bad_input(tmp_path):
     fig = plt.figure()
     with pytest.raises(ValueError, match="plain file stem"):

@@ -15,7 +15,7 @@ import torch
 
 from lib import __main__ as cli
 from lib import paper, paths
-from lib import stats_file as sf
+from lib.nc import stats_file as sf
 from lib.paths import NOTEBOOKS_DIR, PROFILES_DIR
 
 SMOKE = (PROFILES_DIR / "smoke.yaml").read_text(encoding="utf-8")

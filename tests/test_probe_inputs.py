@@ -14,9 +14,9 @@ import torch
 
 from lib import __main__ as cli
 from lib import authors, paper, results
-from lib import stats_file as sf
+from lib.nc import stats_file as sf
 from lib.errors import UserError
-from lib.measure import compute_measures, measure_stats_file
+from lib.nc.measure import compute_measures, measure_stats_file
 from lib.paths import PROFILES_DIR, REPO_ROOT
 from lib.profiles import Profile, load_profile
 

@@ -1,0 +1,245 @@
+"""JupyterLab in a real browser: `make lab` in headless Chromium, driven by selenium.
+
+Opens 01_train.ipynb and 06_tokens.ipynb, runs all cells with the smoke profile, and checks
+that no cell shows an error, that figures render and that the token explorer widget renders;
+then opens a .py twin (it must open as a notebook), edits and saves it, and checks that its
+.ipynb twin follows. A screenshot of each step goes to .ci/artifacts/browser/ (git-ignored).
+Needs Debian's chromium and chromium-driver and selenium (dev extra); `make test-browser`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lib.paper import NOTEBOOK_METADATA
+from lib.paths import NOTEBOOKS_DIR, REPO_ROOT
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SHOTS = REPO_ROOT / ".ci" / "artifacts" / "browser"
+RUN_TIMEOUT_S = 600.0  # 01_train trains the smoke grid when data/smoke has no models yet
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1400,1000")
+SCRATCH = "browser_check"  # a twin pair this test creates in notebooks/ and removes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def untouched_sources() -> Iterator[None]:
+    """The tracked notebook sources as they were: an autosave during a long run must not keep
+    outputs in them (the test puts them back and fails)."""
+    before = {p: p.read_bytes() for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.*")}
+    yield
+    changed = [p for p, data in before.items() if p.read_bytes() != data]
+    for p in changed:
+        p.write_bytes(before[p])
+    assert not changed, f"JupyterLab rewrote {[p.name for p in changed]} (restored)"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, untouched_sources) -> Iterator[str]:
+    """JupyterLab started by `make lab` (the flags a headless server needs via ARGS)."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    pytest.importorskip("selenium", reason="needs selenium (pip install -e '.[dev]')")
+    port, token = _free_port(), secrets.token_hex(16)
+    home = tmp_path_factory.mktemp("lab")
+    log = home / "lab.log"
+    # the test's own user settings and workspaces (never ~/.jupyter): no autosave, which would
+    # write the outputs of a long run into the tracked sources, and no news pop-up
+    settings = home / "user-settings"
+    for plugin, values in {"docmanager-extension/plugin": {"autosave": False},
+                           "apputils-extension/notification": {"fetchNews": "false"}}.items():
+        path = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values), encoding="utf-8")
+    args = (f"--no-browser --allow-root --ServerApp.ip=127.0.0.1 --ServerApp.port={port} "
+            f"--IdentityProvider.token={token} --LabApp.expose_app_in_browser=True "
+            f"--LabApp.user_settings_dir={settings} --LabApp.workspaces_dir={home / 'workspaces'}")
+    with open(log, "wb") as out:
+        # -o: the environment is already set up (`make test-browser` depends on `setup`)
+        proc = subprocess.Popen(["make", "--no-print-directory", "-o", ".venv/.installed", "lab",
+                                 f"ARGS={args}"], cwd=REPO_ROOT,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"`make lab` did not start:\n{log.read_text(errors='replace')[-3000:]}")
+                time.sleep(1)
+        yield f"{base}|{token}"
+    finally:
+        _stop(proc)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(log, SHOTS / "lab.log")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End the server and its kernels (their own process group, started for this test)."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def browser(lab, tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.set_script_timeout(RUN_TIMEOUT_S)
+    yield driver
+    driver.quit()
+
+
+def _shot(driver, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+def _open(driver, lab: str, path: str) -> None:
+    base, token = lab.split("|")
+    driver.get(f"{base}/lab/tree/{path}?token={token}")
+    _wait(driver, """const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+                     return !!(w && w.context && w.context.path === arguments[0]
+                               && w.node.querySelector('.jp-Notebook') !== null);""", 120, path)
+    _wait(driver, _KERNEL_IDLE, 120)
+
+
+# an error output, and anything written to stderr
+_ERRORS = ('[data-mime-type="application/vnd.jupyter.error"], '
+           '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+_IN_NOTEBOOK = """
+const q = s => [...window.jupyterapp.shell.currentWidget.node.querySelectorAll(s)];"""
+_KERNEL_IDLE = """
+const w = window.jupyterapp.shell.currentWidget;
+return !!(w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel
+          && w.sessionContext.session.kernel.status === 'idle');"""
+
+
+def _wait(driver, script: str, timeout: float, *args: object) -> None:
+    deadline = time.monotonic() + timeout
+    while not driver.execute_script(script, *args):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for: {script.strip()[:120]}")
+        time.sleep(1)
+
+
+def _run_all(driver) -> dict:
+    """Run All Cells (the Run menu's command), wait until every code cell ran or one failed;
+    return what the open notebook shows (its own tab only: other tabs stay in the page)."""
+    driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
+    _wait(driver, _IN_NOTEBOOK + """
+        const prompts = q('.jp-CodeCell .jp-InputPrompt');
+        return q(arguments[0]).length > 0
+               || (prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent)));""",
+          RUN_TIMEOUT_S, _ERRORS)
+    _wait(driver, _KERNEL_IDLE, 60)
+    # outputs are not to be saved into the source notebooks: keep autosave off this document
+    driver.execute_script("window.jupyterapp.shell.currentWidget.context.model.dirty = false;")
+    return driver.execute_script(_IN_NOTEBOOK + """
+        return {
+          cells: q('.jp-CodeCell').length,
+          errors: q(arguments[0]).map(e => e.textContent.slice(0, 300)),
+          images: q('.jp-RenderedImage img').filter(i => i.complete && i.naturalWidth > 0).length,
+          widgets: q('.jp-OutputArea-output .widget-dropdown select').length,
+        };""", _ERRORS)
+
+
+def test_file_browser_opens_on_notebooks(browser, lab):
+    base, token = lab.split("|")
+    browser.get(f"{base}/lab?token={token}")  # the server's default page, as `make lab` opens it
+    browser.get(f"{base}/lab/tree/notebooks?token={token}")
+    _wait(browser, """return [...document.querySelectorAll('.jp-DirListing-itemText')]
+                        .some(e => e.textContent.trim() === '01_train.ipynb');""", 120)
+    _shot(browser, "01_file_browser")
+
+
+def test_01_train_runs_with_a_figure_and_no_error(browser, lab):
+    _open(browser, lab, "notebooks/01_train.ipynb")
+    _shot(browser, "02_train_opened")
+    summary = _run_all(browser)
+    _shot(browser, "03_train_ran")
+    assert summary["errors"] == [], summary["errors"]
+    assert summary["images"] >= 3, summary
+
+
+def test_06_tokens_renders_the_explorer_widget(browser, lab):
+    from lib import pipeline, runs
+    from lib.profiles import load_profile
+
+    profile = load_profile("smoke")  # 06 reads the largest model's statistics (02_collect's job)
+    ck = runs.largest(profile.checkpoints())
+    if not pipeline.is_collected(profile, ck):
+        pipeline.collect_checkpoint(profile, ck, pipeline.prepare_profile_corpus(profile, progress=False),
+                                    progress=False)
+    _open(browser, lab, "notebooks/06_tokens.ipynb")
+    summary = _run_all(browser)
+    browser.execute_script("""document.querySelector('.jp-OutputArea-output .widget-dropdown')
+                               .scrollIntoView();""")
+    _shot(browser, "04_tokens_explorer")
+    assert summary["errors"] == [], summary["errors"]
+    assert summary["images"] >= 1 and summary["widgets"] >= 1, summary
+
+
+@pytest.fixture
+def scratch_twin() -> Iterator[Path]:
+    source = NOTEBOOKS_DIR / f"{SCRATCH}.py"
+    for suffix in (".py", ".ipynb"):  # a pair as committed: the .ipynb holds the kernel's name
+        shutil.copy(NOTEBOOKS_DIR / f"01_train{suffix}", source.with_suffix(suffix))
+    yield source
+    for path in (source, source.with_suffix(".ipynb")):
+        path.unlink(missing_ok=True)
+
+
+def test_a_py_twin_opens_as_a_notebook_and_saving_it_updates_the_ipynb(browser, lab, scratch_twin):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    _open(browser, lab, f"notebooks/{scratch_twin.name}")  # a notebook view, not a text editor
+    _shot(browser, "05_py_twin_opened")
+    line = browser.execute_script(_IN_NOTEBOOK + "return q('.jp-CodeCell .cm-line')[0];")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", line)
+    ActionChains(browser).click(line).send_keys(Keys.END, "  # edited in the browser").perform()
+    browser.execute_script("return window.jupyterapp.commands.execute('docmanager:save');")
+    notebook = scratch_twin.with_suffix(".ipynb")
+    deadline = time.monotonic() + 60
+    while "edited in the browser" not in notebook.read_text(encoding="utf-8"):
+        assert time.monotonic() < deadline, f"saving {scratch_twin.name} did not update {notebook.name}"
+        time.sleep(1)
+    _shot(browser, "06_py_twin_saved")
+    assert "edited in the browser" in scratch_twin.read_text(encoding="utf-8")
+    meta = json.loads(notebook.read_text(encoding="utf-8"))["metadata"]
+    assert meta["kernelspec"]["display_name"] == NOTEBOOK_METADATA["kernelspec"]["display_name"]
