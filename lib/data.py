@@ -101,8 +101,9 @@ def get_tokenizer(tokenizer: TokenizerConfig | Mapping, train_texts: list[str] |
                   cache_dir: Path) -> PreTrainedTokenizerFast:
     """The tokenizer a profile asks for, kept in ``cache_dir`` (save_pretrained).
 
-    ``{"kind": "bpe", "vocab_size": V}`` trains on ``train_texts``; ``{"kind": "pretrained",
-    "name": ...}`` loads a hub name or local path (a ``TokenizerConfig`` or such a mapping). A
+    ``{"kind": "bpe", "vocab_size": V}`` trains on ``train_texts``; ``{"kind": "gpt2-bpe"}``
+    builds GPT-2's BPE offline (``lib.gpt2_bpe``); ``{"kind": "pretrained", "name": ...}`` loads
+    a hub name or local path (a ``TokenizerConfig`` or such a mapping). A
     cache built from the same spec (and, for BPE, the same texts) is reused, recorded in a
     small spec json beside the tokenizer files.
     """
@@ -119,6 +120,11 @@ def get_tokenizer(tokenizer: TokenizerConfig | Mapping, train_texts: list[str] |
     with atomic_dir(cache_dir) as build:
         if spec["kind"] == "bpe":
             tok = train_bpe_tokenizer(train_texts, spec["vocab_size"], build)
+        elif spec["kind"] == "gpt2-bpe":
+            from lib.gpt2_bpe import gpt2_tokenizer
+
+            tok = gpt2_tokenizer()
+            tok.save_pretrained(str(build))
         else:
             tok = load_tokenizer(spec["name"])
             tok.save_pretrained(str(build))
@@ -312,9 +318,12 @@ def prepare_corpus(*, corpus: CorpusConfig | Mapping, tokenizer: TokenizerConfig
 
 
 def _tokenizer_arg(value: str) -> dict:
-    """'bpe:4096' -> BPE spec; anything else -> a pretrained name or path."""
+    """'bpe:4096' -> BPE spec; 'gpt2-bpe' -> GPT-2's BPE built offline; anything else -> a
+    pretrained name or path."""
     if value.startswith("bpe:"):
         return {"kind": "bpe", "vocab_size": int(value[4:])}
+    if value == "gpt2-bpe":
+        return {"kind": "gpt2-bpe"}
     return {"kind": "pretrained", "name": value}
 
 
@@ -337,7 +346,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--source", default="generated",
                    help="'generated', 'hub:<dataset>', 'disk:<path>' or a local dir/file")
     p.add_argument("--tokenizer", default="bpe:4096",
-                   help="'bpe:<vocab size>' or a pretrained name/path, e.g. EleutherAI/gpt-neo-125M")
+                   help="'bpe:<vocab size>', 'gpt2-bpe' (GPT-2/GPT-Neo's BPE, offline) or a pretrained "
+                        "name/path, e.g. EleutherAI/gpt-neo-125M")
     p.add_argument("--context-len", type=int, default=256, help="tokens per block")
     p.add_argument("--max-train-stories", type=int, default=None)
     p.add_argument("--max-val-stories", type=int, default=None)

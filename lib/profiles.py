@@ -96,9 +96,10 @@ class CorpusConfig(_Section):
 
 
 class TokenizerConfig(_Section):
-    """A BPE trained on the corpus (``vocab_size``) or a pretrained tokenizer (``name``)."""
+    """A BPE trained on the corpus (``vocab_size``), a pretrained tokenizer (``name``), or
+    ``gpt2-bpe``: GPT-2/GPT-Neo's 50,257-token BPE built offline (``lib.gpt2_bpe``)."""
 
-    kind: Literal["bpe", "pretrained"]
+    kind: Literal["bpe", "pretrained", "gpt2-bpe"]
     vocab_size: PositiveInt | None = None
     name: str | None = None
 
@@ -110,18 +111,24 @@ class TokenizerConfig(_Section):
             raise ValueError("name is only used with kind 'pretrained'; a 'bpe' is trained here")
         if self.kind == "pretrained" and not self.name:
             raise ValueError("kind is 'pretrained' but name is not set")
+        if self.kind == "gpt2-bpe" and (self.name or self.vocab_size):
+            raise ValueError("kind 'gpt2-bpe' takes no name or vocab_size (it is GPT-2's 50,257)")
         return self
 
     def spec(self) -> dict:
         """What identifies the tokenizer (recorded in the corpus manifest)."""
         if self.kind == "bpe":
             return {"kind": "bpe", "vocab_size": self.vocab_size}
+        if self.kind == "gpt2-bpe":
+            return {"kind": "gpt2-bpe"}
         return {"kind": "pretrained", "name": self.name}
 
     def expected_vocab_size(self) -> int:
         """Vocabulary size known before any tokenizer exists (for cost estimates)."""
         if self.vocab_size:
             return self.vocab_size
+        if self.kind == "gpt2-bpe":
+            return PRETRAINED_VOCAB["gpt2"]
         if self.name in PRETRAINED_VOCAB:
             return PRETRAINED_VOCAB[self.name]
         raise UserError(f"vocabulary size of tokenizer {self.name!r} is unknown; set "
