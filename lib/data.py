@@ -267,6 +267,38 @@ def _is_hub(source: str) -> bool:
     return source == "hub" or source.startswith("hub:")
 
 
+def _load_texts(src: dict) -> tuple[list[str], list[str], dict[str, str]]:
+    """(train texts, validation texts, their manifest hashes) of a corpus ``settings`` source."""
+    train_texts = load_corpus(src["source"], "train", src["max_train_stories"])
+    val_texts = load_corpus(src["source"], "validation", src["max_val_stories"])
+    return train_texts, val_texts, {"train_text_sha256": sha256_texts(train_texts),
+                                    "val_text_sha256": sha256_texts(val_texts)}
+
+
+def _staleness(settings: dict, cache_dir: Path) -> tuple[str | None, tuple | None]:
+    """(why the cache is not current or None, the texts when they were loaded to check)."""
+    manifest_path = cache_dir / "manifest.json"
+    if not manifest_path.is_file():
+        return "not prepared", None
+    manifest = _finished_manifest(cache_dir, settings)
+    if manifest is None:
+        return "prepared with other settings", None
+    if _is_hub(settings["corpus"]["source"]):  # pinned by name; the text is not reloaded
+        return None, None
+    loaded = _load_texts(settings["corpus"])
+    changed = [k for k, v in loaded[2].items() if manifest.get(k) != v]
+    return (f"its text changed ({', '.join(changed)})" if changed else None), loaded
+
+
+def corpus_staleness(*, corpus: CorpusConfig | Mapping, tokenizer: TokenizerConfig | Mapping,
+                     context_len: int, cache_dir: Path) -> str | None:
+    """Why ``prepare_corpus`` with these arguments would (re)build ``cache_dir``, or None when
+    the cache is current: the check ``prepare_corpus`` makes, without building anything."""
+    settings = _corpus_settings(validated(CorpusConfig, corpus, "corpus"),
+                                validated(TokenizerConfig, tokenizer, "tokenizer"), context_len)
+    return _staleness(settings, resolve(cache_dir))[0]
+
+
 def prepare_corpus(*, corpus: CorpusConfig | Mapping, tokenizer: TokenizerConfig | Mapping,
                    context_len: int, cache_dir: Path, progress: bool = True) -> PreparedCorpus:
     """Load, tokenize and block a corpus into ``cache_dir``, or reuse a finished cache.
@@ -284,18 +316,12 @@ def prepare_corpus(*, corpus: CorpusConfig | Mapping, tokenizer: TokenizerConfig
     """
     settings = _corpus_settings(validated(CorpusConfig, corpus, "corpus"),
                                 validated(TokenizerConfig, tokenizer, "tokenizer"), context_len)
-    src = settings["corpus"]
     cache_dir = resolve(cache_dir)
     with lock_for(cache_dir):
-        manifest = _finished_manifest(cache_dir, settings)
-        if manifest is not None and _is_hub(src["source"]):
+        reason, loaded = _staleness(settings, cache_dir)
+        if reason is None:
             return PreparedCorpus.from_manifest(cache_dir)
-        train_texts = load_corpus(src["source"], "train", src["max_train_stories"])
-        val_texts = load_corpus(src["source"], "validation", src["max_val_stories"])
-        texts = {"train_text_sha256": sha256_texts(train_texts),
-                 "val_text_sha256": sha256_texts(val_texts)}
-        if manifest is not None and all(manifest.get(k) == v for k, v in texts.items()):
-            return PreparedCorpus.from_manifest(cache_dir)
+        train_texts, val_texts, texts = loaded or _load_texts(settings["corpus"])
         (cache_dir / "manifest.json").unlink(missing_ok=True)  # a half rebuild never looks finished
         tok = get_tokenizer(settings["tokenizer"], train_texts, cache_dir / "tokenizer")
         train = tokenize_blocks(train_texts, tok, context_len, progress)  # (n_train, context_len)

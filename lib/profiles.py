@@ -42,6 +42,7 @@ CORPUS_SOURCES = ("generated", "path", "hub")  # or hub:<dataset>, disk:<saved d
 # Vocabulary sizes of pretrained tokenizers, for parameter counts before anything is downloaded.
 PRETRAINED_VOCAB = {"EleutherAI/gpt-neo-125M": 50257, "gpt2": 50257}
 Fraction = Annotated[float, Field(gt=0, le=1)]
+MIN_TIMEOUT_MIN = 5  # cluster.timeout_min: the shortest SLURM job that can be requeued
 
 
 class _Section(BaseModel):
@@ -226,15 +227,25 @@ class ClusterConfig(_Section):
 
     partition: str | None = None
     account: str | None = None
-    gpus_per_node: PositiveInt = 1
+    gpus_per_node: NonNegativeInt = 1  # 0: a CPU-only job (no --gres line)
     cpus_per_task: PositiveInt = 8
     mem_gb: PositiveInt = 64
     timeout_min: PositiveInt = 720
+    timeout_requeues: NonNegativeInt = 3  # requeues after the time limit: at most N+1 allocations
     array_parallelism: PositiveInt = 32
     peak_tflops: PositiveFloat = 312.0  # A100 dense bf16 peak
     utilization: Fraction = 0.4  # assumed fraction of peak reached (model FLOPs utilisation)
     train_tokens_estimate: PositiveInt | None = None  # training tokens per epoch, before the corpus exists
     val_tokens_estimate: PositiveInt | None = None  # validation tokens, likewise
+
+    @model_validator(mode="after")
+    def _check(self) -> ClusterConfig:
+        if self.timeout_min < MIN_TIMEOUT_MIN:
+            raise ValueError(
+                f"timeout_min is {self.timeout_min}; use at least {MIN_TIMEOUT_MIN}: the time-limit "
+                "signal comes 90 s before the limit, and a shorter job fails there instead of "
+                "being requeued")
+        return self
 
 
 class AnalysisConfig(_Section):
