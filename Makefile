@@ -12,7 +12,7 @@ SHARED_TINYSTORIES := ../shared/data/tinystories
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup gpt2-bpe lock paper notebooks test test-fast bench lint lab clean-runs
+.PHONY: help setup gpt2-bpe test-slurm lock paper notebooks test test-fast bench lint lab clean-runs
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -76,3 +76,12 @@ lab: setup  ## open JupyterLab on the notebooks (flags: make lab ARGS="--allow-r
 
 clean-runs:  ## forget stage stamps of PROFILE (forces `make paper` to re-execute notebooks)
 	rm -rf data/$(PROFILE)/stamps
+
+# The SLURM tier: a real one-node cluster on this machine (root: installs slurm-wlm and munge),
+# then tests/slurm against it; the daemons are stopped by PID whatever the result.
+SLURM_DIR ?= /tmp/lc-slurm-test
+test-slurm: setup  ## SLURM tier: start a one-node cluster (root), run tests/slurm, stop it
+	scripts/slurm_cluster.sh start $(SLURM_DIR)
+	SLURM_CONF=$(SLURM_DIR)/slurm.conf LC_SLURM_TIER=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
+	  $(PY) -m pytest tests/slurm -p no:cacheprovider -x; rc=$$?; \
+	  scripts/slurm_cluster.sh stop $(SLURM_DIR); exit $$rc
