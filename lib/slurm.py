@@ -55,7 +55,7 @@ ACTIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "RE
 SBATCH_KEYS = (("partition", "cluster.partition"), ("account", "cluster.account"),
                ("generic resource", "cluster.gpus_per_node"), ("gres", "cluster.gpus_per_node"),
                ("memory", "cluster.mem_gb"), ("time limit", "cluster.timeout_min"),
-               ("cpu", "cluster.cpus_per_task"), ("node configuration", "cluster"))
+               ("cpu", "cluster.cpus_per_task"))
 
 
 def _say(text: str) -> None:
@@ -113,12 +113,16 @@ class Submission:
         if self.preparation:
             lines.append(f"preparation job {self.preparation}; log: "
                          f"{slurm}/{self.preparation}/{self.preparation}_0_log.out")
-        task = f"{self.array}_<task>"
-        lines.append(f"submitted array {self.array} of {len(self.runs)} runs (tasks "
-                     f"{self.array}_0..{self.array}_{len(self.runs) - 1}); logs: "
-                     f"{slurm}/{task}/{task}_0_log.out; jobs recorded in {slurm / JOBS_FILE}")
+        if len(self.runs) == 1:  # submitit submits a single job, not an array of one
+            lines.append(f"submitted job {self.array} for 1 run; log: {slurm}/{self.array}/"
+                         f"{self.array}_0_log.out; jobs recorded in {slurm / JOBS_FILE}")
+        else:
+            task = f"{self.array}_<task>"
+            lines.append(f"submitted array {self.array} of {len(self.runs)} runs (tasks "
+                         f"{self.array}_0..{self.array}_{len(self.runs) - 1}); logs: "
+                         f"{slurm}/{task}/{task}_0_log.out; jobs recorded in {slurm / JOBS_FILE}")
         if self.preparation:
-            lines.append(f"if the preparation fails, the array is cancelled; see why in "
+            lines.append(f"if the preparation fails, the runs' jobs are cancelled; see why in "
                          f"{slurm}/{self.preparation}/{self.preparation}_0_log.err")
         return "\n".join(lines)
 
@@ -166,9 +170,10 @@ def _sbatch_error(message: str, profile: Profile) -> UserError:
     lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
     text = (lines[-1] if lines else "sbatch failed").removeprefix("sbatch: error: ")
     low = " ".join(lines).lower()
-    key = next((k for word, k in SBATCH_KEYS if word in low), "cluster")
-    return UserError(f"sbatch refused the job of profile {profile.name!r}: {text}; change "
-                     f"{key} in the profile's cluster section")
+    key = next((k for word, k in SBATCH_KEYS if word in low), None)
+    fix = (f"change {key} in the profile" if key else
+           "check the profile's cluster section and that sbatch works here (sinfo)")
+    return UserError(f"sbatch refused the job of profile {profile.name!r}: {text}; {fix}")
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ def write_profile(tmp: Path, name: str, **changes) -> Path:
     data.update(name=name, out_dir=str(tmp / name))
     data["cluster"].update(gpus_per_node=0, cpus_per_task=1, mem_gb=2, timeout_min=10)
     for section, value in changes.items():
-        if isinstance(value, dict) and isinstance(data.get(section), dict):
+        if section != "grid" and isinstance(value, dict) and isinstance(data.get(section), dict):
             data[section].update(value)
         else:
             data[section] = value
@@ -52,10 +52,15 @@ def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.C
 
 
 def job_ids(out: str) -> tuple[str | None, str | None]:
-    """(preparation job id, array id) from the CLI's lines."""
+    """(preparation job id, array id or the single job's id) from the CLI's lines."""
     prep = re.search(r"preparation job (\d+)", out)
-    array = re.search(r"submitted array (\d+)", out)
+    array = re.search(r"submitted (?:array|job) (\d+)", out)
     return (prep.group(1) if prep else None), (array.group(1) if array else None)
+
+
+def log_of(out_dir: Path, job: str, stream: str = "out") -> str:
+    """The submitit log of a job or array task (``12`` or ``12_0``)."""
+    return (out_dir / "slurm" / job / f"{job}_0_log.{stream}").read_text()
 
 
 def queued(job: str) -> list[tuple[str, str]]:

@@ -16,6 +16,7 @@ from slurm_helpers import (
     cli,
     job_field,
     job_ids,
+    log_of,
     one_run,
     outputs,
     queued,
@@ -53,7 +54,7 @@ def test_smoke_grid_completes_bit_identical_and_resubmits_nothing(tmp_path):
     wait_gone(prep, 300)
     wait_gone(array, 600)
     out = tmp_path / "smoke-slurm"
-    log = (out / "slurm" / f"{array}_0" / f"{array}_0_0_log.out").read_text()
+    log = log_of(out, f"{array}_0")
     first = load_profile(profile).runs()[0]
     assert f"run {first} of profile smoke-slurm" in log and f"measured {first}" in log, log
     # finished: nothing to submit
@@ -75,17 +76,17 @@ def _elapsed_s(job: str) -> float:
 def test_task_requeued_at_its_time_limit_resumes_bit_identical(tmp_path):
     """After its first epoch, the task's time limit is cut to 35-90 s ahead: SLURM signals it
     (USR2, 90 s before the limit), submitit requeues it, and it resumes from checkpoint-1."""
-    profile = write_profile(tmp_path, "requeue", **one_run(epochs=6, width=32, depth=2),
+    profile = write_profile(tmp_path, "requeue", **one_run(epochs=8, width=32, depth=2),
                             corpus={"max_train_stories": 1200})
     sub = cli("grid", "--profile", str(profile), "--slurm")
     assert sub.returncode == 0, sub.stderr
-    _, array = job_ids(sub.stdout)
-    task = f"{array}_0"
+    _, task = job_ids(sub.stdout)  # one run: a single job
+    assert "submitted job" in sub.stdout, sub.stdout
     run = load_profile(profile).runs()[0]
     ck1 = tmp_path / "requeue" / "models" / str(run) / "checkpoint-1"
     end = time.monotonic() + 300
     while not (ck1 / "model.safetensors").is_file():
-        assert time.monotonic() < end and queued(array), "no first epoch checkpoint"
+        assert time.monotonic() < end and queued(task), "no first epoch checkpoint"
         time.sleep(0.5)
     while True:  # a limit whose signal the next 30-s check of slurmctld sends before the limit
         e = _elapsed_s(task)
@@ -97,11 +98,13 @@ def test_task_requeued_at_its_time_limit_resumes_bit_identical(tmp_path):
     end = time.monotonic() + 180
     while job_field(task, "Restarts") in ("", "0"):
         assert time.monotonic() < end, f"not requeued: {job_field(task, 'JobState')}"
-        assert queued(array), "the run finished before its time limit; make it longer"
+        assert queued(task), "the run finished before its time limit; make it longer"
         time.sleep(1)
-    subprocess.run(["scontrol", "update", f"JobId={task}", "TimeLimit=10"], check=True)
-    wait_gone(array, 400)
-    log = (tmp_path / "requeue" / "slurm" / task / f"{task}_0_log.err").read_text()
+    # the limit back to the profile's, and no requeue delay (SLURM holds a requeued job ~2 min)
+    subprocess.run(["scontrol", "update", f"JobId={task}", "TimeLimit=10", "StartTime=now"],
+                   check=True)
+    wait_gone(task, 400)
+    log = log_of(tmp_path / "requeue", task, "err")
     assert "this job is timed-out" in log and "Requeued job" in log, log[-2000:]
     assert job_field(task, "JobState") in ("COMPLETED", ""), job_field(task, "JobState")
     local = _local_twin(tmp_path, profile, "requeue-local")
@@ -115,10 +118,10 @@ def test_failed_preparation_cancels_the_array(tmp_path):
     sub = cli("grid", "--profile", str(profile), "--slurm")
     assert sub.returncode == 0, sub.stderr
     prep, array = job_ids(sub.stdout)
-    assert "the array is cancelled; see why in" in sub.stdout
+    assert "the runs' jobs are cancelled; see why in" in sub.stdout
     wait_gone(prep, 120)
     wait_gone(array, 120)  # cancelled, not left pending forever
-    assert job_field(f"{array}_0", "JobState") in ("CANCELLED", ""), job_field(array, "JobState")
+    assert job_field(array, "JobState") in ("CANCELLED", ""), job_field(array, "JobState")
     why = re.search(r"see why in (\S+)", sub.stdout).group(1)
     assert "missing-text" in Path(why).read_text()
 
@@ -151,10 +154,10 @@ def test_changed_corpus_is_prepared_first_and_retrain_honoured(tmp_path):
     assert "preparing it here before submitting" in refused.stdout, refused.stdout
     assert refused.returncode == 2 and "--retrain" in refused.stderr, refused.stderr
     retrain = cli("grid", "--profile", str(profile), "--slurm", "--retrain")
-    assert retrain.returncode == 0 and "array" in retrain.stdout, retrain.stderr
-    _, array = job_ids(retrain.stdout)
-    wait_gone(array, 300)
-    log = (tmp_path / "changed" / "slurm" / f"{array}_0" / f"{array}_0_0_log.out").read_text()
+    assert retrain.returncode == 0 and "submitted job" in retrain.stdout, retrain.stderr
+    _, job = job_ids(retrain.stdout)
+    wait_gone(job, 300)
+    log = log_of(tmp_path / "changed", job)
     assert "(--retrain)" in log and "measured" in log, log
     done = cli("grid", "--profile", str(profile), "--slurm")
     assert "submitted 0 jobs: no run has work left" in done.stdout, done.stdout + done.stderr
