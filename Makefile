@@ -12,7 +12,7 @@ SHARED_TINYSTORIES := ../shared/data/tinystories
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup gpt2-bpe test-slurm lock paper notebooks test test-fast bench lint lab clean-runs
+.PHONY: help setup bpe-ranks test-slurm lock paper notebooks test test-fast bench lint lab clean-runs
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -26,11 +26,11 @@ $(VENV)/.installed: $(LOCK) pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-setup: $(VENV)/.installed gpt2-bpe  ## create .venv and install requirements.lock (CPU torch 2.13.0)
+setup: $(VENV)/.installed bpe-ranks  ## create .venv and install requirements.lock (CPU torch 2.13.0)
 
 # GPT-2's BPE ranks (the paper profile's tokenizer) from the openai-whisper sdist on PyPI,
 # sha256-verified into data/gpt2-bpe/ (lib.gpt2_bpe); offline, it is fetched on first use.
-gpt2-bpe: $(VENV)/.installed  ## fetch and verify GPT-2's BPE ranks into data/gpt2-bpe/
+bpe-ranks: $(VENV)/.installed  ## fetch and verify GPT-2's BPE ranks into data/gpt2-bpe/
 	@$(PY) -m lib.gpt2_bpe || echo "note: GPT-2 BPE ranks not fetched; the gpt2-bpe tokenizer fetches them on first use"
 
 lock:  ## refresh requirements.lock from pyproject.toml (uv pip compile, CPU torch, Linux x86_64)

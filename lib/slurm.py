@@ -70,8 +70,16 @@ class RunJob(Checkpointable):
         self.profile, self.run, self.stages, self.retrain = profile, run, tuple(stages), retrain
 
     def __call__(self) -> str:
+        from lib.train import is_trained, last_checkpoint
+
         _say(f"run {self.run} of profile {self.profile.name}: {', '.join(self.stages)}"
              + (" (--retrain)" if self.retrain else ""))
+        run_dir = Layout(self.profile.out_path).run_dir(self.run)
+        if run_dir.is_dir() and not is_trained(self.profile.out_path, self.run):
+            with lock_for(run_dir):
+                start = last_checkpoint(run_dir)
+            if start:  # a requeued task (or an interrupted run) goes on from there
+                _say(f"run {self.run}: resuming from checkpoint-{start}")
         run_job(self.profile, self.run, stages=self.stages, progress=False,
                 retrain=self.retrain, say=_say)
         _say(f"run {self.run}: done")

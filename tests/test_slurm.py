@@ -104,3 +104,21 @@ def test_recorded_active_jobs_are_skipped(tmp_path, monkeypatch):
     assert "skipped 2 runs whose jobs are still queued, running or requeued" in lines
     assert "preparation job 77" in lines and "submitted array 77 of" in lines
     assert "the runs' jobs are cancelled; see why in" in lines
+
+
+def test_corpus_staleness_is_prepare_corpus_check(tmp_path):
+    from lib.data import corpus_staleness, prepare_corpus
+
+    text = tmp_path / "text"
+    text.mkdir()
+    (text / "train.txt").write_text("a tiny story\n" * 40 + "another one\n" * 40)
+    (text / "validation.txt").write_text("a tiny story\n" * 20)
+    args = {"corpus": {"source": "path", "path": str(text)},
+            "tokenizer": {"kind": "bpe", "vocab_size": 300}, "context_len": 4,
+            "cache_dir": tmp_path / "corpus"}
+    assert corpus_staleness(**args) == "not prepared"
+    prepare_corpus(**args, progress=False)
+    assert corpus_staleness(**args) is None
+    assert corpus_staleness(**{**args, "context_len": 8}) == "prepared with other settings"
+    (text / "train.txt").write_text("a changed story\n" * 80)
+    assert corpus_staleness(**args) == "its text changed (train_text_sha256)"

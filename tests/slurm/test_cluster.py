@@ -104,8 +104,9 @@ def test_task_requeued_at_its_time_limit_resumes_bit_identical(tmp_path):
     subprocess.run(["scontrol", "update", f"JobId={task}", "TimeLimit=10", "StartTime=now"],
                    check=True)
     wait_gone(task, 400)
-    log = log_of(tmp_path / "requeue", task, "err")
+    log = log_of(tmp_path / "requeue", task) + log_of(tmp_path / "requeue", task, "err")
     assert "this job is timed-out" in log and "Requeued job" in log, log[-2000:]
+    assert re.search(r"resuming from checkpoint-[1-7]\b", log), log[-2000:]
     assert job_field(task, "JobState") in ("COMPLETED", ""), job_field(task, "JobState")
     local = _local_twin(tmp_path, profile, "requeue-local")
     got, want = outputs(tmp_path / "requeue"), outputs(local)
