@@ -11,6 +11,14 @@ cmd="${1:?usage: $0 start|stop DIR}"
 dir="$(mkdir -p "${2:?usage: $0 start|stop DIR}" && cd "$2" && pwd)"
 
 stop() {
+  if [ -s "$dir/slurmctld.pid" ] && [ -f "$dir/slurm.conf" ]; then  # end this cluster's jobs first
+    export SLURM_CONF="$dir/slurm.conf"
+    jobs="$(squeue -h -o %A 2>/dev/null | sort -u)"
+    if [ -n "$jobs" ]; then
+      scancel $jobs 2>/dev/null || true
+      for _ in $(seq 60); do [ -z "$(squeue -h -o %A 2>/dev/null)" ] && break; sleep 1; done
+    fi
+  fi
   for name in slurmd slurmctld munged; do
     pidfile="$dir/$name.pid"
     if [ -s "$pidfile" ]; then
@@ -35,6 +43,8 @@ fi
 
 host="$(hostname -s)"
 mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) * 8 / 10 / 1024 ))
+stop  # a cluster left running in DIR by an interrupted run
+rm -rf "$dir/state" "$dir/spool" "$dir/munge"  # a fresh cluster: no jobs from an earlier run
 mkdir -p "$dir/state" "$dir/spool" "$dir/munge"
 cat > "$dir/slurm.conf" <<EOF
 ClusterName=lc-test

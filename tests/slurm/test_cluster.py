@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from slurm_helpers import (
     cli,
     job_field,
@@ -31,9 +32,10 @@ pytestmark = pytest.mark.slurm
 
 def _local_twin(tmp: Path, profile: Path, name: str) -> Path:
     """The same profile with another name and out_dir, run locally: the reference outputs."""
-    text = profile.read_text().replace(profile.stem, name)
+    data = yaml.safe_load(profile.read_text())
+    data.update(name=name, out_dir=str(tmp / name))
     twin = tmp / f"{name}.yaml"
-    twin.write_text(text)
+    twin.write_text(yaml.safe_dump(data))
     done = cli("grid", "--profile", str(twin), "--no-progress")
     assert done.returncode == 0, done.stderr
     return tmp / name
