@@ -83,5 +83,5 @@ SLURM_DIR ?= /tmp/lc-slurm-test
 test-slurm: setup  ## SLURM tier: start a one-node cluster (root), run tests/slurm, stop it
 	scripts/slurm_cluster.sh start $(SLURM_DIR)
 	PYTHONPATH=$(CURDIR) SLURM_CONF=$(SLURM_DIR)/slurm.conf LC_SLURM_TIER=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
-	  $(PY) -m pytest tests/slurm -p no:cacheprovider -x; rc=$$?; \
+	  $(PY) -m pytest tests/slurm -p no:cacheprovider -x --basetemp=$(SLURM_DIR)/tmp; rc=$$?; \
 	  scripts/slurm_cluster.sh stop $(SLURM_DIR); exit $$rc

@@ -270,7 +270,7 @@ def submit_slurm(profile: Profile, executor: Any = None, only_train: bool = Fals
                   if _is_slurm(executor) else {})
         sub.skipped = {r: f"{j} {active[j]}" for r, j in recorded.items() if j in active}
         runs = [r for r in runs if str(r) not in sub.skipped]
-        if reason is None and runs and not retrain and "train" in stages:
+        if reason != "not prepared" and runs and not retrain and "train" in stages:
             stale = _stale_trained(profile, runs)
             if stale:
                 raise UserError(

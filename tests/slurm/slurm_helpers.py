@@ -15,7 +15,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-TIMING_KEYS = re.compile(r"(seconds|_per_s|wall_s|_device)$")  # measured, not computed
+# measured (timings) or where, not what: left out of bit-identity checks. stats_sha256 is the
+# hash of a stats file, compared by content itself (header and tensor bytes, ``comparable``).
+TIMING_KEYS = re.compile(r"(seconds|_per_s|wall_s|_device|^stats_path|^stats_sha256)$")
 
 
 def write_profile(tmp: Path, name: str, **changes) -> Path:
@@ -45,8 +47,9 @@ def one_run(**grid) -> dict:
 
 
 def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python -m lib ARGS`` from the repository root, as a user runs it."""
-    full = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    """``python -m lib ARGS`` from the repository root, as a user runs it, on one CPU thread
+    (sbatch passes the environment on, so local runs and array tasks sum floats alike)."""
+    full = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "lib", *args], capture_output=True, text=True,
                           cwd=REPO, env=full, timeout=timeout)
 
