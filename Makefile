@@ -12,7 +12,7 @@ SHARED_TINYSTORIES := ../shared/data/tinystories
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup lock paper notebooks test test-fast test-browser bench lint lab clean-runs
+.PHONY: help setup bpe-ranks lock paper notebooks test test-fast test-browser test-slurm bench lint lab clean-runs
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -26,7 +26,12 @@ $(VENV)/.installed: $(LOCK) pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-setup: $(VENV)/.installed  ## create .venv and install requirements.lock (CPU torch 2.13.0)
+setup: $(VENV)/.installed bpe-ranks  ## create .venv and install requirements.lock (CPU torch 2.13.0)
+
+# GPT-2's BPE ranks (the paper profile's tokenizer) from the openai-whisper sdist on PyPI,
+# sha256-verified into data/gpt2-bpe/ (lib.gpt2_bpe); offline, it is fetched on first use.
+bpe-ranks: $(VENV)/.installed  ## fetch and verify GPT-2's BPE ranks into data/gpt2-bpe/
+	@$(PY) -m lib.gpt2_bpe || echo "note: GPT-2 BPE ranks not fetched; the gpt2-bpe tokenizer fetches them on first use"
 
 lock:  ## refresh requirements.lock from pyproject.toml (uv pip compile, CPU torch, Linux x86_64)
 	$(PYTHON) -m venv $(VENV)
@@ -79,3 +84,12 @@ test-browser: setup  ## drive JupyterLab in headless Chromium (needs chromium + 
 
 clean-runs:  ## forget stage stamps of PROFILE (forces `make paper` to re-execute notebooks)
 	rm -rf data/$(PROFILE)/stamps
+
+# The SLURM tier: a real one-node cluster on this machine (root: installs slurm-wlm and munge),
+# then tests/slurm against it; the daemons are stopped by PID whatever the result.
+SLURM_DIR ?= /tmp/lc-slurm-test
+test-slurm: setup  ## SLURM tier: start a one-node cluster (root), run tests/slurm, stop it
+	scripts/slurm_cluster.sh start $(SLURM_DIR)
+	PYTHONPATH=$(CURDIR) SLURM_CONF=$(SLURM_DIR)/slurm.conf LC_SLURM_TIER=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
+	  $(PY) -m pytest tests/slurm -p no:cacheprovider -x --basetemp=$(SLURM_DIR)/tmp; rc=$$?; \
+	  scripts/slurm_cluster.sh stop $(SLURM_DIR); exit $$rc

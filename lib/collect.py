@@ -29,6 +29,7 @@ Shell: ``python -m lib collect MODEL --train-blocks t.npy --out p1_0.safetensors
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ from lib.model import lm_head_weight, load_causal_lm
 from lib.nc import stats_file as sf
 from lib.nc.accumulate import DEFAULT_CHUNK
 from lib.nc.classstats import ClassStats
-from lib.paths import check_out, cli_path, positive_int
+from lib.paths import check_out, cli_path, positive_int, resolve
 from lib.provenance import sha256_array, sha256_json, weights_sha256
 
 BLOCKS_KEY = {1: "train_blocks_sha256", 2: "val_blocks_sha256"}  # metadata key per pass
@@ -380,6 +381,18 @@ def _open_model(model_dir_or_model: nn.Module | str | Path,
                                                        else str(path)), sha
 
 
+def _beside(name: str | None, out_path: Path) -> str | None:
+    """A local model or tokenizer as its path relative to the stats file's folder, so identical
+    statistics written elsewhere in the same layout have identical bytes (a hub name as is;
+    identity is by content: weights_sha256, lm_head_sha256, tokenizer_sha256)."""
+    if not name:
+        return name
+    path = resolve(name)
+    if not path.exists():
+        return name
+    return os.path.relpath(path.resolve(), out_path.resolve().parent)
+
+
 def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
                         train_blocks: np.ndarray | str | Path | None,
                         val_blocks: np.ndarray | str | Path | None, out_path: str | Path, *,
@@ -416,6 +429,7 @@ def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
                             f"(--{BLOCKS_KEY[p].split('_')[0]}-blocks)")
         splits[p] = select_blocks(blocks, V, split=sf.SPLITS[p], max_blocks=max_blocks, shard=shard)
     prov = {"weights_sha256": weights_sha, "tokenizer_sha256": tok_sha or ""}
+    name, tok_name = _beside(name, out_path), _beside(tok_name, out_path)
     for p in passes:
         src = base if (base is not None and p == passes[0]) else out_path
         collect_pass(model, splits[p], p, out_path, base=src, shard=shard, batch_size=batch_size,
@@ -440,7 +454,8 @@ def _stats_of(path: Path, model: Path | str) -> bool:
     if not sf.is_stats_file(path):
         return False
     recorded = sf.load_stats_metadata(path).get("model")
-    return not recorded or recorded == (ident.name_of_path(model) if isinstance(model, Path) else model)
+    return not recorded or recorded == (_beside(ident.name_of_path(model), path)
+                                        if isinstance(model, Path) else model)
 
 
 def _cli_collect(args: argparse.Namespace) -> None:

@@ -104,8 +104,9 @@ def get_tokenizer(tokenizer: TokenizerConfig | Mapping, train_texts: list[str] |
                   cache_dir: Path) -> PreTrainedTokenizerFast:
     """The tokenizer a profile asks for, kept in ``cache_dir`` (save_pretrained).
 
-    ``{"kind": "bpe", "vocab_size": V}`` trains on ``train_texts``; ``{"kind": "pretrained",
-    "name": ...}`` loads a hub name or local path (a ``TokenizerConfig`` or such a mapping). A
+    ``{"kind": "bpe", "vocab_size": V}`` trains on ``train_texts``; ``{"kind": "gpt2-bpe"}``
+    builds GPT-2's BPE offline (``lib.gpt2_bpe``); ``{"kind": "pretrained", "name": ...}`` loads
+    a hub name or local path (a ``TokenizerConfig`` or such a mapping). A
     cache built from the same spec (and, for BPE, the same texts) is reused, recorded in a
     small spec json beside the tokenizer files.
     """
@@ -122,6 +123,11 @@ def get_tokenizer(tokenizer: TokenizerConfig | Mapping, train_texts: list[str] |
     with atomic_dir(cache_dir) as build:
         if spec["kind"] == "bpe":
             tok = train_bpe_tokenizer(train_texts, spec["vocab_size"], build)
+        elif spec["kind"] == "gpt2-bpe":
+            from lib.gpt2_bpe import gpt2_tokenizer
+
+            tok = gpt2_tokenizer()
+            tok.save_pretrained(str(build))
         else:
             tok = load_tokenizer(spec["name"])
             tok.save_pretrained(str(build))
@@ -264,6 +270,38 @@ def _is_hub(source: str) -> bool:
     return source == "hub" or source.startswith("hub:")
 
 
+def _load_texts(src: dict) -> tuple[list[str], list[str], dict[str, str]]:
+    """(train texts, validation texts, their manifest hashes) of a corpus ``settings`` source."""
+    train_texts = load_corpus(src["source"], "train", src["max_train_stories"])
+    val_texts = load_corpus(src["source"], "validation", src["max_val_stories"])
+    return train_texts, val_texts, {"train_text_sha256": sha256_texts(train_texts),
+                                    "val_text_sha256": sha256_texts(val_texts)}
+
+
+def _staleness(settings: dict, cache_dir: Path) -> tuple[str | None, tuple | None]:
+    """(why the cache is not current or None, the texts when they were loaded to check)."""
+    manifest_path = cache_dir / "manifest.json"
+    if not manifest_path.is_file():
+        return "not prepared", None
+    manifest = _finished_manifest(cache_dir, settings)
+    if manifest is None:
+        return "prepared with other settings", None
+    if _is_hub(settings["corpus"]["source"]):  # pinned by name; the text is not reloaded
+        return None, None
+    loaded = _load_texts(settings["corpus"])
+    changed = [k for k, v in loaded[2].items() if manifest.get(k) != v]
+    return (f"its text changed ({', '.join(changed)})" if changed else None), loaded
+
+
+def corpus_staleness(*, corpus: CorpusConfig | Mapping, tokenizer: TokenizerConfig | Mapping,
+                     context_len: int, cache_dir: Path) -> str | None:
+    """Why ``prepare_corpus`` with these arguments would (re)build ``cache_dir``, or None when
+    the cache is current: the check ``prepare_corpus`` makes, without building anything."""
+    settings = _corpus_settings(validated(CorpusConfig, corpus, "corpus"),
+                                validated(TokenizerConfig, tokenizer, "tokenizer"), context_len)
+    return _staleness(settings, resolve(cache_dir))[0]
+
+
 def prepare_corpus(*, corpus: CorpusConfig | Mapping, tokenizer: TokenizerConfig | Mapping,
                    context_len: int, cache_dir: Path, progress: bool = True) -> PreparedCorpus:
     """Load, tokenize and block a corpus into ``cache_dir``, or reuse a finished cache.
@@ -281,18 +319,12 @@ def prepare_corpus(*, corpus: CorpusConfig | Mapping, tokenizer: TokenizerConfig
     """
     settings = _corpus_settings(validated(CorpusConfig, corpus, "corpus"),
                                 validated(TokenizerConfig, tokenizer, "tokenizer"), context_len)
-    src = settings["corpus"]
     cache_dir = resolve(cache_dir)
     with lock_for(cache_dir):
-        manifest = _finished_manifest(cache_dir, settings)
-        if manifest is not None and _is_hub(src["source"]):
+        reason, loaded = _staleness(settings, cache_dir)
+        if reason is None:
             return PreparedCorpus.from_manifest(cache_dir)
-        train_texts = load_corpus(src["source"], "train", src["max_train_stories"])
-        val_texts = load_corpus(src["source"], "validation", src["max_val_stories"])
-        texts = {"train_text_sha256": sha256_texts(train_texts),
-                 "val_text_sha256": sha256_texts(val_texts)}
-        if manifest is not None and all(manifest.get(k) == v for k, v in texts.items()):
-            return PreparedCorpus.from_manifest(cache_dir)
+        train_texts, val_texts, texts = loaded or _load_texts(settings["corpus"])
         (cache_dir / "manifest.json").unlink(missing_ok=True)  # a half rebuild never looks finished
         tok = get_tokenizer(settings["tokenizer"], train_texts, cache_dir / "tokenizer")
         train = tokenize_blocks(train_texts, tok, context_len, progress)  # (n_train, context_len)
@@ -315,9 +347,12 @@ def prepare_corpus(*, corpus: CorpusConfig | Mapping, tokenizer: TokenizerConfig
 
 
 def _tokenizer_arg(value: str) -> dict:
-    """'bpe:4096' -> BPE spec; anything else -> a pretrained name or path."""
+    """'bpe:4096' -> BPE spec; 'gpt2-bpe' -> GPT-2's BPE built offline; anything else -> a
+    pretrained name or path."""
     if value.startswith("bpe:"):
         return {"kind": "bpe", "vocab_size": int(value[4:])}
+    if value == "gpt2-bpe":
+        return {"kind": "gpt2-bpe"}
     return {"kind": "pretrained", "name": value}
 
 
@@ -340,7 +375,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--source", default="generated",
                    help="'generated', 'hub:<dataset>', 'disk:<path>' or a local dir/file")
     p.add_argument("--tokenizer", default="bpe:4096",
-                   help="'bpe:<vocab size>' or a pretrained name/path, e.g. EleutherAI/gpt-neo-125M")
+                   help="'bpe:<vocab size>', 'gpt2-bpe' (GPT-2/GPT-Neo's BPE, offline) or a pretrained "
+                        "name/path, e.g. EleutherAI/gpt-neo-125M")
     p.add_argument("--context-len", type=int, default=256, help="tokens per block")
     p.add_argument("--max-train-stories", type=int, default=None)
     p.add_argument("--max-val-stories", type=int, default=None)

@@ -10,7 +10,6 @@ import torch
 from lib.errors import UserError
 from lib.nc.accumulate import resolve_device  # the one device rule, kept in the core
 
-
 __all__ = ["inference_autocast", "resolve_device"]
 
 

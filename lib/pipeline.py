@@ -37,7 +37,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -306,12 +306,13 @@ def sensitivity_all(profile: Profile, *, corpus: Any = None, progress: bool = Tr
 
 def run_job(profile: Profile, run: RunName, *, corpus: Any = None,
             stages: Sequence[str] = STAGES, progress: bool = True,
-            bar: tqdm | None = None, retrain: bool = False) -> None:
+            bar: tqdm | None = None, retrain: bool = False,
+            say: Callable[[str], None] | None = None) -> None:
     """The stages of one run: train, then collect and measure each of its checkpoints.
 
     Finished work is skipped only when current: a run trained from other inputs is refused
     (or, with ``retrain``, trained again); stats of another checkpoint or corpus are recollected,
-    metrics of another stats file re-measured.
+    metrics of another stats file re-measured. ``say`` gets one line per finished step (logs).
     """
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -322,23 +323,25 @@ def run_job(profile: Profile, run: RunName, *, corpus: Any = None,
         # checked against the profile's: a run trained on other data is refused, not reused.
         corpus = _corpus(profile, corpus, progress)
         train_profile_run(profile, run, corpus=corpus, progress=progress, retrain=retrain)
-        _tick(bar, f"trained {run}")
+        _tick(bar, f"trained {run}", say)
     for ck in cks if "collect" in stages else ():
         if not is_collected(profile, ck):
             corpus = _corpus(profile, corpus, progress)
             collect_checkpoint(profile, ck, corpus, progress)
-        _tick(bar, f"collected {ck}")
+        _tick(bar, f"collected {ck}", say)
     for ck in cks if "measure" in stages else ():
         if not is_measured(profile, ck):
             measure_checkpoint(profile, ck, progress)
-        _tick(bar, f"measured {ck}")
+        _tick(bar, f"measured {ck}", say)
 
 
 def _corpus(profile: Profile, corpus: Any, progress: bool) -> Any:
     return corpus if corpus is not None else prepare_profile_corpus(profile, progress)
 
 
-def _tick(bar: tqdm | None, text: str) -> None:
+def _tick(bar: tqdm | None, text: str, say: Callable[[str], None] | None = None) -> None:
+    if say is not None:
+        say(text)
     if bar is not None:
         bar.set_postfix_str(text, refresh=False)
         bar.update(1)
@@ -406,8 +409,8 @@ def _cli_grid(args: argparse.Namespace) -> int:
     if args.slurm:
         from lib.slurm import submit_slurm
 
-        jobs = submit_slurm(profile, only_train=args.only_train)
-        print(f"submitted {len(jobs)} jobs" + (f": {jobs[0].job_id} ..." if jobs else ""))
+        print(submit_slurm(profile, only_train=args.only_train, retrain=args.retrain)
+              .summary(profile))
         return 0
     run_local(profile, progress=not args.no_progress, only_train=args.only_train,
               retrain=args.retrain)

@@ -39,6 +39,7 @@ CORPUS_SOURCES = ("generated", "path", "hub")  # or hub:<dataset>, disk:<saved d
 # Vocabulary sizes of pretrained tokenizers, for parameter counts before anything is downloaded.
 PRETRAINED_VOCAB = {"EleutherAI/gpt-neo-125M": 50257, "gpt2": 50257}
 Fraction = Annotated[float, Strict(), Field(gt=0, le=1)]
+MIN_TIMEOUT_MIN = 5  # cluster.timeout_min: the shortest SLURM job that can be requeued
 
 
 class _Section(BaseModel):
@@ -93,9 +94,10 @@ class CorpusConfig(_Section):
 
 
 class TokenizerConfig(_Section):
-    """A BPE trained on the corpus (``vocab_size``) or a pretrained tokenizer (``name``)."""
+    """A BPE trained on the corpus (``vocab_size``), a pretrained tokenizer (``name``), or
+    ``gpt2-bpe``: GPT-2/GPT-Neo's 50,257-token BPE built offline (``lib.gpt2_bpe``)."""
 
-    kind: Literal["bpe", "pretrained"]
+    kind: Literal["bpe", "pretrained", "gpt2-bpe"]
     vocab_size: PositiveInt | None = None
     name: str | None = None
 
@@ -107,18 +109,24 @@ class TokenizerConfig(_Section):
             raise ValueError("name is only used with kind 'pretrained'; a 'bpe' is trained here")
         if self.kind == "pretrained" and not self.name:
             raise ValueError("kind is 'pretrained' but name is not set")
+        if self.kind == "gpt2-bpe" and (self.name or self.vocab_size):
+            raise ValueError("kind 'gpt2-bpe' takes no name or vocab_size (it is GPT-2's 50,257)")
         return self
 
     def spec(self) -> dict:
         """What identifies the tokenizer (recorded in the corpus manifest)."""
         if self.kind == "bpe":
             return {"kind": "bpe", "vocab_size": self.vocab_size}
+        if self.kind == "gpt2-bpe":
+            return {"kind": "gpt2-bpe"}
         return {"kind": "pretrained", "name": self.name}
 
     def expected_vocab_size(self) -> int:
         """Vocabulary size known before any tokenizer exists (for cost estimates)."""
         if self.vocab_size:
             return self.vocab_size
+        if self.kind == "gpt2-bpe":
+            return PRETRAINED_VOCAB["gpt2"]
         if self.name in PRETRAINED_VOCAB:
             return PRETRAINED_VOCAB[self.name]
         raise UserError(f"vocabulary size of tokenizer {self.name!r} is unknown; set "
@@ -217,15 +225,25 @@ class ClusterConfig(_Section):
 
     partition: str | None = None
     account: str | None = None
-    gpus_per_node: PositiveInt = 1
+    gpus_per_node: NonNegativeInt = 1  # 0: a CPU-only job (no --gres line)
     cpus_per_task: PositiveInt = 8
     mem_gb: PositiveInt = 64
     timeout_min: PositiveInt = 720
+    timeout_requeues: NonNegativeInt = 3  # requeues after the time limit: at most N+1 allocations
     array_parallelism: PositiveInt = 32
     peak_tflops: PositiveFloat = 312.0  # A100 dense bf16 peak
     utilization: Fraction = 0.4  # assumed fraction of peak reached (model FLOPs utilisation)
     train_tokens_estimate: PositiveInt | None = None  # training tokens per epoch, before the corpus exists
     val_tokens_estimate: PositiveInt | None = None  # validation tokens, likewise
+
+    @model_validator(mode="after")
+    def _check(self) -> ClusterConfig:
+        if self.timeout_min < MIN_TIMEOUT_MIN:
+            raise ValueError(
+                f"timeout_min is {self.timeout_min}; use at least {MIN_TIMEOUT_MIN}: the time-limit "
+                "signal comes 90 s before the limit, and a shorter job fails there instead of "
+                "being requeued")
+        return self
 
 
 class AnalysisConfig(_Section):

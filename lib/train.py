@@ -307,6 +307,19 @@ def run_inputs(run: RunName, corpus: Any, training: TrainingConfig, model_cfg: M
     return json.loads(json.dumps(settings))
 
 
+def changed_inputs(run: RunName, *, corpus: Any, training: TrainingConfig,
+                   model_cfg: ModelConfig, out_dir: str | os.PathLike) -> list[str]:
+    """The inputs that differ from those the run's folder was trained from ([]: none, or no
+    folder yet): what ``train_run`` would refuse the run for, checked without training."""
+    run = run.run
+    recorded = _recorded_inputs(Layout(out_dir), run, "retrain the run (--retrain)")
+    if recorded is None:
+        return []
+    settings = run_inputs(run, corpus, training, model_cfg,
+                          training.batch_size_for(run.depth, run.width))
+    return changed_paths(recorded, settings) if recorded != settings else []
+
+
 def _recorded_inputs(layout: Layout, run: RunName, fix: str) -> dict | None:
     """The inputs a run folder was made from: results.json, else its last checkpoint's state."""
     results = read_results(layout.root, run)

@@ -1,7 +1,8 @@
 """A GPU check of the paper's CUDA path, ready to run (``scripts/gpu_check.sh``), offline.
 
-On one CUDA GPU (within 8 minutes): trains a BPE tokenizer on the local TinyStories text, trains
-one paper-like GPT-Neo (4 layers, width 512, context 512) for a few hundred steps in bf16
+On one CUDA GPU (within 8 minutes): tokenizes the local TinyStories text with the paper's
+tokenizer (GPT-2's 50,257-token BPE, built offline by ``lib.gpt2_bpe`` from
+``data/gpt2-bpe/gpt2.tiktoken``, so the LM head has the paper's size), trains one paper-like GPT-Neo (4 layers, width 512, context 512) for a few hundred steps in bf16
 autocast with fused AdamW and flash attention when ``flash_attn`` is importable, collects its
 statistics (``lib.collect.collect_model_stats``) and measures them
 (``lib.nc.measure.compute_measures``), and prints training tokens/s, model FLOP utilisation
@@ -9,8 +10,8 @@ statistics (``lib.collect.collect_model_stats``) and measures them
 the largest relative difference between the measures of the CUDA and a CPU collection of the
 same checkpoint on the same blocks.
 
-Without CUDA (or with ``--device cpu``) the same steps run on CPU at a tiny size (1 layer,
-width 32, context 64, 20 steps, 16 blocks) so CI runs it; the CUDA-vs-CPU line then compares two
+Without CUDA (or with ``--device cpu``) the same steps run on CPU at a tiny size (a 384-token
+BPE trained on the text, 1 layer, width 32, context 64, 20 steps, 16 blocks) so CI runs it; the CUDA-vs-CPU line then compares two
 CPU collections with different batch sizes instead.
 
 Text: ``--text PATH`` (a folder with train.txt and validation.txt, or one .txt file whose last
@@ -60,9 +61,10 @@ class Size:
     throughput_train_blocks: int  # CUDA collection throughput
     max_train_lines: int | None
     max_val_lines: int | None
+    tokenizer: str = "bpe"  # "gpt2-bpe": the paper's GPT-2 BPE (vocab ignored); "bpe": trained
 
 
-GPU_SIZE = Size(4, 512, 512, 8192, 300, 32, 1e-3, 256, 64, 2048, None, None)
+GPU_SIZE = Size(4, 512, 512, 50257, 300, 32, 1e-3, 256, 64, 2048, None, None, "gpt2-bpe")
 CPU_SIZE = Size(1, 32, 64, 384, 20, 8, 3e-3, 16, 8, 16, 3000, 400)
 
 
@@ -285,12 +287,17 @@ def run(args, size: Size, device: torch.device, name: str, train_txt, val_txt, o
 
     cuda = device.type == "cuda"
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a small text may stop short of the vocabulary size
-        tok = train_bpe_tokenizer(train_txt, size.vocab, out / "tokenizer")
+    if size.tokenizer == "gpt2-bpe":
+        from lib.gpt2_bpe import gpt2_tokenizer
+
+        tok, what = gpt2_tokenizer(), "GPT-2 byte-level BPE (the paper's)"
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a small text may stop short of the vocabulary size
+            tok, what = train_bpe_tokenizer(train_txt, size.vocab, out / "tokenizer"), "byte-level BPE"
     train_blocks = tokenize_blocks(train_txt, tok, size.context, progress=False)
     val_blocks = tokenize_blocks(val_txt, tok, size.context, progress=False)
-    log("tokenizer", f"byte-level BPE of {len(tok):,} tokens in {time.perf_counter() - t0:.1f} s; "
+    log("tokenizer", f"{what} of {len(tok):,} tokens in {time.perf_counter() - t0:.1f} s; "
         f"{len(train_blocks):,} train and {len(val_blocks):,} validation blocks of {size.context}")
 
     attn, flash_msg = flash_attention_status(device)

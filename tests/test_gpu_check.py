@@ -105,3 +105,9 @@ def test_cpu_copy_is_the_same_checkpoint():
     with torch.no_grad():
         torch.testing.assert_close(copy(input_ids=ids).logits, model(input_ids=ids).logits)
     assert copy.config._attn_implementation == "eager"
+
+
+def test_gpu_form_uses_the_papers_tokenizer():
+    module = _load_module()
+    assert module.GPU_SIZE.tokenizer == "gpt2-bpe" and module.GPU_SIZE.vocab == 50257
+    assert module.CPU_SIZE.tokenizer == "bpe"  # CI's CPU form stays tiny

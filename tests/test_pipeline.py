@@ -113,12 +113,12 @@ def test_unknown_stage(tmp_path, tiny_profile):
 def test_submitit_debug_executor_runs_one_job(tmp_path, tiny_profile):
     p = tiny_profile(tmp_path / "out")
     executor = submitit.DebugExecutor(folder=tmp_path / "submitit")
-    jobs = submit_slurm(p, executor=executor)
+    jobs = submit_slurm(p, executor=executor).jobs
     assert len(jobs) == 1
     assert jobs[0].result() == str(RunName.parse("L1-d16-e1-wd0.1-s0"))
     (ck,) = p.checkpoints()
     assert metrics_path(p.out_path, ck).is_file()
-    assert submit_slurm(p, executor=executor) == []  # nothing left to submit
+    assert submit_slurm(p, executor=executor).runs == []  # nothing left to submit
 
 
 def test_retrain_after_corpus_change_redoes_stats_and_metrics(tmp_path, tiny_profile):

@@ -14,8 +14,8 @@ import torch
 
 from lib import __main__ as cli
 from lib import authors, paper, results
-from lib.nc import stats_file as sf
 from lib.errors import UserError
+from lib.nc import stats_file as sf
 from lib.nc.measure import compute_measures, measure_stats_file
 from lib.paths import PROFILES_DIR, REPO_ROOT
 from lib.profiles import Profile, load_profile
