@@ -24,7 +24,10 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib import paper, pipeline, plots, plots_training, results, walkthrough
+from lib.figures import plots, plots_training, walkthrough
+from lib.series import paper
+from lib.stages import pipeline
+from lib.tables import results
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg

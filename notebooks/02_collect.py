@@ -24,9 +24,12 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib import paper, pipeline, plots, runs, walkthrough
+from lib.core.paths import Layout
+from lib.figures import plots, walkthrough
+from lib.lm import runs
 from lib.nc import accumulate, stats_file
-from lib.paths import Layout
+from lib.series import paper
+from lib.stages import pipeline
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg

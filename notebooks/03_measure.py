@@ -24,7 +24,10 @@ results_table = None  # override: write the table elsewhere (needs output_dir to
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib import paper, pipeline, plots, results, sensitivity
+from lib.figures import plots
+from lib.series import paper
+from lib.stages import pipeline
+from lib.tables import results, sensitivity
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir,
                            progress=progress)

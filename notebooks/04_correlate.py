@@ -23,8 +23,10 @@ results_table = None  # override: any table with the schema of runs/<profile>/re
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib import analysis, claims, paper, plots, results
+from lib.figures import plots
 from lib.nc import registry
+from lib.series import paper
+from lib.tables import analysis, claims, results
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
 table = results.load_table(cfg.results_table)

@@ -24,10 +24,13 @@ progress = True  # tqdm bars here; `make paper` sets False
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib import data, paper, plots, results
-from lib import tokens as tok
+from lib.core.paths import Layout
+from lib.figures import plots
+from lib.lm import data
 from lib.nc import measure, stats_file
-from lib.paths import Layout
+from lib.series import paper
+from lib.tables import results
+from lib.tables import tokens as tok
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir,
                            progress=progress)

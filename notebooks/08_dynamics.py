@@ -22,7 +22,10 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib import dynamics, paper, plots, plots_dynamics, results
+from lib.figures import plots, plots_dynamics
+from lib.series import paper
+from lib.stages import dynamics
+from lib.tables import results
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from lib.__main__ import COMMANDS
-from lib.paths import REPO_ROOT
+from lib.core.paths import REPO_ROOT
 
 
 def _run(*args: str, cwd=REPO_ROOT) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""The statistics driver (lib.collect) against plain implementations of paper section 4."""
+"""The statistics driver (lib.stages.collect) against plain implementations of paper section 4."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 import torch
 from test_accumulate import _plain_agreement, plain_two_pass  # tests/ is on sys.path
 
-from lib import collect, identity, stats_cli
-from lib.collect import PassInterrupted, collect_model_stats, collect_pass
-from lib.errors import UserError
-from lib.identity import check_stats_for_model
-from lib.model import build_model, final_features, gpt_neo_config, lm_head_weight
+from lib.core.errors import UserError
+from lib.core.provenance import sha256_array, sha256_file, tokenizer_sha256
+from lib.lm import identity
+from lib.lm.identity import check_stats_for_model
+from lib.lm.model import build_model, final_features, gpt_neo_config, lm_head_weight
 from lib.nc import stats_file
 from lib.nc.stats_file import (
     is_finished,
@@ -25,7 +25,8 @@ from lib.nc.stats_file import (
     read_stats,
     stale_reasons,
 )
-from lib.provenance import sha256_array, sha256_file, tokenizer_sha256
+from lib.stages import collect, stats_cli
+from lib.stages.collect import PassInterrupted, collect_model_stats, collect_pass
 
 V, D, T = 50, 16, 16
 N_TRAIN, N_VAL = 12, 6

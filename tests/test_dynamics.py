@@ -1,4 +1,4 @@
-"""Collapse through training (lib.dynamics): snapshot schedule, epoch-end snapshots identical to
+"""Collapse through training (lib.stages.dynamics): snapshot schedule, epoch-end snapshots identical to
 the grid's checkpoints, resume, staleness, lead/lag on synthetic series with a known lag."""
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import dynamics
-from lib.errors import UserError
-from lib.model import RunName
-from lib.paths import Layout, read_json
-from lib.pipeline import prepare_profile_corpus, train_all
-from lib.profiles import Profile, load_profile
-from lib.train import STATE_FILE, read_results
+from lib.core.errors import UserError
+from lib.core.paths import Layout, read_json
+from lib.lm.model import RunName
+from lib.lm.profiles import Profile, load_profile
+from lib.stages import dynamics
+from lib.stages.pipeline import prepare_profile_corpus, train_all
+from lib.stages.train import STATE_FILE, read_results
 
 RUN = "L1-d16-e2-wd0.1-s0"
 
@@ -118,8 +118,8 @@ def test_finished_dynamics_are_not_redone(done, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("recomputed finished work")
 
-    monkeypatch.setattr("lib.collect.collect_model_stats", boom)
-    monkeypatch.setattr("lib.train.train_epoch", boom)
+    monkeypatch.setattr("lib.stages.collect.collect_model_stats", boom)
+    monkeypatch.setattr("lib.stages.train.train_epoch", boom)
     pd.testing.assert_frame_equal(dynamics.run_all(p, corpus=corpus, progress=False), table)
 
 
@@ -128,9 +128,9 @@ def test_interrupted_training_resumes_to_the_same_weights(done, tmp_path, monkey
     _, _, table = done
     p = dyn_profile(tiny_profile, tmp_path)
     corpus = prepare_profile_corpus(p, progress=False)
-    import lib.train
+    import lib.stages.train
 
-    real, calls = lib.train.train_epoch, []
+    real, calls = lib.stages.train.train_epoch, []
 
     def dies_in_epoch_two(*args, **kwargs):
         calls.append(1)
@@ -138,10 +138,10 @@ def test_interrupted_training_resumes_to_the_same_weights(done, tmp_path, monkey
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(lib.train, "train_epoch", dies_in_epoch_two)
+    monkeypatch.setattr(lib.stages.train, "train_epoch", dies_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         dynamics.run_all(p, corpus=corpus, progress=False)
-    monkeypatch.setattr(lib.train, "train_epoch", real)
+    monkeypatch.setattr(lib.stages.train, "train_epoch", real)
     resumed = dynamics.run_all(p, corpus=corpus, progress=False)
     assert list(resumed["weights_sha256"]) == list(table["weights_sha256"])  # across epoch 1 -> 2
     assert list(resumed["val_loss"]) == list(table["val_loss"])
@@ -171,7 +171,7 @@ def test_changed_cap_recollects_and_changed_training_retrains(done, tmp_path, ti
 
 
 def test_no_dynamics_runs_give_an_empty_table_figure_and_summary(tmp_path, tiny_profile):
-    from lib.plots_dynamics import dynamics_figure
+    from lib.figures.plots_dynamics import dynamics_figure
 
     p = dyn_profile(tiny_profile, tmp_path, runs=[])
     table = dynamics.run_all(p, progress=False)
@@ -260,7 +260,7 @@ def test_diff_xcorr_prefers_the_smallest_lag_on_ties_and_handles_flat_series():
 
 
 def test_dynamics_figure_has_one_panel_per_quantity():
-    from lib.plots_dynamics import dynamics_figure
+    from lib.figures.plots_dynamics import dynamics_figure
 
     table = pd.concat([synthetic(7).assign(run="a"), synthetic(-5).assign(run="b")])
     fig = dynamics_figure(table, ncols=2)

@@ -1,4 +1,4 @@
-"""Collapse through depth (lib.layers): residual streams, their statistics in the same passes,
+"""Collapse through depth (lib.stages.layers): residual streams, their statistics in the same passes,
 their measures and tables, against plain computations (Hugging Face hidden states, one-hot
 sums over all features at once, lib.nc.reference)."""
 
@@ -13,15 +13,15 @@ import pytest
 import torch
 from test_accumulate import plain_two_pass, realistic_features  # tests/ is on sys.path
 
-from lib import collect, layers
-from lib.collect import collect_model_stats, collect_pass
-from lib.errors import UserError
-from lib.model import build_model, final_features, gpt_neo_config, residual_features
+from lib.core.errors import UserError
+from lib.lm.model import build_model, final_features, gpt_neo_config, residual_features
+from lib.lm.runs import RunName
 from lib.nc import reference
 from lib.nc.accumulate import accumulate_moments, accumulate_moments_shared
 from lib.nc.measure import GEOMETRY, geometry_measures
 from lib.nc.stats_file import STATS_KEYS, load_stats, load_stats_metadata, merge_stats, read_stats
-from lib.runs import RunName
+from lib.stages import collect, layers
+from lib.stages.collect import collect_model_stats, collect_pass
 
 V, D, T, L = 50, 16, 16, 2
 N_TRAIN, N_VAL = 12, 6
@@ -247,7 +247,7 @@ def test_table_summary_and_figure(tmp_path):
 
 
 def test_profile_key_and_checkpoint_layers():
-    from lib.profiles import load_profile
+    from lib.lm.profiles import load_profile
 
     smoke = load_profile("smoke")
     data = smoke.as_dict()
@@ -264,9 +264,9 @@ def test_profile_key_and_checkpoint_layers():
 
 
 def test_pipeline_collects_and_measures_layers_when_the_profile_asks(tmp_path, tiny_profile):
-    from lib.paths import Layout, read_json
-    from lib.pipeline import is_collected, run_local
-    from lib.profiles import Profile
+    from lib.core.paths import Layout, read_json
+    from lib.lm.profiles import Profile
+    from lib.stages.pipeline import is_collected, run_local
 
     p = tiny_profile(tmp_path, collect={"layers": None})
     (ck,) = p.checkpoints()
@@ -291,7 +291,7 @@ def test_pipeline_collects_and_measures_layers_when_the_profile_asks(tmp_path, t
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox", "opt"])
 def test_residual_streams_of_other_architectures(arch):
     """The block inputs equal Hugging Face's hidden states on tiny random models of the other
-    families lib.model supports (found by their block lists)."""
+    families lib.lm.model supports (found by their block lists)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     sizes = {"gpt2": dict(n_layer=3, n_embd=32, n_head=2, n_positions=16, bos_token_id=0,

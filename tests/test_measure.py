@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import save_file
 
 import lib.nc.measure as measure
-from lib import stats_cli
 from lib.nc import reference, stats_file
 from lib.nc.measure import (
     compute_measures,
@@ -20,6 +19,7 @@ from lib.nc.measure import (
     per_class_measures,
 )
 from lib.nc.registry import MEASURES
+from lib.stages import stats_cli
 
 MEASURE_NAMES = tuple(MEASURES)
 

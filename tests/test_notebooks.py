@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lib.paper import (
+from lib.core.paths import NOTEBOOKS_DIR, REPO_ROOT
+from lib.series.paper import (
     PARAMETERS,
     STAGES,
     notebook_from_source,
@@ -17,7 +18,6 @@ from lib.paper import (
     stage_parameters,
     sync_notebooks,
 )
-from lib.paths import NOTEBOOKS_DIR, REPO_ROOT
 
 MAX_CELL_LINES = 16  # a code cell longer than this belongs in lib/
 

@@ -13,11 +13,18 @@ import nbformat
 import pytest
 
 import lib
-from lib import paper, plots
-from lib.errors import UserError
-from lib.paper import ProgressWatcher, notebook_setup, stage_counter, stage_parameters, stage_stamp
-from lib.paths import REPO_ROOT
-from lib.profiles import load_profile
+from lib.core.errors import UserError
+from lib.core.paths import REPO_ROOT
+from lib.figures import plots
+from lib.lm.profiles import load_profile
+from lib.series import paper
+from lib.series.paper import (
+    ProgressWatcher,
+    notebook_setup,
+    stage_counter,
+    stage_parameters,
+    stage_stamp,
+)
 
 
 @pytest.mark.parametrize("module", sorted(m.name for m in
@@ -96,7 +103,7 @@ def _tracked_status() -> str:
 
 @pytest.mark.skipif(shutil.which("git") is None or not (REPO_ROOT / ".git").exists(), reason="no git")
 def test_save_paths_under_the_redirect_leave_tracked_files_alone():
-    from lib import results
+    from lib.tables import results
 
     before = _tracked_status()
     cfg = notebook_setup("smoke", style=False)
@@ -139,7 +146,7 @@ def test_stamp_changes_with_parameters_previous_output_root_and_inputs(tmp_path)
 
 
 def test_lib_digest_covers_subpackages(tmp_path, monkeypatch):
-    from lib import stamps
+    from lib.series import stamps
 
     (tmp_path / "lib" / "nc").mkdir(parents=True)
     (tmp_path / "lib" / "a.py").write_text("x = 1\n")
@@ -155,8 +162,8 @@ def test_stage_inputs_are_the_data_a_stage_reads(tmp_path):
     stage that reads it, even when notebooks, profile and code are unchanged."""
     from types import SimpleNamespace
 
-    from lib.paths import atomic_write_json
-    from lib.stamps import inputs_digest, stage_inputs
+    from lib.core.paths import atomic_write_json
+    from lib.series.stamps import inputs_digest, stage_inputs
 
     text = tmp_path / "text"
     text.mkdir()
@@ -177,7 +184,7 @@ def test_stage_inputs_are_the_data_a_stage_reads(tmp_path):
 
 
 def test_progress_counts_finished_runs_from_their_files(tmp_path):
-    from lib.profiles import Profile
+    from lib.lm.profiles import Profile
 
     profile = Profile.from_dict({**load_profile("smoke").as_dict(), "out_dir": str(tmp_path)})
     count = stage_counter("01_train", profile)
@@ -238,7 +245,7 @@ def test_executed_copy_drops_what_changes_on_every_run(tmp_path):
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-    from lib.paper import WIDGET_VIEW, _normalise_executed
+    from lib.series.paper import WIDGET_VIEW, _normalise_executed
 
     def executed(model_id: str):
         cell = new_code_cell("explorer", outputs=[new_output(

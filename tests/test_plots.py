@@ -1,4 +1,4 @@
-"""lib.plots: every figure function runs on a small table; save_figure is atomic and deterministic."""
+"""lib.figures.plots: every figure function runs on a small table; save_figure is atomic and deterministic."""
 
 from __future__ import annotations
 

@@ -11,14 +11,15 @@ import math
 import pandas as pd
 import pytest
 import torch
+from lib.measure import compute_measures, measure_stats_file
 
 from lib import __main__ as cli
-from lib import authors, paper, results
 from lib import stats_file as sf
-from lib.errors import UserError
-from lib.measure import compute_measures, measure_stats_file
-from lib.paths import PROFILES_DIR, REPO_ROOT
-from lib.profiles import Profile, load_profile
+from lib.core.errors import UserError
+from lib.core.paths import PROFILES_DIR, REPO_ROOT
+from lib.lm.profiles import Profile, load_profile
+from lib.series import paper
+from lib.tables import authors, results
 
 SMOKE = (PROFILES_DIR / "smoke.yaml").read_text(encoding="utf-8")
 

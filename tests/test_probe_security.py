@@ -11,11 +11,11 @@ import re
 import pytest
 import torch
 
-from lib.errors import UserError
-from lib.model import load_causal_lm
-from lib.paths import REPO_ROOT
-from lib.pretrained import load_model_tokenizer
-from lib.profiles import Profile, load_profile
+from lib.core.errors import UserError
+from lib.core.paths import REPO_ROOT
+from lib.lm.model import load_causal_lm
+from lib.lm.profiles import Profile, load_profile
+from lib.stages.pretrained import load_model_tokenizer
 
 
 @pytest.mark.parametrize("name", ["../../../elsewhere", "a/b", "..", "smoke ", ""])

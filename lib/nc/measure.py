@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lib.errors import UserError
+from lib.core.errors import UserError
 from lib.nc.accumulate import resolve_device
 from lib.nc.registry import MEASURES, get
 from lib.nc.stats_file import STATS_KEYS, dtype_problem, read_stats
@@ -56,7 +56,7 @@ def _check_stats(stats: Mapping[str, Tensor], keys: tuple[str, ...] = STATS_KEYS
     ``keys``: the tensors needed (``MOMENT_KEYS``: class moments alone, no classifier)."""
     missing = [k for k in keys if k not in stats]
     if missing:
-        raise ValueError(f"stats lack tensors {missing}; expected {list(keys)} (lib.collect)")
+        raise ValueError(f"stats lack tensors {missing}; expected {list(keys)} (lib.stages.collect)")
     problem = dtype_problem({k: stats[k] for k in keys})
     if problem:
         raise ValueError(f"stats: {problem}")
@@ -79,7 +79,7 @@ def _check_stats(stats: Mapping[str, Tensor], keys: tuple[str, ...] = STATS_KEYS
     if (stats["val_agree"] > stats["val_counts"]).any():
         raise ValueError("val_agree exceeds val_counts for some class; the stats file is corrupt")
     if int(stats["val_counts"].sum()) == 0:
-        raise ValueError("val_counts sums to 0: no validation tokens; run pass 2 of lib.collect")
+        raise ValueError("val_counts sums to 0: no validation tokens; run pass 2 of lib.stages.collect")
 
 
 @dataclass
@@ -420,7 +420,7 @@ def nc4_measure(stats: Mapping[str, Tensor]) -> dict[str, float]:
     the token-weighted fraction sum(val_agree) / sum(val_counts)."""
     total = int(stats["val_counts"].sum())
     if total == 0:
-        raise ValueError("val_counts sums to 0: no validation tokens; run pass 2 of lib.collect")
+        raise ValueError("val_counts sums to 0: no validation tokens; run pass 2 of lib.stages.collect")
     return {"nc4_agreement": int(stats["val_agree"].sum()) / total}
 
 

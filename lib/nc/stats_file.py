@@ -5,10 +5,10 @@ sum of ||x - mu_c||^2), ``val_counts`` [V] int64, ``val_agree`` [V] int64 (pass 
 ``lm_head`` [V, D] float32. Metadata (strings): the model's identity (``model``, ``tokenizer``,
 ``vocab_size``, ``width``, ``lm_head_sha256``), what the file was made from
 (``weights_sha256``, ``train_blocks_sha256``, ``val_blocks_sha256``, ``tokenizer_sha256``: see
-``lib.provenance``), per pass ``pass{N}_blocks``, ``pass{N}_tokens``, ``pass{N}_shard`` ('' =
+``lib.core.provenance``), per pass ``pass{N}_blocks``, ``pass{N}_tokens``, ``pass{N}_shard`` ('' =
 whole split, else 'i/n'), ``pass{N}_split_sha``; ``means_hash`` (sha256 of the train means that
 pass 2 used, '' in a pass-1 shard) and ``format_version``. Optional, only when collected with
-layers (``lib.layers``): pass-1 tensors ``layer{i}.sums`` [V, D] float64 and ``layer{i}.sq_dev``
+layers (``lib.stages.layers``): pass-1 tensors ``layer{i}.sums`` [V, D] float64 and ``layer{i}.sq_dev``
 [V] float64 per residual-stream index i (sharing ``counts``), listed in metadata ``layers``
 ("0,1,2") with ``n_layer``; without layers a file is exactly as before.
 
@@ -30,9 +30,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from lib.errors import UserError
+from lib.core.errors import UserError
+from lib.core.provenance import sha256_tensor
 from lib.nc.accumulate import class_means, means_hash, merge_m2
-from lib.provenance import sha256_tensor
 
 FORMAT_VERSION = "2"  # 1: three passes (sq_dev in its own pass); 2: one train pass + validation
 PASSES = (1, 2)
@@ -127,7 +127,7 @@ def read_stats(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
                         "its passes or merge its shards with `python -m lib merge-stats`")
     problem = dtype_problem(tensors)
     if problem:
-        raise UserError(f"{path}: {problem}; this is not a file lib.collect wrote, collect it again")
+        raise UserError(f"{path}: {problem}; this is not a file lib.stages.collect wrote, collect it again")
     got = means_hash(class_means(tensors["counts"], tensors["sums"]))
     if meta.get("means_hash") != got:
         raise UserError(f"{path} is inconsistent: its means_hash {meta.get('means_hash')!r} is "

@@ -1,0 +1,555 @@
+"""The notebook series and its one parameter route.
+
+``python -m lib paper --profile cpu`` executes ``notebooks/NN_*.ipynb`` with papermill, in order,
+into ``runs/<profile>/``. papermill passes only ``profile`` (and ``progress=False``): the name of
+a shipped profile, or the path of the profile file the series was given (``notebook_profile``), so
+every notebook runs that very file. Every other value comes from the profile *inside* the
+notebook, through one call in its setup cell::
+
+    cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
+
+which returns the profile plus the paths derived from it (results table, tables folder, figures
+folder). ``results_table`` and ``output_dir`` are the only overrides; a table of another profile
+(or of your own) is refused unless ``output_dir`` says where its figures and tables go, so no
+override ever rewrites one profile's committed figures from another's data.
+
+All output roots pass through ``output_root()``: the repository, or ``$LC_OUTPUT_ROOT`` when set
+(the tests set it, so nbval runs never touch tracked files).
+
+A stage is skipped when its stamp (a hash of the notebook source, its parameters, the output
+root, the profile file, the ``lib`` sources and the previous stage's stamp) matches the one
+recorded in ``<out_dir>/stamps/`` after its last successful run. The stamp is removed before a
+stage starts, and the stage executes into ``.<stage>.partial.ipynb``, renamed onto the executed
+copy when it ends, so a killed or failed stage is never up to date. While a stage runs, a watcher
+prints a progress line at least every 30 s (runs or checkpoints done/total, the current one,
+elapsed time and an ETA), read from the files the stage writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lib.core.errors import UserError, os_error_line
+from lib.core.paths import NOTEBOOKS_DIR, REPO_ROOT, atomic_write_text
+from lib.series.stamps import inputs_digest, lib_digest, stage_inputs, stage_stamp
+
+if TYPE_CHECKING:
+    from lib.lm.profiles import Profile
+
+STAGES = ("01_train", "02_collect", "03_measure", "04_correlate", "05_permutation", "06_tokens",
+          "07_layers", "08_dynamics")
+OUTPUT_ROOT_ENV = "LC_OUTPUT_ROOT"
+# Every parameter a notebook may declare; papermill sets only the first two.
+PARAMETERS = ("profile", "progress", "results_table", "output_dir")
+HEARTBEAT_S = 30.0
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+# ---------------------------------------------------------------------------------------------
+# Where outputs go
+
+
+def output_root() -> Path:
+    """Root of ``runs/`` and ``figures/``: ``$LC_OUTPUT_ROOT`` when set, else the repository."""
+    env = os.environ.get(OUTPUT_ROOT_ENV)
+    return Path(env).expanduser().resolve() if env else REPO_ROOT
+
+
+def tables_dir_for(profile_name: str) -> Path:
+    """``<root>/runs/<profile>/``: executed notebooks, results, correlations, permutations."""
+    return output_root() / "runs" / profile_name
+
+
+def figures_dir_for(profile_name: str) -> Path:
+    """``<root>/figures/<profile>/``: every figure of a profile."""
+    return output_root() / "figures" / profile_name
+
+
+def _repo_path(path: str | os.PathLike) -> Path:
+    """A notebook parameter path: absolute, or relative to the repository root."""
+    p = Path(path).expanduser()
+    return (p if p.is_absolute() else REPO_ROOT / p).resolve()
+
+
+def _owner(table: Path) -> str | None:
+    """The profile whose default results table ``table`` is (``runs/<name>/results.csv``)."""
+    if table.name != "results.csv":
+        return None
+    for root in {REPO_ROOT, output_root()}:
+        if table.parent.parent == root / "runs":
+            return table.parent.name
+    return None
+
+
+def short(path: str | os.PathLike) -> str:
+    """``path`` relative to the output root or the repository when inside one (for messages)."""
+    p = Path(path)
+    for root in (output_root(), REPO_ROOT):
+        try:
+            return str(p.resolve().relative_to(root))
+        except ValueError:
+            continue
+    return str(p)
+
+
+@dataclass(frozen=True)
+class NotebookConfig:
+    """A profile plus the paths a notebook reads and writes, all derived from it.
+
+    Attribute access falls through to the profile: ``cfg.grid``, ``cfg.analysis.n_bootstrap``,
+    ``cfg.out_path``, ``cfg.runs()``. Pass ``cfg.profile`` to ``lib`` functions that take one.
+    """
+
+    profile: Profile
+    results_table: Path  # written by 03_measure, read by 04-06
+    tables_dir: Path  # correlations.csv, permutation.csv
+    figures_dir: Path  # <name>.png / <name>.svg
+    progress: bool
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.profile, name)
+
+    def table_path(self, name: str) -> Path:
+        """Where a derived table is written, e.g. ``cfg.table_path("correlations.csv")``."""
+        return self.tables_dir / name
+
+    def __repr__(self) -> str:
+        return (f"NotebookConfig(profile={self.profile.name!r}, results_table={short(self.results_table)!r}, "
+                f"tables_dir={short(self.tables_dir)!r}, figures_dir={short(self.figures_dir)!r}, "
+                f"progress={self.progress})")
+
+
+def notebook_setup(profile: str | Profile, *, results_table: str | os.PathLike | None = None,
+                   output_dir: str | os.PathLike | None = None, progress: bool = True,
+                   style: bool = True) -> NotebookConfig:
+    """The setup cell of every notebook: load the profile, derive its paths, apply the style.
+
+    Defaults: table ``<root>/runs/<profile>/results.csv``, tables beside it, figures in
+    ``<root>/figures/<profile>/``. ``output_dir`` moves tables there and figures to
+    ``<output_dir>/figures/``. A ``results_table`` that is not this profile's own needs an
+    ``output_dir`` (``UserError`` otherwise), so its figures never replace the profile's.
+    """
+    from lib.lm.profiles import Profile, load_profile
+
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    default_table = tables_dir_for(prof.name) / "results.csv"
+    table = default_table if results_table is None else _repo_path(results_table)
+    if output_dir is None:
+        tables_dir, figures_dir = tables_dir_for(prof.name), figures_dir_for(prof.name)
+        if table != default_table and _owner(table) != prof.name:
+            owner = _owner(table)
+            whose = f"profile {owner!r}'s table" if owner else "not a profile's own table"
+            fix = (f"set profile = {owner!r}, or also pass output_dir" if owner
+                   else "pass output_dir") + " = '<a folder of yours>' for its figures and tables"
+            raise UserError(
+                f"results_table {short(table)} is {whose}, but profile {prof.name!r} would write "
+                f"figures and tables computed from it into {short(figures_dir)}/ and "
+                f"{short(tables_dir)}/, replacing that profile's; {fix}")
+    else:
+        tables_dir = _repo_path(output_dir)
+        figures_dir = tables_dir / "figures"
+    if style:
+        from lib.figures import plots
+
+        plots.apply_style()
+    return NotebookConfig(prof, table, tables_dir, figures_dir, bool(progress))
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook sources: notebooks/NN_name.py (jupytext py:percent) -> notebooks/NN_name.ipynb
+
+NOTEBOOK_METADATA = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                     "language_info": {"name": "python"}}
+
+
+def notebook_from_source(source: Path) -> Any:
+    """The source notebook a py:percent file defines: no outputs, no execution counts, cell ids
+    ``<stem>-NN`` and only ``tags`` kept in cell metadata, so it is a pure function of the .py."""
+    import jupytext
+
+    nb = jupytext.read(source, fmt="py:percent")
+    nb.metadata = json.loads(json.dumps(NOTEBOOK_METADATA))
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"{source.stem}-{i:02d}"
+        tags = cell.metadata.get("tags")
+        cell.metadata = {"tags": list(tags)} if tags else {}
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    return nb
+
+
+def notebook_text(nb: Any) -> str:
+    """Canonical JSON text of a notebook (what ``sync_notebooks`` writes)."""
+    import nbformat
+
+    return nbformat.writes(nb) + "\n"
+
+
+def sync_notebooks(folder: Path = NOTEBOOKS_DIR, check: bool = False) -> list[Path]:
+    """Rebuild each ``<folder>/*.ipynb`` from its ``.py`` twin; returns the notebooks that
+    differed. A ``.ipynb`` edited after its ``.py`` (JupyterLab without jupytext) is first
+    written back to the ``.py``, so no edit is lost. ``check``: change nothing, only report."""
+    import jupytext
+
+    stale = []
+    for source in sorted(folder.glob("[0-9][0-9]_*.py")):
+        notebook = source.with_suffix(".ipynb")
+        if (not check and notebook.exists()
+                and notebook.stat().st_mtime > source.stat().st_mtime
+                and notebook_from_source(source).cells != _clean_cells(notebook)):
+            jupytext.write(jupytext.read(notebook), source, fmt="py:percent")
+        text = notebook_text(notebook_from_source(source))
+        if not notebook.exists() or notebook.read_text(encoding="utf-8") != text:
+            stale.append(notebook)
+            if not check:
+                atomic_write_text(notebook, text)
+    return stale
+
+
+def _clean_cells(notebook: Path) -> Any:
+    """The cells of a .ipynb as its .py would define them (outputs and ids dropped)."""
+    import tempfile
+
+    import jupytext
+
+    with tempfile.TemporaryDirectory() as tmp:
+        py = Path(tmp) / f"{notebook.stem}.py"
+        jupytext.write(jupytext.read(notebook), py, fmt="py:percent")
+        return notebook_from_source(py).cells
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters and stamps
+
+
+def stage_parameters(notebook: Path, available: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters a notebook declares, taken from ``available``; refuses unknown names."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    unknown = sorted(set(declared) - set(PARAMETERS))
+    if unknown:
+        raise UserError(
+            f"{notebook.name} declares parameters {unknown}; a notebook may declare only "
+            f"{list(PARAMETERS)} and reads every other value from its profile "
+            f"(paper.notebook_setup)")
+    return {name: available[name] for name in declared if name in available}
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress of a running stage, read from the files it writes
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def stage_counter(stage: str, profile: Profile) -> Callable[[], tuple[int, int, str, str]] | None:
+    """For the long stages, a function returning (done, total, unit, current item)."""
+    from lib.core.paths import Layout
+
+    layout = Layout(profile.out_path)
+
+    def latest(candidates: list[tuple[str, Path]]) -> str:
+        live = [(p.stat().st_mtime, name) for name, p in candidates if p.exists()]
+        return max(live)[1] if live else "-"
+
+    if stage == "01_train":
+        runs = profile.runs()
+
+        def trained() -> tuple[int, int, str, str]:
+            done, pending = 0, []
+            for run in runs:
+                try:
+                    complete = json.loads(layout.results(run).read_text()).get("status") == "complete"
+                except (OSError, ValueError):
+                    complete = False
+                done += complete
+                if not complete:
+                    pending.append((str(run), layout.run_dir(run)))
+            return done, len(runs), "runs trained", latest(pending)
+
+        return trained
+    # (file that marks a checkpoint done, what shows it is under way: its stats folder exists)
+    targets = {"02_collect": (layout.stats, lambda ck: layout.stats(ck).parent, "checkpoints collected"),
+               "03_measure": (layout.metrics, layout.metrics, "checkpoints measured")}
+    if stage in targets:
+        target, started, unit = targets[stage]
+        cks = profile.checkpoints()
+
+        def counted() -> tuple[int, int, str, str]:
+            done = [target(ck).is_file() for ck in cks]
+            pending = [(str(ck), started(ck)) for ck, d in zip(cks, done, strict=True) if not d]
+            return sum(done), len(cks), unit, latest(pending)
+
+        return counted
+    if stage == "08_dynamics":
+        from lib.stages.dynamics import stage_counter as dynamics_counter
+
+        return dynamics_counter(profile)
+    return None
+
+
+class ProgressWatcher:
+    """Prints ``[paper] <stage>: done/total unit · now <item> · elapsed · ETA`` while a stage
+    runs: at once when the count moves (polled every ``poll_s``), and every ``heartbeat_s``."""
+
+    def __init__(self, stage: str, counter: Callable[[], tuple[int, int, str, str]] | None,
+                 heartbeat_s: float = HEARTBEAT_S, poll_s: float = 2.0,
+                 emit: Callable[[str], None] | None = None) -> None:
+        self.stage, self.counter = stage, counter
+        self.heartbeat_s, self.poll_s = heartbeat_s, poll_s
+        self.emit = emit or (lambda line: print(line, flush=True))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self.start_time = time.monotonic()
+        self.first_done: int | None = None
+
+    def line(self) -> str:
+        """The current progress line."""
+        elapsed = time.monotonic() - self.start_time
+        parts = [f"[paper] {self.stage}:"]
+        if self.counter is not None:
+            done, total, unit, current = self.counter()
+            if self.first_done is None:
+                self.first_done = done
+            parts.append(f"{done}/{total} {unit}")
+            if done < total and current != "-":
+                parts.append(f"· now {current}")
+            parts.append(f"· {_hms(elapsed)} elapsed")
+            new = done - self.first_done
+            if done >= total:
+                parts.append("· finishing")
+            elif new > 0:
+                parts.append(f"· ETA {_hms(elapsed / new * (total - done))}")
+        else:
+            parts.append(f"running · {_hms(elapsed)} elapsed")
+        return " ".join(parts)
+
+    def _loop(self) -> None:
+        last_emit, last_count = time.monotonic(), None
+        while not self._stop.wait(self.poll_s):
+            count = self.counter()[0] if self.counter is not None else None
+            now = time.monotonic()
+            if count != last_count and last_count is not None or now - last_emit >= self.heartbeat_s:
+                self.emit(self.line())
+                last_emit = now
+            last_count = count
+
+    def __enter__(self) -> ProgressWatcher:
+        if self.counter is not None:
+            self.first_done = self.counter()[0]
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the series
+
+
+def partial_path(output: Path) -> Path:
+    """Where a stage executes before it is renamed onto ``output`` (``.<stem>.partial.ipynb``)."""
+    return output.with_name(f".{output.stem}.partial.ipynb")
+
+
+def _running_cell(executed: Path) -> tuple[int | None, int | None]:
+    """(index, execution count) of the last cell papermill started in an executed copy."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(executed, as_version=4)
+    except (OSError, ValueError):
+        return None, None
+    started = [(i, c.get("execution_count")) for i, c in enumerate(nb.cells)
+               if c.metadata.get("papermill", {}).get("start_time")]  # status ends "completed"
+    return started[-1] if started else (None, None)
+
+
+def _point_at(executed: Path) -> None:
+    """Record the executed copy's own path as its papermill output path (it ran as the partial
+    file, whose name papermill recorded)."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    if meta.get("output_path"):
+        meta["output_path"] = short(executed)
+        atomic_write_text(executed, nbformat.writes(nb) + "\n")
+
+
+def execute_stage(notebook: Path, output: Path, params: Mapping[str, Any]) -> None:
+    """Execute one notebook with papermill into a partial file, renamed onto ``output`` when it
+    ends (a killed run leaves the old executed copy); on failure name the notebook and cell."""
+    import papermill
+    from nbclient.exceptions import DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(output)
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(partial), parameters=dict(params), kernel_name="python3",
+            progress_bar=False, cwd=str(NOTEBOOKS_DIR),
+            # the kernel's "running over TCP without encryption" warning: local, not news
+            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+        )
+        _finish(partial, output)
+    except PapermillExecutionError as err:
+        _finish(partial, output)
+        raise RuntimeError(
+            f"notebook {notebook.name} failed in cell {err.cell_index} "
+            f"(execution count {err.exec_count}): {err.ename}: {err.evalue}\n"
+            f"the executed copy with the traceback is {output}"
+        ) from err
+    except DeadKernelError as err:
+        cell, count = _running_cell(partial)
+        _finish(partial, output)
+        raise RuntimeError(
+            f"notebook {notebook.name}: the kernel died in cell {cell} (execution count {count}) "
+            f"({' '.join(str(err).split()) or 'no reason given'}; out of memory or killed?); "
+            f"the executed copy up to that cell is {short(output)}") from err
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _finish(partial: Path, output: Path) -> None:
+    """Normalise an executed partial copy and rename it onto ``output``."""
+    if not partial.exists():
+        return
+    _normalise_executed(partial)
+    os.replace(partial, output)
+    _point_at(output)
+
+
+def _normalise_executed(output: Path) -> None:
+    """Drop what changes on every run of an executed copy (wall-clock times, this machine's
+    paths) so re-running unchanged inputs rewrites the same bytes, outputs aside."""
+    import nbformat
+
+    if not output.exists():
+        return
+    nb = nbformat.read(output, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("start_time", "end_time", "duration"):
+        meta.pop(key, None)
+    for key in ("input_path", "output_path"):
+        if key in meta and meta[key]:
+            meta[key] = short(meta[key])
+    nb.metadata.pop("widgets", None)  # live widget state: random model ids, no use on disk
+    for i, cell in enumerate(nb.cells):
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"  # papermill draws a random id
+        for j, out in enumerate(cell.get("outputs", [])):
+            view = out.get("data", {}).get(WIDGET_VIEW)
+            if view is not None:  # the explorer: a stable id instead of a random one
+                view["model_id"] = f"cell{i}-output{j}"
+        cell.metadata.pop("execution", None)
+        for key in ("start_time", "end_time", "duration"):
+            cell.metadata.get("papermill", {}).pop(key, None)
+    atomic_write_text(output, nbformat.writes(nb) + "\n")
+
+
+def notebook_profile(path: Path, name: str) -> str:
+    """The ``profile`` parameter each notebook loads: the name of a shipped profile
+    (``profiles/<name>.yaml``), else the file's path (repository-relative inside it), so every
+    notebook runs the very file the series was given, never ``profiles/<name>.yaml`` instead."""
+    from lib.core.paths import PROFILES_DIR
+
+    path = path.resolve()
+    if path == (PROFILES_DIR / f"{name}.yaml").resolve():
+        return name
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool = False) -> list[str]:
+    """Run the given stages in order for a profile; returns the stages that actually ran."""
+    from lib.lm.profiles import load_profile, profile_path
+
+    profile = load_profile(profile_name)
+    for notebook in sync_notebooks():  # the .py twins are the source
+        print(f"[paper] rebuilt {short(notebook)} from {notebook.with_suffix('.py').name}", flush=True)
+    available = {"profile": notebook_profile(profile_path(profile_name), profile.name),
+                 "progress": False}
+    stamp_dir = profile.out_path / "stamps"
+    previous, ran, code = "", [], lib_digest()
+    for stage in STAGES:
+        notebook = NOTEBOOKS_DIR / f"{stage}.ipynb"
+        params = stage_parameters(notebook, available)
+        inputs = inputs_digest(stage_inputs(stage, profile, tables_dir_for(profile.name) / "results.csv"))
+        stamp = stage_stamp(notebook, params, profile_path(profile_name), previous, code,
+                            str(output_root()), inputs)
+        previous = stamp
+        stamp_file = stamp_dir / f"{stage}.sha256"
+        output = tables_dir_for(profile.name) / f"{stage}.ipynb"
+        up_to_date = stamp_file.exists() and stamp_file.read_text().strip() == stamp and output.exists()
+        if stage not in stages or (up_to_date and not force):
+            print(f"[paper] {stage}: {'up to date' if up_to_date else 'not selected'}", flush=True)
+            continue
+        start = time.perf_counter()
+        print(f"[paper] {stage}: running ({profile.name})", flush=True)
+        stamp_file.unlink(missing_ok=True)  # a killed or failed run is never "up to date"
+        with ProgressWatcher(stage, stage_counter(stage, profile)):
+            execute_stage(notebook, output, params)
+        atomic_write_text(stamp_file, stamp + "\n")  # only after the executed copy is in place
+        print(f"[paper] {stage}: done in {_hms(time.perf_counter() - start)} -> {short(output)}",
+              flush=True)
+        ran.append(stage)
+    return ran
+
+
+def register_cli(subparsers: Any) -> None:
+    """``paper``: execute the notebook series for a profile."""
+    p = subparsers.add_parser("paper", help="execute the notebook series for a profile")
+    p.add_argument("--profile", default="cpu",
+                   help="profile name (profiles/<name>.yaml) or path to a profile YAML file")
+    p.add_argument("--stage", action="append", choices=STAGES, help="run only these stages")
+    p.add_argument("--force", action="store_true", help="re-run stages even when up to date")
+    p.add_argument("--sync-notebooks", action="store_true",
+                   help="only rebuild notebooks/*.ipynb from their .py twins, then exit")
+    p.set_defaults(func=_cli_paper)
+
+
+def _profile_arg(text: str) -> str:
+    """A ``--profile`` that is a path, relative to the caller's directory; a name as it is."""
+    from lib.core.paths import cli_path
+
+    return str(cli_path(text)) if text.endswith((".yaml", ".yml")) or "/" in text else text
+
+
+def _cli_paper(args: Any) -> int:
+    if args.sync_notebooks:
+        for notebook in sync_notebooks():
+            print(f"[paper] rebuilt {short(notebook)} from {notebook.with_suffix('.py').name}")
+        return 0
+    try:
+        run_paper(_profile_arg(args.profile), tuple(args.stage or STAGES), args.force)
+    except UserError as err:
+        print(f"[paper] error: {err}", flush=True)
+        return 2
+    except OSError as err:
+        if err.errno is None:  # lib's own "no such file; run X first" messages
+            print(f"[paper] FAILED: {err}", flush=True)
+            return 1
+        print(f"[paper] error: {os_error_line(err)}", flush=True)
+        return 2
+    except RuntimeError as err:
+        print(f"[paper] FAILED: {err}", flush=True)
+        return 1
+    return 0

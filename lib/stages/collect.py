@@ -1,0 +1,499 @@
+"""The statistics driver: streams blocks through a model, resumably and shardably.
+
+The math is in ``lib.nc.accumulate`` and the file format in ``lib.nc.stats_file``. Two passes:
+
+1. Train: counts, float64 sums and within-class squared deviations ``sq_dev`` in one pass;
+   with ``layers`` (``lib.stages.layers``) also those of each requested residual stream, from the
+   same forward pass.
+2. Validation: LM-head / nearest-class-centre agreement with the finished pass-1 means.
+
+During a pass ``<out>.partial.safetensors`` holds its accumulators and the next block, saved
+atomically every ``checkpoint_every`` batches; blocks go in a fixed order, so a killed and
+restarted run gives the numbers of an uninterrupted one (bit for bit on CPU). Pass 2 records the
+hash of the pass-1 means it used (``means_hash``) and refuses state or shards made with others.
+A finished output is reused only when made from the same model, blocks and tokenizer.
+
+Sharded workflow (each step may run as n independent jobs, e.g. SLURM array tasks)::
+
+    for i in range(n):  # pass-1 shards: counts, sums and sq_dev of their blocks
+        collect_model_stats(m, train, None, p1[i], passes=(1,), shard=(i, n))
+    merge_stats(p1, stage1)              # exact: Chan's formula for sq_dev
+    for i in range(n):  # pass-2 shards, all with the merged pass-1 means
+        collect_model_stats(m, None, val, p2[i], passes=(2,), shard=(i, n), base=stage1)
+    merge_stats(p2, stats)               # the finished stats.safetensors
+
+Shell: ``python -m lib collect MODEL --train-blocks t.npy --out p1_0.safetensors --pass 1
+--shard 0/4``, ``python -m lib merge-stats stage1.safetensors p1_*.safetensors``, then ``--base``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from lib.core.errors import UserError
+from lib.core.paths import check_out, cli_path, positive_int
+from lib.core.provenance import sha256_array, sha256_json, weights_sha256
+from lib.lm import identity as ident
+from lib.lm.devices import inference_autocast
+from lib.lm.model import lm_head_weight, load_causal_lm
+from lib.nc import stats_file as sf
+from lib.nc.accumulate import DEFAULT_CHUNK
+from lib.nc.classstats import ClassStats
+from lib.stages import layers as lay
+
+BLOCKS_KEY = {1: "train_blocks_sha256", 2: "val_blocks_sha256"}  # metadata key per pass
+
+
+class PassInterrupted(RuntimeError):
+    """Raised by the ``stop_after_batches`` test hook: simulates a run killed mid-pass."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Blocks: loading, validation, shards, identity.
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n) with 0 <= i < n."""
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise UserError(f"shard {text!r} is not of the form i/n, e.g. 0/4") from None
+    shard_range(n, (i, n))
+    return i, n
+
+
+def _shard_text(shard: tuple[int, int] | None) -> str:
+    """'' for the whole split, else 'i/n' (validated)."""
+    return "" if shard is None else "{}/{}".format(*shard) if shard_range(0, shard) else ""
+
+
+def shard_range(n_blocks: int, shard: tuple[int, int]) -> tuple[int, int]:
+    """Contiguous block range [start, stop) of shard i of n (Shard i of n: [i*N//n, (i+1)*N//n))."""
+    i, n = shard
+    if not 0 <= i < n:
+        raise UserError(f"shard ({i}, {n}) needs 0 <= i < n")
+    return i * n_blocks // n, (i + 1) * n_blocks // n
+
+
+def _as_block_array(blocks: np.ndarray | str | Path, split: str) -> np.ndarray:
+    if isinstance(blocks, (str, Path)):
+        path = Path(blocks)
+        if not path.is_file():
+            raise UserError(f"no {split} blocks at {path}; run the corpus stage first")
+        blocks = np.load(path, mmap_mode="r")
+    if not isinstance(blocks, np.ndarray) or blocks.ndim != 2 or blocks.dtype.kind not in "iu":
+        raise UserError(f"{split} blocks must be an integer array (n_blocks, T), got "
+                        f"{blocks!r:.80}")
+    if blocks.shape[0] == 0 or blocks.shape[1] < 2:
+        raise UserError(f"{split} split is empty: blocks of shape {blocks.shape}; need at least "
+                        "one block of at least 2 tokens")
+    return blocks
+
+
+def _check_token_ids(blocks: np.ndarray, vocab_size: int, split: str, rows: int = 4096) -> None:
+    lo, hi = 0, 0
+    for a in range(0, blocks.shape[0], rows):
+        part = np.asarray(blocks[a:a + rows])
+        lo, hi = min(lo, int(part.min())), max(hi, int(part.max()))
+    if lo < 0:
+        raise UserError(f"{split} blocks contain negative token id {lo}")
+    if hi >= vocab_size:
+        raise UserError(
+            f"{split} blocks contain token id {hi}, so the tokenizer has at least {hi + 1} tokens, "
+            f"but the model's LM head has {vocab_size} rows: use the tokenizer the model was "
+            "trained with"
+        )
+
+
+@dataclass(frozen=True)
+class BlockSplit:
+    """The blocks one pass (or shard) processes, and the identity of the split they come from."""
+
+    blocks: np.ndarray  # (n, T)
+    split_sha: str  # identity of the capped split: whole array's sha256 + blocks kept
+    sha256: str  # lib.core.provenance.sha256_array of the whole array, before any cap
+
+
+def select_blocks(blocks: np.ndarray | str | Path | BlockSplit, vocab_size: int, *,
+                  split: str = "train", max_blocks: int | None = None,
+                  shard: tuple[int, int] | None = None) -> BlockSplit:
+    """Validated blocks: the first ``max_blocks``, then shard i/n's contiguous range."""
+    if isinstance(blocks, BlockSplit):
+        return blocks
+    whole = _as_block_array(blocks, split)
+    if max_blocks is not None and max_blocks < 1:
+        raise UserError(f"max_blocks must be positive, got {max_blocks}")
+    arr, whole_sha = whole[:max_blocks], sha256_array(whole)
+    split_sha = sha256_json({"blocks_sha256": whole_sha, "first": int(arr.shape[0])})
+    if shard is not None:
+        start, stop = shard_range(arr.shape[0], shard)
+        if start == stop:
+            raise UserError(f"shard {_shard_text(shard)} of {arr.shape[0]} {split} blocks is empty")
+        arr = arr[start:stop]
+    _check_token_ids(arr, vocab_size, split)
+    return BlockSplit(arr, split_sha, whole_sha)
+
+
+# ---------------------------------------------------------------------------------------------
+# One pass.
+
+
+@dataclass
+class _Base:
+    """The train pass a validation pass builds on: tensors, metadata and the means."""
+
+    tensors: dict[str, Tensor]
+    meta: dict[str, str]
+    means_hash: str = ""
+    means: Tensor | None = None  # (V, D) float64
+
+
+def _load_base(base: str | Path | None, pass_no: int, info: dict[str, str],
+               prov: dict[str, str]) -> _Base:
+    if pass_no == 1:
+        return _Base({}, {})
+    if base is None:
+        raise UserError("pass 2 needs the stats file of pass 1 (base): run pass 1 first")
+    return _Base(*sf.read_train_pass(base, info, prov))
+
+
+def _new_stats(pass_no: int, base: _Base, V: int, D: int, device: torch.device,
+               layers: tuple[tuple[int, ...], int] = ((), 0),
+               acc: dict[str, Tensor] | None = None) -> ClassStats:
+    """The ClassStats a pass accumulates into: empty (pass 1; ``layers``: residual-stream
+    indices and their width) or the base's pass 1 (pass 2), plus resumed accumulators ``acc``."""
+    if pass_no == 1 and not acc:
+        return ClassStats(V, D, device, {i: layers[1] for i in layers[0]})
+    return ClassStats.from_tensors({**base.tensors, **(acc or {})}, device)
+
+
+@dataclass
+class _State:
+    """A pass in progress: its statistics, the next block to process, tokens so far."""
+
+    stats: ClassStats
+    next_block: int = 0
+    tokens: int = 0
+
+
+def _load_state(work: Path, expect: dict[str, str], pass_no: int, base: _Base, V: int, D: int,
+                device: torch.device, layers: tuple[tuple[int, ...], int] = ((), 0)) -> _State:
+    """Resume from the working file when its settings match this run's exactly."""
+    if not work.exists():
+        return _State(_new_stats(pass_no, base, V, D, device, layers))
+    meta = sf.load_stats_metadata(work)
+    for key, want in expect.items():
+        if meta.get(key) != want:
+            what = "pass 2 must use the finished pass-1 means: hash" if key == "means_hash" else ""
+            raise UserError(
+                f"working file {work} was written with {what or key}={meta.get(key)!r}, this run "
+                f"has {want!r}: rerun with the same settings, or delete it to restart the pass"
+            )
+    acc = {k: v.to(device) for k, v in sf.load_stats(work).items()}
+    return _State(_new_stats(pass_no, base, V, D, device, layers, acc), int(meta["next_block"]),
+                  int(meta["tokens"]))
+
+
+# (features [top x (N, D), then each layer's], y (N,), the pass's statistics)
+Step = Callable[[list[Tensor], Tensor, ClassStats], None]
+
+
+def _make_step(pass_no: int, W: Tensor, chunk: int) -> Step:
+    """The accumulation of one batch: train moments of the top and of the layers with shared
+    counts (pass 1), or NCC agreement of the top with the frozen train means (pass 2)."""
+    if pass_no == 1:
+        return lambda xs, y, stats: stats.add(xs[0], y, xs[1:])
+    return lambda xs, y, stats: stats.add_validation(xs[0], y, W, chunk)
+
+
+def _pass_tensors(stats: ClassStats, pass_no: int) -> dict[str, Tensor]:
+    """The accumulators a pass's working file holds (pass 2: not the base's pass 1)."""
+    keys = sf.pass1_keys({"layers": ",".join(map(str, stats.layers))}) if pass_no == 1 \
+        else sf.PASS_TENSORS[2]
+    return {k: stats.tensors[k] for k in keys}
+
+
+def _pairs(model: nn.Module, ids: Tensor, layers: tuple[int, ...] = ()
+           ) -> tuple[list[Tensor], Tensor]:
+    """(feature, next token) pairs of a batch: [x (B*(T-1), D) of the top, then of each layer
+    in ``layers``, all from one forward], y (B*(T-1),)."""
+    feats = lay.batch_features(model, ids, layers)  # each (B, T, D)
+    return [f[:, :-1].reshape(-1, f.shape[-1]) for f in feats], ids[:, 1:].reshape(-1)
+
+
+def _run_batches(model: nn.Module, blocks: np.ndarray, step: Step, state: _State, *,
+                 device: torch.device, desc: str, batch_size: int,
+                 save: Callable[[_State], None], checkpoint_every: int, progress: bool,
+                 stop_after_batches: int | None, layers: tuple[int, ...] = ()) -> _State:
+    """Stream the blocks from ``state.next_block`` in fixed order, checkpointing as it goes."""
+    n, T = blocks.shape
+    bar = tqdm(total=n * (T - 1), initial=state.tokens, unit="tok", unit_scale=True, desc=desc,
+               disable=not progress)
+    with bar, torch.inference_mode(), inference_autocast(device):
+        for i, start in enumerate(range(state.next_block, n, batch_size), 1):
+            ids = torch.from_numpy(np.asarray(blocks[start:start + batch_size], dtype=np.int64))
+            xs, y = _pairs(model, ids.to(device), layers)
+            step(xs, y, state.stats)
+            state.next_block, state.tokens = min(start + batch_size, n), state.tokens + y.numel()
+            bar.update(y.numel())
+            if i % checkpoint_every == 0 and state.next_block < n:
+                save(state)
+            if stop_after_batches is not None and i >= stop_after_batches:
+                raise PassInterrupted(f"stopped after {i} batches (test hook)")
+    return state
+
+
+def _pass_done(out_path: Path, pass_no: int, shard: str, split: BlockSplit,
+               info: dict[str, str], prov: dict[str, str], base: _Base,
+               layer_meta: dict[str, str]) -> bool:
+    """True when out_path already holds this pass of this model, inputs and means; UserError
+    when it holds the pass from anything else."""
+    if not out_path.exists():
+        return False
+    meta = sf.load_stats_metadata(out_path)
+    done = sf.done_passes(meta)
+    if pass_no not in done or meta.get("format_version") != sf.FORMAT_VERSION:
+        return False
+    if done[pass_no] != shard:
+        raise UserError(f"{out_path} holds pass {pass_no} of shard {done[pass_no] or 'all'}, "
+                        f"not {shard or 'all'}; choose another output path")
+    sf.check_same_model(meta, info, out_path)
+    sf.check_provenance(meta, prov, out_path)
+    if pass_no == 1:
+        lay.check_same_layers(meta, layer_meta, out_path)
+    if meta.get(f"pass{pass_no}_split_sha") != split.split_sha:
+        raise UserError(f"{out_path} holds pass {pass_no} over {meta.get(f'pass{pass_no}_blocks')}"
+                        f" blocks of another selection (max blocks) than this run's "
+                        f"{split.blocks.shape[0]}: use another output path or delete the file")
+    if pass_no > 1 and meta.get("means_hash") != base.means_hash:
+        raise UserError(f"pass {pass_no} must use the finished pass-1 means: hash "
+                        f"{meta.get('means_hash')} in {out_path} != {base.means_hash}; use "
+                        "another output path or delete the file")
+    return True
+
+
+def _drop_stale_partial(out_path: Path) -> None:
+    """Remove a working file whose pass the output already holds (killed before cleanup)."""
+    work = sf.partial_path(out_path)
+    if work.exists() and out_path.exists():
+        meta = sf.load_stats_metadata(work)
+        if sf.done_passes(sf.load_stats_metadata(out_path)).get(int(meta.get("pass", 0))) == \
+                meta.get("shard"):
+            work.unlink()
+
+
+def collect_pass(model: nn.Module, blocks: np.ndarray | str | Path | BlockSplit, pass_no: int,
+                 out_path: str | Path, *, base: str | Path | None = None,
+                 shard: tuple[int, int] | None = None, batch_size: int = 8,
+                 max_blocks: int | None = None, checkpoint_every: int = 50,
+                 progress: bool = True, chunk: int = DEFAULT_CHUNK, name: str | None = None,
+                 tokenizer_name: str | None = None, provenance: dict[str, str] | None = None,
+                 stop_after_batches: int | None = None, layers: lay.LayerSpec = None) -> Path:
+    """Run pass 1 (train) or 2 (validation) of ``model`` over ``blocks``, writing ``out_path``.
+
+    ``base``: stats file with the finished pass 1 (pass 2); ``out_path`` then holds its tensors
+    plus this pass's. A pass already in ``out_path`` is a no-op when it was made from the same
+    model and inputs; a working file from an interrupted run is resumed. ``provenance``: extra
+    hashes to record (``weights_sha256`` defaults to the model's parameters', the blocks' hash
+    is computed). ``stop_after_batches`` is a test hook simulating a kill. ``layers`` (pass 1):
+    None, "all" or residual-stream indices whose statistics to gather too (``lib.stages.layers``).
+    """
+    if pass_no not in sf.PASSES or batch_size < 1 or checkpoint_every < 1:
+        raise UserError(f"need pass 1 or 2 and positive sizes, got pass {pass_no}, "
+                        f"batch_size {batch_size}, checkpoint_every {checkpoint_every}")
+    out_path, shard_txt = Path(out_path), _shard_text(shard)
+    model.eval()
+    W = lm_head_weight(model).detach()  # (V, D)
+    V, D = W.shape
+    split = select_blocks(blocks, V, split=sf.SPLITS[pass_no], max_blocks=max_blocks, shard=shard)
+    info = ident.model_info(model, name, tokenizer_name)
+    prov = {k: v for k, v in {**(provenance or {}), BLOCKS_KEY[pass_no]: split.sha256}.items()
+            if v}
+    if "weights_sha256" not in prov:  # (setdefault would hash the parameters every time)
+        prov["weights_sha256"] = ident.weights_sha256(model)
+    base_ = _load_base(base, pass_no, info, prov)
+    lays, n_layer, width = lay.model_layers(model, layers if pass_no == 1 else None)
+    layer_meta = lay.layer_metadata(lays, n_layer)
+    if _pass_done(out_path, pass_no, shard_txt, split, info, prov, base_, layer_meta):
+        _drop_stale_partial(out_path)
+        return out_path
+    expect = {**{k: info[k] for k in sf.MODEL_KEYS}, "pass": str(pass_no), "shard": shard_txt,
+              "split_sha": split.split_sha, "n_blocks": str(split.blocks.shape[0]),
+              "batch_size": str(batch_size), "means_hash": base_.means_hash,
+              "format_version": sf.FORMAT_VERSION, **layer_meta}
+    work = sf.partial_path(out_path)
+    _drop_stale_partial(out_path)
+    state = _load_state(work, expect, pass_no, base_, V, D, W.device, (lays, width))
+
+    def save(s: _State) -> None:
+        sf.save_raw(work, _pass_tensors(s.stats, pass_no),
+                    {**expect, "next_block": str(s.next_block), "tokens": str(s.tokens)})
+
+    state = _run_batches(model, split.blocks, _make_step(pass_no, W, chunk), state,
+                         device=W.device, desc=f"pass {pass_no}", batch_size=batch_size,
+                         save=save, checkpoint_every=checkpoint_every, progress=progress,
+                         stop_after_batches=stop_after_batches, layers=lays)
+    meta = {**base_.meta, **info, **prov, **layer_meta,
+            f"pass{pass_no}_blocks": str(split.blocks.shape[0]),
+            f"pass{pass_no}_tokens": str(state.tokens), f"pass{pass_no}_shard": shard_txt,
+            f"pass{pass_no}_split_sha": split.split_sha}
+    state.stats.save(out_path, info["model"], W, meta)
+    work.unlink(missing_ok=True)
+    return out_path
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole model.
+
+
+def _as_passes(passes: Sequence[int] | str, shard: tuple[int, int] | None) -> tuple[int, ...]:
+    out = sf.PASSES if passes == "all" else tuple(sorted({int(p) for p in passes}))
+    if not out or not set(out) <= set(sf.PASSES):
+        raise UserError(f"passes must be a subset of {sf.PASSES} or 'all', got {passes!r}")
+    if shard is not None and len(out) > 1:
+        raise UserError("a sharded run does one pass: run pass 1 shards, merge_stats them, then "
+                        "pass 2 shards with base=<merged file>")
+    return out
+
+
+def _open_model(model_dir_or_model: nn.Module | str | Path,
+                device: str) -> tuple[nn.Module, Path | None, str, str]:
+    """(model, its folder or None, its name, weights_sha256)."""
+    if isinstance(model_dir_or_model, nn.Module):
+        model = model_dir_or_model.to(device).eval()
+        return model, None, ident.model_name(model), ident.weights_sha256(model)
+    path = Path(model_dir_or_model)
+    if path.exists() and not (path / "config.json").is_file():
+        raise UserError(f"{path} is not a model checkpoint (no config.json); train it first")
+    model = load_causal_lm(path, device=device)
+    on_disk = path.is_dir() and any(path.glob("model*.safetensors"))  # else a hub cache
+    sha = weights_sha256(path) if on_disk else ident.weights_sha256(model)
+    return model, (path if path.exists() else None), (ident.name_of_path(path) if path.exists()
+                                                       else str(path)), sha
+
+
+def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
+                        train_blocks: np.ndarray | str | Path | None,
+                        val_blocks: np.ndarray | str | Path | None, out_path: str | Path, *,
+                        batch_size: int = 8, device: str = "cpu",
+                        max_train_blocks: int | None = None, max_val_blocks: int | None = None,
+                        checkpoint_every: int = 50, progress: bool = True,
+                        shard: tuple[int, int] | None = None,
+                        passes: Sequence[int] | str = "all", base: str | Path | None = None,
+                        tokenizer: object | None = None,
+                        blocks_tokenizer_sha256: str | None = None,
+                        layers: lay.LayerSpec = None) -> Path:
+    """Passes 1 and 2 of one model into ``out_path`` (``stats.safetensors``), resumably.
+
+    Every input is checked before any pass starts: the blocks of every requested pass, the
+    tokenizer's size against the LM head, and its identity against ``blocks_tokenizer_sha256``
+    (default: the ``tokenizer_sha256`` of a corpus manifest.json beside block files). Passes
+    already in ``out_path`` are reused only when made from the same model, blocks and tokenizer
+    (else UserError). ``shard``/``passes``/``base``: the sharded workflow of the module
+    docstring. ``tokenizer``: object or path; default one saved in the model directory.
+    ``layers``: also the statistics of these residual streams in pass 1 (``lib.stages.layers``).
+    """
+    out_path, passes = Path(out_path), _as_passes(passes, shard)
+    model, model_dir, name, weights_sha = _open_model(model_dir_or_model, device)
+    V = lm_head_weight(model).shape[0]
+    tok_name, tok_sha = ident.tokenizer_provenance(tokenizer, model_dir, V, blocks_tokenizer_sha256
+                                                or ident.manifest_tokenizer_sha256(train_blocks,
+                                                                                val_blocks))
+    splits = {}
+    for p in passes:  # all inputs validated before the first pass runs
+        blocks, max_blocks = ((train_blocks, max_train_blocks) if p == 1
+                              else (val_blocks, max_val_blocks))
+        if blocks is None:
+            raise UserError(f"pass {p} needs the {sf.SPLITS[p]} blocks; pass them "
+                            f"(--{BLOCKS_KEY[p].split('_')[0]}-blocks)")
+        splits[p] = select_blocks(blocks, V, split=sf.SPLITS[p], max_blocks=max_blocks, shard=shard)
+    prov = {"weights_sha256": weights_sha, "tokenizer_sha256": tok_sha or ""}
+    for p in passes:
+        src = base if (base is not None and p == passes[0]) else out_path
+        collect_pass(model, splits[p], p, out_path, base=src, shard=shard, batch_size=batch_size,
+                     checkpoint_every=checkpoint_every, progress=progress, name=name,
+                     tokenizer_name=tok_name, provenance=prov, layers=layers)
+    return out_path
+
+
+# ---------------------------------------------------------------------------------------------
+# Shell interface.
+
+
+def _model_arg(text: str) -> Path | str:
+    """A checkpoint folder relative to the caller's directory, else a hub name as given."""
+    path = Path(text).expanduser()
+    return path.absolute() if path.exists() else text
+
+
+def _stats_of(path: Path, model: Path | str) -> bool:
+    """True when ``path`` is a stats file of ``model`` (a file of another model is not ours to
+    replace)."""
+    if not sf.is_stats_file(path):
+        return False
+    recorded = sf.load_stats_metadata(path).get("model")
+    return not recorded or recorded == (ident.name_of_path(model) if isinstance(model, Path) else model)
+
+
+def _cli_collect(args: argparse.Namespace) -> None:
+    inputs = [p for p in (args.train_blocks, args.val_blocks, args.base) if p is not None]
+    if isinstance(args.model_dir, Path):
+        inputs += sorted(Path(args.model_dir).glob("*")) if Path(args.model_dir).is_dir() else []
+    check_out(args.out, suffix=".safetensors", inputs=inputs,
+              ours=lambda p: _stats_of(p, args.model_dir))
+    out = collect_model_stats(
+        args.model_dir, args.train_blocks, args.val_blocks, args.out,
+        batch_size=args.batch_size, device=args.device, max_train_blocks=args.max_train_blocks,
+        max_val_blocks=args.max_val_blocks, checkpoint_every=args.checkpoint_every,
+        progress=not args.no_progress, shard=args.shard, passes=args.passes,
+        base=args.base, layers=args.layers,
+    )
+    print(out)
+
+
+def _passes_arg(text: str) -> str | tuple[int, ...]:
+    if text == "all":
+        return "all"
+    if text not in ("1", "2"):
+        raise argparse.ArgumentTypeError(f"--pass must be 1 (train), 2 (validation) or all, "
+                                         f"got {text!r}")
+    return (int(text),)
+
+
+def _shard_arg(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def register_cli(subparsers) -> None:
+    """Add ``collect`` to the ``python -m lib`` subcommands."""
+    p = subparsers.add_parser("collect", help="statistics passes of one model checkpoint")
+    p.add_argument("model_dir", type=_model_arg,
+                   help="checkpoint folder (save_pretrained) or hub name, e.g. gpt2")
+    p.add_argument("--train-blocks", type=cli_path, help="train_blocks.npy (pass 1)")
+    p.add_argument("--val-blocks", type=cli_path, help="val_blocks.npy (pass 2)")
+    p.add_argument("--out", type=cli_path, required=True, help="stats.safetensors to write")
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-train-blocks", type=positive_int)
+    p.add_argument("--max-val-blocks", type=positive_int)
+    p.add_argument("--checkpoint-every", type=positive_int, default=50, help="batches between saves")
+    p.add_argument("--shard", type=_shard_arg, help="i/n: process shard i of n (one pass)")
+    p.add_argument("--pass", dest="passes", type=_passes_arg, default="all",
+                   help="1 (train), 2 (validation) or all (default)")
+    p.add_argument("--base", type=cli_path, help="merged pass-1 stats (sharded pass 2)")
+    p.add_argument("--layers", type=lay.parse_layers_arg, default=None,
+                   help="also each residual stream's statistics (pass 1): all, or indices "
+                   "0,2,4 (0 = embeddings, n_layer = last block's output before the final norm)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cli_collect)

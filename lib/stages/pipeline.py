@@ -1,0 +1,447 @@
+"""A profile's jobs: corpus, train, collect and measure per run; costs; SLURM.
+
+The profile's typed sections go from here into ``lib.lm.data``, ``lib.stages.train``, ``lib.stages.collect`` and
+``lib.nc.measure``; every path comes from ``lib.core.paths.Layout(profile.out_path)``.
+
+One job per training run: train it (resuming, skipping a finished run), collect statistics of
+each measured checkpoint into ``out_dir/stats/<run>-ck<e>/stats.safetensors`` and measure them
+into ``out_dir/metrics/<run>-ck<e>.json`` (paths from ``lib.core.paths.Layout``). Work is skipped
+only when current: a stats file must record the hashes of the checkpoint's weights and of the
+corpus blocks and tokenizer; a metrics file the sha256 of the stats file it was measured from.
+Stale files are redone; a run trained from other inputs is refused with the command that
+retrains it (``--retrain``). Each output is written under its own file lock, so two ``grid``
+processes on one ``out_dir`` take turns instead of colliding. The stages are also separate
+functions (``train_all``, ``collect_all``, ``measure_all``), as the notebooks call them.
+
+Locally::
+
+    python -m lib grid --profile smoke              # everything, one job after another
+    python -m lib grid --profile cpu --only-train   # training only
+    python -m lib grid --profile paper --dry-run    # job list with estimated A100 GPU-hours
+    python -m lib train --profile cpu --run L1-d32-e1-wd0.1-s0 [--retrain]   # one run
+
+On a SLURM cluster: ``python -m lib grid --profile paper --slurm`` (``lib.stages.slurm``).
+
+Cost model (``plan_jobs``): training FLOPs = 6 N tokens + attention, with N the matmul
+parameters L(12d^2 + 10d) + Vd (the tied LM head included), tokens = epochs x training tokens,
+attention 6 d (global layers x T + local layers x min(window, T)) per token; each epoch's
+validation and each collection pass (one over the training blocks, one over the validation
+blocks, per measured checkpoint) cost the forward third of that. GPU-hours assume the profile's
+``cluster.utilization`` (default 40%) of ``cluster.peak_tflops`` (default 312 TFLOP/s, A100
+bf16 dense); token counts come from the prepared corpus or, before it exists, from
+``cluster.train_tokens_estimate`` / ``cluster.val_tokens_estimate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from lib.core.errors import UserError
+from lib.core.paths import Layout, atomic_write_json, lock_for, read_json
+from lib.core.provenance import CORPUS_HASHES, sha256_file, weights_sha256
+from lib.lm.devices import resolve_device
+from lib.lm.model import RunName, paper_param_count
+from lib.lm.profiles import Profile, load_profile
+from lib.stages.train import is_trained, train_run
+
+STAGES = ("train", "collect", "measure")
+
+# ---------------------------------------------------------------------------------------------
+# Jobs and their cost
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run, the checkpoints to collect and measure, and its estimated cost."""
+
+    run: RunName
+    checkpoints: tuple[RunName, ...]
+    batch_size: int
+    n_params: int  # the paper's closed-form parameter count
+    train_tokens: int  # epochs x training tokens
+    collect_tokens: int  # tokens through the model in all collection passes
+    train_flops: float  # training + per-epoch validation
+    collect_flops: float
+
+    @property
+    def flops(self) -> float:
+        return self.train_flops + self.collect_flops
+
+    def gpu_hours(self, peak_tflops: float, utilization: float) -> float:
+        return self.flops / (peak_tflops * 1e12 * utilization) / 3600
+
+
+def token_counts(profile: Profile) -> tuple[int, int]:
+    """(training tokens, validation tokens) per epoch: the prepared corpus, else the estimates."""
+    manifest = Layout(profile.out_path).manifest
+    if manifest.is_file():
+        m = read_json(manifest)
+        return int(m["n_train_tokens"]), int(m["n_val_tokens"])
+    c = profile.cluster
+    if c.train_tokens_estimate is None or c.val_tokens_estimate is None:
+        raise ValueError(
+            f"profile {profile.name!r}: corpus not prepared at {manifest.parent} and no "
+            "cluster.train_tokens_estimate / cluster.val_tokens_estimate; set them or prepare it"
+        )
+    return c.train_tokens_estimate, c.val_tokens_estimate
+
+
+def forward_flops_per_token(profile: Profile, depth: int, width: int) -> float:
+    """2 x matmul parameters + attention scores and mixing (module docstring)."""
+    V, T, d = profile.tokenizer.expected_vocab_size(), profile.context_len, width
+    n_matmul = depth * (12 * d * d + 10 * d) + V * d
+    n_global, n_local = math.ceil(depth / 2), depth // 2
+    attention = 2 * d * (n_global * T + n_local * min(profile.model.window_size, T))
+    return 2 * n_matmul + attention
+
+
+def _capped(tokens: int, max_blocks: int | None, context_len: int) -> int:
+    return tokens if max_blocks is None else min(tokens, max_blocks * context_len)
+
+
+def make_job(profile: Profile, run: RunName, train_tokens: int, val_tokens: int) -> Job:
+    """The job of one run with its cost estimate."""
+    cks = tuple(profile.checkpoints_of(run))
+    T, col = profile.context_len, profile.collect
+    fwd = forward_flops_per_token(profile, run.depth, run.width)
+    per_ck = _capped(train_tokens, col.max_train_blocks, T) + _capped(
+        val_tokens, col.max_val_blocks, T)
+    return Job(
+        run=run, checkpoints=cks, batch_size=profile.batch_size(run),
+        n_params=paper_param_count(run.depth, run.width,
+                                   profile.tokenizer.expected_vocab_size(), T),
+        train_tokens=run.epochs * train_tokens, collect_tokens=len(cks) * per_ck,
+        train_flops=run.epochs * (3 * fwd * train_tokens + fwd * val_tokens),
+        collect_flops=len(cks) * per_ck * fwd,
+    )
+
+
+def plan_jobs(profile: Profile) -> list[Job]:
+    """Every run of the profile as a job (grid then replicas)."""
+    train_tokens, val_tokens = token_counts(profile)
+    return [make_job(profile, run, train_tokens, val_tokens) for run in profile.runs()]
+
+
+def dry_run(profile: Profile) -> pd.DataFrame:
+    """One row per job (checkpoints, batch, size, tokens, PFLOP, GPU-hours) and a TOTAL row."""
+    c = profile.cluster
+    rows = [{"run": str(j.run), "checkpoints": " ".join(f"ck{ck.checkpoint}" for ck in j.checkpoints),
+             "n_checkpoints": len(j.checkpoints), "batch_size": j.batch_size,
+             "n_params": j.n_params, "train_tokens": j.train_tokens,
+             "collect_tokens": j.collect_tokens, "train_pflop": j.train_flops / 1e15,
+             "collect_pflop": j.collect_flops / 1e15,
+             "gpu_hours": j.gpu_hours(c.peak_tflops, c.utilization)}
+            for j in plan_jobs(profile)]
+    table = pd.DataFrame(rows)
+    total = {"run": "TOTAL", "checkpoints": "", **{
+        k: table[k].sum() for k in ("n_checkpoints", "train_tokens", "collect_tokens",
+                                    "train_pflop", "collect_pflop", "gpu_hours")}}
+    table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+    return table.astype({"batch_size": "Int64", "n_params": "Int64"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+
+def _device(profile: Profile) -> str:
+    return resolve_device(profile.device).type
+
+
+def prepare_profile_corpus(profile: Profile, progress: bool = True) -> Any:
+    """The profile's tokenized corpus (cached in ``out_dir/corpus``; rebuilt when text changed)."""
+    from lib.lm.data import prepare_corpus
+
+    return prepare_corpus(corpus=profile.corpus, tokenizer=profile.tokenizer,
+                          context_len=profile.context_len, cache_dir=Layout(profile.out_path).corpus,
+                          progress=progress)
+
+
+def train_profile_run(profile: Profile, run: RunName, *, corpus: Any = None,
+                      progress: bool = True, device: str | None = None,
+                      retrain: bool = False) -> dict:
+    """Train one run of a profile (preparing the corpus first when none is given)."""
+    if run.run not in profile.runs():
+        raise UserError(f"run {run.run} is not in profile {profile.name!r}; pick one of its runs "
+                        f"(python -m lib grid --profile {profile.name} --dry-run lists them)")
+    corpus = corpus if corpus is not None else prepare_profile_corpus(profile, progress)
+    return train_run(run, corpus=corpus, training=profile.training, model_cfg=profile.model,
+                     out_dir=profile.out_path, device=device or profile.device, progress=progress,
+                     retrain=retrain, retrain_command=(
+                         f"python -m lib train --profile {profile.name} --run {run.run} --retrain"))
+
+
+def collect_inputs(profile: Profile, ck: RunName) -> dict[str, str] | None:
+    """The hashes a stats file of ``ck`` must record to be current: the checkpoint's weights,
+    the corpus blocks and tokenizer (from its manifest). None before the checkpoint exists."""
+    layout = Layout(profile.out_path)
+    model_dir = layout.checkpoint_dir(ck)
+    if not (model_dir / "config.json").is_file() or not layout.manifest.is_file():
+        return None
+    manifest = read_json(layout.manifest)
+    return {"weights_sha256": weights_sha256(model_dir),
+            **{k: manifest[k] for k in CORPUS_HASHES}}
+
+
+def block_caps(profile: Profile, fraction: float | None = None) -> tuple[int, int]:
+    """(training, validation) blocks a stats file reads: the profile's caps, and for the
+    sensitivity study ``fraction`` of those training blocks (at least one)."""
+    manifest = read_json(Layout(profile.out_path).manifest)
+    col = profile.collect
+    n_train = min(manifest["n_train_blocks"], col.max_train_blocks or manifest["n_train_blocks"])
+    n_val = min(manifest["n_val_blocks"], col.max_val_blocks or manifest["n_val_blocks"])
+    return (n_train if fraction is None else max(1, math.ceil(fraction * n_train))), n_val
+
+
+def is_collected(profile: Profile, ck: RunName, fraction: float | None = None) -> bool:
+    """A finished stats file made from the current checkpoint and corpus (hashes compared)
+    over the blocks the profile asks for (a changed ``collect`` cap is recollected too), holding
+    at least the layers the profile asks for (``collect.layers``, lib.stages.layers)."""
+    from lib.nc.stats_file import load_stats_metadata, stale_reasons, stored_layers
+    from lib.stages.layers import profile_layers
+
+    inputs = collect_inputs(profile, ck)
+    path = Layout(profile.out_path).stats(ck, fraction)
+    if inputs is None or stale_reasons(path, **inputs):
+        return False
+    meta = load_stats_metadata(path)
+    blocks = (int(meta["pass1_blocks"]), int(meta["pass2_blocks"]))
+    return (blocks == block_caps(profile, fraction)
+            and set(profile_layers(profile, ck, fraction)) <= set(stored_layers(meta)))
+
+
+def is_measured(profile: Profile, ck: RunName, fraction: float | None = None) -> bool:
+    """A metrics file measured from the current stats file (its sha256 recorded and equal)."""
+    layout = Layout(profile.out_path)
+    path, stats = layout.metrics(ck, fraction), layout.stats(ck, fraction)
+    return (path.is_file() and stats.is_file()
+            and read_json(path).get("stats_sha256") == sha256_file(stats))
+
+
+def collect_checkpoint(profile: Profile, ck: RunName, corpus: Any, progress: bool = True,
+                       fraction: float | None = None) -> Path:
+    """Statistics of one trained checkpoint; a current stats file is kept, a stale one redone.
+
+    ``fraction``: the sensitivity study's statistics on that fraction of the training blocks.
+    Runs under the stats file's lock, so a second process waits and then finds it current.
+    """
+    from lib.nc.stats_file import PASSES, load_stats_metadata, partial_path
+    from lib.stages.collect import collect_model_stats
+    from lib.stages.layers import profile_layers
+
+    layout = Layout(profile.out_path)
+    model_dir, path = layout.checkpoint_dir(ck), layout.stats(ck, fraction)
+    if not (model_dir / "config.json").is_file():
+        raise UserError(f"no checkpoint {model_dir}; train it first: python -m lib train "
+                        f"--profile {profile.name} --run {ck.run}")
+    with lock_for(path):
+        if is_collected(profile, ck, fraction):
+            return path
+        throughput = layout.throughput(ck, fraction)
+        for stale in (path, partial_path(path), throughput):  # made from other inputs
+            stale.unlink(missing_ok=True)
+        n_train, n_val = block_caps(profile, fraction)
+        start = time.perf_counter()
+        collect_model_stats(
+            model_dir, corpus.train_blocks(), corpus.val_blocks(), path,
+            batch_size=profile.collect.batch_size, device=_device(profile),
+            max_train_blocks=n_train, max_val_blocks=n_val, progress=progress,
+            blocks_tokenizer_sha256=read_json(layout.manifest)["tokenizer_sha256"],
+            layers=profile_layers(profile, ck, fraction) or None)
+        seconds, meta = time.perf_counter() - start, load_stats_metadata(path)
+        tokens = sum(int(meta.get(f"pass{i}_tokens", 0)) for i in PASSES)
+        atomic_write_json(throughput, {  # all passes' tokens over the wall time
+            "collect_seconds": seconds, "collect_tokens": tokens,
+            "collect_device": _device(profile), "collect_tokens_per_s": tokens / max(seconds, 1e-9)})
+    return path
+
+
+def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
+                       fraction: float | None = None) -> Path:
+    """The measures of one checkpoint's statistics, with its run spec, as metrics JSON.
+
+    Records ``stats_sha256`` (the stats file measured), so a recollected file is re-measured;
+    stats with layers add the section ``layers``: {index: measures} (``lib.stages.layers``).
+    """
+    from lib.nc.measure import measure_stats_file
+    from lib.stages.layers import layers_section
+
+    layout = Layout(profile.out_path)
+    stats_file, path = layout.stats(ck, fraction), layout.metrics(ck, fraction)
+    with lock_for(path):
+        if is_measured(profile, ck, fraction):
+            return path
+        stats_sha256 = sha256_file(stats_file)
+        measures = {**measure_stats_file(stats_file, device=_device(profile), progress=progress),
+                    **layers_section(stats_file, device=_device(profile))}  # {} without layers
+        throughput = layout.throughput(ck, fraction)
+        extra = read_json(throughput) if throughput.is_file() else {}
+        if fraction is not None and fraction < 1:
+            extra["train_fraction"] = fraction
+        return atomic_write_json(path, {**measures, **extra, "run": str(ck), "spec": ck.as_dict(),
+                                        "stats_sha256": stats_sha256})
+
+
+def sensitivity_all(profile: Profile, *, corpus: Any = None, progress: bool = True) -> list[Path]:
+    """Statistics and measures of each ``sensitivity.runs`` checkpoint on each of
+    ``sensitivity.fractions`` of its training blocks (current files kept); the metrics paths."""
+    out = []
+    for ck in profile.sensitivity.checkpoints():
+        for fraction in profile.sensitivity.fractions:
+            if not is_collected(profile, ck, fraction):
+                corpus = _corpus(profile, corpus, progress)
+                collect_checkpoint(profile, ck, corpus, progress, fraction)
+            out.append(measure_checkpoint(profile, ck, progress, fraction))
+    return out
+
+
+def run_job(profile: Profile, run: RunName, *, corpus: Any = None,
+            stages: Sequence[str] = STAGES, progress: bool = True,
+            bar: tqdm | None = None, retrain: bool = False) -> None:
+    """The stages of one run: train, then collect and measure each of its checkpoints.
+
+    Finished work is skipped only when current: a run trained from other inputs is refused
+    (or, with ``retrain``, trained again); stats of another checkpoint or corpus are recollected,
+    metrics of another stats file re-measured.
+    """
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
+    cks = profile.checkpoints_of(run)
+    if "train" in stages:
+        # Finished runs return at once, but only after their settings (corpus included) are
+        # checked against the profile's: a run trained on other data is refused, not reused.
+        corpus = _corpus(profile, corpus, progress)
+        train_profile_run(profile, run, corpus=corpus, progress=progress, retrain=retrain)
+        _tick(bar, f"trained {run}")
+    for ck in cks if "collect" in stages else ():
+        if not is_collected(profile, ck):
+            corpus = _corpus(profile, corpus, progress)
+            collect_checkpoint(profile, ck, corpus, progress)
+        _tick(bar, f"collected {ck}")
+    for ck in cks if "measure" in stages else ():
+        if not is_measured(profile, ck):
+            measure_checkpoint(profile, ck, progress)
+        _tick(bar, f"measured {ck}")
+
+
+def _corpus(profile: Profile, corpus: Any, progress: bool) -> Any:
+    return corpus if corpus is not None else prepare_profile_corpus(profile, progress)
+
+
+def _tick(bar: tqdm | None, text: str) -> None:
+    if bar is not None:
+        bar.set_postfix_str(text, refresh=False)
+        bar.update(1)
+
+
+def _n_steps(profile: Profile, stages: Sequence[str]) -> int:
+    n_ck = len(profile.checkpoints())
+    return (len(profile.runs()) * ("train" in stages)
+            + n_ck * ("collect" in stages) + n_ck * ("measure" in stages))
+
+
+def run_stages(profile: Profile, stages: Sequence[str] = STAGES, *, corpus: Any = None,
+               progress: bool = True, retrain: bool = False) -> None:
+    """Every job one after another (current work skipped), under one overall progress bar."""
+    if {"train", "collect"} & set(stages):
+        corpus = _corpus(profile, corpus, progress)
+    with tqdm(total=_n_steps(profile, stages), desc=f"{profile.name}: {'+'.join(stages)}",
+              disable=not progress, unit="step") as bar:
+        for run in profile.runs():
+            run_job(profile, run, corpus=corpus, stages=stages, progress=progress, bar=bar,
+                    retrain=retrain)
+
+
+def run_local(profile: Profile, progress: bool = True, only_train: bool = False,
+              retrain: bool = False) -> None:
+    """Prepare the corpus once, then train, collect and measure every job in turn."""
+    run_stages(profile, ("train",) if only_train else STAGES, progress=progress, retrain=retrain)
+
+
+def train_all(profile: Profile, *, corpus: Any = None, progress: bool = True,
+              retrain: bool = False) -> None:
+    run_stages(profile, ("train",), corpus=corpus, progress=progress, retrain=retrain)
+
+
+def collect_all(profile: Profile, *, corpus: Any = None, progress: bool = True) -> None:
+    run_stages(profile, ("collect",), corpus=corpus, progress=progress)
+
+
+def measure_all(profile: Profile, *, progress: bool = True) -> None:
+    run_stages(profile, ("measure",), progress=progress)
+
+
+def pending_runs(profile: Profile, stages: Sequence[str] = STAGES) -> list[RunName]:
+    """Runs with work left in the given stages."""
+    def done(run: RunName) -> bool:
+        cks = profile.checkpoints_of(run)
+        return (("train" not in stages or is_trained(profile.out_path, run))
+                and ("collect" not in stages or all(is_collected(profile, c) for c in cks))
+                and ("measure" not in stages or all(is_measured(profile, c) for c in cks)))
+
+    return [run for run in profile.runs() if not done(run)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Shell
+
+
+def _cli_grid(args: argparse.Namespace) -> int:
+    profile = load_profile(args.profile)
+    if args.dry_run:
+        table = dry_run(profile)
+        with pd.option_context("display.max_rows", None, "display.width", 200):
+            print(table.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+        return 0
+    if args.slurm:
+        from lib.stages.slurm import submit_slurm
+
+        jobs = submit_slurm(profile, only_train=args.only_train)
+        print(f"submitted {len(jobs)} jobs" + (f": {jobs[0].job_id} ..." if jobs else ""))
+        return 0
+    run_local(profile, progress=not args.no_progress, only_train=args.only_train,
+              retrain=args.retrain)
+    return 0
+
+
+def _cli_train(args: argparse.Namespace) -> int:
+    profile = load_profile(args.profile)
+    result = train_profile_run(profile, RunName.parse(args.run), progress=not args.no_progress,
+                               device=args.device, retrain=args.retrain)
+    last = result["checkpoints"][-1]
+    print(f"{result['run']}: {result['status']}, val_loss {last['val_loss']:.4f}, "
+          f"val_acc {last['val_acc']:.4f}")
+    return 0
+
+
+def register_cli(subparsers: Any) -> None:
+    """``python -m lib train --profile NAME --run RUN [--retrain]`` and ``python -m lib grid
+    --profile NAME [--dry-run] [--slurm] [--only-train] [--retrain]``."""
+    p = subparsers.add_parser("train", help="train one run of a profile (resumes; no-op if done)")
+    p.add_argument("--profile", required=True, help="profile name or YAML path")
+    p.add_argument("--run", required=True, help="run name, e.g. L1-d16-e1-wd0.0005-s0")
+    p.add_argument("--device", default=None, help="override the profile's device")
+    p.add_argument("--retrain", action="store_true",
+                   help="discard the run if it was trained from other inputs, and train it again")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cli_train)
+
+    p = subparsers.add_parser("grid", help="train, collect and measure a profile's whole grid")
+    p.add_argument("--profile", required=True, help="profile name or YAML path")
+    p.add_argument("--dry-run", action="store_true", help="list the jobs and GPU-hours only")
+    p.add_argument("--slurm", action="store_true", help="submit to SLURM with submitit")
+    p.add_argument("--only-train", action="store_true", help="train only (no collect/measure)")
+    p.add_argument("--retrain", action="store_true",
+                   help="retrain runs that were trained from other inputs (else they are refused)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cli_grid)
