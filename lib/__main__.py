@@ -20,8 +20,8 @@ from lib.core.errors import os_error_line
 # command -> (module defining register_cli, one-line help); order = order in --help
 COMMANDS: dict[str, tuple[str, str]] = {
     "paper": ("series.paper", "execute the notebook series for a profile (make paper)"),
-    "grid": ("stages.pipeline", "train, collect and measure a profile's whole grid (local or SLURM)"),
-    "train": ("stages.pipeline", "train one run of a profile (resumes; no-op when current)"),
+    "grid": ("stages.grid", "train, collect and measure a profile's whole grid (local or SLURM)"),
+    "train": ("stages.grid", "train one run of a profile (resumes; no-op when current)"),
     "prepare-corpus": ("lm.data", "tokenize a corpus into cached token blocks"),
     "collect": ("stages.collect", "statistics passes of one model: a checkpoint folder or hub name"),
     "merge-stats": ("stages.stats_cli", "merge the shard files of one statistics pass"),

@@ -1,6 +1,6 @@
 """Test settings: never reach the Hugging Face hub; never write a tracked file.
 
-Every figure and table path goes through ``lib.series.paper.output_root()``, which honours
+Every figure and table path goes through ``lib.core.paths.output_root()``, which honours
 ``$LC_OUTPUT_ROOT``. It is set here, at start-up, to a fresh temporary folder seeded with the
 committed tables (``runs/<profile>/*.csv``), before nbval starts any kernel (kernels inherit the
 environment): the nbval runs of ``runs/smoke/*.ipynb`` read and write there, not in ``runs/`` or

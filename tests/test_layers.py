@@ -14,6 +14,7 @@ import torch
 from test_accumulate import plain_two_pass, realistic_features  # tests/ is on sys.path
 
 from lib.core.errors import UserError
+from lib.figures import plots_layers
 from lib.lm.model import build_model, final_features, gpt_neo_config, residual_features
 from lib.lm.runs import RunName
 from lib.nc import reference
@@ -22,6 +23,7 @@ from lib.nc.measure import GEOMETRY, geometry_measures
 from lib.nc.stats_file import STATS_KEYS, load_stats, load_stats_metadata, merge_stats, read_stats
 from lib.stages import collect, layers
 from lib.stages.collect import collect_model_stats, collect_pass
+from lib.tables import depth
 
 V, D, T, L = 50, 16, 16, 2
 N_TRAIN, N_VAL = 12, 6
@@ -221,29 +223,29 @@ def test_table_summary_and_figure(tmp_path):
     _write(tmp_path, a, _metrics({0: 3.0, 1: 2.0, 2: 1.5}, 2, 1.0))  # falls, largest 0->1
     _write(tmp_path, b, _metrics({0: 1.0, 1: 3.0, 2: 2.0}, 2, 1.0))  # not monotone, 0->1
     _write(tmp_path, c, {**_metrics({}, 1, 1.0), "layers": {}})  # measured without layers
-    table = layers.layers_table(tmp_path, [a, b, c])
+    table = depth.layers_table(tmp_path, [a, b, c])
     assert len(table) == 2 * 4 and set(table["name"]) == {str(a), str(b)}
     res = table[table["site"] == "residual"]
     assert sorted(res["relative_depth"].unique()) == [0.0, 0.5, 1.0]
     head = table[table["site"] == "head_input"]
     assert (head["layer"] == 2).all() and (head["nc2_norm_cv"] == 1.0).all()
-    summary = layers.depth_summary(table).set_index("measure")
+    summary = depth.depth_summary(table).set_index("measure")
     row = summary.loc["nc2_norm_cv"]  # linear scale
     assert row["models"] == 2 and row["monotone"] == 0.5 and row["falling"] == 0.5
     assert row["largest_step"] == "0->1" and row["largest_step_share"] == 1.0
     assert row["largest_step_rel_depth"] == 0.5
     assert summary.loc["nc1_cdnv", "largest_step"] == "0->1"  # log10: 3 -> 2 beats 2 -> 1.5
-    assert "50% of 2 models" in layers.describe_depth(layers.depth_summary(table))
-    assert layers.depth_summary(table, min_blocks=3)["models"].eq(0).all()
-    fig = layers.depth_figure(table)
+    assert "50% of 2 models" in depth.describe_depth(depth.depth_summary(table))
+    assert depth.depth_summary(table, min_blocks=3)["models"].eq(0).all()
+    fig = plots_layers.depth_figure(table)
     assert len(fig.axes) == len(GEOMETRY)
-    empty = layers.layers_table(tmp_path, [c])
+    empty = depth.layers_table(tmp_path, [c])
     assert empty.empty and list(empty.columns) == list(table.columns)
-    assert layers.depth_summary(empty)["models"].eq(0).all()
-    assert "collect.layers" in layers.describe_depth(layers.depth_summary(empty))
-    layers.depth_figure(empty)
+    assert depth.depth_summary(empty)["models"].eq(0).all()
+    assert "collect.layers" in depth.describe_depth(depth.depth_summary(empty))
+    plots_layers.depth_figure(empty)
     with pytest.raises(FileNotFoundError):
-        layers.layers_table(tmp_path, [RunName(4, 64, 1, 0.1, 0).at(1)])
+        depth.layers_table(tmp_path, [RunName(4, 64, 1, 0.1, 0).at(1)])
 
 
 def test_profile_key_and_checkpoint_layers():
@@ -283,7 +285,7 @@ def test_pipeline_collects_and_measures_layers_when_the_profile_asks(tmp_path, t
     for key in ("nc1_cdnv", "nc2_interference_cv", "nc3_duality_mean", "nc4_agreement"):
         assert metrics[key] == top[key], key  # the top numbers do not change
     assert is_collected(p, ck)  # a file with more layers serves a profile asking fewer
-    table = layers.layers_table(p.out_path, [ck])
+    table = depth.layers_table(p.out_path, [ck])
     assert list(table["layer"]) == [0, 1, 1] and list(table["site"]) == [
         "residual", "residual", "head_input"]
 

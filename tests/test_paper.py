@@ -13,18 +13,17 @@ import nbformat
 import pytest
 
 import lib
+from lib.core import paths
 from lib.core.errors import UserError
 from lib.core.paths import REPO_ROOT
 from lib.figures import plots
 from lib.lm.profiles import load_profile
-from lib.series import paper
 from lib.series.paper import (
-    ProgressWatcher,
     notebook_setup,
-    stage_counter,
     stage_parameters,
     stage_stamp,
 )
+from lib.series.progress import ProgressWatcher, stage_counter
 
 
 @pytest.mark.parametrize("module", sorted(m.name for m in
@@ -58,7 +57,7 @@ def test_stage_parameters_refuse_names_outside_the_route(tmp_path):
 
 def test_setup_derives_everything_from_the_profile():
     cfg = notebook_setup("smoke", style=False)
-    root = paper.output_root()
+    root = paths.output_root()
     assert cfg.profile == load_profile("smoke")
     assert cfg.results_table == root / "runs" / "smoke" / "results.csv"
     assert cfg.tables_dir == root / "runs" / "smoke"
@@ -76,8 +75,8 @@ def test_setup_refuses_another_profiles_table():
     with pytest.raises(UserError, match="not a profile's own table"):
         notebook_setup("cpu", results_table="/tmp/elsewhere/results.csv", style=False)
     # the profile's own table, spelled out, is fine
-    cfg = notebook_setup("smoke", results_table=paper.tables_dir_for("smoke") / "results.csv", style=False)
-    assert cfg.figures_dir == paper.figures_dir_for("smoke")
+    cfg = notebook_setup("smoke", results_table=paths.tables_dir_for("smoke") / "results.csv", style=False)
+    assert cfg.figures_dir == paths.figures_dir_for("smoke")
 
 
 def test_setup_override_with_output_dir(tmp_path):
@@ -90,8 +89,8 @@ def test_setup_override_with_output_dir(tmp_path):
 
 
 def test_tests_write_outputs_to_a_temporary_root():
-    root = paper.output_root()
-    assert os.environ.get(paper.OUTPUT_ROOT_ENV) and root != REPO_ROOT
+    root = paths.output_root()
+    assert os.environ.get(paths.OUTPUT_ROOT_ENV) and root != REPO_ROOT
     assert not root.is_relative_to(REPO_ROOT)
     assert (root / "runs" / "smoke" / "results.csv").is_file()  # seeded with the committed tables
 
@@ -111,7 +110,7 @@ def test_save_paths_under_the_redirect_leave_tracked_files_alone():
         fig, ax = plt.subplots()
         ax.plot([1, 2], [2, 1])
         paths = plots.save_figure(fig, "training_curves", where)
-        assert all(p.parent == paper.output_root() / "figures" / "smoke" for p in paths)
+        assert all(p.parent == lib.core.paths.output_root() / "figures" / "smoke" for p in paths)
     table = results.load_table(cfg.results_table)
     results.save_table(table, cfg.table_path("results.csv"))
     assert _tracked_status() == before

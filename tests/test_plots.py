@@ -13,9 +13,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from lib import analysis, plots, plots_training, results, walkthrough  # noqa: E402
+from lib.figures import plots, plots_training, walkthrough  # noqa: E402
 from lib.nc import registry  # noqa: E402
 from lib.nc.registry import MEASURES  # noqa: E402
+from lib.tables import analysis, results  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

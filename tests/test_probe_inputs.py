@@ -11,13 +11,13 @@ import math
 import pandas as pd
 import pytest
 import torch
-from lib.measure import compute_measures, measure_stats_file
 
 from lib import __main__ as cli
-from lib import stats_file as sf
 from lib.core.errors import UserError
 from lib.core.paths import PROFILES_DIR, REPO_ROOT
 from lib.lm.profiles import Profile, load_profile
+from lib.nc import stats_file as sf
+from lib.nc.measure import compute_measures, measure_stats_file
 from lib.series import paper
 from lib.tables import authors, results
 

@@ -78,7 +78,7 @@ def test_pickle_weights_are_refused_with_one_line(tmp_path):
 
 def test_every_from_pretrained_refuses_remote_code():
     calls = []
-    for path in sorted((REPO_ROOT / "lib").glob("*.py")):
+    for path in sorted((REPO_ROOT / "lib").rglob("*.py")):
         text = path.read_text()
         for m in re.finditer(r"\.from_pretrained\b(?!``)", text):  # not in docstrings
             end = text.find("\n\n", m.end())

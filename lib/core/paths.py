@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lib.core.errors import UserError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES_DIR = REPO_ROOT / "profiles"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -263,8 +265,6 @@ def check_out(out: Path, *, suffix: str, inputs: Sequence[Path] = (),
     """``out`` if a command may write it, else ``UserError`` in one line: not a folder, ending
     in ``suffix``, none of ``inputs``, and (when it exists) a file ``ours`` says this command
     wrote, so model weights, tokenizer files or another tool's file are never overwritten."""
-    from lib.core.errors import UserError
-
     out = Path(out)
     if out.is_dir():
         raise UserError(f"{flag} {out} is a folder; give the path of a {suffix} file to write")
@@ -315,3 +315,26 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+OUTPUT_ROOT_ENV = "LC_OUTPUT_ROOT"
+
+
+# ---------------------------------------------------------------------------------------------
+# Where outputs go
+
+
+def output_root() -> Path:
+    """Root of ``runs/`` and ``figures/``: ``$LC_OUTPUT_ROOT`` when set, else the repository."""
+    env = os.environ.get(OUTPUT_ROOT_ENV)
+    return Path(env).expanduser().resolve() if env else REPO_ROOT
+
+
+def tables_dir_for(profile_name: str) -> Path:
+    """``<root>/runs/<profile>/``: executed notebooks, results, correlations, permutations."""
+    return output_root() / "runs" / profile_name
+
+
+def figures_dir_for(profile_name: str) -> Path:
+    """``<root>/figures/<profile>/``: every figure of a profile."""
+    return output_root() / "figures" / profile_name

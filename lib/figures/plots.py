@@ -21,8 +21,9 @@ from matplotlib import ticker
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from lib.core.paths import atomic_write, resolve
+from lib.core.paths import atomic_write, figures_dir_for, resolve
 from lib.nc.registry import REGISTRY, axis_label, figure_measures, measure_transform
+from lib.tables.analysis import correlate, table1_display
 from lib.tables.results import LOSS, scaling_table
 from lib.tables.tokens import load_first_names
 
@@ -131,10 +132,8 @@ def show_and_save(fig: Figure, name: str, where: Any, **kwargs: Any) -> list[Pat
 
 def figure_folder(where: Any, figures_dir: str | os.PathLike | None = None) -> Path:
     """The folder of a figure: ``where.figures_dir`` for a ``lib.series.paper.NotebookConfig``;
-    for a profile name, ``<figures_dir>/<profile>/`` or else ``lib.series.paper.figures_dir_for``
+    for a profile name, ``<figures_dir>/<profile>/`` or else ``lib.core.paths.figures_dir_for``
     (``figures/<profile>/``, or under ``$LC_OUTPUT_ROOT`` when set)."""
-    from lib.series.paper import figures_dir_for
-
     if hasattr(where, "figures_dir"):
         return Path(where.figures_dir)
     if not isinstance(where, str) or not where or "/" in where:
@@ -335,8 +334,6 @@ def table1_figure(perm_df: pd.DataFrame, alpha: float = 0.05) -> Figure:
     """Table 1 drawn as a table (the cells of ``lib.tables.analysis.table1_display``: signed r, R²,
     Spearman ρ, p and Holm p); rows significant at ``alpha`` after Holm in bold on a tinted band.
     With too few replicas for a test, the figure says so instead."""
-    from lib.tables.analysis import table1_display
-
     fig, ax = plt.subplots(figsize=(9.5, 0.3 * (len(perm_df) + 1) + 0.9))
     ax.set_axis_off()
     if perm_df["r"].isna().all():
@@ -405,8 +402,6 @@ PAPER_FIGURES = {  # file name -> the measures the registry puts in that paper f
 
 
 def _cli_figures(args: argparse.Namespace) -> int:
-    from lib.tables.analysis import correlate
-
     apply_style()
     table = pd.read_csv(resolve(args.table))
     correlations = correlate(table, n_bootstrap=100)

@@ -2,7 +2,7 @@
 measure against tokens seen, one line per dynamics run, in the style of ``lib.figures.plots``.
 
 A dotted vertical line in each run's colour marks where the quantity has covered 90 % of its
-total change for good (``lib.stages.dynamics.level_crossing``, on the measure's analysis scale), so
+total change for good (``lib.tables.lead_lag.level_crossing``, on the measure's analysis scale), so
 lead and lag against the loss panel can be read off directly. Saved with ``lib.figures.plots``
 (``show_and_save(fig, "dynamics", cfg)``).
 """
@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from lib.figures.plots import LOSS_LABEL, human_count, log_axis
 from lib.nc.registry import MEASURES, analysis_scale, axis_label, label, measure_transform
-from lib.stages.dynamics import LEVEL, level_crossing
+from lib.tables.lead_lag import LEVEL, level_crossing
 from lib.tables.results import LOSS
 
 

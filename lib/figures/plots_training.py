@@ -14,13 +14,12 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from lib.figures.plots import LOSS_LABEL, PARAMS_CMAP, _grid, add_param_colorbar, param_norm
+from lib.lm.model import RunName
 from lib.tables.results import LOSS
 
 
 def _replica_groups(names: Sequence[str]) -> set[str]:
     """Runs whose architecture and variant were trained with more than one shuffling seed."""
-    from lib.lm.model import RunName
-
     groups: dict[tuple, list[str]] = {}
     for name in names:
         try:

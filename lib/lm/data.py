@@ -34,6 +34,7 @@ from lib.core.paths import (
 )
 from lib.core.provenance import sha256_array, sha256_json, sha256_texts, tokenizer_sha256
 from lib.lm import texts as sources
+from lib.lm.model import check_model_folder
 from lib.lm.profiles import CorpusConfig, TokenizerConfig, validated
 from lib.lm.texts import load_corpus
 
@@ -87,8 +88,6 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerFast:
 
     local = resolve(name_or_path)
     if local.is_dir():
-        from lib.lm.model import check_model_folder
-
         check_model_folder(local)
         return AutoTokenizer.from_pretrained(str(local), trust_remote_code=False)
     if not sources.hub_offline() and not sources.hub_reachable():

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lib.core.errors import UserError
+from lib.core.paths import resolve
 from lib.lm.runs import RunName  # noqa: F401  (re-exported: callers import it from here)
 
 T = TypeVar("T")
@@ -138,8 +139,6 @@ _TRUE = {"1", "ON", "YES", "TRUE"}
 
 def local_model_dir(name_or_path: str | Path) -> Path | None:
     """The existing local folder ``name_or_path`` names (as given, else repository-relative)."""
-    from lib.core.paths import resolve
-
     for p in (Path(name_or_path).expanduser(), resolve(Path(name_or_path).expanduser())):
         if p.exists():
             return p

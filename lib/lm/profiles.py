@@ -213,7 +213,7 @@ class CollectConfig(_Section):
 
 
 class ClusterConfig(_Section):
-    """SLURM resources per job (lib.stages.pipeline.submit_slurm) and the cost-estimate assumptions."""
+    """SLURM resources per job (lib.stages.slurm.submit_slurm) and the cost-estimate assumptions."""
 
     partition: str | None = None
     account: str | None = None

@@ -29,47 +29,33 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lib.core.errors import UserError, os_error_line
-from lib.core.paths import NOTEBOOKS_DIR, REPO_ROOT, atomic_write_text
+from lib.core.paths import (
+    NOTEBOOKS_DIR,
+    PROFILES_DIR,
+    REPO_ROOT,
+    atomic_write_text,
+    cli_path,
+    figures_dir_for,
+    output_root,
+    tables_dir_for,
+)
+from lib.figures import plots
+from lib.lm.profiles import Profile, load_profile, profile_path
+from lib.series.progress import ProgressWatcher, hms, stage_counter
 from lib.series.stamps import inputs_digest, lib_digest, stage_inputs, stage_stamp
-
-if TYPE_CHECKING:
-    from lib.lm.profiles import Profile
 
 STAGES = ("01_train", "02_collect", "03_measure", "04_correlate", "05_permutation", "06_tokens",
           "07_layers", "08_dynamics")
-OUTPUT_ROOT_ENV = "LC_OUTPUT_ROOT"
 # Every parameter a notebook may declare; papermill sets only the first two.
 PARAMETERS = ("profile", "progress", "results_table", "output_dir")
-HEARTBEAT_S = 30.0
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-
-
-# ---------------------------------------------------------------------------------------------
-# Where outputs go
-
-
-def output_root() -> Path:
-    """Root of ``runs/`` and ``figures/``: ``$LC_OUTPUT_ROOT`` when set, else the repository."""
-    env = os.environ.get(OUTPUT_ROOT_ENV)
-    return Path(env).expanduser().resolve() if env else REPO_ROOT
-
-
-def tables_dir_for(profile_name: str) -> Path:
-    """``<root>/runs/<profile>/``: executed notebooks, results, correlations, permutations."""
-    return output_root() / "runs" / profile_name
-
-
-def figures_dir_for(profile_name: str) -> Path:
-    """``<root>/figures/<profile>/``: every figure of a profile."""
-    return output_root() / "figures" / profile_name
 
 
 def _repo_path(path: str | os.PathLike) -> Path:
@@ -138,8 +124,6 @@ def notebook_setup(profile: str | Profile, *, results_table: str | os.PathLike |
     ``<output_dir>/figures/``. A ``results_table`` that is not this profile's own needs an
     ``output_dir`` (``UserError`` otherwise), so its figures never replace the profile's.
     """
-    from lib.lm.profiles import Profile, load_profile
-
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     default_table = tables_dir_for(prof.name) / "results.csv"
     table = default_table if results_table is None else _repo_path(results_table)
@@ -158,8 +142,6 @@ def notebook_setup(profile: str | Profile, *, results_table: str | os.PathLike |
         tables_dir = _repo_path(output_dir)
         figures_dir = tables_dir / "figures"
     if style:
-        from lib.figures import plots
-
         plots.apply_style()
     return NotebookConfig(prof, table, tables_dir, figures_dir, bool(progress))
 
@@ -244,120 +226,6 @@ def stage_parameters(notebook: Path, available: Mapping[str, Any]) -> dict[str, 
             f"{list(PARAMETERS)} and reads every other value from its profile "
             f"(paper.notebook_setup)")
     return {name: available[name] for name in declared if name in available}
-
-
-# ---------------------------------------------------------------------------------------------
-# Progress of a running stage, read from the files it writes
-
-
-def _hms(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
-
-
-def stage_counter(stage: str, profile: Profile) -> Callable[[], tuple[int, int, str, str]] | None:
-    """For the long stages, a function returning (done, total, unit, current item)."""
-    from lib.core.paths import Layout
-
-    layout = Layout(profile.out_path)
-
-    def latest(candidates: list[tuple[str, Path]]) -> str:
-        live = [(p.stat().st_mtime, name) for name, p in candidates if p.exists()]
-        return max(live)[1] if live else "-"
-
-    if stage == "01_train":
-        runs = profile.runs()
-
-        def trained() -> tuple[int, int, str, str]:
-            done, pending = 0, []
-            for run in runs:
-                try:
-                    complete = json.loads(layout.results(run).read_text()).get("status") == "complete"
-                except (OSError, ValueError):
-                    complete = False
-                done += complete
-                if not complete:
-                    pending.append((str(run), layout.run_dir(run)))
-            return done, len(runs), "runs trained", latest(pending)
-
-        return trained
-    # (file that marks a checkpoint done, what shows it is under way: its stats folder exists)
-    targets = {"02_collect": (layout.stats, lambda ck: layout.stats(ck).parent, "checkpoints collected"),
-               "03_measure": (layout.metrics, layout.metrics, "checkpoints measured")}
-    if stage in targets:
-        target, started, unit = targets[stage]
-        cks = profile.checkpoints()
-
-        def counted() -> tuple[int, int, str, str]:
-            done = [target(ck).is_file() for ck in cks]
-            pending = [(str(ck), started(ck)) for ck, d in zip(cks, done, strict=True) if not d]
-            return sum(done), len(cks), unit, latest(pending)
-
-        return counted
-    if stage == "08_dynamics":
-        from lib.stages.dynamics import stage_counter as dynamics_counter
-
-        return dynamics_counter(profile)
-    return None
-
-
-class ProgressWatcher:
-    """Prints ``[paper] <stage>: done/total unit · now <item> · elapsed · ETA`` while a stage
-    runs: at once when the count moves (polled every ``poll_s``), and every ``heartbeat_s``."""
-
-    def __init__(self, stage: str, counter: Callable[[], tuple[int, int, str, str]] | None,
-                 heartbeat_s: float = HEARTBEAT_S, poll_s: float = 2.0,
-                 emit: Callable[[str], None] | None = None) -> None:
-        self.stage, self.counter = stage, counter
-        self.heartbeat_s, self.poll_s = heartbeat_s, poll_s
-        self.emit = emit or (lambda line: print(line, flush=True))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self.start_time = time.monotonic()
-        self.first_done: int | None = None
-
-    def line(self) -> str:
-        """The current progress line."""
-        elapsed = time.monotonic() - self.start_time
-        parts = [f"[paper] {self.stage}:"]
-        if self.counter is not None:
-            done, total, unit, current = self.counter()
-            if self.first_done is None:
-                self.first_done = done
-            parts.append(f"{done}/{total} {unit}")
-            if done < total and current != "-":
-                parts.append(f"· now {current}")
-            parts.append(f"· {_hms(elapsed)} elapsed")
-            new = done - self.first_done
-            if done >= total:
-                parts.append("· finishing")
-            elif new > 0:
-                parts.append(f"· ETA {_hms(elapsed / new * (total - done))}")
-        else:
-            parts.append(f"running · {_hms(elapsed)} elapsed")
-        return " ".join(parts)
-
-    def _loop(self) -> None:
-        last_emit, last_count = time.monotonic(), None
-        while not self._stop.wait(self.poll_s):
-            count = self.counter()[0] if self.counter is not None else None
-            now = time.monotonic()
-            if count != last_count and last_count is not None or now - last_emit >= self.heartbeat_s:
-                self.emit(self.line())
-                last_emit = now
-            last_count = count
-
-    def __enter__(self) -> ProgressWatcher:
-        if self.counter is not None:
-            self.first_done = self.counter()[0]
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,8 +338,6 @@ def notebook_profile(path: Path, name: str) -> str:
     """The ``profile`` parameter each notebook loads: the name of a shipped profile
     (``profiles/<name>.yaml``), else the file's path (repository-relative inside it), so every
     notebook runs the very file the series was given, never ``profiles/<name>.yaml`` instead."""
-    from lib.core.paths import PROFILES_DIR
-
     path = path.resolve()
     if path == (PROFILES_DIR / f"{name}.yaml").resolve():
         return name
@@ -480,8 +346,6 @@ def notebook_profile(path: Path, name: str) -> str:
 
 def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool = False) -> list[str]:
     """Run the given stages in order for a profile; returns the stages that actually ran."""
-    from lib.lm.profiles import load_profile, profile_path
-
     profile = load_profile(profile_name)
     for notebook in sync_notebooks():  # the .py twins are the source
         print(f"[paper] rebuilt {short(notebook)} from {notebook.with_suffix('.py').name}", flush=True)
@@ -508,7 +372,7 @@ def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool =
         with ProgressWatcher(stage, stage_counter(stage, profile)):
             execute_stage(notebook, output, params)
         atomic_write_text(stamp_file, stamp + "\n")  # only after the executed copy is in place
-        print(f"[paper] {stage}: done in {_hms(time.perf_counter() - start)} -> {short(output)}",
+        print(f"[paper] {stage}: done in {hms(time.perf_counter() - start)} -> {short(output)}",
               flush=True)
         ran.append(stage)
     return ran
@@ -528,8 +392,6 @@ def register_cli(subparsers: Any) -> None:
 
 def _profile_arg(text: str) -> str:
     """A ``--profile`` that is a path, relative to the caller's directory; a name as it is."""
-    from lib.core.paths import cli_path
-
     return str(cli_path(text)) if text.endswith((".yaml", ".yml")) or "/" in text else text
 
 

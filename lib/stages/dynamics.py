@@ -28,29 +28,46 @@ counts; metrics only when they record the stats file's sha256; the table only wh
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from lib.core.errors import UserError
 from lib.core.paths import Layout, atomic_write, atomic_write_json, discard_dir, lock_for, read_json
 from lib.core.provenance import CORPUS_HASHES, sha256_file, sha256_json
+from lib.lm.data import block_order
+from lib.lm.devices import resolve_device
+from lib.lm.model import load_causal_lm
 from lib.lm.profiles import Profile
 from lib.lm.runs import RunName
-from lib.nc.registry import MEASURES, analysis_scale, label
-from lib.tables.results import LOSS
+from lib.nc.measure import measure_stats_file
+from lib.nc.registry import MEASURES
+from lib.nc.stats_file import load_stats_metadata, partial_path, stale_reasons
+from lib.stages.collect import collect_model_stats
+from lib.stages.pipeline import prepare_profile_corpus
+from lib.stages.train import (
+    STATE_FILE,
+    STATE_TENSORS,
+    build_run_model,
+    evaluate,
+    last_checkpoint,
+    make_optimizer,
+    make_scheduler,
+    read_results,
+    read_training_state,
+    resolve_precision,
+    restore_state,
+    run_inputs,
+    save_checkpoint,
+    train_epoch,
+)
 
 SETTINGS_FILE = "settings.json"  # training inputs and snapshot steps of the folder
 SNAPSHOTS_FILE = "snapshots.json"  # written when every snapshot is saved: the per-step records
 TABLE_FILE = "dynamics.csv"
 TABLE_VERSION = 1  # part of the table's settings hash: bump when its columns change
-LEVEL = 0.9  # lead/lag: the fraction of the total change a quantity must reach and keep
-LAG_COLUMNS = ["run", "measure", "step_measure", "step_loss", "tokens_measure", "tokens_loss",
-               "lag_steps", "lag_tokens", "xcorr_lag", "xcorr_r", "settles"]
 FIRST_COLUMNS = ["run", "step", "epoch", "tokens_seen", "train_loss", "val_loss", "val_acc",
                  "num_classes", "train_tokens_measured"]
 
@@ -89,8 +106,6 @@ class Plan:
 
 def make_plan(profile: Profile, run: RunName, corpus: Any) -> Plan:
     """The plan of one run of ``profile.dynamics`` on a prepared corpus (``lib.lm.data``)."""
-    from lib.stages.train import run_inputs
-
     run = run.run
     batch_size = profile.batch_size(run)
     steps_per_epoch = math.ceil(corpus.n_train_blocks / batch_size)
@@ -118,8 +133,6 @@ def _discard_if_stale(plan: Plan) -> None:
 
 def _strip_state(checkpoint: Path) -> None:
     """Drop the optimiser/RNG state of a snapshot that is no longer the latest."""
-    from lib.stages.train import STATE_FILE, STATE_TENSORS
-
     for name in (STATE_FILE, STATE_TENSORS):  # the JSON first: it marks the state complete
         (checkpoint / name).unlink(missing_ok=True)
 
@@ -128,22 +141,6 @@ def train_snapshots(profile: Profile, plan: Plan, corpus: Any, progress: bool = 
     """Train ``plan.run`` from scratch (or resume), saving every snapshot; returns the records
     (step, epoch, tokens_seen, train_loss, val_loss, val_acc, val_ppl, weights_sha256)."""
     from tqdm.auto import tqdm
-
-    from lib.lm.data import block_order
-    from lib.lm.devices import resolve_device
-    from lib.lm.model import load_causal_lm
-    from lib.stages.train import (
-        _restore_state,  # the grid's own restore, so a resumed run continues identically
-        build_run_model,
-        evaluate,
-        last_checkpoint,
-        make_optimizer,
-        make_scheduler,
-        read_training_state,
-        resolve_precision,
-        save_checkpoint,
-        train_epoch,
-    )
 
     run, d, tr = plan.run, plan.directory, profile.training
     with lock_for(d):
@@ -163,7 +160,7 @@ def train_snapshots(profile: Profile, plan: Plan, corpus: Any, progress: bool = 
         records: list[dict] = []
         if start:
             tensors, plain = read_training_state(d / f"checkpoint-{start}", "delete " + str(d))
-            _restore_state(tensors, plain, optimizer, scheduler)
+            restore_state(tensors, plain, optimizer, scheduler)
             records = plain["records"]
 
         def snapshot(step: int, tokens: int, train_loss: float) -> None:
@@ -201,19 +198,12 @@ def train_snapshots(profile: Profile, plan: Plan, corpus: Any, progress: bool = 
 
 
 def _stats_current(path: Path, weights: str, hashes: dict[str, str], caps: tuple[int, int]) -> bool:
-    from lib.nc.stats_file import load_stats_metadata, stale_reasons
-
     return (not stale_reasons(path, weights_sha256=weights, pass1_blocks=caps[0], **hashes)
             and load_stats_metadata(path).get("pass2_blocks") == str(caps[1]))
 
 
 def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: Any) -> dict:
     """Statistics then measures of one snapshot (current files kept); the metrics dict."""
-    from lib.lm.devices import resolve_device
-    from lib.nc.measure import measure_stats_file
-    from lib.nc.stats_file import partial_path
-    from lib.stages.collect import collect_model_stats
-
     step, d = record["step"], plan.directory
     stats, metrics = d / "stats" / f"step-{step}.safetensors", d / "metrics" / f"step-{step}.json"
     manifest = read_json(Layout(profile.out_path).manifest)
@@ -261,8 +251,6 @@ def run_dynamics(profile: Profile, run: RunName, *, corpus: Any = None,
     ``dynamics/<run>/dynamics.csv``). A current table is returned as stored."""
     from tqdm.auto import tqdm
 
-    from lib.stages.pipeline import prepare_profile_corpus
-
     corpus = corpus if corpus is not None else prepare_profile_corpus(profile, progress)
     plan = make_plan(profile, run, corpus)
     stored = read_table(plan.directory / TABLE_FILE, plan.table_sha256)
@@ -279,8 +267,6 @@ def run_dynamics(profile: Profile, run: RunName, *, corpus: Any = None,
 
 def run_all(profile: Profile, *, corpus: Any = None, progress: bool = True) -> pd.DataFrame:
     """Every run of ``profile.dynamics`` (finished work skipped), one table; empty without runs."""
-    from lib.stages.pipeline import prepare_profile_corpus
-
     runs = profile.dynamics.run_names()
     if not runs:
         return pd.DataFrame(columns=FIRST_COLUMNS)
@@ -292,8 +278,6 @@ def run_all(profile: Profile, *, corpus: Any = None, progress: bool = True) -> p
 def plan_summary(profile: Profile, corpus: Any = None) -> pd.DataFrame:
     """What the dynamics stage runs, before running it: per run its snapshots, steps, steps
     between snapshots and the statistics caps (blocks, and training tokens predicted)."""
-    from lib.stages.pipeline import prepare_profile_corpus
-
     corpus = corpus if corpus is not None else prepare_profile_corpus(profile, progress=False)
     rows = []
     for run in profile.dynamics.run_names():
@@ -308,8 +292,6 @@ def plan_summary(profile: Profile, corpus: Any = None) -> pd.DataFrame:
 def grid_agreement(profile: Profile, table: pd.DataFrame) -> pd.DataFrame:
     """Each epoch-end snapshot against the grid's checkpoint of that epoch (when trained): same
     weights (sha256) and the validation losses of both."""
-    from lib.stages.train import read_results
-
     rows = []
     for run_name, g in table.groupby("run", sort=False):
         results = read_results(profile.out_path, RunName.parse(run_name)) or {}
@@ -322,123 +304,3 @@ def grid_agreement(profile: Profile, table: pd.DataFrame) -> pd.DataFrame:
                          if "weights_sha256" in ck else None})
     return pd.DataFrame(rows, columns=["run", "epoch", "step", "val_loss", "grid_val_loss",
                                        "same_weights"])
-
-
-# ---------------------------------------------------------------------------------------------
-# Lead and lag
-
-
-def level_crossing(x: Sequence[float], y: Sequence[float], level: float = LEVEL) -> float:
-    """The x from which ``y`` has covered ``level`` of its total change y[-1] - y[0] and stays
-    there (the last time it is short of it, interpolated linearly to the next sample); NaN
-    without change. A settling time, robust to early overshoots."""
-    if not 0 < level <= 1:
-        raise ValueError(f"level must lie in (0, 1], got {level}")
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if len(y) < 2 or y[-1] == y[0]:
-        return math.nan
-    frac = (y - y[0]) / (y[-1] - y[0])  # 0 at the start, 1 at the end
-    i = np.nonzero(frac < level)[0][-1]  # frac[0] = 0 < level, frac[-1] = 1 >= level
-    return float(x[i] + (level - frac[i]) / (frac[i + 1] - frac[i]) * (x[i + 1] - x[i]))
-
-
-def diff_xcorr(a: Sequence[float], b: Sequence[float], max_lag: int) -> tuple[int, float]:
-    """(k, r): the lag in samples maximising |corr(diff(a)[t], diff(b)[t - k])| and that
-    correlation; k > 0 means the changes of ``a`` follow those of ``b``. Ties go to the
-    smaller |k|; (0, NaN) when no lag has three overlapping, non-constant differences."""
-    da, db = np.diff(np.asarray(a, dtype=float)), np.diff(np.asarray(b, dtype=float))
-    best = (0, math.nan)
-    for k in sorted(range(-max_lag, max_lag + 1), key=lambda k: (abs(k), k)):
-        u, v = (da[k:], db[:len(db) - k]) if k >= 0 else (da[:k], db[-k:])
-        if len(u) < 3 or np.std(u) == 0 or np.std(v) == 0:
-            continue
-        r = float(np.corrcoef(u, v)[0, 1])
-        if math.isnan(best[1]) or abs(r) > abs(best[1]) + 1e-12:
-            best = (k, r)
-    return best
-
-
-def lead_lag(table: pd.DataFrame, measure: str, loss: str = LOSS, level: float = LEVEL,
-             max_lag: int | None = None, start_step: int = 0) -> dict[str, float]:
-    """When ``measure`` settles relative to ``loss`` in one run's table (rows in step order).
-
-    ``step_measure``/``step_loss`` (and ``tokens_*``): where each has covered ``level`` of its
-    total change for good (``level_crossing``; the measure on its analysis scale); ``lag_steps``
-    = step_measure - step_loss (> 0: the measure settles after the loss). ``xcorr_lag``: the lag
-    in snapshots maximising the correlation of the two series' changes (> 0: the measure's
-    changes follow the loss's), ``xcorr_r`` that correlation; ``max_lag`` defaults to a quarter
-    of the differences. ``start_step``: changes counted from that snapshot on (0: from the
-    initialisation, where some measures are degenerate).
-    """
-    if table["run"].nunique() > 1:
-        raise ValueError(f"lead_lag takes one run's table; got runs {list(table['run'].unique())}")
-    t = table[table["step"] >= start_step].sort_values("step")
-    m, y = analysis_scale(t[measure], measure), t[loss].to_numpy(dtype=float)
-    out: dict[str, float] = {}
-    for x in ("step", "tokens_seen"):
-        key = "step" if x == "step" else "tokens"
-        out[f"{key}_measure"] = level_crossing(t[x], m, level)
-        out[f"{key}_loss"] = level_crossing(t[x], y, level)
-    out["lag_steps"] = out["step_measure"] - out["step_loss"]
-    out["lag_tokens"] = out["tokens_measure"] - out["tokens_loss"]
-    ok = np.isfinite(m) & np.isfinite(y)
-    k, r = diff_xcorr(m[ok], y[ok], max_lag if max_lag is not None else max(1, (ok.sum() - 1) // 4))
-    out["xcorr_lag"], out["xcorr_r"] = float(k), r
-    return out
-
-
-def lead_lag_table(table: pd.DataFrame, measures: Sequence[str] | None = None,
-                   level: float = LEVEL, start_step: int = 0) -> pd.DataFrame:
-    """``lead_lag`` of every measure in every run, with a verdict: "after"/"before" the loss when
-    the settling steps differ by more than one snapshot interval, else "with"."""
-    rows = []
-    for run, g in table.groupby("run", sort=False):
-        spacing = float(np.median(np.diff(np.sort(g["step"].to_numpy())))) if len(g) > 1 else 0.0
-        for measure in measures or [m for m in MEASURES if m in g.columns]:
-            r = lead_lag(g, measure, level=level, start_step=start_step)
-            lag = r["lag_steps"]
-            verdict = ("-" if not np.isfinite(lag) else "after" if lag > spacing
-                       else "before" if lag < -spacing else "with")
-            rows.append({"run": run, "measure": measure, **r, "settles": verdict})
-    return pd.DataFrame(rows, columns=LAG_COLUMNS)
-
-
-def summary_markdown(lags: pd.DataFrame, level: float = LEVEL) -> Any:
-    """One line per run: which measures settle before, with and after the validation loss."""
-    from IPython.display import Markdown
-
-    if lags.empty:
-        return Markdown("No dynamics runs in this profile (its `dynamics.runs` is empty).")
-    lines = []
-    for run, g in lags.groupby("run", sort=False):
-        names = {v: ", ".join(label(m) for m in g.loc[g["settles"] == v, "measure"])
-                 for v in ("before", "with", "after")}
-        loss_step = g["step_loss"].iloc[0]
-        lines.append(f"- **{run}**: the loss covers {level:.0%} of its change by step "
-                     f"{loss_step:.0f}. Before it: {names['before'] or 'none'}. With it (within "
-                     f"one snapshot): {names['with'] or 'none'}. After it: "
-                     f"{names['after'] or 'none'}.")
-    return Markdown("\n".join(lines))
-
-
-# ---------------------------------------------------------------------------------------------
-# Progress of the notebook stage, for lib.series.paper's watcher (reads files only; no torch)
-
-
-def stage_counter(profile: Profile) -> Callable[[], tuple[int, int, str, str]]:
-    """A function returning (done, total, unit, current run): snapshots saved plus snapshots
-    measured, over twice the snapshots (epochs x points_per_epoch + 1 per run)."""
-    layout, P = Layout(profile.out_path), profile.dynamics.points_per_epoch
-
-    def count() -> tuple[int, int, str, str]:
-        done, total, current = 0, 0, "-"
-        for run in profile.dynamics.run_names():
-            d, n = layout.dynamics_dir(run), 2 * (run.epochs * P + 1)
-            k = len(list(d.glob("checkpoint-*"))) + len(list(d.glob("metrics/step-*.json")))
-            done, total = done + min(k, n), total + n
-            current = str(run) if current == "-" and k < n else current
-        return done, total, "snapshot steps (saved + measured)", current
-
-    return count

@@ -34,7 +34,6 @@ bf16 dense); token counts come from the prepared corpus or, before it exists, fr
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Sequence
@@ -48,9 +47,20 @@ from tqdm.auto import tqdm
 from lib.core.errors import UserError
 from lib.core.paths import Layout, atomic_write_json, lock_for, read_json
 from lib.core.provenance import CORPUS_HASHES, sha256_file, weights_sha256
+from lib.lm.data import prepare_corpus
 from lib.lm.devices import resolve_device
 from lib.lm.model import RunName, paper_param_count
-from lib.lm.profiles import Profile, load_profile
+from lib.lm.profiles import Profile
+from lib.nc.measure import measure_stats_file
+from lib.nc.stats_file import (
+    PASSES,
+    load_stats_metadata,
+    partial_path,
+    stale_reasons,
+    stored_layers,
+)
+from lib.stages.collect import collect_model_stats
+from lib.stages.layers import layers_section, profile_layers
 from lib.stages.train import is_trained, train_run
 
 STAGES = ("train", "collect", "measure")
@@ -159,8 +169,6 @@ def _device(profile: Profile) -> str:
 
 def prepare_profile_corpus(profile: Profile, progress: bool = True) -> Any:
     """The profile's tokenized corpus (cached in ``out_dir/corpus``; rebuilt when text changed)."""
-    from lib.lm.data import prepare_corpus
-
     return prepare_corpus(corpus=profile.corpus, tokenizer=profile.tokenizer,
                           context_len=profile.context_len, cache_dir=Layout(profile.out_path).corpus,
                           progress=progress)
@@ -206,9 +214,6 @@ def is_collected(profile: Profile, ck: RunName, fraction: float | None = None) -
     """A finished stats file made from the current checkpoint and corpus (hashes compared)
     over the blocks the profile asks for (a changed ``collect`` cap is recollected too), holding
     at least the layers the profile asks for (``collect.layers``, lib.stages.layers)."""
-    from lib.nc.stats_file import load_stats_metadata, stale_reasons, stored_layers
-    from lib.stages.layers import profile_layers
-
     inputs = collect_inputs(profile, ck)
     path = Layout(profile.out_path).stats(ck, fraction)
     if inputs is None or stale_reasons(path, **inputs):
@@ -234,10 +239,6 @@ def collect_checkpoint(profile: Profile, ck: RunName, corpus: Any, progress: boo
     ``fraction``: the sensitivity study's statistics on that fraction of the training blocks.
     Runs under the stats file's lock, so a second process waits and then finds it current.
     """
-    from lib.nc.stats_file import PASSES, load_stats_metadata, partial_path
-    from lib.stages.collect import collect_model_stats
-    from lib.stages.layers import profile_layers
-
     layout = Layout(profile.out_path)
     model_dir, path = layout.checkpoint_dir(ck), layout.stats(ck, fraction)
     if not (model_dir / "config.json").is_file():
@@ -272,9 +273,6 @@ def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
     Records ``stats_sha256`` (the stats file measured), so a recollected file is re-measured;
     stats with layers add the section ``layers``: {index: measures} (``lib.stages.layers``).
     """
-    from lib.nc.measure import measure_stats_file
-    from lib.stages.layers import layers_section
-
     layout = Layout(profile.out_path)
     stats_file, path = layout.stats(ck, fraction), layout.metrics(ck, fraction)
     with lock_for(path):
@@ -394,54 +392,3 @@ def pending_runs(profile: Profile, stages: Sequence[str] = STAGES) -> list[RunNa
 
 # ---------------------------------------------------------------------------------------------
 # Shell
-
-
-def _cli_grid(args: argparse.Namespace) -> int:
-    profile = load_profile(args.profile)
-    if args.dry_run:
-        table = dry_run(profile)
-        with pd.option_context("display.max_rows", None, "display.width", 200):
-            print(table.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
-        return 0
-    if args.slurm:
-        from lib.stages.slurm import submit_slurm
-
-        jobs = submit_slurm(profile, only_train=args.only_train)
-        print(f"submitted {len(jobs)} jobs" + (f": {jobs[0].job_id} ..." if jobs else ""))
-        return 0
-    run_local(profile, progress=not args.no_progress, only_train=args.only_train,
-              retrain=args.retrain)
-    return 0
-
-
-def _cli_train(args: argparse.Namespace) -> int:
-    profile = load_profile(args.profile)
-    result = train_profile_run(profile, RunName.parse(args.run), progress=not args.no_progress,
-                               device=args.device, retrain=args.retrain)
-    last = result["checkpoints"][-1]
-    print(f"{result['run']}: {result['status']}, val_loss {last['val_loss']:.4f}, "
-          f"val_acc {last['val_acc']:.4f}")
-    return 0
-
-
-def register_cli(subparsers: Any) -> None:
-    """``python -m lib train --profile NAME --run RUN [--retrain]`` and ``python -m lib grid
-    --profile NAME [--dry-run] [--slurm] [--only-train] [--retrain]``."""
-    p = subparsers.add_parser("train", help="train one run of a profile (resumes; no-op if done)")
-    p.add_argument("--profile", required=True, help="profile name or YAML path")
-    p.add_argument("--run", required=True, help="run name, e.g. L1-d16-e1-wd0.0005-s0")
-    p.add_argument("--device", default=None, help="override the profile's device")
-    p.add_argument("--retrain", action="store_true",
-                   help="discard the run if it was trained from other inputs, and train it again")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cli_train)
-
-    p = subparsers.add_parser("grid", help="train, collect and measure a profile's whole grid")
-    p.add_argument("--profile", required=True, help="profile name or YAML path")
-    p.add_argument("--dry-run", action="store_true", help="list the jobs and GPU-hours only")
-    p.add_argument("--slurm", action="store_true", help="submit to SLURM with submitit")
-    p.add_argument("--only-train", action="store_true", help="train only (no collect/measure)")
-    p.add_argument("--retrain", action="store_true",
-                   help="retrain runs that were trained from other inputs (else they are refused)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_cli_grid)

@@ -62,6 +62,7 @@ from torch import nn
 
 from lib.core.errors import UserError
 from lib.core.paths import atomic_write_json, cli_path, resolve
+from lib.lm.data import load_corpus, tokenize_blocks
 from lib.lm.devices import inference_autocast
 from lib.lm.model import (
     check_model_folder,
@@ -74,6 +75,9 @@ from lib.lm.model import (
     local_model_dir,
     refused_code,
 )
+from lib.nc.measure import compute_measures
+from lib.nc.stats_file import read_stats
+from lib.stages.collect import collect_model_stats
 
 FORMAT_VERSION = "1"
 GAP_WARN = 1e-3  # relative logit gap above which the features may not be the head's input
@@ -176,8 +180,6 @@ def evaluate_blocks(model: nn.Module, blocks: np.ndarray, batch_size: int = 8,
 
 
 def _blocks(texts: Sequence[str], tokenizer, context_len: int, split: str) -> np.ndarray:
-    from lib.lm.data import tokenize_blocks
-
     try:
         return tokenize_blocks(list(texts), tokenizer, context_len, progress=False)
     except ValueError as err:
@@ -215,10 +217,6 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
                 max_val_blocks: int | None = None, progress: bool = False,
                 _token_cache: dict | None = None, _shas: tuple[str, str] | None = None) -> dict:
     """One (model, revision) of ``measure_pretrained``: returns its metrics row."""
-    from lib.nc.measure import compute_measures
-    from lib.nc.stats_file import read_stats
-    from lib.stages.collect import collect_model_stats
-
     out_dir = resolve(out_dir)
     slug = model_slug(name, revision)
     metrics_path = out_dir / "metrics" / f"{slug}.json"
@@ -338,8 +336,6 @@ def pretrained_table(out_dir: str | Path):
 
 
 def _cli(args: argparse.Namespace) -> int:
-    from lib.lm.data import load_corpus
-
     train = load_corpus(args.corpus, "train", args.max_stories)
     val = load_corpus(args.corpus, "validation", args.max_stories)
     rows = measure_pretrained([parse_model_arg(m) for m in args.model], train, val, args.out,

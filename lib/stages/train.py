@@ -237,7 +237,7 @@ def read_training_state(checkpoint: Path, fix: str = "retrain the run") -> tuple
         raise UserError(f"{path}: unreadable training state ({type(err).__name__}); {fix}") from None
 
 
-def _restore_state(tensors: dict[str, torch.Tensor], plain: dict, optimizer, scheduler) -> None:
+def restore_state(tensors: dict[str, torch.Tensor], plain: dict, optimizer, scheduler) -> None:
     """Load optimiser, scheduler and RNG states saved by ``_state_tensors_and_json``."""
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in tensors.items():
@@ -415,7 +415,7 @@ def _train(run: RunName, layout: Layout, corpus: Any, training: TrainingConfig,
     records: list[dict] = []
     if start:
         tensors, plain = read_training_state(directory / f"checkpoint-{start}", fix)
-        _restore_state(tensors, plain, optimizer, scheduler)
+        restore_state(tensors, plain, optimizer, scheduler)
         records = plain["records"]
     last = run.epochs if stop_after_epochs is None else min(run.epochs, stop_after_epochs)
     last = max(last, start)

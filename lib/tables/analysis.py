@@ -16,9 +16,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lib.core.paths import cli_path, positive_int
-from lib.nc.registry import MEASURES, analysis_scale, measure_transform
-from lib.tables.results import LOSS, round_sig, run_ids
+from lib.core.paths import cli_path, positive_int, resolve
+from lib.lm.runs import RunName
+from lib.nc.registry import MEASURES, analysis_scale, label, measure_transform
+from lib.tables.results import (
+    LOSS,
+    build_results_table,
+    replica_rows,
+    round_sig,
+    run_ids,
+    save_table,
+)
 
 # |r_perm| >= |r_obs| up to float round-off (the identity permutation must count as extreme)
 PERM_TOL = 1e-12
@@ -304,8 +312,6 @@ def format_p(p: float, m: int) -> str:
 def table1_display(perm: pd.DataFrame) -> pd.DataFrame:
     """Table 1 as the paper prints it: measure label, n, r, R^2, Spearman, p and Holm p as text
     (3 significant figures; p as "< 1e-4" where b = 0)."""
-    from lib.nc.registry import label
-
     out = pd.DataFrame({
         "measure": [label(m) for m in perm["measure"]],
         "n": perm["n"].astype(int),
@@ -323,10 +329,6 @@ def table1_display(perm: pd.DataFrame) -> pd.DataFrame:
 
 
 def _cli_analyze(args: argparse.Namespace) -> int:
-    from lib.core.paths import resolve
-    from lib.lm.runs import RunName
-    from lib.tables.results import build_results_table, replica_rows, save_table
-
     dest = resolve(args.dest)
     table = build_results_table(args.out_dir)
     outputs = {"results.csv": table,
