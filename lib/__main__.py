@@ -23,11 +23,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "grid": ("stages.grid", "train, collect and measure a profile's whole grid (local or SLURM)"),
     "train": ("stages.grid", "train one run of a profile (resumes; no-op when current)"),
     "prepare-corpus": ("lm.data", "tokenize a corpus into cached token blocks"),
-    "collect": ("stages.collect", "statistics passes of one model: a checkpoint folder or hub name"),
+    "collect": ("stages.collect_cli", "statistics passes of one model: a checkpoint folder or hub name"),
     "merge-stats": ("stages.stats_cli", "merge the shard files of one statistics pass"),
     "measure": ("stages.stats_cli", "neural-collapse measures of a stats file"),
     "analyze": ("tables.analysis", "results table, correlations and permutation test as CSVs"),
-    "figures": ("figures.plots", "Figures 1-3 from a results table"),
+    "figures": ("figures.figures_cli", "Figures 1-3 from a results table"),
     "import-authors": ("tables.authors", "the authors' published lc-*.csv as a results table"),
     "pretrained": ("stages.pretrained", "measure hub or local pretrained causal LMs on a corpus"),
 }

@@ -15,8 +15,9 @@ from lib.lm.model import RunName
 from lib.lm.profiles import Profile, load_profile
 from lib.series import progress
 from lib.stages import dynamics
+from lib.stages.checkpoints import STATE_FILE
 from lib.stages.pipeline import prepare_profile_corpus, train_all
-from lib.stages.train import STATE_FILE, read_results
+from lib.stages.train import read_results
 from lib.tables import lead_lag
 
 RUN = "L1-d16-e2-wd0.1-s0"

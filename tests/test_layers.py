@@ -15,13 +15,15 @@ from test_accumulate import plain_two_pass, realistic_features  # tests/ is on s
 
 from lib.core.errors import UserError
 from lib.figures import plots_layers
-from lib.lm.model import build_model, final_features, gpt_neo_config, residual_features
+from lib.lm.model import build_model, final_features, gpt_neo_config
+from lib.lm.residual import residual_features
 from lib.lm.runs import RunName
 from lib.nc import reference
 from lib.nc.accumulate import accumulate_moments, accumulate_moments_shared
 from lib.nc.measure import GEOMETRY, geometry_measures
-from lib.nc.stats_file import STATS_KEYS, load_stats, load_stats_metadata, merge_stats, read_stats
-from lib.stages import collect, layers
+from lib.nc.merge import merge_stats
+from lib.nc.stats_file import STATS_KEYS, load_stats, load_stats_metadata, read_stats
+from lib.stages import collect, collect_cli, layers
 from lib.stages.collect import collect_model_stats, collect_pass
 from lib.tables import depth
 
@@ -166,7 +168,7 @@ def test_cli_layers_flag(model, blocks, tmp_path):
     np.save(tmp_path / "train.npy", blocks[0])
     out = tmp_path / "s.safetensors"
     parser = argparse.ArgumentParser()
-    collect.register_cli(parser.add_subparsers(required=True))
+    collect_cli.register_cli(parser.add_subparsers(required=True))
     args = parser.parse_args(["collect", "m", "--train-blocks", str(tmp_path / "train.npy"),
                               "--out", str(out), "--pass", "1", "--layers", "0,2"])
     assert args.layers == (0, 2)

@@ -10,14 +10,8 @@ from pathlib import Path
 import pytest
 
 from lib.core.paths import NOTEBOOKS_DIR, REPO_ROOT
-from lib.series.paper import (
-    PARAMETERS,
-    STAGES,
-    notebook_from_source,
-    notebook_text,
-    stage_parameters,
-    sync_notebooks,
-)
+from lib.series.paper import PARAMETERS, STAGES, stage_parameters
+from lib.series.sources import notebook_from_source, notebook_text, sync_notebooks
 
 MAX_CELL_LINES = 16  # a code cell longer than this belongs in lib/
 

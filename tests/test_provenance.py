@@ -41,7 +41,7 @@ def test_atomic_files_and_folders_follow_the_umask(tmp_path, umask_022):
 def test_checkpoint_folders_are_readable_by_others(tmp_path, umask_022):
     """A checkpoint written by lib.stages.train: folder 0755, files 0644 (not mkdtemp's 0700)."""
     from lib.lm.data import prepare_corpus
-    from lib.lm.profiles import ModelConfig, TrainingConfig
+    from lib.lm.sections import ModelConfig, TrainingConfig
     from lib.stages.train import train_run
 
     corpus = prepare_corpus(corpus={"source": "generated", "max_train_stories": 40,
@@ -77,7 +77,7 @@ def test_a_run_in_progress_is_not_touched_by_a_second_trainer(tmp_path):
     """While one process holds a run's lock, another waits: it never removes the first one's
     temporary checkpoint folder (the old last_checkpoint did)."""
     from lib.lm.data import prepare_corpus
-    from lib.lm.profiles import ModelConfig, TrainingConfig
+    from lib.lm.sections import ModelConfig, TrainingConfig
     from lib.stages.train import train_run
 
     corpus = prepare_corpus(corpus={"source": "generated", "max_train_stories": 40,

@@ -9,12 +9,12 @@ from safetensors.torch import save_file
 from lib.core.errors import UserError
 from lib.core.provenance import sha256_tensor
 from lib.nc.accumulate import class_means, means_hash
+from lib.nc.merge import merge_stats
 from lib.nc.stats_file import (
     FORMAT_VERSION,
     is_finished,
     load_stats,
     load_stats_metadata,
-    merge_stats,
     read_stats,
     stale_reasons,
     stats_overview,

@@ -15,16 +15,9 @@ from lib.core.paths import Layout
 from lib.core.provenance import weights_sha256
 from lib.lm.data import block_order, prepare_corpus
 from lib.lm.model import RunName, count_params, load_causal_lm
-from lib.lm.profiles import ModelConfig, TrainingConfig
-from lib.stages.train import (
-    STATE_FILE,
-    STATE_TENSORS,
-    build_run_model,
-    evaluate,
-    param_groups,
-    read_training_state,
-    train_run,
-)
+from lib.lm.sections import ModelConfig, TrainingConfig
+from lib.stages.checkpoints import STATE_FILE, STATE_TENSORS, read_training_state
+from lib.stages.train import build_run_model, evaluate, param_groups, train_run
 
 TRAINING = TrainingConfig(lr=1e-3, batch_size=8, eval_batch_size=16)
 MODEL = ModelConfig()

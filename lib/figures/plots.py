@@ -7,7 +7,6 @@ byte-identical SVG on re-runs). Functions return a matplotlib Figure and never s
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from collections.abc import Sequence
@@ -22,8 +21,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from lib.core.paths import atomic_write, figures_dir_for, resolve
-from lib.nc.registry import REGISTRY, axis_label, figure_measures, measure_transform
-from lib.tables.analysis import correlate, table1_display
+from lib.nc.registry import REGISTRY, axis_label, measure_transform
+from lib.tables.analysis import table1_display
 from lib.tables.results import LOSS, scaling_table
 from lib.tables.tokens import load_first_names
 
@@ -390,32 +389,3 @@ def token_frequency_figure(tokens_df: pd.DataFrame, names: Sequence[str] | None 
         ax.set(xlabel="train count of token (log scale)", ylabel=label, title=f"Token {col} vs frequency")
     axes[0].legend(loc="best", fontsize="small")
     return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# Shell interface
-
-PAPER_FIGURES = {  # file name -> the measures the registry puts in that paper figure
-    f"{fig}_loss_vs_{suffix}": figure_measures(fig)
-    for fig, suffix in (("fig1", "nc"), ("fig2", "nc2"), ("fig3", "nc3"))
-}
-
-
-def _cli_figures(args: argparse.Namespace) -> int:
-    apply_style()
-    table = pd.read_csv(resolve(args.table))
-    correlations = correlate(table, n_bootstrap=100)
-    for name, measures in PAPER_FIGURES.items():
-        paths = save_figure(loss_vs_measures(table, measures, correlations), name, args.profile,
-                            figures_dir=args.figures_dir)
-        print("wrote", ", ".join(str(p) for p in paths))
-    return 0
-
-
-def register_cli(subparsers: Any) -> None:
-    """``figures``: Figures 1-3 from a results table CSV into figures/<profile>/."""
-    p = subparsers.add_parser("figures", help="draw Figures 1-3 from a results.csv")
-    p.add_argument("--table", required=True, help="results.csv written by `analyze`")
-    p.add_argument("--profile", required=True, help="figures go to figures/<profile>/")
-    p.add_argument("--figures-dir", default=None, help="override the figures root (default figures/)")
-    p.set_defaults(func=_cli_figures)

@@ -35,7 +35,8 @@ from lib.core.paths import (
 from lib.core.provenance import sha256_array, sha256_json, sha256_texts, tokenizer_sha256
 from lib.lm import texts as sources
 from lib.lm.model import check_model_folder
-from lib.lm.profiles import CorpusConfig, TokenizerConfig, validated
+from lib.lm.profiles import validated
+from lib.lm.sections import CorpusConfig, TokenizerConfig
 from lib.lm.texts import load_corpus
 
 if TYPE_CHECKING:
@@ -274,7 +275,7 @@ def prepare_corpus(*, corpus: CorpusConfig | Mapping, tokenizer: TokenizerConfig
     A cache is reused only when its settings and its texts' hashes equal the current ones, so
     replacing the text of a local source rebuilds it (hub datasets are pinned by name and their
     text is not reloaded to check). ``corpus`` and ``tokenizer`` are the profile's typed sections
-    (``lib.lm.profiles.CorpusConfig``, ``TokenizerConfig``) or mappings of the same keys, e.g.
+    (``lib.lm.sections.CorpusConfig``, ``TokenizerConfig``) or mappings of the same keys, e.g.
     {"source": "generated", "max_train_stories": 600} or {"source": "path", "path": P}. Two
     processes preparing one cache take turns (a file lock).
     """

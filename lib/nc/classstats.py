@@ -27,6 +27,7 @@ from lib.nc.accumulate import (
     ncc_agreement,
 )
 from lib.nc.measure import select_measures
+from lib.nc.merge import merge_accumulators
 
 
 class ClassStats:
@@ -235,7 +236,7 @@ class ClassStats:
             keys = tuple(k for k in self.tensors if k in sf.pass1_keys(
                 {"layers": ",".join(map(str, self.layers))}))
         merged = dict(self.tensors)
-        sf.merge_accumulators(merged, {k: v.to(self.device) for k, v in other.tensors.items()},
+        merge_accumulators(merged, {k: v.to(self.device) for k, v in other.tensors.items()},
                               keys)
         out = ClassStats.from_tensors(merged, self.device, self.metadata)
         out.W = self.W

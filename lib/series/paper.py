@@ -27,7 +27,6 @@ elapsed time and an ETA), read from the files the stage writes.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping
@@ -49,6 +48,7 @@ from lib.core.paths import (
 from lib.figures import plots
 from lib.lm.profiles import Profile, load_profile, profile_path
 from lib.series.progress import ProgressWatcher, hms, stage_counter
+from lib.series.sources import sync_notebooks
 from lib.series.stamps import inputs_digest, lib_digest, stage_inputs, stage_stamp
 
 STAGES = ("01_train", "02_collect", "03_measure", "04_correlate", "05_permutation", "06_tokens",
@@ -147,70 +147,8 @@ def notebook_setup(profile: str | Profile, *, results_table: str | os.PathLike |
 
 
 # ---------------------------------------------------------------------------------------------
-# Notebook sources: notebooks/NN_name.py (jupytext py:percent) -> notebooks/NN_name.ipynb
-
-NOTEBOOK_METADATA = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                     "language_info": {"name": "python"}}
 
 
-def notebook_from_source(source: Path) -> Any:
-    """The source notebook a py:percent file defines: no outputs, no execution counts, cell ids
-    ``<stem>-NN`` and only ``tags`` kept in cell metadata, so it is a pure function of the .py."""
-    import jupytext
-
-    nb = jupytext.read(source, fmt="py:percent")
-    nb.metadata = json.loads(json.dumps(NOTEBOOK_METADATA))
-    nb.nbformat, nb.nbformat_minor = 4, 5
-    for i, cell in enumerate(nb.cells):
-        cell.id = f"{source.stem}-{i:02d}"
-        tags = cell.metadata.get("tags")
-        cell.metadata = {"tags": list(tags)} if tags else {}
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    return nb
-
-
-def notebook_text(nb: Any) -> str:
-    """Canonical JSON text of a notebook (what ``sync_notebooks`` writes)."""
-    import nbformat
-
-    return nbformat.writes(nb) + "\n"
-
-
-def sync_notebooks(folder: Path = NOTEBOOKS_DIR, check: bool = False) -> list[Path]:
-    """Rebuild each ``<folder>/*.ipynb`` from its ``.py`` twin; returns the notebooks that
-    differed. A ``.ipynb`` edited after its ``.py`` (JupyterLab without jupytext) is first
-    written back to the ``.py``, so no edit is lost. ``check``: change nothing, only report."""
-    import jupytext
-
-    stale = []
-    for source in sorted(folder.glob("[0-9][0-9]_*.py")):
-        notebook = source.with_suffix(".ipynb")
-        if (not check and notebook.exists()
-                and notebook.stat().st_mtime > source.stat().st_mtime
-                and notebook_from_source(source).cells != _clean_cells(notebook)):
-            jupytext.write(jupytext.read(notebook), source, fmt="py:percent")
-        text = notebook_text(notebook_from_source(source))
-        if not notebook.exists() or notebook.read_text(encoding="utf-8") != text:
-            stale.append(notebook)
-            if not check:
-                atomic_write_text(notebook, text)
-    return stale
-
-
-def _clean_cells(notebook: Path) -> Any:
-    """The cells of a .ipynb as its .py would define them (outputs and ids dropped)."""
-    import tempfile
-
-    import jupytext
-
-    with tempfile.TemporaryDirectory() as tmp:
-        py = Path(tmp) / f"{notebook.stem}.py"
-        jupytext.write(jupytext.read(notebook), py, fmt="py:percent")
-        return notebook_from_source(py).cells
-
-
-# ---------------------------------------------------------------------------------------------
 # Parameters and stamps
 
 

@@ -28,7 +28,6 @@ Shell: ``python -m lib collect MODEL --train-blocks t.npy --out p1_0.safetensors
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +38,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lib.core.errors import UserError
-from lib.core.paths import check_out, cli_path, positive_int
-from lib.core.provenance import sha256_array, sha256_json, weights_sha256
+from lib.core.provenance import weights_sha256
 from lib.lm import identity as ident
 from lib.lm.devices import inference_autocast
 from lib.lm.model import lm_head_weight, load_causal_lm
@@ -48,98 +46,13 @@ from lib.nc import stats_file as sf
 from lib.nc.accumulate import DEFAULT_CHUNK
 from lib.nc.classstats import ClassStats
 from lib.stages import layers as lay
+from lib.stages.blocks import BlockSplit, select_blocks, shard_text
 
 BLOCKS_KEY = {1: "train_blocks_sha256", 2: "val_blocks_sha256"}  # metadata key per pass
 
 
 class PassInterrupted(RuntimeError):
     """Raised by the ``stop_after_batches`` test hook: simulates a run killed mid-pass."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Blocks: loading, validation, shards, identity.
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """'i/n' -> (i, n) with 0 <= i < n."""
-    try:
-        i, n = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise UserError(f"shard {text!r} is not of the form i/n, e.g. 0/4") from None
-    shard_range(n, (i, n))
-    return i, n
-
-
-def _shard_text(shard: tuple[int, int] | None) -> str:
-    """'' for the whole split, else 'i/n' (validated)."""
-    return "" if shard is None else "{}/{}".format(*shard) if shard_range(0, shard) else ""
-
-
-def shard_range(n_blocks: int, shard: tuple[int, int]) -> tuple[int, int]:
-    """Contiguous block range [start, stop) of shard i of n (Shard i of n: [i*N//n, (i+1)*N//n))."""
-    i, n = shard
-    if not 0 <= i < n:
-        raise UserError(f"shard ({i}, {n}) needs 0 <= i < n")
-    return i * n_blocks // n, (i + 1) * n_blocks // n
-
-
-def _as_block_array(blocks: np.ndarray | str | Path, split: str) -> np.ndarray:
-    if isinstance(blocks, (str, Path)):
-        path = Path(blocks)
-        if not path.is_file():
-            raise UserError(f"no {split} blocks at {path}; run the corpus stage first")
-        blocks = np.load(path, mmap_mode="r")
-    if not isinstance(blocks, np.ndarray) or blocks.ndim != 2 or blocks.dtype.kind not in "iu":
-        raise UserError(f"{split} blocks must be an integer array (n_blocks, T), got "
-                        f"{blocks!r:.80}")
-    if blocks.shape[0] == 0 or blocks.shape[1] < 2:
-        raise UserError(f"{split} split is empty: blocks of shape {blocks.shape}; need at least "
-                        "one block of at least 2 tokens")
-    return blocks
-
-
-def _check_token_ids(blocks: np.ndarray, vocab_size: int, split: str, rows: int = 4096) -> None:
-    lo, hi = 0, 0
-    for a in range(0, blocks.shape[0], rows):
-        part = np.asarray(blocks[a:a + rows])
-        lo, hi = min(lo, int(part.min())), max(hi, int(part.max()))
-    if lo < 0:
-        raise UserError(f"{split} blocks contain negative token id {lo}")
-    if hi >= vocab_size:
-        raise UserError(
-            f"{split} blocks contain token id {hi}, so the tokenizer has at least {hi + 1} tokens, "
-            f"but the model's LM head has {vocab_size} rows: use the tokenizer the model was "
-            "trained with"
-        )
-
-
-@dataclass(frozen=True)
-class BlockSplit:
-    """The blocks one pass (or shard) processes, and the identity of the split they come from."""
-
-    blocks: np.ndarray  # (n, T)
-    split_sha: str  # identity of the capped split: whole array's sha256 + blocks kept
-    sha256: str  # lib.core.provenance.sha256_array of the whole array, before any cap
-
-
-def select_blocks(blocks: np.ndarray | str | Path | BlockSplit, vocab_size: int, *,
-                  split: str = "train", max_blocks: int | None = None,
-                  shard: tuple[int, int] | None = None) -> BlockSplit:
-    """Validated blocks: the first ``max_blocks``, then shard i/n's contiguous range."""
-    if isinstance(blocks, BlockSplit):
-        return blocks
-    whole = _as_block_array(blocks, split)
-    if max_blocks is not None and max_blocks < 1:
-        raise UserError(f"max_blocks must be positive, got {max_blocks}")
-    arr, whole_sha = whole[:max_blocks], sha256_array(whole)
-    split_sha = sha256_json({"blocks_sha256": whole_sha, "first": int(arr.shape[0])})
-    if shard is not None:
-        start, stop = shard_range(arr.shape[0], shard)
-        if start == stop:
-            raise UserError(f"shard {_shard_text(shard)} of {arr.shape[0]} {split} blocks is empty")
-        arr = arr[start:stop]
-    _check_token_ids(arr, vocab_size, split)
-    return BlockSplit(arr, split_sha, whole_sha)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +222,7 @@ def collect_pass(model: nn.Module, blocks: np.ndarray | str | Path | BlockSplit,
     if pass_no not in sf.PASSES or batch_size < 1 or checkpoint_every < 1:
         raise UserError(f"need pass 1 or 2 and positive sizes, got pass {pass_no}, "
                         f"batch_size {batch_size}, checkpoint_every {checkpoint_every}")
-    out_path, shard_txt = Path(out_path), _shard_text(shard)
+    out_path, shard_txt = Path(out_path), shard_text(shard)
     model.eval()
     W = lm_head_weight(model).detach()  # (V, D)
     V, D = W.shape
@@ -424,76 +337,3 @@ def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
     return out_path
 
 
-# ---------------------------------------------------------------------------------------------
-# Shell interface.
-
-
-def _model_arg(text: str) -> Path | str:
-    """A checkpoint folder relative to the caller's directory, else a hub name as given."""
-    path = Path(text).expanduser()
-    return path.absolute() if path.exists() else text
-
-
-def _stats_of(path: Path, model: Path | str) -> bool:
-    """True when ``path`` is a stats file of ``model`` (a file of another model is not ours to
-    replace)."""
-    if not sf.is_stats_file(path):
-        return False
-    recorded = sf.load_stats_metadata(path).get("model")
-    return not recorded or recorded == (ident.name_of_path(model) if isinstance(model, Path) else model)
-
-
-def _cli_collect(args: argparse.Namespace) -> None:
-    inputs = [p for p in (args.train_blocks, args.val_blocks, args.base) if p is not None]
-    if isinstance(args.model_dir, Path):
-        inputs += sorted(Path(args.model_dir).glob("*")) if Path(args.model_dir).is_dir() else []
-    check_out(args.out, suffix=".safetensors", inputs=inputs,
-              ours=lambda p: _stats_of(p, args.model_dir))
-    out = collect_model_stats(
-        args.model_dir, args.train_blocks, args.val_blocks, args.out,
-        batch_size=args.batch_size, device=args.device, max_train_blocks=args.max_train_blocks,
-        max_val_blocks=args.max_val_blocks, checkpoint_every=args.checkpoint_every,
-        progress=not args.no_progress, shard=args.shard, passes=args.passes,
-        base=args.base, layers=args.layers,
-    )
-    print(out)
-
-
-def _passes_arg(text: str) -> str | tuple[int, ...]:
-    if text == "all":
-        return "all"
-    if text not in ("1", "2"):
-        raise argparse.ArgumentTypeError(f"--pass must be 1 (train), 2 (validation) or all, "
-                                         f"got {text!r}")
-    return (int(text),)
-
-
-def _shard_arg(text: str) -> tuple[int, int]:
-    try:
-        return parse_shard(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def register_cli(subparsers) -> None:
-    """Add ``collect`` to the ``python -m lib`` subcommands."""
-    p = subparsers.add_parser("collect", help="statistics passes of one model checkpoint")
-    p.add_argument("model_dir", type=_model_arg,
-                   help="checkpoint folder (save_pretrained) or hub name, e.g. gpt2")
-    p.add_argument("--train-blocks", type=cli_path, help="train_blocks.npy (pass 1)")
-    p.add_argument("--val-blocks", type=cli_path, help="val_blocks.npy (pass 2)")
-    p.add_argument("--out", type=cli_path, required=True, help="stats.safetensors to write")
-    p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--max-train-blocks", type=positive_int)
-    p.add_argument("--max-val-blocks", type=positive_int)
-    p.add_argument("--checkpoint-every", type=positive_int, default=50, help="batches between saves")
-    p.add_argument("--shard", type=_shard_arg, help="i/n: process shard i of n (one pass)")
-    p.add_argument("--pass", dest="passes", type=_passes_arg, default="all",
-                   help="1 (train), 2 (validation) or all (default)")
-    p.add_argument("--base", type=cli_path, help="merged pass-1 stats (sharded pass 2)")
-    p.add_argument("--layers", type=lay.parse_layers_arg, default=None,
-                   help="also each residual stream's statistics (pass 1): all, or indices "
-                   "0,2,4 (0 = embeddings, n_layer = last block's output before the final norm)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cli_collect)

@@ -45,22 +45,24 @@ from lib.lm.runs import RunName
 from lib.nc.measure import measure_stats_file
 from lib.nc.registry import MEASURES
 from lib.nc.stats_file import load_stats_metadata, partial_path, stale_reasons
+from lib.stages.checkpoints import (
+    STATE_FILE,
+    STATE_TENSORS,
+    last_checkpoint,
+    read_training_state,
+    restore_state,
+    save_checkpoint,
+)
 from lib.stages.collect import collect_model_stats
 from lib.stages.pipeline import prepare_profile_corpus
 from lib.stages.train import (
-    STATE_FILE,
-    STATE_TENSORS,
     build_run_model,
     evaluate,
-    last_checkpoint,
     make_optimizer,
     make_scheduler,
     read_results,
-    read_training_state,
     resolve_precision,
-    restore_state,
     run_inputs,
-    save_checkpoint,
     train_epoch,
 )
 

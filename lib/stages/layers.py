@@ -1,6 +1,6 @@
 """Collapse through depth: statistics and measures of every layer's residual stream.
 
-Residual-stream index i of a model with L = n_layer blocks (``lib.lm.model.residual_features``):
+Residual-stream index i of a model with L = n_layer blocks (``lib.lm.residual.residual_features``):
 i = 0 the embeddings (token + position), 0 < i < L the output of block i - 1 (= input of block
 i), i = L the last block's output BEFORE the final norm. The paper's top features, the LM head's
 input (the final norm's output), stay the main statistics; in tables they are the row with
@@ -33,7 +33,8 @@ from torch import Tensor, nn
 
 from lib.core.errors import UserError
 from lib.core.paths import resolve
-from lib.lm.model import final_features, residual_features, transformer_blocks
+from lib.lm.model import final_features
+from lib.lm.residual import residual_features, transformer_blocks
 from lib.lm.runs import RunName
 from lib.nc.measure import geometry_measures
 from lib.nc.stats_file import LAYER_TENSORS, layer_key, stored_layers

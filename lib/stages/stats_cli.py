@@ -16,7 +16,8 @@ from lib.core.paths import (
     resolve,
 )
 from lib.nc.measure import measure_file_with_table, measure_stats_file
-from lib.nc.stats_file import PASSES, is_stats_file, merge_stats
+from lib.nc.merge import merge_stats
+from lib.nc.stats_file import PASSES, is_stats_file
 
 
 def _cli_measure(args: argparse.Namespace) -> int:
