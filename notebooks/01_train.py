@@ -84,7 +84,7 @@ pipeline.train_all(cfg.profile, corpus=corpus, progress=cfg.progress)
 # Validation loss (nats per token) and top-1 accuracy after each epoch, one line per run, coloured by parameter count; seed-only replicas of one architecture are drawn thin and dashed so they stay apart. Larger models should reach lower loss, and longer training should keep lowering it.
 
 # %%
-runs = results.load_run_results(cfg.out_path)
+runs = results.load_run_results(cfg.profile.out_path)
 fig = plots_training.training_curves(runs)
 plots.show_and_save(fig, "training_curves", cfg)
 
@@ -94,7 +94,7 @@ plots.show_and_save(fig, "training_curves", cfg)
 # Final validation loss of each architecture for every variant (epochs, weight decay), all on one colour scale: the spread the correlations of `04_correlate` rely on.
 
 # %%
-train_table = results.training_table(cfg.out_path, cfg.runs())
+train_table = results.training_table(cfg.profile.out_path, cfg.profile.runs())
 fig = plots_training.loss_grid_heatmaps(train_table)
 plots.show_and_save(fig, "loss_grid", cfg)
 

@@ -42,8 +42,8 @@ cfg
 # %%
 # NBVAL_IGNORE_OUTPUT
 corpus = pipeline.prepare_profile_corpus(cfg.profile, progress=cfg.progress)
-ck = runs.largest(cfg.checkpoints())
-path = Layout(cfg.out_path).stats(ck)
+ck = runs.largest(cfg.profile.checkpoints())
+path = Layout(cfg.profile.out_path).stats(ck)
 if not pipeline.is_collected(cfg.profile, ck):
     pipeline.collect_checkpoint(cfg.profile, ck, corpus, progress=cfg.progress)
 print(f"model {ck}: {paper.short(path)}")
@@ -91,4 +91,4 @@ pipeline.collect_all(cfg.profile, corpus=corpus, progress=cfg.progress)
 # One row per checkpoint: number of classes (tokens seen as a next-token target), tokens in each pass, and whether the later sums used this file's own class means.
 
 # %%
-stats_file.stats_overview(cfg.out_path / "stats")
+stats_file.stats_overview(cfg.profile.out_path / "stats")

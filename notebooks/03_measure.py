@@ -38,7 +38,7 @@ cfg
 pipeline.measure_all(cfg.profile, progress=cfg.progress)
 
 # %%
-table = results.build_results_table(cfg.out_path, cfg.checkpoints())
+table = results.build_results_table(cfg.profile.out_path, cfg.profile.checkpoints())
 results.save_table(table, cfg.results_table)
 print(f"{len(table)} models -> {paper.short(cfg.results_table)}")
 

@@ -38,11 +38,11 @@ cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=outp
 # %%
 table = results.load_table(cfg.results_table)
 ck = results.largest_model(table)
-layout = Layout(cfg.out_path)
+layout = Layout(cfg.profile.out_path)
 stats, _ = stats_file.read_stats(layout.stats(ck))
 tokenizer = data.load_tokenizer(layout.tokenizer_dir)
 tokens = tok.token_table(measure.per_class_measures(stats, progress=progress), tokenizer)
-min_count = cfg.analysis.min_count  # classes with fewer samples are left out of rankings
+min_count = cfg.profile.analysis.min_count  # classes with fewer samples are left out of rankings
 print(f"model {ck}: {len(tokens)} token classes")
 print(tok.exclusion_note(tokens, min_count))
 

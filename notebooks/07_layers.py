@@ -37,7 +37,7 @@ cfg
 # Read from `<out_dir>/metrics/<model>.json` (section `layers`, written by 03_measure) and saved as `layers.csv` beside the results table.
 
 # %%
-table = depth.layers_table(cfg.out_path, cfg.checkpoints())
+table = depth.layers_table(cfg.profile.out_path, cfg.profile.checkpoints())
 results.save_table(table, cfg.table_path("layers.csv"))
 print(f"{table['name'].nunique()} models, {len(table)} rows -> {paper.short(cfg.table_path('layers.csv'))}")
 results.round_sig(table[table["name"] == table["name"].iloc[-1]], 4) if len(table) else table

@@ -40,6 +40,7 @@ def _run(*args: str, timeout: int = 150) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=REPO)
 
 
+@pytest.mark.slow  # runs scripts/gpu_check.py in a subprocess (imports torch afresh)
 def test_cpu_form_runs_and_prints_every_figure(tmp_path):
     text = tmp_path / "stories.txt"
     text.write_text("\n".join(generate_corpus(400, seed=3)) + "\n", encoding="utf-8")
@@ -65,6 +66,7 @@ def test_cpu_form_runs_and_prints_every_figure(tmp_path):
     assert (out / "checkpoint" / "config.json").is_file()
 
 
+@pytest.mark.slow  # runs scripts/gpu_check.py in a subprocess (imports torch afresh)
 def test_missing_text_fails_with_the_fix(tmp_path):
     proc = _run("--device", "cpu", "--text", str(tmp_path / "absent"), timeout=60)
     assert proc.returncode != 0

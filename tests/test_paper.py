@@ -63,7 +63,8 @@ def test_setup_derives_everything_from_the_profile():
     assert cfg.tables_dir == root / "runs" / "smoke"
     assert cfg.figures_dir == root / "figures" / "smoke"
     assert cfg.table_path("correlations.csv") == root / "runs" / "smoke" / "correlations.csv"
-    assert cfg.analysis == load_profile("smoke").analysis  # attributes fall through to the profile
+    assert cfg.profile.analysis == load_profile("smoke").analysis
+    assert not hasattr(cfg, "analysis")  # one spelling: profile settings only via cfg.profile
     assert cfg.progress is True
     cpu = notebook_setup("cpu", style=False)
     assert cpu.results_table == root / "runs" / "cpu" / "results.csv"  # no smoke default survives
@@ -230,6 +231,7 @@ def test_cli_lists_every_command():
         assert command in out
 
 
+@pytest.mark.slow  # spawns the CLI in a subprocess (imports torch and transformers afresh)
 def test_cli_paper_unknown_profile_fails_clearly():
     proc = subprocess.run([sys.executable, "-m", "lib", "paper", "--profile", "nope"],
                           capture_output=True, text=True, cwd=REPO_ROOT)

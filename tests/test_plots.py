@@ -195,6 +195,7 @@ def test_token_frequency_figure_highlights_names():
     np.testing.assert_allclose(np.asarray(highlighted), [[50, 0.1], [30, 0.2]])
 
 
+@pytest.mark.slow  # the whole figures command: bootstrap correlations and every paper figure
 def test_cli_figures(tmp_path):
     table_path = results.save_table(small_table(), tmp_path / "results.csv")
     parser = argparse.ArgumentParser()

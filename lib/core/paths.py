@@ -303,7 +303,6 @@ def is_csv_with(path: Path, columns: Sequence[str]) -> bool:
     return set(columns) <= set(header)
 
 
-
 def positive_int(text: str) -> int:
     """argparse ``type`` for counts that must be at least 1 (one line from argparse otherwise)."""
     import argparse
@@ -317,11 +316,10 @@ def positive_int(text: str) -> int:
     return value
 
 
-OUTPUT_ROOT_ENV = "LC_OUTPUT_ROOT"
-
-
 # ---------------------------------------------------------------------------------------------
-# Where outputs go
+# Where the notebooks' outputs go
+
+OUTPUT_ROOT_ENV = "LC_OUTPUT_ROOT"
 
 
 def output_root() -> Path:

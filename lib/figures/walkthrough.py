@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from lib.lm.data import PreparedCorpus
 
-def corpus_sizes(corpus: Any) -> pd.DataFrame:
+
+def corpus_sizes(corpus: PreparedCorpus) -> pd.DataFrame:
     """Sizes of a prepared corpus (``lib.lm.data.PreparedCorpus``) as a small table."""
     T = corpus.context_len
     rows = [("vocabulary (classes)", corpus.vocab_size), ("context length (tokens per block)", T),

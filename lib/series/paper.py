@@ -89,8 +89,8 @@ def short(path: str | os.PathLike) -> str:
 class NotebookConfig:
     """A profile plus the paths a notebook reads and writes, all derived from it.
 
-    Attribute access falls through to the profile: ``cfg.grid``, ``cfg.analysis.n_bootstrap``,
-    ``cfg.out_path``, ``cfg.runs()``. Pass ``cfg.profile`` to ``lib`` functions that take one.
+    Profile settings are read through ``cfg.profile`` (``cfg.profile.analysis.n_bootstrap``,
+    ``cfg.profile.out_path``): one spelling, nothing forwarded.
     """
 
     profile: Profile
@@ -98,11 +98,6 @@ class NotebookConfig:
     tables_dir: Path  # correlations.csv, permutation.csv
     figures_dir: Path  # <name>.png / <name>.svg
     progress: bool
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.profile, name)
 
     def table_path(self, name: str) -> Path:
         """Where a derived table is written, e.g. ``cfg.table_path("correlations.csv")``."""

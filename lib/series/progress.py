@@ -15,7 +15,6 @@ from lib.lm.profiles import Profile
 HEARTBEAT_S = 30.0
 
 
-
 def hms(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     h, rest = divmod(seconds, 3600)

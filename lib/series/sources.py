@@ -73,6 +73,3 @@ def _clean_cells(notebook: Path) -> Any:
         py = Path(tmp) / f"{notebook.stem}.py"
         jupytext.write(jupytext.read(notebook), py, fmt="py:percent")
         return notebook_from_source(py).cells
-
-
-# ---------------------------------------------------------------------------------------------

@@ -30,14 +30,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from lib.core.errors import UserError
 from lib.core.paths import Layout, atomic_write, atomic_write_json, discard_dir, lock_for, read_json
 from lib.core.provenance import CORPUS_HASHES, sha256_file, sha256_json
-from lib.lm.data import block_order
+from lib.lm.data import PreparedCorpus, block_order
 from lib.lm.devices import resolve_device
 from lib.lm.model import load_causal_lm
 from lib.lm.profiles import Profile
@@ -106,7 +105,7 @@ class Plan:
                             "table_version": TABLE_VERSION})
 
 
-def make_plan(profile: Profile, run: RunName, corpus: Any) -> Plan:
+def make_plan(profile: Profile, run: RunName, corpus: PreparedCorpus) -> Plan:
     """The plan of one run of ``profile.dynamics`` on a prepared corpus (``lib.lm.data``)."""
     run = run.run
     batch_size = profile.batch_size(run)
@@ -139,7 +138,7 @@ def _strip_state(checkpoint: Path) -> None:
         (checkpoint / name).unlink(missing_ok=True)
 
 
-def train_snapshots(profile: Profile, plan: Plan, corpus: Any, progress: bool = True) -> list[dict]:
+def train_snapshots(profile: Profile, plan: Plan, corpus: PreparedCorpus, progress: bool = True) -> list[dict]:
     """Train ``plan.run`` from scratch (or resume), saving every snapshot; returns the records
     (step, epoch, tokens_seen, train_loss, val_loss, val_acc, val_ppl, weights_sha256)."""
     from tqdm.auto import tqdm
@@ -204,7 +203,7 @@ def _stats_current(path: Path, weights: str, hashes: dict[str, str], caps: tuple
             and load_stats_metadata(path).get("pass2_blocks") == str(caps[1]))
 
 
-def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: Any) -> dict:
+def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: PreparedCorpus) -> dict:
     """Statistics then measures of one snapshot (current files kept); the metrics dict."""
     step, d = record["step"], plan.directory
     stats, metrics = d / "stats" / f"step-{step}.safetensors", d / "metrics" / f"step-{step}.json"
@@ -247,7 +246,7 @@ def read_table(path: Path, sha256: str | None = None) -> pd.DataFrame | None:
     return table
 
 
-def run_dynamics(profile: Profile, run: RunName, *, corpus: Any = None,
+def run_dynamics(profile: Profile, run: RunName, *, corpus: PreparedCorpus | None = None,
                  progress: bool = True) -> pd.DataFrame:
     """Train, collect and measure every snapshot of one run; its table (also written to
     ``dynamics/<run>/dynamics.csv``). A current table is returned as stored."""
@@ -267,7 +266,7 @@ def run_dynamics(profile: Profile, run: RunName, *, corpus: Any = None,
     return read_table(plan.directory / TABLE_FILE)  # as stored: the same floats either way
 
 
-def run_all(profile: Profile, *, corpus: Any = None, progress: bool = True) -> pd.DataFrame:
+def run_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True) -> pd.DataFrame:
     """Every run of ``profile.dynamics`` (finished work skipped), one table; empty without runs."""
     runs = profile.dynamics.run_names()
     if not runs:
@@ -277,7 +276,7 @@ def run_all(profile: Profile, *, corpus: Any = None, progress: bool = True) -> p
                      ignore_index=True)
 
 
-def plan_summary(profile: Profile, corpus: Any = None) -> pd.DataFrame:
+def plan_summary(profile: Profile, corpus: PreparedCorpus | None = None) -> pd.DataFrame:
     """What the dynamics stage runs, before running it: per run its snapshots, steps, steps
     between snapshots and the statistics caps (blocks, and training tokens predicted)."""
     corpus = corpus if corpus is not None else prepare_profile_corpus(profile, progress=False)

@@ -39,7 +39,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -47,7 +46,7 @@ from tqdm.auto import tqdm
 from lib.core.errors import UserError
 from lib.core.paths import Layout, atomic_write_json, lock_for, read_json
 from lib.core.provenance import CORPUS_HASHES, sha256_file, weights_sha256
-from lib.lm.data import prepare_corpus
+from lib.lm.data import PreparedCorpus, prepare_corpus
 from lib.lm.devices import resolve_device
 from lib.lm.model import RunName, paper_param_count
 from lib.lm.profiles import Profile
@@ -63,7 +62,7 @@ from lib.stages.collect import collect_model_stats
 from lib.stages.layers import layers_section, profile_layers
 from lib.stages.train import is_trained, train_run
 
-STAGES = ("train", "collect", "measure")
+JOB_STAGES = ("train", "collect", "measure")
 
 # ---------------------------------------------------------------------------------------------
 # Jobs and their cost
@@ -167,14 +166,14 @@ def _device(profile: Profile) -> str:
     return resolve_device(profile.device).type
 
 
-def prepare_profile_corpus(profile: Profile, progress: bool = True) -> Any:
+def prepare_profile_corpus(profile: Profile, progress: bool = True) -> PreparedCorpus:
     """The profile's tokenized corpus (cached in ``out_dir/corpus``; rebuilt when text changed)."""
     return prepare_corpus(corpus=profile.corpus, tokenizer=profile.tokenizer,
                           context_len=profile.context_len, cache_dir=Layout(profile.out_path).corpus,
                           progress=progress)
 
 
-def train_profile_run(profile: Profile, run: RunName, *, corpus: Any = None,
+def train_profile_run(profile: Profile, run: RunName, *, corpus: PreparedCorpus | None = None,
                       progress: bool = True, device: str | None = None,
                       retrain: bool = False) -> dict:
     """Train one run of a profile (preparing the corpus first when none is given)."""
@@ -232,7 +231,7 @@ def is_measured(profile: Profile, ck: RunName, fraction: float | None = None) ->
             and read_json(path).get("stats_sha256") == sha256_file(stats))
 
 
-def collect_checkpoint(profile: Profile, ck: RunName, corpus: Any, progress: bool = True,
+def collect_checkpoint(profile: Profile, ck: RunName, corpus: PreparedCorpus, progress: bool = True,
                        fraction: float | None = None) -> Path:
     """Statistics of one trained checkpoint; a current stats file is kept, a stale one redone.
 
@@ -289,7 +288,7 @@ def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
                                         "stats_sha256": stats_sha256})
 
 
-def sensitivity_all(profile: Profile, *, corpus: Any = None, progress: bool = True) -> list[Path]:
+def sensitivity_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True) -> list[Path]:
     """Statistics and measures of each ``sensitivity.runs`` checkpoint on each of
     ``sensitivity.fractions`` of its training blocks (current files kept); the metrics paths."""
     out = []
@@ -302,8 +301,8 @@ def sensitivity_all(profile: Profile, *, corpus: Any = None, progress: bool = Tr
     return out
 
 
-def run_job(profile: Profile, run: RunName, *, corpus: Any = None,
-            stages: Sequence[str] = STAGES, progress: bool = True,
+def run_job(profile: Profile, run: RunName, *, corpus: PreparedCorpus | None = None,
+            stages: Sequence[str] = JOB_STAGES, progress: bool = True,
             bar: tqdm | None = None, retrain: bool = False) -> None:
     """The stages of one run: train, then collect and measure each of its checkpoints.
 
@@ -311,9 +310,9 @@ def run_job(profile: Profile, run: RunName, *, corpus: Any = None,
     (or, with ``retrain``, trained again); stats of another checkpoint or corpus are recollected,
     metrics of another stats file re-measured.
     """
-    unknown = [s for s in stages if s not in STAGES]
+    unknown = [s for s in stages if s not in JOB_STAGES]
     if unknown:
-        raise ValueError(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
+        raise ValueError(f"unknown stage {unknown[0]!r}; stages: {', '.join(JOB_STAGES)}")
     cks = profile.checkpoints_of(run)
     if "train" in stages:
         # Finished runs return at once, but only after their settings (corpus included) are
@@ -332,7 +331,7 @@ def run_job(profile: Profile, run: RunName, *, corpus: Any = None,
         _tick(bar, f"measured {ck}")
 
 
-def _corpus(profile: Profile, corpus: Any, progress: bool) -> Any:
+def _corpus(profile: Profile, corpus: PreparedCorpus | None, progress: bool) -> PreparedCorpus:
     return corpus if corpus is not None else prepare_profile_corpus(profile, progress)
 
 
@@ -348,7 +347,7 @@ def _n_steps(profile: Profile, stages: Sequence[str]) -> int:
             + n_ck * ("collect" in stages) + n_ck * ("measure" in stages))
 
 
-def run_stages(profile: Profile, stages: Sequence[str] = STAGES, *, corpus: Any = None,
+def run_stages(profile: Profile, stages: Sequence[str] = JOB_STAGES, *, corpus: PreparedCorpus | None = None,
                progress: bool = True, retrain: bool = False) -> None:
     """Every job one after another (current work skipped), under one overall progress bar."""
     if {"train", "collect"} & set(stages):
@@ -363,15 +362,15 @@ def run_stages(profile: Profile, stages: Sequence[str] = STAGES, *, corpus: Any 
 def run_local(profile: Profile, progress: bool = True, only_train: bool = False,
               retrain: bool = False) -> None:
     """Prepare the corpus once, then train, collect and measure every job in turn."""
-    run_stages(profile, ("train",) if only_train else STAGES, progress=progress, retrain=retrain)
+    run_stages(profile, ("train",) if only_train else JOB_STAGES, progress=progress, retrain=retrain)
 
 
-def train_all(profile: Profile, *, corpus: Any = None, progress: bool = True,
+def train_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True,
               retrain: bool = False) -> None:
     run_stages(profile, ("train",), corpus=corpus, progress=progress, retrain=retrain)
 
 
-def collect_all(profile: Profile, *, corpus: Any = None, progress: bool = True) -> None:
+def collect_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True) -> None:
     run_stages(profile, ("collect",), corpus=corpus, progress=progress)
 
 
@@ -379,7 +378,7 @@ def measure_all(profile: Profile, *, progress: bool = True) -> None:
     run_stages(profile, ("measure",), progress=progress)
 
 
-def pending_runs(profile: Profile, stages: Sequence[str] = STAGES) -> list[RunName]:
+def pending_runs(profile: Profile, stages: Sequence[str] = JOB_STAGES) -> list[RunName]:
     """Runs with work left in the given stages."""
     def done(run: RunName) -> bool:
         cks = profile.checkpoints_of(run)
@@ -388,7 +387,3 @@ def pending_runs(profile: Profile, stages: Sequence[str] = STAGES) -> list[RunNa
                 and ("measure" not in stages or all(is_measured(profile, c) for c in cks)))
 
     return [run for run in profile.runs() if not done(run)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Shell

@@ -27,13 +27,13 @@ from submitit.helpers import Checkpointable
 from lib.core.paths import Layout
 from lib.lm.model import RunName
 from lib.lm.profiles import Profile
-from lib.stages.pipeline import STAGES, pending_runs, prepare_profile_corpus, run_job
+from lib.stages.pipeline import JOB_STAGES, pending_runs, prepare_profile_corpus, run_job
 
 
 class RunJob(Checkpointable):
     """A picklable callable for submitit: one run's stages; requeued on timeout (resumes)."""
 
-    def __init__(self, profile: Profile, run: RunName, stages: Sequence[str] = STAGES) -> None:
+    def __init__(self, profile: Profile, run: RunName, stages: Sequence[str] = JOB_STAGES) -> None:
         self.profile, self.run, self.stages = profile, run, tuple(stages)
 
     def __call__(self) -> str:
@@ -80,7 +80,7 @@ def _after_preparation(profile: Profile, executor: Any) -> None:
 
 def submit_slurm(profile: Profile, executor: Any = None, only_train: bool = False) -> list:
     """Submit one job per unfinished run (as an array); returns the submitit jobs."""
-    stages = ("train",) if only_train else STAGES
+    stages = ("train",) if only_train else JOB_STAGES
     executor = executor if executor is not None else slurm_executor(profile)
     runs = pending_runs(profile, stages)
     if not runs:

@@ -56,7 +56,7 @@ from lib.core.paths import (
     read_json,
 )
 from lib.core.provenance import CORPUS_HASHES, changed_paths
-from lib.lm.data import block_order
+from lib.lm.data import PreparedCorpus, block_order
 from lib.lm.devices import resolve_device
 from lib.lm.model import (
     RunName,
@@ -196,7 +196,7 @@ def evaluate(model: nn.Module, blocks: np.ndarray, batch_size: int, device: torc
 # A whole run
 
 
-def run_inputs(run: RunName, corpus: Any, training: TrainingConfig, model_cfg: ModelConfig,
+def run_inputs(run: RunName, corpus: PreparedCorpus, training: TrainingConfig, model_cfg: ModelConfig,
                batch_size: int) -> dict:
     """Everything that determines the trained weights, JSON-normalised: recorded as
     ``settings`` in results.json and each checkpoint, compared before anything is reused."""
@@ -221,7 +221,7 @@ def _recorded_inputs(layout: Layout, run: RunName, fix: str) -> dict | None:
     return None
 
 
-def _check_corpus(corpus: Any, batch_size: int) -> None:
+def _check_corpus(corpus: PreparedCorpus, batch_size: int) -> None:
     if corpus.n_train_blocks < batch_size:
         raise UserError(
             f"the training corpus has {corpus.n_train_blocks} blocks of {corpus.context_len} "
@@ -235,7 +235,7 @@ def _check_corpus(corpus: Any, batch_size: int) -> None:
         )
 
 
-def _results(run: RunName, settings: dict, model: nn.Module, corpus: Any, device: torch.device,
+def _results(run: RunName, settings: dict, model: nn.Module, corpus: PreparedCorpus, device: torch.device,
              precision: str, records: list[dict], status: str) -> dict:
     import transformers
 
@@ -253,7 +253,7 @@ def _results(run: RunName, settings: dict, model: nn.Module, corpus: Any, device
     }
 
 
-def build_run_model(run: RunName, corpus: Any, model_cfg: ModelConfig,
+def build_run_model(run: RunName, corpus: PreparedCorpus, model_cfg: ModelConfig,
                     tokenizer: Any = None) -> nn.Module:
     """A fresh model of one run: its initial weights depend on model_cfg.init_seed only."""
     config = gpt_neo_config(
@@ -265,7 +265,7 @@ def build_run_model(run: RunName, corpus: Any, model_cfg: ModelConfig,
     return build_model(config, seed=model_cfg.init_seed)
 
 
-def train_run(run: RunName, *, corpus: Any, training: TrainingConfig, model_cfg: ModelConfig,
+def train_run(run: RunName, *, corpus: PreparedCorpus, training: TrainingConfig, model_cfg: ModelConfig,
               out_dir: str | os.PathLike, device: str = "auto", progress: bool = True,
               stop_after_epochs: int | None = None, retrain: bool = False,
               retrain_command: str | None = None) -> dict:
@@ -301,7 +301,7 @@ def train_run(run: RunName, *, corpus: Any, training: TrainingConfig, model_cfg:
                       resolve_device(device), progress, stop_after_epochs, fix)
 
 
-def _train(run: RunName, layout: Layout, corpus: Any, training: TrainingConfig,
+def _train(run: RunName, layout: Layout, corpus: PreparedCorpus, training: TrainingConfig,
            model_cfg: ModelConfig, settings: dict, batch_size: int, device: torch.device,
            progress: bool, stop_after_epochs: int | None, fix: str) -> dict:
     precision = resolve_precision(training.precision, device)

@@ -20,7 +20,6 @@ LAYER_COLUMNS = ["n_layer", "layer", "site", "relative_depth", "num_classes"]
 SITES = ("residual", "head_input")  # the residual stream at an index; the final norm's output
 
 
-
 def _rows(metrics: dict, ck: RunName) -> list[dict]:
     spec = {"name": str(ck), "run": str(ck.run), **ck.as_dict()}
     n_layer = int(metrics.get("n_layer", ck.depth))
