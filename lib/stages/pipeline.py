@@ -301,34 +301,53 @@ def sensitivity_all(profile: Profile, *, corpus: PreparedCorpus | None = None, p
     return out
 
 
+def train_runs(profile: Profile, runs: Sequence[RunName], *, corpus: PreparedCorpus | None = None,
+               progress: bool = True, bar: tqdm | None = None, retrain: bool = False) -> None:
+    """Train each run. Finished runs return at once, but only after their settings (corpus
+    included) are checked against the profile's: a run trained on other data is refused (or,
+    with ``retrain``, trained again), not reused."""
+    for run in runs:
+        corpus = _corpus(profile, corpus, progress)
+        train_profile_run(profile, run, corpus=corpus, progress=progress, retrain=retrain)
+        _tick(bar, f"trained {run}")
+
+
+def collect_checkpoints(profile: Profile, cks: Sequence[RunName], *,
+                        corpus: PreparedCorpus | None = None, progress: bool = True,
+                        bar: tqdm | None = None) -> None:
+    """Collect the statistics of each checkpoint unless they are current."""
+    for ck in cks:
+        if not is_collected(profile, ck):
+            corpus = _corpus(profile, corpus, progress)
+            collect_checkpoint(profile, ck, corpus, progress)
+        _tick(bar, f"collected {ck}")
+
+
+def measure_checkpoints(profile: Profile, cks: Sequence[RunName], *, progress: bool = True,
+                        bar: tqdm | None = None) -> None:
+    """Measure each checkpoint unless its metrics are of its current stats file."""
+    for ck in cks:
+        if not is_measured(profile, ck):
+            measure_checkpoint(profile, ck, progress)
+        _tick(bar, f"measured {ck}")
+
+
 def run_job(profile: Profile, run: RunName, *, corpus: PreparedCorpus | None = None,
             stages: Sequence[str] = JOB_STAGES, progress: bool = True,
             bar: tqdm | None = None, retrain: bool = False) -> None:
-    """The stages of one run: train, then collect and measure each of its checkpoints.
-
-    Finished work is skipped only when current: a run trained from other inputs is refused
-    (or, with ``retrain``, trained again); stats of another checkpoint or corpus are recollected,
-    metrics of another stats file re-measured.
-    """
+    """The stages of one run (a SLURM task): train it, then collect and measure each of its
+    checkpoints. Finished work is skipped only when current (``train_runs``,
+    ``collect_checkpoints``, ``measure_checkpoints``)."""
     unknown = [s for s in stages if s not in JOB_STAGES]
     if unknown:
         raise ValueError(f"unknown stage {unknown[0]!r}; stages: {', '.join(JOB_STAGES)}")
     cks = profile.checkpoints_of(run)
     if "train" in stages:
-        # Finished runs return at once, but only after their settings (corpus included) are
-        # checked against the profile's: a run trained on other data is refused, not reused.
-        corpus = _corpus(profile, corpus, progress)
-        train_profile_run(profile, run, corpus=corpus, progress=progress, retrain=retrain)
-        _tick(bar, f"trained {run}")
-    for ck in cks if "collect" in stages else ():
-        if not is_collected(profile, ck):
-            corpus = _corpus(profile, corpus, progress)
-            collect_checkpoint(profile, ck, corpus, progress)
-        _tick(bar, f"collected {ck}")
-    for ck in cks if "measure" in stages else ():
-        if not is_measured(profile, ck):
-            measure_checkpoint(profile, ck, progress)
-        _tick(bar, f"measured {ck}")
+        train_runs(profile, [run], corpus=corpus, progress=progress, bar=bar, retrain=retrain)
+    if "collect" in stages:
+        collect_checkpoints(profile, cks, corpus=corpus, progress=progress, bar=bar)
+    if "measure" in stages:
+        measure_checkpoints(profile, cks, progress=progress, bar=bar)
 
 
 def _corpus(profile: Profile, corpus: PreparedCorpus | None, progress: bool) -> PreparedCorpus:
@@ -341,41 +360,43 @@ def _tick(bar: tqdm | None, text: str) -> None:
         bar.update(1)
 
 
-def _n_steps(profile: Profile, stages: Sequence[str]) -> int:
-    n_ck = len(profile.checkpoints())
-    return (len(profile.runs()) * ("train" in stages)
-            + n_ck * ("collect" in stages) + n_ck * ("measure" in stages))
-
-
-def run_stages(profile: Profile, stages: Sequence[str] = JOB_STAGES, *, corpus: PreparedCorpus | None = None,
-               progress: bool = True, retrain: bool = False) -> None:
-    """Every job one after another (current work skipped), under one overall progress bar."""
-    if {"train", "collect"} & set(stages):
-        corpus = _corpus(profile, corpus, progress)
-    with tqdm(total=_n_steps(profile, stages), desc=f"{profile.name}: {'+'.join(stages)}",
-              disable=not progress, unit="step") as bar:
-        for run in profile.runs():
-            run_job(profile, run, corpus=corpus, stages=stages, progress=progress, bar=bar,
-                    retrain=retrain)
+def _bar(profile: Profile, total: int, what: str, progress: bool) -> tqdm:
+    return tqdm(total=total, desc=f"{profile.name}: {what}", disable=not progress, unit="step")
 
 
 def run_local(profile: Profile, progress: bool = True, only_train: bool = False,
               retrain: bool = False) -> None:
-    """Prepare the corpus once, then train, collect and measure every job in turn."""
-    run_stages(profile, ("train",) if only_train else JOB_STAGES, progress=progress, retrain=retrain)
+    """Prepare the corpus once, then every run's job in turn (current work skipped), under one
+    progress bar; ``only_train``: train every run and stop."""
+    if only_train:
+        return train_all(profile, progress=progress, retrain=retrain)
+    corpus = _corpus(profile, None, progress)
+    total = len(profile.runs()) + 2 * len(profile.checkpoints())
+    with _bar(profile, total, "+".join(JOB_STAGES), progress) as bar:
+        for run in profile.runs():
+            run_job(profile, run, corpus=corpus, progress=progress, bar=bar, retrain=retrain)
 
 
 def train_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True,
               retrain: bool = False) -> None:
-    run_stages(profile, ("train",), corpus=corpus, progress=progress, retrain=retrain)
+    """Train every run of the profile (current runs skipped)."""
+    corpus = _corpus(profile, corpus, progress)
+    with _bar(profile, len(profile.runs()), "train", progress) as bar:
+        train_runs(profile, profile.runs(), corpus=corpus, progress=progress, bar=bar,
+                   retrain=retrain)
 
 
 def collect_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True) -> None:
-    run_stages(profile, ("collect",), corpus=corpus, progress=progress)
+    """Collect every checkpoint of the profile (current statistics kept)."""
+    corpus = _corpus(profile, corpus, progress)
+    with _bar(profile, len(profile.checkpoints()), "collect", progress) as bar:
+        collect_checkpoints(profile, profile.checkpoints(), corpus=corpus, progress=progress, bar=bar)
 
 
 def measure_all(profile: Profile, *, progress: bool = True) -> None:
-    run_stages(profile, ("measure",), progress=progress)
+    """Measure every checkpoint of the profile (current metrics kept)."""
+    with _bar(profile, len(profile.checkpoints()), "measure", progress) as bar:
+        measure_checkpoints(profile, profile.checkpoints(), progress=progress, bar=bar)
 
 
 def pending_runs(profile: Profile, stages: Sequence[str] = JOB_STAGES) -> list[RunName]:
