@@ -26,7 +26,7 @@ progress = True  # tqdm bars here; `make paper` sets False and prints progress l
 # %%
 from lib.figures import plots, plots_training, walkthrough
 from lib.series import paper
-from lib.stages import pipeline
+from lib.stages import costs, pipeline
 from lib.tables import results
 
 cfg = paper.notebook_setup(profile, progress=progress)
@@ -66,7 +66,7 @@ plots.show_and_save(fig, "corpus_token_frequency", cfg)
 # One row per training run, with its estimated cost (FLOPs from 6·N·tokens plus attention; GPU-hours at the profile's assumed utilisation).
 
 # %%
-jobs = pipeline.dry_run(cfg.profile)
+jobs = costs.dry_run(cfg.profile)
 jobs
 
 # %% [markdown]

@@ -17,14 +17,13 @@ from lib.core.provenance import sha256_file, weights_sha256
 from lib.lm.model import RunName
 from lib.lm.profiles import Profile, load_profile
 from lib.nc.stats_file import load_stats_metadata
+from lib.stages.costs import dry_run, plan_jobs
 from lib.stages.pipeline import (
     collect_all,
-    dry_run,
     is_collected,
     is_measured,
     measure_all,
     pending_runs,
-    plan_jobs,
     run_job,
     run_local,
     sensitivity_all,

@@ -10,7 +10,8 @@ import pandas as pd
 
 from lib.lm.profiles import load_profile
 from lib.lm.runs import RunName
-from lib.stages.pipeline import dry_run, run_local, train_profile_run
+from lib.stages.costs import dry_run
+from lib.stages.pipeline import run_local, train_profile_run
 from lib.stages.slurm import submit_slurm
 
 
