@@ -121,8 +121,8 @@ def test_finished_dynamics_are_not_redone(done, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("recomputed finished work")
 
-    monkeypatch.setattr("lib.stages.collect.collect_model_stats", boom)
-    monkeypatch.setattr("lib.stages.train.train_epoch", boom)
+    monkeypatch.setattr(dynamics, "collect_model_stats", boom)
+    monkeypatch.setattr(dynamics, "train_epoch", boom)
     pd.testing.assert_frame_equal(dynamics.run_all(p, corpus=corpus, progress=False), table)
 
 
@@ -131,9 +131,7 @@ def test_interrupted_training_resumes_to_the_same_weights(done, tmp_path, monkey
     _, _, table = done
     p = dyn_profile(tiny_profile, tmp_path)
     corpus = prepare_profile_corpus(p, progress=False)
-    import lib.stages.train
-
-    real, calls = lib.stages.train.train_epoch, []
+    real, calls = dynamics.train_epoch, []  # the training loop dynamics runs
 
     def dies_in_epoch_two(*args, **kwargs):
         calls.append(1)
@@ -141,10 +139,10 @@ def test_interrupted_training_resumes_to_the_same_weights(done, tmp_path, monkey
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(lib.stages.train, "train_epoch", dies_in_epoch_two)
+    monkeypatch.setattr(dynamics, "train_epoch", dies_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         dynamics.run_all(p, corpus=corpus, progress=False)
-    monkeypatch.setattr(lib.stages.train, "train_epoch", real)
+    monkeypatch.setattr(dynamics, "train_epoch", real)
     resumed = dynamics.run_all(p, corpus=corpus, progress=False)
     assert list(resumed["weights_sha256"]) == list(table["weights_sha256"])  # across epoch 1 -> 2
     assert list(resumed["val_loss"]) == list(table["val_loss"])
