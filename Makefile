@@ -29,9 +29,9 @@ $(VENV)/.installed: $(LOCK) pyproject.toml
 setup: $(VENV)/.installed bpe-ranks  ## create .venv and install requirements.lock (CPU torch 2.13.0)
 
 # GPT-2's BPE ranks (the paper profile's tokenizer) from the openai-whisper sdist on PyPI,
-# sha256-verified into data/gpt2-bpe/ (lib.gpt2_bpe); offline, it is fetched on first use.
+# sha256-verified into data/gpt2-bpe/ (lib.lm.gpt2_bpe); offline, it is fetched on first use.
 bpe-ranks: $(VENV)/.installed  ## fetch and verify GPT-2's BPE ranks into data/gpt2-bpe/
-	@$(PY) -m lib.gpt2_bpe || echo "note: GPT-2 BPE ranks not fetched; the gpt2-bpe tokenizer fetches them on first use"
+	@$(PY) -m lib.lm.gpt2_bpe || echo "note: GPT-2 BPE ranks not fetched; the gpt2-bpe tokenizer fetches them on first use"
 
 lock:  ## refresh requirements.lock from pyproject.toml (uv pip compile, CPU torch, Linux x86_64)
 	$(PYTHON) -m venv $(VENV)

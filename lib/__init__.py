@@ -1,8 +1,9 @@
 """Linguistic collapse: neural-collapse statistics and measures for causal language models.
 
-The core, ``lib.nc`` (``ClassStats``, the stats file, the measures, the registry), depends on
-nothing else of ``lib``. The pipeline, by module: ``profiles`` -> ``pipeline`` (``data``,
-``train``, ``collect``, ``nc.measure``) -> files -> ``results`` -> ``analysis``/``claims``/
-``tokens`` -> notebooks run by ``paper``. docs/architecture.md draws the data flow and lists
-every module.
+``lib`` is layered; a module imports only from its own subpackage or from those below it, and
+nothing imports in a circle (``tests/test_architecture.py`` checks both, function-local imports
+included). ``LAYERS`` is the order, ground floor first; docs/architecture.md draws it.
 """
+
+# Subpackages of lib, lowest first: each may import from itself and the ones before it.
+LAYERS = ("core", "nc", "lm", "stages", "tables", "figures", "series")

@@ -10,7 +10,10 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib import paper, pipeline, plots, plots_training, results, walkthrough
+from lib.figures import plots, plots_training, walkthrough
+from lib.series import paper
+from lib.stages import costs, pipeline
+from lib.tables import results
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg
@@ -49,7 +52,7 @@ plots.show_and_save(fig, "corpus_token_frequency", cfg)
 # One row per training run, with its estimated cost (FLOPs from 6·N·tokens plus attention; GPU-hours at the profile's assumed utilisation).
 
 # %%
-jobs = pipeline.dry_run(cfg.profile)
+jobs = costs.dry_run(cfg.profile)
 jobs
 
 # %% [markdown]
@@ -67,7 +70,7 @@ pipeline.train_all(cfg.profile, corpus=corpus, progress=cfg.progress)
 # Validation loss (nats per token) and top-1 accuracy after each epoch, one line per run, coloured by parameter count; seed-only replicas of one architecture are drawn thin and dashed so they stay apart. Larger models should reach lower loss, and longer training should keep lowering it.
 
 # %%
-runs = results.load_run_results(cfg.out_path)
+runs = results.load_run_results(cfg.profile.out_path)
 fig = plots_training.training_curves(runs)
 plots.show_and_save(fig, "training_curves", cfg)
 
@@ -77,7 +80,7 @@ plots.show_and_save(fig, "training_curves", cfg)
 # Final validation loss of each architecture for every variant (epochs, weight decay), all on one colour scale: the spread the correlations of `04_correlate` rely on.
 
 # %%
-train_table = results.training_table(cfg.out_path, cfg.runs())
+train_table = results.training_table(cfg.profile.out_path, cfg.profile.runs())
 fig = plots_training.loss_grid_heatmaps(train_table)
 plots.show_and_save(fig, "loss_grid", cfg)
 

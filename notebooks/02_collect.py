@@ -10,9 +10,12 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib import paper, pipeline, plots, runs, walkthrough
+from lib.core.paths import Layout
+from lib.figures import plots, walkthrough
+from lib.lm import runs
 from lib.nc import accumulate, stats_file
-from lib.paths import Layout
+from lib.series import paper
+from lib.stages import pipeline
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg
@@ -25,8 +28,8 @@ cfg
 # %%
 # NBVAL_IGNORE_OUTPUT
 corpus = pipeline.prepare_profile_corpus(cfg.profile, progress=cfg.progress)
-ck = runs.largest(cfg.checkpoints())
-path = Layout(cfg.out_path).stats(ck)
+ck = runs.largest(cfg.profile.checkpoints())
+path = Layout(cfg.profile.out_path).stats(ck)
 if not pipeline.is_collected(cfg.profile, ck):
     pipeline.collect_checkpoint(cfg.profile, ck, corpus, progress=cfg.progress)
 print(f"model {ck}: {paper.short(path)}")
@@ -74,4 +77,4 @@ pipeline.collect_all(cfg.profile, corpus=corpus, progress=cfg.progress)
 # One row per checkpoint: number of classes (tokens seen as a next-token target), tokens in each pass, and whether the later sums used this file's own class means.
 
 # %%
-stats_file.stats_overview(cfg.out_path / "stats")
+stats_file.stats_overview(cfg.profile.out_path / "stats")

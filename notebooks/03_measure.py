@@ -10,7 +10,10 @@ results_table = None  # override: write the table elsewhere (needs output_dir to
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib import paper, pipeline, plots, results, sensitivity
+from lib.figures import plots
+from lib.series import paper
+from lib.stages import pipeline
+from lib.tables import results, sensitivity
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir,
                            progress=progress)
@@ -21,7 +24,7 @@ cfg
 pipeline.measure_all(cfg.profile, progress=cfg.progress)
 
 # %%
-table = results.build_results_table(cfg.out_path, cfg.checkpoints())
+table = results.build_results_table(cfg.profile.out_path, cfg.profile.checkpoints())
 results.save_table(table, cfg.results_table)
 print(f"{len(table)} models -> {paper.short(cfg.results_table)}")
 

@@ -9,8 +9,10 @@ results_table = None  # override: any table with the schema of runs/<profile>/re
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib import analysis, claims, paper, plots, results
+from lib.figures import plots
 from lib.nc import registry
+from lib.series import paper
+from lib.tables import analysis, claims, results
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
 table = results.load_table(cfg.results_table)
@@ -22,7 +24,7 @@ print(f"{len(table)} models from {paper.short(cfg.results_table)}")
 # Per measure (log10 where the registry says): Pearson r and R² with 95% intervals from a bootstrap over whole training runs, Spearman ρ, and the partial r after controlling for log parameters and epochs trained.
 
 # %%
-corr = analysis.correlate(table, n_bootstrap=cfg.analysis.n_bootstrap, seed=cfg.analysis.seed)
+corr = analysis.correlate(table, n_bootstrap=cfg.profile.analysis.n_bootstrap, seed=cfg.profile.analysis.seed)
 results.save_table(corr, cfg.table_path("correlations.csv"))
 analysis.correlation_summary(corr)
 
@@ -79,7 +81,7 @@ for name, fig in plots.scaling_figures(table, registry.MEASURES).items():
 # Each claim of Figures 1–3 as the paper states it: direction (more collapse, lower loss), strength against the same statistic on the authors' 230 models, and the two comparisons. Three populations: all models, without the loss-plateau models, and final checkpoints only. The two lines above the table say how plateau models were found and how "holds?" is decided.
 
 # %%
-claims_df = claims.claims_table(table, n_bootstrap=cfg.analysis.n_bootstrap, seed=cfg.analysis.seed)
+claims_df = claims.claims_table(table, n_bootstrap=cfg.profile.analysis.n_bootstrap, seed=cfg.profile.analysis.seed)
 results.save_table(claims_df, cfg.table_path("claims.csv"))
 print(claims_df.attrs["plateau"])
 print(claims_df.attrs["rule"])

@@ -9,11 +9,13 @@ results_table = None  # override: any table with the schema of runs/<profile>/re
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib import analysis, paper, plots, results
+from lib.figures import plots
+from lib.series import paper
+from lib.tables import analysis, results
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
 table = results.load_table(cfg.results_table)
-replicas = results.replica_rows(table, cfg.grid.replicas, main_seed=cfg.grid.seed)
+replicas = results.replica_rows(table, cfg.profile.grid.replicas, main_seed=cfg.profile.grid.seed)
 print(f"{len(replicas)} seed-only replicas of {replicas['run'].iloc[0] if len(replicas) else 'none'}")
 
 # %% [markdown]
@@ -22,7 +24,7 @@ print(f"{len(replicas)} seed-only replicas of {replicas['run'].iloc[0] if len(re
 # p is shown as "< 1e-4" (for m = 10⁴) where no permutation reached the observed |r|, the smallest p the test can give.
 
 # %%
-perm = analysis.table1(replicas, n_permutations=cfg.analysis.n_permutations, seed=cfg.analysis.seed)
+perm = analysis.table1(replicas, n_permutations=cfg.profile.analysis.n_permutations, seed=cfg.profile.analysis.seed)
 results.save_table(perm, cfg.table_path("permutation.csv"))
 print(analysis.MULTIPLICITY_NOTE.format(k=len(perm)))
 analysis.table1_display(perm)

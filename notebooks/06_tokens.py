@@ -10,10 +10,13 @@ progress = True  # tqdm bars here; `make paper` sets False
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib import data, paper, plots, results
-from lib import tokens as tok
+from lib.core.paths import Layout
+from lib.figures import plots
+from lib.lm import data
 from lib.nc import measure, stats_file
-from lib.paths import Layout
+from lib.series import paper
+from lib.tables import results
+from lib.tables import tokens as tok
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir,
                            progress=progress)
@@ -21,11 +24,11 @@ cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=outp
 # %%
 table = results.load_table(cfg.results_table)
 ck = results.largest_model(table)
-layout = Layout(cfg.out_path)
+layout = Layout(cfg.profile.out_path)
 stats, _ = stats_file.read_stats(layout.stats(ck))
 tokenizer = data.load_tokenizer(layout.tokenizer_dir)
 tokens = tok.token_table(measure.per_class_measures(stats, progress=progress), tokenizer)
-min_count = cfg.analysis.min_count  # classes with fewer samples are left out of rankings
+min_count = cfg.profile.analysis.min_count  # classes with fewer samples are left out of rankings
 print(f"model {ck}: {len(tokens)} token classes")
 print(tok.exclusion_note(tokens, min_count))
 

@@ -10,7 +10,9 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib import layers, paper, plots, results
+from lib.figures import plots, plots_layers
+from lib.series import paper
+from lib.tables import depth, results
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg
@@ -21,7 +23,7 @@ cfg
 # Read from `<out_dir>/metrics/<model>.json` (section `layers`, written by 03_measure) and saved as `layers.csv` beside the results table.
 
 # %%
-table = layers.layers_table(cfg.out_path, cfg.checkpoints())
+table = depth.layers_table(cfg.profile.out_path, cfg.profile.checkpoints())
 results.save_table(table, cfg.table_path("layers.csv"))
 print(f"{table['name'].nunique()} models, {len(table)} rows -> {paper.short(cfg.table_path('layers.csv'))}")
 results.round_sig(table[table["name"] == table["name"].iloc[-1]], 4) if len(table) else table
@@ -32,7 +34,7 @@ results.round_sig(table[table["name"] == table["name"].iloc[-1]], 4) if len(tabl
 # One line per model through its residual stream, coloured by width; stars: the head input. The CDNVs and the log-kernel variance are on log scales.
 
 # %%
-plots.show_and_save(layers.depth_figure(table), "layers_depth", cfg)
+plots.show_and_save(plots_layers.depth_figure(table), "layers_depth", cfg)
 
 # %% [markdown]
 # ## What the population shows
@@ -40,8 +42,8 @@ plots.show_and_save(layers.depth_figure(table), "layers_depth", cfg)
 # Per measure, over the models with at least two residual layers: the fraction of models whose measure is monotone in depth (falling or rising all the way), how many fall and how many rise, and where the largest change between consecutive layers happens (on the measure's analysis scale, log10 for the CDNVs and the log-kernel variance): the most common step, the share of models with it there, and the median relative depth at which that step ends. The sentences below are computed from this table.
 
 # %%
-summary = layers.depth_summary(table)
+summary = depth.depth_summary(table)
 results.round_sig(summary, 3)
 
 # %%
-print(layers.describe_depth(summary))
+print(depth.describe_depth(summary))

@@ -8,7 +8,10 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib import dynamics, paper, plots, plots_dynamics, results
+from lib.figures import plots, plots_dynamics
+from lib.series import paper
+from lib.stages import dynamics
+from lib.tables import lead_lag, results
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg
@@ -48,7 +51,7 @@ plots.show_and_save(fig, "dynamics", cfg)
 # Per run and measure: `step_measure` and `step_loss`, the optimiser steps at which each has covered 90 % of its total change for good (interpolated between snapshots; the measure on its analysis scale); `lag_steps` = their difference (positive: the measure settles after the loss); `settles` says before, with (within one snapshot interval) or after. The total change runs from the initialisation (step 0): a measure that is ill-conditioned at random initialisation (a coefficient of variation whose mean is near zero, such as the duality CV while the mean cosine is about 0) jumps at the first snapshot and then counts as settling early; the summary at the end therefore also counts changes from the first snapshot after the initialisation. `xcorr_lag` is the lag, in snapshots, that maximises the correlation between the changes of the measure and of the loss from one snapshot to the next (positive: the measure's changes follow the loss's), and `xcorr_r` that correlation; with about ten snapshots per epoch it is coarse.
 
 # %%
-lags = dynamics.lead_lag_table(table)
+lags = lead_lag.lead_lag_table(table)
 results.save_table(lags, cfg.table_path("dynamics_lead_lag.csv"))
 results.round_sig(lags.drop(columns=["tokens_measure", "tokens_loss"]), 3)
 
@@ -58,10 +61,10 @@ results.round_sig(lags.drop(columns=["tokens_measure", "tokens_loss"]), 3)
 # Which measures settle before, with and after the validation loss, per run:
 
 # %%
-dynamics.summary_markdown(lags)
+lead_lag.summary_markdown(lags)
 
 # %% [markdown]
 # The same, counting changes from the first snapshot after the initialisation (`start_step=1`), so that values at random initialisation do not set the total change:
 
 # %%
-dynamics.summary_markdown(dynamics.lead_lag_table(table, start_step=1))
+lead_lag.summary_markdown(lead_lag.lead_lag_table(table, start_step=1))

@@ -12,7 +12,7 @@ already built) and the process's whole peak.
         differences broadcast in row chunks
     (c) the whole suite at the paper's K = 29,233, D = 1024, against the time of one
         float64 symmetric Gram matrix (the floor of any exact method using symmetry)
-    (d) collection throughput: lib.collect.collect_model_stats (train and validation passes)
+    (d) collection throughput: lib.stages.collect.collect_model_stats (train and validation passes)
         of a small GPT-Neo (width 128, 2 layers, vocabulary 2048, context 128) against the same
         model's plain forward pass over the same blocks (torch.no_grad, same batch size), in one
         process, alternating, best of ``COLLECT_REPEATS``; prints ``collect_vs_forward <ratio>``
@@ -207,7 +207,7 @@ TASKS: dict[str, tuple[Callable, Callable]] = {
 
 def _forward_only(model, blocks: list[np.ndarray], batch: int) -> int:
     """The plain forward pass (final features, no statistics) over every block; returns tokens."""
-    from lib.model import final_features
+    from lib.lm.model import final_features
 
     tokens = 0
     with torch.no_grad():
@@ -221,7 +221,7 @@ def _forward_only(model, blocks: list[np.ndarray], batch: int) -> int:
 
 def _bench_model_and_blocks(c: dict, n_train: int, n_val: int) -> tuple:
     """A seeded GPT-Neo of config ``c`` and Zipf-distributed random blocks (n, T) of it."""
-    from lib.model import build_model, gpt_neo_config
+    from lib.lm.model import build_model, gpt_neo_config
 
     model = build_model(gpt_neo_config(c["n_layer"], c["n_embd"], c["vocab_size"], c["n_ctx"]),
                         seed=0).eval()
@@ -238,7 +238,7 @@ def layers_vs_top(n_train: int, n_val: int, threads: int = 1, config: dict | Non
     import tempfile
 
     torch.set_num_threads(threads)
-    from lib.collect import collect_model_stats
+    from lib.stages.collect import collect_model_stats
 
     model, train, val = _bench_model_and_blocks(config or LAYERS_MODEL, n_train, n_val)
     times: dict[str, list[float]] = {"top": [], "all": [], "top_cpu": [], "all_cpu": []}
@@ -278,9 +278,9 @@ def collect_vs_forward(n_train: int, n_val: int, threads: int = 1) -> dict:
     import tempfile
 
     torch.set_num_threads(threads)
-    from lib.collect import collect_model_stats
-    from lib.model import build_model, gpt_neo_config
+    from lib.lm.model import build_model, gpt_neo_config
     from lib.nc.stats_file import load_stats_metadata
+    from lib.stages.collect import collect_model_stats
 
     c = COLLECT_MODEL
     model = build_model(gpt_neo_config(c["n_layer"], c["n_embd"], c["vocab_size"], c["n_ctx"]),

@@ -1,4 +1,4 @@
-"""lib.analysis against plain re-implementations (scipy, numpy lstsq, loops) and known answers."""
+"""lib.tables.analysis against plain re-implementations (scipy, numpy lstsq, loops) and known answers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from lib import analysis
 from lib.nc.registry import MEASURES, REGISTRY
+from lib.tables import analysis
 
 # ---------------------------------------------------------------------------------------------
 # Correlations
@@ -180,8 +180,8 @@ def test_table1_with_too_few_replicas_says_so_and_draws_a_note():
     import matplotlib
 
     matplotlib.use("Agg")
-    from lib.analysis import table1
-    from lib.plots import table1_figure
+    from lib.figures.plots import table1_figure
+    from lib.tables.analysis import table1
 
     two = pd.DataFrame({"val_loss": [1.0, 2.0], **{m: [0.1, 0.2] for m in MEASURES}})
     out = table1(two, n_permutations=10)

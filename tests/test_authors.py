@@ -1,4 +1,4 @@
-"""lib.authors: the authors' measurement CSVs (synthetic files in their format) into our schema."""
+"""lib.tables.authors: the authors' measurement CSVs (synthetic files in their format) into our schema."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import authors, results
-from lib.errors import UserError
+from lib.core.errors import UserError
 from lib.nc.registry import MEASURES
+from lib.tables import authors, results
 
 LATER = ["model", "n_params", "val_acc", "val_loss", "perplex", "cdnv", "norms_mean", "norms_var",
          "etf_error", "interfere_mean", "interfere_var", "log_kern_mean", "log_kern_var", "dual_error",

@@ -1,4 +1,4 @@
-"""lib.claims: the plateau detector, the three populations and the claims table's holds? rule."""
+"""lib.tables.claims: the plateau detector, the three populations and the claims table's holds? rule."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import claims
 from lib.nc.registry import MEASURES, REGISTRY
+from lib.tables import claims
 
 
 def grid_table(seed: int = 0) -> pd.DataFrame:

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from lib.collect import collect_model_stats
-from lib.errors import UserError
-from lib.model import build_model, final_features, gpt_neo_config, lm_head_weight
+from lib.core.errors import UserError
+from lib.lm.model import build_model, final_features, gpt_neo_config, lm_head_weight
 from lib.nc import ClassStats, nc1_measures, nc3_measures, reference
 from lib.nc.registry import MEASURES
 from lib.nc.stats_file import read_stats
+from lib.stages.collect import collect_model_stats
 
 V, D = 12, 5
 GEOMETRY_ONLY = [m for m in MEASURES if m.startswith(("nc1", "nc2", "gnc2"))]
@@ -129,7 +129,7 @@ def test_merge_of_shards_equals_one_pass():
 
 
 def test_classstats_equals_the_pipelines_stats_file(tmp_path):
-    """The same features through ClassStats and through lib.collect give the same file."""
+    """The same features through ClassStats and through lib.stages.collect give the same file."""
     T, Vm, Dm = 12, 30, 8
     model = build_model(gpt_neo_config(1, Dm, Vm, T), seed=0).eval()
     rng = np.random.default_rng(0)
@@ -165,7 +165,7 @@ def test_the_core_imports_only_errors_and_provenance_from_lib():
 
     import lib.nc
 
-    allowed = {"lib.errors", "lib.provenance"}
+    allowed = {"lib.core.errors", "lib.core.provenance"}
     for path in Path(lib.nc.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)

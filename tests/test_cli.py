@@ -6,8 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from lib.__main__ import COMMANDS
-from lib.paths import REPO_ROOT
+from lib.core.paths import REPO_ROOT
 
 
 def _run(*args: str, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
@@ -27,6 +29,7 @@ def test_help_lists_every_command_without_importing_torch():
     assert loaded == ["False", "False"]
 
 
+@pytest.mark.slow  # spawns the CLI in a subprocess (imports torch and transformers afresh)
 def test_every_command_module_registers_its_command():
     """The lazy table and the modules agree: each command's --help builds."""
     for name in COMMANDS:
@@ -35,6 +38,7 @@ def test_every_command_module_registers_its_command():
         assert "usage:" in proc.stdout
 
 
+@pytest.mark.slow  # spawns the CLI in a subprocess (imports torch and transformers afresh)
 def test_user_error_is_one_line_with_exit_status_2(tmp_path):
     proc = _run("measure", "missing.safetensors", "--out", "m.json", cwd=tmp_path)
     assert proc.returncode == 2
@@ -44,6 +48,7 @@ def test_user_error_is_one_line_with_exit_status_2(tmp_path):
     assert str(tmp_path / "missing.safetensors") in lines[0]  # relative to the caller's folder
 
 
+@pytest.mark.slow  # spawns the CLI in a subprocess (imports torch and transformers afresh)
 def test_collect_hub_name_fails_at_once_offline(tmp_path):
     proc = _run("collect", "gpt2", "--train-blocks", "t.npy", "--val-blocks", "v.npy",
                 "--out", "s.safetensors", cwd=tmp_path)

@@ -1,4 +1,4 @@
-"""The statistics driver (lib.collect) against plain implementations of paper section 4."""
+"""The statistics driver (lib.stages.collect) against plain implementations of paper section 4."""
 
 from __future__ import annotations
 
@@ -10,22 +10,23 @@ import pytest
 import torch
 from test_accumulate import _plain_agreement, plain_two_pass  # tests/ is on sys.path
 
-from lib import collect, identity, stats_cli
-from lib.collect import PassInterrupted, collect_model_stats, collect_pass
-from lib.errors import UserError
-from lib.identity import check_stats_for_model
-from lib.model import build_model, final_features, gpt_neo_config, lm_head_weight
+from lib.core.errors import UserError
+from lib.core.provenance import sha256_array, sha256_file, tokenizer_sha256
+from lib.lm import identity
+from lib.lm.identity import check_stats_for_model
+from lib.lm.model import build_model, final_features, gpt_neo_config, lm_head_weight
 from lib.nc import stats_file
+from lib.nc.merge import merge_stats
 from lib.nc.stats_file import (
     is_finished,
     load_stats,
     load_stats_metadata,
-    merge_stats,
     partial_path,
     read_stats,
     stale_reasons,
 )
-from lib.provenance import sha256_array, sha256_file, tokenizer_sha256
+from lib.stages import collect_cli, stats_cli
+from lib.stages.collect import PassInterrupted, collect_model_stats, collect_pass
 
 V, D, T = 50, 16, 16
 N_TRAIN, N_VAL = 12, 6
@@ -357,7 +358,7 @@ def test_tokenizer_identity(model, blocks, tmp_path):
 def _cli(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m lib")
     sub = parser.add_subparsers(required=True)
-    collect.register_cli(sub)
+    collect_cli.register_cli(sub)
     stats_cli.register_cli(sub)
     args = parser.parse_args(argv)
     args.func(args)

@@ -1,4 +1,4 @@
-"""Collapse through training (lib.dynamics): snapshot schedule, epoch-end snapshots identical to
+"""Collapse through training (lib.stages.dynamics): snapshot schedule, epoch-end snapshots identical to
 the grid's checkpoints, resume, staleness, lead/lag on synthetic series with a known lag."""
 
 from __future__ import annotations
@@ -9,13 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import dynamics
-from lib.errors import UserError
-from lib.model import RunName
-from lib.paths import Layout, read_json
-from lib.pipeline import prepare_profile_corpus, train_all
-from lib.profiles import Profile, load_profile
-from lib.train import STATE_FILE, read_results
+from lib.core.errors import UserError
+from lib.core.paths import Layout, read_json
+from lib.lm.model import RunName
+from lib.lm.profiles import Profile, load_profile
+from lib.series import progress
+from lib.stages import dynamics
+from lib.stages.checkpoints import STATE_FILE
+from lib.stages.pipeline import prepare_profile_corpus, train_all
+from lib.stages.train import read_results
+from lib.tables import lead_lag
 
 RUN = "L1-d16-e2-wd0.1-s0"
 
@@ -118,8 +121,8 @@ def test_finished_dynamics_are_not_redone(done, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("recomputed finished work")
 
-    monkeypatch.setattr("lib.collect.collect_model_stats", boom)
-    monkeypatch.setattr("lib.train.train_epoch", boom)
+    monkeypatch.setattr(dynamics, "collect_model_stats", boom)
+    monkeypatch.setattr(dynamics, "train_epoch", boom)
     pd.testing.assert_frame_equal(dynamics.run_all(p, corpus=corpus, progress=False), table)
 
 
@@ -128,9 +131,7 @@ def test_interrupted_training_resumes_to_the_same_weights(done, tmp_path, monkey
     _, _, table = done
     p = dyn_profile(tiny_profile, tmp_path)
     corpus = prepare_profile_corpus(p, progress=False)
-    import lib.train
-
-    real, calls = lib.train.train_epoch, []
+    real, calls = dynamics.train_epoch, []  # the training loop dynamics runs
 
     def dies_in_epoch_two(*args, **kwargs):
         calls.append(1)
@@ -138,10 +139,10 @@ def test_interrupted_training_resumes_to_the_same_weights(done, tmp_path, monkey
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(lib.train, "train_epoch", dies_in_epoch_two)
+    monkeypatch.setattr(dynamics, "train_epoch", dies_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         dynamics.run_all(p, corpus=corpus, progress=False)
-    monkeypatch.setattr(lib.train, "train_epoch", real)
+    monkeypatch.setattr(dynamics, "train_epoch", real)
     resumed = dynamics.run_all(p, corpus=corpus, progress=False)
     assert list(resumed["weights_sha256"]) == list(table["weights_sha256"])  # across epoch 1 -> 2
     assert list(resumed["val_loss"]) == list(table["val_loss"])
@@ -171,21 +172,21 @@ def test_changed_cap_recollects_and_changed_training_retrains(done, tmp_path, ti
 
 
 def test_no_dynamics_runs_give_an_empty_table_figure_and_summary(tmp_path, tiny_profile):
-    from lib.plots_dynamics import dynamics_figure
+    from lib.figures.plots_dynamics import dynamics_figure
 
     p = dyn_profile(tiny_profile, tmp_path, runs=[])
     table = dynamics.run_all(p, progress=False)
     assert table.empty and not (p.out_path / "dynamics").exists()
-    lags = dynamics.lead_lag_table(table)
-    assert lags.empty and "No dynamics runs" in dynamics.summary_markdown(lags).data
+    lags = lead_lag.lead_lag_table(table)
+    assert lags.empty and "No dynamics runs" in lead_lag.summary_markdown(lags).data
     assert len(dynamics_figure(table).axes) == 1
 
 
 def test_stage_counter_counts_saved_and_measured_snapshots(done, tmp_path, tiny_profile):
     p, _, _ = done
-    assert dynamics.stage_counter(p)() == (14, 14, "snapshot steps (saved + measured)", "-")
+    assert progress.dynamics_counter(p)() == (14, 14, "snapshot steps (saved + measured)", "-")
     fresh = dyn_profile(tiny_profile, tmp_path)
-    assert dynamics.stage_counter(fresh)() == (0, 14, "snapshot steps (saved + measured)", RUN)
+    assert progress.dynamics_counter(fresh)() == (0, 14, "snapshot steps (saved + measured)", RUN)
 
 
 # --- lead and lag ----------------------------------------------------------------------------
@@ -208,19 +209,19 @@ def synthetic(lag: int, measure: str = "nc1_cdnv") -> pd.DataFrame:
 
 def test_level_crossing_known_values():
     t = np.arange(101)
-    assert dynamics.level_crossing(t, _ramp(t, 20, 20)) == pytest.approx(38.0)
-    assert dynamics.level_crossing(t, -_ramp(t, 20, 20), 0.5) == pytest.approx(30.0)
+    assert lead_lag.level_crossing(t, _ramp(t, 20, 20)) == pytest.approx(38.0)
+    assert lead_lag.level_crossing(t, -_ramp(t, 20, 20), 0.5) == pytest.approx(30.0)
     y = _ramp(t, 20, 20) + np.where(t == 10, 5.0, 0.0)  # an early overshoot does not count
-    assert dynamics.level_crossing(t, y) == pytest.approx(38.0)
-    assert math.isnan(dynamics.level_crossing(t, np.ones(101)))
+    assert lead_lag.level_crossing(t, y) == pytest.approx(38.0)
+    assert math.isnan(lead_lag.level_crossing(t, np.ones(101)))
     with pytest.raises(ValueError, match="level"):
-        dynamics.level_crossing(t, t, 1.5)
+        lead_lag.level_crossing(t, t, 1.5)
 
 
 @pytest.mark.parametrize("lag", [7, 0, -5])
 @pytest.mark.parametrize("measure", ["nc1_cdnv", "nc4_agreement"])
 def test_lead_lag_recovers_a_known_lag(lag, measure):
-    out = dynamics.lead_lag(synthetic(lag, measure), measure)
+    out = lead_lag.lead_lag(synthetic(lag, measure), measure)
     assert out["step_loss"] == pytest.approx(38.0)
     assert out["lag_steps"] == pytest.approx(lag)
     assert out["lag_tokens"] == pytest.approx(1000 * lag)
@@ -232,35 +233,35 @@ def test_lead_lag_recovers_a_known_lag(lag, measure):
 def test_lead_lag_from_a_later_start_ignores_the_initialisation():
     table = synthetic(7)
     table.loc[0, "nc1_cdnv"] = 1e3  # a degenerate value at initialisation
-    assert dynamics.lead_lag(table, "nc1_cdnv")["lag_steps"] != pytest.approx(7)
-    out = dynamics.lead_lag(table, "nc1_cdnv", start_step=1)
+    assert lead_lag.lead_lag(table, "nc1_cdnv")["lag_steps"] != pytest.approx(7)
+    out = lead_lag.lead_lag(table, "nc1_cdnv", start_step=1)
     assert out["lag_steps"] == pytest.approx(7) and out["xcorr_lag"] == 7
 
 
 def test_lead_lag_table_verdicts_and_summary():
     table = pd.concat([synthetic(7).assign(run="late"), synthetic(-5).assign(run="early"),
                        synthetic(0).assign(run="same")], ignore_index=True)
-    lags = dynamics.lead_lag_table(table, ["nc1_cdnv"])
+    lags = lead_lag.lead_lag_table(table, ["nc1_cdnv"])
     assert dict(zip(lags["run"], lags["settles"], strict=True)) == {
         "late": "after", "early": "before", "same": "with"}
-    text = dynamics.summary_markdown(lags).data
+    text = lead_lag.summary_markdown(lags).data
     assert "**late**" in text and "After it: NC1: CDNV" in text
     with pytest.raises(ValueError, match="one run's table"):
-        dynamics.lead_lag(table, "nc1_cdnv")
+        lead_lag.lead_lag(table, "nc1_cdnv")
 
 
 def test_diff_xcorr_prefers_the_smallest_lag_on_ties_and_handles_flat_series():
-    assert dynamics.diff_xcorr(np.zeros(10), np.arange(10.0), 3) == (0, pytest.approx(math.nan,
+    assert lead_lag.diff_xcorr(np.zeros(10), np.arange(10.0), 3) == (0, pytest.approx(math.nan,
                                                                                         nan_ok=True))
     rng = np.random.default_rng(0)
     b = np.cumsum(rng.normal(size=60))
     a = np.concatenate([np.zeros(4), b[:-4]])  # a's changes follow b's by 4 samples
-    k, r = dynamics.diff_xcorr(a, b, 8)
+    k, r = lead_lag.diff_xcorr(a, b, 8)
     assert k == 4 and r == pytest.approx(1.0)
 
 
 def test_dynamics_figure_has_one_panel_per_quantity():
-    from lib.plots_dynamics import dynamics_figure
+    from lib.figures.plots_dynamics import dynamics_figure
 
     table = pd.concat([synthetic(7).assign(run="a"), synthetic(-5).assign(run="b")])
     fig = dynamics_figure(table, ncols=2)

@@ -15,10 +15,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
 
-try:  # the generated corpus may move from lib.data to lib.synthetic
-    from lib.synthetic import generate_corpus
+try:  # the generated corpus may move from lib.lm.data to lib.lm.synthetic
+    from lib.lm.synthetic import generate_corpus
 except ImportError:
-    from lib.data import generate_corpus
+    from lib.lm.data import generate_corpus
 
 RESULT_KEYS = ["device", "text", "tokenizer", "flash attention", "model", "train",
                "train tokens/s", "model flop utilisation", "peak GPU memory", "val loss",
@@ -40,6 +40,7 @@ def _run(*args: str, timeout: int = 150) -> subprocess.CompletedProcess:
                           timeout=timeout, cwd=REPO)
 
 
+@pytest.mark.slow  # runs scripts/gpu_check.py in a subprocess (imports torch afresh)
 def test_cpu_form_runs_and_prints_every_figure(tmp_path):
     text = tmp_path / "stories.txt"
     text.write_text("\n".join(generate_corpus(400, seed=3)) + "\n", encoding="utf-8")
@@ -65,6 +66,7 @@ def test_cpu_form_runs_and_prints_every_figure(tmp_path):
     assert (out / "checkpoint" / "config.json").is_file()
 
 
+@pytest.mark.slow  # runs scripts/gpu_check.py in a subprocess (imports torch afresh)
 def test_missing_text_fails_with_the_fix(tmp_path):
     proc = _run("--device", "cpu", "--text", str(tmp_path / "absent"), timeout=60)
     assert proc.returncode != 0
@@ -95,7 +97,7 @@ def test_gpu_sizes_match_the_brief():
 def test_cpu_copy_is_the_same_checkpoint():
     import torch
 
-    from lib.model import build_model, gpt_neo_config
+    from lib.lm.model import build_model, gpt_neo_config
 
     gc = _load_module()
     cfg = {"n_layer": 2, "n_embd": 32, "vocab_size": 50, "n_ctx": 16}

@@ -1,4 +1,4 @@
-"""lib.hf_callback.NeuralCollapseCallback inside a real transformers Trainer run."""
+"""lib.lm.hf_callback.NeuralCollapseCallback inside a real transformers Trainer run."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from lib import hf_callback
-from lib.errors import UserError
-from lib.hf_callback import NeuralCollapseCallback
-from lib.model import build_model, gpt_neo_config
+from lib.core.errors import UserError
+from lib.lm import hf_callback
+from lib.lm.hf_callback import NeuralCollapseCallback
+from lib.lm.model import build_model, gpt_neo_config
 from lib.nc.registry import MEASURES
 
 V, D, T = 40, 16, 12

@@ -1,4 +1,4 @@
-"""Collapse through depth (lib.layers): residual streams, their statistics in the same passes,
+"""Collapse through depth (lib.stages.layers): residual streams, their statistics in the same passes,
 their measures and tables, against plain computations (Hugging Face hidden states, one-hot
 sums over all features at once, lib.nc.reference)."""
 
@@ -13,15 +13,19 @@ import pytest
 import torch
 from test_accumulate import plain_two_pass, realistic_features  # tests/ is on sys.path
 
-from lib import collect, layers
-from lib.collect import collect_model_stats, collect_pass
-from lib.errors import UserError
-from lib.model import build_model, final_features, gpt_neo_config, residual_features
+from lib.core.errors import UserError
+from lib.figures import plots_layers
+from lib.lm.model import build_model, final_features, gpt_neo_config
+from lib.lm.residual import residual_features
+from lib.lm.runs import RunName
 from lib.nc import reference
 from lib.nc.accumulate import accumulate_moments, accumulate_moments_shared
 from lib.nc.measure import GEOMETRY, geometry_measures
-from lib.nc.stats_file import STATS_KEYS, load_stats, load_stats_metadata, merge_stats, read_stats
-from lib.runs import RunName
+from lib.nc.merge import merge_stats
+from lib.nc.stats_file import STATS_KEYS, load_stats, load_stats_metadata, read_stats
+from lib.stages import collect, collect_cli, layers
+from lib.stages.collect import collect_model_stats, collect_pass
+from lib.tables import depth
 
 V, D, T, L = 50, 16, 16, 2
 N_TRAIN, N_VAL = 12, 6
@@ -164,7 +168,7 @@ def test_cli_layers_flag(model, blocks, tmp_path):
     np.save(tmp_path / "train.npy", blocks[0])
     out = tmp_path / "s.safetensors"
     parser = argparse.ArgumentParser()
-    collect.register_cli(parser.add_subparsers(required=True))
+    collect_cli.register_cli(parser.add_subparsers(required=True))
     args = parser.parse_args(["collect", "m", "--train-blocks", str(tmp_path / "train.npy"),
                               "--out", str(out), "--pass", "1", "--layers", "0,2"])
     assert args.layers == (0, 2)
@@ -221,33 +225,33 @@ def test_table_summary_and_figure(tmp_path):
     _write(tmp_path, a, _metrics({0: 3.0, 1: 2.0, 2: 1.5}, 2, 1.0))  # falls, largest 0->1
     _write(tmp_path, b, _metrics({0: 1.0, 1: 3.0, 2: 2.0}, 2, 1.0))  # not monotone, 0->1
     _write(tmp_path, c, {**_metrics({}, 1, 1.0), "layers": {}})  # measured without layers
-    table = layers.layers_table(tmp_path, [a, b, c])
+    table = depth.layers_table(tmp_path, [a, b, c])
     assert len(table) == 2 * 4 and set(table["name"]) == {str(a), str(b)}
     res = table[table["site"] == "residual"]
     assert sorted(res["relative_depth"].unique()) == [0.0, 0.5, 1.0]
     head = table[table["site"] == "head_input"]
     assert (head["layer"] == 2).all() and (head["nc2_norm_cv"] == 1.0).all()
-    summary = layers.depth_summary(table).set_index("measure")
+    summary = depth.depth_summary(table).set_index("measure")
     row = summary.loc["nc2_norm_cv"]  # linear scale
     assert row["models"] == 2 and row["monotone"] == 0.5 and row["falling"] == 0.5
     assert row["largest_step"] == "0->1" and row["largest_step_share"] == 1.0
     assert row["largest_step_rel_depth"] == 0.5
     assert summary.loc["nc1_cdnv", "largest_step"] == "0->1"  # log10: 3 -> 2 beats 2 -> 1.5
-    assert "50% of 2 models" in layers.describe_depth(layers.depth_summary(table))
-    assert layers.depth_summary(table, min_blocks=3)["models"].eq(0).all()
-    fig = layers.depth_figure(table)
+    assert "50% of 2 models" in depth.describe_depth(depth.depth_summary(table))
+    assert depth.depth_summary(table, min_blocks=3)["models"].eq(0).all()
+    fig = plots_layers.depth_figure(table)
     assert len(fig.axes) == len(GEOMETRY)
-    empty = layers.layers_table(tmp_path, [c])
+    empty = depth.layers_table(tmp_path, [c])
     assert empty.empty and list(empty.columns) == list(table.columns)
-    assert layers.depth_summary(empty)["models"].eq(0).all()
-    assert "collect.layers" in layers.describe_depth(layers.depth_summary(empty))
-    layers.depth_figure(empty)
+    assert depth.depth_summary(empty)["models"].eq(0).all()
+    assert "collect.layers" in depth.describe_depth(depth.depth_summary(empty))
+    plots_layers.depth_figure(empty)
     with pytest.raises(FileNotFoundError):
-        layers.layers_table(tmp_path, [RunName(4, 64, 1, 0.1, 0).at(1)])
+        depth.layers_table(tmp_path, [RunName(4, 64, 1, 0.1, 0).at(1)])
 
 
 def test_profile_key_and_checkpoint_layers():
-    from lib.profiles import load_profile
+    from lib.lm.profiles import load_profile
 
     smoke = load_profile("smoke")
     data = smoke.as_dict()
@@ -264,9 +268,9 @@ def test_profile_key_and_checkpoint_layers():
 
 
 def test_pipeline_collects_and_measures_layers_when_the_profile_asks(tmp_path, tiny_profile):
-    from lib.paths import Layout, read_json
-    from lib.pipeline import is_collected, run_local
-    from lib.profiles import Profile
+    from lib.core.paths import Layout, read_json
+    from lib.lm.profiles import Profile
+    from lib.stages.pipeline import is_collected, run_local
 
     p = tiny_profile(tmp_path, collect={"layers": None})
     (ck,) = p.checkpoints()
@@ -283,7 +287,7 @@ def test_pipeline_collects_and_measures_layers_when_the_profile_asks(tmp_path, t
     for key in ("nc1_cdnv", "nc2_interference_cv", "nc3_duality_mean", "nc4_agreement"):
         assert metrics[key] == top[key], key  # the top numbers do not change
     assert is_collected(p, ck)  # a file with more layers serves a profile asking fewer
-    table = layers.layers_table(p.out_path, [ck])
+    table = depth.layers_table(p.out_path, [ck])
     assert list(table["layer"]) == [0, 1, 1] and list(table["site"]) == [
         "residual", "residual", "head_input"]
 
@@ -291,7 +295,7 @@ def test_pipeline_collects_and_measures_layers_when_the_profile_asks(tmp_path, t
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox", "opt"])
 def test_residual_streams_of_other_architectures(arch):
     """The block inputs equal Hugging Face's hidden states on tiny random models of the other
-    families lib.model supports (found by their block lists)."""
+    families lib.lm.model supports (found by their block lists)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     sizes = {"gpt2": dict(n_layer=3, n_embd=32, n_head=2, n_positions=16, bos_token_id=0,

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lib.model import (
+from lib.lm.model import (
     RunName,
     attention_types,
     build_model,

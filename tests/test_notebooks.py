@@ -10,15 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lib.paper import (
-    PARAMETERS,
-    STAGES,
-    notebook_from_source,
-    notebook_text,
-    stage_parameters,
-    sync_notebooks,
-)
-from lib.paths import NOTEBOOKS_DIR, REPO_ROOT
+from lib.core.paths import NOTEBOOKS_DIR, REPO_ROOT
+from lib.series.paper import PARAMETERS, STAGES, stage_parameters
+from lib.series.sources import notebook_from_source, notebook_text, sync_notebooks
 
 MAX_CELL_LINES = 16  # a code cell longer than this belongs in lib/
 
@@ -151,7 +145,7 @@ def test_sync_keeps_a_py_edit_even_when_the_ipynb_is_newer(tmp_path):
 
 
 def test_sync_refuses_when_both_twins_changed(tmp_path):
-    from lib.errors import UserError
+    from lib.core.errors import UserError
 
     src, nb_path = _demo_pair(tmp_path)
     other = tmp_path / "06_other.py"  # an ordinary .py edit in another pair, judged first
@@ -170,7 +164,7 @@ def test_sync_refuses_when_both_twins_changed(tmp_path):
 
 
 def test_sync_cli_refusal_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
-    from lib import paper
+    from lib.series import paper
 
     src, nb_path = _demo_pair(tmp_path)
     src.write_text(src.read_text(encoding="utf-8").replace("x = 1", "x = 3"), encoding="utf-8")

@@ -13,11 +13,17 @@ import nbformat
 import pytest
 
 import lib
-from lib import paper, plots
-from lib.errors import UserError
-from lib.paper import ProgressWatcher, notebook_setup, stage_counter, stage_parameters, stage_stamp
-from lib.paths import REPO_ROOT
-from lib.profiles import load_profile
+from lib.core import paths
+from lib.core.errors import UserError
+from lib.core.paths import REPO_ROOT
+from lib.figures import plots
+from lib.lm.profiles import load_profile
+from lib.series.paper import (
+    notebook_setup,
+    stage_parameters,
+    stage_stamp,
+)
+from lib.series.progress import ProgressWatcher, stage_counter
 
 
 @pytest.mark.parametrize("module", sorted(m.name for m in
@@ -51,13 +57,14 @@ def test_stage_parameters_refuse_names_outside_the_route(tmp_path):
 
 def test_setup_derives_everything_from_the_profile():
     cfg = notebook_setup("smoke", style=False)
-    root = paper.output_root()
+    root = paths.output_root()
     assert cfg.profile == load_profile("smoke")
     assert cfg.results_table == root / "runs" / "smoke" / "results.csv"
     assert cfg.tables_dir == root / "runs" / "smoke"
     assert cfg.figures_dir == root / "figures" / "smoke"
     assert cfg.table_path("correlations.csv") == root / "runs" / "smoke" / "correlations.csv"
-    assert cfg.analysis == load_profile("smoke").analysis  # attributes fall through to the profile
+    assert cfg.profile.analysis == load_profile("smoke").analysis
+    assert not hasattr(cfg, "analysis")  # one spelling: profile settings only via cfg.profile
     assert cfg.progress is True
     cpu = notebook_setup("cpu", style=False)
     assert cpu.results_table == root / "runs" / "cpu" / "results.csv"  # no smoke default survives
@@ -69,8 +76,8 @@ def test_setup_refuses_another_profiles_table():
     with pytest.raises(UserError, match="not a profile's own table"):
         notebook_setup("cpu", results_table="/tmp/elsewhere/results.csv", style=False)
     # the profile's own table, spelled out, is fine
-    cfg = notebook_setup("smoke", results_table=paper.tables_dir_for("smoke") / "results.csv", style=False)
-    assert cfg.figures_dir == paper.figures_dir_for("smoke")
+    cfg = notebook_setup("smoke", results_table=paths.tables_dir_for("smoke") / "results.csv", style=False)
+    assert cfg.figures_dir == paths.figures_dir_for("smoke")
 
 
 def test_setup_override_with_output_dir(tmp_path):
@@ -83,8 +90,8 @@ def test_setup_override_with_output_dir(tmp_path):
 
 
 def test_tests_write_outputs_to_a_temporary_root():
-    root = paper.output_root()
-    assert os.environ.get(paper.OUTPUT_ROOT_ENV) and root != REPO_ROOT
+    root = paths.output_root()
+    assert os.environ.get(paths.OUTPUT_ROOT_ENV) and root != REPO_ROOT
     assert not root.is_relative_to(REPO_ROOT)
     assert (root / "runs" / "smoke" / "results.csv").is_file()  # seeded with the committed tables
 
@@ -96,7 +103,7 @@ def _tracked_status() -> str:
 
 @pytest.mark.skipif(shutil.which("git") is None or not (REPO_ROOT / ".git").exists(), reason="no git")
 def test_save_paths_under_the_redirect_leave_tracked_files_alone():
-    from lib import results
+    from lib.tables import results
 
     before = _tracked_status()
     cfg = notebook_setup("smoke", style=False)
@@ -104,7 +111,7 @@ def test_save_paths_under_the_redirect_leave_tracked_files_alone():
         fig, ax = plt.subplots()
         ax.plot([1, 2], [2, 1])
         paths = plots.save_figure(fig, "training_curves", where)
-        assert all(p.parent == paper.output_root() / "figures" / "smoke" for p in paths)
+        assert all(p.parent == lib.core.paths.output_root() / "figures" / "smoke" for p in paths)
     table = results.load_table(cfg.results_table)
     results.save_table(table, cfg.table_path("results.csv"))
     assert _tracked_status() == before
@@ -139,7 +146,7 @@ def test_stamp_changes_with_parameters_previous_output_root_and_inputs(tmp_path)
 
 
 def test_lib_digest_covers_subpackages(tmp_path, monkeypatch):
-    from lib import stamps
+    from lib.series import stamps
 
     (tmp_path / "lib" / "nc").mkdir(parents=True)
     (tmp_path / "lib" / "a.py").write_text("x = 1\n")
@@ -155,8 +162,8 @@ def test_stage_inputs_are_the_data_a_stage_reads(tmp_path):
     stage that reads it, even when notebooks, profile and code are unchanged."""
     from types import SimpleNamespace
 
-    from lib.paths import atomic_write_json
-    from lib.stamps import inputs_digest, stage_inputs
+    from lib.core.paths import atomic_write_json
+    from lib.series.stamps import inputs_digest, stage_inputs
 
     text = tmp_path / "text"
     text.mkdir()
@@ -177,7 +184,7 @@ def test_stage_inputs_are_the_data_a_stage_reads(tmp_path):
 
 
 def test_progress_counts_finished_runs_from_their_files(tmp_path):
-    from lib.profiles import Profile
+    from lib.lm.profiles import Profile
 
     profile = Profile.from_dict({**load_profile("smoke").as_dict(), "out_dir": str(tmp_path)})
     count = stage_counter("01_train", profile)
@@ -224,6 +231,7 @@ def test_cli_lists_every_command():
         assert command in out
 
 
+@pytest.mark.slow  # spawns the CLI in a subprocess (imports torch and transformers afresh)
 def test_cli_paper_unknown_profile_fails_clearly():
     proc = subprocess.run([sys.executable, "-m", "lib", "paper", "--profile", "nope"],
                           capture_output=True, text=True, cwd=REPO_ROOT)
@@ -238,7 +246,7 @@ def test_executed_copy_drops_what_changes_on_every_run(tmp_path):
     import nbformat
     from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-    from lib.paper import WIDGET_VIEW, _normalise_executed
+    from lib.series.paper import WIDGET_VIEW, _normalise_executed
 
     def executed(model_id: str):
         cell = new_code_cell("explorer", outputs=[new_output(

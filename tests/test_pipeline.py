@@ -11,26 +11,25 @@ import sys
 import pytest
 import submitit
 
-from lib.errors import UserError
-from lib.model import RunName
+from lib.core.errors import UserError
+from lib.core.paths import REPO_ROOT, Layout, read_json
+from lib.core.provenance import sha256_file, weights_sha256
+from lib.lm.model import RunName
+from lib.lm.profiles import Profile, load_profile
 from lib.nc.stats_file import load_stats_metadata
-from lib.paths import REPO_ROOT, Layout, read_json
-from lib.pipeline import (
+from lib.stages.costs import dry_run, plan_jobs
+from lib.stages.pipeline import (
     collect_all,
-    dry_run,
     is_collected,
     is_measured,
     measure_all,
     pending_runs,
-    plan_jobs,
     run_job,
     run_local,
     sensitivity_all,
     train_all,
 )
-from lib.profiles import Profile, load_profile
-from lib.provenance import sha256_file, weights_sha256
-from lib.slurm import submit_slurm
+from lib.stages.slurm import submit_slurm
 
 
 def stats_path(out_dir, ck):
@@ -158,8 +157,8 @@ def test_metrics_of_another_stats_file_are_remeasured(tmp_path, tiny_profile):
 
 _GRID_SCRIPT = """
 import sys
-from lib.pipeline import run_local
-from lib.profiles import Profile
+from lib.stages.pipeline import run_local
+from lib.lm.profiles import Profile
 import json
 run_local(Profile.from_dict(json.loads(sys.argv[1])), progress=False)
 """

@@ -1,4 +1,4 @@
-"""lib.plots: every figure function runs on a small table; save_figure is atomic and deterministic."""
+"""lib.figures.plots: every figure function runs on a small table; save_figure is atomic and deterministic."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from lib import analysis, plots, plots_training, results, walkthrough  # noqa: E402
+from lib.figures import figures_cli, plots, plots_training, walkthrough  # noqa: E402
 from lib.nc import registry  # noqa: E402
 from lib.nc.registry import MEASURES  # noqa: E402
+from lib.tables import analysis, results  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -202,15 +203,16 @@ def test_token_frequency_figure_highlights_names():
     np.testing.assert_allclose(np.asarray(highlighted), [[50, 0.1], [30, 0.2]])
 
 
+@pytest.mark.slow  # the whole figures command: bootstrap correlations and every paper figure
 def test_cli_figures(tmp_path):
     table_path = results.save_table(small_table(), tmp_path / "results.csv")
     parser = argparse.ArgumentParser()
-    plots.register_cli(parser.add_subparsers())
+    figures_cli.register_cli(parser.add_subparsers())
     args = parser.parse_args(["figures", "--table", str(table_path), "--profile", "t",
                               "--figures-dir", str(tmp_path / "figs")])
     assert args.func(args) == 0
     written = sorted(p.name for p in (tmp_path / "figs" / "t").iterdir())
-    assert written == sorted(f"{n}.{f}" for n in plots.PAPER_FIGURES for f in ("png", "svg"))
+    assert written == sorted(f"{n}.{f}" for n in figures_cli.PAPER_FIGURES for f in ("png", "svg"))
 
 
 def test_human_count_and_uncrowded_log_axis():

@@ -1,5 +1,5 @@
 """Any causal LM, exactly: tiny random GPT-2, GPT-NeoX (Pythia), Llama (untied head) and OPT
-(with ``project_out``) saved locally; hub ids fail fast offline; ``lib.pretrained`` end to end."""
+(with ``project_out``) saved locally; hub ids fail fast offline; ``lib.stages.pretrained`` end to end."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import warnings
 import pytest
 import torch
 
-from lib.errors import UserError
-from lib.model import (
+from lib.core.errors import UserError
+from lib.lm.model import (
     feature_logit_gap,
     final_features,
     head_logits,
@@ -21,10 +21,10 @@ from lib.model import (
     load_causal_lm,
 )
 
-try:  # the generated corpus may move from lib.data to lib.synthetic
-    from lib.synthetic import generate_corpus
+try:  # the generated corpus may move from lib.lm.data to lib.lm.synthetic
+    from lib.lm.synthetic import generate_corpus
 except ImportError:
-    from lib.data import generate_corpus
+    from lib.lm.data import generate_corpus
 
 ARCHS = ("gpt2", "gpt_neox", "llama", "opt", "opt_plain")
 CTX = 32
@@ -64,7 +64,7 @@ def texts():
 
 @pytest.fixture(scope="module")
 def tokenizers(texts, tmp_path_factory):
-    from lib.data import train_bpe_tokenizer
+    from lib.lm.data import train_bpe_tokenizer
 
     root = tmp_path_factory.mktemp("tok")
     with warnings.catch_warnings():  # a tiny corpus may stop short of the vocabulary size
@@ -136,9 +136,9 @@ def test_opt_features_are_after_project_out(saved):
 def test_collect_and_measure_each_architecture(arch, saved, texts, tmp_path):
     from safetensors.torch import load_file
 
-    from lib.collect import collect_model_stats
-    from lib.data import load_tokenizer, tokenize_blocks
+    from lib.lm.data import load_tokenizer, tokenize_blocks
     from lib.nc.measure import compute_measures
+    from lib.stages.collect import collect_model_stats
 
     folder, model = saved[arch]
     V = lm_head_weight(model).shape[0]
@@ -173,11 +173,11 @@ def test_hub_model_fails_fast_offline(name, revision, monkeypatch):
 
 
 def test_hub_unreachable_fails_fast_without_offline_flag(monkeypatch):
-    import lib.model
+    import lib.lm.model
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(lib.model, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(lib.lm.model, "hub_reachable", lambda timeout=3.0: False)
     t0 = time.perf_counter()
     with pytest.raises(UserError, match="unreachable"):
         load_causal_lm("EleutherAI/pythia-70m", revision="step1000")
@@ -185,7 +185,7 @@ def test_hub_unreachable_fails_fast_without_offline_flag(monkeypatch):
 
 
 def test_hub_tokenizer_fails_fast_offline(monkeypatch):
-    from lib.pretrained import load_model_tokenizer
+    from lib.stages.pretrained import load_model_tokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match="tokenizer 'gpt2' is not available offline"):
@@ -202,12 +202,12 @@ def test_local_paths(saved, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# lib.pretrained
+# lib.stages.pretrained
 
 
 def test_measure_pretrained_two_architectures(saved, texts, tmp_path):
     from lib.nc.registry import MEASURES
-    from lib.pretrained import TABLE_COLUMNS, measure_pretrained, pretrained_table
+    from lib.stages.pretrained import TABLE_COLUMNS, measure_pretrained, pretrained_table
 
     models = [(str(saved["gpt2"][0]), None), (str(saved["gpt_neox"][0]), None)]
     rows = measure_pretrained(models, texts[0], texts[1], tmp_path, context_len=CTX,
@@ -240,7 +240,7 @@ def test_measure_pretrained_two_architectures(saved, texts, tmp_path):
     # the statistics are read verified: an LM head that no longer matches its hash is refused
     from safetensors.torch import save_file
 
-    from lib.errors import UserError
+    from lib.core.errors import UserError
     from lib.nc.stats_file import read_stats
 
     stats_path = tmp_path / "stats" / "local--gpt2" / "stats.safetensors"
@@ -254,7 +254,7 @@ def test_measure_pretrained_two_architectures(saved, texts, tmp_path):
 
 
 def test_measure_pretrained_user_errors(saved, texts, tmp_path, tokenizers):
-    from lib.pretrained import measure_pretrained
+    from lib.stages.pretrained import measure_pretrained
 
     folder = str(saved["opt"][0])
     with pytest.raises(UserError, match="exceeds"):
@@ -273,7 +273,7 @@ def test_measure_pretrained_user_errors(saved, texts, tmp_path, tokenizers):
 
 
 def test_shell_model_argument():
-    from lib.pretrained import model_slug, parse_model_arg, pythia_checkpoints
+    from lib.stages.pretrained import model_slug, parse_model_arg, pythia_checkpoints
 
     assert parse_model_arg("EleutherAI/pythia-70m@step1000") == ("EleutherAI/pythia-70m", "step1000")
     assert parse_model_arg("gpt2") == ("gpt2", None)
@@ -283,7 +283,7 @@ def test_shell_model_argument():
 
 
 def test_shell_command(saved, tmp_path, capsys, monkeypatch):
-    from lib.pretrained import main
+    from lib.stages.pretrained import main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     rc = main(["--model", str(saved["opt"][0]), "--corpus", "generated", "--max-stories", "40",
@@ -296,7 +296,7 @@ def test_shell_command(saved, tmp_path, capsys, monkeypatch):
 
 
 def test_uncached_hub_model_refused_before_any_work(saved, texts, tmp_path, monkeypatch):
-    from lib.pretrained import measure_pretrained
+    from lib.stages.pretrained import measure_pretrained
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     models = [(str(saved["gpt2"][0]), None), ("EleutherAI/pythia-70m", "step1000")]

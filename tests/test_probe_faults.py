@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from lib import __main__ as cli
-from lib import paper, paths
+from lib.core import paths
+from lib.core.paths import NOTEBOOKS_DIR, PROFILES_DIR
 from lib.nc import stats_file as sf
-from lib.paths import NOTEBOOKS_DIR, PROFILES_DIR
+from lib.series import paper
 
 SMOKE = (PROFILES_DIR / "smoke.yaml").read_text(encoding="utf-8")
 

@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from lib import __main__ as cli
-from lib import authors, paper, results
-from lib.errors import UserError
+from lib.core.errors import UserError
+from lib.core.paths import PROFILES_DIR, REPO_ROOT
+from lib.lm.profiles import Profile, load_profile
 from lib.nc import stats_file as sf
 from lib.nc.measure import compute_measures, measure_stats_file
-from lib.paths import PROFILES_DIR, REPO_ROOT
-from lib.profiles import Profile, load_profile
+from lib.series import paper
+from lib.tables import authors, results
 
 SMOKE = (PROFILES_DIR / "smoke.yaml").read_text(encoding="utf-8")
 
@@ -67,7 +68,7 @@ def test_profile_given_as_a_path_is_the_profile_the_notebooks_run(tmp_path, monk
     monkeypatch.setattr(paper, "execute_stage", fake_execute)
     paper.run_paper(str(path), stages=("05_permutation",))
     cfg = paper.notebook_setup(seen["05_permutation"]["profile"], style=False)
-    assert cfg.analysis.n_permutations == 17 and cfg.name == "vprobe"
+    assert cfg.profile.analysis.n_permutations == 17 and cfg.profile.name == "vprobe"
 
 
 def test_profile_file_named_like_a_shipped_one_is_run_as_given(tmp_path):

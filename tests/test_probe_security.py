@@ -11,11 +11,11 @@ import re
 import pytest
 import torch
 
-from lib.errors import UserError
-from lib.model import load_causal_lm
-from lib.paths import REPO_ROOT
-from lib.pretrained import load_model_tokenizer
-from lib.profiles import Profile, load_profile
+from lib.core.errors import UserError
+from lib.core.paths import REPO_ROOT
+from lib.lm.model import load_causal_lm
+from lib.lm.profiles import Profile, load_profile
+from lib.stages.pretrained import load_model_tokenizer
 
 
 @pytest.mark.parametrize("name", ["../../../elsewhere", "a/b", "..", "smoke ", ""])
@@ -78,7 +78,7 @@ def test_pickle_weights_are_refused_with_one_line(tmp_path):
 
 def test_every_from_pretrained_refuses_remote_code():
     calls = []
-    for path in sorted((REPO_ROOT / "lib").glob("*.py")):
+    for path in sorted((REPO_ROOT / "lib").rglob("*.py")):
         text = path.read_text()
         for m in re.finditer(r"\.from_pretrained\b(?!``)", text):  # not in docstrings
             end = text.find("\n\n", m.end())

@@ -7,10 +7,10 @@ import copy
 import pytest
 import yaml
 
-from lib.errors import UserError
-from lib.model import RunName
-from lib.paths import PROFILES_DIR
-from lib.profiles import Profile, available_profiles, load_profile
+from lib.core.errors import UserError
+from lib.core.paths import PROFILES_DIR
+from lib.lm.model import RunName
+from lib.lm.profiles import Profile, available_profiles, load_profile
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +191,8 @@ def test_new_keys_and_their_defaults(smoke_dict):
 
 
 def test_sections_are_typed_and_validated_once():
-    """lib.data takes the profile's sections as they are; a bad mapping fails the same way."""
-    from lib.data import prepare_corpus
+    """lib.lm.data takes the profile's sections as they are; a bad mapping fails the same way."""
+    from lib.lm.data import prepare_corpus
 
     with pytest.raises(UserError, match=r"^corpus: unknown key 'max_stories'"):
         prepare_corpus(corpus={"source": "generated", "max_stories": 3},

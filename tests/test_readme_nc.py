@@ -7,7 +7,7 @@ import re
 import pandas as pd
 import pytest
 
-from lib.paths import REPO_ROOT
+from lib.core.paths import REPO_ROOT
 
 SECTION = "## Neural collapse of your own model"
 

@@ -1,4 +1,4 @@
-"""lib.results: files -> tables, row selections and display rounding, on fake producer outputs."""
+"""lib.tables.results: files -> tables, row selections and display rounding, on fake producer outputs."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import analysis, results
+from lib.core.paths import atomic_write_json, read_json
+from lib.lm.runs import RunName
 from lib.nc.registry import MEASURES
-from lib.paths import atomic_write_json, read_json
-from lib.runs import RunName
+from lib.tables import analysis, results
 
 # ---------------------------------------------------------------------------------------------
 # Fake producer outputs

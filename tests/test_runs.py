@@ -1,11 +1,11 @@
-"""lib.runs: run names parse back, and impossible checkpoints are refused."""
+"""lib.lm.runs: run names parse back, and impossible checkpoints are refused."""
 
 from __future__ import annotations
 
 import pytest
 
-from lib.errors import UserError
-from lib.runs import RunName, largest
+from lib.core.errors import UserError
+from lib.lm.runs import RunName, largest
 
 
 def test_round_trip():

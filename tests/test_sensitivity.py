@@ -1,4 +1,4 @@
-"""Sample-size sensitivity tables (lib.sensitivity) from files laid out as the pipeline writes
+"""Sample-size sensitivity tables (lib.tables.sensitivity) from files laid out as the pipeline writes
 them; the collection itself is tested end to end in tests/test_pipeline.py."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from lib.errors import UserError
+from lib.core.errors import UserError
+from lib.core.paths import Layout, atomic_write_json
+from lib.lm.runs import RunName
 from lib.nc.registry import MEASURES
-from lib.paths import Layout, atomic_write_json
-from lib.runs import RunName
-from lib.sensitivity import sensitivity_figure, sensitivity_table, stability
+from lib.tables.sensitivity import sensitivity_figure, sensitivity_table, stability
 
 FRACTIONS = (0.25, 0.5, 1.0)
 

@@ -6,20 +6,20 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lib.errors import UserError
+from lib.core.errors import UserError
+from lib.core.provenance import sha256_tensor
 from lib.nc.accumulate import class_means, means_hash
+from lib.nc.merge import merge_stats
 from lib.nc.stats_file import (
     FORMAT_VERSION,
     is_finished,
     load_stats,
     load_stats_metadata,
-    merge_stats,
     read_stats,
     stale_reasons,
     stats_overview,
     write_stats,
 )
-from lib.provenance import sha256_tensor
 
 V, D = 6, 3
 HASHES = {"weights_sha256": "w" * 64, "train_blocks_sha256": "t" * 64,

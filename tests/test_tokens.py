@@ -1,4 +1,4 @@
-"""lib.tokens: decoded token tables, first names, rankings over classes with enough samples."""
+"""lib.tables.tokens: decoded token tables, first names, rankings over classes with enough samples."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import tokens as tk
+from lib.tables import tokens as tk
 
 # ---------------------------------------------------------------------------------------------
 # Tokens

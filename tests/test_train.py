@@ -10,21 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from lib.data import block_order, prepare_corpus
-from lib.errors import UserError
-from lib.model import RunName, count_params, load_causal_lm
-from lib.paths import Layout
-from lib.profiles import ModelConfig, TrainingConfig
-from lib.provenance import weights_sha256
-from lib.train import (
-    STATE_FILE,
-    STATE_TENSORS,
-    build_run_model,
-    evaluate,
-    param_groups,
-    read_training_state,
-    train_run,
-)
+from lib.core.errors import UserError
+from lib.core.paths import Layout
+from lib.core.provenance import weights_sha256
+from lib.lm.data import block_order, prepare_corpus
+from lib.lm.model import RunName, count_params, load_causal_lm
+from lib.lm.sections import ModelConfig, TrainingConfig
+from lib.stages.checkpoints import STATE_FILE, STATE_TENSORS, read_training_state
+from lib.stages.train import build_run_model, evaluate, param_groups, train_run
 
 TRAINING = TrainingConfig(lr=1e-3, batch_size=8, eval_batch_size=16)
 MODEL = ModelConfig()
@@ -95,12 +88,12 @@ def test_lr_decays_linearly_to_zero(uninterrupted):
 
 def test_finished_run_is_a_noop(uninterrupted, corpus, monkeypatch):
     out, res = uninterrupted
-    import lib.train
+    import lib.stages.train
 
     def boom(*args, **kwargs):
         raise AssertionError("a finished run must not train again")
 
-    monkeypatch.setattr(lib.train, "train_epoch", boom)
+    monkeypatch.setattr(lib.stages.train, "train_epoch", boom)
     assert train("L1-d16-e3-wd0.1-s0", out, corpus) == res
 
 
@@ -124,7 +117,7 @@ def test_settings_change_is_refused(uninterrupted, corpus):
 
 def test_finished_run_on_other_text_is_refused(uninterrupted, corpus, tmp_path):
     """Same sizes, other token blocks (another generated seed): the stored run is not reused."""
-    from lib.synthetic import generate_corpus
+    from lib.lm.synthetic import generate_corpus
 
     texts = generate_corpus(100, seed=7)
     (tmp_path / "train.txt").write_text("\n".join(texts))
@@ -152,7 +145,7 @@ def test_seeds(corpus, tmp_path):
 
 
 def test_weight_decay_groups_follow_trainer():
-    from lib.model import build_model, gpt_neo_config
+    from lib.lm.model import build_model, gpt_neo_config
 
     model = build_model(gpt_neo_config(2, 16, 300, 32))
     decay, no_decay = param_groups(model, 0.1)

@@ -1,7 +1,7 @@
 """The neural-collapse core: per-class accumulation, the ``stats.safetensors`` format, the
 measures, their plain reference definitions and the registry that lists them.
 
-Imports nothing of ``lib`` but ``lib.errors`` and ``lib.provenance``. Public contract::
+Imports nothing of ``lib`` but ``lib.core.errors`` and ``lib.core.provenance``. Public contract::
 
     from lib.nc import ClassStats
     stats = ClassStats(num_classes=V, dim=D)        # empty float64 accumulators

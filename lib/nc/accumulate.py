@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from lib.errors import UserError
+from lib.core.errors import UserError
 
 ROW_CHUNK = 4096  # rows converted to float64 at a time: cache-sized, no (N, D) float64 copy
 DEFAULT_CHUNK = 4096  # classes per score tile in the agreement pass
@@ -125,7 +125,7 @@ def accumulate_moments_shared(features: Sequence[Tensor], labels: Tensor, counts
     grouping and one shared ``counts``; per set, one index-add of sums and one Chan merge.
 
     Why: the residual streams of several layers pair with the same next tokens, so their
-    statistics share the counts (``lib.layers``). features[j] (N, D_j), sums[j] (V, D_j)
+    statistics share the counts (``lib.stages.layers``). features[j] (N, D_j), sums[j] (V, D_j)
     float64, sq_dev[j] (V,) float64; each set's numbers equal ``accumulate_moments`` on it alone.
     """
     for x in features:

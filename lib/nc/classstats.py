@@ -6,7 +6,7 @@ per true class, held-out tokens where the classifier W agrees with the nearest c
 first ``add_validation`` freezes the train means (their hash ties the passes), so a later
 ``add`` is refused. ``measures`` gives every measure of ``lib.nc.registry`` the passes allow;
 ``save`` writes the ``stats.safetensors`` format of ``lib.nc.stats_file`` and ``load`` reads it
-back verified. ``lib.collect`` streams a model's blocks through this same class.
+back verified. ``lib.stages.collect`` streams a model's blocks through this same class.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lib.errors import UserError
+from lib.core.errors import UserError
 from lib.nc import stats_file as sf
 from lib.nc.accumulate import (
     DEFAULT_CHUNK,
@@ -27,6 +27,7 @@ from lib.nc.accumulate import (
     ncc_agreement,
 )
 from lib.nc.measure import select_measures
+from lib.nc.merge import merge_accumulators
 
 
 class ClassStats:
@@ -235,7 +236,7 @@ class ClassStats:
             keys = tuple(k for k in self.tensors if k in sf.pass1_keys(
                 {"layers": ",".join(map(str, self.layers))}))
         merged = dict(self.tensors)
-        sf.merge_accumulators(merged, {k: v.to(self.device) for k, v in other.tensors.items()},
+        merge_accumulators(merged, {k: v.to(self.device) for k, v in other.tensors.items()},
                               keys)
         out = ClassStats.from_tensors(merged, self.device, self.metadata)
         out.W = self.W

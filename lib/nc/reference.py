@@ -31,7 +31,7 @@ class Classes:
 
 
 def classes(stats: Mapping[str, Any]) -> Classes:
-    """The class-level quantities of a stats mapping (tensors or arrays, lib.collect format)."""
+    """The class-level quantities of a stats mapping (tensors or arrays, lib.stages.collect format)."""
     counts = np.asarray(stats["counts"])
     keep = counts >= 1
     N = counts[keep].astype(np.float64)

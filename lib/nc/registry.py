@@ -85,6 +85,7 @@ _ALL = [
 
 REGISTRY: dict[str, Measure] = {m.name: m for m in _ALL}
 MEASURES: list[str] = list(REGISTRY)
+GEOMETRY: list[str] = [m for m in MEASURES if m.startswith(("nc1", "nc2", "gnc2"))]  # no classifier
 
 FIGURES: dict[str, str] = {
     "fig1": "Figure 1: NC1, GNC2, UNC3 and NC4 against validation loss",

@@ -5,10 +5,10 @@ sum of ||x - mu_c||^2), ``val_counts`` [V] int64, ``val_agree`` [V] int64 (pass 
 ``lm_head`` [V, D] float32. Metadata (strings): the model's identity (``model``, ``tokenizer``,
 ``vocab_size``, ``width``, ``lm_head_sha256``), what the file was made from
 (``weights_sha256``, ``train_blocks_sha256``, ``val_blocks_sha256``, ``tokenizer_sha256``: see
-``lib.provenance``), per pass ``pass{N}_blocks``, ``pass{N}_tokens``, ``pass{N}_shard`` ('' =
+``lib.core.provenance``), per pass ``pass{N}_blocks``, ``pass{N}_tokens``, ``pass{N}_shard`` ('' =
 whole split, else 'i/n'), ``pass{N}_split_sha``; ``means_hash`` (sha256 of the train means that
 pass 2 used, '' in a pass-1 shard) and ``format_version``. Optional, only when collected with
-layers (``lib.layers``): pass-1 tensors ``layer{i}.sums`` [V, D] float64 and ``layer{i}.sq_dev``
+layers (``lib.stages.layers``): pass-1 tensors ``layer{i}.sums`` [V, D] float64 and ``layer{i}.sq_dev``
 [V] float64 per residual-stream index i (sharing ``counts``), listed in metadata ``layers``
 ("0,1,2") with ``n_layer``; without layers a file is exactly as before.
 
@@ -22,7 +22,6 @@ import json
 import os
 import re
 import struct
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -30,9 +29,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from lib.errors import UserError
-from lib.nc.accumulate import class_means, means_hash, merge_m2
-from lib.provenance import sha256_tensor
+from lib.core.errors import UserError
+from lib.core.provenance import sha256_tensor
+from lib.nc.accumulate import class_means, means_hash
 
 FORMAT_VERSION = "2"  # 1: three passes (sq_dev in its own pass); 2: one train pass + validation
 PASSES = (1, 2)
@@ -127,7 +126,7 @@ def read_stats(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
                         "its passes or merge its shards with `python -m lib merge-stats`")
     problem = dtype_problem(tensors)
     if problem:
-        raise UserError(f"{path}: {problem}; this is not a file lib.collect wrote, collect it again")
+        raise UserError(f"{path}: {problem}; this is not a file lib.stages.collect wrote, collect it again")
     got = means_hash(class_means(tensors["counts"], tensors["sums"]))
     if meta.get("means_hash") != got:
         raise UserError(f"{path} is inconsistent: its means_hash {meta.get('means_hash')!r} is "
@@ -332,88 +331,10 @@ def stats_overview(stats_dir: str | Path):
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------------------------------------
-# Merging shards.
-
-
 def earlier_meta(meta: dict[str, str], pass_no: int) -> dict[str, str]:
     """The pass{N}_* metadata of the passes before ``pass_no``."""
     keys = [f"pass{p}_{k}" for p in PASSES if p < pass_no for k in PASS_META]
     return {k: meta[k] for k in keys if k in meta}
-
-
-def _merged_pass(metas: list[dict[str, str]], paths: Sequence[Path]) -> int:
-    highest = {max(done_passes(m), default=0) for m in metas}
-    if len(highest) != 1 or 0 in highest:
-        raise UserError(f"shards {list(map(str, paths))} hold different last passes {highest}; "
-                        "merge the shards of one pass at a time")
-    return highest.pop()
-
-
-def _check_parts(metas: list[dict[str, str]], pass_: int, paths: Sequence[Path]) -> None:
-    """Same model, split and provenance, same earlier passes and means; shards 0..n-1 once."""
-    first = metas[0]
-    for m, p in zip(metas, paths, strict=True):
-        if m.get("format_version") != FORMAT_VERSION:
-            raise UserError(f"{p} has stats format {m.get('format_version')!r}, not "
-                            f"{FORMAT_VERSION!r}; collect that shard again")
-        if max(done_passes(m), default=0) != pass_:
-            raise UserError(f"{p} does not end with pass {pass_}; merge one pass at a time")
-        if pass_ > 1 and m.get("means_hash") != first.get("means_hash"):
-            raise UserError(f"cannot merge pass {pass_} shards computed with different pass-1 "
-                            f"means: hash {m.get('means_hash')} != {first.get('means_hash')}")
-        keys = (*MODEL_KEYS, *PROVENANCE_KEYS, "layers", f"pass{pass_}_split_sha",
-                *earlier_meta(first, pass_))
-        for key in keys:
-            if m.get(key) != first.get(key):
-                raise UserError(f"cannot merge {p}: its {key} {m.get(key)!r} differs from "
-                                f"{first.get(key)!r} of {paths[0]}")
-    shards = sorted(m[f"pass{pass_}_shard"] for m in metas)
-    n = int(shards[0].split("/")[1]) if shards[0] else 0
-    if n == 0 or shards != sorted(f"{i}/{n}" for i in range(n)):
-        raise UserError(f"pass-{pass_} shards must be 0/n .. n-1/n, each once; got {shards}")
-
-
-def merge_accumulators(merged: dict[str, Tensor], part: dict[str, Tensor],
-                       keys: Sequence[str]) -> None:
-    """Add one shard's accumulators ``keys`` into ``merged`` (Chan's formula for each sq_dev,
-    with the counts before this part's are added)."""
-    for key in keys:
-        if key.endswith("sq_dev"):
-            sums = key.removesuffix("sq_dev") + "sums"
-            merged[key] = merge_m2(merged["counts"], merged[sums], merged[key],
-                                   part["counts"], part[sums], part[key])
-    for key in keys:
-        if not key.endswith("sq_dev"):
-            merged[key] = merged[key] + part[key]
-
-
-def merge_stats(paths: Sequence[str | Path], out_path: str | Path,
-                pass_: int | None = None) -> Path:
-    """Merge the shards of one pass, in shard order: pass 1 counts, sums and (Chan) sq_dev,
-    pass 2 validation counts. All parts must come from the same model, blocks and (pass 2) the
-    same train means; their earlier passes are carried over unchanged."""
-    paths = [Path(p) for p in paths]
-    if not paths:
-        raise UserError("merge_stats needs at least one shard file")
-    metas = [load_stats_metadata(p) for p in paths]
-    pass_ = pass_ or _merged_pass(metas, paths)
-    _check_parts(metas, pass_, paths)
-    order = sorted(range(len(paths)), key=lambda i: int(metas[i][f"pass{pass_}_shard"]
-                                                         .split("/")[0]))
-    paths, metas = [paths[i] for i in order], [metas[i] for i in order]
-    parts = [load_stats(p) for p in paths]
-    merged = dict(parts[0])
-    keys = pass1_keys(metas[0]) if pass_ == 1 else PASS_TENSORS[pass_]
-    for part, p in zip(parts[1:], paths[1:], strict=True):
-        for key, t in part.items():
-            if key not in keys and not torch.equal(merged[key], t):
-                raise UserError(f"cannot merge {p}: its {key} differs from {paths[0]}'s")
-        merge_accumulators(merged, part, keys)
-    meta = {**metas[0], f"pass{pass_}_shard": ""}
-    for key in ("blocks", "tokens"):
-        meta[f"pass{pass_}_{key}"] = str(sum(int(m[f"pass{pass_}_{key}"]) for m in metas))
-    return write_stats(out_path, merged, meta)
 
 
 def is_stats_file(path: Path) -> bool:

@@ -25,7 +25,7 @@ from slurm_helpers import (
     write_profile,
 )
 
-from lib.profiles import load_profile
+from lib.lm.profiles import load_profile
 
 pytestmark = pytest.mark.slurm
 
@@ -142,7 +142,7 @@ def test_sbatch_refusal_is_one_line_naming_the_key(tmp_path):
 def test_changed_corpus_is_prepared_first_and_retrain_honoured(tmp_path):
     text = tmp_path / "text"
     text.mkdir()
-    from lib.synthetic import generate_corpus
+    from lib.lm.synthetic import generate_corpus
 
     stories = generate_corpus(300, seed=5)
     (text / "train.txt").write_text("\n".join(stories[:250]) + "\n")

@@ -1,0 +1,1 @@
+"""The ground floor: user errors, repository paths and atomic writes, content hashes."""

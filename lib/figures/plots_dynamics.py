@@ -1,0 +1,73 @@
+"""The figure of collapse through training (notebook 08_dynamics): the validation loss and every
+measure against tokens seen, one line per dynamics run, in the style of ``lib.figures.plots``.
+
+A dotted vertical line in each run's colour marks where the quantity has covered 90 % of its
+total change for good (``lib.tables.lead_lag.level_crossing``, on the measure's analysis scale), so
+lead and lag against the loss panel can be read off directly. Saved with ``lib.figures.plots``
+(``show_and_save(fig, "dynamics", cfg)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib import ticker
+from matplotlib.figure import Figure
+
+from lib.figures.plots import LOSS_LABEL, human_count, log_axis
+from lib.nc.registry import MEASURES, analysis_scale, axis_label, label, measure_transform
+from lib.tables.lead_lag import LEVEL, level_crossing
+from lib.tables.results import LOSS
+
+
+def dynamics_figure(table: pd.DataFrame, measures: Sequence[str] | None = None,
+                    ncols: int = 4, level: float = LEVEL) -> Figure:
+    """Loss and ``measures`` (default: every registry measure in the table) against tokens seen.
+
+    One panel per quantity, the loss first; log y axes for the registry's log measures. A table
+    without rows gives a one-panel figure that says so, so a profile without dynamics runs still
+    executes the notebook.
+    """
+    if table.empty:
+        fig, ax = plt.subplots(figsize=(6, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no dynamics runs in this profile", ha="center", va="center")
+        return fig
+    panels = [LOSS, *(measures or [m for m in MEASURES if m in table.columns])]
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), sharex=True,
+                             squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    runs = list(dict.fromkeys(table["run"]))
+    epoch_ends = sorted(set(table.loc[(table["step"] > 0) & (table["epoch"] % 1 == 0),
+                                      "tokens_seen"]))
+    for ax, col in zip(axes.flat, panels, strict=False):
+        for x in epoch_ends:  # faint guides: where epochs end
+            ax.axvline(x, color="0.45", ls="--", lw=0.9, zorder=1)
+        for i, run in enumerate(runs):
+            g = table[table["run"] == run].sort_values("step")
+            color = colors[i % len(colors)]
+            ax.plot(g["tokens_seen"], g[col], marker="o", ms=3, lw=1.5, color=color, label=run)
+            y = g[col] if col == LOSS else analysis_scale(g[col], col)
+            x90 = level_crossing(g["tokens_seen"], y, level)
+            if math.isfinite(x90):
+                ax.axvline(x90, color=color, ls=":", lw=1.2)
+        if measure_transform(col) == "log":
+            log_axis(ax, "y")
+        ax.set_title(label(col) if col != LOSS else "validation loss", fontsize="medium")
+        ax.set_ylabel(LOSS_LABEL if col == LOSS else axis_label(col), fontsize="x-small")
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: human_count(v)))
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for j in range(ncols):  # the lowest panel of each column carries the x axis
+        column = [axes[i, j] for i in range(nrows) if i * ncols + j < len(panels)]
+        if column:
+            column[-1].set_xlabel("tokens seen")
+            column[-1].xaxis.set_tick_params(labelbottom=True)
+    axes.flat[0].legend(fontsize="x-small", loc="upper right")
+    fig.suptitle(f"Collapse through training (dotted: {level:.0%} of the total change reached "
+                 "for good; grey dashed: epoch ends)", fontsize="medium")
+    return fig

@@ -1,0 +1,1 @@
+"""Language models and their data: configs, profiles, texts, tokenizers, token blocks, devices."""

@@ -1,0 +1,1 @@
+"""The notebook series: parameters, execution, source sync and stamps."""

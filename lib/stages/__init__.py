@@ -1,0 +1,1 @@
+"""The per-model stages: training, statistics collection, measuring, their jobs and SLURM."""

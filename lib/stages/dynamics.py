@@ -1,0 +1,307 @@
+"""Collapse through training: runs trained again with evenly spaced snapshots, each collected and
+measured, and when each measure settles relative to the validation loss.
+
+Training. Each run of a profile's ``dynamics`` section is trained again in its own folder
+``<out_dir>/dynamics/<run>/`` (``Layout.dynamics_dir``) through the grid's own code
+(``lib.stages.train``: model, init seed, AdamW, schedule over all steps, ``train_epoch``; the blocks of
+epoch e in ``lib.lm.data.block_order(n, run.seed, e)``), each stretch between two snapshots on its
+slice of that order. Cutting an epoch at batch boundaries and evaluating in between changes
+nothing (no dropout, no random draw), so each epoch-end snapshot has the weights of the grid's
+``checkpoint-<epoch>`` (``grid_agreement``; tests/test_dynamics.py asserts it bit for bit). The
+grid's runs and their provenance are never written.
+
+Snapshots (``snapshot_steps``): step 0 and ``points_per_epoch`` evenly spaced optimiser steps per
+epoch, every epoch end included; each is ``checkpoint-<step>/`` (``save_pretrained`` of model and
+tokenizer) with its validation loss and accuracy on all validation blocks, as in the grid. Only
+the latest keeps the optimiser and RNG state, from which an interrupted run resumes. Then per
+snapshot ``stats/step-<step>.safetensors`` (``lib.stages.collect``, on the first
+``dynamics.max_train_blocks`` training blocks to bound the cost), ``metrics/step-<step>.json``
+(``lib.nc.measure``), and the run's table ``dynamics.csv``.
+
+Provenance. ``settings.json`` holds the training inputs (``lib.stages.train.run_inputs``, what a grid
+run records) and the steps; a folder made from others is a stale cache, discarded and recomputed.
+Stats are reused only when they record the snapshot's weights, the corpus hashes and the block
+counts; metrics only when they record the stats file's sha256; the table only when its
+``settings_sha256`` (training inputs, steps, statistics caps) is current.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from lib.core.errors import UserError
+from lib.core.paths import Layout, atomic_write, atomic_write_json, discard_dir, lock_for, read_json
+from lib.core.provenance import CORPUS_HASHES, sha256_file, sha256_json
+from lib.lm.data import PreparedCorpus, block_order
+from lib.lm.devices import resolve_device
+from lib.lm.model import load_causal_lm
+from lib.lm.profiles import Profile
+from lib.lm.runs import RunName
+from lib.nc.measure import measure_stats_file
+from lib.nc.registry import MEASURES
+from lib.nc.stats_file import load_stats_metadata, partial_path, stale_reasons
+from lib.stages.checkpoints import (
+    STATE_FILE,
+    STATE_TENSORS,
+    last_checkpoint,
+    read_training_state,
+    restore_state,
+    save_checkpoint,
+)
+from lib.stages.collect import collect_model_stats
+from lib.stages.pipeline import prepare_profile_corpus
+from lib.stages.train import (
+    build_run_model,
+    evaluate,
+    make_optimizer,
+    make_scheduler,
+    read_results,
+    resolve_precision,
+    run_inputs,
+    train_epoch,
+)
+
+SETTINGS_FILE = "settings.json"  # training inputs and snapshot steps of the folder
+SNAPSHOTS_FILE = "snapshots.json"  # written when every snapshot is saved: the per-step records
+TABLE_FILE = "dynamics.csv"
+TABLE_VERSION = 1  # part of the table's settings hash: bump when its columns change
+FIRST_COLUMNS = ["run", "step", "epoch", "tokens_seen", "train_loss", "val_loss", "val_acc",
+                 "num_classes", "train_tokens_measured"]
+
+
+def snapshot_steps(steps_per_epoch: int, epochs: int, points_per_epoch: int) -> list[int]:
+    """Step 0 and ``points_per_epoch`` evenly spaced steps per epoch (floor of k S / P), so each
+    epoch end e S is one of them; strictly increasing."""
+    S, P = steps_per_epoch, points_per_epoch
+    if P > S:
+        raise UserError(f"dynamics.points_per_epoch is {P} but an epoch has only {S} optimiser "
+                        f"steps; set points_per_epoch to at most {S}")
+    return [0] + [e * S + k * S // P for e in range(epochs) for k in range(1, P + 1)]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one dynamics run is made from: its training inputs, steps and statistics caps."""
+
+    run: RunName
+    directory: Path
+    settings: dict  # {"run_inputs": lib.stages.train.run_inputs(...), "snapshot_steps": [...]}
+    steps_per_epoch: int
+    batch_size: int
+    caps: tuple[int, int]  # (training, validation) blocks of each snapshot's statistics
+
+    @property
+    def steps(self) -> list[int]:
+        return self.settings["snapshot_steps"]
+
+    @property
+    def table_sha256(self) -> str:
+        """Identity of the table: training inputs, steps, caps and the table version."""
+        return sha256_json({"settings": self.settings, "caps": list(self.caps),
+                            "table_version": TABLE_VERSION})
+
+
+def make_plan(profile: Profile, run: RunName, corpus: PreparedCorpus) -> Plan:
+    """The plan of one run of ``profile.dynamics`` on a prepared corpus (``lib.lm.data``)."""
+    run = run.run
+    batch_size = profile.batch_size(run)
+    steps_per_epoch = math.ceil(corpus.n_train_blocks / batch_size)
+    dyn, col = profile.dynamics, profile.collect
+    cap_train = dyn.max_train_blocks or col.max_train_blocks or corpus.n_train_blocks
+    cap_val = dyn.max_val_blocks or col.max_val_blocks or corpus.n_val_blocks
+    settings = {"run_inputs": run_inputs(run, corpus, profile.training, profile.model, batch_size),
+                "snapshot_steps": snapshot_steps(steps_per_epoch, run.epochs,
+                                                 dyn.points_per_epoch)}
+    return Plan(run, Layout(profile.out_path).dynamics_dir(run), settings, steps_per_epoch,
+                batch_size, (min(cap_train, corpus.n_train_blocks),
+                             min(cap_val, corpus.n_val_blocks)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Training with snapshots
+
+
+def _discard_if_stale(plan: Plan) -> None:
+    """Remove the run's folder when it was made from other training inputs or steps."""
+    path = plan.directory / SETTINGS_FILE
+    if plan.directory.exists() and (not path.is_file() or read_json(path) != plan.settings):
+        discard_dir(plan.directory)
+
+
+def _strip_state(checkpoint: Path) -> None:
+    """Drop the optimiser/RNG state of a snapshot that is no longer the latest."""
+    for name in (STATE_FILE, STATE_TENSORS):  # the JSON first: it marks the state complete
+        (checkpoint / name).unlink(missing_ok=True)
+
+
+def train_snapshots(profile: Profile, plan: Plan, corpus: PreparedCorpus, progress: bool = True) -> list[dict]:
+    """Train ``plan.run`` from scratch (or resume), saving every snapshot; returns the records
+    (step, epoch, tokens_seen, train_loss, val_loss, val_acc, val_ppl, weights_sha256)."""
+    from tqdm.auto import tqdm
+
+    run, d, tr = plan.run, plan.directory, profile.training
+    with lock_for(d):
+        _discard_if_stale(plan)
+        if (d / SNAPSHOTS_FILE).is_file():
+            return read_json(d / SNAPSHOTS_FILE)["records"]
+        atomic_write_json(d / SETTINGS_FILE, plan.settings)
+        device = resolve_device(profile.device)
+        precision = resolve_precision(tr.precision, device)
+        tokenizer, train_blocks, val_blocks = (corpus.tokenizer(), corpus.train_blocks(),
+                                               corpus.val_blocks())
+        start = last_checkpoint(d)  # 0: nothing to resume (step 0 is cheap to redo)
+        model = (load_causal_lm(d / f"checkpoint-{start}").train() if start
+                 else build_run_model(run, corpus, profile.model, tokenizer)).to(device)
+        optimizer = make_optimizer(model, tr, run.weight_decay, device)
+        scheduler = make_scheduler(optimizer, tr, run.epochs * plan.steps_per_epoch)
+        records: list[dict] = []
+        if start:
+            tensors, plain = read_training_state(d / f"checkpoint-{start}", "delete " + str(d))
+            restore_state(tensors, plain, optimizer, scheduler)
+            records = plain["records"]
+
+        def snapshot(step: int, tokens: int, train_loss: float) -> None:
+            nonlocal records
+            record = {"step": step, "epoch": step / plan.steps_per_epoch, "tokens_seen": tokens,
+                      "train_loss": train_loss,
+                      **evaluate(model, val_blocks, tr.eval_batch_size, device, precision)}
+            records = save_checkpoint(d, step, model, tokenizer, optimizer, scheduler,
+                                      [*records, record], plan.settings)
+            for other in d.glob("checkpoint-*"):  # also any left by an interruption
+                if other.name != f"checkpoint-{step}":
+                    _strip_state(other)
+
+        if not records:
+            snapshot(0, 0, math.nan)
+        todo = [s for s in plan.steps if s > records[-1]["step"]]
+        bar = tqdm(total=todo[-1] - records[-1]["step"] if todo else 0, disable=not progress,
+                   desc=f"dynamics {run}", unit="step", leave=False)
+        for target in todo:
+            step, S, B = records[-1]["step"], plan.steps_per_epoch, plan.batch_size
+            epoch = step // S + 1  # the stretch lies in one epoch: every epoch end is a snapshot
+            order = block_order(corpus.n_train_blocks, run.seed, epoch)
+            piece = order[(step - (epoch - 1) * S) * B:(target - (epoch - 1) * S) * B]
+            loss, n_tok = train_epoch(model, optimizer, scheduler, train_blocks, piece, B,
+                                      tr.max_grad_norm, device, precision, bar)
+            snapshot(target, records[-1]["tokens_seen"] + n_tok, loss)
+        bar.close()
+        atomic_write_json(d / SNAPSHOTS_FILE, {"records": records,
+                                               "settings_sha256": sha256_json(plan.settings)})
+        return records
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics and measures of each snapshot
+
+
+def _stats_current(path: Path, weights: str, hashes: dict[str, str], caps: tuple[int, int]) -> bool:
+    return (not stale_reasons(path, weights_sha256=weights, pass1_blocks=caps[0], **hashes)
+            and load_stats_metadata(path).get("pass2_blocks") == str(caps[1]))
+
+
+def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: PreparedCorpus) -> dict:
+    """Statistics then measures of one snapshot (current files kept); the metrics dict."""
+    step, d = record["step"], plan.directory
+    stats, metrics = d / "stats" / f"step-{step}.safetensors", d / "metrics" / f"step-{step}.json"
+    manifest = read_json(Layout(profile.out_path).manifest)
+    hashes = {k: manifest[k] for k in CORPUS_HASHES}
+    device = resolve_device(profile.device).type
+    with lock_for(stats):
+        if not _stats_current(stats, record["weights_sha256"], hashes, plan.caps):
+            for stale in (stats, partial_path(stats)):
+                stale.unlink(missing_ok=True)
+            collect_model_stats(d / f"checkpoint-{step}", corpus.train_blocks(),
+                                corpus.val_blocks(), stats, batch_size=profile.collect.batch_size,
+                                device=device, max_train_blocks=plan.caps[0],
+                                max_val_blocks=plan.caps[1], progress=False,
+                                blocks_tokenizer_sha256=hashes["tokenizer_sha256"])
+        stats_sha256 = sha256_file(stats)
+        if metrics.is_file() and read_json(metrics).get("stats_sha256") == stats_sha256:
+            return read_json(metrics)
+        measures = measure_stats_file(stats, device=device, progress=False)
+        out = {**measures, "step": step, "stats_sha256": stats_sha256}
+        atomic_write_json(metrics, out)
+        return out
+
+
+def _row(plan: Plan, record: dict, metrics: dict) -> dict:
+    measures = {m: metrics[m] for m in MEASURES if m in metrics}
+    return {"run": str(plan.run), **{k: record[k] for k in FIRST_COLUMNS[1:7]},
+            "num_classes": metrics.get("num_classes"),
+            "train_tokens_measured": metrics.get("pass1_tokens"), **measures,
+            "weights_sha256": record["weights_sha256"], "settings_sha256": plan.table_sha256}
+
+
+def read_table(path: Path, sha256: str | None = None) -> pd.DataFrame | None:
+    """A run's stored table, or None when missing or (given ``sha256``) made from other settings."""
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    if sha256 is not None and not (len(table) and (table["settings_sha256"] == sha256).all()):
+        return None
+    return table
+
+
+def run_dynamics(profile: Profile, run: RunName, *, corpus: PreparedCorpus | None = None,
+                 progress: bool = True) -> pd.DataFrame:
+    """Train, collect and measure every snapshot of one run; its table (also written to
+    ``dynamics/<run>/dynamics.csv``). A current table is returned as stored."""
+    from tqdm.auto import tqdm
+
+    corpus = corpus if corpus is not None else prepare_profile_corpus(profile, progress)
+    plan = make_plan(profile, run, corpus)
+    stored = read_table(plan.directory / TABLE_FILE, plan.table_sha256)
+    if stored is not None:
+        return stored
+    records = train_snapshots(profile, plan, corpus, progress)
+    rows = [_row(plan, r, measure_snapshot(profile, plan, r, corpus))
+            for r in tqdm(records, desc=f"measure {plan.run}", unit="snapshot",
+                          disable=not progress, leave=False)]
+    table = pd.DataFrame(rows)
+    atomic_write(plan.directory / TABLE_FILE, lambda tmp: table.to_csv(tmp, index=False))
+    return read_table(plan.directory / TABLE_FILE)  # as stored: the same floats either way
+
+
+def run_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True) -> pd.DataFrame:
+    """Every run of ``profile.dynamics`` (finished work skipped), one table; empty without runs."""
+    runs = profile.dynamics.run_names()
+    if not runs:
+        return pd.DataFrame(columns=FIRST_COLUMNS)
+    corpus = corpus if corpus is not None else prepare_profile_corpus(profile, progress)
+    return pd.concat([run_dynamics(profile, r, corpus=corpus, progress=progress) for r in runs],
+                     ignore_index=True)
+
+
+def plan_summary(profile: Profile, corpus: PreparedCorpus | None = None) -> pd.DataFrame:
+    """What the dynamics stage runs, before running it: per run its snapshots, steps, steps
+    between snapshots and the statistics caps (blocks, and training tokens predicted)."""
+    corpus = corpus if corpus is not None else prepare_profile_corpus(profile, progress=False)
+    rows = []
+    for run in profile.dynamics.run_names():
+        p = make_plan(profile, run, corpus)
+        rows.append({"run": str(run), "snapshots": len(p.steps), "steps": p.steps[-1],
+                     "steps_between": p.steps[1], "train_blocks_measured": p.caps[0],
+                     "train_tokens_measured": p.caps[0] * (corpus.context_len - 1),
+                     "val_blocks_measured": p.caps[1]})
+    return pd.DataFrame(rows)
+
+
+def grid_agreement(profile: Profile, table: pd.DataFrame) -> pd.DataFrame:
+    """Each epoch-end snapshot against the grid's checkpoint of that epoch (when trained): same
+    weights (sha256) and the validation losses of both."""
+    rows = []
+    for run_name, g in table.groupby("run", sort=False):
+        results = read_results(profile.out_path, RunName.parse(run_name)) or {}
+        grid = {c["epoch"]: c for c in results.get("checkpoints", [])}
+        for _, r in g[(g["step"] > 0) & (g["epoch"] % 1 == 0)].iterrows():
+            ck = grid.get(int(r["epoch"]), {})
+            rows.append({"run": run_name, "epoch": int(r["epoch"]), "step": int(r["step"]),
+                         "val_loss": r["val_loss"], "grid_val_loss": ck.get("val_loss", math.nan),
+                         "same_weights": (ck["weights_sha256"] == r["weights_sha256"])
+                         if "weights_sha256" in ck else None})
+    return pd.DataFrame(rows, columns=["run", "epoch", "step", "val_loss", "grid_val_loss",
+                                       "same_weights"])

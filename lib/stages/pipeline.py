@@ -1,0 +1,323 @@
+"""A profile's jobs: corpus, train, collect and measure per run; costs; SLURM.
+
+The profile's typed sections go from here into ``lib.lm.data``, ``lib.stages.train``, ``lib.stages.collect`` and
+``lib.nc.measure``; every path comes from ``lib.core.paths.Layout(profile.out_path)``.
+
+One job per training run: train it (resuming, skipping a finished run), collect statistics of
+each measured checkpoint into ``out_dir/stats/<run>-ck<e>/stats.safetensors`` and measure them
+into ``out_dir/metrics/<run>-ck<e>.json`` (paths from ``lib.core.paths.Layout``). Work is skipped
+only when current: a stats file must record the hashes of the checkpoint's weights and of the
+corpus blocks and tokenizer; a metrics file the sha256 of the stats file it was measured from.
+Stale files are redone; a run trained from other inputs is refused with the command that
+retrains it (``--retrain``). Each output is written under its own file lock, so two ``grid``
+processes on one ``out_dir`` take turns instead of colliding. The stages are also separate
+functions (``train_all``, ``collect_all``, ``measure_all``), as the notebooks call them.
+
+Locally::
+
+    python -m lib grid --profile smoke              # everything, one job after another
+    python -m lib grid --profile cpu --only-train   # training only
+    python -m lib grid --profile paper --dry-run    # job list with estimated A100 GPU-hours
+    python -m lib train --profile cpu --run L1-d32-e1-wd0.1-s0 [--retrain]   # one run
+
+On a SLURM cluster: ``python -m lib grid --profile paper --slurm`` (``lib.stages.slurm``).
+
+Cost model (``plan_jobs``): training FLOPs = 6 N tokens + attention, with N the matmul
+parameters L(12d^2 + 10d) + Vd (the tied LM head included), tokens = epochs x training tokens,
+attention 6 d (global layers x T + local layers x min(window, T)) per token; each epoch's
+validation and each collection pass (one over the training blocks, one over the validation
+blocks, per measured checkpoint) cost the forward third of that. GPU-hours assume the profile's
+``cluster.utilization`` (default 40%) of ``cluster.peak_tflops`` (default 312 TFLOP/s, A100
+bf16 dense); token counts come from the prepared corpus or, before it exists, from
+``cluster.train_tokens_estimate`` / ``cluster.val_tokens_estimate``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from lib.core.errors import UserError
+from lib.core.paths import Layout, atomic_write_json, lock_for, read_json
+from lib.core.provenance import CORPUS_HASHES, sha256_file, weights_sha256
+from lib.lm.data import PreparedCorpus, prepare_corpus
+from lib.lm.devices import resolve_device
+from lib.lm.model import RunName
+from lib.lm.profiles import Profile
+from lib.nc.measure import measure_stats_file
+from lib.nc.stats_file import (
+    PASSES,
+    load_stats_metadata,
+    partial_path,
+    stale_reasons,
+    stored_layers,
+)
+from lib.stages.collect import collect_model_stats
+from lib.stages.layers import layers_section, profile_layers
+from lib.stages.train import is_trained, train_run
+
+JOB_STAGES = ("train", "collect", "measure")
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+
+def _device(profile: Profile) -> str:
+    return resolve_device(profile.device).type
+
+
+def prepare_profile_corpus(profile: Profile, progress: bool = True) -> PreparedCorpus:
+    """The profile's tokenized corpus (cached in ``out_dir/corpus``; rebuilt when text changed)."""
+    return prepare_corpus(corpus=profile.corpus, tokenizer=profile.tokenizer,
+                          context_len=profile.context_len, cache_dir=Layout(profile.out_path).corpus,
+                          progress=progress)
+
+
+def train_profile_run(profile: Profile, run: RunName, *, corpus: PreparedCorpus | None = None,
+                      progress: bool = True, device: str | None = None,
+                      retrain: bool = False) -> dict:
+    """Train one run of a profile (preparing the corpus first when none is given)."""
+    if run.run not in profile.runs():
+        raise UserError(f"run {run.run} is not in profile {profile.name!r}; pick one of its runs "
+                        f"(python -m lib grid --profile {profile.name} --dry-run lists them)")
+    corpus = corpus if corpus is not None else prepare_profile_corpus(profile, progress)
+    return train_run(run, corpus=corpus, training=profile.training, model_cfg=profile.model,
+                     out_dir=profile.out_path, device=device or profile.device, progress=progress,
+                     retrain=retrain, retrain_command=(
+                         f"python -m lib train --profile {profile.name} --run {run.run} --retrain"))
+
+
+def collect_inputs(profile: Profile, ck: RunName) -> dict[str, str] | None:
+    """The hashes a stats file of ``ck`` must record to be current: the checkpoint's weights,
+    the corpus blocks and tokenizer (from its manifest). None before the checkpoint exists."""
+    layout = Layout(profile.out_path)
+    model_dir = layout.checkpoint_dir(ck)
+    if not (model_dir / "config.json").is_file() or not layout.manifest.is_file():
+        return None
+    manifest = read_json(layout.manifest)
+    return {"weights_sha256": weights_sha256(model_dir),
+            **{k: manifest[k] for k in CORPUS_HASHES}}
+
+
+def block_caps(profile: Profile, fraction: float | None = None) -> tuple[int, int]:
+    """(training, validation) blocks a stats file reads: the profile's caps, and for the
+    sensitivity study ``fraction`` of those training blocks (at least one)."""
+    manifest = read_json(Layout(profile.out_path).manifest)
+    col = profile.collect
+    n_train = min(manifest["n_train_blocks"], col.max_train_blocks or manifest["n_train_blocks"])
+    n_val = min(manifest["n_val_blocks"], col.max_val_blocks or manifest["n_val_blocks"])
+    return (n_train if fraction is None else max(1, math.ceil(fraction * n_train))), n_val
+
+
+def is_collected(profile: Profile, ck: RunName, fraction: float | None = None) -> bool:
+    """A finished stats file made from the current checkpoint and corpus (hashes compared)
+    over the blocks the profile asks for (a changed ``collect`` cap is recollected too), holding
+    at least the layers the profile asks for (``collect.layers``, lib.stages.layers)."""
+    inputs = collect_inputs(profile, ck)
+    path = Layout(profile.out_path).stats(ck, fraction)
+    if inputs is None or stale_reasons(path, **inputs):
+        return False
+    meta = load_stats_metadata(path)
+    blocks = (int(meta["pass1_blocks"]), int(meta["pass2_blocks"]))
+    return (blocks == block_caps(profile, fraction)
+            and set(profile_layers(profile, ck, fraction)) <= set(stored_layers(meta)))
+
+
+def is_measured(profile: Profile, ck: RunName, fraction: float | None = None) -> bool:
+    """A metrics file measured from the current stats file (its sha256 recorded and equal)."""
+    layout = Layout(profile.out_path)
+    path, stats = layout.metrics(ck, fraction), layout.stats(ck, fraction)
+    return (path.is_file() and stats.is_file()
+            and read_json(path).get("stats_sha256") == sha256_file(stats))
+
+
+def collect_checkpoint(profile: Profile, ck: RunName, corpus: PreparedCorpus, progress: bool = True,
+                       fraction: float | None = None) -> Path:
+    """Statistics of one trained checkpoint; a current stats file is kept, a stale one redone.
+
+    ``fraction``: the sensitivity study's statistics on that fraction of the training blocks.
+    Runs under the stats file's lock, so a second process waits and then finds it current.
+    """
+    layout = Layout(profile.out_path)
+    model_dir, path = layout.checkpoint_dir(ck), layout.stats(ck, fraction)
+    if not (model_dir / "config.json").is_file():
+        raise UserError(f"no checkpoint {model_dir}; train it first: python -m lib train "
+                        f"--profile {profile.name} --run {ck.run}")
+    with lock_for(path):
+        if is_collected(profile, ck, fraction):
+            return path
+        throughput = layout.throughput(ck, fraction)
+        for stale in (path, partial_path(path), throughput):  # made from other inputs
+            stale.unlink(missing_ok=True)
+        n_train, n_val = block_caps(profile, fraction)
+        start = time.perf_counter()
+        collect_model_stats(
+            model_dir, corpus.train_blocks(), corpus.val_blocks(), path,
+            batch_size=profile.collect.batch_size, device=_device(profile),
+            max_train_blocks=n_train, max_val_blocks=n_val, progress=progress,
+            blocks_tokenizer_sha256=read_json(layout.manifest)["tokenizer_sha256"],
+            layers=profile_layers(profile, ck, fraction) or None)
+        seconds, meta = time.perf_counter() - start, load_stats_metadata(path)
+        tokens = sum(int(meta.get(f"pass{i}_tokens", 0)) for i in PASSES)
+        atomic_write_json(throughput, {  # all passes' tokens over the wall time
+            "collect_seconds": seconds, "collect_tokens": tokens,
+            "collect_device": _device(profile), "collect_tokens_per_s": tokens / max(seconds, 1e-9)})
+    return path
+
+
+def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
+                       fraction: float | None = None) -> Path:
+    """The measures of one checkpoint's statistics, with its run spec, as metrics JSON.
+
+    Records ``stats_sha256`` (the stats file measured), so a recollected file is re-measured;
+    stats with layers add the section ``layers``: {index: measures} (``lib.stages.layers``).
+    """
+    layout = Layout(profile.out_path)
+    stats_file, path = layout.stats(ck, fraction), layout.metrics(ck, fraction)
+    with lock_for(path):
+        if is_measured(profile, ck, fraction):
+            return path
+        stats_sha256 = sha256_file(stats_file)
+        measures = {**measure_stats_file(stats_file, device=_device(profile), progress=progress),
+                    **layers_section(stats_file, device=_device(profile))}  # {} without layers
+        throughput = layout.throughput(ck, fraction)
+        extra = read_json(throughput) if throughput.is_file() else {}
+        if fraction is not None and fraction < 1:
+            extra["train_fraction"] = fraction
+        return atomic_write_json(path, {**measures, **extra, "run": str(ck), "spec": ck.as_dict(),
+                                        "stats_sha256": stats_sha256})
+
+
+def sensitivity_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True) -> list[Path]:
+    """Statistics and measures of each ``sensitivity.runs`` checkpoint on each of
+    ``sensitivity.fractions`` of its training blocks (current files kept); the metrics paths."""
+    out = []
+    for ck in profile.sensitivity.checkpoints():
+        for fraction in profile.sensitivity.fractions:
+            if not is_collected(profile, ck, fraction):
+                corpus = _corpus(profile, corpus, progress)
+                collect_checkpoint(profile, ck, corpus, progress, fraction)
+            out.append(measure_checkpoint(profile, ck, progress, fraction))
+    return out
+
+
+def train_runs(profile: Profile, runs: Sequence[RunName], *, corpus: PreparedCorpus | None = None,
+               progress: bool = True, bar: tqdm | None = None, retrain: bool = False,
+               say: Callable[[str], None] | None = None) -> None:
+    """Train each run. Finished runs return at once, but only after their settings (corpus
+    included) are checked against the profile's: a run trained on other data is refused (or,
+    with ``retrain``, trained again), not reused."""
+    for run in runs:
+        corpus = _corpus(profile, corpus, progress)
+        train_profile_run(profile, run, corpus=corpus, progress=progress, retrain=retrain)
+        _tick(bar, f"trained {run}", say)
+
+
+def collect_checkpoints(profile: Profile, cks: Sequence[RunName], *,
+                        corpus: PreparedCorpus | None = None, progress: bool = True,
+                        bar: tqdm | None = None, say: Callable[[str], None] | None = None
+                        ) -> None:
+    """Collect the statistics of each checkpoint unless they are current."""
+    for ck in cks:
+        if not is_collected(profile, ck):
+            corpus = _corpus(profile, corpus, progress)
+            collect_checkpoint(profile, ck, corpus, progress)
+        _tick(bar, f"collected {ck}", say)
+
+
+def measure_checkpoints(profile: Profile, cks: Sequence[RunName], *, progress: bool = True,
+                        bar: tqdm | None = None, say: Callable[[str], None] | None = None
+                        ) -> None:
+    """Measure each checkpoint unless its metrics are of its current stats file."""
+    for ck in cks:
+        if not is_measured(profile, ck):
+            measure_checkpoint(profile, ck, progress)
+        _tick(bar, f"measured {ck}", say)
+
+
+def run_job(profile: Profile, run: RunName, *, corpus: PreparedCorpus | None = None,
+            stages: Sequence[str] = JOB_STAGES, progress: bool = True,
+            bar: tqdm | None = None, retrain: bool = False,
+            say: Callable[[str], None] | None = None) -> None:
+    """The stages of one run (a SLURM task): train it, then collect and measure each of its
+    checkpoints. Finished work is skipped only when current (``train_runs``,
+    ``collect_checkpoints``, ``measure_checkpoints``); ``say`` gets one line per finished step
+    (task logs)."""
+    unknown = [s for s in stages if s not in JOB_STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage {unknown[0]!r}; stages: {', '.join(JOB_STAGES)}")
+    cks = profile.checkpoints_of(run)
+    if "train" in stages:
+        train_runs(profile, [run], corpus=corpus, progress=progress, bar=bar, retrain=retrain,
+                   say=say)
+    if "collect" in stages:
+        collect_checkpoints(profile, cks, corpus=corpus, progress=progress, bar=bar, say=say)
+    if "measure" in stages:
+        measure_checkpoints(profile, cks, progress=progress, bar=bar, say=say)
+
+
+def _corpus(profile: Profile, corpus: PreparedCorpus | None, progress: bool) -> PreparedCorpus:
+    return corpus if corpus is not None else prepare_profile_corpus(profile, progress)
+
+
+def _tick(bar: tqdm | None, text: str, say: Callable[[str], None] | None = None) -> None:
+    if say is not None:
+        say(text)
+    if bar is not None:
+        bar.set_postfix_str(text, refresh=False)
+        bar.update(1)
+
+
+def _bar(profile: Profile, total: int, what: str, progress: bool) -> tqdm:
+    return tqdm(total=total, desc=f"{profile.name}: {what}", disable=not progress, unit="step")
+
+
+def run_local(profile: Profile, progress: bool = True, only_train: bool = False,
+              retrain: bool = False) -> None:
+    """Prepare the corpus once, then every run's job in turn (current work skipped), under one
+    progress bar; ``only_train``: train every run and stop."""
+    if only_train:
+        return train_all(profile, progress=progress, retrain=retrain)
+    corpus = _corpus(profile, None, progress)
+    total = len(profile.runs()) + 2 * len(profile.checkpoints())
+    with _bar(profile, total, "+".join(JOB_STAGES), progress) as bar:
+        for run in profile.runs():
+            run_job(profile, run, corpus=corpus, progress=progress, bar=bar, retrain=retrain)
+
+
+def train_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True,
+              retrain: bool = False) -> None:
+    """Train every run of the profile (current runs skipped)."""
+    corpus = _corpus(profile, corpus, progress)
+    with _bar(profile, len(profile.runs()), "train", progress) as bar:
+        train_runs(profile, profile.runs(), corpus=corpus, progress=progress, bar=bar,
+                   retrain=retrain)
+
+
+def collect_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True) -> None:
+    """Collect every checkpoint of the profile (current statistics kept)."""
+    corpus = _corpus(profile, corpus, progress)
+    with _bar(profile, len(profile.checkpoints()), "collect", progress) as bar:
+        collect_checkpoints(profile, profile.checkpoints(), corpus=corpus, progress=progress, bar=bar)
+
+
+def measure_all(profile: Profile, *, progress: bool = True) -> None:
+    """Measure every checkpoint of the profile (current metrics kept)."""
+    with _bar(profile, len(profile.checkpoints()), "measure", progress) as bar:
+        measure_checkpoints(profile, profile.checkpoints(), progress=progress, bar=bar)
+
+
+def pending_runs(profile: Profile, stages: Sequence[str] = JOB_STAGES) -> list[RunName]:
+    """Runs with work left in the given stages."""
+    def done(run: RunName) -> bool:
+        cks = profile.checkpoints_of(run)
+        return (("train" not in stages or is_trained(profile.out_path, run))
+                and ("collect" not in stages or all(is_collected(profile, c) for c in cks))
+                and ("measure" not in stages or all(is_measured(profile, c) for c in cks)))
+
+    return [run for run in profile.runs() if not done(run)]

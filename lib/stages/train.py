@@ -1,0 +1,361 @@
+"""Training one GPT-Neo run: a plain PyTorch loop reproducing Hugging Face Trainer defaults.
+
+What matches the Trainer: AdamW (betas/eps from the profile), weight decay on every parameter
+except biases and LayerNorm weights (Trainer's own ``get_parameter_names`` rule), learning rate
+decayed linearly to 0 over all steps (``get_linear_schedule_with_warmup``), gradient-norm
+clipping, the last partial batch of an epoch kept, labels = input ids (the model shifts them).
+bf16 autocast and fused AdamW on CUDA, fp32 on CPU.
+
+Seeds. The initial weights depend only on the profile's ``model.init_seed``; the data order
+depends only on ``lib.lm.data.block_order(n_blocks, run.seed, epoch)``. So two runs that differ only
+in their shuffling seed start from identical weights and see the same blocks in another order,
+which is what the paper's seed-only replicas require. (The model has no dropout, so no other
+randomness acts during training.)
+
+Files (``out_dir/models/<run>/``, paths from ``lib.core.paths.Layout``): ``checkpoint-<epoch>/`` per
+epoch (``save_pretrained`` of model and tokenizer, plus the training state: optimiser tensors
+and RNG states in ``training_state.safetensors``, everything else in ``training_state.json``;
+no pickle is ever written or read), each built in a temporary folder and renamed into place;
+and ``results.json``. An interrupted run resumes from its last complete checkpoint.
+
+Provenance. ``results.json`` records the run's inputs (``settings``): the training and model
+settings (the init seed among them), the batch size, and from the corpus manifest the sha256 of
+the training and validation blocks and of the tokenizer; each checkpoint record adds the sha256
+of its weights. A finished run whose recorded inputs equal the current ones is never retrained.
+One whose inputs changed (other text, tokenizer or settings) is refused with a message naming
+what changed and the command that retrains it (``--retrain``), which discards the old run.
+
+Concurrency. Everything touching a run's folder happens under its lock
+(``models/.<run>.lock``, ``lib.core.paths.lock_for``): a second process training the same run waits, then finds
+it finished; nobody deletes another process's temporary checkpoint folder.
+
+From a profile and the shell: ``lib.stages.pipeline`` (``python -m lib train --profile smoke --run
+L1-d16-e1-wd0.0005-s0 [--retrain]``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lib.core.errors import UserError
+from lib.core.paths import (
+    Layout,
+    atomic_write_json,
+    discard_dir,
+    lock_for,
+    read_json,
+)
+from lib.core.provenance import CORPUS_HASHES, changed_paths
+from lib.lm.data import PreparedCorpus, block_order
+from lib.lm.devices import resolve_device
+from lib.lm.model import (
+    RunName,
+    build_model,
+    count_params,
+    gpt_neo_config,
+    load_causal_lm,
+    paper_param_count,
+)
+from lib.lm.sections import ModelConfig, TrainingConfig
+from lib.stages.checkpoints import (
+    last_checkpoint,
+    read_training_state,
+    restore_state,
+    save_checkpoint,
+)
+
+# Trainer's rule: no weight decay for biases and normalisation weights.
+NO_DECAY_PATTERNS = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Stored results
+
+
+def read_results(out_dir: str | os.PathLike, run: RunName) -> dict | None:
+    """The stored results.json of a run, or None if it has none yet."""
+    path = Layout(out_dir).results(run)
+    return read_json(path) if path.is_file() else None
+
+
+def is_trained(out_dir: str | os.PathLike, run: RunName) -> bool:
+    """Whether the run finished (its inputs are checked when it is trained or reused)."""
+    results = read_results(out_dir, run)
+    return results is not None and results.get("status") == "complete"
+
+
+# ---------------------------------------------------------------------------------------------
+# Device, optimiser, schedule
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 autocast on CUDA, fp32 on CPU."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups as the Trainer builds them: decayed weights, and the rest."""
+    from transformers.trainer_pt_utils import get_parameter_names
+
+    decay = set(get_parameter_names(model, [nn.LayerNorm], NO_DECAY_PATTERNS))
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for n, p in named if n in decay], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if n not in decay], "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(model: nn.Module, training: TrainingConfig, weight_decay: float,
+                   device: torch.device) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
+        param_groups(model, weight_decay), lr=training.lr, betas=tuple(training.adam_betas),
+        eps=training.adam_eps, fused=device.type == "cuda",
+    )
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, training: TrainingConfig, total_steps: int):
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    if training.lr_schedule == "linear":
+        return get_linear_schedule_with_warmup(optimizer, training.warmup_steps, total_steps)
+    return get_constant_schedule_with_warmup(optimizer, training.warmup_steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# One epoch, evaluation
+
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _batch(blocks: np.ndarray, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(blocks[idx], dtype=np.int64)).to(device)  # (B, T)
+
+
+def train_epoch(model: nn.Module, optimizer, scheduler, blocks: np.ndarray, order: np.ndarray,
+                batch_size: int, max_grad_norm: float, device: torch.device, precision: str,
+                bar: tqdm | None = None) -> tuple[float, int]:
+    """One pass over ``blocks`` in ``order``; returns (token-weighted mean loss, tokens seen)."""
+    model.train()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    n_pred, n_seen, t0 = 0, 0, time.perf_counter()
+    for step, start in enumerate(range(0, len(order), batch_size)):
+        ids = _batch(blocks, order[start:start + batch_size], device)  # (B, T)
+        with _autocast(device, precision):
+            loss = model(input_ids=ids, labels=ids).loss  # mean over B*(T-1) next tokens
+        loss.backward()
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        k = ids.shape[0] * (ids.shape[1] - 1)
+        loss_sum += loss.detach().double() * k
+        n_pred, n_seen = n_pred + k, n_seen + ids.numel()
+        if bar is not None:
+            bar.update(1)
+            if step % 10 == 0:
+                rate = n_seen / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{rate:,.0f}")
+    return (loss_sum / n_pred).item(), n_seen
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, blocks: np.ndarray, batch_size: int, device: torch.device,
+             precision: str) -> dict:
+    """Validation loss (nats/token, token-weighted), top-1 next-token accuracy, perplexity."""
+    model.eval()
+    nll, correct, n = 0.0, 0, 0
+    for start in range(0, len(blocks), batch_size):
+        ids = _batch(blocks, np.arange(start, min(start + batch_size, len(blocks))), device)
+        with _autocast(device, precision):
+            logits = model(input_ids=ids).logits[:, :-1].float()  # (B, T-1, V)
+        target = ids[:, 1:]  # (B, T-1)
+        nll += torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum").item()
+        correct += (logits.argmax(-1) == target).sum().item()
+        n += target.numel()
+    loss = nll / n
+    return {"val_loss": loss, "val_acc": correct / n, "val_ppl": math.exp(loss)}
+
+
+# ---------------------------------------------------------------------------------------------
+# A whole run
+
+
+def run_inputs(run: RunName, corpus: PreparedCorpus, training: TrainingConfig, model_cfg: ModelConfig,
+               batch_size: int) -> dict:
+    """Everything that determines the trained weights, JSON-normalised: recorded as
+    ``settings`` in results.json and each checkpoint, compared before anything is reused."""
+    manifest = read_json(Path(corpus.cache_dir) / "manifest.json")
+    settings = {"run": str(run), "training": training.model_dump(mode="json"),
+                "model": model_cfg.model_dump(mode="json"),
+                "init_seed": model_cfg.init_seed, "batch_size": batch_size,
+                "vocab_size": corpus.vocab_size, "context_len": corpus.context_len,
+                "n_train_blocks": corpus.n_train_blocks, "n_val_blocks": corpus.n_val_blocks,
+                **{key: manifest.get(key) for key in CORPUS_HASHES}}
+    return json.loads(json.dumps(settings))
+
+
+def changed_inputs(run: RunName, *, corpus: Any, training: TrainingConfig,
+                   model_cfg: ModelConfig, out_dir: str | os.PathLike) -> list[str]:
+    """The inputs that differ from those the run's folder was trained from ([]: none, or no
+    folder yet): what ``train_run`` would refuse the run for, checked without training."""
+    run = run.run
+    recorded = _recorded_inputs(Layout(out_dir), run, "retrain the run (--retrain)")
+    if recorded is None:
+        return []
+    settings = run_inputs(run, corpus, training, model_cfg,
+                          training.batch_size_for(run.depth, run.width))
+    return changed_paths(recorded, settings) if recorded != settings else []
+
+
+def _recorded_inputs(layout: Layout, run: RunName, fix: str) -> dict | None:
+    """The inputs a run folder was made from: results.json, else its last checkpoint's state."""
+    results = read_results(layout.root, run)
+    if results is not None:
+        return results.get("settings", {})
+    epoch = last_checkpoint(layout.run_dir(run))
+    if epoch:
+        return read_training_state(layout.run_dir(run) / f"checkpoint-{epoch}", fix)[1]["settings"]
+    return None
+
+
+def _check_corpus(corpus: PreparedCorpus, batch_size: int) -> None:
+    if corpus.n_train_blocks < batch_size:
+        raise UserError(
+            f"the training corpus has {corpus.n_train_blocks} blocks of {corpus.context_len} "
+            f"tokens, fewer than one batch of {batch_size}; use more stories "
+            "(corpus.max_train_stories), a shorter context_len or a smaller batch_size"
+        )
+    if corpus.n_val_blocks < 1:
+        raise UserError(
+            f"the validation corpus has no block of {corpus.context_len} tokens; use more "
+            "validation stories (corpus.max_val_stories) or a shorter context_len"
+        )
+
+
+def _results(run: RunName, settings: dict, model: nn.Module, corpus: PreparedCorpus, device: torch.device,
+             precision: str, records: list[dict], status: str) -> dict:
+    import transformers
+
+    spec = run.run.as_dict()
+    spec.update(lr=settings["training"]["lr"], batch_size=settings["batch_size"],
+                context_len=corpus.context_len, vocab_size=corpus.vocab_size)
+    return {
+        "run": str(run.run), "spec": spec, "settings": settings, "status": status,
+        "n_params": count_params(model),
+        "paper_param_count": paper_param_count(run.depth, run.width, corpus.vocab_size,
+                                               corpus.context_len),
+        "n_train_blocks": corpus.n_train_blocks, "n_train_tokens": corpus.n_train_tokens,
+        "checkpoints": records, "device": device.type, "precision": precision,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+
+
+def build_run_model(run: RunName, corpus: PreparedCorpus, model_cfg: ModelConfig,
+                    tokenizer: Any = None) -> nn.Module:
+    """A fresh model of one run: its initial weights depend on model_cfg.init_seed only."""
+    config = gpt_neo_config(
+        run.depth, run.width, corpus.vocab_size, corpus.context_len, n_head=model_cfg.n_head,
+        window_size=model_cfg.window_size, attn_implementation=model_cfg.attn_implementation,
+        bos_token_id=getattr(tokenizer, "bos_token_id", None),
+        eos_token_id=getattr(tokenizer, "eos_token_id", None),
+    )
+    return build_model(config, seed=model_cfg.init_seed)
+
+
+def train_run(run: RunName, *, corpus: PreparedCorpus, training: TrainingConfig, model_cfg: ModelConfig,
+              out_dir: str | os.PathLike, device: str = "auto", progress: bool = True,
+              stop_after_epochs: int | None = None, retrain: bool = False,
+              retrain_command: str | None = None) -> dict:
+    """Train one run (resuming from its last checkpoint) and return its results.json content.
+
+    ``corpus`` is a ``lib.lm.data.PreparedCorpus``. A run whose results say ``complete`` and whose
+    recorded inputs equal the current ones is returned as stored. A run folder made from other
+    inputs, or with an unreadable training state, raises ``UserError`` naming what is wrong and
+    ``retrain_command``. ``retrain=True`` discards any run folder that is not a finished run of
+    the current inputs and trains afresh. ``stop_after_epochs`` stops early (a test hook that
+    simulates an interruption).
+    """
+    run = run.run
+    layout = Layout(out_dir)
+    directory = layout.run_dir(run)
+    batch_size = training.batch_size_for(run.depth, run.width)
+    settings = run_inputs(run, corpus, training, model_cfg, batch_size)
+    fix = f"retrain it with: {retrain_command or 'train_run(..., retrain=True)'}"
+    with lock_for(directory):
+        if retrain and directory.exists() and not (is_trained(out_dir, run) and read_results(
+                out_dir, run).get("settings") == settings):
+            discard_dir(directory)
+        recorded = _recorded_inputs(layout, run, fix)
+        if recorded is not None and recorded != settings:
+            raise UserError(f"{directory}: run {run} was trained from other inputs "
+                            f"({', '.join(changed_paths(recorded, settings))} changed); {fix}")
+        stored = read_results(out_dir, run)
+        if stored is not None and stored.get("status") == "complete":
+            return stored
+        _check_corpus(corpus, batch_size)
+        directory.mkdir(parents=True, exist_ok=True)
+        return _train(run, layout, corpus, training, model_cfg, settings, batch_size,
+                      resolve_device(device), progress, stop_after_epochs, fix)
+
+
+def _train(run: RunName, layout: Layout, corpus: PreparedCorpus, training: TrainingConfig,
+           model_cfg: ModelConfig, settings: dict, batch_size: int, device: torch.device,
+           progress: bool, stop_after_epochs: int | None, fix: str) -> dict:
+    precision = resolve_precision(training.precision, device)
+    directory = layout.run_dir(run)
+    tokenizer = corpus.tokenizer()
+    train_blocks, val_blocks = corpus.train_blocks(), corpus.val_blocks()  # (n, T) int32
+    steps_per_epoch = math.ceil(corpus.n_train_blocks / batch_size)
+    start = last_checkpoint(directory)
+    model = (build_run_model(run, corpus, model_cfg, tokenizer) if start == 0
+             else load_causal_lm(directory / f"checkpoint-{start}").train())
+    model.to(device)
+    optimizer = make_optimizer(model, training, run.weight_decay, device)
+    scheduler = make_scheduler(optimizer, training, run.epochs * steps_per_epoch)
+    records: list[dict] = []
+    if start:
+        tensors, plain = read_training_state(directory / f"checkpoint-{start}", fix)
+        restore_state(tensors, plain, optimizer, scheduler)
+        records = plain["records"]
+    last = run.epochs if stop_after_epochs is None else min(run.epochs, stop_after_epochs)
+    last = max(last, start)
+    bar = tqdm(total=(last - start) * steps_per_epoch, desc=str(run), disable=not progress,
+               unit="step", leave=False)
+    tokens_seen = records[-1]["tokens_seen"] if records else 0
+    for epoch in range(start + 1, last + 1):
+        t0 = time.perf_counter()
+        order = block_order(corpus.n_train_blocks, run.seed, epoch)
+        train_loss, n_tok = train_epoch(model, optimizer, scheduler, train_blocks, order,
+                                        batch_size, training.max_grad_norm, device, precision, bar)
+        train_s = time.perf_counter() - t0
+        tokens_seen += n_tok
+        record = {"epoch": epoch, "train_loss": train_loss, "tokens_seen": tokens_seen,
+                  **evaluate(model, val_blocks, training.eval_batch_size, device, precision),
+                  "wall_s": time.perf_counter() - t0, "train_tokens_per_s": n_tok / train_s}
+        records = save_checkpoint(directory, epoch, model, tokenizer, optimizer, scheduler,
+                                  [*records, record], settings)
+        if epoch < last:
+            atomic_write_json(layout.results(run), _results(
+                run, settings, model, corpus, device, precision, records, "running"))
+    bar.close()
+    # Once more after the loop: also completes a run interrupted between checkpoint and results.
+    status = "complete" if last == run.epochs else "running"
+    results = _results(run, settings, model, corpus, device, precision, records, status)
+    atomic_write_json(layout.results(run), results)
+    return results

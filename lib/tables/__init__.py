@@ -1,0 +1,1 @@
+"""Files to tables and statistics: results, correlations, claims, tokens, the authors' numbers."""

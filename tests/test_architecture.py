@@ -1,0 +1,125 @@
+"""The import graph of lib/: layered by ``lib.LAYERS``, no cycles, no module over the size limit."""
+
+import ast
+from pathlib import Path
+
+import lib
+
+LIB = Path(lib.__file__).resolve().parent
+MAX_LINES = 400
+
+
+def _module_name(path: Path) -> str:
+    parts = ("lib", *path.relative_to(LIB).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(LIB.rglob("*.py"))}
+
+
+def _target(name: str) -> str | None:
+    """The lib module that a dotted import name refers to (a module, or its package)."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _imports(module: str, source: str | None = None) -> list[tuple[str, int, bool]]:
+    """(imported lib module, line, inside a function) for every import statement of ``module``
+    (its file, or ``source`` when given)."""
+    path, found = MODULES[module], []
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+
+    def visit(node: ast.AST, local: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = local or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            names: list[str] = []
+            if isinstance(child, ast.Import):
+                names = [a.name for a in child.names]
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    up = package.split(".")[: len(package.split(".")) - child.level + 1]
+                    base = ".".join([*up, base] if base else up)
+                names = [f"{base}.{a.name}" for a in child.names]
+            for name in names:
+                target = _target(name) if name.split(".")[0] == "lib" else None
+                if target and target != module and target != "lib":
+                    found.append((target, child.lineno, local))
+            visit(child, inner)
+
+    visit(ast.parse(path.read_text() if source is None else source), False)
+    return found
+
+
+GRAPH = {m: _imports(m) for m in MODULES}
+
+
+def _layer(module: str) -> int:
+    """Index in ``lib.LAYERS`` of a module's subpackage; lib's own top-level files are above all."""
+    parts = module.split(".")
+    return lib.LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in lib.LAYERS \
+        else len(lib.LAYERS)
+
+
+def test_every_subpackage_is_declared_in_layers():
+    packages = {p.parent.name for p in LIB.glob("*/__init__.py")}
+    assert packages == set(lib.LAYERS)
+
+
+def test_imports_follow_the_layer_order():
+    wrong = [f"{m}:{line} imports {t}" for m, edges in GRAPH.items() for t, line, _ in edges
+             if _layer(t) > _layer(m)]
+    assert not wrong, "imports against lib.LAYERS:\n" + "\n".join(wrong)
+
+
+def test_no_function_local_imports_of_lib_modules():
+    local = [f"{m}:{line} imports {t}" for m, edges in GRAPH.items() for t, line, inner in edges
+             if inner]
+    assert not local, "function-local imports of lib (import at the top):\n" + "\n".join(local)
+
+
+def _find_cycle(graph: dict[str, list[tuple[str, int, bool]]]) -> list[str] | None:
+    """One import cycle of ``graph`` as a path that returns to its start, or None."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def walk(m: str) -> list[str] | None:
+        state[m] = 1
+        path.append(m)
+        for t, _, _ in graph.get(m, []):
+            if state.get(t) == 1:
+                return path[path.index(t):] + [t]
+            if t not in state and (cycle := walk(t)):
+                return cycle
+        state[m] = 2
+        path.pop()
+        return None
+
+    for m in graph:
+        if m not in state and (cycle := walk(m)):
+            return cycle
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    cycle = _find_cycle(GRAPH)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_no_module_is_over_the_size_limit():
+    long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines (split them by concern): {long}"
+
+
+def test_the_checker_sees_local_imports_cycles_and_package_attributes():
+    """The checks can fail: a function-local import, a cycle and an upward import are found."""
+    source = ("from lib.nc import ClassStats\n"
+              "def f():\n    from lib.series import paper\n    import lib.stages.collect\n")
+    edges = {(t, inner) for t, _, inner in _imports("lib.core.errors", source)}
+    assert edges == {("lib.nc", False), ("lib.series.paper", True), ("lib.stages.collect", True)}
+    assert _layer("lib.series.paper") > _layer("lib.core.errors")
+    assert _find_cycle({"a": [("b", 1, False)], "b": [("c", 1, True)], "c": [("a", 1, False)]}) \
+        == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": [("b", 1, False)], "b": []}) is None
+    assert _target("lib.stages.collect.collect_model_stats") == "lib.stages.collect"
