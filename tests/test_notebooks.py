@@ -164,12 +164,12 @@ def test_sync_refuses_when_both_twins_changed(tmp_path):
 
 
 def test_sync_cli_refusal_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
-    from lib.series import paper
+    from lib.series import paper, sources
 
     src, nb_path = _demo_pair(tmp_path)
     src.write_text(src.read_text(encoding="utf-8").replace("x = 1", "x = 3"), encoding="utf-8")
     _edit_ipynb(nb_path, "x = 2")
-    monkeypatch.setattr(paper, "NOTEBOOKS_DIR", tmp_path)
+    monkeypatch.setattr(sources, "NOTEBOOKS_DIR", tmp_path)
     parser = argparse.ArgumentParser()
     paper.register_cli(parser.add_subparsers())
     args = parser.parse_args(["paper", "--sync-notebooks"])

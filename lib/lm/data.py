@@ -34,6 +34,7 @@ from lib.core.paths import (
 )
 from lib.core.provenance import sha256_array, sha256_json, sha256_texts, tokenizer_sha256
 from lib.lm import texts as sources
+from lib.lm.gpt2_bpe import gpt2_tokenizer
 from lib.lm.model import check_model_folder
 from lib.lm.profiles import validated
 from lib.lm.sections import CorpusConfig, TokenizerConfig
@@ -124,8 +125,6 @@ def get_tokenizer(tokenizer: TokenizerConfig | Mapping, train_texts: list[str] |
         if spec["kind"] == "bpe":
             tok = train_bpe_tokenizer(train_texts, spec["vocab_size"], build)
         elif spec["kind"] == "gpt2-bpe":
-            from lib.lm.gpt2_bpe import gpt2_tokenizer
-
             tok = gpt2_tokenizer()
             tok.save_pretrained(str(build))
         else:
