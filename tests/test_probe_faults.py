@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import nbformat
 import pytest
 import torch
+from stats_helpers import random_stats
 
 from lib import __main__ as cli
 from lib.core import paths
@@ -20,17 +21,6 @@ from lib.nc import stats_file as sf
 from lib.series import paper
 
 SMOKE = (PROFILES_DIR / "smoke.yaml").read_text(encoding="utf-8")
-
-
-def _stats(K: int = 8, D: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    counts = torch.randint(2, 20, (K,), generator=g)
-    val_counts = torch.randint(1, 10, (K,), generator=g)
-    return {"counts": counts,
-            "sums": (torch.randn(K, D, generator=g, dtype=torch.float64) + 2) * counts[:, None],
-            "sq_dev": torch.rand(K, generator=g, dtype=torch.float64) * counts,
-            "val_counts": val_counts, "val_agree": val_counts // 2,
-            "lm_head": torch.randn(K, D, generator=g)}
 
 
 META = {"model": "m", "tokenizer": "t", "vocab_size": "8", "width": "4", "weights_sha256": "w" * 64,
@@ -201,7 +191,7 @@ def test_out_onto_a_folder_is_refused(tmp_path, capsys):
 
 
 def test_measure_out_onto_model_weights_is_refused(tmp_path, capsys):
-    stats = sf.write_stats(tmp_path / "stats.safetensors", _stats(), META)
+    stats = sf.write_stats(tmp_path / "stats.safetensors", random_stats(), META)
     checkpoint = tmp_path / "checkpoint-1"
     checkpoint.mkdir()
     weights = checkpoint / "model.safetensors"
@@ -220,14 +210,14 @@ def test_measure_out_onto_model_weights_is_refused(tmp_path, capsys):
 
 
 def test_equal_statistics_give_equal_bytes(tmp_path):
-    a = sf.write_stats(tmp_path / "a.safetensors", _stats(), META)
-    b = sf.write_stats(tmp_path / "b.safetensors", _stats(), dict(reversed(META.items())))
+    a = sf.write_stats(tmp_path / "a.safetensors", random_stats(), META)
+    b = sf.write_stats(tmp_path / "b.safetensors", random_stats(), dict(reversed(META.items())))
     assert a.read_bytes() == b.read_bytes()
     assert sf.read_stats(a)[1]["model"] == "m"
 
 
 def test_metrics_json_is_strict_with_reasons(tmp_path):
-    tensors = _stats()
+    tensors = random_stats()
     tensors["sums"][1] = tensors["sums"][0] / tensors["counts"][0] * tensors["counts"][1]
     stats = sf.write_stats(tmp_path / "stats.safetensors", tensors, META)
     out = tmp_path / "metrics.json"
@@ -248,7 +238,7 @@ def test_strict_json_marks_every_non_finite_value():
 
 
 def test_collect_out_onto_another_models_statistics_is_refused(tmp_path, capsys):
-    other = sf.write_stats(tmp_path / "stats.safetensors", _stats(), {**META, "model": "gpt2"})
+    other = sf.write_stats(tmp_path / "stats.safetensors", random_stats(), {**META, "model": "gpt2"})
     before = other.read_bytes()
     checkpoint = tmp_path / "checkpoint-1"
     checkpoint.mkdir()

@@ -11,6 +11,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+from stats_helpers import random_stats
 
 from lib import __main__ as cli
 from lib.core.errors import UserError
@@ -33,17 +34,6 @@ def _profile_copy(tmp_path, **replace: str):
     path = tmp_path / "v.yaml"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def _stats(K: int = 8, D: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    counts = torch.randint(2, 20, (K,), generator=g)
-    val_counts = torch.randint(1, 10, (K,), generator=g)
-    return {"counts": counts,
-            "sums": (torch.randn(K, D, generator=g, dtype=torch.float64) + 2) * counts[:, None],
-            "sq_dev": torch.rand(K, generator=g, dtype=torch.float64) * counts,
-            "val_counts": val_counts, "val_agree": val_counts // 2,
-            "lm_head": torch.randn(K, D, generator=g)}
 
 
 def _write(path, tensors):
@@ -126,7 +116,7 @@ def test_results_table_with_duplicate_models_is_refused(tmp_path):
     ("sums", lambda t: t.to(torch.int64)),
 ])
 def test_stats_dtypes_are_checked(tmp_path, key, change):
-    tensors = _stats()
+    tensors = random_stats()
     tensors[key] = change(tensors[key])
     path = _write(tmp_path / "stats.safetensors", tensors)  # valid hashes, wrong dtype
     with pytest.raises(UserError, match=rf"stats\.safetensors: {key} is .*expected"):
@@ -136,7 +126,7 @@ def test_stats_dtypes_are_checked(tmp_path, key, change):
 
 
 def test_coincident_class_means_give_nan_with_a_reason():
-    tensors = _stats()
+    tensors = random_stats()
     tensors["sums"][1] = tensors["sums"][0] / tensors["counts"][0] * tensors["counts"][1]
     got = compute_measures(tensors, progress=False)
     assert math.isnan(got["nc1_cdnv"]) and "identical means" in got["undefined"]["nc1_cdnv"]
@@ -147,7 +137,7 @@ def test_coincident_class_means_give_nan_with_a_reason():
 def test_class_mean_at_the_global_mean_gives_nan_with_a_reason():
     a, b = torch.tensor([1.0, 2.0, 0.5, 0.0], dtype=torch.float64), torch.tensor([0.0, -1.0, 3.0, 1.0], dtype=torch.float64)
     means = torch.stack([torch.zeros(4, dtype=torch.float64), a, -a, b, -b])  # class 0 at the centre
-    tensors = {**_stats(K=5), "counts": torch.ones(5, dtype=torch.int64), "sums": means,
+    tensors = {**random_stats(K=5), "counts": torch.ones(5, dtype=torch.int64), "sums": means,
                "sq_dev": torch.zeros(5, dtype=torch.float64)}
     got = compute_measures(tensors, progress=False)
     assert math.isnan(got["nc2_lognorm_cv"]) and math.isnan(got["nc2_interference_mean"])
