@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from lib.core.errors import UserError
+from lib.core.outputs import CorpusLayout
 from lib.core.paths import REPO_ROOT, read_json
 from lib.core.provenance import sha256_tensor, tokenizer_sha256
 from lib.lm.model import lm_head_weight
@@ -45,8 +46,9 @@ def weights_sha256(model: nn.Module) -> str:
 def manifest_tokenizer_sha256(*paths: object) -> str | None:
     """``tokenizer_sha256`` of the corpus manifest.json beside block files given as paths."""
     for p in paths:
-        if isinstance(p, (str, Path)) and (Path(p).parent / "manifest.json").is_file():
-            sha = read_json(Path(p).parent / "manifest.json").get("tokenizer_sha256")
+        manifest = CorpusLayout(Path(p).parent).manifest if isinstance(p, (str, Path)) else None
+        if manifest is not None and manifest.is_file():
+            sha = read_json(manifest).get("tokenizer_sha256")
             if sha:
                 return str(sha)
     return None

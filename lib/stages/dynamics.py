@@ -34,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from lib.core.errors import UserError
+from lib.core.outputs import CHECKPOINT_PREFIX, DynamicsLayout
 from lib.core.paths import Layout, atomic_write, atomic_write_json, discard_dir, lock_for, read_json
 from lib.core.provenance import CORPUS_HASHES, sha256_file, sha256_json
 from lib.lm.data import PreparedCorpus, block_order
@@ -65,9 +66,6 @@ from lib.stages.train import (
     train_epoch,
 )
 
-SETTINGS_FILE = "settings.json"  # training inputs and snapshot steps of the folder
-SNAPSHOTS_FILE = "snapshots.json"  # written when every snapshot is saved: the per-step records
-TABLE_FILE = "dynamics.csv"
 TABLE_VERSION = 1  # part of the table's settings hash: bump when its columns change
 FIRST_COLUMNS = ["run", "step", "epoch", "tokens_seen", "train_loss", "val_loss", "val_acc",
                  "num_classes", "train_tokens_measured"]
@@ -93,6 +91,11 @@ class Plan:
     steps_per_epoch: int
     batch_size: int
     caps: tuple[int, int]  # (training, validation) blocks of each snapshot's statistics
+
+    @property
+    def files(self) -> DynamicsLayout:
+        """The paths inside ``directory`` (lib.core.outputs)."""
+        return DynamicsLayout(self.directory)
 
     @property
     def steps(self) -> list[int]:
@@ -127,7 +130,7 @@ def make_plan(profile: Profile, run: RunName, corpus: PreparedCorpus) -> Plan:
 
 def _discard_if_stale(plan: Plan) -> None:
     """Remove the run's folder when it was made from other training inputs or steps."""
-    path = plan.directory / SETTINGS_FILE
+    path = plan.files.settings
     if plan.directory.exists() and (not path.is_file() or read_json(path) != plan.settings):
         discard_dir(plan.directory)
 
@@ -143,24 +146,24 @@ def train_snapshots(profile: Profile, plan: Plan, corpus: PreparedCorpus, progre
     (step, epoch, tokens_seen, train_loss, val_loss, val_acc, val_ppl, weights_sha256)."""
     from tqdm.auto import tqdm
 
-    run, d, tr = plan.run, plan.directory, profile.training
+    run, d, files, tr = plan.run, plan.directory, plan.files, profile.training
     with lock_for(d):
         _discard_if_stale(plan)
-        if (d / SNAPSHOTS_FILE).is_file():
-            return read_json(d / SNAPSHOTS_FILE)["records"]
-        atomic_write_json(d / SETTINGS_FILE, plan.settings)
+        if files.snapshots.is_file():
+            return read_json(files.snapshots)["records"]
+        atomic_write_json(files.settings, plan.settings)
         device = resolve_device(profile.device)
         precision = resolve_precision(tr.precision, device)
         tokenizer, train_blocks, val_blocks = (corpus.tokenizer(), corpus.train_blocks(),
                                                corpus.val_blocks())
         start = last_checkpoint(d)  # 0: nothing to resume (step 0 is cheap to redo)
-        model = (load_causal_lm(d / f"checkpoint-{start}").train() if start
+        model = (load_causal_lm(files.checkpoint(start)).train() if start
                  else build_run_model(run, corpus, profile.model, tokenizer)).to(device)
         optimizer = make_optimizer(model, tr, run.weight_decay, device)
         scheduler = make_scheduler(optimizer, tr, run.epochs * plan.steps_per_epoch)
         records: list[dict] = []
         if start:
-            tensors, plain = read_training_state(d / f"checkpoint-{start}", "delete " + str(d))
+            tensors, plain = read_training_state(files.checkpoint(start), "delete " + str(d))
             restore_state(tensors, plain, optimizer, scheduler)
             records = plain["records"]
 
@@ -171,8 +174,8 @@ def train_snapshots(profile: Profile, plan: Plan, corpus: PreparedCorpus, progre
                       **evaluate(model, val_blocks, tr.eval_batch_size, device, precision)}
             records = save_checkpoint(d, step, model, tokenizer, optimizer, scheduler,
                                       [*records, record], plan.settings)
-            for other in d.glob("checkpoint-*"):  # also any left by an interruption
-                if other.name != f"checkpoint-{step}":
+            for other in d.glob(f"{CHECKPOINT_PREFIX}*"):  # also any left by an interruption
+                if other != files.checkpoint(step):
                     _strip_state(other)
 
         if not records:
@@ -189,7 +192,7 @@ def train_snapshots(profile: Profile, plan: Plan, corpus: PreparedCorpus, progre
                                       tr.max_grad_norm, device, precision, bar)
             snapshot(target, records[-1]["tokens_seen"] + n_tok, loss)
         bar.close()
-        atomic_write_json(d / SNAPSHOTS_FILE, {"records": records,
+        atomic_write_json(files.snapshots, {"records": records,
                                                "settings_sha256": sha256_json(plan.settings)})
         return records
 
@@ -205,8 +208,8 @@ def _stats_current(path: Path, weights: str, hashes: dict[str, str], caps: tuple
 
 def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: PreparedCorpus) -> dict:
     """Statistics then measures of one snapshot (current files kept); the metrics dict."""
-    step, d = record["step"], plan.directory
-    stats, metrics = d / "stats" / f"step-{step}.safetensors", d / "metrics" / f"step-{step}.json"
+    step, files = record["step"], plan.files
+    stats, metrics = files.stats(step), files.metrics(step)
     manifest = read_json(Layout(profile.out_path).manifest)
     hashes = {k: manifest[k] for k in CORPUS_HASHES}
     device = resolve_device(profile.device).type
@@ -214,7 +217,7 @@ def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: Prepare
         if not _stats_current(stats, record["weights_sha256"], hashes, plan.caps):
             for stale in (stats, partial_path(stats)):
                 stale.unlink(missing_ok=True)
-            collect_model_stats(d / f"checkpoint-{step}", corpus.train_blocks(),
+            collect_model_stats(files.checkpoint(step), corpus.train_blocks(),
                                 corpus.val_blocks(), stats, batch_size=profile.collect.batch_size,
                                 device=device, max_train_blocks=plan.caps[0],
                                 max_val_blocks=plan.caps[1], progress=False,
@@ -254,7 +257,7 @@ def run_dynamics(profile: Profile, run: RunName, *, corpus: PreparedCorpus | Non
 
     corpus = corpus if corpus is not None else prepare_profile_corpus(profile, progress)
     plan = make_plan(profile, run, corpus)
-    stored = read_table(plan.directory / TABLE_FILE, plan.table_sha256)
+    stored = read_table(plan.files.table, plan.table_sha256)
     if stored is not None:
         return stored
     records = train_snapshots(profile, plan, corpus, progress)
@@ -262,8 +265,8 @@ def run_dynamics(profile: Profile, run: RunName, *, corpus: PreparedCorpus | Non
             for r in tqdm(records, desc=f"measure {plan.run}", unit="snapshot",
                           disable=not progress, leave=False)]
     table = pd.DataFrame(rows)
-    atomic_write(plan.directory / TABLE_FILE, lambda tmp: table.to_csv(tmp, index=False))
-    return read_table(plan.directory / TABLE_FILE)  # as stored: the same floats either way
+    atomic_write(plan.files.table, lambda tmp: table.to_csv(tmp, index=False))
+    return read_table(plan.files.table)  # as stored: the same floats either way
 
 
 def run_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True) -> pd.DataFrame:

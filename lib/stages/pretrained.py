@@ -61,6 +61,7 @@ import torch
 from torch import nn
 
 from lib.core.errors import UserError
+from lib.core.outputs import PretrainedLayout
 from lib.core.paths import atomic_write_json, cli_path, resolve
 from lib.lm.data import load_corpus, tokenize_blocks
 from lib.lm.devices import inference_autocast
@@ -217,9 +218,9 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
                 max_val_blocks: int | None = None, progress: bool = False,
                 _token_cache: dict | None = None, _shas: tuple[str, str] | None = None) -> dict:
     """One (model, revision) of ``measure_pretrained``: returns its metrics row."""
-    out_dir = resolve(out_dir)
+    files = PretrainedLayout(resolve(out_dir))
     slug = model_slug(name, revision)
-    metrics_path = out_dir / "metrics" / f"{slug}.json"
+    metrics_path = files.metrics(slug)
     train_sha, val_sha = _shas or (_texts_sha(texts_train), _texts_sha(texts_val))
     settings = _settings(name, revision, train_sha, val_sha, context_len, max_train_blocks,
                          max_val_blocks)
@@ -245,8 +246,7 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
         warnings.warn(f"{what}: logits differ from features @ W.T (+ b) by {gap:.2e} relative; "
                       "the model post-processes its logits (soft-capping or scaling?)",
                       stacklevel=2)
-    stats_path = out_dir / "stats" / slug / "stats.safetensors"
-    settings_path = stats_path.with_name("settings.json")
+    stats_path, settings_path = files.stats(slug), files.settings(slug)
     if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
         shutil.rmtree(stats_path.parent)  # other text or sizes: collect afresh
     if not settings_path.is_file():  # else: resume or reuse the collection of these settings
@@ -323,7 +323,7 @@ def pretrained_table(out_dir: str | Path):
     """Every ``metrics/*.json`` of ``measure_pretrained`` under ``out_dir`` as a DataFrame."""
     import pandas as pd
 
-    paths = sorted((resolve(out_dir) / "metrics").glob("*.json"))
+    paths = sorted(PretrainedLayout(resolve(out_dir)).metrics_dir.glob("*.json"))
     if not paths:
         raise FileNotFoundError(f"no metrics/*.json under {resolve(out_dir)}; run "
                                 "measure_pretrained first")

@@ -39,7 +39,6 @@ import json
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +47,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lib.core.errors import UserError
+from lib.core.outputs import CorpusLayout, checkpoint_in
 from lib.core.paths import (
     Layout,
     atomic_write_json,
@@ -200,7 +200,7 @@ def run_inputs(run: RunName, corpus: PreparedCorpus, training: TrainingConfig, m
                batch_size: int) -> dict:
     """Everything that determines the trained weights, JSON-normalised: recorded as
     ``settings`` in results.json and each checkpoint, compared before anything is reused."""
-    manifest = read_json(Path(corpus.cache_dir) / "manifest.json")
+    manifest = read_json(CorpusLayout(corpus.cache_dir).manifest)
     settings = {"run": str(run), "training": training.model_dump(mode="json"),
                 "model": model_cfg.model_dump(mode="json"),
                 "init_seed": model_cfg.init_seed, "batch_size": batch_size,
@@ -230,7 +230,7 @@ def _recorded_inputs(layout: Layout, run: RunName, fix: str) -> dict | None:
         return results.get("settings", {})
     epoch = last_checkpoint(layout.run_dir(run))
     if epoch:
-        return read_training_state(layout.run_dir(run) / f"checkpoint-{epoch}", fix)[1]["settings"]
+        return read_training_state(layout.checkpoint_dir(run.at(epoch)), fix)[1]["settings"]
     return None
 
 
@@ -324,13 +324,13 @@ def _train(run: RunName, layout: Layout, corpus: PreparedCorpus, training: Train
     steps_per_epoch = math.ceil(corpus.n_train_blocks / batch_size)
     start = last_checkpoint(directory)
     model = (build_run_model(run, corpus, model_cfg, tokenizer) if start == 0
-             else load_causal_lm(directory / f"checkpoint-{start}").train())
+             else load_causal_lm(checkpoint_in(directory, start)).train())
     model.to(device)
     optimizer = make_optimizer(model, training, run.weight_decay, device)
     scheduler = make_scheduler(optimizer, training, run.epochs * steps_per_epoch)
     records: list[dict] = []
     if start:
-        tensors, plain = read_training_state(directory / f"checkpoint-{start}", fix)
+        tensors, plain = read_training_state(checkpoint_in(directory, start), fix)
         restore_state(tensors, plain, optimizer, scheduler)
         records = plain["records"]
     last = run.epochs if stop_after_epochs is None else min(run.epochs, stop_after_epochs)
