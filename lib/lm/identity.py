@@ -34,8 +34,10 @@ def model_name(model: nn.Module) -> str:
     return name_of_path(name) if Path(name).exists() else str(name)
 
 
-def weights_sha256(model: nn.Module) -> str:
-    """sha256 over the model's state dict: names and ``sha256_tensor`` of each, in name order."""
+def state_dict_sha256(model: nn.Module) -> str:
+    """sha256 over an in-memory model's state dict: names and ``sha256_tensor`` of each, in name
+    order. Not ``lib.core.provenance.weights_sha256`` (the bytes of saved weight files), so it is
+    recorded under its own key, ``state_dict_sha256``."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
