@@ -37,9 +37,8 @@ from lib.core.errors import UserError
 from lib.core.outputs import CHECKPOINT_PREFIX, DynamicsLayout
 from lib.core.paths import Layout, atomic_write, atomic_write_json, discard_dir, lock_for, read_json
 from lib.core.provenance import CORPUS_HASHES, sha256_file, sha256_json
-from lib.lm.data import PreparedCorpus, block_order
+from lib.lm.data import PreparedCorpus
 from lib.lm.devices import resolve_device
-from lib.lm.model import load_causal_lm
 from lib.lm.profiles import Profile
 from lib.lm.runs import RunName
 from lib.nc.measure import measure_stats_file
@@ -48,22 +47,13 @@ from lib.nc.stats_file import load_stats_metadata, partial_path, stale_reasons
 from lib.stages.checkpoints import (
     STATE_FILE,
     STATE_TENSORS,
-    last_checkpoint,
-    read_training_state,
-    restore_state,
-    save_checkpoint,
 )
 from lib.stages.collect import collect_model_stats
+from lib.stages.loop import SavePoints, train_loop
 from lib.stages.pipeline import prepare_profile_corpus
 from lib.stages.train import (
-    build_run_model,
-    evaluate,
-    make_optimizer,
-    make_scheduler,
     read_results,
-    resolve_precision,
     run_inputs,
-    train_epoch,
 )
 
 TABLE_VERSION = 1  # part of the table's settings hash: bump when its columns change
@@ -142,58 +132,32 @@ def _strip_state(checkpoint: Path) -> None:
 
 
 def train_snapshots(profile: Profile, plan: Plan, corpus: PreparedCorpus, progress: bool = True) -> list[dict]:
-    """Train ``plan.run`` from scratch (or resume), saving every snapshot; returns the records
-    (step, epoch, tokens_seen, train_loss, val_loss, val_acc, val_ppl, weights_sha256)."""
-    from tqdm.auto import tqdm
-
+    """Train ``plan.run`` from scratch (or resume) through the grid's loop, saving every snapshot;
+    returns the records (step, epoch, tokens_seen, train_loss, val_loss, val_acc, val_ppl,
+    weights_sha256)."""
     run, d, files, tr = plan.run, plan.directory, plan.files, profile.training
     with lock_for(d):
         _discard_if_stale(plan)
         if files.snapshots.is_file():
             return read_json(files.snapshots)["records"]
         atomic_write_json(files.settings, plan.settings)
-        device = resolve_device(profile.device)
-        precision = resolve_precision(tr.precision, device)
-        tokenizer, train_blocks, val_blocks = (corpus.tokenizer(), corpus.train_blocks(),
-                                               corpus.val_blocks())
-        start = last_checkpoint(d)  # 0: nothing to resume (step 0 is cheap to redo)
-        model = (load_causal_lm(files.checkpoint(start)).train() if start
-                 else build_run_model(run, corpus, profile.model, tokenizer)).to(device)
-        optimizer = make_optimizer(model, tr, run.weight_decay, device)
-        scheduler = make_scheduler(optimizer, tr, run.epochs * plan.steps_per_epoch)
-        records: list[dict] = []
-        if start:
-            tensors, plain = read_training_state(files.checkpoint(start), "delete " + str(d))
-            restore_state(tensors, plain, optimizer, scheduler)
-            records = plain["records"]
 
-        def snapshot(step: int, tokens: int, train_loss: float) -> None:
-            nonlocal records
-            record = {"step": step, "epoch": step / plan.steps_per_epoch, "tokens_seen": tokens,
-                      "train_loss": train_loss,
-                      **evaluate(model, val_blocks, tr.eval_batch_size, device, precision)}
-            records = save_checkpoint(d, step, model, tokenizer, optimizer, scheduler,
-                                      [*records, record], plan.settings)
+        def record(step: int, epoch: float, tokens: int, loss: float, _n_tok: int, _t0: float,
+                   _train_s: float, evaluation: dict) -> dict:
+            return {"step": step, "epoch": epoch, "tokens_seen": tokens, "train_loss": loss,
+                    **evaluation}
+
+        def saved(_records: list[dict], step: int, _model: object) -> None:
             for other in d.glob(f"{CHECKPOINT_PREFIX}*"):  # also any left by an interruption
                 if other != files.checkpoint(step):
                     _strip_state(other)
 
-        if not records:
-            snapshot(0, 0, math.nan)
-        todo = [s for s in plan.steps if s > records[-1]["step"]]
-        bar = tqdm(total=todo[-1] - records[-1]["step"] if todo else 0, disable=not progress,
-                   desc=f"dynamics {run}", unit="step", leave=False)
-        for target in todo:
-            step, S, B = records[-1]["step"], plan.steps_per_epoch, plan.batch_size
-            epoch = step // S + 1  # the stretch lies in one epoch: every epoch end is a snapshot
-            order = block_order(corpus.n_train_blocks, run.seed, epoch)
-            piece = order[(step - (epoch - 1) * S) * B:(target - (epoch - 1) * S) * B]
-            loss, n_tok = train_epoch(model, optimizer, scheduler, train_blocks, piece, B,
-                                      tr.max_grad_norm, device, precision, bar)
-            snapshot(target, records[-1]["tokens_seen"] + n_tok, loss)
-        bar.close()
+        at = SavePoints(tuple((s, s) for s in plan.steps if s > 0), record, saved, initial=True)
+        _, records, _ = train_loop(run, d, corpus, tr, profile.model, plan.settings,
+                                   plan.batch_size, resolve_device(profile.device), at, progress,
+                                   "delete " + str(d), f"dynamics {run}")
         atomic_write_json(files.snapshots, {"records": records,
-                                               "settings_sha256": sha256_json(plan.settings)})
+                                            "settings_sha256": sha256_json(plan.settings)})
         return records
 
 
