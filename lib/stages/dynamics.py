@@ -36,14 +36,13 @@ import pandas as pd
 from lib.core.errors import UserError
 from lib.core.outputs import CHECKPOINT_PREFIX, DynamicsLayout
 from lib.core.paths import Layout, atomic_write, atomic_write_json, discard_dir, lock_for, read_json
-from lib.core.provenance import CORPUS_HASHES, sha256_file, sha256_json
+from lib.core.provenance import CORPUS_HASHES, sha256_json
 from lib.lm.data import PreparedCorpus
 from lib.lm.devices import resolve_device
 from lib.lm.profiles import Profile
 from lib.lm.runs import RunName
 from lib.nc.measure import measure_stats_file
 from lib.nc.registry import MEASURES
-from lib.nc.stats_file import load_stats_metadata, partial_path, stale_reasons
 from lib.stages.checkpoints import (
     STATE_FILE,
     STATE_TENSORS,
@@ -51,6 +50,7 @@ from lib.stages.checkpoints import (
 from lib.stages.collect import collect_model_stats
 from lib.stages.loop import SavePoints, train_loop
 from lib.stages.pipeline import prepare_profile_corpus
+from lib.stages.refresh import collect_if_stale, measure_if_stale, stats_current
 from lib.stages.train import (
     read_results,
     run_inputs,
@@ -165,11 +165,6 @@ def train_snapshots(profile: Profile, plan: Plan, corpus: PreparedCorpus, progre
 # Statistics and measures of each snapshot
 
 
-def _stats_current(path: Path, weights: str, hashes: dict[str, str], caps: tuple[int, int]) -> bool:
-    return (not stale_reasons(path, weights_sha256=weights, pass1_blocks=caps[0], **hashes)
-            and load_stats_metadata(path).get("pass2_blocks") == str(caps[1]))
-
-
 def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: PreparedCorpus) -> dict:
     """Statistics then measures of one snapshot (current files kept); the metrics dict."""
     step, files = record["step"], plan.files
@@ -177,22 +172,17 @@ def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: Prepare
     manifest = read_json(Layout(profile.out_path).manifest)
     hashes = {k: manifest[k] for k in CORPUS_HASHES}
     device = resolve_device(profile.device).type
-    with lock_for(stats):
-        if not _stats_current(stats, record["weights_sha256"], hashes, plan.caps):
-            for stale in (stats, partial_path(stats)):
-                stale.unlink(missing_ok=True)
-            collect_model_stats(files.checkpoint(step), corpus.train_blocks(),
-                                corpus.val_blocks(), stats, batch_size=profile.collect.batch_size,
-                                device=device, max_train_blocks=plan.caps[0],
-                                max_val_blocks=plan.caps[1], progress=False,
-                                blocks_tokenizer_sha256=hashes["tokenizer_sha256"])
-        stats_sha256 = sha256_file(stats)
-        if metrics.is_file() and read_json(metrics).get("stats_sha256") == stats_sha256:
-            return read_json(metrics)
-        measures = measure_stats_file(stats, device=device, progress=False)
-        out = {**measures, "step": step, "stats_sha256": stats_sha256}
-        atomic_write_json(metrics, out)
-        return out
+    inputs = {"weights_sha256": record["weights_sha256"], **hashes}
+
+    def collect() -> None:
+        collect_model_stats(files.checkpoint(step), corpus.train_blocks(), corpus.val_blocks(),
+                            stats, batch_size=profile.collect.batch_size, device=device,
+                            max_train_blocks=plan.caps[0], max_val_blocks=plan.caps[1],
+                            progress=False, blocks_tokenizer_sha256=hashes["tokenizer_sha256"])
+
+    collect_if_stale(stats, lambda: stats_current(stats, inputs, plan.caps), collect)
+    return measure_if_stale(stats, metrics, lambda path: {
+        **measure_stats_file(path, device=device, progress=False), "step": step})
 
 
 def _row(plan: Plan, record: dict, metrics: dict) -> dict:
