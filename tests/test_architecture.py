@@ -123,3 +123,34 @@ def test_the_checker_sees_local_imports_cycles_and_package_attributes():
         == ["a", "b", "c", "a"]
     assert _find_cycle({"a": [("b", 1, False)], "b": []}) is None
     assert _target("lib.stages.collect.collect_model_stats") == "lib.stages.collect"
+
+
+# Names of files and folders inside an output folder: only lib.core spells them
+OUTPUT_NAMES = {"metrics", "stats", "models", "stamps", "runs", "figures", "dynamics", "sensitivity",
+                "corpus", "slurm", "tokenizer", "manifest.json", "results.csv", "results.json",
+                "settings.json", "snapshots.json", "dynamics.csv", "stats.safetensors",
+                "throughput.json", "metrics.json", "train_blocks.npy", "val_blocks.npy"}
+
+
+def _joined_text(node: ast.AST) -> str | None:
+    """The text of a string or f-string literal (``{}`` for each placeholder), else None."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+    return None
+
+
+def test_output_paths_come_from_the_layouts():
+    """No ``folder / "metrics"``-style join outside lib.core: every output path is a Layout's."""
+    found = []
+    for module, path in MODULES.items():
+        if module.startswith("lib.core"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+                text = _joined_text(node.right)
+                if text is not None and (text.split("/")[0] in OUTPUT_NAMES
+                                         or text.startswith(("checkpoint-", "step-"))):
+                    found.append(f"{module}:{node.lineno} / {text!r}")
+    assert not found, f"hand-built output paths (use lib.core.paths.Layout / lib.core.outputs): {found}"

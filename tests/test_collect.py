@@ -107,7 +107,8 @@ def test_metadata_and_provenance(model, blocks, tmp_path):
     assert meta["format_version"] == stats_file.FORMAT_VERSION == "2"
     assert meta["train_blocks_sha256"] == sha256_array(blocks[0])
     assert meta["val_blocks_sha256"] == sha256_array(blocks[1])
-    assert meta["weights_sha256"] == identity.weights_sha256(model)
+    assert meta["state_dict_sha256"] == identity.state_dict_sha256(model)  # in memory: its own key
+    assert "weights_sha256" not in meta  # that key is the hash of saved weight files only
     assert is_finished(out) and not partial_path(out).exists()
     assert stale_reasons(out, lm_head_sha256=meta["lm_head_sha256"],
                          train_blocks_sha256=sha256_array(blocks[0])) == []

@@ -14,7 +14,7 @@ from lib.core.paths import Layout, read_json
 from lib.lm.model import RunName
 from lib.lm.profiles import Profile, load_profile
 from lib.series import progress
-from lib.stages import dynamics
+from lib.stages import dynamics, loop
 from lib.stages.checkpoints import STATE_FILE
 from lib.stages.pipeline import prepare_profile_corpus, train_all
 from lib.stages.train import read_results
@@ -122,7 +122,7 @@ def test_finished_dynamics_are_not_redone(done, monkeypatch):
         raise AssertionError("recomputed finished work")
 
     monkeypatch.setattr(dynamics, "collect_model_stats", boom)
-    monkeypatch.setattr(dynamics, "train_epoch", boom)
+    monkeypatch.setattr(loop, "train_epoch", boom)
     pd.testing.assert_frame_equal(dynamics.run_all(p, corpus=corpus, progress=False), table)
 
 
@@ -131,7 +131,7 @@ def test_interrupted_training_resumes_to_the_same_weights(done, tmp_path, monkey
     _, _, table = done
     p = dyn_profile(tiny_profile, tmp_path)
     corpus = prepare_profile_corpus(p, progress=False)
-    real, calls = dynamics.train_epoch, []  # the training loop dynamics runs
+    real, calls = loop.train_epoch, []  # the one training loop, which dynamics runs
 
     def dies_in_epoch_two(*args, **kwargs):
         calls.append(1)
@@ -139,10 +139,10 @@ def test_interrupted_training_resumes_to_the_same_weights(done, tmp_path, monkey
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dynamics, "train_epoch", dies_in_epoch_two)
+    monkeypatch.setattr(loop, "train_epoch", dies_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         dynamics.run_all(p, corpus=corpus, progress=False)
-    monkeypatch.setattr(dynamics, "train_epoch", real)
+    monkeypatch.setattr(loop, "train_epoch", real)
     resumed = dynamics.run_all(p, corpus=corpus, progress=False)
     assert list(resumed["weights_sha256"]) == list(table["weights_sha256"])  # across epoch 1 -> 2
     assert list(resumed["val_loss"]) == list(table["val_loss"])

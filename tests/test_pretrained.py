@@ -227,6 +227,14 @@ def test_measure_pretrained_two_architectures(saved, texts, tmp_path):
         on_disk = json.loads((tmp_path / "metrics" / f"{row['name']}.json").read_text())
         assert on_disk["val_loss"] == row["val_loss"]
     assert rows[0]["family"] == "gpt2" and rows[1]["family"] == "gpt_neox"
+    # texts hashed by the one rule (lib.core.provenance); the in-memory model's hash has its own key
+    from lib.core.provenance import sha256_texts
+    from lib.nc.stats_file import load_stats_metadata
+
+    assert rows[0]["settings"]["train_texts_sha256"] == sha256_texts(texts[0])
+    assert rows[0]["settings"]["val_texts_sha256"] == sha256_texts(texts[1])
+    recorded = load_stats_metadata(tmp_path / "stats" / "local--gpt2" / "stats.safetensors")
+    assert recorded["state_dict_sha256"] and "weights_sha256" not in recorded
     # each model used its own tokenizer: different vocabularies, different block counts
     assert rows[0]["vocab_size"] != rows[1]["vocab_size"]
     table = pretrained_table(tmp_path)

@@ -17,7 +17,8 @@ from lib.lm.data import block_order, prepare_corpus
 from lib.lm.model import RunName, count_params, load_causal_lm
 from lib.lm.sections import ModelConfig, TrainingConfig
 from lib.stages.checkpoints import STATE_FILE, STATE_TENSORS, read_training_state
-from lib.stages.train import build_run_model, evaluate, param_groups, train_run
+from lib.stages.loop import build_run_model, evaluate, param_groups
+from lib.stages.train import train_run
 
 TRAINING = TrainingConfig(lr=1e-3, batch_size=8, eval_batch_size=16)
 MODEL = ModelConfig()
@@ -88,12 +89,12 @@ def test_lr_decays_linearly_to_zero(uninterrupted):
 
 def test_finished_run_is_a_noop(uninterrupted, corpus, monkeypatch):
     out, res = uninterrupted
-    import lib.stages.train
+    import lib.stages.loop
 
     def boom(*args, **kwargs):
         raise AssertionError("a finished run must not train again")
 
-    monkeypatch.setattr(lib.stages.train, "train_epoch", boom)
+    monkeypatch.setattr(lib.stages.loop, "train_epoch", boom)  # the one training loop
     assert train("L1-d16-e3-wd0.1-s0", out, corpus) == res
 
 

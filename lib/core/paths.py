@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.core.errors import UserError
+from lib.core.outputs import CorpusLayout, DynamicsLayout, checkpoint_in
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES_DIR = REPO_ROOT / "profiles"
@@ -191,31 +192,39 @@ class Layout:
         return self.root / "corpus"
 
     @property
+    def corpus_files(self) -> CorpusLayout:
+        return CorpusLayout(self.corpus)
+
+    @property
     def manifest(self) -> Path:
-        return self.corpus / "manifest.json"
+        return self.corpus_files.manifest
 
     @property
     def tokenizer_dir(self) -> Path:
-        return self.corpus / "tokenizer"
+        return self.corpus_files.tokenizer_dir
 
     @property
     def train_blocks(self) -> Path:
-        return self.corpus / "train_blocks.npy"
+        return self.corpus_files.train_blocks
 
     @property
     def val_blocks(self) -> Path:
-        return self.corpus / "val_blocks.npy"
+        return self.corpus_files.val_blocks
 
     # models (lib.stages.train)
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
     def run_dir(self, run: Any) -> Path:
         """``models/<run>`` (a checkpoint epoch in the name is dropped)."""
-        return self.root / "models" / str(run.run)
+        return self.models_dir / str(run.run)
 
     def checkpoint_dir(self, ck: Any) -> Path:
         """``models/<run>/checkpoint-<epoch>`` of a run name with a checkpoint."""
         if ck.checkpoint is None:
             raise ValueError(f"{ck} names no checkpoint; use run.at(epoch), e.g. {ck.at(ck.epochs)}")
-        return self.run_dir(ck) / f"checkpoint-{ck.checkpoint}"
+        return checkpoint_in(self.run_dir(ck), ck.checkpoint)
 
     def results(self, run: Any) -> Path:
         return self.run_dir(run) / "results.json"
@@ -233,9 +242,14 @@ class Layout:
     def throughput(self, ck: Any, fraction: float | None = None) -> Path:
         return self._measured_dir(ck, fraction) / "throughput.json"
 
+    @property
+    def metrics_dir(self) -> Path:
+        """``metrics/``: one ``<run>-ck<epoch>.json`` per measured checkpoint of the grid."""
+        return self.root / "metrics"
+
     def metrics(self, ck: Any, fraction: float | None = None) -> Path:
         if fraction is None or fraction >= 1:
-            return self.root / "metrics" / f"{ck}.json"
+            return self.metrics_dir / f"{ck}.json"
         return self._measured_dir(ck, fraction) / "metrics.json"
 
     # collapse through training (lib.stages.dynamics): a run trained again with snapshots
@@ -244,10 +258,18 @@ class Layout:
         ``metrics/``, and the run's table ``dynamics.csv`` (a checkpoint in the name is dropped)."""
         return self.root / "dynamics" / str(run.run)
 
+    def dynamics(self, run: Any) -> DynamicsLayout:
+        """The files of ``dynamics_dir(run)``."""
+        return DynamicsLayout(self.dynamics_dir(run))
+
     # bookkeeping
     def stamp(self, stage: str) -> Path:
         """What an executed notebook stage was run from (lib.series.paper)."""
-        return self.root / "stamps" / f"{stage}.sha256"
+        return self.stamps_dir / f"{stage}.sha256"
+
+    @property
+    def stamps_dir(self) -> Path:
+        return self.root / "stamps"
 
     @property
     def slurm(self) -> Path:
@@ -328,9 +350,32 @@ def output_root() -> Path:
     return Path(env).expanduser().resolve() if env else REPO_ROOT
 
 
+def runs_dir(root: Path | None = None) -> Path:
+    """``<root>/runs/`` (``root``: the output root unless given), one folder per profile."""
+    return (output_root() if root is None else root) / "runs"
+
+
 def tables_dir_for(profile_name: str) -> Path:
     """``<root>/runs/<profile>/``: executed notebooks, results, correlations, permutations."""
-    return output_root() / "runs" / profile_name
+    return runs_dir() / profile_name
+
+
+RESULTS_TABLE = "results.csv"  # a profile's results table, in its tables folder
+
+
+def results_table_for(profile_name: str) -> Path:
+    """``<root>/runs/<profile>/results.csv``: written by 03_measure, read by 04-06."""
+    return tables_dir_for(profile_name) / RESULTS_TABLE
+
+
+def executed_notebook_for(profile_name: str, stage: str) -> Path:
+    """``<root>/runs/<profile>/<stage>.ipynb``: a notebook stage as executed for a profile."""
+    return tables_dir_for(profile_name) / f"{stage}.ipynb"
+
+
+def figures_dir_in(tables_dir: Path) -> Path:
+    """``<tables_dir>/figures/``: where figures go when a notebook is given an ``output_dir``."""
+    return tables_dir / "figures"
 
 
 def figures_dir_for(profile_name: str) -> Path:

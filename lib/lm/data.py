@@ -23,6 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from lib.core.errors import UserError
+from lib.core.outputs import CorpusLayout
 from lib.core.paths import (
     atomic_dir,
     atomic_write,
@@ -220,12 +221,13 @@ class PreparedCorpus:
     def from_manifest(cls, cache_dir: str | os.PathLike) -> PreparedCorpus:
         """A prepared corpus from a finished cache directory's manifest.json."""
         cache_dir = resolve(cache_dir)
-        if not (cache_dir / "manifest.json").is_file():
+        files = CorpusLayout(cache_dir)
+        if not files.manifest.is_file():
             raise FileNotFoundError(f"no prepared corpus at {cache_dir} (manifest.json missing); "
                                     "run prepare_corpus first")
-        m = read_json(cache_dir / "manifest.json")
-        return cls(cache_dir=cache_dir, train_path=cache_dir / "train_blocks.npy",
-                   val_path=cache_dir / "val_blocks.npy", tokenizer_dir=cache_dir / "tokenizer",
+        m = read_json(files.manifest)
+        return cls(cache_dir=cache_dir, train_path=files.train_blocks,
+                   val_path=files.val_blocks, tokenizer_dir=files.tokenizer_dir,
                    vocab_size=m["vocab_size"], context_len=m["settings"]["context_len"],
                    n_train_blocks=m["n_train_blocks"], n_val_blocks=m["n_val_blocks"],
                    n_train_tokens=m["n_train_tokens"])
@@ -255,12 +257,12 @@ def _save_blocks(path: Path, blocks: np.ndarray) -> str:
 
 def _finished_manifest(cache_dir: Path, settings: dict) -> dict | None:
     """The manifest of a finished cache built with ``settings``, else None."""
-    manifest = cache_dir / "manifest.json"
-    if not manifest.is_file():
+    files = CorpusLayout(cache_dir)
+    if not files.manifest.is_file():
         return None
-    m = read_json(manifest)
-    needed = ("train_blocks.npy", "val_blocks.npy", f"tokenizer/{TOKENIZER_SPEC_FILE}")
-    if m.get("settings") != settings or not all((cache_dir / n).is_file() for n in needed):
+    m = read_json(files.manifest)
+    needed = (files.train_blocks, files.val_blocks, files.tokenizer_dir / TOKENIZER_SPEC_FILE)
+    if m.get("settings") != settings or not all(n.is_file() for n in needed):
         return None
     return m
 
@@ -279,8 +281,7 @@ def _load_texts(src: dict) -> tuple[list[str], list[str], dict[str, str]]:
 
 def _staleness(settings: dict, cache_dir: Path) -> tuple[str | None, tuple | None]:
     """(why the cache is not current or None, the texts when they were loaded to check)."""
-    manifest_path = cache_dir / "manifest.json"
-    if not manifest_path.is_file():
+    if not CorpusLayout(cache_dir).manifest.is_file():
         return "not prepared", None
     manifest = _finished_manifest(cache_dir, settings)
     if manifest is None:
@@ -319,25 +320,26 @@ def prepare_corpus(*, corpus: CorpusConfig | Mapping, tokenizer: TokenizerConfig
     settings = _corpus_settings(validated(CorpusConfig, corpus, "corpus"),
                                 validated(TokenizerConfig, tokenizer, "tokenizer"), context_len)
     cache_dir = resolve(cache_dir)
+    files = CorpusLayout(cache_dir)
     with lock_for(cache_dir):
         reason, loaded = _staleness(settings, cache_dir)
         if reason is None:
             return PreparedCorpus.from_manifest(cache_dir)
         train_texts, val_texts, texts = loaded or _load_texts(settings["corpus"])
-        (cache_dir / "manifest.json").unlink(missing_ok=True)  # a half rebuild never looks finished
-        tok = get_tokenizer(settings["tokenizer"], train_texts, cache_dir / "tokenizer")
+        files.manifest.unlink(missing_ok=True)  # a half rebuild never looks finished
+        tok = get_tokenizer(settings["tokenizer"], train_texts, files.tokenizer_dir)
         train = tokenize_blocks(train_texts, tok, context_len, progress)  # (n_train, context_len)
         val = tokenize_blocks(val_texts, tok, context_len, progress)  # (n_val, context_len)
         manifest = {
             "settings": settings, "settings_sha256": sha256_json(settings),
-            "vocab_size": len(tok), "tokenizer_sha256": tokenizer_sha256(cache_dir / "tokenizer"),
+            "vocab_size": len(tok), "tokenizer_sha256": tokenizer_sha256(files.tokenizer_dir),
             **texts, "n_train_stories": len(train_texts), "n_val_stories": len(val_texts),
             "n_train_blocks": len(train), "n_val_blocks": len(val),
             "n_train_tokens": int(train.size), "n_val_tokens": int(val.size),
-            "train_blocks_sha256": _save_blocks(cache_dir / "train_blocks.npy", train),
-            "val_blocks_sha256": _save_blocks(cache_dir / "val_blocks.npy", val),
+            "train_blocks_sha256": _save_blocks(files.train_blocks, train),
+            "val_blocks_sha256": _save_blocks(files.val_blocks, val),
         }
-        atomic_write_json(cache_dir / "manifest.json", manifest)
+        atomic_write_json(files.manifest, manifest)
         return PreparedCorpus.from_manifest(cache_dir)
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from lib.core.errors import UserError
+from lib.core.outputs import CorpusLayout
 from lib.core.paths import REPO_ROOT, read_json
 from lib.core.provenance import sha256_tensor, tokenizer_sha256
 from lib.lm.model import lm_head_weight
@@ -33,8 +34,10 @@ def model_name(model: nn.Module) -> str:
     return name_of_path(name) if Path(name).exists() else str(name)
 
 
-def weights_sha256(model: nn.Module) -> str:
-    """sha256 over the model's state dict: names and ``sha256_tensor`` of each, in name order."""
+def state_dict_sha256(model: nn.Module) -> str:
+    """sha256 over an in-memory model's state dict: names and ``sha256_tensor`` of each, in name
+    order. Not ``lib.core.provenance.weights_sha256`` (the bytes of saved weight files), so it is
+    recorded under its own key, ``state_dict_sha256``."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
@@ -45,8 +48,9 @@ def weights_sha256(model: nn.Module) -> str:
 def manifest_tokenizer_sha256(*paths: object) -> str | None:
     """``tokenizer_sha256`` of the corpus manifest.json beside block files given as paths."""
     for p in paths:
-        if isinstance(p, (str, Path)) and (Path(p).parent / "manifest.json").is_file():
-            sha = read_json(Path(p).parent / "manifest.json").get("tokenizer_sha256")
+        manifest = CorpusLayout(Path(p).parent).manifest if isinstance(p, (str, Path)) else None
+        if manifest is not None and manifest.is_file():
+            sha = read_json(manifest).get("tokenizer_sha256")
             if sha:
                 return str(sha)
     return None

@@ -4,7 +4,8 @@ Tensors: ``counts`` [V] int64, ``sums`` [V, D] float64, ``sq_dev`` [V] float64 (
 sum of ||x - mu_c||^2), ``val_counts`` [V] int64, ``val_agree`` [V] int64 (pass 2, validation),
 ``lm_head`` [V, D] float32. Metadata (strings): the model's identity (``model``, ``tokenizer``,
 ``vocab_size``, ``width``, ``lm_head_sha256``), what the file was made from
-(``weights_sha256``, ``train_blocks_sha256``, ``val_blocks_sha256``, ``tokenizer_sha256``: see
+(``weights_sha256`` of saved weight files, or ``state_dict_sha256`` of a model collected in
+memory, ``train_blocks_sha256``, ``val_blocks_sha256``, ``tokenizer_sha256``: see
 ``lib.core.provenance``), per pass ``pass{N}_blocks``, ``pass{N}_tokens``, ``pass{N}_shard`` ('' =
 whole split, else 'i/n'), ``pass{N}_split_sha``; ``means_hash`` (sha256 of the train means that
 pass 2 used, '' in a pass-1 shard) and ``format_version``. Optional, only when collected with
@@ -41,7 +42,7 @@ STATS_KEYS = (*PASS_TENSORS[1], *PASS_TENSORS[2], "lm_head")
 PASS_META = ("blocks", "tokens", "shard", "split_sha")  # metadata keys pass{N}_<key>
 MODEL_KEYS = ("model", "vocab_size", "width", "lm_head_sha256")
 LAYER_TENSORS = ("sums", "sq_dev")  # per collected layer: layer{i}.<name> (module docstring)
-PROVENANCE_KEYS = ("lm_head_sha256", "weights_sha256", "train_blocks_sha256",
+PROVENANCE_KEYS = ("lm_head_sha256", "weights_sha256", "state_dict_sha256", "train_blocks_sha256",
                    "val_blocks_sha256", "tokenizer_sha256")
 
 
@@ -232,7 +233,8 @@ def is_finished(path: str | Path) -> bool:
 
 
 def stale_reasons(path: str | Path, *, lm_head_sha256: str | None = None,
-                  weights_sha256: str | None = None, train_blocks_sha256: str | None = None,
+                  weights_sha256: str | None = None, state_dict_sha256: str | None = None,
+                  train_blocks_sha256: str | None = None,
                   val_blocks_sha256: str | None = None, tokenizer_sha256: str | None = None,
                   pass1_blocks: int | None = None) -> list[str]:
     """Why ``path`` cannot be reused: [] when it is finished and records every given hash (and
@@ -250,6 +252,7 @@ def stale_reasons(path: str | Path, *, lm_head_sha256: str | None = None,
     if done_passes(meta) != {p: "" for p in PASSES}:
         reasons.append(f"unfinished: holds passes {done_passes(meta)} of {list(PASSES)}")
     given = {"lm_head_sha256": lm_head_sha256, "weights_sha256": weights_sha256,
+             "state_dict_sha256": state_dict_sha256,
              "train_blocks_sha256": train_blocks_sha256, "val_blocks_sha256": val_blocks_sha256,
              "tokenizer_sha256": tokenizer_sha256}
     for key, want in given.items():

@@ -39,10 +39,16 @@ from lib.core.paths import (
     NOTEBOOKS_DIR,
     PROFILES_DIR,
     REPO_ROOT,
+    RESULTS_TABLE,
+    Layout,
     atomic_write_text,
     cli_path,
+    executed_notebook_for,
     figures_dir_for,
+    figures_dir_in,
     output_root,
+    results_table_for,
+    runs_dir,
     short,
     tables_dir_for,
 )
@@ -68,10 +74,10 @@ def _repo_path(path: str | os.PathLike) -> Path:
 
 def _owner(table: Path) -> str | None:
     """The profile whose default results table ``table`` is (``runs/<name>/results.csv``)."""
-    if table.name != "results.csv":
+    if table.name != RESULTS_TABLE:
         return None
     for root in {REPO_ROOT, output_root()}:
-        if table.parent.parent == root / "runs":
+        if table.parent.parent == runs_dir(root):
             return table.parent.name
     return None
 
@@ -111,7 +117,7 @@ def notebook_setup(profile: str | Profile, *, results_table: str | os.PathLike |
     ``output_dir`` (``UserError`` otherwise), so its figures never replace the profile's.
     """
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
-    default_table = tables_dir_for(prof.name) / "results.csv"
+    default_table = results_table_for(prof.name)
     table = default_table if results_table is None else _repo_path(results_table)
     if output_dir is None:
         tables_dir, figures_dir = tables_dir_for(prof.name), figures_dir_for(prof.name)
@@ -126,7 +132,7 @@ def notebook_setup(profile: str | Profile, *, results_table: str | os.PathLike |
                 f"{short(tables_dir)}/, replacing that profile's; {fix}")
     else:
         tables_dir = _repo_path(output_dir)
-        figures_dir = tables_dir / "figures"
+        figures_dir = figures_dir_in(tables_dir)
     _apply_kernel_threads()
     _unwrapped_table_text()
     if style:
@@ -315,17 +321,17 @@ def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool =
         print(f"[paper] {change.describe()}", flush=True)
     available = {"profile": notebook_profile(profile_path(profile_name), profile.name),
                  "progress": False}
-    stamp_dir = profile.out_path / "stamps"
+    layout = Layout(profile.out_path)
     previous, ran, code = "", [], lib_digest()
     for stage in STAGES:
         notebook = NOTEBOOKS_DIR / f"{stage}.ipynb"
         params = stage_parameters(notebook, available)
-        inputs = inputs_digest(stage_inputs(stage, profile, tables_dir_for(profile.name) / "results.csv"))
+        inputs = inputs_digest(stage_inputs(stage, profile, results_table_for(profile.name)))
         stamp = stage_stamp(notebook, params, profile_path(profile_name), previous, code,
                             str(output_root()), inputs)
         previous = stamp
-        stamp_file = stamp_dir / f"{stage}.sha256"
-        output = tables_dir_for(profile.name) / f"{stage}.ipynb"
+        stamp_file = layout.stamp(stage)
+        output = executed_notebook_for(profile.name, stage)
         up_to_date = stamp_file.exists() and stamp_file.read_text().strip() == stamp and output.exists()
         if stage not in stages or (up_to_date and not force):
             print(f"[paper] {stage}: {'up to date' if up_to_date else 'not selected'}", flush=True)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from lib.core.outputs import CHECKPOINT_PREFIX
 from lib.core.paths import Layout
 from lib.lm.profiles import Profile
 
@@ -129,8 +130,9 @@ def dynamics_counter(profile: Profile) -> Callable[[], tuple[int, int, str, str]
     def count() -> tuple[int, int, str, str]:
         done, total, current = 0, 0, "-"
         for run in profile.dynamics.run_names():
-            d, n = layout.dynamics_dir(run), 2 * (run.epochs * P + 1)
-            k = len(list(d.glob("checkpoint-*"))) + len(list(d.glob("metrics/step-*.json")))
+            files, n = layout.dynamics(run), 2 * (run.epochs * P + 1)
+            k = (len(list(Path(files.root).glob(f"{CHECKPOINT_PREFIX}*")))
+                 + len(list(files.metrics_dir.glob("step-*.json"))))
             done, total = done + min(k, n), total + n
             current = str(run) if current == "-" and k < n else current
         return done, total, "snapshot steps (saved + measured)", current

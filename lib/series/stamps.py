@@ -42,11 +42,11 @@ def stage_inputs(stage: str, profile: Any, results_table: Path) -> list[Path]:
         folder = resolve(corpus.path) if corpus.source == "path" and corpus.path else None
         return sorted(folder.glob("*.txt")) if folder is not None and folder.is_dir() else []
     if stage == "02_collect":
-        return sorted(layout.root.glob("models/*/results.json"))
+        return sorted(layout.models_dir.glob("*/results.json"))
     if stage == "03_measure":
         return sorted(layout.root.glob("stats/*/stats.safetensors"))
     if stage == "07_layers":  # the per-layer sections of the metrics
-        return sorted(layout.root.glob("metrics/*.json"))
+        return sorted(layout.metrics_dir.glob("*.json"))
     if stage == "08_dynamics":  # trains its own snapshots from the corpus; compares with the grid
         runs = [layout.results(RunName.parse(str(run))) for run in profile.dynamics.runs]
         return [p for p in (layout.manifest, *runs) if p.is_file()]

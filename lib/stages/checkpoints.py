@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from lib.core.errors import UserError
+from lib.core.outputs import CHECKPOINT_PREFIX, checkpoint_in
 from lib.core.paths import (
     TEMP_SUFFIX,
     atomic_dir,
@@ -99,7 +100,7 @@ def save_checkpoint(directory: Path, epoch: int, model: nn.Module, tokenizer: An
     """
     from safetensors.torch import save_file
 
-    with atomic_dir(directory / f"checkpoint-{epoch}") as tmp:
+    with atomic_dir(checkpoint_in(directory, epoch)) as tmp:
         with quiet_transformers():
             model.save_pretrained(tmp)
             if tokenizer is not None:
@@ -116,8 +117,8 @@ def last_checkpoint(directory: Path) -> int:
 
     Call under the run's lock: only then are temporary folders certainly nobody's work.
     """
-    for stale in directory.glob(f".checkpoint-*{TEMP_SUFFIX}"):
+    for stale in directory.glob(f".{CHECKPOINT_PREFIX}*{TEMP_SUFFIX}"):
         shutil.rmtree(stale, ignore_errors=True)
-    done = [int(p.name.split("-")[1]) for p in directory.glob("checkpoint-*")
+    done = [int(p.name.split("-")[1]) for p in directory.glob(f"{CHECKPOINT_PREFIX}*")
             if (p / STATE_FILE).is_file() and (p / STATE_TENSORS).is_file()]
     return max(done, default=0)

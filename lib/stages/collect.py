@@ -217,8 +217,8 @@ def collect_pass(model: nn.Module, blocks: np.ndarray | str | Path | BlockSplit,
     ``base``: stats file with the finished pass 1 (pass 2); ``out_path`` then holds its tensors
     plus this pass's. A pass already in ``out_path`` is a no-op when it was made from the same
     model and inputs; a working file from an interrupted run is resumed. ``provenance``: extra
-    hashes to record (``weights_sha256`` defaults to the model's parameters', the blocks' hash
-    is computed). ``stop_after_batches`` is a test hook simulating a kill. ``layers`` (pass 1):
+    hashes to record (without ``weights_sha256``, the hash of saved weight files, the in-memory
+    ``state_dict_sha256`` is recorded; the blocks' hash is computed). ``stop_after_batches`` is a test hook simulating a kill. ``layers`` (pass 1):
     None, "all" or residual-stream indices whose statistics to gather too (``lib.stages.layers``).
     """
     if pass_no not in sf.PASSES or batch_size < 1 or checkpoint_every < 1:
@@ -232,8 +232,8 @@ def collect_pass(model: nn.Module, blocks: np.ndarray | str | Path | BlockSplit,
     info = ident.model_info(model, name, tokenizer_name)
     prov = {k: v for k, v in {**(provenance or {}), BLOCKS_KEY[pass_no]: split.sha256}.items()
             if v}
-    if "weights_sha256" not in prov:  # (setdefault would hash the parameters every time)
-        prov["weights_sha256"] = ident.weights_sha256(model)
+    if not {"weights_sha256", "state_dict_sha256"} & prov.keys():  # (setdefault: hash every time)
+        prov["state_dict_sha256"] = ident.state_dict_sha256(model)
     base_ = _load_base(base, pass_no, info, prov)
     lays, n_layer, width = lay.model_layers(model, layers if pass_no == 1 else None)
     layer_meta = lay.layer_metadata(lays, n_layer)
@@ -281,16 +281,18 @@ def _as_passes(passes: Sequence[int] | str, shard: tuple[int, int] | None) -> tu
 
 def _open_model(model_dir_or_model: nn.Module | str | Path,
                 device: str) -> tuple[nn.Module, Path | None, str, str]:
-    """(model, its folder or None, its name, weights_sha256)."""
+    """(model, its folder or None, its name, {hash key: value}): ``weights_sha256`` of the saved
+    files of a model folder, else ``state_dict_sha256`` of the loaded model."""
     if isinstance(model_dir_or_model, nn.Module):
         model = model_dir_or_model.to(device).eval()
-        return model, None, ident.model_name(model), ident.weights_sha256(model)
+        return model, None, ident.model_name(model), {"state_dict_sha256": ident.state_dict_sha256(model)}
     path = Path(model_dir_or_model)
     if path.exists() and not (path / "config.json").is_file():
         raise UserError(f"{path} is not a model checkpoint (no config.json); train it first")
     model = load_causal_lm(path, device=device)
     on_disk = path.is_dir() and any(path.glob("model*.safetensors"))  # else a hub cache
-    sha = weights_sha256(path) if on_disk else ident.weights_sha256(model)
+    sha = ({"weights_sha256": weights_sha256(path)} if on_disk
+           else {"state_dict_sha256": ident.state_dict_sha256(model)})
     return model, (path if path.exists() else None), (ident.name_of_path(path) if path.exists()
                                                        else str(path)), sha
 
@@ -298,7 +300,8 @@ def _open_model(model_dir_or_model: nn.Module | str | Path,
 def relative_to_stats(name: str | None, out_path: Path) -> str | None:
     """A local model or tokenizer as its path relative to the stats file's folder, so identical
     statistics written elsewhere in the same layout have identical bytes (a hub name as is;
-    identity is by content: weights_sha256, lm_head_sha256, tokenizer_sha256)."""
+    identity is by content: weights_sha256 or state_dict_sha256, lm_head_sha256,
+    tokenizer_sha256)."""
     if not name:
         return name
     path = resolve(name)
@@ -329,7 +332,7 @@ def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
     ``layers``: also the statistics of these residual streams in pass 1 (``lib.stages.layers``).
     """
     out_path, passes = Path(out_path), _as_passes(passes, shard)
-    model, model_dir, name, weights_sha = _open_model(model_dir_or_model, device)
+    model, model_dir, name, weights_hash = _open_model(model_dir_or_model, device)
     V = lm_head_weight(model).shape[0]
     tok_name, tok_sha = ident.tokenizer_provenance(tokenizer, model_dir, V, blocks_tokenizer_sha256
                                                 or ident.manifest_tokenizer_sha256(train_blocks,
@@ -342,7 +345,7 @@ def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
             raise UserError(f"pass {p} needs the {sf.SPLITS[p]} blocks; pass them "
                             f"(--{BLOCKS_KEY[p].split('_')[0]}-blocks)")
         splits[p] = select_blocks(blocks, V, split=sf.SPLITS[p], max_blocks=max_blocks, shard=shard)
-    prov = {"weights_sha256": weights_sha, "tokenizer_sha256": tok_sha or ""}
+    prov = {**weights_hash, "tokenizer_sha256": tok_sha or ""}
     name, tok_name = relative_to_stats(name, out_path), relative_to_stats(tok_name, out_path)
     for p in passes:
         src = base if (base is not None and p == passes[0]) else out_path

@@ -34,40 +34,28 @@ from pathlib import Path
 import pandas as pd
 
 from lib.core.errors import UserError
+from lib.core.outputs import CHECKPOINT_PREFIX, DynamicsLayout
 from lib.core.paths import Layout, atomic_write, atomic_write_json, discard_dir, lock_for, read_json
-from lib.core.provenance import CORPUS_HASHES, sha256_file, sha256_json
-from lib.lm.data import PreparedCorpus, block_order
+from lib.core.provenance import CORPUS_HASHES, sha256_json
+from lib.lm.data import PreparedCorpus
 from lib.lm.devices import resolve_device
-from lib.lm.model import load_causal_lm
 from lib.lm.profiles import Profile
 from lib.lm.runs import RunName
 from lib.nc.measure import measure_stats_file
 from lib.nc.registry import MEASURES
-from lib.nc.stats_file import load_stats_metadata, partial_path, stale_reasons
 from lib.stages.checkpoints import (
     STATE_FILE,
     STATE_TENSORS,
-    last_checkpoint,
-    read_training_state,
-    restore_state,
-    save_checkpoint,
 )
 from lib.stages.collect import collect_model_stats
+from lib.stages.loop import SavePoints, train_loop
 from lib.stages.pipeline import prepare_profile_corpus
+from lib.stages.refresh import collect_if_stale, measure_if_stale, stats_current
 from lib.stages.train import (
-    build_run_model,
-    evaluate,
-    make_optimizer,
-    make_scheduler,
     read_results,
-    resolve_precision,
     run_inputs,
-    train_epoch,
 )
 
-SETTINGS_FILE = "settings.json"  # training inputs and snapshot steps of the folder
-SNAPSHOTS_FILE = "snapshots.json"  # written when every snapshot is saved: the per-step records
-TABLE_FILE = "dynamics.csv"
 TABLE_VERSION = 1  # part of the table's settings hash: bump when its columns change
 FIRST_COLUMNS = ["run", "step", "epoch", "tokens_seen", "train_loss", "val_loss", "val_acc",
                  "num_classes", "train_tokens_measured"]
@@ -93,6 +81,11 @@ class Plan:
     steps_per_epoch: int
     batch_size: int
     caps: tuple[int, int]  # (training, validation) blocks of each snapshot's statistics
+
+    @property
+    def files(self) -> DynamicsLayout:
+        """The paths inside ``directory`` (lib.core.outputs)."""
+        return DynamicsLayout(self.directory)
 
     @property
     def steps(self) -> list[int]:
@@ -127,7 +120,7 @@ def make_plan(profile: Profile, run: RunName, corpus: PreparedCorpus) -> Plan:
 
 def _discard_if_stale(plan: Plan) -> None:
     """Remove the run's folder when it was made from other training inputs or steps."""
-    path = plan.directory / SETTINGS_FILE
+    path = plan.files.settings
     if plan.directory.exists() and (not path.is_file() or read_json(path) != plan.settings):
         discard_dir(plan.directory)
 
@@ -139,58 +132,32 @@ def _strip_state(checkpoint: Path) -> None:
 
 
 def train_snapshots(profile: Profile, plan: Plan, corpus: PreparedCorpus, progress: bool = True) -> list[dict]:
-    """Train ``plan.run`` from scratch (or resume), saving every snapshot; returns the records
-    (step, epoch, tokens_seen, train_loss, val_loss, val_acc, val_ppl, weights_sha256)."""
-    from tqdm.auto import tqdm
-
-    run, d, tr = plan.run, plan.directory, profile.training
+    """Train ``plan.run`` from scratch (or resume) through the grid's loop, saving every snapshot;
+    returns the records (step, epoch, tokens_seen, train_loss, val_loss, val_acc, val_ppl,
+    weights_sha256)."""
+    run, d, files, tr = plan.run, plan.directory, plan.files, profile.training
     with lock_for(d):
         _discard_if_stale(plan)
-        if (d / SNAPSHOTS_FILE).is_file():
-            return read_json(d / SNAPSHOTS_FILE)["records"]
-        atomic_write_json(d / SETTINGS_FILE, plan.settings)
-        device = resolve_device(profile.device)
-        precision = resolve_precision(tr.precision, device)
-        tokenizer, train_blocks, val_blocks = (corpus.tokenizer(), corpus.train_blocks(),
-                                               corpus.val_blocks())
-        start = last_checkpoint(d)  # 0: nothing to resume (step 0 is cheap to redo)
-        model = (load_causal_lm(d / f"checkpoint-{start}").train() if start
-                 else build_run_model(run, corpus, profile.model, tokenizer)).to(device)
-        optimizer = make_optimizer(model, tr, run.weight_decay, device)
-        scheduler = make_scheduler(optimizer, tr, run.epochs * plan.steps_per_epoch)
-        records: list[dict] = []
-        if start:
-            tensors, plain = read_training_state(d / f"checkpoint-{start}", "delete " + str(d))
-            restore_state(tensors, plain, optimizer, scheduler)
-            records = plain["records"]
+        if files.snapshots.is_file():
+            return read_json(files.snapshots)["records"]
+        atomic_write_json(files.settings, plan.settings)
 
-        def snapshot(step: int, tokens: int, train_loss: float) -> None:
-            nonlocal records
-            record = {"step": step, "epoch": step / plan.steps_per_epoch, "tokens_seen": tokens,
-                      "train_loss": train_loss,
-                      **evaluate(model, val_blocks, tr.eval_batch_size, device, precision)}
-            records = save_checkpoint(d, step, model, tokenizer, optimizer, scheduler,
-                                      [*records, record], plan.settings)
-            for other in d.glob("checkpoint-*"):  # also any left by an interruption
-                if other.name != f"checkpoint-{step}":
+        def record(step: int, epoch: float, tokens: int, loss: float, _n_tok: int, _t0: float,
+                   _train_s: float, evaluation: dict) -> dict:
+            return {"step": step, "epoch": epoch, "tokens_seen": tokens, "train_loss": loss,
+                    **evaluation}
+
+        def saved(_records: list[dict], step: int, _model: object) -> None:
+            for other in d.glob(f"{CHECKPOINT_PREFIX}*"):  # also any left by an interruption
+                if other != files.checkpoint(step):
                     _strip_state(other)
 
-        if not records:
-            snapshot(0, 0, math.nan)
-        todo = [s for s in plan.steps if s > records[-1]["step"]]
-        bar = tqdm(total=todo[-1] - records[-1]["step"] if todo else 0, disable=not progress,
-                   desc=f"dynamics {run}", unit="step", leave=False)
-        for target in todo:
-            step, S, B = records[-1]["step"], plan.steps_per_epoch, plan.batch_size
-            epoch = step // S + 1  # the stretch lies in one epoch: every epoch end is a snapshot
-            order = block_order(corpus.n_train_blocks, run.seed, epoch)
-            piece = order[(step - (epoch - 1) * S) * B:(target - (epoch - 1) * S) * B]
-            loss, n_tok = train_epoch(model, optimizer, scheduler, train_blocks, piece, B,
-                                      tr.max_grad_norm, device, precision, bar)
-            snapshot(target, records[-1]["tokens_seen"] + n_tok, loss)
-        bar.close()
-        atomic_write_json(d / SNAPSHOTS_FILE, {"records": records,
-                                               "settings_sha256": sha256_json(plan.settings)})
+        at = SavePoints(tuple((s, s) for s in plan.steps if s > 0), record, saved, initial=True)
+        _, records, _ = train_loop(run, d, corpus, tr, profile.model, plan.settings,
+                                   plan.batch_size, resolve_device(profile.device), at, progress,
+                                   "delete " + str(d), f"dynamics {run}")
+        atomic_write_json(files.snapshots, {"records": records,
+                                            "settings_sha256": sha256_json(plan.settings)})
         return records
 
 
@@ -198,34 +165,24 @@ def train_snapshots(profile: Profile, plan: Plan, corpus: PreparedCorpus, progre
 # Statistics and measures of each snapshot
 
 
-def _stats_current(path: Path, weights: str, hashes: dict[str, str], caps: tuple[int, int]) -> bool:
-    return (not stale_reasons(path, weights_sha256=weights, pass1_blocks=caps[0], **hashes)
-            and load_stats_metadata(path).get("pass2_blocks") == str(caps[1]))
-
-
 def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: PreparedCorpus) -> dict:
     """Statistics then measures of one snapshot (current files kept); the metrics dict."""
-    step, d = record["step"], plan.directory
-    stats, metrics = d / "stats" / f"step-{step}.safetensors", d / "metrics" / f"step-{step}.json"
+    step, files = record["step"], plan.files
+    stats, metrics = files.stats(step), files.metrics(step)
     manifest = read_json(Layout(profile.out_path).manifest)
     hashes = {k: manifest[k] for k in CORPUS_HASHES}
     device = resolve_device(profile.device).type
-    with lock_for(stats):
-        if not _stats_current(stats, record["weights_sha256"], hashes, plan.caps):
-            for stale in (stats, partial_path(stats)):
-                stale.unlink(missing_ok=True)
-            collect_model_stats(d / f"checkpoint-{step}", corpus.train_blocks(),
-                                corpus.val_blocks(), stats, batch_size=profile.collect.batch_size,
-                                device=device, max_train_blocks=plan.caps[0],
-                                max_val_blocks=plan.caps[1], progress=False,
-                                blocks_tokenizer_sha256=hashes["tokenizer_sha256"])
-        stats_sha256 = sha256_file(stats)
-        if metrics.is_file() and read_json(metrics).get("stats_sha256") == stats_sha256:
-            return read_json(metrics)
-        measures = measure_stats_file(stats, device=device, progress=False)
-        out = {**measures, "step": step, "stats_sha256": stats_sha256}
-        atomic_write_json(metrics, out)
-        return out
+    inputs = {"weights_sha256": record["weights_sha256"], **hashes}
+
+    def collect() -> None:
+        collect_model_stats(files.checkpoint(step), corpus.train_blocks(), corpus.val_blocks(),
+                            stats, batch_size=profile.collect.batch_size, device=device,
+                            max_train_blocks=plan.caps[0], max_val_blocks=plan.caps[1],
+                            progress=False, blocks_tokenizer_sha256=hashes["tokenizer_sha256"])
+
+    collect_if_stale(stats, lambda: stats_current(stats, inputs, plan.caps), collect)
+    return measure_if_stale(stats, metrics, lambda path: {
+        **measure_stats_file(path, device=device, progress=False), "step": step})
 
 
 def _row(plan: Plan, record: dict, metrics: dict) -> dict:
@@ -254,7 +211,7 @@ def run_dynamics(profile: Profile, run: RunName, *, corpus: PreparedCorpus | Non
 
     corpus = corpus if corpus is not None else prepare_profile_corpus(profile, progress)
     plan = make_plan(profile, run, corpus)
-    stored = read_table(plan.directory / TABLE_FILE, plan.table_sha256)
+    stored = read_table(plan.files.table, plan.table_sha256)
     if stored is not None:
         return stored
     records = train_snapshots(profile, plan, corpus, progress)
@@ -262,8 +219,8 @@ def run_dynamics(profile: Profile, run: RunName, *, corpus: PreparedCorpus | Non
             for r in tqdm(records, desc=f"measure {plan.run}", unit="snapshot",
                           disable=not progress, leave=False)]
     table = pd.DataFrame(rows)
-    atomic_write(plan.directory / TABLE_FILE, lambda tmp: table.to_csv(tmp, index=False))
-    return read_table(plan.directory / TABLE_FILE)  # as stored: the same floats either way
+    atomic_write(plan.files.table, lambda tmp: table.to_csv(tmp, index=False))
+    return read_table(plan.files.table)  # as stored: the same floats either way
 
 
 def run_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True) -> pd.DataFrame:

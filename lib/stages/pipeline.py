@@ -42,8 +42,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lib.core.errors import UserError
-from lib.core.paths import Layout, atomic_write_json, lock_for, read_json
-from lib.core.provenance import CORPUS_HASHES, sha256_file, weights_sha256
+from lib.core.paths import Layout, atomic_write_json, read_json
+from lib.core.provenance import CORPUS_HASHES, weights_sha256
 from lib.lm.data import PreparedCorpus, prepare_corpus
 from lib.lm.devices import resolve_device
 from lib.lm.model import RunName
@@ -52,12 +52,11 @@ from lib.nc.measure import measure_stats_file
 from lib.nc.stats_file import (
     PASSES,
     load_stats_metadata,
-    partial_path,
-    stale_reasons,
-    stored_layers,
 )
+from lib.stages import refresh
 from lib.stages.collect import collect_model_stats
 from lib.stages.layers import layers_section, profile_layers
+from lib.stages.refresh import collect_if_stale, measure_if_stale, stats_current
 from lib.stages.train import is_trained, train_run
 
 JOB_STAGES = ("train", "collect", "measure")
@@ -118,22 +117,14 @@ def is_collected(profile: Profile, ck: RunName, fraction: float | None = None) -
     """A finished stats file made from the current checkpoint and corpus (hashes compared)
     over the blocks the profile asks for (a changed ``collect`` cap is recollected too), holding
     at least the layers the profile asks for (``collect.layers``, lib.stages.layers)."""
-    inputs = collect_inputs(profile, ck)
-    path = Layout(profile.out_path).stats(ck, fraction)
-    if inputs is None or stale_reasons(path, **inputs):
-        return False
-    meta = load_stats_metadata(path)
-    blocks = (int(meta["pass1_blocks"]), int(meta["pass2_blocks"]))
-    return (blocks == block_caps(profile, fraction)
-            and set(profile_layers(profile, ck, fraction)) <= set(stored_layers(meta)))
+    return stats_current(Layout(profile.out_path).stats(ck, fraction), collect_inputs(profile, ck),
+                         block_caps(profile, fraction), profile_layers(profile, ck, fraction))
 
 
 def is_measured(profile: Profile, ck: RunName, fraction: float | None = None) -> bool:
     """A metrics file measured from the current stats file (its sha256 recorded and equal)."""
     layout = Layout(profile.out_path)
-    path, stats = layout.metrics(ck, fraction), layout.stats(ck, fraction)
-    return (path.is_file() and stats.is_file()
-            and read_json(path).get("stats_sha256") == sha256_file(stats))
+    return refresh.is_measured(layout.metrics(ck, fraction), layout.stats(ck, fraction))
 
 
 def collect_checkpoint(profile: Profile, ck: RunName, corpus: PreparedCorpus, progress: bool = True,
@@ -148,12 +139,9 @@ def collect_checkpoint(profile: Profile, ck: RunName, corpus: PreparedCorpus, pr
     if not (model_dir / "config.json").is_file():
         raise UserError(f"no checkpoint {model_dir}; train it first: python -m lib train "
                         f"--profile {profile.name} --run {ck.run}")
-    with lock_for(path):
-        if is_collected(profile, ck, fraction):
-            return path
-        throughput = layout.throughput(ck, fraction)
-        for stale in (path, partial_path(path), throughput):  # made from other inputs
-            stale.unlink(missing_ok=True)
+    throughput = layout.throughput(ck, fraction)
+
+    def collect() -> None:
         n_train, n_val = block_caps(profile, fraction)
         start = time.perf_counter()
         collect_model_stats(
@@ -167,6 +155,8 @@ def collect_checkpoint(profile: Profile, ck: RunName, corpus: PreparedCorpus, pr
         atomic_write_json(throughput, {  # all passes' tokens over the wall time
             "collect_seconds": seconds, "collect_tokens": tokens,
             "collect_device": _device(profile), "collect_tokens_per_s": tokens / max(seconds, 1e-9)})
+
+    collect_if_stale(path, lambda: is_collected(profile, ck, fraction), collect, [throughput])
     return path
 
 
@@ -179,18 +169,18 @@ def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
     """
     layout = Layout(profile.out_path)
     stats_file, path = layout.stats(ck, fraction), layout.metrics(ck, fraction)
-    with lock_for(path):
-        if is_measured(profile, ck, fraction):
-            return path
-        stats_sha256 = sha256_file(stats_file)
-        measures = {**measure_stats_file(stats_file, device=_device(profile), progress=progress),
-                    **layers_section(stats_file, device=_device(profile))}  # {} without layers
+
+    def measure(stats: Path) -> dict:
+        measures = {**measure_stats_file(stats, device=_device(profile), progress=progress),
+                    **layers_section(stats, device=_device(profile))}  # {} without layers
         throughput = layout.throughput(ck, fraction)
         extra = read_json(throughput) if throughput.is_file() else {}
         if fraction is not None and fraction < 1:
             extra["train_fraction"] = fraction
-        return atomic_write_json(path, {**measures, **extra, "run": str(ck), "spec": ck.as_dict(),
-                                        "stats_sha256": stats_sha256})
+        return {**measures, **extra, "run": str(ck), "spec": ck.as_dict()}
+
+    measure_if_stale(stats_file, path, measure)
+    return path
 
 
 def sensitivity_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True) -> list[Path]:

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 import math
 import re
@@ -61,7 +60,9 @@ import torch
 from torch import nn
 
 from lib.core.errors import UserError
+from lib.core.outputs import PretrainedLayout
 from lib.core.paths import atomic_write_json, cli_path, resolve
+from lib.core.provenance import sha256_json, sha256_texts, tokenizer_sha256
 from lib.lm.data import load_corpus, tokenize_blocks
 from lib.lm.devices import inference_autocast
 from lib.lm.model import (
@@ -79,7 +80,8 @@ from lib.nc.measure import compute_measures
 from lib.nc.stats_file import read_stats
 from lib.stages.collect import collect_model_stats
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # of the recorded settings; 2: texts hashed by lib.core.provenance.sha256_texts
+# (1 had a rule of its own), so a folder measured under version 1 is measured again
 GAP_WARN = 1e-3  # relative logit gap above which the features may not be the head's input
 TABLE_COLUMNS = [
     "name", "model", "revision", "step", "family", "depth", "width", "vocab_size", "context_len",
@@ -129,18 +131,12 @@ def load_model_tokenizer(name_or_path: str | Path, revision: str | None = None):
         raise refused_code("tokenizer", name_or_path, err) from None
 
 
-def _tokenizer_fingerprint(tokenizer) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else json.dumps(
-        sorted(tokenizer.get_vocab().items()))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _texts_sha(texts: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(hashlib.sha256(t.encode()).digest())
-    return h.hexdigest()
+def _tokenization_key(tokenizer) -> str:
+    """Which models may share one tokenization (an in-memory cache key, never recorded): the
+    ``tokenizer_sha256`` of a fast tokenizer, else the hash of a slow one's vocabulary."""
+    if hasattr(tokenizer, "backend_tokenizer"):
+        return tokenizer_sha256(tokenizer)
+    return sha256_json(sorted(tokenizer.get_vocab().items()))
 
 
 def _max_positions(config) -> int | None:
@@ -217,10 +213,10 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
                 max_val_blocks: int | None = None, progress: bool = False,
                 _token_cache: dict | None = None, _shas: tuple[str, str] | None = None) -> dict:
     """One (model, revision) of ``measure_pretrained``: returns its metrics row."""
-    out_dir = resolve(out_dir)
+    files = PretrainedLayout(resolve(out_dir))
     slug = model_slug(name, revision)
-    metrics_path = out_dir / "metrics" / f"{slug}.json"
-    train_sha, val_sha = _shas or (_texts_sha(texts_train), _texts_sha(texts_val))
+    metrics_path = files.metrics(slug)
+    train_sha, val_sha = _shas or (sha256_texts(texts_train), sha256_texts(texts_val))
     settings = _settings(name, revision, train_sha, val_sha, context_len, max_train_blocks,
                          max_val_blocks)
     if metrics_path.is_file():
@@ -228,7 +224,7 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
         if done.get("settings") == settings:
             return done
     tokenizer = load_model_tokenizer(name, revision)
-    key = _tokenizer_fingerprint(tokenizer)
+    key = _tokenization_key(tokenizer)
     cache = _token_cache if _token_cache is not None else {}
     if key not in cache:
         cache[key] = (_blocks(texts_train, tokenizer, context_len, "train"),
@@ -245,8 +241,7 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
         warnings.warn(f"{what}: logits differ from features @ W.T (+ b) by {gap:.2e} relative; "
                       "the model post-processes its logits (soft-capping or scaling?)",
                       stacklevel=2)
-    stats_path = out_dir / "stats" / slug / "stats.safetensors"
-    settings_path = stats_path.with_name("settings.json")
+    stats_path, settings_path = files.stats(slug), files.settings(slug)
     if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
         shutil.rmtree(stats_path.parent)  # other text or sizes: collect afresh
     if not settings_path.is_file():  # else: resume or reuse the collection of these settings
@@ -312,7 +307,7 @@ def measure_pretrained(models: Sequence[tuple[str, str | None]], texts_train: Se
                 if isinstance(err, UserError) or "trust_remote_code" not in str(err):
                     raise
                 raise refused_code("model", name, err) from None
-    shas, cache = (_texts_sha(texts_train), _texts_sha(texts_val)), {}
+    shas, cache = (sha256_texts(texts_train), sha256_texts(texts_val)), {}
     return [measure_one(n, r, texts_train, texts_val, out_dir, context_len=context_len,
                         batch_size=batch_size, device=device, max_train_blocks=max_train_blocks,
                         max_val_blocks=max_val_blocks, progress=progress, _token_cache=cache,
@@ -323,7 +318,7 @@ def pretrained_table(out_dir: str | Path):
     """Every ``metrics/*.json`` of ``measure_pretrained`` under ``out_dir`` as a DataFrame."""
     import pandas as pd
 
-    paths = sorted((resolve(out_dir) / "metrics").glob("*.json"))
+    paths = sorted(PretrainedLayout(resolve(out_dir)).metrics_dir.glob("*.json"))
     if not paths:
         raise FileNotFoundError(f"no metrics/*.json under {resolve(out_dir)}; run "
                                 "measure_pretrained first")

@@ -46,7 +46,7 @@ def _checkpoint_names(out_dir: Path, checkpoints: Sequence[RunName] | None) -> l
     """The checkpoints to tabulate: given ones (a bare run means its last epoch) or all measured."""
     if checkpoints is not None:
         return final_checkpoints(checkpoints)
-    metrics_dir = out_dir / "metrics"
+    metrics_dir = Layout(out_dir).metrics_dir
     if not metrics_dir.is_dir():
         raise FileNotFoundError(f"no metrics folder at {metrics_dir}; run the measure stage first")
     names = parse_checkpoints(p.stem for p in sorted(metrics_dir.glob("*.json")))
@@ -111,7 +111,7 @@ def save_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 def load_run_results(out_dir: str | os.PathLike) -> dict[str, dict]:
     """Every ``models/<run>/results.json`` under ``out_dir``, keyed by run name (for curves)."""
-    models = resolve(out_dir) / "models"
+    models = Layout(out_dir).models_dir
     found = {p.parent.name: read_json(p) for p in sorted(models.glob("*/results.json"))}
     if not found:
         raise FileNotFoundError(f"no models/<run>/results.json under {resolve(out_dir)}; train first")
