@@ -76,9 +76,12 @@ def _elapsed_s(job: str) -> float:
 
 
 def test_task_requeued_at_its_time_limit_resumes_bit_identical(tmp_path):
-    """After its first epoch, the task's time limit is cut to 35-90 s ahead: SLURM signals it
-    (USR2, 90 s before the limit), submitit requeues it, and it resumes from checkpoint-1."""
-    profile = write_profile(tmp_path, "requeue", **one_run(epochs=8, width=32, depth=2),
+    """After its first epoch the task gets the time-limit signal (USR2, which SLURM sends 90 s
+    before the limit: ``--signal=USR2@90``); submitit requeues it through the scheduler and it
+    resumes from its last epoch checkpoint. The signal is sent with ``scancel`` rather than by
+    cutting the limit: a tiny run on a quiet machine (~2 s an epoch) finished before a cut
+    limit's signal came, so that form passed or failed by machine speed."""
+    profile = write_profile(tmp_path, "requeue", **one_run(epochs=12, width=32, depth=2),
                             corpus={"max_train_stories": 1200})
     sub = cli("grid", "--profile", str(profile), "--slurm")
     assert sub.returncode == 0, sub.stderr
@@ -90,25 +93,19 @@ def test_task_requeued_at_its_time_limit_resumes_bit_identical(tmp_path):
     while not (ck1 / "model.safetensors").is_file():
         assert time.monotonic() < end and queued(task), "no first epoch checkpoint"
         time.sleep(0.5)
-    while True:  # a limit whose signal the next 30-s check of slurmctld sends before the limit
-        e = _elapsed_s(task)
-        minutes = math.ceil((e + 36) / 60)
-        if minutes * 60 - e <= 90:
-            break
-        time.sleep(1)
-    subprocess.run(["scontrol", "update", f"JobId={task}", f"TimeLimit={minutes}"], check=True)
+    subprocess.run(["scancel", "--signal=USR2", task], check=True)  # as at the time limit
     end = time.monotonic() + 180
     while job_field(task, "Restarts") in ("", "0"):
         assert time.monotonic() < end, f"not requeued: {job_field(task, 'JobState')}"
         assert queued(task), "the run finished before its time limit; make it longer"
         time.sleep(1)
-    # the limit back to the profile's, and no requeue delay (SLURM holds a requeued job ~2 min)
-    subprocess.run(["scontrol", "update", f"JobId={task}", "TimeLimit=10", "StartTime=now"],
+    # no requeue delay (SLURM holds a requeued job ~2 min)
+    subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"],
                    check=True)
     wait_gone(task, 400)
     log = log_of(tmp_path / "requeue", task) + log_of(tmp_path / "requeue", task, "err")
     assert "this job is timed-out" in log and "Requeued job" in log, log[-2000:]
-    assert re.search(r"resuming from checkpoint-[1-7]\b", log), log[-2000:]
+    assert re.search(r"resuming from checkpoint-([1-9]|1[01])\b", log), log[-2000:]
     assert job_field(task, "JobState") in ("COMPLETED", ""), job_field(task, "JobState")
     local = _local_twin(tmp_path, profile, "requeue-local")
     got, want = outputs(tmp_path / "requeue"), outputs(local)
