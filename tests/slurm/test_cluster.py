@@ -5,7 +5,6 @@ its array, sbatch refusals, a changed corpus, and no sbatch at all."""
 
 from __future__ import annotations
 
-import math
 import re
 import subprocess
 import time
