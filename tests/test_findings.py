@@ -4,7 +4,6 @@ import pytest
 
 from lib.tables import findings
 
-
 def test_sections_are_kept_and_sorted(tmp_path):
     path = tmp_path / "findings.md"
     a = findings.Findings(path, "05_permutation")
@@ -22,13 +21,11 @@ def test_sections_are_kept_and_sorted(tmp_path):
     b2.save()
     assert findings.values(path) == {"-0.39", "75"}
 
-
 def test_duplicate_key_refused(tmp_path):
     f = findings.Findings(tmp_path / "f.md", "x")
     f.add("k", 1.0, "t.csv")
     with pytest.raises(ValueError, match="twice"):
         f.add("k", 2.0, "t.csv")
-
 
 def test_numbers_as_prose_writes_them():
     text = "r −0.39 [−0.70, +0.05] over 1,629 classes in L4-d128, 95 % and 3 epochs (p = 0.0005)."

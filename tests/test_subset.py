@@ -1,0 +1,34 @@
+"""lib.nc.subset: restricting statistics to classes equals collecting only those classes' samples."""
+
+import torch
+
+from lib.nc import reference
+from lib.nc.classstats import ClassStats
+from lib.nc.subset import min_count_classes, restrict_classes
+
+
+def test_restricted_stats_equal_stats_of_the_kept_samples_only():
+    g = torch.Generator().manual_seed(0)
+    V, D, N = 12, 5, 400
+    x = torch.randn(N, D, generator=g, dtype=torch.float64) + 3.0
+    y = torch.randint(0, V, (N,), generator=g)
+    y[:40] = 7  # one frequent class
+    W = torch.randn(V, D, generator=g, dtype=torch.float64)
+    full = ClassStats(num_classes=V, dim=D)
+    full.add(x, y)
+    keep = min_count_classes(full.tensors, 35)
+    assert keep.sum() >= 2 and not keep.all()
+    only = ClassStats(num_classes=V, dim=D)
+    sel = keep[y]
+    only.add(x[sel], y[sel])
+    val_counts = torch.randint(1, 9, (V,), generator=g)
+    val = {"val_counts": val_counts, "val_agree": val_counts // 2}
+    restricted = restrict_classes({**full.tensors, **val, "lm_head": W, "pooled": W.T @ W}, keep)
+    assert "pooled" not in restricted and restricted["lm_head"] is W
+    expected = {**only.tensors, "lm_head": W,
+                **{k: torch.where(keep, v, 0) for k, v in val.items()}}
+    for key in ("counts", "sums", "sq_dev", "val_counts", "val_agree"):
+        torch.testing.assert_close(restricted[key], expected[key], rtol=1e-12, atol=1e-12)
+    a, b = reference.measures(restricted), reference.measures(expected)
+    for name in a:
+        assert (a[name] != a[name] and b[name] != b[name]) or abs(a[name] - b[name]) <= 1e-9 * max(1, abs(b[name])), name
