@@ -49,7 +49,9 @@ def test_import_maps_merges_and_writes_our_schema(tmp_path):
     may_file(tmp_path / "lc-may.csv", models[:2])
     out = tmp_path / "authors.csv"
     table = authors.import_authors([tmp_path / "lc-later.csv", tmp_path / "lc-may.csv"], out)
-    assert list(table.columns) == results.SPEC_COLUMNS + results.RESULT_COLUMNS + MEASURES
+    assert list(table.columns) == results.SPEC_COLUMNS + results.RESULT_COLUMNS + authors.imported_measures()
+    assert authors.imported_measures()[:len(MEASURES)] == MEASURES
+    assert {"nc2_etf_error", "nc3_duality_error"} <= set(authors.imported_measures())
     row = table.set_index("name").loc["L1-d64-e1-wd0.0005-s0-ck1"]
     src = later.set_index("model").loc["01x0064_01d@0"]
     assert row["nc1_cdnv"] == pytest.approx(src["cdnv"])  # first file listed wins
@@ -59,11 +61,14 @@ def test_import_maps_merges_and_writes_our_schema(tmp_path):
     assert row["nc3_duality_mean"] == pytest.approx(src["simcos_mean"])
     assert row["unc3_duality_cv"] == pytest.approx(np.sqrt(src["simcos_var"]) / src["simcos_mean"])
     assert row["nc4_agreement"] == pytest.approx(0.75)
+    assert row["nc2_etf_error"] == pytest.approx(src["etf_error"])  # as logged
+    assert row["nc3_duality_error"] == pytest.approx(src["dual_error"])
     assert row["nc2_interference_cv"] == pytest.approx(0.1 / 0.02)  # cosines from the May file
     assert np.isnan(row["nc1_cdnv_galanti"])  # no file has it: empty
     third = table.set_index("name").loc["L4-d128-e10-wd0.1-s0-ck6"]
     assert np.isnan(third["nc2_interference_mean"])  # only in the later file: dot products, not mapped
     assert table.attrs["sources"]["nc1_cdnv_galanti"].startswith("empty")
+    assert table.attrs["sources"]["nc3_duality_error"] == "dual_error"
     back = results.load_table(out)  # notebooks 04/05 read it like our own table
     assert len(back) == 3 and back["seed"].tolist() == [0, 1, 0]
 

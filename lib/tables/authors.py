@@ -8,7 +8,10 @@ the authors' repository and run ``python -m lib import-authors FILE [FILE ...] -
 Format. Columns ``model, n_params, val_acc, val_loss, perplex, cdnv, norms_mean, norms_var,
 etf_error, interfere_mean, interfere_var, log_kern_mean, log_kern_var, dual_error, simdot_mean,
 simdot_var, simcos_mean, simcos_var, dists_mean, dists_var, hits, misses, norms_log_mean,
-norms_log_var``; the May-2024 file has ``interfere_mean, interfere_std`` as cosines instead,
+norms_log_var``. ``etf_error`` (simplex-ETF error of the centred class means) becomes
+``nc2_etf_error`` and ``dual_error`` (self-duality error between classifier and centred means)
+``nc3_duality_error``, both as logged (their library's ``simplex_etf_error`` and
+``self_duality_error``). The May-2024 file has ``interfere_mean, interfere_std`` as cosines instead,
 the later one ``interfere_mean, interfere_var`` as raw dot products (not our cosine measures,
 so not mapped). Model names ``LLxDDDD_EEW[SS]@k``: depth LL, width DDDD, epochs EE, weight
 decay W (``d`` = 5e-4, ``L`` = 0.1), optional seed-replica index SS (00-19, our seeds 1-20;
@@ -65,7 +68,15 @@ MAPPING: dict[str, tuple[tuple[str, ...], Column, str]] = {
                         "sqrt(simcos_var) / simcos_mean"),
     "nc4_agreement": (("hits", "misses"), lambda df: df["hits"] / (df["hits"] + df["misses"]),
                       "hits / (hits + misses)"),
+    "nc2_etf_error": (("etf_error",), lambda df: df["etf_error"], "etf_error"),
+    "nc3_duality_error": (("dual_error",), lambda df: df["dual_error"], "dual_error"),
 }
+
+
+def imported_measures() -> list[str]:
+    """The measure columns of an imported table: the registry's, then any mapped measure the
+    registry does not list (so a measure the authors logged is kept before ours computes it)."""
+    return MEASURES + [m for m in MAPPING if m not in MEASURES]
 
 
 def parse_model_name(name: str) -> RunName:
@@ -136,7 +147,7 @@ def _read_one(path: os.PathLike) -> pd.DataFrame:
     out["val_loss"] = raw["val_loss"].astype(float).to_numpy()
     out["val_acc"] = raw["val_acc"].astype(float).to_numpy() if "val_acc" in raw else np.nan
     out["num_classes"] = np.nan
-    for measure in MEASURES:
+    for measure in imported_measures():
         need, compute, _ = MAPPING.get(measure, ((), None, ""))
         ok = compute is not None and all(c in raw.columns for c in need)
         out[measure] = compute(raw.astype({c: float for c in need})).to_numpy() if ok else np.nan
@@ -150,7 +161,7 @@ def column_sources(files: Sequence[os.PathLike]) -> dict[str, str]:
     """Per measure of ours, the authors' columns it comes from, or why it stays empty."""
     columns = set().union(*(pd.read_csv(resolve(f), nrows=0).columns for f in files))
     out = {}
-    for measure in MEASURES:
+    for measure in imported_measures():
         need, _, text = MAPPING.get(measure, ((), None, ""))
         out[measure] = text if need and set(need) <= columns else "empty: not in the authors' files"
     return out
@@ -170,7 +181,7 @@ def import_authors(files: Sequence[str | os.PathLike], out: str | os.PathLike | 
     for f in files:
         one = _read_one(f)
         merged = one if merged is None else merged.combine_first(one)
-    table = merged[SPEC_COLUMNS + RESULT_COLUMNS + MEASURES].astype(
+    table = merged[SPEC_COLUMNS + RESULT_COLUMNS + imported_measures()].astype(
         {"depth": int, "width": int, "epochs": int, "seed": int, "checkpoint": int, "n_params": "int64"})
     table = table.sort_values(SORT_COLUMNS, ignore_index=True)
     table.attrs["sources"] = column_sources(files)
