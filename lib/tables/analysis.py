@@ -309,9 +309,15 @@ def format_p(p: float, m: int) -> str:
     return f"{p:.2g}"
 
 
+def _num(v: float, fmt: str) -> str:
+    return fmt.format(v) if np.isfinite(v) else ""
+
+
 def table1_display(perm: pd.DataFrame) -> pd.DataFrame:
     """Table 1 as the paper prints it: measure label, n, r, R^2, Spearman, p and Holm p as text
-    (3 significant figures; p as "< 1e-4" where b = 0)."""
+    (3 significant figures; p as "< 1e-4" where b = 0); where ``perm`` has them
+    (``replicas.reviewed_table1``), also the Fisher interval on r, the authors' replica r, the
+    p of the difference, and the authors' Holm p."""
     out = pd.DataFrame({
         "measure": [label(m) for m in perm["measure"]],
         "n": perm["n"].astype(int),
@@ -321,6 +327,12 @@ def table1_display(perm: pd.DataFrame) -> pd.DataFrame:
         "p": [format_p(p, m) for p, m in zip(perm["p"], perm["m"], strict=True)],
         "Holm p": [format_p(p, m) for p, m in zip(perm["p_holm"], perm["m"], strict=True)],
     })
+    if {"r_ci_low", "r_ci_high", "authors_r", "diff_p", "authors_p_holm"} <= set(perm.columns):
+        out["r 95% CI"] = [f"[{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else ""
+                           for lo, hi in zip(perm["r_ci_low"], perm["r_ci_high"], strict=True)]
+        out["authors r"] = perm["authors_r"].map(lambda v: _num(v, "{:+.3f}"))
+        out["difference p"] = perm["diff_p"].map(lambda v: _num(v, "{:.2g}"))
+        out["authors Holm p"] = perm["authors_p_holm"].map(lambda v: _num(v, "{:.2g}"))
     return out
 
 

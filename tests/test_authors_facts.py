@@ -1,0 +1,66 @@
+"""scripts/authors_facts.py and lib.tables.authors_stats on a small synthetic file in the
+authors' format whose answers are known exactly."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib.tables import analysis, authors_stats
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "authors_facts.py"
+
+
+def synthetic(path: Path) -> pd.DataFrame:
+    """21 seed replicas of 02x0768_01d (1 epoch), two more 1-epoch runs and two 3-epoch runs
+    (3 checkpoints each). log10 cdnv = loss exactly; etf_error = 2 loss + 1 on 1-epoch runs and
+    5 - loss on 3-epoch runs; dual_error random."""
+    rng = np.random.default_rng(0)
+    models = (["02x0768_01d@0"] + [f"02x0768_01d{i:02d}@0" for i in range(20)]
+              + ["01x0064_01d@0", "04x0128_01L@0"]
+              + [f"{a}_03d@{k}" for a in ("01x0064", "02x0128") for k in range(3)])
+    loss = rng.uniform(1.5, 4.0, len(models))
+    three = np.array(["_03d@" in m for m in models])
+    df = pd.DataFrame({"model": models, "n_params": 1000, "val_loss": loss, "cdnv": 10.0**loss,
+                       "etf_error": np.where(three, 5 - loss, 2 * loss + 1),
+                       "dual_error": rng.uniform(1.0, 1.5, len(models))})
+    df.to_csv(path, index=False)
+    return df
+
+
+def test_facts_have_the_known_answers(tmp_path):
+    df = synthetic(tmp_path / "lc.csv")
+    facts = authors_stats.authors_facts([tmp_path / "lc.csv"], n_bootstrap=50, n_permutations=99)
+    assert facts["n_models"] == 29 and facts["n_runs"] == 25  # a run's 3 checkpoints are one run
+    assert set(facts["AUTHORS_R2_CI"]) == {"nc1_cdnv", "nc2_etf_error", "nc3_duality_error"}
+    assert facts["AUTHORS_R2_CI"]["nc1_cdnv"] == pytest.approx((1.0, 1.0))  # exact line on log scale
+    by = facts["AUTHORS_BY_EPOCHS"]["nc2_etf_error"]
+    assert by[1] == pytest.approx((1.0, 1.0, 23)) and by[3] == pytest.approx((-1.0, 1.0, 6))
+    assert by[10][2] == 0 and np.isnan(by[10][0])  # no 10-epoch runs here
+    reps = df.iloc[:21]
+    r = np.corrcoef(reps["dual_error"], reps["val_loss"])[0, 1]
+    assert facts["AUTHORS_REPLICAS"]["nc3_duality_error"] == pytest.approx((r, 21))
+    p, p_holm = facts["AUTHORS_REPLICA_P"]["nc1_cdnv"]
+    assert p == pytest.approx(1 / 100)  # |r| = 1: no permutation reaches it
+    ps = [facts["AUTHORS_REPLICA_P"][m][0] for m in facts["AUTHORS_REPLICAS"]]
+    holms = [facts["AUTHORS_REPLICA_P"][m][1] for m in facts["AUTHORS_REPLICAS"]]
+    np.testing.assert_allclose(holms, analysis.holm(ps))
+
+
+def test_script_prints_the_dicts_as_python(tmp_path, capsys):
+    synthetic(tmp_path / "lc.csv")
+    spec = importlib.util.spec_from_file_location("authors_facts_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([str(tmp_path / "lc.csv"), "--n-bootstrap", "20", "--n-permutations", "99"]) == 0
+    namespace: dict = {}
+    exec(capsys.readouterr().out, namespace)  # the printed text is the module's source
+    assert namespace["AUTHORS_BY_EPOCHS"]["nc2_etf_error"][3] == (-1.0, 1.0, 6)
+    assert namespace["AUTHORS_R2_CI"]["nc1_cdnv"] == (1.0, 1.0)
+    assert namespace["AUTHORS_REPLICAS"]["nc1_cdnv"] == (1.0, 21)
+    assert script.main([str(tmp_path / "missing.csv")]) == 2
+    assert "no such file" in capsys.readouterr().err
