@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 05 · Permutation test over seed-only replicas (Table 1)
 #
-# Among models that differ only in their data-shuffling seed, does a measure still track validation loss? For each measure: Pearson r, R², Spearman ρ and the p-value from m random permutations of the losses, p = (b + 1)/(m + 1) with b the permuted |r| at least the observed |r| (so never 0), and the Holm-adjusted p. Writes `permutation.csv` beside the results table.
+# Among models that differ only in their data-shuffling seed, does a measure still track validation loss? For each measure: Pearson r, R², Spearman ρ and the p-value from m random permutations of the losses, p = (b + 1)/(m + 1) with b the permuted |r| at least the observed |r| (so never 0), and the Holm-adjusted p. Beside each r: its Fisher 95 % interval, the authors' r on their own 21 seed replicas with the p of the difference (Fisher z), and the authors' permutation and Holm p (from their published files, `lib/tables/authors_facts.py`). Writes `permutation.csv` beside the results table and this notebook's section of `findings.md`.
 
 # %% tags=["parameters"]
 profile = "smoke"  # profiles/<name>.yaml: the single source of every other value
@@ -12,6 +12,8 @@ output_dir = None  # override: folder for tables and figures instead of runs/ an
 from lib.figures import plots
 from lib.series import paper
 from lib.tables import analysis, results
+from lib.tables.findings import Findings
+from lib.tables.replicas import add_findings, pc1_note, reviewed_table1
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
 table = results.load_table(cfg.results_table)
@@ -21,12 +23,14 @@ print(f"{len(replicas)} seed-only replicas of {replicas['run'].iloc[0] if len(re
 # %% [markdown]
 # ## Table 1
 #
-# p is shown as "< 1e-4" (for m = 10⁴) where no permutation reached the observed |r|, the smallest p the test can give.
+# p is shown as "< 1e-4" (for m = 10⁴) where no permutation reached the observed |r|, the smallest p the test can give. The interval on r is Fisher's (z = atanh r, standard error 1/√(n − 3)); "difference p" tests our r against the authors' replica r as two independent samples. The last columns are the authors' own Table 1, recomputed from their files with the same test (same m and seed).
 
 # %%
 perm = analysis.table1(replicas, n_permutations=cfg.profile.analysis.n_permutations, seed=cfg.profile.analysis.seed)
+perm = reviewed_table1(perm, replicas)
 results.save_table(perm, cfg.table_path("permutation.csv"))
 print(analysis.MULTIPLICITY_NOTE.format(k=len(perm)))
+print(pc1_note(perm))
 analysis.table1_display(perm)
 
 # %% [markdown]
@@ -37,3 +41,14 @@ analysis.table1_display(perm)
 # %%
 fig = plots.table1_figure(perm)
 plots.show_and_save(fig, "table1_permutation", cfg)
+
+# %% [markdown]
+# ## Findings
+#
+# The numbers the README quotes from this notebook, each with its column of `permutation.csv`.
+
+# %%
+findings = Findings(cfg.table_path("findings.md"), "05_permutation")
+add_findings(findings, perm)
+findings.save()
+print(findings.markdown())

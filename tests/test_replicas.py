@@ -66,3 +66,22 @@ def test_reviewed_table1_adds_intervals_authors_and_pc1():
     shown = analysis.table1_display(out)
     assert list(shown.columns[-4:]) == ["r 95% CI", "authors r", "difference p", "authors Holm p"]
     assert shown["authors r"].tolist() == ["", "-0.700"]
+
+
+def test_add_findings_records_interval_authors_and_pc1(tmp_path):
+    from lib.tables.findings import Findings, values
+
+    rng = np.random.default_rng(2)
+    f = rng.standard_normal(21)
+    reps = _table({"nc4_agreement": -f + 0.3 * rng.standard_normal(21)}, 2 + 0.1 * f)
+    perm = analysis.permutation_test(reps, ["nc4_agreement"], n_permutations=99)
+    out = replicas.reviewed_table1(perm, reps, authors_r={"nc4_agreement": (-0.7, 21)},
+                                   authors_p={"nc4_agreement": (0.0004, 0.0052)})
+    book = Findings(tmp_path / "findings.md", "05_permutation")
+    replicas.add_findings(book, out)
+    book.save()
+    text = (tmp_path / "findings.md").read_text()
+    row = out.iloc[0]
+    assert f"{row.r:+.2f} [{row.r_ci_low:+.2f}, {row.r_ci_high:+.2f}]" in text
+    assert "authors' Holm p (survives)" in text and "0.0052" in values(tmp_path / "findings.md")
+    assert "PC1 r with loss" not in text  # one measure: no component to speak of

@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from lib.nc.registry import MEASURES, analysis_scale
+from lib.nc.registry import MEASURES, analysis_scale, label
 from lib.tables import analysis
 from lib.tables.authors_facts import AUTHORS_REPLICA_P, AUTHORS_REPLICAS
+from lib.tables.findings import Findings
 from lib.tables.results import LOSS
 
 PC1_NOTE = ("The first principal component of the {k} standardised measures explains {share:.0%} "
@@ -112,3 +113,29 @@ def pc1_note(table: pd.DataFrame) -> str:
     if not np.isfinite(pc.get("share", np.nan)):
         return ""
     return PC1_NOTE.format(k=pc["k"], share=pc["share"], n=pc["n"], r=pc["r_loss"])
+
+
+def add_findings(findings: Findings, table: pd.DataFrame, alpha: float = 0.05) -> None:
+    """Record in ``findings`` what the README quotes of Table 1 (``reviewed_table1``): per
+    measure our r with its Fisher interval, our Holm p, the authors' replica r and the p of the
+    difference; the first component's share and r with loss; the authors' Holm p below ``alpha``."""
+    src = "permutation.csv"
+    for row in table.itertuples():
+        name = label(row.measure)
+        if np.isfinite(row.r):
+            findings.add(f"{name}: r [95% CI]", f"{row.r:+.2f} [{row.r_ci_low:+.2f}, {row.r_ci_high:+.2f}]",
+                         f"{src}: {row.measure} r, r_ci_low, r_ci_high")
+            findings.add(f"{name}: Holm p", row.p_holm, f"{src}: {row.measure} p_holm", fmt="{:.2g}")
+        if np.isfinite(row.authors_r):
+            findings.add(f"{name}: authors' replica r", row.authors_r, f"{src}: {row.measure} authors_r",
+                         fmt="{:+.2f}")
+        if np.isfinite(row.diff_p):
+            findings.add(f"{name}: difference p (Fisher z)", row.diff_p, f"{src}: {row.measure} diff_p",
+                         fmt="{:.2g}")
+        if np.isfinite(row.authors_p_holm) and row.authors_p_holm < alpha:
+            findings.add(f"{name}: authors' Holm p (survives)", row.authors_p_holm,
+                         f"{src}: {row.measure} authors_p_holm", fmt="{:.2g}")
+    pc = table.attrs.get("pc1") or {}
+    if np.isfinite(pc.get("share", np.nan)):
+        findings.add("PC1 share of standardised variance", 100 * pc["share"], f"{src}: pc1_share", fmt="{:.0f}%")
+        findings.add("PC1 r with loss", pc["r_loss"], f"{src}: pc1_r_loss", fmt="{:.2f}")
