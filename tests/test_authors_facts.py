@@ -64,3 +64,19 @@ def test_script_prints_the_dicts_as_python(tmp_path, capsys):
     assert namespace["AUTHORS_REPLICAS"]["nc1_cdnv"] == (1.0, 21)
     assert script.main([str(tmp_path / "missing.csv")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_stored_facts_agree_with_the_registry_and_themselves():
+    from lib.nc.registry import REGISTRY
+    from lib.tables import authors_facts as facts
+
+    for m, (lo, hi) in facts.AUTHORS_R2_CI.items():
+        point = REGISTRY[m].authors_r2 if m in REGISTRY else None
+        assert lo < hi and (point is None or lo <= point <= hi), m
+    for m, by in facts.AUTHORS_BY_EPOCHS.items():
+        assert sum(n for _, _, n in by.values()) == 230, m  # 80 + 30 + 120 models
+        assert all(abs(r * r - r2) < 0.002 for r, r2, _ in by.values()), m  # rounded to 3 places
+    assert set(facts.AUTHORS_REPLICAS) == set(facts.AUTHORS_REPLICA_P)
+    assert all(n == 21 for _, n in facts.AUTHORS_REPLICAS.values())
+    np.testing.assert_allclose([ph for _, ph in facts.AUTHORS_REPLICA_P.values()],
+                               analysis.holm([p for p, _ in facts.AUTHORS_REPLICA_P.values()]), rtol=0.1)

@@ -85,3 +85,10 @@ def test_add_findings_records_interval_authors_and_pc1(tmp_path):
     assert f"{row.r:+.2f} [{row.r_ci_low:+.2f}, {row.r_ci_high:+.2f}]" in text
     assert "authors' Holm p (survives)" in text and "0.0052" in values(tmp_path / "findings.md")
     assert "PC1 r with loss" not in text  # one measure: no component to speak of
+
+
+def test_reviewed_table1_with_too_few_replicas_stays_nan():
+    two = _table({"nc4_agreement": np.array([0.1, 0.2])}, np.array([2.0, 1.9]))
+    out = replicas.reviewed_table1(analysis.table1(two, n_permutations=10), two)
+    assert out["r_ci_low"].isna().all() and out["diff_p"].isna().all() and out["pc1_share"].isna().all()
+    assert replicas.pc1_note(out) == "" and out["authors_r"].notna().any()  # theirs still shown
