@@ -32,6 +32,8 @@ from lib.stages.pipeline import (
     train_all,
 )
 from lib.stages.slurm import submit_slurm
+from lib.tables.results import build_results_table
+from lib.tables.sensitivity import fixed_k_table, sensitivity_table, stability
 
 
 def stats_path(out_dir, ck):
@@ -211,6 +213,12 @@ def test_changed_collect_cap_recollects_and_sensitivity(tmp_path, tiny_profile):
     assert "train_fraction" not in full
     assert paths[2] == metrics_path(p.out_path, ck)  # fraction 1 is the main statistics, reused
     assert half["nc1_cdnv"] != full["nc1_cdnv"]
+    table = sensitivity_table(capped)  # the notebook's tables read these files
+    assert list(table["draw"]) == [0, 1, 0]
+    fixed = fixed_k_table(capped)
+    assert fixed["num_classes"].nunique() == 1 and fixed["num_classes"].iloc[0] <= table["num_classes"].min()
+    grid = build_results_table(p.out_path, p.checkpoints())
+    assert len(stability(table, grid)) == len(stability(fixed, grid)) > 0
     d["sensitivity"]["seed"] = 1  # other subsamples: the files of seed 0 are stale
     reseeded = Profile.from_dict(d)
     changed = [draw for draw in (0, 1) if not np.array_equal(

@@ -18,8 +18,10 @@ from lib.nc.measure import select_measures
 from lib.nc.registry import MEASURES
 from lib.nc.stats_file import read_stats
 from lib.nc.subset import restrict_classes
+from lib.tables.findings import Findings
 from lib.tables.sensitivity import (
     STABLE_SHARE,
+    add_findings,
     changes,
     fixed_k_table,
     sensitivity_figure,
@@ -118,3 +120,16 @@ def test_missing_files_name_the_fix(tmp_path):
         sensitivity_table(_profile(tmp_path, [CK]))
     with pytest.raises(UserError, match="sensitivity_all"):
         fixed_k_table(_profile(tmp_path, [CK]))
+
+
+def test_findings_record_the_stability_numbers(tmp_path):
+    summary = pd.DataFrame([{"measure": "nc1_cdnv", "half_change_mean": 0.123, "half_change_sd": 0.02,
+                             "between_sd": 0.67, "stable": False}])
+    table = pd.DataFrame({"num_classes": [1629, 1801, 1700]})
+    findings = Findings(tmp_path / "findings.md", "03_measure")
+    add_findings(findings, summary, table, "s.csv", "t.csv")
+    got = {k: (v, s) for k, v, s in findings.rows}
+    assert got["sensitivity nc1_cdnv half change mean"] == ("+0.123", "s.csv: row nc1_cdnv, half_change_mean")
+    assert got["sensitivity nc1_cdnv between-model sd"][0] == "0.670"
+    assert got["sensitivity nc1_cdnv stable"][0] == "no"
+    assert got["sensitivity K min"] == ("1,629", "t.csv: num_classes, min") and got["sensitivity K max"][0] == "1,801"

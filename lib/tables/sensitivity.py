@@ -188,3 +188,19 @@ def sensitivity_figure(table: pd.DataFrame, grid: pd.DataFrame,
     fig.suptitle("Change from the full pass (mean ± sd over random subsamples); light band: "
                  f"± between-model sd, dark: ± {STABLE_SHARE:g} of it")
     return fig
+
+
+def add_findings(findings: Any, summary: pd.DataFrame, table: pd.DataFrame, source: str,
+                 table_source: str, prefix: str = "sensitivity") -> None:
+    """Record per measure the half-sample change (mean, sd over draws, worst model), the
+    between-model sd and the verdict from ``summary`` (``stability``, saved as ``source``), and
+    the range of classes (K) over ``table``'s samples (saved as ``table_source``);
+    ``findings``: a lib.tables.findings.Findings."""
+    for row in summary.to_dict("records"):
+        m, where = row["measure"], f"{source}: row {row['measure']}"
+        findings.add(f"{prefix} {m} half change mean", row["half_change_mean"], f"{where}, half_change_mean", "{:+.3f}")
+        findings.add(f"{prefix} {m} half change sd", row["half_change_sd"], f"{where}, half_change_sd", "{:.3f}")
+        findings.add(f"{prefix} {m} between-model sd", row["between_sd"], f"{where}, between_sd", "{:.3f}")
+        findings.add(f"{prefix} {m} stable", "yes" if row["stable"] else "no", f"{where}, stable", "{}")
+    findings.add(f"{prefix} K min", int(table["num_classes"].min()), f"{table_source}: num_classes, min", "{:,}")
+    findings.add(f"{prefix} K max", int(table["num_classes"].max()), f"{table_source}: num_classes, max", "{:,}")
