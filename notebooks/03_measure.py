@@ -11,9 +11,11 @@ output_dir = None  # override: folder for tables and figures instead of runs/ an
 
 # %%
 from lib.figures import plots
+from lib.lm.devices import resolve_device
 from lib.series import paper
 from lib.stages import pipeline
 from lib.tables import results, sensitivity
+from lib.tables.findings import Findings
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir,
                            progress=progress)
@@ -47,19 +49,42 @@ results.summary_numbers(table)
 # %% [markdown]
 # ## Sensitivity to the statistics sample
 #
-# The class statistics above use every training block. For the profile's `sensitivity.runs` (models spanning the grid), the statistics are collected again from the first 1/8, 1/4 and 1/2 of the training blocks, and every measure is recomputed. The table gives, per measure, the largest relative change (over those models) from the smallest and from the half sample to the whole split; "stable" means halving the sample moves it by less than 10 %. Fewer tokens leave more classes seen only a few times (a class seen once has zero within-class variance by construction), which is what moves the variability measures.
+# The class statistics above use every training block. For the profile's `sensitivity.runs` (models spanning the grid), the statistics are collected again on `sensitivity.draws` random subsamples (without replacement, reproducible from `sensitivity.seed`) of 1/8, 1/4 and 1/2 of the training blocks, and every measure is recomputed. Each change from the full pass is read on the measure's analysis scale (dex for the log measures, the value's own units otherwise), as mean ± sd over the draws, and set against the spread between the grid's models (sd over models on the same scale). A measure is *stable* when halving the sample moves it (worst model) by less than `STABLE_SHARE` = 0.1 of the between-model sd: such a shift adds at most 1 % to the variance between models. Fewer tokens leave more classes seen only a few times (a class seen once has zero within-class variance by construction) and fewer classes seen at all, so the fixed-K variant below measures every sample of a run on only the classes present in all of them.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 measured = pipeline.sensitivity_all(cfg.profile, progress=cfg.progress)
-print(f"{len(measured)} (model, fraction) statistics measured")
+print(f"{len(measured)} (model, fraction, draw) statistics measured")
 
 # %%
 sens = sensitivity.sensitivity_table(cfg.profile)
 results.save_table(sens, cfg.table_path("sensitivity.csv"))
-results.round_sig(sens[["checkpoint", "fraction", "train_tokens", "num_classes", "median_class_count", "frac_singletons"]], 3)
+results.save_table(sensitivity.changes(sens, table), cfg.table_path("sensitivity_changes.csv"))
+results.round_sig(sens[["checkpoint", "fraction", "draw", "train_tokens", "num_classes", "median_class_count", "frac_singletons"]], 3)
 
 # %%
-fig = sensitivity.sensitivity_figure(sens)
+fig = sensitivity.sensitivity_figure(sens, table)
 plots.show_and_save(fig, "sensitivity", cfg)
-results.round_sig(sensitivity.stability(sens), 3)
+stab = sensitivity.stability(sens, table)
+results.save_table(stab, cfg.table_path("sensitivity_stability.csv"))
+print(f"stable: half-sample change < {sensitivity.STABLE_SHARE:g} x between-model sd (analysis scale)")
+results.round_sig(stab, 3)
+
+# %% [markdown]
+# Fixed K: the same samples measured on only the classes present in every sample of their run (K per run below), so the class set does not change with the sample.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+sens_k = sensitivity.fixed_k_table(cfg.profile, device=resolve_device(cfg.profile.device))
+results.save_table(sens_k, cfg.table_path("sensitivity_fixed_k.csv"))
+stab_k = sensitivity.stability(sens_k, table)
+results.save_table(stab_k, cfg.table_path("sensitivity_fixed_k_stability.csv"))
+print(sens_k.groupby("checkpoint")["num_classes"].first().to_string())
+results.round_sig(stab_k, 3)
+
+# %%
+findings = Findings(cfg.table_path("findings.md"), "03_measure")
+sensitivity.add_findings(findings, stab, sens, "sensitivity_stability.csv", "sensitivity.csv")
+sensitivity.add_findings(findings, stab_k, sens_k, "sensitivity_fixed_k_stability.csv", "sensitivity_fixed_k.csv",
+                         prefix="sensitivity fixed-K")
+findings.save()

@@ -8,15 +8,17 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import submitit
 
 from lib.core.errors import UserError
 from lib.core.paths import REPO_ROOT, Layout, read_json
-from lib.core.provenance import sha256_file, weights_sha256
+from lib.core.provenance import sha256_array, sha256_file, weights_sha256
 from lib.lm.model import RunName
 from lib.lm.profiles import Profile, load_profile
 from lib.nc.stats_file import load_stats_metadata
+from lib.stages.blocks import subsample_blocks
 from lib.stages.costs import dry_run, plan_jobs
 from lib.stages.pipeline import (
     collect_all,
@@ -30,6 +32,8 @@ from lib.stages.pipeline import (
     train_all,
 )
 from lib.stages.slurm import submit_slurm
+from lib.tables.results import build_results_table
+from lib.tables.sensitivity import fixed_k_table, sensitivity_table, stability
 
 
 def stats_path(out_dir, ck):
@@ -181,7 +185,8 @@ def test_two_grid_processes_on_one_out_dir(tmp_path, tiny_profile):
 
 def test_changed_collect_cap_recollects_and_sensitivity(tmp_path, tiny_profile):
     """A stats file over other blocks than the profile asks for is not current; the sensitivity
-    study re-collects on fractions, and its full fraction equals the main statistics."""
+    study re-collects on random subsamples (one file per draw, its indices recorded), a changed
+    seed makes them stale, and its full fraction equals the main statistics."""
     p = tiny_profile(tmp_path)
     (ck,) = p.checkpoints()
     run_local(p, progress=False)
@@ -189,16 +194,34 @@ def test_changed_collect_cap_recollects_and_sensitivity(tmp_path, tiny_profile):
     assert load_stats_metadata(stats_path(p.out_path, ck))["pass1_blocks"] == str(n_train)
     d = p.as_dict()
     d["collect"]["max_train_blocks"] = 3
-    d["sensitivity"] = {"runs": [str(ck)], "fractions": [0.5, 1.0]}
+    d["sensitivity"] = {"runs": [str(ck)], "fractions": [0.5, 1.0], "draws": 2, "seed": 0}
     capped = Profile.from_dict(d)
     assert not is_collected(capped, ck) and pending_runs(capped) == [ck.run]
     run_local(capped, progress=False)
     assert load_stats_metadata(stats_path(p.out_path, ck))["pass1_blocks"] == "3"
     paths = sensitivity_all(capped, progress=False)
     layout = Layout(p.out_path)
-    assert paths == [layout.metrics(ck, 0.5), layout.metrics(ck, 1.0)]
-    assert load_stats_metadata(layout.stats(ck, 0.5))["pass1_blocks"] == "2"
-    half, full = read_json(paths[0]), read_json(paths[1])
-    assert half["train_fraction"] == 0.5 and "train_fraction" not in full
-    assert paths[1] == metrics_path(p.out_path, ck)  # fraction 1 is the main statistics, reused
+    assert paths == [layout.metrics(ck, 0.5, 0), layout.metrics(ck, 0.5, 1), layout.metrics(ck, 1.0)]
+    for draw in (0, 1):
+        meta = load_stats_metadata(layout.stats(ck, 0.5, draw))
+        assert meta["pass1_blocks"] == "2"
+        assert meta["pass1_indices_sha256"] == sha256_array(subsample_blocks(3, 0.5, 0, draw))
+        assert meta["pass2_blocks"] == str(read_json(layout.manifest)["n_val_blocks"])
+    assert "pass1_indices_sha256" not in load_stats_metadata(stats_path(p.out_path, ck))
+    half, full = read_json(paths[0]), read_json(paths[1 + 1])
+    assert half["train_fraction"] == 0.5 and half["train_draw"] == 0
+    assert "train_fraction" not in full
+    assert paths[2] == metrics_path(p.out_path, ck)  # fraction 1 is the main statistics, reused
     assert half["nc1_cdnv"] != full["nc1_cdnv"]
+    table = sensitivity_table(capped)  # the notebook's tables read these files
+    assert list(table["draw"]) == [0, 1, 0]
+    fixed = fixed_k_table(capped)
+    assert fixed["num_classes"].nunique() == 1 and fixed["num_classes"].iloc[0] <= table["num_classes"].min()
+    grid = build_results_table(p.out_path, p.checkpoints())
+    assert len(stability(table, grid)) == len(stability(fixed, grid)) > 0
+    d["sensitivity"]["seed"] = 1  # other subsamples: the files of seed 0 are stale
+    reseeded = Profile.from_dict(d)
+    changed = [draw for draw in (0, 1) if not np.array_equal(
+        subsample_blocks(3, 0.5, 0, draw), subsample_blocks(3, 0.5, 1, draw))]
+    assert changed and all(not is_collected(reseeded, ck, 0.5, draw) for draw in changed)
+    assert is_collected(reseeded, ck, 1.0) and is_collected(capped, ck, 0.5, 0)

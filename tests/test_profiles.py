@@ -148,6 +148,7 @@ def _write_profile(tmp_path, data: dict):
     (("training", "adam_eps"), float("inf"), r"training.adam_eps: Input should be a finite number"),
     (("cluster", "utilization"), float("nan"), r"cluster.utilization: .*finite number"),
     (("sensitivity", "fractions"), [0.5, 1.5], r"sensitivity.fractions\[1\]: .*less than or equal to 1"),
+    (("sensitivity", "draws"), 0, r"sensitivity.draws: .*greater than 0"),
 ])
 def test_bad_values_are_refused_naming_file_and_key(smoke_dict, tmp_path, where, value, message):
     """Refused when the profile is loaded: before any run folder exists."""
@@ -178,6 +179,8 @@ def test_new_keys_and_their_defaults(smoke_dict):
     cpu = load_profile("cpu")
     assert cpu.collect.max_train_blocks is None and cpu.analysis.min_count == 20
     assert cpu.sensitivity.fractions == (0.125, 0.25, 0.5, 1.0)
+    assert all(load_profile(n).sensitivity.draws == 3 for n in ("smoke", "cpu", "paper"))
+    assert list(cpu.sensitivity.draws_of(0.5)) == [0, 1, 2] and list(cpu.sensitivity.draws_of(1.0)) == [0]
     assert len(cpu.sensitivity.runs) == 3
     assert set(cpu.sensitivity.checkpoints()) <= set(cpu.checkpoints())
     assert 1 <= len(load_profile("smoke").sensitivity.runs) <= 2

@@ -114,8 +114,10 @@ def test_layout_spells_every_path(tmp_path):
     assert layout.metrics(ck) == layout.root / "metrics" / f"{ck}.json"
     assert layout.throughput(ck).parent == layout.stats(ck).parent
     assert layout.manifest == layout.corpus / "manifest.json"
-    assert layout.stats(ck, 0.25).parts[-4:] == ("sensitivity", str(ck), "fraction-0.25",
-                                                 "stats.safetensors")
+    assert layout.stats(ck, 0.25, 2).parts[-5:] == ("sensitivity", str(ck), "fraction-0.25",
+                                                    "draw-2", "stats.safetensors")
+    assert layout.stats(ck, 0.25) == layout.stats(ck, 0.25, 0) != layout.stats(ck, 0.25, 1)
+    assert layout.stats(ck, 1.0, 0) == layout.stats(ck)  # the full pass: the main statistics
     assert layout.metrics(ck, 0.25) == layout.stats(ck, 0.25).with_name("metrics.json")
     assert layout.throughput(ck, 0.25) == layout.stats(ck, 0.25).with_name("throughput.json")
     assert Layout(tmp_path).root == tmp_path

@@ -229,28 +229,29 @@ class Layout:
     def results(self, run: Any) -> Path:
         return self.run_dir(run) / "results.json"
 
-    # statistics and measures (lib.stages.collect, lib.nc.measure); ``fraction``: the sensitivity study,
-    # statistics re-collected on that fraction of the training blocks
-    def _measured_dir(self, ck: Any, fraction: float | None) -> Path:
+    # statistics and measures (lib.stages.collect, lib.nc.measure); ``fraction``, ``draw``: the
+    # sensitivity study, statistics re-collected on random subsample ``draw`` of that fraction of
+    # the training blocks
+    def _measured_dir(self, ck: Any, fraction: float | None, draw: int = 0) -> Path:
         if fraction is None or fraction >= 1:  # the whole split: the main statistics
             return self.root / "stats" / str(ck)
-        return self.root / "sensitivity" / str(ck) / f"fraction-{fraction:g}"
+        return self.root / "sensitivity" / str(ck) / f"fraction-{fraction:g}" / f"draw-{draw}"
 
-    def stats(self, ck: Any, fraction: float | None = None) -> Path:
-        return self._measured_dir(ck, fraction) / "stats.safetensors"
+    def stats(self, ck: Any, fraction: float | None = None, draw: int = 0) -> Path:
+        return self._measured_dir(ck, fraction, draw) / "stats.safetensors"
 
-    def throughput(self, ck: Any, fraction: float | None = None) -> Path:
-        return self._measured_dir(ck, fraction) / "throughput.json"
+    def throughput(self, ck: Any, fraction: float | None = None, draw: int = 0) -> Path:
+        return self._measured_dir(ck, fraction, draw) / "throughput.json"
 
     @property
     def metrics_dir(self) -> Path:
         """``metrics/``: one ``<run>-ck<epoch>.json`` per measured checkpoint of the grid."""
         return self.root / "metrics"
 
-    def metrics(self, ck: Any, fraction: float | None = None) -> Path:
+    def metrics(self, ck: Any, fraction: float | None = None, draw: int = 0) -> Path:
         if fraction is None or fraction >= 1:
             return self.metrics_dir / f"{ck}.json"
-        return self._measured_dir(ck, fraction) / "metrics.json"
+        return self._measured_dir(ck, fraction, draw) / "metrics.json"
 
     # collapse through training (lib.stages.dynamics): a run trained again with snapshots
     def dynamics_dir(self, run: Any) -> Path:

@@ -241,10 +241,17 @@ class AnalysisConfig(Section):
 
 
 class SensitivityConfig(Section):
-    """Measured models whose statistics are re-collected on fractions of the training blocks."""
+    """Measured models whose statistics are re-collected on random subsamples of the training
+    blocks: ``draws`` subsamples per fraction below 1, each reproducible from ``seed``."""
 
     runs: tuple[str, ...] = ()  # checkpoint names of the profile, e.g. L1-d32-e1-wd0.0005-s0-ck1
     fractions: tuple[Fraction, ...] = (0.125, 0.25, 0.5, 1.0)
+    draws: PositiveInt = 3  # random subsamples per fraction < 1 (fraction 1: the one full pass)
+    seed: NonNegativeInt = 0  # with (fraction, draw), seeds each subsample's generator
+
+    def draws_of(self, fraction: float) -> range:
+        """The draws collected at ``fraction``: ``draws`` below 1, the single full pass at 1."""
+        return range(self.draws if fraction < 1 else 1)
 
     def checkpoints(self) -> list[RunName]:
         return [RunName.parse(name) for name in self.runs]

@@ -48,7 +48,7 @@ from lib.nc import stats_file as sf
 from lib.nc.accumulate import DEFAULT_CHUNK
 from lib.nc.classstats import ClassStats
 from lib.stages import layers as lay
-from lib.stages.blocks import BlockSplit, select_blocks, shard_text
+from lib.stages.blocks import BlockSplit, IndexedBlocks, select_blocks, shard_text
 
 BLOCKS_KEY = {1: "train_blocks_sha256", 2: "val_blocks_sha256"}  # metadata key per pass
 
@@ -144,7 +144,7 @@ def _pairs(model: nn.Module, ids: Tensor, layers: tuple[int, ...] = ()
     return [f[:, :-1].reshape(-1, f.shape[-1]) for f in feats], ids[:, 1:].reshape(-1)
 
 
-def _run_batches(model: nn.Module, blocks: np.ndarray, step: Step, state: _State, *,
+def _run_batches(model: nn.Module, blocks: np.ndarray | IndexedBlocks, step: Step, state: _State, *,
                  device: torch.device, desc: str, batch_size: int,
                  save: Callable[[_State], None], checkpoint_every: int, progress: bool,
                  stop_after_batches: int | None, layers: tuple[int, ...] = ()) -> _State:
@@ -259,7 +259,9 @@ def collect_pass(model: nn.Module, blocks: np.ndarray | str | Path | BlockSplit,
     meta = {**base_.meta, **info, **prov, **layer_meta,
             f"pass{pass_no}_blocks": str(split.blocks.shape[0]),
             f"pass{pass_no}_tokens": str(state.tokens), f"pass{pass_no}_shard": shard_txt,
-            f"pass{pass_no}_split_sha": split.split_sha}
+            f"pass{pass_no}_split_sha": split.split_sha,
+            **({f"pass{pass_no}_indices_sha256": split.indices_sha256} if split.indices_sha256
+               else {})}
     state.stats.save(out_path, info["model"], W, meta)
     work.unlink(missing_ok=True)
     return out_path
@@ -320,7 +322,8 @@ def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
                         passes: Sequence[int] | str = "all", base: str | Path | None = None,
                         tokenizer: object | None = None,
                         blocks_tokenizer_sha256: str | None = None,
-                        layers: lay.LayerSpec = None) -> Path:
+                        layers: lay.LayerSpec = None,
+                        train_indices: Sequence[int] | None = None) -> Path:
     """Passes 1 and 2 of one model into ``out_path`` (``stats.safetensors``), resumably.
 
     Every input is checked before any pass starts: the blocks of every requested pass, the
@@ -330,6 +333,8 @@ def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
     (else UserError). ``shard``/``passes``/``base``: the sharded workflow of the module
     docstring. ``tokenizer``: object or path; default one saved in the model directory.
     ``layers``: also the statistics of these residual streams in pass 1 (``lib.stages.layers``).
+    ``train_indices``: pass 1 reads only these rows of the (capped) training blocks, in order
+    (a subsample; ``lib.stages.blocks.subsample_blocks``), recorded as ``pass1_indices_sha256``.
     """
     out_path, passes = Path(out_path), _as_passes(passes, shard)
     model, model_dir, name, weights_hash = _open_model(model_dir_or_model, device)
@@ -344,7 +349,8 @@ def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
         if blocks is None:
             raise UserError(f"pass {p} needs the {sf.SPLITS[p]} blocks; pass them "
                             f"(--{BLOCKS_KEY[p].split('_')[0]}-blocks)")
-        splits[p] = select_blocks(blocks, V, split=sf.SPLITS[p], max_blocks=max_blocks, shard=shard)
+        splits[p] = select_blocks(blocks, V, split=sf.SPLITS[p], max_blocks=max_blocks, shard=shard,
+                                  indices=train_indices if p == 1 else None)
     prov = {**weights_hash, "tokenizer_sha256": tok_sha or ""}
     name, tok_name = relative_to_stats(name, out_path), relative_to_stats(tok_name, out_path)
     for p in passes:

@@ -39,11 +39,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from lib.core.errors import UserError
 from lib.core.paths import Layout, atomic_write_json, read_json
-from lib.core.provenance import CORPUS_HASHES, weights_sha256
+from lib.core.provenance import CORPUS_HASHES, sha256_array, weights_sha256
 from lib.lm.data import PreparedCorpus, prepare_corpus
 from lib.lm.devices import resolve_device
 from lib.lm.model import RunName
@@ -54,6 +55,7 @@ from lib.nc.stats_file import (
     load_stats_metadata,
 )
 from lib.stages import refresh
+from lib.stages.blocks import subsample_blocks
 from lib.stages.collect import collect_model_stats
 from lib.stages.layers import layers_section, profile_layers
 from lib.stages.refresh import collect_if_stale, measure_if_stale, stats_current
@@ -113,70 +115,92 @@ def block_caps(profile: Profile, fraction: float | None = None) -> tuple[int, in
     return (n_train if fraction is None else max(1, math.ceil(fraction * n_train))), n_val
 
 
-def is_collected(profile: Profile, ck: RunName, fraction: float | None = None) -> bool:
+def sensitivity_blocks(profile: Profile, fraction: float | None, draw: int = 0) -> np.ndarray | None:
+    """The training block indices of the sensitivity study's subsample ``draw`` at ``fraction``
+    (``block_caps`` many, random, in order; ``sensitivity.seed``), None for the full pass."""
+    if fraction is None or fraction >= 1:
+        return None
+    return subsample_blocks(block_caps(profile)[0], fraction, profile.sensitivity.seed, draw)
+
+
+def _indices_sha256(profile: Profile, fraction: float | None, draw: int) -> str:
+    """sha256 of the subsample's index list, as collection records it ("" : the full pass)."""
+    indices = sensitivity_blocks(profile, fraction, draw)
+    return "" if indices is None else sha256_array(indices)
+
+
+def is_collected(profile: Profile, ck: RunName, fraction: float | None = None,
+                 draw: int = 0) -> bool:
     """A finished stats file made from the current checkpoint and corpus (hashes compared)
-    over the blocks the profile asks for (a changed ``collect`` cap is recollected too), holding
-    at least the layers the profile asks for (``collect.layers``, lib.stages.layers)."""
-    return stats_current(Layout(profile.out_path).stats(ck, fraction), collect_inputs(profile, ck),
-                         block_caps(profile, fraction), profile_layers(profile, ck, fraction))
+    over the blocks the profile asks for (a changed ``collect`` cap or subsample is recollected
+    too), holding at least the layers the profile asks for (``collect.layers``,
+    lib.stages.layers)."""
+    return stats_current(Layout(profile.out_path).stats(ck, fraction, draw),
+                         collect_inputs(profile, ck), block_caps(profile, fraction),
+                         profile_layers(profile, ck, fraction),
+                         _indices_sha256(profile, fraction, draw))
 
 
-def is_measured(profile: Profile, ck: RunName, fraction: float | None = None) -> bool:
+def is_measured(profile: Profile, ck: RunName, fraction: float | None = None,
+                draw: int = 0) -> bool:
     """A metrics file measured from the current stats file (its sha256 recorded and equal)."""
     layout = Layout(profile.out_path)
-    return refresh.is_measured(layout.metrics(ck, fraction), layout.stats(ck, fraction))
+    return refresh.is_measured(layout.metrics(ck, fraction, draw), layout.stats(ck, fraction, draw))
 
 
 def collect_checkpoint(profile: Profile, ck: RunName, corpus: PreparedCorpus, progress: bool = True,
-                       fraction: float | None = None) -> Path:
+                       fraction: float | None = None, draw: int = 0) -> Path:
     """Statistics of one trained checkpoint; a current stats file is kept, a stale one redone.
 
-    ``fraction``: the sensitivity study's statistics on that fraction of the training blocks.
+    ``fraction``, ``draw``: the sensitivity study's statistics on random subsample ``draw`` of
+    that fraction of the training blocks (``sensitivity_blocks``).
     Runs under the stats file's lock, so a second process waits and then finds it current.
     """
     layout = Layout(profile.out_path)
-    model_dir, path = layout.checkpoint_dir(ck), layout.stats(ck, fraction)
+    model_dir, path = layout.checkpoint_dir(ck), layout.stats(ck, fraction, draw)
     if not (model_dir / "config.json").is_file():
         raise UserError(f"no checkpoint {model_dir}; train it first: python -m lib train "
                         f"--profile {profile.name} --run {ck.run}")
-    throughput = layout.throughput(ck, fraction)
+    throughput = layout.throughput(ck, fraction, draw)
 
     def collect() -> None:
-        n_train, n_val = block_caps(profile, fraction)
+        indices = sensitivity_blocks(profile, fraction, draw)
+        n_train, n_val = block_caps(profile, None if indices is not None else fraction)
         start = time.perf_counter()
         collect_model_stats(
             model_dir, corpus.train_blocks(), corpus.val_blocks(), path,
             batch_size=profile.collect.batch_size, device=_device(profile),
             max_train_blocks=n_train, max_val_blocks=n_val, progress=progress,
             blocks_tokenizer_sha256=read_json(layout.manifest)["tokenizer_sha256"],
-            layers=profile_layers(profile, ck, fraction) or None)
+            layers=profile_layers(profile, ck, fraction) or None, train_indices=indices)
         seconds, meta = time.perf_counter() - start, load_stats_metadata(path)
         tokens = sum(int(meta.get(f"pass{i}_tokens", 0)) for i in PASSES)
         atomic_write_json(throughput, {  # all passes' tokens over the wall time
             "collect_seconds": seconds, "collect_tokens": tokens,
             "collect_device": _device(profile), "collect_tokens_per_s": tokens / max(seconds, 1e-9)})
 
-    collect_if_stale(path, lambda: is_collected(profile, ck, fraction), collect, [throughput])
+    collect_if_stale(path, lambda: is_collected(profile, ck, fraction, draw), collect, [throughput])
     return path
 
 
 def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
-                       fraction: float | None = None) -> Path:
+                       fraction: float | None = None, draw: int = 0) -> Path:
     """The measures of one checkpoint's statistics, with its run spec, as metrics JSON.
 
     Records ``stats_sha256`` (the stats file measured), so a recollected file is re-measured;
-    stats with layers add the section ``layers``: {index: measures} (``lib.stages.layers``).
+    stats with layers add the section ``layers``: {index: measures} (``lib.stages.layers``);
+    a subsample adds ``train_fraction`` and ``train_draw``.
     """
     layout = Layout(profile.out_path)
-    stats_file, path = layout.stats(ck, fraction), layout.metrics(ck, fraction)
+    stats_file, path = layout.stats(ck, fraction, draw), layout.metrics(ck, fraction, draw)
 
     def measure(stats: Path) -> dict:
         measures = {**measure_stats_file(stats, device=_device(profile), progress=progress),
                     **layers_section(stats, device=_device(profile))}  # {} without layers
-        throughput = layout.throughput(ck, fraction)
+        throughput = layout.throughput(ck, fraction, draw)
         extra = read_json(throughput) if throughput.is_file() else {}
         if fraction is not None and fraction < 1:
-            extra["train_fraction"] = fraction
+            extra["train_fraction"], extra["train_draw"] = fraction, draw
         return {**measures, **extra, "run": str(ck), "spec": ck.as_dict()}
 
     measure_if_stale(stats_file, path, measure)
@@ -185,14 +209,16 @@ def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
 
 def sensitivity_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True) -> list[Path]:
     """Statistics and measures of each ``sensitivity.runs`` checkpoint on each of
-    ``sensitivity.fractions`` of its training blocks (current files kept); the metrics paths."""
+    ``sensitivity.draws`` random subsamples of each of ``sensitivity.fractions`` of its training
+    blocks (fraction 1: the main statistics; current files kept); the metrics paths."""
     out = []
     for ck in profile.sensitivity.checkpoints():
         for fraction in profile.sensitivity.fractions:
-            if not is_collected(profile, ck, fraction):
-                corpus = _corpus(profile, corpus, progress)
-                collect_checkpoint(profile, ck, corpus, progress, fraction)
-            out.append(measure_checkpoint(profile, ck, progress, fraction))
+            for draw in profile.sensitivity.draws_of(fraction):
+                if not is_collected(profile, ck, fraction, draw):
+                    corpus = _corpus(profile, corpus, progress)
+                    collect_checkpoint(profile, ck, corpus, progress, fraction, draw)
+                out.append(measure_checkpoint(profile, ck, progress, fraction, draw))
     return out
 
 

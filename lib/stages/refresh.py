@@ -1,7 +1,8 @@
 """The one collect-then-measure-if-stale step of every stage that measures a checkpoint.
 
 A stats file is current when it is finished, records every given input hash (weights, corpus
-blocks, tokenizer) and covers exactly the capped (training, validation) blocks; a metrics file
+blocks, tokenizer) and covers exactly the capped (training, validation) blocks, and for a
+subsample exactly its training block indices (``pass1_indices_sha256``); a metrics file
 when it records the sha256 of the stats file it was measured from. The grid, the sensitivity
 study and the dynamics snapshots (``lib.stages.pipeline``, ``lib.stages.dynamics``) decide with
 these rules, under the file's lock, so a second process waits and then finds the file current.
@@ -18,14 +19,16 @@ from lib.nc.stats_file import load_stats_metadata, partial_path, stale_reasons, 
 
 
 def stats_current(path: Path, inputs: dict[str, str] | None, caps: tuple[int, int],
-                  layers: Collection[int] = ()) -> bool:
+                  layers: Collection[int] = (), indices_sha256: str = "") -> bool:
     """Whether ``path`` is a finished stats file of ``inputs`` (None: the checkpoint is not
-    there yet) over ``caps`` blocks, holding at least ``layers``."""
+    there yet) over ``caps`` blocks, holding at least ``layers``; ``indices_sha256``: the
+    subsample of training blocks it must have read ("" : the first ``caps[0]``, no subsample)."""
     if inputs is None or stale_reasons(path, **inputs):
         return False
     meta = load_stats_metadata(path)
     blocks = (int(meta["pass1_blocks"]), int(meta["pass2_blocks"]))
-    return blocks == tuple(caps) and set(layers) <= set(stored_layers(meta))
+    return (blocks == tuple(caps) and set(layers) <= set(stored_layers(meta))
+            and meta.get("pass1_indices_sha256", "") == indices_sha256)
 
 
 def collect_if_stale(path: Path, current: Callable[[], bool], collect: Callable[[], None],
