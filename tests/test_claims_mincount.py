@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.core.paths import read_json, atomic_write_json
+from lib.core.paths import atomic_write_json, read_json
 from lib.nc.registry import MEASURES
 from lib.tables import analysis, results, robustness
 from lib.tables.clusters import design_point_ids
