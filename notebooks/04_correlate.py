@@ -9,7 +9,7 @@ results_table = None  # override: any table with the schema of runs/<profile>/re
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib.figures import plots
+from lib.figures import plots, plots_loss
 from lib.nc import registry
 from lib.series import paper
 from lib.tables import analysis, claims, results
@@ -34,7 +34,7 @@ analysis.correlation_summary(corr)
 # The paper's claim: all four improve with scale and correlate with lower validation loss, NC1 (CDNV), GNC2 and NC4 strongly. Compare the R² in each panel.
 
 # %%
-fig = plots.loss_vs_measures(table, registry.figure_measures("fig1"), corr)
+fig = plots_loss.loss_vs_measures(table, registry.figure_measures("fig1"), corr)
 plots.show_and_save(fig, "fig1_loss_vs_nc", cfg)
 
 # %% [markdown]
@@ -43,7 +43,7 @@ plots.show_and_save(fig, "fig1_loss_vs_nc", cfg)
 # Claim: equinormness relates negligibly to loss, equiangularity somewhat, GNC2 strongly — class means head toward a uniform spread on the sphere, not a simplex ETF. Equiangularity is shown as the paper measures it: the coefficient of variation of the interference (std / |mean| of the pairwise cosines).
 
 # %%
-fig = plots.loss_vs_measures(table, registry.figure_measures("fig2"), corr)
+fig = plots_loss.loss_vs_measures(table, registry.figure_measures("fig2"), corr)
 plots.show_and_save(fig, "fig2_loss_vs_nc2", cfg)
 
 # %% [markdown]
@@ -52,7 +52,7 @@ plots.show_and_save(fig, "fig2_loss_vs_nc2", cfg)
 # Claim: NC3 relates negligibly to loss, UNC3 clearly.
 
 # %%
-fig = plots.loss_vs_measures(table, registry.figure_measures("fig3"), corr)
+fig = plots_loss.loss_vs_measures(table, registry.figure_measures("fig3"), corr)
 plots.show_and_save(fig, "fig3_loss_vs_nc3", cfg)
 
 # %% [markdown]
@@ -62,7 +62,7 @@ plots.show_and_save(fig, "fig3_loss_vs_nc3", cfg)
 
 # %%
 print(claims.CDNV_UNITS_NOTE)
-fig = plots.loss_vs_measures(table, ["nc1_cdnv", "nc1_cdnv_galanti"], corr)
+fig = plots_loss.loss_vs_measures(table, ["nc1_cdnv", "nc1_cdnv_galanti"], corr)
 plots.show_and_save(fig, "cdnv_units", cfg)
 results.round_sig(claims.cdnv_units_table(table), 3)
 
