@@ -137,3 +137,18 @@ def test_direction_claims_only_where_the_paper_states_strong_or_clear():
     assert "NC2: interference CV: more collapse, lower loss" not in texts
     assert "NC3: duality mean: more collapse, lower loss" not in texts
     assert "UNC3: duality CV: more collapse, lower loss" in texts
+
+
+def test_claim_findings_record_every_cell_they_quote(tmp_path):
+    from lib.tables.findings import Findings, values
+
+    out = claims.claims_table(grid_table(), n_bootstrap=50)
+    found = Findings(tmp_path / "findings.md", "04_correlate")
+    claims.add_claim_findings(found, out)
+    found.save()
+    recorded = dict((k, v) for k, v, _ in found.rows)
+    row = out.iloc[1]
+    assert recorded[f"{row['claim']}: all"] == row["all"]
+    assert recorded[f"{row['claim']}: verdict (all, primary)"] == row["verdict (all, primary)"]
+    assert recorded["clusters (all / no plateau / final)"] == row["clusters (all / no plateau / final)"]
+    assert "0.916" not in values(tmp_path / "findings.md")  # the authors' values are not ours

@@ -55,3 +55,11 @@ def test_min_count_table_matches_a_direct_computation():
 def test_min_count_table_says_when_metrics_predate_it():
     out = robustness.min_count_table(pd.DataFrame({"val_loss": [1.0, 2.0], "nc1_cdnv": [1.0, 2.0]}))
     assert out.empty and out.attrs["note"] == robustness.NO_MIN_COUNT
+
+
+def test_min_count_findings(tmp_path):
+    from lib.tables.findings import Findings
+
+    found = Findings(tmp_path / "f.md", "04_correlate")
+    robustness.add_min_count_findings(found, robustness.min_count_table(pd.DataFrame({"val_loss": [1.0]})))
+    assert found.rows[0][1] == "not available" and robustness.NO_MIN_COUNT in found.rows[0][2]

@@ -29,6 +29,7 @@ from lib.tables.analysis import (
 )
 from lib.tables.authors_facts import AUTHORS_BY_EPOCHS, AUTHORS_R2_CI
 from lib.tables.clusters import cluster_counts, design_point_ids
+from lib.tables.findings import Findings
 from lib.tables.results import LOSS, final_rows
 from lib.tables.verdicts import (
     EQUIVALENCE_LEVEL,
@@ -242,6 +243,25 @@ def claims_table(table: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0) ->
     out.attrs["rule"] = rule_text(len(specs), POPULATIONS)
     out.attrs["plateau"] = populations(table)[1]
     return out
+
+
+def add_claim_findings(found: Findings, claims_df: pd.DataFrame) -> None:
+    """Record, per claim of ``claims_table``: its value and interval on each population, the
+    verdicts, ΔR² against the authors with its equivalence verdict and the cluster counts."""
+    primary, secondary = f"verdict ({PRIMARY}, primary)", [p for p in POPULATIONS if p != PRIMARY]
+    sec_col = f"verdicts ({' / '.join(secondary)})"
+    eq_col = next(c for c in claims_df.columns if c.startswith("ΔR² vs authors"))
+    counts = [c for c in claims_df.columns if c.startswith(("models (", "clusters (", "n_eff ("))]
+    for _, row in claims_df.iterrows():
+        claim = row["claim"]
+        for pop in POPULATIONS:
+            found.add(f"{claim}: {pop}", row[pop], f"claims.csv: {claim}, {pop}")
+        found.add(f"{claim}: verdict ({PRIMARY}, primary)", row[primary], f"claims.csv: {claim}, {primary}")
+        found.add(f"{claim}: verdicts ({' / '.join(secondary)})", row[sec_col], f"claims.csv: {claim}, {sec_col}")
+        if row[eq_col]:
+            found.add(f"{claim}: {eq_col}", row[eq_col], f"claims.csv: {claim}, {eq_col}")
+    for col in counts:  # the same for every claim unless a measure drops models
+        found.add(col, " · ".join(sorted(set(claims_df[col]))), f"claims.csv: {col}")
 
 
 def cdnv_units_table(table: pd.DataFrame) -> pd.DataFrame:

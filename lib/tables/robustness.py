@@ -16,6 +16,7 @@ import pandas as pd
 from lib.nc.registry import MEASURES, label
 from lib.tables.analysis import bootstrap_r, pearson_rows, percentile_ci, transformed
 from lib.tables.clusters import design_point_ids
+from lib.tables.findings import Findings
 from lib.tables.results import LOSS, MIN_COUNT, MIN_COUNT_SUFFIX
 
 NO_MIN_COUNT = ("the metrics have no min_count section (measured before it existed): re-run the "
@@ -60,3 +61,18 @@ def min_count_table(table: pd.DataFrame, measures: Sequence[str] = MEASURES,
     out.attrs["note"] = (f"{len(present)} of {len(measures)} measures recomputed on classes with at "
                          "least min_count samples; 95 % intervals resample design points")
     return out
+
+
+def add_min_count_findings(found: Findings, robust: pd.DataFrame) -> None:
+    """Record each measure's R² on all classes and on classes with >= min_count samples (with
+    intervals), or the note saying the metrics lack the section."""
+    if robust.empty:
+        found.add("min-count robustness", "not available", f"min_count.csv: {robust.attrs.get('note', '')}")
+        return
+    found.add("min_count", robust["min_count"].iloc[0], "min_count.csv: min_count", fmt="{:.0f}")
+    found.add("classes kept at min_count", robust["classes kept (min-max)"].iloc[0],
+              "min_count.csv: classes kept (min-max)")
+    for _, row in robust.iterrows():
+        for key, lo, hi in (("R² all classes", "low", "high"), ("R² ≥ min_count", "low@min_count", "high@min_count")):
+            text = f"{row[key]:.2f} [{row[lo]:.2f}, {row[hi]:.2f}]" if np.isfinite(row[key]) else "n/a"
+            found.add(f"{row['label']}: {key}", text, f"min_count.csv: {row['measure']}, {key}")
