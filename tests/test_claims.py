@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.nc.registry import MEASURES, REGISTRY
+from lib.nc.registry import MEASURES, REGISTRY, band
 from lib.tables import analysis, claims, verdicts
 from lib.tables.clusters import design_point_ids
 
@@ -63,6 +63,7 @@ def test_claims_long_values_and_verdicts():
     assert cdnv["value"] == pytest.approx(np.corrcoef(x, t["val_loss"])[0, 1] ** 2)
     assert cdnv["verdict"] == verdicts.band_verdict(cdnv["ci_low"], cdnv["ci_high"], "strong")
     assert cdnv["dr2"] == pytest.approx(cdnv["value"] - 0.916)
+    assert cdnv["band"] == band(cdnv["value"])
     norm = r2.loc["NC2: norm CV: negligible relation to loss"]
     assert norm["ci_high"] < 0.15 and norm["verdict"] == "holds"  # noise: negligible holds
     some = r2.loc["NC2: interference CV: some relation to loss"]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from lib.nc.registry import BANDS, COMPARISONS, REGISTRY, claimed_measures, label
+from lib.nc.registry import BANDS, COMPARISONS, REGISTRY, band, claimed_measures, label
 from lib.tables.analysis import (
     cluster_bootstrap_weights,
     pearson_rows,
@@ -157,7 +157,8 @@ def _claims() -> list[dict]:
 def claims_long(table: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
     """One row per (claim, population): the statistic and its 95 % interval from a bootstrap
     over design points, n models, n clusters and Kish's n_eff of the models used, the verdict
-    (``verdicts``), and for R² claims ΔR² against the authors' 230 with its equivalence verdict."""
+    (``verdicts``), and for R² claims the band of the point value and ΔR² against the authors'
+    230 with its equivalence verdict."""
     pops, _ = populations(table)
     rows = []
     for pop_name, pop in pops.items():
@@ -172,6 +173,7 @@ def claims_long(table: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0) -> 
                    **cluster_counts(clusters[used]), "value": value, "ci_low": lo, "ci_high": hi,
                    "verdict": c["verdict"](lo, hi) if np.isfinite(value) else "n/a"}
             if c["statistic"] == "R²":
+                row["band"] = band(min(max(value, 0.0), 1.0)) if np.isfinite(value) else "n/a"
                 row.update(equivalence(value, boot, c["measure"], c["authors"]))
             rows.append(row)
     return pd.DataFrame(rows)
