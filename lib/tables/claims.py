@@ -201,7 +201,7 @@ def _authors_epochs(c: dict, epochs: int) -> str:
     got = c["by_epochs"].get(epochs)
     if got is None:
         return "n/a"
-    fmt = "{:.3g}" if c["statistic"] == "R²" else "{:+.2f}"
+    fmt = "{:.3f}" if c["statistic"] == "R²" else "{:+.2f}"
     return f"{c['statistic']} {fmt.format(got[0])} (n {got[1]})"
 
 
