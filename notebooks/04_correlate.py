@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 04 · Collapse and generalization
 #
-# Reads a results table (any table with the schema of `03_measure`) and reproduces Figures 1–3 of the paper: validation loss against each measure, one point per model coloured by parameter count, with the R² of a least-squares line. Beyond the paper: Spearman ρ beside Pearson r, intervals from a bootstrap that resamples whole training runs (a run's checkpoints are not independent models), each measure's partial correlation with loss after controlling for log parameter count and epochs trained, and the paper's claims tested on three populations. Writes `correlations.csv` beside the table.
+# Reads a results table (any table with the schema of `03_measure`) and reproduces Figures 1–3 of the paper: validation loss against each measure, one point per model coloured by parameter count, with the R² of a least-squares line. Beyond the paper: Spearman ρ beside Pearson r, intervals from a bootstrap that resamples whole design points (depth × width × training length: a run's checkpoints, its seed replicas and its weight-decay twin are not independent models), each measure's partial correlation with loss after controlling for log parameter count and epochs trained, the paper's claims judged by a decision rule stated before the data, and a robustness row on classes with at least `min_count` samples. Writes `correlations.csv`, `claims.csv` and `min_count.csv` beside the table, and this notebook's section of `findings.md`.
 
 # %% tags=["parameters"]
 profile = "smoke"  # profiles/<name>.yaml: the single source of every other value
@@ -9,32 +9,38 @@ results_table = None  # override: any table with the schema of runs/<profile>/re
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib.figures import plots
+from lib.figures import plots, plots_loss
 from lib.nc import registry
 from lib.series import paper
-from lib.tables import analysis, claims, results
+from lib.tables import analysis, claims, findings, results, robustness
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
 table = results.load_table(cfg.results_table)
 print(f"{len(table)} models from {paper.short(cfg.results_table)}")
+found = findings.Findings(cfg.table_path("findings.md"), "04_correlate")
 
 # %% [markdown]
 # ## Correlations with validation loss
 #
-# Per measure (log10 where the registry says): Pearson r and R² with 95% intervals from a bootstrap over whole training runs, Spearman ρ, and the partial r after controlling for log parameters and epochs trained.
+# Per measure (log10 where the registry says): Pearson r and R² with 95% intervals from a bootstrap over whole design points (n_clusters of them; n_eff is Kish's effective number of equal clusters), Spearman ρ, and the partial r after controlling for log parameters and epochs trained.
 
 # %%
 corr = analysis.correlate(table, n_bootstrap=cfg.profile.analysis.n_bootstrap, seed=cfg.profile.analysis.seed)
 results.save_table(corr, cfg.table_path("correlations.csv"))
+for _, row in corr.iterrows():
+    found.add(f"R² {registry.label(row['measure'])}", f"{row['r2']:.2f} [{row['r2_ci_low']:.2f}, {row['r2_ci_high']:.2f}]",
+              f"correlations.csv: {row['measure']}, r2 [r2_ci_low, r2_ci_high]")
+found.add("design-point clusters (all models)", int(corr["n_clusters"].max()), "correlations.csv: n_clusters", fmt="{:d}")
+found.add("Kish n_eff (all models)", corr["n_eff"].max(), "correlations.csv: n_eff", fmt="{:.1f}")
 analysis.correlation_summary(corr)
 
 # %% [markdown]
 # ## Figure 1 · NC1, GNC2, UNC3 and NC4 against validation loss
 #
-# The paper's claim: all four improve with scale and correlate with lower validation loss, NC1 (CDNV), GNC2 and NC4 strongly. Compare the R² in each panel.
+# The paper's claim: all four improve with scale and correlate with lower validation loss, NC1 (CDNV), GNC2 and NC4 strongly. Compare the R² in each panel. Loss-plateau models (found as in the claims below) are triangles; the dashed line fits all models, the solid one the rest, and each panel gives both R².
 
 # %%
-fig = plots.loss_vs_measures(table, registry.figure_measures("fig1"), corr)
+fig = plots_loss.loss_vs_measures(table, registry.figure_measures("fig1"), corr)
 plots.show_and_save(fig, "fig1_loss_vs_nc", cfg)
 
 # %% [markdown]
@@ -43,16 +49,16 @@ plots.show_and_save(fig, "fig1_loss_vs_nc", cfg)
 # Claim: equinormness relates negligibly to loss, equiangularity somewhat, GNC2 strongly — class means head toward a uniform spread on the sphere, not a simplex ETF. Equiangularity is shown as the paper measures it: the coefficient of variation of the interference (std / |mean| of the pairwise cosines).
 
 # %%
-fig = plots.loss_vs_measures(table, registry.figure_measures("fig2"), corr)
+fig = plots_loss.loss_vs_measures(table, registry.figure_measures("fig2"), corr)
 plots.show_and_save(fig, "fig2_loss_vs_nc2", cfg)
 
 # %% [markdown]
 # ## Figure 3 · Self-duality (NC3) and uniform duality (UNC3)
 #
-# Claim: NC3 relates negligibly to loss, UNC3 clearly.
+# Claim: NC3 relates negligibly to loss, UNC3 clearly. Markers and lines as in Figure 1.
 
 # %%
-fig = plots.loss_vs_measures(table, registry.figure_measures("fig3"), corr)
+fig = plots_loss.loss_vs_measures(table, registry.figure_measures("fig3"), corr)
 plots.show_and_save(fig, "fig3_loss_vs_nc3", cfg)
 
 # %% [markdown]
@@ -62,9 +68,12 @@ plots.show_and_save(fig, "fig3_loss_vs_nc3", cfg)
 
 # %%
 print(claims.CDNV_UNITS_NOTE)
-fig = plots.loss_vs_measures(table, ["nc1_cdnv", "nc1_cdnv_galanti"], corr)
+fig = plots_loss.loss_vs_measures(table, ["nc1_cdnv", "nc1_cdnv_galanti"], corr)
 plots.show_and_save(fig, "cdnv_units", cfg)
-results.round_sig(claims.cdnv_units_table(table), 3)
+units = claims.cdnv_units_table(table)
+for _, row in units.iterrows():
+    found.add(f"{row['measure']}: fold change narrowest to widest", row["fold change"], f"cdnv_units: {row['column']}, fold change", fmt="{:.3g}")
+results.round_sig(units, 3)
 
 # %% [markdown]
 # ## Scaling
@@ -78,11 +87,26 @@ for name, fig in plots.scaling_figures(table, registry.MEASURES).items():
 # %% [markdown]
 # ## Do the paper's claims hold here?
 #
-# Each claim of Figures 1–3 as the paper states it: direction (more collapse, lower loss), strength against the same statistic on the authors' 230 models, and the two comparisons. Three populations: all models, without the loss-plateau models, and final checkpoints only. The two lines above the table say how plateau models were found and how "holds?" is decided.
+# Each claim of Figures 1–3 as the paper states it: direction (more collapse, lower loss), strength as the R² band of the paper's word, and the two comparisons. The rule printed above the table was fixed before the data: a verdict reads the whole 95 % interval (holds, fails or inconclusive), ΔR² against the authors' 230 models is tested for equivalence within ±0.10, and "all models" is the primary population (without the plateau models and final checkpoints only are secondary). Beside each claim: the authors' value on their models of our training lengths, and the models, design-point clusters and n_eff behind each population.
 
 # %%
 claims_df = claims.claims_table(table, n_bootstrap=cfg.profile.analysis.n_bootstrap, seed=cfg.profile.analysis.seed)
 results.save_table(claims_df, cfg.table_path("claims.csv"))
-print(claims_df.attrs["plateau"])
+claims.add_claim_findings(found, claims_df)
+found.add("plateau models", claims_df.attrs["plateau"], "claims.csv: attrs plateau (printed above the table)")
 print(claims_df.attrs["rule"])
+print(claims_df.attrs["plateau"])
 claims_df
+
+# %% [markdown]
+# ## Rare classes: the measures on classes with at least `min_count` samples
+#
+# Each measure's R² with loss on all classes beside the same measure recomputed on the classes with at least `analysis.min_count` samples (95 % intervals over design points). If a relation came from the noisy statistics of rare classes it would weaken here.
+
+# %%
+robust = robustness.min_count_table(table, n_bootstrap=cfg.profile.analysis.n_bootstrap, seed=cfg.profile.analysis.seed)
+results.save_table(robust, cfg.table_path("min_count.csv"))
+robustness.add_min_count_findings(found, robust)
+found.save()
+print(robust.attrs["note"])
+results.round_sig(robust, 3)

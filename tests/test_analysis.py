@@ -217,3 +217,14 @@ def test_table1_holm_column_and_display():
     assert list(shown.columns) == ["measure", "n", "r", "R²", "Spearman ρ", "p", "Holm p"]
     assert shown["measure"][0] == "NC4: classifier agreement" and shown["p"][0] == "< 5e-3"
     assert "11 correlated measures" in analysis.MULTIPLICITY_NOTE.format(k=11)
+
+
+def test_correlate_bootstrap_resamples_design_points():
+    """With depth, width and epochs present, clusters are design points (replicas together)."""
+    table = synthetic_table(n=12).assign(run=[f"r{i}" for i in range(12)], depth=1,
+                                         width=[32 * (1 + i // 4) for i in range(12)], epochs=1)
+    row = analysis.correlate(table, ["nc4_agreement"], n_bootstrap=300, seed=2).iloc[0]
+    x, y = table["nc4_agreement"].to_numpy(), table["val_loss"].to_numpy()
+    boot = analysis.weighted_pearson(x, y, analysis.cluster_bootstrap_weights(table["width"], 300, 2))
+    assert (row["r_ci_low"], row["r_ci_high"]) == pytest.approx(tuple(np.percentile(boot, [2.5, 97.5])))
+    assert (row["n_runs"], row["n_clusters"], row["n_eff"]) == (12, 3, pytest.approx(3.0))

@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.nc.registry import MEASURES, REGISTRY
-from lib.tables import claims
+from lib.nc.registry import MEASURES, REGISTRY, band
+from lib.tables import analysis, claims, verdicts
+from lib.tables.clusters import design_point_ids
 
 
 def grid_table(seed: int = 0) -> pd.DataFrame:
-    """24 runs (some with 2 checkpoints) whose measures move with loss in the collapse direction,
+    """24 runs (some with 2 checkpoints; runs 2k and 2k+1 share a depth) whose measures move with loss in the collapse direction,
     except NC2 norm CV (noise) and NC3 (weak); 4 plateau runs with loss far above the rest."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -19,7 +20,7 @@ def grid_table(seed: int = 0) -> pd.DataFrame:
         epochs = 2 if i % 3 == 0 else 1
         for ck in range(1, epochs + 1):
             loss = 4.0 + 0.04 * i - 0.1 * ck + 0.02 * rng.standard_normal() + (1.0 if i >= 20 else 0.0)
-            rows.append({"run": f"r{i}", "depth": 1, "width": 32, "epochs": epochs, "weight_decay": 0.1,
+            rows.append({"run": f"r{i}", "depth": 1 + i // 2, "width": 32, "epochs": epochs, "weight_decay": 0.1,
                          "seed": i, "checkpoint": ck, "n_params": 1000 * (i + 1), "val_loss": loss})
     t = pd.DataFrame(rows)
     loss = t["val_loss"].to_numpy()
@@ -52,7 +53,7 @@ def test_populations():
     assert pops["no plateau"]["val_loss"].max() < t["val_loss"].max() - 0.5
 
 
-def test_claims_long_values_and_holds_rule():
+def test_claims_long_values_and_verdicts():
     t = grid_table()
     long = claims.claims_long(t, n_bootstrap=200, seed=0)
     allpop = long[long["population"] == "all"].set_index(["claim", "statistic"])
@@ -60,23 +61,67 @@ def test_claims_long_values_and_holds_rule():
     cdnv = r2.loc["NC1: CDNV: strong relation to loss"]
     x = np.log10(t["nc1_cdnv"])
     assert cdnv["value"] == pytest.approx(np.corrcoef(x, t["val_loss"])[0, 1] ** 2)
-    assert cdnv["holds"] == (cdnv["ci_high"] >= 0.916)
+    assert cdnv["verdict"] == verdicts.band_verdict(cdnv["ci_low"], cdnv["ci_high"], "strong")
+    assert cdnv["dr2"] == pytest.approx(cdnv["value"] - 0.916)
+    assert cdnv["band"] == band(cdnv["value"])
     norm = r2.loc["NC2: norm CV: negligible relation to loss"]
-    assert norm["holds"] == (norm["ci_low"] <= 0.079) and norm["holds"]  # noise: negligible holds
+    assert norm["ci_high"] < 0.15 and norm["verdict"] == "holds"  # noise: negligible holds
+    some = r2.loc["NC2: interference CV: some relation to loss"]
+    assert some["ci_low"] >= 0.5 and some["verdict"] == "fails"  # tied to loss: more than "some"
     direction = allpop.xs("r", level="statistic").loc["NC4: classifier agreement: more collapse, lower loss"]
-    assert direction["value"] < 0 and direction["holds"]
+    assert direction["value"] < 0 and direction["verdict"] == "holds"
     comp = allpop.xs("ΔR²", level="statistic")
     unc3 = comp.loc["uniform duality (UNC3) tracks loss better than self-duality (NC3)"]
-    assert unc3["value"] > 0 and unc3["holds"] == (unc3["ci_low"] > 0)
+    assert unc3["value"] > 0 and unc3["verdict"] == verdicts.side_verdict(unc3["ci_low"], unc3["ci_high"], 1)
     assert set(long["population"]) == set(claims.POPULATIONS)
+    # design points: depth x width x training length; runs 2k, 2k+1 share one when epochs agree
+    sizes = t.groupby(["depth", "width", "epochs"]).size().to_numpy()
+    assert (allpop["n"] == len(t)).all() and (allpop["n_clusters"] == len(sizes)).all()
+    assert allpop["n_eff"].iloc[0] == pytest.approx(sizes.sum() ** 2 / (sizes**2).sum())
+    assert len(sizes) < t["run"].nunique()
+
+
+def test_claims_bootstrap_resamples_design_points():
+    """Replicas of one design move together: with one design point per row pair, the interval
+    equals that of a bootstrap over the pairs, not over the rows."""
+    t = grid_table().assign(depth=1, width=lambda d: 32 * (1 + np.arange(len(d)) // 2))  # row pairs
+    long = claims.claims_long(t, n_bootstrap=100, seed=3)
+    row = long[(long["population"] == "all") & (long["statistic"] == "r")].iloc[0]
+    assert row["n_clusters"] == len(t) // 2
+    pairs = design_point_ids(t)
+    W = analysis.cluster_bootstrap_weights(pairs, 100, 3)
+    boot = analysis.weighted_pearson(np.log10(t["nc1_cdnv"].to_numpy()), t["val_loss"].to_numpy(), W)
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(analysis.percentile_ci(boot))
 
 
 def test_claims_table_shape_and_text():
-    out = claims.claims_table(grid_table(), n_bootstrap=100)
-    assert list(out.columns) == ["claim", "figure", "statistic", "authors' 230 models", "all",
-                                 "no plateau", "final", "holds? (all / no plateau / final)"]
-    assert out["holds? (all / no plateau / final)"].str.fullmatch(r"(yes|no|n/a)( / (yes|no|n/a)){2}").all()
-    assert "cluster-bootstrap" in out.attrs["rule"] and "plateau" in out.attrs["plateau"]
+    t = grid_table()
+    out = claims.claims_table(t, n_bootstrap=100)
+    assert list(out.columns) == [
+        "claim", "figure", "statistic", "claimed", "authors' 230 models", "authors' 1-epoch models",
+        "authors' 2-epoch models", "all", "no plateau", "final", "verdict (all, primary)",
+        "verdicts (no plateau / final)", "ΔR² vs authors' 230 (all, 90 %)",
+        "models (all / no plateau / final)", "clusters (all / no plateau / final)",
+        "n_eff (all / no plateau / final)"]
+    word = r"(holds|fails|inconclusive|n/a)"
+    assert out["verdict (all, primary)"].str.fullmatch(word).all()
+    assert out["verdicts (no plateau / final)"].str.fullmatch(f"{word} / {word}").all()
+    r2_rows = out[out["statistic"] == "R²"]
+    assert r2_rows["ΔR² vs authors' 230 (all, 90 %)"].str.contains(
+        r"\]: (?:equivalent|different|inconclusive)$").all()
+    assert (out.loc[out["statistic"] != "R²", "ΔR² vs authors' 230 (all, 90 %)"] == "").all()
+    low, high = claims.AUTHORS_R2_CI["nc1_cdnv"]
+    assert out.loc[1, "authors' 230 models"] == f"0.916 [{low:.3f}, {high:.3f}]"
+    assert not out["all"].str.startswith("r ").any()  # cells hold numbers only
+    assert "design points" in out.attrs["rule"] and "plateau" in out.attrs["plateau"]
+
+
+def test_claims_table_sets_the_authors_same_length_models_beside(monkeypatch):
+    monkeypatch.setitem(claims.AUTHORS_BY_EPOCHS, "nc2_norm_cv", {1: (-0.118, 0.014, 80)})
+    out = claims.claims_table(grid_table(), n_bootstrap=20).set_index("claim")
+    row = out.loc["NC2: norm CV: negligible relation to loss"]
+    assert row["authors' 1-epoch models"] == "R² 0.014 (n 80)"
+    assert row["authors' 2-epoch models"] == "n/a"  # tolerated: not known
 
 
 def test_cdnv_units_table_explains_the_scale():
@@ -94,3 +139,18 @@ def test_direction_claims_only_where_the_paper_states_strong_or_clear():
     assert "NC2: interference CV: more collapse, lower loss" not in texts
     assert "NC3: duality mean: more collapse, lower loss" not in texts
     assert "UNC3: duality CV: more collapse, lower loss" in texts
+
+
+def test_claim_findings_record_every_cell_they_quote(tmp_path):
+    from lib.tables.findings import Findings, values
+
+    out = claims.claims_table(grid_table(), n_bootstrap=50)
+    found = Findings(tmp_path / "findings.md", "04_correlate")
+    claims.add_claim_findings(found, out)
+    found.save()
+    recorded = dict((k, v) for k, v, _ in found.rows)
+    row = out.iloc[1]
+    assert recorded[f"{row['claim']}: all"] == row["all"]
+    assert recorded[f"{row['claim']}: verdict (all, primary)"] == row["verdict (all, primary)"]
+    assert recorded["clusters (all / no plateau / final)"] == row["clusters (all / no plateau / final)"]
+    assert "0.916" not in values(tmp_path / "findings.md")  # the authors' values are not ours

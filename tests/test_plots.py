@@ -13,10 +13,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from lib.figures import figures_cli, plots, plots_training, walkthrough  # noqa: E402
+from lib.figures import figures_cli, plots, plots_loss, plots_training, walkthrough  # noqa: E402
 from lib.nc import registry  # noqa: E402
 from lib.nc.registry import MEASURES  # noqa: E402
-from lib.tables import analysis, results  # noqa: E402
+from lib.tables import analysis, claims, results  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +86,7 @@ def test_save_figure_rejects_bad_input(tmp_path):
 def test_loss_vs_measures_panels_and_r2():
     table = small_table()
     measures = ["nc1_cdnv", "gnc2_logkernel_var", "unc3_duality_cv", "nc4_agreement"]
-    fig = plots.loss_vs_measures(table, measures)
+    fig = plots_loss.loss_vs_measures(table, measures)
     panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     assert len(panels) == 4
     assert panels[0].get_xscale() == "log" and panels[3].get_xscale() == "linear"
@@ -103,9 +103,39 @@ def test_loss_vs_measures_panels_and_r2():
 def test_loss_vs_measures_uses_given_correlations():
     table = small_table()
     corr = pd.DataFrame({"measure": ["nc2_norm_cv", "nc3_duality_mean"], "r2": [0.123, 0.456]})
-    fig = plots.loss_vs_measures(table, ["nc2_norm_cv", "nc3_duality_mean"], corr, ncols=4)
+    fig = plots_loss.loss_vs_measures(table, ["nc2_norm_cv", "nc3_duality_mean"], corr, ncols=4)
     texts = panel_texts(fig)
     assert texts[0].startswith("$R^2$ = 0.12") and texts[1].startswith("$R^2$ = 0.46")
+
+
+def test_loss_vs_measures_marks_plateau_models_and_fits_without_them():
+    """Plateau models (claims.plateau_mask) are triangles; a second line fits the rest, and the
+    annotation gives both R² (that of the rest recomputed independently here)."""
+    table = small_table()
+    stuck = table.iloc[:3].assign(val_loss=lambda d: d["val_loss"] + 2.0,
+                                  name=lambda d: d["name"] + "-stuck")
+    table = pd.concat([table, stuck], ignore_index=True)
+    plateau, _ = claims.plateau_mask(table)
+    assert plateau.sum() == 3
+    fig = plots_loss.loss_vs_measures(table, ["nc4_agreement"])
+    ax = next(a for a in fig.axes if a.get_label() != "<colorbar>")
+    markers = [c.get_paths()[0].vertices.shape[0] for c in ax.collections]  # circle vs triangle
+    assert len(ax.collections) == 2 and markers[0] != markers[1]
+    assert [len(c.get_offsets()) for c in ax.collections] == [8, 3]
+    assert len(ax.get_lines()) == 2  # fit with and without the plateau models
+    x, y = table["nc4_agreement"].to_numpy(), table["val_loss"].to_numpy()
+    r_all = np.corrcoef(x, y)[0, 1] ** 2
+    r_rest = np.corrcoef(x[~plateau], y[~plateau])[0, 1] ** 2
+    text = panel_texts(fig)[0]
+    assert f"$R^2$ = {r_all:.2f} (all, n = 11)" in text
+    assert f"$R^2$ = {r_rest:.2f} (no plateau, n = 8)" in text
+    assert fig.legends and "plateau model (3)" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_loss_vs_measures_without_plateau_draws_one_fit():
+    fig = plots_loss.loss_vs_measures(small_table(), ["nc4_agreement"])
+    ax = next(a for a in fig.axes if a.get_label() != "<colorbar>")
+    assert len(ax.collections) == 1 and len(ax.get_lines()) == 1 and not fig.legends
 
 
 def test_training_curves_and_heatmap():

@@ -8,7 +8,8 @@ from typing import Any
 import pandas as pd
 
 from lib.core.paths import resolve
-from lib.figures.plots import apply_style, loss_vs_measures, save_figure
+from lib.figures.plots import apply_style, save_figure
+from lib.figures.plots_loss import loss_vs_measures
 from lib.nc.registry import figure_measures
 from lib.tables.analysis import correlate
 

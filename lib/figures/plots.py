@@ -1,5 +1,6 @@
-"""Figures of the paper in one style: loss against NC measures (Figures 1-3), the scaling
-figures, Table 1 as a table and token frequency plots (``plots_training``: 01_train's figures).
+"""Figures of the paper in one style: the scaling figures, Table 1 as a table and token
+frequency plots (``plots_loss``: Figures 1-3, loss against the measures; ``plots_training``:
+01_train's figures).
 
 Every figure is written through ``save_figure`` (figures/<profile>/<name>.<fmt>, atomic,
 byte-identical SVG on re-runs). Functions return a matplotlib Figure and never show it.
@@ -23,7 +24,7 @@ from matplotlib.figure import Figure
 from lib.core.paths import atomic_write, figures_dir_for, resolve
 from lib.nc.registry import REGISTRY, axis_label, measure_transform
 from lib.tables.analysis import table1_display
-from lib.tables.results import LOSS, scaling_table
+from lib.tables.results import scaling_table
 from lib.tables.tokens import load_first_names
 
 PARAMS_CMAP = "viridis"
@@ -180,60 +181,6 @@ def _grid(n_panels: int, ncols: int, panel_size: tuple[float, float] = (4.6, 3.9
     for ax in flat[n_panels:]:
         ax.remove()
     return fig, flat[:n_panels]
-
-
-def _fit_line(ax: Any, x: np.ndarray, y: np.ndarray, log_x: bool) -> tuple[float, float]:
-    """Least-squares line of y on x in the plotted coordinates; returns (R^2, slope)."""
-    u = np.log10(x) if log_x else x
-    if len(u) < 2 or np.ptp(u) == 0:
-        return float("nan"), 0.0
-    slope, intercept = np.polyfit(u, y, 1)
-    grid = np.linspace(u.min(), u.max(), 50)
-    ax.plot(10**grid if log_x else grid, slope * grid + intercept, color="black", lw=1.5, ls="--")
-    r2 = float(np.corrcoef(u, y)[0, 1] ** 2) if np.ptp(y) > 0 else float("nan")
-    return r2, float(slope)
-
-
-def _r2_text(ax: Any, r2: float, n: int, slope: float) -> None:
-    """R^2 and n in the upper corner the fitted line leaves free (left for a rising line)."""
-    text = f"$R^2$ = {r2:.2f}" if np.isfinite(r2) else "$R^2$ = n/a"
-    x, ha = (0.03, "left") if slope > 0 else (0.97, "right")
-    ax.text(x, 0.95, f"{text}\nn = {n}", transform=ax.transAxes, ha=ha, va="top", fontsize="small",
-            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "0.7"})
-
-
-def _loss_panel(ax: Any, table: pd.DataFrame, measure: str, norm: LogNorm, r2: float | None) -> None:
-    """One Figure-1 panel: loss against ``measure``, coloured by size, fit line and R^2."""
-    x, y = table[measure].to_numpy(dtype=float), table[LOSS].to_numpy(dtype=float)
-    log_x = measure_transform(measure) == "log"
-    keep = np.isfinite(x) & np.isfinite(y) & ((x > 0) if log_x else True)
-    x, y, params = x[keep], y[keep], table["n_params"].to_numpy(dtype=float)[keep]
-    ax.scatter(x, y, c=params, cmap=PARAMS_CMAP, norm=norm, s=40, edgecolor="0.2", linewidth=0.5, zorder=3)
-    if log_x:
-        ax.set_xscale("log")
-    fit_r2, slope = _fit_line(ax, x, y, log_x)
-    if log_x and len(x):
-        log_axis(ax, "x")
-    _r2_text(ax, fit_r2 if r2 is None else r2, len(x), slope)
-    info = REGISTRY.get(measure)
-    ax.set_title(info.label if info else measure)
-    ax.set_xlabel(axis_label(measure))
-    ax.set_ylabel(LOSS_LABEL)
-
-
-def loss_vs_measures(table: pd.DataFrame, measures: Sequence[str],
-                     correlations: pd.DataFrame | None = None, ncols: int = 4) -> Figure:
-    """Figures 1-3: validation loss (y) against each measure (x), one point per model coloured by
-    parameter count, least-squares line and R^2 (from ``correlations`` when given) per panel."""
-    if len(table) == 0 or not measures:
-        raise ValueError("loss_vs_measures needs a non-empty table and at least one measure")
-    r2_of = {} if correlations is None else dict(zip(correlations["measure"], correlations["r2"], strict=True))
-    fig, axes = _grid(len(measures), ncols)
-    norm = param_norm(table["n_params"])
-    for ax, measure in zip(axes, measures, strict=True):
-        _loss_panel(ax, table, measure, norm, r2_of.get(measure))
-    add_param_colorbar(fig, axes, norm)
-    return fig
 
 
 def _factor_ticks(ax: Any, values: pd.Series, log_x: bool) -> None:

@@ -113,6 +113,19 @@ COMPARISONS: tuple[Comparison, ...] = (
 )
 
 
+# Strength words as R² bands [low, high): the paper's words read as fractions of loss variance
+# explained, cut where a scatter plot visibly changes (no trend / a trend / tight / near a line).
+BANDS: dict[str, tuple[float, float]] = {"negligible": (0.0, 0.15), "some": (0.15, 0.5),
+                                         "clear": (0.5, 0.8), "strong": (0.8, 1.0)}
+
+
+def band(r2: float) -> str:
+    """The strength word of an R² (``BANDS``: lower edge inclusive; 1.0 is "strong")."""
+    if not 0.0 <= r2 <= 1.0:
+        raise ValueError(f"R² must lie in [0, 1], got {r2}")
+    return next(name for name, (lo, hi) in BANDS.items() if lo <= r2 < hi or (hi == 1.0 and r2 == 1.0))
+
+
 def get(name: str) -> Measure:
     """The registry entry of ``name``; ValueError naming the known measures otherwise."""
     try:

@@ -2,9 +2,10 @@
 measure, cluster bootstraps, partial correlations, the permutation test of Table 1 with Holm
 adjustment. Pure functions on pandas DataFrames; no torch import.
 
-Models are not independent: the checkpoints of one training run share their weights'
-history, so every bootstrap here resamples whole runs (``results.run_ids``), and the
-"epochs" control is the number of epochs *trained* (the ``checkpoint`` column).
+Models are not independent: the checkpoints of one training run share their weights' history,
+and seed replicas and weight-decay twins of one design are near-copies, so every bootstrap here
+resamples whole design points (``clusters.design_point_ids``), and the "epochs" control is the
+number of epochs *trained* (the ``checkpoint`` column).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 from lib.core.paths import cli_path, positive_int, resolve
 from lib.lm.runs import RunName
 from lib.nc.registry import MEASURES, analysis_scale, label, measure_transform
+from lib.tables.clusters import cluster_counts, design_point_ids
 from lib.tables.results import (
     LOSS,
     build_results_table,
@@ -100,7 +102,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def cluster_bootstrap_weights(clusters: Sequence[Any], n_bootstrap: int, seed: int) -> np.ndarray:
     """(n_bootstrap, n) row weights of a cluster bootstrap: each resample draws as many clusters
     as there are, with replacement, and a row's weight is how often its cluster was drawn. All
-    rows of one cluster (one training run) always share a weight: a run is never split."""
+    rows of one cluster (e.g. one design point) always share a weight: it is never split."""
     _, inverse = np.unique(np.asarray(clusters), return_inverse=True)
     n_clusters = int(inverse.max()) + 1
     rng = np.random.default_rng(seed)
@@ -121,7 +123,7 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, floa
 
 def bootstrap_r(x: np.ndarray, y: np.ndarray, clusters: Sequence[Any], n_bootstrap: int,
                 seed: int) -> np.ndarray:
-    """Cluster-bootstrap replicates (n_bootstrap,) of Pearson r(x, y), runs resampled whole."""
+    """Cluster-bootstrap replicates (n_bootstrap,) of Pearson r(x, y), clusters resampled whole."""
     return weighted_pearson(x, y, cluster_bootstrap_weights(clusters, n_bootstrap, seed))
 
 
@@ -163,10 +165,11 @@ def _correlate_one(table: pd.DataFrame, measure: str, controls: Sequence[str],
                    n_bootstrap: int, seed: int) -> dict[str, Any]:
     x, mask, n_dropped = transformed(table, measure)
     y = table.loc[mask, LOSS].to_numpy(dtype=float)
-    runs = run_ids(table)[mask]
+    runs, clusters = run_ids(table)[mask], design_point_ids(table)[mask]
     n, notes = len(x), []
     row = {"measure": measure, "transform": measure_transform(measure), "n": n,
-           "n_runs": len(set(runs)), "r": np.nan, "r2": np.nan, "r_ci_low": np.nan,
+           "n_runs": len(set(runs)), "n_clusters": len(set(clusters)),
+           "n_eff": cluster_counts(clusters)["n_eff"], "r": np.nan, "r2": np.nan, "r_ci_low": np.nan,
            "r_ci_high": np.nan, "r2_ci_low": np.nan, "r2_ci_high": np.nan,
            "spearman": np.nan, "spearman_p": np.nan, "partial_r": np.nan, "partial_p": np.nan}
     if n_dropped:
@@ -175,7 +178,7 @@ def _correlate_one(table: pd.DataFrame, measure: str, controls: Sequence[str],
         return {**row, "note": "; ".join([*notes, f"too few models (n={n})"])}
     r = float(pearson_rows(x, y[None])[0])
     row.update(r=r, r2=r * r)
-    boot = bootstrap_r(x, y, runs, n_bootstrap, seed)
+    boot = bootstrap_r(x, y, clusters, n_bootstrap, seed)
     row["r_ci_low"], row["r_ci_high"] = percentile_ci(boot)
     row["r2_ci_low"], row["r2_ci_high"] = percentile_ci(boot**2)
     if np.isfinite(r):
@@ -197,8 +200,9 @@ def correlate(table: pd.DataFrame, measures: Sequence[str] = MEASURES,
               controls: Sequence[str] = CONTROLS, n_bootstrap: int = 1000,
               seed: int = 0) -> pd.DataFrame:
     """Per measure: Pearson r and R^2 of validation loss vs the (transformed) measure, Spearman
-    rho, 95% cluster-bootstrap intervals of r and R^2 (whole runs resampled), and the partial
-    correlation controlling for ``controls`` (log parameters and epochs trained by default).
+    rho, 95% cluster-bootstrap intervals of r and R^2 (whole design points resampled; n,
+    n_runs, n_clusters and Kish's n_eff beside them), and the partial correlation controlling
+    for ``controls`` (log parameters and epochs trained by default).
 
     Too few models give NaN with a ``note`` rather than an error, so a small grid still tabulates.
     """
@@ -212,7 +216,7 @@ def correlate(table: pd.DataFrame, measures: Sequence[str] = MEASURES,
 
 def correlation_summary(corr: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """The headline columns of ``correlate`` at fixed rounding (stable text for nbval)."""
-    cols = ["measure", "transform", "n", "r", "r2", "r2_ci_low", "r2_ci_high", "spearman",
+    cols = ["measure", "transform", "n", "n_clusters", "n_eff", "r", "r2", "r2_ci_low", "r2_ci_high", "spearman",
             "partial_r", "partial_p"]
     return round_sig(corr[[c for c in cols if c in corr.columns]], digits)
 

@@ -24,6 +24,8 @@ LOSS = "val_loss"
 SPEC_COLUMNS = ["name", "run", "depth", "width", "epochs", "weight_decay", "seed", "checkpoint"]
 RESULT_COLUMNS = ["n_params", "log_n_params", "val_loss", "val_acc", "num_classes"]
 SORT_COLUMNS = ["depth", "width", "epochs", "weight_decay", "seed", "checkpoint"]
+MIN_COUNT = "min_count"  # metrics section: the measures on classes with >= min_count samples
+MIN_COUNT_SUFFIX = "@min_count"  # its columns: "<measure>@min_count", "num_classes@min_count"
 
 
 def derive_measures(values: Mapping[str, Any]) -> dict[str, float]:
@@ -82,7 +84,19 @@ def _table_row(out_dir: Path, ck: RunName) -> dict[str, Any]:
                val_loss=float(entry["val_loss"]), val_acc=float(entry["val_acc"]),
                num_classes=metrics.get("num_classes"))
     row.update({m: np.nan if metrics[m] is None else float(metrics[m]) for m in MEASURES})  # null: undefined
-    return row
+    return {**row, **min_count_columns(metrics)}
+
+
+def min_count_columns(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The metrics' ``min_count`` section (absent in files measured before it existed: no
+    columns) as ``min_count`` and ``<key>@min_count`` columns; null values become NaN."""
+    section = metrics.get(MIN_COUNT)
+    if not isinstance(section, Mapping):
+        return {}
+    out = {MIN_COUNT: float(section.get(MIN_COUNT, np.nan))}
+    out.update({f"{k}{MIN_COUNT_SUFFIX}": np.nan if v is None else float(v)
+                for k, v in section.items() if k != MIN_COUNT and isinstance(v, (int, float, type(None)))})
+    return out
 
 
 def build_results_table(out_dir: str | os.PathLike, checkpoints: Sequence[RunName] | None = None) -> pd.DataFrame:
@@ -100,7 +114,8 @@ def build_results_table(out_dir: str | os.PathLike, checkpoints: Sequence[RunNam
             "train and measure those checkpoints first (or drop them from the list)"
         )
     table = pd.DataFrame([_table_row(out_dir, ck) for ck in names])
-    table = table[SPEC_COLUMNS + RESULT_COLUMNS + MEASURES]
+    extra = [c for c in table.columns if c == MIN_COUNT or c.endswith(MIN_COUNT_SUFFIX)]
+    table = table[SPEC_COLUMNS + RESULT_COLUMNS + MEASURES + extra]  # extra: NaN where a file lacks them
     return table.sort_values(SORT_COLUMNS, ignore_index=True)
 
 
