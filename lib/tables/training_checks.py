@@ -1,0 +1,109 @@
+"""Two checks of ``01_train`` that size what the training population can show: how far decoupled
+weight decay alone shrinks the weights over a run (the power of the weight-decay contrast), and
+the unigram cross-entropy of the training split beside the loss-plateau threshold (so "near the
+unigram plateau" is measured, not asserted). No torch import.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from lib.lm.profiles import Profile
+from lib.tables.claims import plateau_mask
+from lib.tables.results import LOSS
+
+PAIR_KEYS = ["depth", "width", "epochs", "seed", "checkpoint"]
+
+
+def lr_schedule(lr: float, total_steps: int, warmup_steps: int = 0,
+                kind: str = "linear") -> np.ndarray:
+    """The learning rate of each optimiser step 0..total_steps-1 (total_steps,), as
+    ``transformers.get_linear_schedule_with_warmup`` (or the constant one) sets it: linear
+    warm-up to ``lr``, then (linear) decay to 0 at ``total_steps``."""
+    if total_steps < 1 or warmup_steps < 0 or lr < 0:
+        raise ValueError(f"need total_steps >= 1, warmup_steps >= 0, lr >= 0; got "
+                         f"{total_steps}, {warmup_steps}, {lr}")
+    if kind not in ("linear", "constant"):
+        raise ValueError(f"lr schedule must be 'linear' or 'constant', got {kind!r}")
+    t = np.arange(total_steps, dtype=float)
+    warm = t / max(1, warmup_steps)
+    if kind == "constant":
+        after = np.ones_like(t)
+    else:
+        after = np.maximum(0.0, (total_steps - t) / max(1, total_steps - warmup_steps))
+    return lr * np.where(t < warmup_steps, warm, after)
+
+
+def decay_shrink(lrs: Sequence[float], weight_decay: float) -> float:
+    """prod_t (1 - lr_t * wd): the factor by which decoupled (AdamW) decay alone multiplies a
+    weight over the steps with learning rates ``lrs``, gradients aside; 1 - factor is the most the
+    decay can have pulled the weights towards 0."""
+    lrs = np.asarray(lrs, dtype=float)
+    return float(np.exp(np.sum(np.log1p(-lrs * weight_decay))))
+
+
+def profile_decay_shrink(profile: Profile, n_train_blocks: int) -> pd.DataFrame:
+    """Per (epochs, weight decay, batch size) of the profile's runs: optimiser steps, the decay
+    factor of ``decay_shrink`` over the profile's schedule and the shrink in percent."""
+    t = profile.training
+    rows = {}
+    for run in profile.runs():
+        b = profile.batch_size(run)
+        key = (run.epochs, run.weight_decay, b)
+        if key in rows:
+            continue
+        steps = run.epochs * math.ceil(n_train_blocks / b)
+        factor = decay_shrink(lr_schedule(t.lr, steps, t.warmup_steps, t.lr_schedule),
+                              run.weight_decay)
+        rows[key] = {"epochs": run.epochs, "weight_decay": run.weight_decay, "batch_size": b,
+                     "steps": steps, "lr": t.lr, "decay_factor": factor,
+                     "shrink_percent": 100 * (1 - factor)}
+    return pd.DataFrame(list(rows.values())).sort_values(["weight_decay", "epochs"],
+                                                         ignore_index=True)
+
+
+def weight_decay_pairs(table: pd.DataFrame, low: float, high: float) -> pd.DataFrame:
+    """Models differing only in weight decay (``low`` against ``high``; same depth, width,
+    epochs, seed and checkpoint): both losses and ``delta`` = loss(high) - loss(low)."""
+    wd = table["weight_decay"].astype(float)
+    a = table[np.isclose(wd, low, rtol=1e-9, atol=0)][PAIR_KEYS + [LOSS]]
+    b = table[np.isclose(wd, high, rtol=1e-9, atol=0)][PAIR_KEYS + [LOSS]]
+    pairs = a.merge(b, on=PAIR_KEYS, suffixes=("_low", "_high"))
+    return pairs.assign(delta=pairs[f"{LOSS}_high"] - pairs[f"{LOSS}_low"])
+
+
+def unigram_cross_entropy(blocks: np.ndarray) -> float:
+    """Entropy (nats/token) of the frequencies of the next-token targets of ``blocks``
+    (n, context_len): every token after the first of a block. The loss of a model that predicts
+    the training split's token frequencies and nothing else, in-sample."""
+    targets = np.asarray(blocks)[:, 1:].ravel()
+    if targets.size == 0:
+        raise ValueError("no targets: blocks need at least two tokens each")
+    _, counts = np.unique(targets, return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def plateau_against_unigram(table: pd.DataFrame, unigram: float) -> pd.DataFrame:
+    """One row per model of ``table`` (one per measured checkpoint) with its loss, whether
+    ``lib.tables.claims.plateau_mask`` puts it on the plateau, and loss - ``unigram``."""
+    mask, _ = plateau_mask(table)
+    cols = [c for c in ("run", "checkpoint", LOSS) if c in table.columns]
+    return table[cols].assign(plateau=mask, above_unigram=table[LOSS] - unigram)
+
+
+def plateau_summary(table: pd.DataFrame, unigram: float) -> dict[str, float | int | str]:
+    """The unigram cross-entropy beside the plateau: its threshold (lowest plateau loss), the
+    plateau models' loss range and the best non-plateau loss, all in nats."""
+    mask, rule = plateau_mask(table)
+    loss = table[LOSS].to_numpy(dtype=float)
+    on, off = loss[mask], loss[~mask & np.isfinite(loss)]
+    return {"unigram_ce": unigram, "plateau_models": int(mask.sum()), "models": len(loss),
+            "plateau_threshold": float(on.min()) if len(on) else math.nan,
+            "plateau_max": float(on.max()) if len(on) else math.nan,
+            "best_other": float(off.min()) if len(off) else math.nan,
+            "worst_other": float(off.max()) if len(off) else math.nan, "rule": rule}
