@@ -10,7 +10,7 @@ variability noise. No torch import (stats mappings may hold tensors or arrays).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,76 @@ def first_name_table(tokens_df: pd.DataFrame, names: Iterable[str] | None = None
         {"token": "average token (count-weighted)", "kind": "average", **weighted},
     ])
     return pd.concat([found, averages], ignore_index=True)
+
+
+def word_table(tokens_df: pd.DataFrame, min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
+    """The classes with at least ``min_count`` samples merged into words: tokens whose decoded
+    text agrees up to case and surrounding whitespace ("Lily", " Lily", "lily") are one word.
+    Per word: ``variants`` (token classes merged), their ``token_ids``, the summed ``count`` and
+    ``frequency``, and ``variability`` and ``interference`` as the count-weighted mean over its
+    variants (each variant's per-class value weighted by its samples; the samples are not
+    re-pooled into one class, which would change every other class's measures too)."""
+    pool = eligible(tokens_df, min_count)
+    key = pool["token"].str.strip().str.lower()
+    rows = []
+    for word, g in pool.groupby(key, sort=False):
+        w = g["count"].to_numpy(dtype=float)
+        rows.append({"word": word, "variants": len(g),
+                     "token_ids": " ".join(str(int(i)) for i in g["token_id"]),
+                     "count": int(w.sum()),
+                     "frequency": float(g["frequency"].sum()) if "frequency" in g else np.nan,
+                     "variability": float(np.average(g["variability"], weights=w)),
+                     "interference": float(np.average(g["interference"], weights=w))})
+    cols = ["word", "variants", "token_ids", "count", "frequency", "variability", "interference"]
+    return pd.DataFrame(rows, columns=cols).sort_values("count", ascending=False,
+                                                        ignore_index=True)
+
+
+def distinct_names(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
+                   min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
+    """The first names among ``word_table``'s words (variants merged), most frequent first."""
+    names = load_first_names() if names is None else frozenset(n.lower() for n in names)
+    words = word_table(tokens_df, min_count)
+    return words[words["word"].isin(names)].reset_index(drop=True)
+
+
+def log_frequency_bins(count: pd.Series, per_decade: int = 4) -> pd.Series:
+    """Each count's bin on a log10 scale, ``per_decade`` bins per factor of 10 (an integer id)."""
+    if per_decade < 1:
+        raise ValueError(f"per_decade must be at least 1, got {per_decade}")
+    return np.floor(np.log10(count.astype(float)) * per_decade).astype(int)
+
+
+def name_test(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
+              min_count: int = DEFAULT_MIN_COUNT, per_decade: int = 4,
+              measures: Sequence[str] = ("variability", "interference")) -> pd.DataFrame:
+    """Distinct first names against other words of similar frequency, per measure: a two-sided
+    Mann-Whitney U test (scipy) of the names' values against those of the non-name words that
+    fall in the log-frequency bins (``log_frequency_bins``) holding at least one name. Returns
+    the sizes, both medians, U, p and the rank-biserial effect 2U/(n1 n2) - 1 (negative: the
+    names are lower)."""
+    from scipy.stats import mannwhitneyu
+
+    names = load_first_names() if names is None else frozenset(n.lower() for n in names)
+    words = word_table(tokens_df, min_count)
+    words = words.assign(bin=log_frequency_bins(words["count"], per_decade),
+                         is_name=words["word"].isin(names))
+    named = words[words["is_name"]]
+    matched = words[~words["is_name"] & words["bin"].isin(set(named["bin"]))]
+    rows = []
+    for m in measures:
+        a, b = named[m].to_numpy(dtype=float), matched[m].to_numpy(dtype=float)
+        if len(a) and len(b):
+            u, p = mannwhitneyu(a, b, alternative="two-sided")
+            u, p, effect = float(u), float(p), 2 * float(u) / (len(a) * len(b)) - 1
+        else:
+            u = p = effect = np.nan
+        rows.append({"measure": m, "names": len(a), "matched_others": len(b),
+                     "bins": int(named["bin"].nunique()), "per_decade": per_decade,
+                     "median_names": float(np.median(a)) if len(a) else np.nan,
+                     "median_others": float(np.median(b)) if len(b) else np.nan,
+                     "u": u, "p": p, "rank_biserial": effect})
+    return pd.DataFrame(rows)
 
 
 def most_and_least_collapsed(tokens_df: pd.DataFrame, k: int = 10, by: str = "variability",
