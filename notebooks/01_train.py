@@ -99,15 +99,10 @@ results.training_summary(train_table)
 # %%
 shrink = training_checks.profile_decay_shrink(cfg.profile, corpus.n_train_blocks)
 results.save_table(shrink, cfg.table_path("weight_decay_shrink.csv"))
-measured = {(str(ck.run), ck.checkpoint) for ck in cfg.profile.checkpoints()}
-is_measured = [(r, c) in measured for r, c in zip(train_table["run"], train_table["checkpoint"], strict=True)]
-models = train_table[is_measured].reset_index(drop=True)  # the measured checkpoints, as in results.csv
+models = training_checks.measured_rows(train_table, cfg.profile.checkpoints())  # as in results.csv
 wds = sorted(models["weight_decay"].astype(float).unique())
-wd_pairs = (training_checks.weight_decay_pairs(models, wds[0], wds[-1]) if len(wds) > 1
-            else models.iloc[:0])
-print(f"{int((wd_pairs['delta'] > 0).sum()) if len(wd_pairs) else 0} of {len(wd_pairs)} pairs: "
-      f"weight decay {wds[-1]:g} gives the higher loss than {wds[0]:g}"
-      + (f" (median difference {wd_pairs['delta'].median():+.4f} nats)" if len(wd_pairs) else ""))
+wd_pairs = training_checks.weight_decay_pairs(models, wds[0], wds[-1])
+print(training_checks.describe_pairs(wd_pairs, wds[0], wds[-1]))
 results.round_sig(shrink, 4)
 
 # %% [markdown]
@@ -125,27 +120,5 @@ results.round_sig(rows[rows["plateau"]], 4)
 
 # %%
 findings = Findings(cfg.table_path("findings.md"), "01_train")
-findings.add("unigram cross-entropy of the training split (nats/token)", unigram,
-             "01_train: lib.tables.training_checks.unigram_cross_entropy(train blocks)", "{:.3f}")
-findings.add("plateau models (measured checkpoints)", plateau["plateau_models"],
-             "01_train: lib.tables.claims.plateau_mask on the training table", "{:d}")
-findings.add("plateau threshold: lowest plateau loss (nats)", plateau["plateau_threshold"],
-             "01_train: plateau_mask on the training table", "{:.3f}")
-findings.add("highest plateau loss (nats)", plateau["plateau_max"],
-             "01_train: plateau_mask on the training table", "{:.3f}")
-findings.add("unigram CE minus lowest plateau loss (nats)", unigram - plateau["plateau_threshold"],
-             "01_train: unigram CE - plateau threshold", "{:.2f}")
-findings.add("unigram CE minus highest plateau loss (nats)", unigram - plateau["plateau_max"],
-             "01_train: unigram CE - highest plateau loss", "{:.2f}")
-for r in shrink[shrink["weight_decay"] == shrink["weight_decay"].max()].itertuples():
-    findings.add(f"weight shrink by decay alone, wd {r.weight_decay:g}, {r.epochs} epochs (%)",
-                 r.shrink_percent, f"weight_decay_shrink.csv: epochs {r.epochs}, wd {r.weight_decay:g}",
-                 "{:.1f}")
-if len(wd_pairs):
-    findings.add(f"pairs where wd {wds[-1]:g} gives the higher loss", int((wd_pairs["delta"] > 0).sum()),
-                 "01_train: training_checks.weight_decay_pairs on the training table", "{:d}")
-    findings.add("weight-decay pairs", len(wd_pairs), "01_train: weight_decay_pairs", "{:d}")
-    findings.add("largest |loss difference| between weight-decay twins (nats)",
-                 float(wd_pairs["delta"].abs().max()), "01_train: weight_decay_pairs", "{:.3f}")
+training_checks.record_findings(findings, unigram, plateau, shrink, wd_pairs, wds[-1])
 print(f"findings -> {paper.short(findings.save())}")
-

@@ -88,19 +88,5 @@ tok.token_explorer(tokens, stats)
 
 # %%
 findings = Findings(cfg.table_path("findings.md"), "06_tokens")
-findings.add("tokens model", str(ck), "06_tokens: results.largest_model")
-findings.add("classes with at least min_count samples", len(tok.eligible(tokens, min_count)),
-             "06_tokens: tokens.eligible", "{:d}")
-findings.add("first-name tokens", name_tokens, "06_tokens: first_name_table", "{:d}")
-findings.add("distinct first names (variants merged)", len(distinct), "06_tokens: distinct_names", "{:d}")
-average = names.set_index("token").loc["average token"]
-findings.add("average token interference", float(average["interference"]),
-             "06_tokens first_name_table: average token, interference", "{:+.3f}")
-for r in test.itertuples():
-    src = f"06_tokens name_test: {r.measure}"
-    findings.add(f"names: median {r.measure}", r.median_names, src, "{:.3f}")
-    findings.add(f"frequency-matched other words: median {r.measure}", r.median_others, src, "{:.3f}")
-    findings.add(f"{r.measure}: names / matched others (n)", f"{r.names} / {r.matched_others}", src)
-    findings.add(f"{r.measure}: Mann-Whitney p (two-sided)", r.p, src, "{:.2g}")
-    findings.add(f"{r.measure}: rank-biserial effect", r.rank_biserial, src, "{:+.2f}")
+tok.record_findings(findings, str(ck), tokens, names, distinct, test, min_count)
 print(f"findings -> {paper.short(findings.save())}")

@@ -12,7 +12,6 @@ progress = True  # tqdm bars here; `make paper` sets False and prints progress l
 # %%
 from lib.figures import plots, plots_layers
 from lib.series import paper
-from lib.nc.registry import label
 from lib.tables import depth, results
 from lib.tables.findings import Findings
 
@@ -68,23 +67,5 @@ print(depth.describe_depth(summary, ratio_summary, exceptions))
 
 # %%
 findings = Findings(cfg.table_path("findings.md"), "07_layers")
-rows = summary.set_index("measure")
-for m in (depth.HEADLINE, "nc1_cdnv"):
-    if m in rows.index and rows.loc[m, "models"]:
-        r = rows.loc[m]
-        findings.add(f"{r['label']}: models with at least two blocks", int(r["models"]),
-                     f"07_layers depth_summary: {m}, models", "{:d}")
-        findings.add(f"{r['label']}: falls monotonically through depth (models)", int(r["n_falling"]),
-                     f"07_layers depth_summary: {m}, n_falling", "{:d}")
-        findings.add(f"{r['label']}: rises monotonically through depth (models)", int(r["n_rising"]),
-                     f"07_layers depth_summary: {m}, n_rising", "{:d}")
-findings.add(f"{label(depth.HEADLINE)}: models not monotone through depth", ", ".join(exceptions) or "none",
-             "07_layers depth.not_monotone")
-for r in ratio_summary.itertuples():
-    findings.add(f"{r.label}: head input / last residual stream (median ratio)", r.median_ratio,
-                 f"07_layers ratio_summary: {r.measure}, median_ratio", "{:.3g}")
-    findings.add(f"{r.label}: times lower at the head input (1 / median ratio)", r.fold_lower,
-                 f"07_layers ratio_summary: {r.measure}, fold_lower", "{:.3g}")
-    findings.add(f"{r.label}: head / residual ratio range", f"{r.min_ratio:.3g} to {r.max_ratio:.3g}",
-                 f"07_layers ratio_summary: {r.measure}, min_ratio and max_ratio")
+depth.record_findings(findings, summary, ratio_summary, exceptions)
 print(f"findings -> {paper.short(findings.save())}")

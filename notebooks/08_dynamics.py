@@ -11,7 +11,6 @@ progress = True  # tqdm bars here; `make paper` sets False and prints progress l
 from lib.figures import plots, plots_dynamics
 from lib.series import paper
 from lib.stages import dynamics
-from lib.nc.registry import label
 from lib.tables import lead_lag, results
 from lib.tables.findings import Findings
 
@@ -77,19 +76,5 @@ lead_lag.summary_markdown(lags)
 
 # %%
 findings = Findings(cfg.table_path("findings.md"), "08_dynamics")
-findings.add("dynamics runs (one seed each, no replicates)", table["run"].nunique(),
-             "dynamics.csv: runs", "{:d}")
-findings.add("lead/lag settings (baselines x thresholds)", lags.groupby(["baseline", "threshold"]).ngroups,
-             "dynamics_lead_lag.csv: baseline, threshold", "{:d}")
-for r in both.itertuples():
-    name = label(r.measure)
-    findings.add(f"{name}: verdict in all runs and settings", r.all_runs,
-                 f"dynamics_lead_lag.csv via robust_statements: {r.measure}")
-    sides = ["never before the loss"] * r.never_before + ["never after the loss"] * r.never_after
-    findings.add(f"{name}: one-sided statement in all runs and settings",
-                 ", ".join(sides) or "none", f"robust_statements: {r.measure}")
-for r in robust.to_dict("records"):
-    findings.add(f"{r['run']} {label(r['measure'])}: settings before/with/after",
-                 f"{r['before']}/{r['with']}/{r['after']} ({r['robust']})",
-                 f"dynamics_lead_lag.csv via robust_verdicts: {r['run']}, {r['measure']}")
+lead_lag.record_findings(findings, table, lags)
 print(f"findings -> {paper.short(findings.save())}")

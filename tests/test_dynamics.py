@@ -320,3 +320,16 @@ def test_dynamics_figure_draws_an_off_scale_initial_value_at_the_edge():
     assert ax.get_ylim()[1] == pytest.approx(0.6 + 0.08 * 0.5)  # fitted to the later snapshots
     assert any(t.get_text() == "init 60" for t in ax.texts)
     assert "▲/▼" in fig._suptitle.get_text()
+
+
+def test_lead_lag_record_findings(tmp_path):
+    from lib.tables.findings import Findings
+
+    table = synthetic(7).assign(run="late")
+    lags = lead_lag.lead_lag_settings(table, ["nc1_cdnv"])
+    f = Findings(tmp_path / "findings.md", "08_dynamics")
+    lead_lag.record_findings(f, table, lags)
+    text = f.markdown()
+    assert "| NC1: CDNV: verdict in all runs and settings | after |" in text
+    assert "| late NC1: CDNV: settings before/with/after | 0/0/6 (after) |" in text
+    assert "| lead/lag settings (baselines x thresholds) | 6 |" in text

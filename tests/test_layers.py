@@ -362,3 +362,20 @@ def test_depth_figure_uses_symlog_for_signed_cvs_and_log_for_positive_ones():
     assert by_title["NC2: interference CV"].get_yscale() == "log"
     assert by_title["NC2: norm CV"].get_yscale() == "linear"
     assert fig.axes[0].get_title() == "NC1: CDNV (Galanti)"
+
+
+def test_depth_record_findings(tmp_path):
+    from lib.tables.findings import Findings
+
+    table = pd.concat([
+        _stream("falls", [4.0, 2.0, 1.0], {"nc1_cdnv": 0.02, "nc1_cdnv_galanti": 1.0}),
+        _stream("bumps", [1.0, 3.0, 2.0], {"nc1_cdnv": 0.08, "nc1_cdnv_galanti": 2.0}),
+    ], ignore_index=True)
+    f = Findings(tmp_path / "findings.md", "07_layers")
+    depth.record_findings(f, depth.depth_summary(table),
+                          depth.ratio_summary(depth.head_vs_residual(table)),
+                          depth.not_monotone(table))
+    text = f.markdown()
+    assert "| NC1: CDNV (Galanti): falls monotonically through depth (models) | 1 |" in text
+    assert "models not monotone through depth | bumps |" in text
+    assert "| NC1: CDNV: head input / last residual stream (median ratio) | 0.03 |" in text

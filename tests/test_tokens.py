@@ -147,3 +147,20 @@ def test_name_test_against_plain_counts_and_frequency_matching():
     assert row["median_names"] == pytest.approx(0.2) and row["median_others"] == pytest.approx(0.5)
     assert row["p"] == pytest.approx(0.4, abs=1e-12)  # exact: 4 of the 10 splits have U <= 1 or >= 5
     assert out.loc["interference", "u"] == 6 - u_plain  # the measure negated
+
+
+def test_record_findings_writes_names_and_test(tmp_path):
+    from lib.tables.findings import Findings, values
+
+    values_ = {"ann": (100, 0.1), "bob": (110, 0.3), "Bob": (20, 0.3), "cat": (105, 0.2),
+               "dog": (120, 0.5), "sun": (115, 0.6)}
+    tokens = _words(values_).assign(frequency=lambda t: t["count"] / t["count"].sum())
+    names = tk.first_name_table(tokens, names=["ann", "bob"], min_count=1)
+    distinct = tk.distinct_names(tokens, names=["ann", "bob"], min_count=1)
+    test = tk.name_test(tokens, names=["ann", "bob"], min_count=1)
+    f = Findings(tmp_path / "findings.md", "06_tokens")
+    tk.record_findings(f, "L1-d8", tokens, names, distinct, test, 1)
+    f.save()
+    text = (tmp_path / "findings.md").read_text()
+    assert "| first-name tokens | 3 |" in text and "| distinct first names (variants merged) | 2 |" in text
+    assert "0.4" in values(tmp_path / "findings.md")  # the exact Mann-Whitney p

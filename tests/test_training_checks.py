@@ -66,6 +66,8 @@ def test_weight_decay_pairs_match_on_everything_but_decay():
     t.loc[2, "width"] = 64  # no partner at low decay
     pairs = tc.weight_decay_pairs(t, 0.0005, 0.1)
     assert len(pairs) == 1 and pairs["delta"].iloc[0] == pytest.approx(0.1)
+    assert tc.weight_decay_pairs(t, 0.1, 0.1).empty  # one decay: no pairs, not self-pairs
+    assert "1 of 1 pairs" in tc.describe_pairs(pairs, 0.0005, 0.1)
 
 
 def test_plateau_summary_beside_the_unigram_entropy():
@@ -76,3 +78,20 @@ def test_plateau_summary_beside_the_unigram_entropy():
     rows = tc.plateau_against_unigram(_models(losses, 0.1), unigram=6.0)
     assert rows["plateau"].sum() == 2
     assert rows["above_unigram"].iloc[-1] == pytest.approx(-0.1)
+
+
+def test_record_findings_writes_the_numbers_01_train_reports(tmp_path):
+    from lib.tables.findings import Findings, values
+
+    losses = [3.0, 3.1, 3.2, 3.05, 3.15, 3.12, 5.8, 5.9]
+    models = pd.concat([_models(losses, 0.0005), _models([x + 0.004 for x in losses], 0.1)],
+                       ignore_index=True).assign(run=lambda t: t.index.astype(str))
+    models["width"] = [32, 64, 128, 256, 512, 1024, 2048, 4096] * 2  # twins share the spec
+    pairs = tc.weight_decay_pairs(models, 0.0005, 0.1)
+    shrink = pd.DataFrame({"epochs": [1], "weight_decay": [0.1], "shrink_percent": [1.08]})
+    f = Findings(tmp_path / "findings.md", "01_train")
+    tc.record_findings(f, 6.0, tc.plateau_summary(models, 6.0), shrink, pairs, 0.1)
+    f.save()
+    found = values(tmp_path / "findings.md")
+    assert {"6.000", "1.1", "8", "0.004"} <= found  # unigram, shrink, pairs (8 of 8), largest gap
+    assert len(pairs) == 8 and (pairs["delta"] > 0).all()

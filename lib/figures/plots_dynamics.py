@@ -25,7 +25,6 @@ from lib.nc.registry import MEASURES, analysis_scale, axis_label, label, measure
 from lib.tables.lead_lag import LEVEL, level_crossing
 from lib.tables.results import LOSS
 
-
 OFF_SCALE = 1.0  # an initial value further than this many later ranges away is drawn at the edge
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 from lib.core.paths import Layout, read_json, resolve
 from lib.lm.runs import RunName
 from lib.nc.registry import GEOMETRY, analysis_scale, label
+from lib.tables.findings import Findings
 
 SPEC_COLUMNS = ["name", "run", "depth", "width", "epochs", "weight_decay", "seed", "checkpoint"]
 LAYER_COLUMNS = ["n_layer", "layer", "site", "relative_depth", "num_classes"]
@@ -180,3 +181,30 @@ def describe_depth(summary: pd.DataFrame, ratios: pd.DataFrame | None = None,
                      f"{r.largest_step_share:.0%} of models (median relative depth of the "
                      f"step's end {r.largest_step_rel_depth:.2f}).")
     return "\n".join(lines)
+
+
+def record_findings(findings: Findings, summary: pd.DataFrame, ratios: pd.DataFrame,
+                    exceptions: Sequence[str]) -> None:
+    """Add 07_layers' numbers to ``findings``: monotone counts of both CDNVs, the headline's
+    exceptions, and the head-input / last-residual ratios."""
+    rows = summary.set_index("measure")
+    for m in (HEADLINE, "nc1_cdnv"):
+        if m in rows.index and rows.loc[m, "models"]:
+            r, src = rows.loc[m], f"07_layers depth_summary: {m}"
+            findings.add(f"{r['label']}: models with at least two blocks", int(r["models"]),
+                         f"{src}, models", "{:d}")
+            findings.add(f"{r['label']}: falls monotonically through depth (models)",
+                         int(r["n_falling"]), f"{src}, n_falling", "{:d}")
+            findings.add(f"{r['label']}: rises monotonically through depth (models)",
+                         int(r["n_rising"]), f"{src}, n_rising", "{:d}")
+    findings.add(f"{label(HEADLINE)}: models not monotone through depth",
+                 ", ".join(exceptions) or "none", "07_layers depth.not_monotone")
+    for r in ratios.itertuples():
+        src = f"07_layers ratio_summary: {r.measure}"
+        findings.add(f"{r.label}: head input / last residual stream (median ratio)",
+                     r.median_ratio, f"{src}, median_ratio", "{:.3g}")
+        findings.add(f"{r.label}: times lower at the head input (1 / median ratio)",
+                     r.fold_lower, f"{src}, fold_lower", "{:.3g}")
+        findings.add(f"{r.label}: head / residual ratio range",
+                     f"{r.min_ratio:.3g} to {r.max_ratio:.3g}", f"{src}, min_ratio, max_ratio")
+

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from lib.nc.registry import MEASURES, analysis_scale, label
+from lib.tables.findings import Findings
 from lib.tables.results import LOSS
 
 LEVEL = 0.9  # lead/lag: the fraction of the total change a quantity must reach and keep
@@ -185,3 +186,25 @@ def summary_markdown(lags: pd.DataFrame) -> Any:
                  f"with it in every setting): {side['never_before']}. Never after it: "
                  f"{side['never_after']}.")
     return Markdown("\n".join(lines))
+
+
+def record_findings(findings: Findings, table: pd.DataFrame, lags: pd.DataFrame) -> None:
+    """Add 08_dynamics' numbers to ``findings``: runs and settings, per measure the verdict and
+    one-sided statements that hold in all runs and settings, per run the verdict counts."""
+    robust = robust_verdicts(lags)
+    findings.add("dynamics runs (one seed each, no replicates)", table["run"].nunique(),
+                 "dynamics.csv: runs", "{:d}")
+    findings.add("lead/lag settings (baselines x thresholds)",
+                 lags.groupby(["baseline", "threshold"]).ngroups,
+                 "dynamics_lead_lag.csv: baseline, threshold", "{:d}")
+    for r in robust_statements(robust).to_dict("records") if len(robust) else []:
+        src = f"dynamics_lead_lag.csv via robust_statements: {r['measure']}"
+        sides = ["never before the loss"] * r["never_before"] + ["never after the loss"] * r["never_after"]
+        findings.add(f"{label(r['measure'])}: verdict in all runs and settings", r["all_runs"], src)
+        findings.add(f"{label(r['measure'])}: one-sided statement in all runs and settings",
+                     ", ".join(sides) or "none", src)
+    for r in robust.to_dict("records"):
+        findings.add(f"{r['run']} {label(r['measure'])}: settings before/with/after",
+                     f"{r['before']}/{r['with']}/{r['after']} ({r['robust']})",
+                     f"dynamics_lead_lag.csv via robust_verdicts: {r['run']}, {r['measure']}")
+

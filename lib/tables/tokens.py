@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lib.tables.findings import Findings
+
 FIRST_NAMES_FILE = Path(__file__).with_name("first_names.txt")
 DEFAULT_MIN_COUNT = 20  # profiles: analysis.min_count
 
@@ -150,6 +152,32 @@ def name_test(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
                      "median_others": float(np.median(b)) if len(b) else np.nan,
                      "u": u, "p": p, "rank_biserial": effect})
     return pd.DataFrame(rows)
+
+
+def record_findings(findings: Findings, model: str, tokens_df: pd.DataFrame,
+                    names: pd.DataFrame, distinct: pd.DataFrame, test: pd.DataFrame,
+                    min_count: int) -> None:
+    """Add 06_tokens' numbers to ``findings``: the model, class and name counts, the average
+    token's interference and, per measure, the frequency-matched name test."""
+    findings.add("tokens model", model, "06_tokens: results.largest_model")
+    findings.add("classes with at least min_count samples", len(eligible(tokens_df, min_count)),
+                 "06_tokens: tokens.eligible", "{:d}")
+    findings.add("first-name tokens", int((names["kind"] == "first name").sum()),
+                 "06_tokens: first_name_table", "{:d}")
+    findings.add("distinct first names (variants merged)", len(distinct),
+                 "06_tokens: distinct_names", "{:d}")
+    average = names.set_index("token").loc["average token"]
+    findings.add("average token interference", float(average["interference"]),
+                 "06_tokens first_name_table: average token, interference", "{:+.3f}")
+    for r in test.itertuples():
+        src = f"06_tokens name_test: {r.measure}"
+        findings.add(f"names: median {r.measure}", r.median_names, src, "{:.3f}")
+        findings.add(f"frequency-matched other words: median {r.measure}", r.median_others, src,
+                     "{:.3f}")
+        findings.add(f"{r.measure}: names / matched others (n)",
+                     f"{r.names} / {r.matched_others}", src)
+        findings.add(f"{r.measure}: Mann-Whitney p (two-sided)", r.p, src, "{:.2g}")
+        findings.add(f"{r.measure}: rank-biserial effect", r.rank_biserial, src, "{:+.2f}")
 
 
 def most_and_least_collapsed(tokens_df: pd.DataFrame, k: int = 10, by: str = "variability",

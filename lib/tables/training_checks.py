@@ -7,13 +7,16 @@ unigram plateau" is measured, not asserted). No torch import.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from lib.lm.profiles import Profile
+from lib.lm.runs import RunName
 from lib.tables.claims import plateau_mask
+from lib.tables.findings import Findings
 from lib.tables.results import LOSS
 
 PAIR_KEYS = ["depth", "width", "epochs", "seed", "checkpoint"]
@@ -68,8 +71,12 @@ def profile_decay_shrink(profile: Profile, n_train_blocks: int) -> pd.DataFrame:
 
 def weight_decay_pairs(table: pd.DataFrame, low: float, high: float) -> pd.DataFrame:
     """Models differing only in weight decay (``low`` against ``high``; same depth, width,
-    epochs, seed and checkpoint): both losses and ``delta`` = loss(high) - loss(low)."""
+    epochs, seed and checkpoint): both losses and ``delta`` = loss(high) - loss(low); no rows
+    when ``low`` equals ``high`` (a profile with one weight decay)."""
     wd = table["weight_decay"].astype(float)
+    if math.isclose(low, high, rel_tol=1e-9):
+        table = table.iloc[:0]
+        wd = wd.iloc[:0]
     a = table[np.isclose(wd, low, rtol=1e-9, atol=0)][PAIR_KEYS + [LOSS]]
     b = table[np.isclose(wd, high, rtol=1e-9, atol=0)][PAIR_KEYS + [LOSS]]
     pairs = a.merge(b, on=PAIR_KEYS, suffixes=("_low", "_high"))
@@ -107,3 +114,47 @@ def plateau_summary(table: pd.DataFrame, unigram: float) -> dict[str, float | in
             "plateau_max": float(on.max()) if len(on) else math.nan,
             "best_other": float(off.min()) if len(off) else math.nan,
             "worst_other": float(off.max()) if len(off) else math.nan, "rule": rule}
+
+
+def measured_rows(train_table: pd.DataFrame, checkpoints: Sequence[RunName]) -> pd.DataFrame:
+    """The rows of ``results.training_table`` at the measured ``checkpoints`` (as results.csv)."""
+    keep = {(str(ck.run), ck.checkpoint) for ck in checkpoints}
+    mask = [(r, c) in keep for r, c in zip(train_table["run"], train_table["checkpoint"],
+                                           strict=True)]
+    return train_table[mask].reset_index(drop=True)
+
+
+def describe_pairs(pairs: pd.DataFrame, low: float, high: float) -> str:
+    """One line: in how many weight-decay pairs the larger decay gives the higher loss."""
+    if pairs.empty:
+        return "no pairs of models that differ only in weight decay"
+    return (f"{int((pairs['delta'] > 0).sum())} of {len(pairs)} pairs: weight decay {high:g} gives "
+            f"a higher loss than {low:g} (median difference {pairs['delta'].median():+.4f} nats, "
+            f"largest |difference| {pairs['delta'].abs().max():.4f})")
+
+
+def record_findings(findings: Findings, unigram: float, plateau: Mapping[str, Any],
+                    shrink: pd.DataFrame, pairs: pd.DataFrame, high: float) -> None:
+    """Add 01_train's numbers to ``findings``: unigram CE, plateau, decay shrink, pair counts."""
+    src = "01_train: plateau_mask on the measured checkpoints"
+    findings.add("unigram cross-entropy of the training split (nats/token)", unigram,
+                 "01_train: training_checks.unigram_cross_entropy(train blocks)", "{:.3f}")
+    findings.add("plateau models (measured checkpoints)", plateau["plateau_models"], src, "{:d}")
+    findings.add("plateau threshold: lowest plateau loss (nats)", plateau["plateau_threshold"],
+                 src, "{:.3f}")
+    findings.add("highest plateau loss (nats)", plateau["plateau_max"], src, "{:.3f}")
+    findings.add("unigram CE minus lowest plateau loss (nats)",
+                 unigram - plateau["plateau_threshold"], "01_train: unigram CE - threshold", "{:.2f}")
+    findings.add("unigram CE minus highest plateau loss (nats)", unigram - plateau["plateau_max"],
+                 "01_train: unigram CE - highest plateau loss", "{:.2f}")
+    for r in shrink[shrink["weight_decay"] == shrink["weight_decay"].max()].itertuples():
+        findings.add(f"weight shrink by decay alone, wd {r.weight_decay:g}, {r.epochs} epochs (%)",
+                     r.shrink_percent, f"weight_decay_shrink.csv: epochs {r.epochs}, "
+                     f"weight_decay {r.weight_decay:g}", "{:.1f}")
+    if len(pairs):
+        src = "01_train: training_checks.weight_decay_pairs on the measured checkpoints"
+        findings.add(f"pairs where wd {high:g} gives the higher loss",
+                     int((pairs["delta"] > 0).sum()), src, "{:d}")
+        findings.add("weight-decay pairs", len(pairs), src, "{:d}")
+        findings.add("largest |loss difference| between weight-decay twins (nats)",
+                     float(pairs["delta"].abs().max()), src, "{:.3f}")
