@@ -199,7 +199,7 @@ def record_findings(findings: Findings, summary: pd.DataFrame, ratios: pd.DataFr
                          int(r["n_rising"]), f"{src}, n_rising", "{:d}")
     findings.add(f"{label(HEADLINE)}: models not monotone through depth",
                  ", ".join(exceptions) or "none", "07_layers depth.not_monotone")
-    for r in ratios.itertuples():
+    for r in ratios[ratios["models"] > 0].itertuples():
         src = f"07_layers ratio_summary: {r.measure}"
         findings.add(f"{r.label}: head input / last residual stream (median ratio)",
                      r.median_ratio, f"{src}, median_ratio", "{:.3g}")
