@@ -61,7 +61,7 @@ results.round_sig(lags.drop(columns=["tokens_measure", "tokens_loss"]), 3)
 #
 # Per run and measure: how many of the six settings say before, with and after; `robust` is the verdict when all six agree (else "mixed"); `never_before` / `never_after` are the weaker one-sided statements (no setting says before / after). Then per measure across the runs: `all_runs` is a verdict that holds in every run under every setting.
 #
-# These are **two runs, one seed each, without replicates**: a verdict here is a description of these two trajectories, not an estimate with an uncertainty. Only what holds under all six settings in both runs is a statement this notebook makes; the rest depends on the threshold or the baseline.
+# The dynamics runs have **one seed each and no replicates** (the `cpu` profile has two runs): a verdict here describes these trajectories and is not an estimate with an uncertainty. Only what holds under all six settings in both runs is a statement this notebook makes; the rest depends on the threshold or the baseline.
 
 # %%
 robust = lead_lag.robust_verdicts(lags)
