@@ -87,10 +87,13 @@ def unigram_cross_entropy(blocks: np.ndarray) -> float:
     """Entropy (nats/token) of the frequencies of the next-token targets of ``blocks``
     (n, context_len): every token after the first of a block. The loss of a model that predicts
     the training split's token frequencies and nothing else, in-sample."""
-    targets = np.asarray(blocks)[:, 1:].ravel()
-    if targets.size == 0:
-        raise ValueError("no targets: blocks need at least two tokens each")
-    _, counts = np.unique(targets, return_counts=True)
+    blocks = np.asarray(blocks)
+    if blocks.ndim != 2 or blocks.shape[1] < 2 or len(blocks) == 0:
+        raise ValueError(f"no targets: need (n, context_len >= 2) blocks, got {blocks.shape}")
+    counts = np.zeros(int(blocks.max()) + 1, dtype=np.int64)  # (V,) target counts
+    for start in range(0, len(blocks), 65536):  # in chunks: a large split stays in its mmap
+        counts += np.bincount(blocks[start:start + 65536, 1:].ravel(), minlength=len(counts))
+    counts = counts[counts > 0]
     p = counts / counts.sum()
     return float(-(p * np.log(p)).sum())
 
