@@ -13,7 +13,8 @@ progress = True  # tqdm bars here; `make paper` sets False and prints progress l
 from lib.figures import plots, plots_training, walkthrough
 from lib.series import paper
 from lib.stages import costs, pipeline
-from lib.tables import results
+from lib.tables import results, training_checks
+from lib.tables.findings import Findings
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg
@@ -67,7 +68,7 @@ pipeline.train_all(cfg.profile, corpus=corpus, progress=cfg.progress)
 # %% [markdown]
 # ## Training curves
 #
-# Validation loss (nats per token) and top-1 accuracy after each epoch, one line per run, coloured by parameter count; seed-only replicas of one architecture are drawn thin and dashed so they stay apart. Larger models should reach lower loss, and longer training should keep lowering it.
+# Validation loss (nats per token) and top-1 accuracy after each epoch, one line per run, coloured by parameter count; seed-only replicas of one architecture are drawn with open circles on thin dashed lines, each offset a little to the right of its epoch, so they stay apart from each other and from the grid runs (filled circles, solid lines). Larger models should reach lower loss, and longer training should keep lowering it.
 
 # %%
 runs = results.load_run_results(cfg.profile.out_path)
@@ -89,3 +90,35 @@ plots.show_and_save(fig, "loss_grid", cfg)
 
 # %%
 results.training_summary(train_table)
+
+# %% [markdown]
+# ## Weight decay: how much can it do here?
+#
+# AdamW's decoupled decay multiplies every decayed weight by 1 − lr_t · wd at each step. Over a whole run, gradients aside, the weights shrink by the factor ∏ₜ (1 − lr_t · wd), computed below from the profile's learning rate, schedule and number of steps. A shrink of a few percent is all the 0.1-against-5e-4 contrast can do in this grid: the paper's weight-decay effect appears after 10 epochs, which this grid does not train, so the contrast has no power to show it. Next to it: in how many pairs of measured models that differ only in weight decay (same architecture, epochs, seed and checkpoint) the larger decay gives the higher validation loss.
+
+# %%
+shrink = training_checks.profile_decay_shrink(cfg.profile, corpus.n_train_blocks)
+results.save_table(shrink, cfg.table_path("weight_decay_shrink.csv"))
+models = training_checks.measured_rows(train_table, cfg.profile.checkpoints())  # as in results.csv
+wds = sorted(models["weight_decay"].astype(float).unique())
+wd_pairs = training_checks.weight_decay_pairs(models, wds[0], wds[-1])
+print(training_checks.describe_pairs(wd_pairs, wds[0], wds[-1]))
+results.round_sig(shrink, 4)
+
+# %% [markdown]
+# ## How close is the loss plateau to the unigram cross-entropy?
+#
+# A model that predicts only the training split's token frequencies has the loss of their entropy, the unigram cross-entropy (nats per token, in-sample on the training targets). Beside it: the plateau models that `lib.tables.claims.plateau_mask` sets apart (above the widest gap in the sorted validation losses of the measured checkpoints), their losses, and the best of the other models.
+
+# %%
+unigram = training_checks.unigram_cross_entropy(corpus.train_blocks())
+plateau = training_checks.plateau_summary(models, unigram)
+print(f"unigram cross-entropy of the training split: {unigram:.3f} nats/token")
+print(plateau["rule"])
+rows = training_checks.plateau_against_unigram(models, unigram)
+results.round_sig(rows[rows["plateau"]], 4)
+
+# %%
+findings = Findings(cfg.table_path("findings.md"), "01_train")
+training_checks.record_findings(findings, unigram, plateau, shrink, wd_pairs, wds[-1])
+print(f"findings -> {paper.short(findings.save())}")

@@ -17,6 +17,7 @@ from lib.nc import measure, stats_file
 from lib.series import paper
 from lib.tables import results
 from lib.tables import tokens as tok
+from lib.tables.findings import Findings
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir,
                            progress=progress)
@@ -51,6 +52,26 @@ names = tok.first_name_table(tokens, min_count=min_count)
 results.round_sig(names, 4)
 
 # %% [markdown]
+# ## Distinct names
+#
+# One name can have several tokens: with and without a leading space (at the start of a story or after a quote), and in different cases. Such variants are merged into one name: their counts are summed, and their variability and interference are averaged, weighted by each variant's sample count. The samples are not pooled into one class, because that would change every other class's measures too. Some names on the list are also common nouns (e.g. "kitty", "teddy").
+
+# %%
+distinct = tok.distinct_names(tokens, min_count=min_count)
+name_tokens = int((names["kind"] == "first name").sum())
+print(f"{name_tokens} name tokens are {len(distinct)} distinct names")
+results.round_sig(distinct, 4)
+
+# %% [markdown]
+# ## Are names more collapsed than words of the same frequency?
+#
+# Names are frequent, and frequency alone changes both measures, so the comparison is frequency-matched. All classes with at least `min_count` samples are merged into words (case and space variants, as above) and binned by log10 count (four bins per decade). The distinct names are compared with the other words in the bins that hold at least one name, by a two-sided Mann-Whitney U test per measure. `rank_biserial` = 2U/(n₁n₂) − 1 lies in [−1, 1] and is negative when the names are lower. **One model only** (the largest): this is a description of that model, not a population result.
+
+# %%
+test = tok.name_test(tokens, min_count=min_count)
+results.round_sig(test, 4)
+
+# %% [markdown]
 # ## Most and least collapsed tokens (by variability)
 
 # %%
@@ -64,3 +85,8 @@ results.round_sig(tok.most_and_least_collapsed(tokens, k=10, min_count=min_count
 # %%
 # NBVAL_IGNORE_OUTPUT
 tok.token_explorer(tokens, stats)
+
+# %%
+findings = Findings(cfg.table_path("findings.md"), "06_tokens")
+tok.record_findings(findings, str(ck), tokens, names, distinct, test, min_count)
+print(f"findings -> {paper.short(findings.save())}")

@@ -13,6 +13,7 @@ progress = True  # tqdm bars here; `make paper` sets False and prints progress l
 from lib.figures import plots, plots_layers
 from lib.series import paper
 from lib.tables import depth, results
+from lib.tables.findings import Findings
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg
@@ -31,7 +32,7 @@ results.round_sig(table[table["name"] == table["name"].iloc[-1]], 4) if len(tabl
 # %% [markdown]
 # ## Every measure against relative depth
 #
-# One line per model through its residual stream, coloured by width; stars: the head input. The CDNVs and the log-kernel variance are on log scales.
+# One line per model through its residual stream, coloured by width; stars: the head input. The first panel is the headline, Galanti's CDNV, which is scale-free. The CDNVs and the log-kernel variance are on log scales. The log-norm CV and the interference CV are coefficients of variation whose mean can be near 0, so a few layers of a few models reach hundreds: their panels use a log scale when every value is positive and otherwise a symmetric-log scale, linear within ±1 and logarithmic beyond. Each panel's title says which scale it uses.
 
 # %%
 plots.show_and_save(plots_layers.depth_figure(table), "layers_depth", cfg)
@@ -39,11 +40,32 @@ plots.show_and_save(plots_layers.depth_figure(table), "layers_depth", cfg)
 # %% [markdown]
 # ## What the population shows
 #
-# Per measure, over the models with at least two residual layers: the fraction of models whose measure is monotone in depth (falling or rising all the way), how many fall and how many rise, and where the largest change between consecutive layers happens (on the measure's analysis scale, log10 for the CDNVs and the log-kernel variance): the most common step, the share of models with it there, and the median relative depth at which that step ends. The sentences below are computed from this table.
+# **The headline is Galanti's CDNV**, (σ²_c + σ²_c′) / (2‖μ_c − μ_c′‖²). It is scale-free: multiplying every feature by s leaves it unchanged. The paper's CDNV divides by ‖μ_c − μ_c′‖⁴, so it scales as 1/s². It therefore falls through depth partly because the un-normalised residual stream grows from block to block, whether or not the classes collapse.
+#
+# Per measure, over the models with at least two blocks: in how many models the measure is monotone in depth (falling or rising all the way). Also where the largest change between consecutive layers happens, on the measure's analysis scale (log10 for the CDNVs and the log-kernel variance): the most common step, the share of models with it there, and the median relative depth at which that step ends.
 
 # %%
 summary = depth.depth_summary(table)
 results.round_sig(summary, 3)
 
+# %% [markdown]
+# ## Head input against the last residual stream
+#
+# The final layer norm rescales every token. Per model, each CDNV at the head input (after the norm) divided by its value at the last residual stream (index *L*, before it). A scale-free measure should barely move, and the paper's CDNV should move a lot.
+
 # %%
-print(depth.describe_depth(summary))
+ratios = depth.head_vs_residual(table)
+ratio_summary = depth.ratio_summary(ratios)
+results.round_sig(ratio_summary, 3)
+
+# %% [markdown]
+# The sentences below are computed from these tables.
+
+# %%
+exceptions = depth.not_monotone(table) if len(table) else []
+print(depth.describe_depth(summary, ratio_summary, exceptions))
+
+# %%
+findings = Findings(cfg.table_path("findings.md"), "07_layers")
+depth.record_findings(findings, summary, ratio_summary, exceptions)
+print(f"findings -> {paper.short(findings.save())}")

@@ -12,6 +12,7 @@ from lib.figures import plots, plots_dynamics
 from lib.series import paper
 from lib.stages import dynamics
 from lib.tables import lead_lag, results
+from lib.tables.findings import Findings
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg
@@ -39,7 +40,7 @@ results.round_sig(dynamics.grid_agreement(cfg.profile, table), 6)
 # %% [markdown]
 # ## Measures and loss against tokens seen
 #
-# One panel per quantity, the validation loss first, one colour per run; measures analysed on a log scale are drawn on one. A dotted line in a run's colour marks the point from which the quantity has covered 90 % of its total change (initialisation to the last snapshot) for good. A measure whose dotted line lies left of the loss's settles before the loss; right of it, after. Runs with the same seed see the same blocks in their first epoch, so their curves share the x axis.
+# One panel per quantity, the validation loss first, one colour per run; measures analysed on a log scale are drawn on one. A dotted line in a run's colour marks the point from which the quantity has covered 90 % of its total change (initialisation to the last snapshot) for good. A measure whose dotted line lies left of the loss's settles before the loss; right of it, after. Runs with the same seed see the same blocks in their first epoch, so their curves share the x axis. A value at initialisation far outside the range of the later snapshots (a CV whose mean is near 0 at random weights, such as the interference CV or the duality CV) would squash the curve: the panel is fitted to the later snapshots and that value is drawn as a triangle at the panel's edge with its value written beside it.
 
 # %%
 fig = plots_dynamics.dynamics_figure(table)
@@ -48,23 +49,32 @@ plots.show_and_save(fig, "dynamics", cfg)
 # %% [markdown]
 # ## Lead and lag
 #
-# Per run and measure: `step_measure` and `step_loss`, the optimiser steps at which each has covered 90 % of its total change for good (interpolated between snapshots; the measure on its analysis scale); `lag_steps` = their difference (positive: the measure settles after the loss); `settles` says before, with (within one snapshot interval) or after. The total change runs from the initialisation (step 0): a measure that is ill-conditioned at random initialisation (a coefficient of variation whose mean is near zero, such as the duality CV while the mean cosine is about 0) jumps at the first snapshot and then counts as settling early; the summary at the end therefore also counts changes from the first snapshot after the initialisation. `xcorr_lag` is the lag, in snapshots, that maximises the correlation between the changes of the measure and of the loss from one snapshot to the next (positive: the measure's changes follow the loss's), and `xcorr_r` that correlation; with about ten snapshots per epoch it is coarse.
+# Per run, measure and setting: `step_measure` and `step_loss`, the optimiser steps at which each has covered a `threshold` fraction of its total change for good (interpolated between snapshots; the measure on its analysis scale); `lag_steps` = their difference (positive: the measure settles after the loss); `settles` says before, with (within one snapshot interval) or after. Six settings: three thresholds (80, 90 and 95 %) × two baselines for the total change, from the initialisation (step 0) and from the first snapshot after it. The second matters: a measure that is ill-conditioned at random initialisation (a coefficient of variation whose mean is near zero, such as the duality CV while the mean cosine is about 0) jumps at the first snapshot and, counted from step 0, then seems to settle early. `xcorr_lag` is the lag, in snapshots, that maximises the correlation between the changes of the measure and of the loss from one snapshot to the next (positive: the measure's changes follow the loss's), and `xcorr_r` that correlation; with about ten snapshots per epoch it is coarse.
 
 # %%
-lags = lead_lag.lead_lag_table(table)
+lags = lead_lag.lead_lag_settings(table)
 results.save_table(lags, cfg.table_path("dynamics_lead_lag.csv"))
 results.round_sig(lags.drop(columns=["tokens_measure", "tokens_loss"]), 3)
 
 # %% [markdown]
-# ## In short
+# ## What survives every setting
 #
-# Which measures settle before, with and after the validation loss, per run:
+# Per run and measure: how many of the six settings say before, with and after; `robust` is the verdict when all six agree (else "mixed"); `never_before` / `never_after` are the weaker one-sided statements (no setting says before / after). Then per measure across the runs: `all_runs` is a verdict that holds in every run under every setting.
+#
+# The dynamics runs have **one seed each and no replicates** (the `cpu` profile has two runs): a verdict here describes these trajectories and is not an estimate with an uncertainty. Only what holds under all six settings in both runs is a statement this notebook makes; the rest depends on the threshold or the baseline.
+
+# %%
+robust = lead_lag.robust_verdicts(lags)
+robust
+
+# %%
+both = lead_lag.robust_statements(robust)
+both
 
 # %%
 lead_lag.summary_markdown(lags)
 
-# %% [markdown]
-# The same, counting changes from the first snapshot after the initialisation (`start_step=1`), so that values at random initialisation do not set the total change:
-
 # %%
-lead_lag.summary_markdown(lead_lag.lead_lag_table(table, start_step=1))
+findings = Findings(cfg.table_path("findings.md"), "08_dynamics")
+lead_lag.record_findings(findings, table, lags)
+print(f"findings -> {paper.short(findings.save())}")

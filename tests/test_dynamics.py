@@ -273,3 +273,63 @@ def test_dynamics_figure_has_one_panel_per_quantity():
     assert lines[3].get_xdata()[0] == pytest.approx(38_000)
     assert lines[5].get_xdata()[0] == pytest.approx(38_000)  # the loss panel: both runs
     assert visible[1].get_lines()[3].get_xdata()[0] == pytest.approx(45_000)  # lag 7
+
+
+def test_baseline_step_is_the_first_snapshot_or_the_one_after_it():
+    assert lead_lag.baseline_step([0, 5, 10], "initialisation") == 0
+    assert lead_lag.baseline_step([10, 0, 5], "first snapshot") == 5
+    with pytest.raises(ValueError, match="baseline"):
+        lead_lag.baseline_step([0, 1], "end")
+
+
+def test_lead_lag_settings_and_robust_verdicts_on_a_constructed_lag():
+    late = synthetic(7).assign(run="late")
+    odd = synthetic(7).assign(run="odd")
+    odd.loc[0, "nc1_cdnv"] = 1e-6  # degenerate at initialisation: the total change is set there
+    lags = lead_lag.lead_lag_settings(pd.concat([late, odd], ignore_index=True), ["nc1_cdnv"])
+    assert len(lags) == 2 * len(lead_lag.LEVELS) * len(lead_lag.BASELINES)
+    assert set(lags["threshold"]) == set(lead_lag.LEVELS)
+    # the ramp ends at step 40 + lag; the loss's crossings are 36, 38, 39 at 80/90/95 %
+    late_lags = lags[lags["run"] == "late"]
+    assert late_lags["lag_steps"].to_numpy() == pytest.approx([7] * 6)
+    assert late_lags["step_loss"].to_numpy() == pytest.approx([36, 38, 39] * 2)
+    robust = lead_lag.robust_verdicts(lags).set_index("run")
+    assert robust.loc["late", "robust"] == "after" and robust.loc["late", "after"] == 6
+    assert bool(robust.loc["late", "never_before"]) and not robust.loc["late", "never_after"]
+    odd_verdicts = lags[lags["run"] == "odd"].set_index("baseline")["settles"]
+    assert set(odd_verdicts["first snapshot"]) == {"after"}
+    assert set(odd_verdicts["initialisation"]) != {"after"}  # the init value decides there
+    assert robust.loc["odd", "robust"] == "mixed"
+    both = lead_lag.robust_statements(lead_lag.robust_verdicts(lags))
+    assert both["all_runs"].tolist() == ["none"]
+    only_late = lead_lag.robust_statements(lead_lag.robust_verdicts(lags[lags["run"] == "late"]))
+    assert only_late["all_runs"].tolist() == ["after"] and only_late["never_before"].all()
+    text = lead_lag.summary_markdown(lags).data
+    assert "all 6 settings" in text and "Depends on the setting: NC1: CDNV" in text
+
+
+def test_dynamics_figure_draws_an_off_scale_initial_value_at_the_edge():
+    from lib.figures.plots_dynamics import dynamics_figure
+
+    table = synthetic(0, "nc4_agreement").rename(columns={"nc4_agreement": "unc3_duality_cv"})
+    plain = [ax for ax in dynamics_figure(table, ncols=2).axes if ax.axison][1]
+    assert plain.get_ylim()[1] < 1  # the ramp 0.1 -> 0.6, nothing clipped
+    table.loc[0, "unc3_duality_cv"] = 60.0  # degenerate at initialisation
+    fig = dynamics_figure(table, ncols=2)
+    ax = [a for a in fig.axes if a.axison][1]
+    assert ax.get_ylim()[1] == pytest.approx(0.6 + 0.08 * 0.5)  # fitted to the later snapshots
+    assert any(t.get_text() == "init 60" for t in ax.texts)
+    assert "▲/▼" in fig._suptitle.get_text()
+
+
+def test_lead_lag_record_findings(tmp_path):
+    from lib.tables.findings import Findings
+
+    table = synthetic(7).assign(run="late")
+    lags = lead_lag.lead_lag_settings(table, ["nc1_cdnv"])
+    f = Findings(tmp_path / "findings.md", "08_dynamics")
+    lead_lag.record_findings(f, table, lags)
+    text = f.markdown()
+    assert "| NC1: CDNV: verdict in all runs and settings | after |" in text
+    assert "| late NC1: CDNV: settings before/with/after | 0/0/6 (after) |" in text
+    assert "| lead/lag settings (baselines x thresholds) | 6 |" in text

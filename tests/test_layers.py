@@ -316,3 +316,66 @@ def test_residual_streams_of_other_architectures(arch):
     for i in range(3):
         assert torch.equal(streams[i], hidden[i]), i
     assert streams[3].shape == hidden[3].shape
+
+
+def _stream(name: str, values: list[float], head: dict[str, float]) -> pd.DataFrame:
+    """One model's residual stream (one value per index, every measure) and its head input."""
+    n = len(values) - 1
+    rows = [{"name": name, "n_layer": n, "layer": i, "site": "residual", "width": 32,
+             "relative_depth": i / n, **{m: v for m in GEOMETRY}} for i, v in enumerate(values)]
+    rows.append({"name": name, "n_layer": n, "layer": n, "site": "head_input", "width": 32,
+                 "relative_depth": 1.0, **{m: values[-1] for m in GEOMETRY}, **head})
+    return pd.DataFrame(rows)
+
+
+def test_headline_counts_ratios_and_text_on_known_streams():
+    table = pd.concat([
+        _stream("falls", [4.0, 2.0, 1.0], {"nc1_cdnv": 0.02, "nc1_cdnv_galanti": 1.0}),
+        _stream("rises", [1.0, 2.0, 4.0], {"nc1_cdnv": 0.16, "nc1_cdnv_galanti": 4.4}),
+        _stream("bumps", [1.0, 3.0, 2.0], {"nc1_cdnv": 0.08, "nc1_cdnv_galanti": 2.0}),
+    ], ignore_index=True)
+    summary = depth.depth_summary(table)
+    assert summary["measure"].iloc[0] == depth.HEADLINE  # the scale-free CDNV first
+    row = summary.set_index("measure").loc[depth.HEADLINE]
+    assert (row["models"], row["n_falling"], row["n_rising"]) == (3, 1, 1)
+    assert depth.not_monotone(table) == ["bumps"]
+    ratios = depth.head_vs_residual(table).set_index("name")
+    assert ratios.loc["falls", "nc1_cdnv_ratio"] == pytest.approx(0.02)
+    assert ratios.loc["rises", "nc1_cdnv_galanti_ratio"] == pytest.approx(1.1)
+    rs = depth.ratio_summary(depth.head_vs_residual(table)).set_index("measure")
+    assert rs.loc["nc1_cdnv", "median_ratio"] == pytest.approx(0.04)  # 0.02, 0.04, 0.04
+    assert rs.loc["nc1_cdnv", "fold_lower"] == pytest.approx(25.0)
+    assert rs.loc["nc1_cdnv_galanti", "median_ratio"] == pytest.approx(1.0)
+    text = depth.describe_depth(summary, rs.reset_index(), depth.not_monotone(table))
+    assert text.startswith("Headline: NC1: CDNV (Galanti)")
+    assert "falls monotonically through the residual stream in 1 of 3 models" in text
+    assert "not monotone: bumps" in text and "fourth power" in text
+
+
+def test_depth_figure_uses_symlog_for_signed_cvs_and_log_for_positive_ones():
+    table = pd.concat([_stream("a", [1.0, 2.0, 600.0], {}), _stream("b", [1.0, 2.0, 3.0], {})],
+                      ignore_index=True)
+    table.loc[0, "nc2_lognorm_cv"] = -13.0
+    fig = plots_layers.depth_figure(table)
+    by_title = {ax.get_title().split(" (")[0]: ax for ax in fig.axes}
+    assert by_title["NC2: log-norm CV"].get_yscale() == "symlog"
+    assert by_title["NC2: interference CV"].get_yscale() == "log"
+    assert by_title["NC2: norm CV"].get_yscale() == "linear"
+    assert fig.axes[0].get_title() == "NC1: CDNV (Galanti)"
+
+
+def test_depth_record_findings(tmp_path):
+    from lib.tables.findings import Findings
+
+    table = pd.concat([
+        _stream("falls", [4.0, 2.0, 1.0], {"nc1_cdnv": 0.02, "nc1_cdnv_galanti": 1.0}),
+        _stream("bumps", [1.0, 3.0, 2.0], {"nc1_cdnv": 0.08, "nc1_cdnv_galanti": 2.0}),
+    ], ignore_index=True)
+    f = Findings(tmp_path / "findings.md", "07_layers")
+    depth.record_findings(f, depth.depth_summary(table),
+                          depth.ratio_summary(depth.head_vs_residual(table)),
+                          depth.not_monotone(table))
+    text = f.markdown()
+    assert "| NC1: CDNV (Galanti): falls monotonically through depth (models) | 1 |" in text
+    assert "models not monotone through depth | bumps |" in text
+    assert "| NC1: CDNV: head input / last residual stream (median ratio) | 0.03 |" in text

@@ -102,3 +102,65 @@ def test_rankings_and_names_use_only_classes_with_enough_samples():
     assert tk.exclusion_note(tokens, 20).startswith("2 of 7 classes (29%) have fewer than 20")
     with pytest.raises(ValueError, match="min_count"):
         tk.eligible(tokens, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Names merged into distinct names, and the frequency-matched test
+
+
+def test_word_table_merges_case_and_space_variants():
+    tokens = tk.token_table(per_class_frame(), FakeTokenizer())
+    words = tk.word_table(tokens, min_count=1).set_index("word")
+    assert len(words) == 6 and words.loc["lily", "variants"] == 2  # "ĠLily" and "Ġlily"
+    assert words.loc["lily", "count"] == 55 and words.loc["lily", "token_ids"] == "0 5"
+    assert words.loc["lily", "variability"] == pytest.approx((50 * 0.1 + 5 * 0.05) / 55)
+    assert words.loc["lily", "interference"] == pytest.approx((50 * 0.01 + 5 * 0.0) / 55)
+    assert words.loc["lily", "frequency"] == pytest.approx(55 / 820)
+    assert tk.word_table(tokens, min_count=10).set_index("word").loc["lily", "count"] == 50
+    names = tk.distinct_names(tokens, names=["lily", "tom", "timmy"], min_count=1)
+    assert list(names["word"]) == ["lily", "tom", "timmy"]
+
+
+def test_log_frequency_bins():
+    bins = tk.log_frequency_bins(pd.Series([1, 9, 10, 17, 18, 100]), per_decade=4)
+    assert list(bins) == [0, 3, 4, 4, 5, 8]  # log10(17.78) = 1.25 starts bin 5
+
+
+def _words(values: dict[str, tuple[int, float]]) -> pd.DataFrame:
+    """A token frame from {token: (count, value)}, the value as both measures."""
+    return pd.DataFrame({"token": list(values), "token_id": range(len(values)),
+                         "count": [c for c, _ in values.values()],
+                         "variability": [v for _, v in values.values()],
+                         "interference": [-v for _, v in values.values()]})
+
+
+def test_name_test_against_plain_counts_and_frequency_matching():
+    values = {"ann": (100, 0.1), "bob": (110, 0.3), "cat": (105, 0.2), "dog": (120, 0.5),
+              "sun": (115, 0.6), "the": (5000, 0.0)}  # "the" lies in another frequency bin
+    out = tk.name_test(_words(values), names=["ann", "bob"], min_count=1).set_index("measure")
+    row = out.loc["variability"]
+    assert (row["names"], row["matched_others"], row["bins"]) == (2, 3, 1)
+    names, others = [0.1, 0.3], [0.2, 0.5, 0.6]
+    u_plain = sum((a > b) + 0.5 * (a == b) for a in names for b in others)  # 1 of 6 pairs
+    assert row["u"] == u_plain == 1
+    assert row["rank_biserial"] == pytest.approx(2 * 1 / 6 - 1)
+    assert row["median_names"] == pytest.approx(0.2) and row["median_others"] == pytest.approx(0.5)
+    assert row["p"] == pytest.approx(0.4, abs=1e-12)  # exact: 4 of the 10 splits have U <= 1 or >= 5
+    assert out.loc["interference", "u"] == 6 - u_plain  # the measure negated
+
+
+def test_record_findings_writes_names_and_test(tmp_path):
+    from lib.tables.findings import Findings, values
+
+    values_ = {"ann": (100, 0.1), "bob": (110, 0.3), "Bob": (20, 0.3), "cat": (105, 0.2),
+               "dog": (120, 0.5), "sun": (115, 0.6)}
+    tokens = _words(values_).assign(frequency=lambda t: t["count"] / t["count"].sum())
+    names = tk.first_name_table(tokens, names=["ann", "bob"], min_count=1)
+    distinct = tk.distinct_names(tokens, names=["ann", "bob"], min_count=1)
+    test = tk.name_test(tokens, names=["ann", "bob"], min_count=1)
+    f = Findings(tmp_path / "findings.md", "06_tokens")
+    tk.record_findings(f, "L1-d8", tokens, names, distinct, test, 1)
+    f.save()
+    text = (tmp_path / "findings.md").read_text()
+    assert "| first-name tokens | 3 |" in text and "| distinct first names (variants merged) | 2 |" in text
+    assert "0.4" in values(tmp_path / "findings.md")  # the exact Mann-Whitney p

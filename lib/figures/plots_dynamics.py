@@ -3,7 +3,9 @@ measure against tokens seen, one line per dynamics run, in the style of ``lib.fi
 
 A dotted vertical line in each run's colour marks where the quantity has covered 90 % of its
 total change for good (``lib.tables.lead_lag.level_crossing``, on the measure's analysis scale), so
-lead and lag against the loss panel can be read off directly. Saved with ``lib.figures.plots``
+lead and lag against the loss panel can be read off directly. A value at initialisation far outside
+the later snapshots' range is drawn as a triangle at the panel's edge, so it does not squash the
+curve. Saved with ``lib.figures.plots``
 (``show_and_save(fig, "dynamics", cfg)``).
 """
 
@@ -13,6 +15,7 @@ import math
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
@@ -21,6 +24,39 @@ from lib.figures.plots import LOSS_LABEL, human_count, log_axis
 from lib.nc.registry import MEASURES, analysis_scale, axis_label, label, measure_transform
 from lib.tables.lead_lag import LEVEL, level_crossing
 from lib.tables.results import LOSS
+
+OFF_SCALE = 1.0  # an initial value further than this many later ranges away is drawn at the edge
+
+
+def _clip_initialisation(ax, table: pd.DataFrame, col: str, colors: dict[str, str],
+                         log: bool) -> bool:
+    """Fit the y axis to the snapshots after the initialisation when an initial value lies more
+    than ``OFF_SCALE`` times their range outside it (a measure degenerate at random weights,
+    e.g. a CV of a mean near 0, would squash the curve), and draw such values as a triangle at
+    the panel's edge labelled with the value. True when it clipped."""
+    first = table.groupby("run")["step"].transform("min")
+    init, rest = table[table["step"] == first], table[table["step"] > first]
+    scale = (lambda v: np.log10(v)) if log else (lambda v: np.asarray(v, dtype=float))
+    later = scale(rest[col][np.isfinite(rest[col]) & ((rest[col] > 0) | (not log))])
+    if len(later) < 2:
+        return False
+    lo, hi = float(np.min(later)), float(np.max(later))
+    span = max(hi - lo, 1e-12 * max(abs(hi), 1.0))
+    off = [(r.run, float(v)) for r, v in zip(init.itertuples(), init[col], strict=True)
+           if np.isfinite(v) and (not log or v > 0)
+           and not lo - OFF_SCALE * span <= float(scale(v)) <= hi + OFF_SCALE * span]
+    if not off:
+        return False
+    bottom, top = lo - 0.08 * span, hi + 0.08 * span
+    ax.set_ylim(*((10 ** bottom, 10 ** top) if log else (bottom, top)))
+    for k, (run, v) in enumerate(off):  # labels stacked, one line per run
+        above = float(scale(v)) > hi
+        y = ax.get_ylim()[1 if above else 0]
+        ax.plot([0], [y], marker="^" if above else "v", color=colors[run], ms=8, clip_on=False,
+                zorder=5)
+        ax.annotate(f"init {v:.3g}", (0, y), xytext=(8, -10 - 9 * k if above else 4 + 9 * k),
+                    textcoords="offset points", fontsize="x-small", color=colors[run])
+    return True
 
 
 def dynamics_figure(table: pd.DataFrame, measures: Sequence[str] | None = None,
@@ -44,6 +80,8 @@ def dynamics_figure(table: pd.DataFrame, measures: Sequence[str] | None = None,
     runs = list(dict.fromkeys(table["run"]))
     epoch_ends = sorted(set(table.loc[(table["step"] > 0) & (table["epoch"] % 1 == 0),
                                       "tokens_seen"]))
+    run_colors = {run: colors[i % len(colors)] for i, run in enumerate(runs)}
+    clipped = False
     for ax, col in zip(axes.flat, panels, strict=False):
         for x in epoch_ends:  # faint guides: where epochs end
             ax.axvline(x, color="0.45", ls="--", lw=0.9, zorder=1)
@@ -57,6 +95,9 @@ def dynamics_figure(table: pd.DataFrame, measures: Sequence[str] | None = None,
                 ax.axvline(x90, color=color, ls=":", lw=1.2)
         if measure_transform(col) == "log":
             log_axis(ax, "y")
+        if col != LOSS:
+            clipped |= _clip_initialisation(ax, table, col, run_colors,
+                                            measure_transform(col) == "log")
         ax.set_title(label(col) if col != LOSS else "validation loss", fontsize="medium")
         ax.set_ylabel(LOSS_LABEL if col == LOSS else axis_label(col), fontsize="x-small")
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: human_count(v)))
@@ -68,6 +109,8 @@ def dynamics_figure(table: pd.DataFrame, measures: Sequence[str] | None = None,
             column[-1].set_xlabel("tokens seen")
             column[-1].xaxis.set_tick_params(labelbottom=True)
     axes.flat[0].legend(fontsize="x-small", loc="upper right")
+    note = ("; ▲/▼: a value at initialisation off the later range, drawn at the panel's edge "
+            "with its value" if clipped else "")
     fig.suptitle(f"Collapse through training (dotted: {level:.0%} of the total change reached "
-                 "for good; grey dashed: epoch ends)", fontsize="medium")
+                 f"for good; grey dashed: epoch ends{note})", fontsize="medium")
     return fig

@@ -10,12 +10,14 @@ variability noise. No torch import (stats mappings may hold tensors or arrays).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from lib.tables.findings import Findings
 
 FIRST_NAMES_FILE = Path(__file__).with_name("first_names.txt")
 DEFAULT_MIN_COUNT = 20  # profiles: analysis.min_count
@@ -80,6 +82,102 @@ def first_name_table(tokens_df: pd.DataFrame, names: Iterable[str] | None = None
         {"token": "average token (count-weighted)", "kind": "average", **weighted},
     ])
     return pd.concat([found, averages], ignore_index=True)
+
+
+def word_table(tokens_df: pd.DataFrame, min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
+    """The classes with at least ``min_count`` samples merged into words: tokens whose decoded
+    text agrees up to case and surrounding whitespace ("Lily", " Lily", "lily") are one word.
+    Per word: ``variants`` (token classes merged), their ``token_ids``, the summed ``count`` and
+    ``frequency``, and ``variability`` and ``interference`` as the count-weighted mean over its
+    variants (each variant's per-class value weighted by its samples; the samples are not
+    re-pooled into one class, which would change every other class's measures too)."""
+    pool = eligible(tokens_df, min_count)
+    key = pool["token"].str.strip().str.lower()
+    rows = []
+    for word, g in pool.groupby(key, sort=False):
+        w = g["count"].to_numpy(dtype=float)
+        rows.append({"word": word, "variants": len(g),
+                     "token_ids": " ".join(str(int(i)) for i in g["token_id"]),
+                     "count": int(w.sum()),
+                     "frequency": float(g["frequency"].sum()) if "frequency" in g else np.nan,
+                     "variability": float(np.average(g["variability"], weights=w)),
+                     "interference": float(np.average(g["interference"], weights=w))})
+    cols = ["word", "variants", "token_ids", "count", "frequency", "variability", "interference"]
+    return pd.DataFrame(rows, columns=cols).sort_values("count", ascending=False,
+                                                        ignore_index=True)
+
+
+def distinct_names(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
+                   min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
+    """The first names among ``word_table``'s words (variants merged), most frequent first."""
+    names = load_first_names() if names is None else frozenset(n.lower() for n in names)
+    words = word_table(tokens_df, min_count)
+    return words[words["word"].isin(names)].reset_index(drop=True)
+
+
+def log_frequency_bins(count: pd.Series, per_decade: int = 4) -> pd.Series:
+    """Each count's bin on a log10 scale, ``per_decade`` bins per factor of 10 (an integer id)."""
+    if per_decade < 1:
+        raise ValueError(f"per_decade must be at least 1, got {per_decade}")
+    return np.floor(np.log10(count.astype(float)) * per_decade).astype(int)
+
+
+def name_test(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
+              min_count: int = DEFAULT_MIN_COUNT, per_decade: int = 4,
+              measures: Sequence[str] = ("variability", "interference")) -> pd.DataFrame:
+    """Distinct first names against other words of similar frequency, per measure: a two-sided
+    Mann-Whitney U test (scipy) of the names' values against those of the non-name words that
+    fall in the log-frequency bins (``log_frequency_bins``) holding at least one name. Returns
+    the sizes, both medians, U, p and the rank-biserial effect 2U/(n1 n2) - 1 (negative: the
+    names are lower)."""
+    from scipy.stats import mannwhitneyu
+
+    names = load_first_names() if names is None else frozenset(n.lower() for n in names)
+    words = word_table(tokens_df, min_count)
+    words = words.assign(bin=log_frequency_bins(words["count"], per_decade),
+                         is_name=words["word"].isin(names))
+    named = words[words["is_name"]]
+    matched = words[~words["is_name"] & words["bin"].isin(set(named["bin"]))]
+    rows = []
+    for m in measures:
+        a, b = named[m].to_numpy(dtype=float), matched[m].to_numpy(dtype=float)
+        if len(a) and len(b):
+            u, p = mannwhitneyu(a, b, alternative="two-sided")
+            u, p, effect = float(u), float(p), 2 * float(u) / (len(a) * len(b)) - 1
+        else:
+            u = p = effect = np.nan
+        rows.append({"measure": m, "names": len(a), "matched_others": len(b),
+                     "bins": int(named["bin"].nunique()), "per_decade": per_decade,
+                     "median_names": float(np.median(a)) if len(a) else np.nan,
+                     "median_others": float(np.median(b)) if len(b) else np.nan,
+                     "u": u, "p": p, "rank_biserial": effect})
+    return pd.DataFrame(rows)
+
+
+def record_findings(findings: Findings, model: str, tokens_df: pd.DataFrame,
+                    names: pd.DataFrame, distinct: pd.DataFrame, test: pd.DataFrame,
+                    min_count: int) -> None:
+    """Add 06_tokens' numbers to ``findings``: the model, class and name counts, the average
+    token's interference and, per measure, the frequency-matched name test."""
+    findings.add("tokens model", model, "06_tokens: results.largest_model")
+    findings.add("classes with at least min_count samples", len(eligible(tokens_df, min_count)),
+                 "06_tokens: tokens.eligible", "{:d}")
+    findings.add("first-name tokens", int((names["kind"] == "first name").sum()),
+                 "06_tokens: first_name_table", "{:d}")
+    findings.add("distinct first names (variants merged)", len(distinct),
+                 "06_tokens: distinct_names", "{:d}")
+    average = names.set_index("token").loc["average token"]
+    findings.add("average token interference", float(average["interference"]),
+                 "06_tokens first_name_table: average token, interference", "{:+.3f}")
+    for r in test.itertuples():
+        src = f"06_tokens name_test: {r.measure}"
+        findings.add(f"names: median {r.measure}", r.median_names, src, "{:.3f}")
+        findings.add(f"frequency-matched other words: median {r.measure}", r.median_others, src,
+                     "{:.3f}")
+        findings.add(f"{r.measure}: names / matched others (n)",
+                     f"{r.names} / {r.matched_others}", src)
+        findings.add(f"{r.measure}: Mann-Whitney p (two-sided)", r.p, src, "{:.2g}")
+        findings.add(f"{r.measure}: rank-biserial effect", r.rank_biserial, src, "{:+.2f}")
 
 
 def most_and_least_collapsed(tokens_df: pd.DataFrame, k: int = 10, by: str = "variability",
