@@ -4,6 +4,7 @@ import pytest
 
 from lib.tables import findings
 
+
 def test_sections_are_kept_and_sorted(tmp_path):
     path = tmp_path / "findings.md"
     a = findings.Findings(path, "05_permutation")
