@@ -32,14 +32,17 @@ def make_stats(K: int = 12, D: int = 6, seed: int = 0, empty: tuple[int, ...] = 
     mu = torch.randn(K, D, generator=g, dtype=torch.float64) + offset  # (K, D)
     val_counts = torch.randint(0, 30, (K,), generator=g)
     val_counts[0] = 5  # never an all-zero validation split
-    return {
+    sq_dev = torch.rand(K, generator=g, dtype=torch.float64) * 4 * counts
+    out = {
         "counts": counts,
         "sums": mu * counts[:, None],
-        "sq_dev": torch.rand(K, generator=g, dtype=torch.float64) * 4 * counts,
+        "sq_dev": sq_dev,
         "val_counts": val_counts,
         "val_agree": (val_counts * torch.rand(K, generator=g)).long(),
         "lm_head": torch.randn(K, D, generator=g),
     }
+    a = torch.randn(D + 3, D, generator=g, dtype=torch.float64)  # drawn last (same stats as before)
+    return {**out, "sw": a.T @ a * (sq_dev.sum() / (a * a).sum())}  # PSD, trace = sum sq_dev
 
 
 def reference_measures(stats) -> dict[str, float]:
@@ -96,7 +99,7 @@ def test_classes_with_count_zero_are_ignored():
     stats = make_stats(14, 5, seed=6, empty=empty)
     stats["lm_head"][list(empty)] = 1e6  # must not matter
     keep = [c for c in range(14) if c not in empty]
-    dense = {k: v[keep] for k, v in stats.items()}
+    dense = {k: v if k == "sw" else v[keep] for k, v in stats.items()}
     got, want = compute_measures(stats, tile=4), compute_measures(dense, tile=4)
     assert got["num_classes"] == want["num_classes"] == 11
     for name in MEASURE_NAMES[:-1]:  # nc4 is token-weighted over every token: differs
@@ -117,6 +120,7 @@ def simplex_stats(K: int, D: int, scale: float = 2.0, offset: float = 5.0):
     return {
         "counts": counts, "sums": mu * counts[:, None],
         "sq_dev": torch.zeros(K, dtype=torch.float64),  # every feature on its class mean
+        "sw": torch.zeros(D, D, dtype=torch.float64),
         "val_counts": counts * 3, "val_agree": counts * 3,  # classifier == nearest centre
         "lm_head": M.float() * 0.5,  # rows proportional to the centred means
     }
