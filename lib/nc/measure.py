@@ -38,6 +38,13 @@ from lib.nc.pairwise import (
 from lib.nc.registry import GEOMETRY, MEASURES, get
 from lib.nc.stats_file import read_stats
 
+# Recorded in every metrics file (``measure_stats_file``); a metrics file of another version (or
+# none) is measured again (``lib.stages.refresh``). Bump it whenever a measure is added, removed,
+# or its definition or numerics change, so that reused metrics never mix two definitions.
+# 1 (unrecorded): the 12 measures of the paper; 2: nc1_pinv, nc2_etf_error, nc3_duality_error,
+# UNC3 on |mean|, the min-count robustness section.
+MEASURE_VERSION = 2
+
 INT_METADATA = (
     "vocab_size", "width", "format_version",
     "pass1_blocks", "pass1_tokens", "pass2_blocks", "pass2_tokens",
@@ -288,7 +295,8 @@ def _measure_file(path: str | Path, device: str | torch.device, tile: int, per_c
     path = Path(path)
     stats, meta = read_stats(path)  # verifies means_hash and the LM-head hash
     measures, table = measure_stats(stats, device, tile, per_class, progress)
-    return {**_typed_metadata(meta), **measures, "stats_path": str(path)}, table
+    return ({**_typed_metadata(meta), **measures, "stats_path": str(path),
+             "measure_version": MEASURE_VERSION}, table)
 
 
 def measure_file_with_table(path: str | Path, device: str | torch.device = "cpu",
