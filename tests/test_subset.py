@@ -25,7 +25,8 @@ def test_restricted_stats_equal_stats_of_the_kept_samples_only():
     val = {"val_counts": val_counts, "val_agree": val_counts // 2}
     restricted = restrict_classes({**full.tensors, **val, "lm_head": W, "pooled": W.T @ W}, keep)
     assert "pooled" not in restricted and restricted["lm_head"] is W
-    expected = {**only.tensors, "lm_head": W,
+    assert "sw" not in restricted  # pooled over every class: cannot be restricted
+    expected = {**{k: v for k, v in only.tensors.items() if k != "sw"}, "lm_head": W,
                 **{k: torch.where(keep, v, 0) for k, v in val.items()}}
     for key in ("counts", "sums", "sq_dev", "val_counts", "val_agree"):
         torch.testing.assert_close(restricted[key], expected[key], rtol=1e-12, atol=1e-12)

@@ -12,7 +12,9 @@ triangle (tiles j >= i, diagonal tiles masked to c < c'), and from each tile we 
 Means are reduced from tile sums; variances by combining per-tile (count, mean, M2), each from
 two passes, with Chan's parallel formula. Pairs whose Gram-derived distance is tiny relative to
 the norms lose digits to cancellation (and NC1 divides by d^4), so they are recomputed exactly
-from differences. All standard deviations and variances are population ones (ddof = 0).
+from differences. The matrix measures (NC1 of Papyan et al., the ETF and self-duality errors)
+reduce to D x D products of the centred means M (K, D) and the LM-head rows, never K x K.
+All standard deviations and variances are population ones (ddof = 0).
 The plain definitions these must equal are in ``lib.nc.reference``; the list is ``lib.nc.registry``.
 """
 
@@ -35,7 +37,7 @@ from lib.nc.pairwise import (
     interference,
     pairwise_sums,
 )
-from lib.nc.registry import GEOMETRY, MEASURES, get
+from lib.nc.registry import GEOMETRY, MEASURES, NEEDS_SCATTER, get
 from lib.nc.stats_file import read_stats
 
 # Recorded in every metrics file (``measure_stats_file``); a metrics file of another version (or
@@ -55,10 +57,11 @@ INT_METADATA = (
 # The measures
 
 
-def _cv(x: Tensor) -> float:
-    """Coefficient of variation std / mean, population std (ddof = 0); NaN for a zero mean."""
+def _cv(x: Tensor, absolute: bool = False) -> float:
+    """Coefficient of variation std / mean (``absolute``: std / |mean|), population std
+    (ddof = 0); NaN for a zero mean."""
     mean = float(x.mean())
-    return float(x.std(correction=0)) / mean if mean != 0 else math.nan
+    return float(x.std(correction=0)) / (abs(mean) if absolute else mean) if mean != 0 else math.nan
 
 
 def undefined_reasons(C: Classes, out: Mapping[str, float]) -> dict[str, str]:
@@ -69,7 +72,11 @@ def undefined_reasons(C: Classes, out: Mapping[str, float]) -> dict[str, str]:
     reasons = {}
     for key, value in out.items():
         if isinstance(value, float) and not math.isfinite(value):
-            if at_centre:
+            if key in NEEDS_SCATTER:
+                reasons[key] = ("needs the pooled within-class scatter sw, which these "
+                                "statistics lack (restricted to some classes, or collected "
+                                "before stats format 3)")
+            elif at_centre:
                 reasons[key] = at_centre
             elif key.startswith("nc1"):
                 reasons[key] = "two classes have identical means (distance 0): the CDNV divides by 0"
@@ -129,8 +136,65 @@ def _gnc2(P: PairSums) -> dict[str, float]:
 
 def _nc3(C: Classes) -> dict[str, float]:
     """NC3 self-duality mean_c cos(w_c, m_c) (Papyan et al. 2020) and UNC3 uniform duality,
-    its coefficient of variation std / mean with population std (Wu & Papyan 2024)."""
-    return {"nc3_duality_mean": float(C.duality.mean()), "unc3_duality_cv": _cv(C.duality)}
+    its coefficient of variation std / |mean| with population std (Wu & Papyan 2024; on |mean|
+    because a random model's mean duality is negative)."""
+    return {"nc3_duality_mean": float(C.duality.mean()), "unc3_duality_cv": _cv(C.duality, absolute=True)}
+
+
+def _etf_error(fro: float, trace: float, ones: float, K: int) -> float:
+    """||G / ||G||_F - E||_F with E = (I - 11^T / K) / sqrt(K - 1), from ||G||_F, tr G and
+    1^T G 1 alone: ||E||_F = 1 and <G, E> = (tr G - 1^T G 1 / K) / sqrt(K - 1), so the square
+    is 2 - 2 <G, E> / ||G||_F (clipped at 0 against rounding)."""
+    if fro == 0:
+        return math.nan
+    inner = (trace - ones / K) / math.sqrt(K - 1)
+    return math.sqrt(max(0.0, 2.0 - 2.0 * inner / fro))
+
+
+def _mean_gram(C: Classes) -> tuple[Tensor, Tensor]:
+    """(M^T M (D, D), M^T 1 (D,)) of the centred means M (K, D) = U diag(norms)."""
+    M = C.U * C.norms[:, None]  # (K, D)
+    return M.T @ M, M.sum(0)
+
+
+def _nc2_etf(C: Classes) -> dict[str, float]:
+    """NC2 as one number, the simplex-ETF error of G = M M^T (Kothapalli 2023's
+    ``simplex_etf_error``): ||G||_F = ||M^T M||_F, tr G = tr(M^T M), 1^T G 1 = ||M^T 1||^2."""
+    MtM, msum = _mean_gram(C)
+    return {"nc2_etf_error": _etf_error(float(MtM.norm()), float(MtM.trace()),
+                                        float(msum @ msum), len(C.idx))}
+
+
+def _nc3_error(stats: Mapping[str, Tensor], C: Classes, chunk: int = 4096) -> dict[str, float]:
+    """NC3 as one number, the self-duality error: the ETF error of G = W_K M^T (W's rows of the
+    K classes): ||G||_F^2 = tr((W^T W)(M^T M)), tr G = sum_c <w_c, m_c>, 1^T G 1 = (W^T 1) .
+    (M^T 1); W^T W is summed over row chunks, so W is never copied whole in float64."""
+    MtM, msum = _mean_gram(C)
+    D = MtM.shape[0]
+    WtW = torch.zeros(D, D, dtype=torch.float64, device=MtM.device)
+    wsum = torch.zeros(D, dtype=torch.float64, device=MtM.device)
+    trace = 0.0
+    for lo in range(0, len(C.idx), chunk):
+        W = stats["lm_head"][C.idx[lo:lo + chunk]].to(MtM.device, torch.float64)  # (k, D)
+        WtW += W.T @ W
+        wsum += W.sum(0)
+        trace += float((W * (C.U[lo:lo + chunk] * C.norms[lo:lo + chunk, None])).sum())
+    fro = math.sqrt(max(0.0, float((WtW * MtM).sum())))  # both symmetric: tr(AB) = sum A * B
+    return {"nc3_duality_error": _etf_error(fro, trace, float(wsum @ msum), len(C.idx))}
+
+
+def _nc1_pinv(stats: Mapping[str, Tensor], C: Classes) -> dict[str, float]:
+    """NC1 of Papyan et al. 2020, Tr(Sigma_W Sigma_B^+) / K: Sigma_W = sw / N the pooled
+    within-class covariance (D, D) over all N training samples, Sigma_B = M^T M / K of the
+    centred means; eigenvalues below D eps of the largest are dropped by the pseudo-inverse.
+    NaN without ``sw`` (restricted statistics), with its reason (``undefined_reasons``)."""
+    if "sw" not in stats:
+        return {"nc1_pinv": math.nan}
+    MtM, _ = _mean_gram(C)
+    K, D = len(C.idx), MtM.shape[0]
+    sigma_w = stats["sw"].to(MtM.device, torch.float64) / float(C.counts.sum())
+    pinv = torch.linalg.pinv(MtM / K, rtol=D * torch.finfo(torch.float64).eps, hermitian=True)
+    return {"nc1_pinv": float((sigma_w * pinv).sum()) / K}  # tr(AB) = sum A * B, symmetric
 
 
 def nc4_measure(stats: Mapping[str, Tensor]) -> dict[str, float]:
@@ -143,8 +207,8 @@ def nc4_measure(stats: Mapping[str, Tensor]) -> dict[str, float]:
 
 
 def _measures(stats: Mapping[str, Tensor], C: Classes, P: PairSums) -> dict[str, float]:
-    out = {**_nc1(P), **_nc2(C, P), **_gnc2(P), **_nc3(C),
-           **nc4_measure(stats)}
+    out = {**_nc1(P), **_nc1_pinv(stats, C), **_nc2(C, P), **_nc2_etf(C), **_gnc2(P),
+           **_nc3(C), **_nc3_error(stats, C), **nc4_measure(stats)}
     return _defined({**{k: float(out[k]) for k in MEASURES}, "num_classes": len(C.idx)}, C)
 
 
@@ -164,7 +228,7 @@ def geometry_measures(stats: Mapping[str, Tensor], device: str | torch.device = 
     sums, sq_dev): for features with no classifier of their own, e.g. an inner layer's."""
     C = class_tensors(stats, device, classifier=False)
     P = pairwise_sums(stats, C, tile, per_class=False, progress=progress)
-    out = {**_nc1(P), **_nc2(C, P), **_gnc2(P)}
+    out = {**_nc1(P), **_nc2(C, P), **_nc2_etf(C), **_gnc2(P)}
     return _defined({**{k: float(out[k]) for k in GEOMETRY}, "num_classes": len(C.idx)}, C)
 
 
@@ -202,7 +266,7 @@ def per_class_measures(stats: Mapping[str, Tensor], device: str | torch.device =
 # Public measures of a stats mapping (``counts``, ``sums``, ``sq_dev``; ``lm_head`` for NC3,
 # ``val_counts`` and ``val_agree`` for NC4), e.g. ``lib.nc.ClassStats.tensors``
 
-NEEDS_CLASSIFIER = ("nc3_duality_mean", "unc3_duality_cv")  # need W (V, D)
+NEEDS_CLASSIFIER = ("nc3_duality_mean", "unc3_duality_cv", "nc3_duality_error")  # need W (V, D)
 NEEDS_VALIDATION = ("nc4_agreement",)  # need pass 2
 
 
@@ -246,12 +310,15 @@ def select_measures(stats: Mapping[str, Tensor], which: Sequence[str] | None = N
     """The registry measures named in ``which`` (default: every one the tensors allow: the
     geometry always, NC3/UNC3 with ``lm_head``, NC4 with ``val_counts``), in registry order,
     from one pairwise pass; UserError naming what is missing for a named measure."""
-    has_w, has_val = "lm_head" in stats, "val_counts" in stats
+    has_w, has_val, has_sw = "lm_head" in stats, "val_counts" in stats, "sw" in stats
     if which is None:
         names = [m for m in MEASURES if (has_w or m not in NEEDS_CLASSIFIER)
-                 and (has_val or m not in NEEDS_VALIDATION)]
+                 and (has_val or m not in NEEDS_VALIDATION) and (has_sw or m not in NEEDS_SCATTER)]
     else:
         names = [get(m).name for m in which]
+        if not has_sw and set(names) & set(NEEDS_SCATTER):
+            raise UserError("nc1_pinv needs the pooled within-class scatter sw of pass 1, which "
+                            "these statistics lack (restricted to some classes, or an old file)")
         if not has_w and set(names) & set(NEEDS_CLASSIFIER):
             raise UserError(f"{sorted(set(names) & set(NEEDS_CLASSIFIER))} need the classifier "
                             "W (V, D): pass W (the LM head's weight)")
@@ -264,9 +331,11 @@ def select_measures(stats: Mapping[str, Tensor], which: Sequence[str] | None = N
     out: dict[str, float] = {}
     if set(names) - set(NEEDS_CLASSIFIER) - set(NEEDS_VALIDATION):
         P = pairwise_sums(stats, C, tile, per_class=False, progress=False)
-        out.update({**_nc1(P), **_nc2(C, P), **_gnc2(P)})
+        out.update({**_nc1(P), **_nc2(C, P), **_nc2_etf(C), **_gnc2(P)})
+    if set(names) & set(NEEDS_SCATTER):
+        out.update(_nc1_pinv(stats, C))
     if set(names) & set(NEEDS_CLASSIFIER):
-        out.update(_nc3(C))
+        out.update({**_nc3(C), **_nc3_error(stats, C)})
     if set(names) & set(NEEDS_VALIDATION):
         out.update(nc4_measure(stats))
     return {m: float(out[m]) for m in MEASURES if m in names}
