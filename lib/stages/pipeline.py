@@ -52,7 +52,9 @@ from lib.nc.measure import measure_stats_file
 from lib.nc.stats_file import (
     PASSES,
     load_stats_metadata,
+    read_stats,
 )
+from lib.nc.subset import min_count_section
 from lib.stages import refresh
 from lib.stages.collect import collect_model_stats
 from lib.stages.layers import layers_section, profile_layers
@@ -165,14 +167,18 @@ def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
     """The measures of one checkpoint's statistics, with its run spec, as metrics JSON.
 
     Records ``stats_sha256`` (the stats file measured), so a recollected file is re-measured;
-    stats with layers add the section ``layers``: {index: measures} (``lib.stages.layers``).
+    stats with layers add the section ``layers``: {index: measures} (``lib.stages.layers``),
+    and every file the section ``min_count``: the measures on the classes with at least
+    ``analysis.min_count`` training samples (a robustness line, ``lib.nc.subset``).
     """
     layout = Layout(profile.out_path)
     stats_file, path = layout.stats(ck, fraction), layout.metrics(ck, fraction)
 
     def measure(stats: Path) -> dict:
         measures = {**measure_stats_file(stats, device=_device(profile), progress=progress),
-                    **layers_section(stats, device=_device(profile))}  # {} without layers
+                    **layers_section(stats, device=_device(profile)),  # {} without layers
+                    **min_count_section(read_stats(stats)[0], profile.analysis.min_count,
+                                        device=_device(profile))}
         throughput = layout.throughput(ck, fraction)
         extra = read_json(throughput) if throughput.is_file() else {}
         if fraction is not None and fraction < 1:
