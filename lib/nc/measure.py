@@ -152,8 +152,9 @@ def _etf_error(fro: float, trace: float, ones: float, K: int) -> float:
 
 
 def _mean_gram(C: Classes) -> tuple[Tensor, Tensor]:
-    """(M^T M (D, D), M^T 1 (D,)) of the centred means M (K, D) = U diag(norms)."""
-    M = C.U * C.norms[:, None]  # (K, D)
+    """(M^T M (D, D), M^T 1 (D,)) of the centred means M (K, D) = U diag(norms); a mean at
+    the centre (norm 0, U undefined) is the zero row it is."""
+    M = torch.where(C.norms[:, None] > 0, C.U * C.norms[:, None], 0.0)  # (K, D)
     return M.T @ M, M.sum(0)
 
 
@@ -178,7 +179,8 @@ def _nc3_error(stats: Mapping[str, Tensor], C: Classes, chunk: int = 4096) -> di
         W = stats["lm_head"][C.idx[lo:lo + chunk]].to(MtM.device, torch.float64)  # (k, D)
         WtW += W.T @ W
         wsum += W.sum(0)
-        trace += float((W * (C.U[lo:lo + chunk] * C.norms[lo:lo + chunk, None])).sum())
+        norms = C.norms[lo:lo + chunk, None]
+        trace += float((W * torch.where(norms > 0, C.U[lo:lo + chunk] * norms, 0.0)).sum())
     fro = math.sqrt(max(0.0, float((WtW * MtM).sum())))  # both symmetric: tr(AB) = sum A * B
     return {"nc3_duality_error": _etf_error(fro, trace, float(wsum @ msum), len(C.idx))}
 
