@@ -41,8 +41,7 @@ def test_measures_without_classifier_are_the_geometry_and_match_the_definitions(
     ref = reference.measures({**stats.tensors, "lm_head": torch.ones(V, D),
                               "val_counts": torch.ones(V), "val_agree": torch.ones(V)})
     assert max(_rel(got[k], ref[k]) for k in got) < 1e-10
-    assert nc1_measures(stats.tensors) == {k: got[k] for k in got
-                                           if k.startswith("nc1") and k != "nc1_pinv"}
+    assert nc1_measures(stats.tensors) == {k: got[k] for k in got if k.startswith("nc1")}
 
 
 def test_every_measure_after_both_passes_and_which_selects():

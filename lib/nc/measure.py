@@ -282,15 +282,19 @@ def nc1_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu"
                  tile: int = 2048) -> dict[str, float]:
     """NC1 within-class variability: ``nc1_cdnv`` (mean over pairs of (sigma_c^2 +
     sigma_c'^2) / (2 ||mu_c - mu_c'||^4), Wu & Papyan 2024) and ``nc1_cdnv_galanti`` (the same
-    with ||mu_c - mu_c'||^2, Galanti et al. 2022). Lower means more collapse."""
-    return _nc1(_geometry(stats, device, tile)[1])
+    with ||mu_c - mu_c'||^2, Galanti et al. 2022), and with the pooled scatter ``sw``
+    ``nc1_pinv`` (Tr(Sigma_W Sigma_B^+) / K, Papyan et al. 2020). Lower means more collapse."""
+    C, P = _geometry(stats, device, tile)
+    return {**_nc1(P), **(_nc1_pinv(stats, C) if "sw" in stats else {})}
 
 
 def nc2_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
                  tile: int = 2048) -> dict[str, float]:
     """NC2 equinormness (CV of the centred-mean norms, and of their logs) and equiangularity
-    (mean, population std and CV of the pairwise cosines of the centred means)."""
-    return _nc2(*_geometry(stats, device, tile))
+    (mean, population std and CV of the pairwise cosines of the centred means), and the
+    simplex-ETF error of the centred means."""
+    C, P = _geometry(stats, device, tile)
+    return {**_nc2(C, P), **_nc2_etf(C)}
 
 
 def gnc2_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
@@ -302,9 +306,10 @@ def gnc2_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu
 
 def nc3_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu"
                  ) -> dict[str, float]:
-    """NC3 self-duality mean_c cos(w_c, m_c) and UNC3 uniform duality (its CV), with W the
-    stats' ``lm_head`` (V, D)."""
-    return _nc3(class_tensors(stats, device, keys=(*MOMENT_KEYS, "lm_head")))
+    """NC3 self-duality mean_c cos(w_c, m_c), its matrix form the self-duality error, and UNC3
+    uniform duality (the CV), with W the stats' ``lm_head`` (V, D)."""
+    C = class_tensors(stats, device, keys=(*MOMENT_KEYS, "lm_head"))
+    return {**_nc3(C), **_nc3_error(stats, C)}
 
 
 def select_measures(stats: Mapping[str, Tensor], which: Sequence[str] | None = None,
