@@ -13,4 +13,11 @@ def random_stats(K: int = 8, D: int = 4, seed: int = 0) -> dict[str, torch.Tenso
             "sums": (torch.randn(K, D, generator=g, dtype=torch.float64) + 2) * counts[:, None],
             "sq_dev": torch.rand(K, generator=g, dtype=torch.float64) * counts,
             "val_counts": val_counts, "val_agree": val_counts // 2,
-            "lm_head": torch.randn(K, D, generator=g)}
+            "lm_head": torch.randn(K, D, generator=g),
+            "sw": _psd(D, g)}  # drawn last: the other tensors are those of before sw existed
+
+
+def _psd(D: int, g: torch.Generator) -> torch.Tensor:
+    """A random positive semi-definite (D, D) float64 matrix (a pooled within-class scatter)."""
+    a = torch.randn(D + 2, D, generator=g, dtype=torch.float64)
+    return a.T @ a

@@ -13,6 +13,7 @@ from lib.nc.accumulate import (
     batch_moments,
     class_means,
     merge_m2,
+    merge_scatter,
     ncc_agreement,
 )
 
@@ -70,6 +71,40 @@ def test_one_pass_equals_two_pass(offset, batch):
     assert rel <= 1e-9, rel
     assert sq[45] == 0 and sq[48:].abs().sum() == 0  # a singleton has no spread; unseen stay 0
     assert sq[46] > 0 and sq[47] > 0
+
+
+def plain_scatter(x: torch.Tensor, y: torch.Tensor, V: int) -> torch.Tensor:
+    """Two-pass pooled within-class scatter sum (x - mu_y)(x - mu_y)^T (D, D), x float64."""
+    counts, sums, _ = plain_two_pass(x, y, V)
+    dev = x - class_means(counts, sums)[y]  # (N, D)
+    return dev.T @ dev
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_pooled_scatter_streamed_equals_two_pass_despite_an_offset(batch, monkeypatch):
+    monkeypatch.setattr(accumulate, "ROW_CHUNK", 5)  # chunked scatter products too
+    x, y = realistic_features(1e4, seed=3)  # a large common offset, a singleton class
+    counts = torch.zeros(V, dtype=torch.long)
+    sums = torch.zeros(V, D, dtype=torch.float64)
+    sq = torch.zeros(V, dtype=torch.float64)
+    sw = torch.zeros(D, D, dtype=torch.float64)
+    for a in range(0, len(y), batch):
+        accumulate_moments(x[a:a + batch], y[a:a + batch], counts, sums, sq, sw)
+    want = plain_scatter(x.double(), y, V)
+    assert (sw - want).abs().max() / want.abs().max() <= 1e-9
+    assert torch.equal(sw, sw.T)
+    assert float(torch.trace(sw)) == pytest.approx(float(sq.sum()), rel=1e-12)
+
+
+def test_merge_scatter_of_two_parts_equals_whole():
+    x, y = realistic_features(1e4, seed=4)
+    x = x.double()
+    parts = [(plain_two_pass(x[i], y[i], V), plain_scatter(x[i], y[i], V))
+             for i in (slice(0, 250), slice(250, None))]
+    (a, sw_a), (b, sw_b) = parts
+    merged = merge_scatter(a[0], a[1], sw_a, b[0], b[1], sw_b)
+    want = plain_scatter(x, y, V)
+    assert (merged - want).abs().max() / want.abs().max() <= 1e-9
 
 
 def test_batch_moments_and_row_chunks(monkeypatch):

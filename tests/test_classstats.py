@@ -14,7 +14,7 @@ from lib.nc.stats_file import read_stats
 from lib.stages.collect import collect_model_stats
 
 V, D = 12, 5
-GEOMETRY_ONLY = [m for m in MEASURES if m.startswith(("nc1", "nc2", "gnc2"))]
+GEOMETRY_ONLY = [m for m in MEASURES if m.startswith(("nc1", "nc2", "gnc2"))]  # with sw
 
 
 def _batches(seed: int, n: int = 3, size: int = 40):
@@ -105,6 +105,23 @@ def test_save_and_load_round_trip_verified(tmp_path):
         ClassStats.load(tmp_path / "bad.safetensors")
 
 
+def test_pooled_scatter_is_the_two_pass_scatter_and_survives_save_and_load(tmp_path):
+    batches = _batches(2, n=5, size=7)
+    stats = ClassStats(V, D)
+    for x, y in batches:
+        stats.add(x, y)
+    x = torch.cat([b[0] for b in batches]).double()
+    y = torch.cat([b[1] for b in batches])
+    dev = x - stats.means()[y]  # (N, D) about the final means
+    torch.testing.assert_close(stats.tensors["sw"], dev.T @ dev, rtol=1e-9, atol=1e-12)
+    assert float(stats.tensors["sw"].trace()) == pytest.approx(float(stats.tensors["sq_dev"].sum()),
+                                                               rel=1e-12)
+    back = ClassStats.load(stats.save(tmp_path / "p1.safetensors", model="toy"))
+    assert torch.equal(back.tensors["sw"], stats.tensors["sw"])
+    no_sw = ClassStats.from_tensors({k: v for k, v in stats.tensors.items() if k != "sw"})
+    assert "sw" not in no_sw.tensors and "sw" not in no_sw.merge(stats).tensors
+
+
 def test_merge_of_shards_equals_one_pass():
     batches = _batches(0, n=4)
     whole, a, b = (ClassStats(V, D) for _ in range(3))
@@ -112,7 +129,7 @@ def test_merge_of_shards_equals_one_pass():
         whole.add(x, y)
         (a if i < 2 else b).add(x, y)
     merged = a.merge(b)
-    for k in ("counts", "sums", "sq_dev"):
+    for k in ("counts", "sums", "sq_dev", "sw"):
         torch.testing.assert_close(merged.tensors[k], whole.tensors[k], rtol=1e-12, atol=1e-12)
     assert merged.tokens[1] == whole.tokens[1]
     W = torch.randn(V, D)
@@ -144,9 +161,11 @@ def test_classstats_equals_the_pipelines_stats_file(tmp_path):
                 add(x, ids[:, 1:].reshape(-1))
     for k in ("counts", "val_counts", "val_agree"):
         assert torch.equal(stats.tensors[k], file_tensors[k])
-    for k in ("sums", "sq_dev"):
+    for k in ("sums", "sq_dev", "sw"):
         torch.testing.assert_close(stats.tensors[k], file_tensors[k], rtol=1e-12, atol=0)
     assert torch.equal(W.float(), file_tensors["lm_head"])
+    assert float(file_tensors["sw"].trace()) == pytest.approx(float(file_tensors["sq_dev"].sum()),
+                                                              rel=1e-12)
 
 
 def test_the_core_imports_only_errors_and_provenance_from_lib():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -11,11 +12,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from lib.core.errors import UserError
 from lib.nc import pairwise, reference, stats_file
 from lib.nc.measure import (
     compute_measures,
     measure_stats_file,
     per_class_measures,
+    select_measures,
 )
 from lib.nc.registry import MEASURES
 from lib.stages import stats_cli
@@ -32,14 +35,17 @@ def make_stats(K: int = 12, D: int = 6, seed: int = 0, empty: tuple[int, ...] = 
     mu = torch.randn(K, D, generator=g, dtype=torch.float64) + offset  # (K, D)
     val_counts = torch.randint(0, 30, (K,), generator=g)
     val_counts[0] = 5  # never an all-zero validation split
-    return {
+    sq_dev = torch.rand(K, generator=g, dtype=torch.float64) * 4 * counts
+    out = {
         "counts": counts,
         "sums": mu * counts[:, None],
-        "sq_dev": torch.rand(K, generator=g, dtype=torch.float64) * 4 * counts,
+        "sq_dev": sq_dev,
         "val_counts": val_counts,
         "val_agree": (val_counts * torch.rand(K, generator=g)).long(),
         "lm_head": torch.randn(K, D, generator=g),
     }
+    a = torch.randn(D + 3, D, generator=g, dtype=torch.float64)  # drawn last (same stats as before)
+    return {**out, "sw": a.T @ a * (sq_dev.sum() / (a * a).sum())}  # PSD, trace = sum sq_dev
 
 
 def reference_measures(stats) -> dict[str, float]:
@@ -96,7 +102,7 @@ def test_classes_with_count_zero_are_ignored():
     stats = make_stats(14, 5, seed=6, empty=empty)
     stats["lm_head"][list(empty)] = 1e6  # must not matter
     keep = [c for c in range(14) if c not in empty]
-    dense = {k: v[keep] for k, v in stats.items()}
+    dense = {k: v if k == "sw" else v[keep] for k, v in stats.items()}
     got, want = compute_measures(stats, tile=4), compute_measures(dense, tile=4)
     assert got["num_classes"] == want["num_classes"] == 11
     for name in MEASURE_NAMES[:-1]:  # nc4 is token-weighted over every token: differs
@@ -117,6 +123,7 @@ def simplex_stats(K: int, D: int, scale: float = 2.0, offset: float = 5.0):
     return {
         "counts": counts, "sums": mu * counts[:, None],
         "sq_dev": torch.zeros(K, dtype=torch.float64),  # every feature on its class mean
+        "sw": torch.zeros(D, D, dtype=torch.float64),
         "val_counts": counts * 3, "val_agree": counts * 3,  # classifier == nearest centre
         "lm_head": M.float() * 0.5,  # rows proportional to the centred means
     }
@@ -131,9 +138,53 @@ def test_known_answers_on_a_collapsed_simplex(K, D, tile):
         "nc2_interference_cv": 0.0,
         "gnc2_logkernel_var": 0.0, "gnc2_logkernel_mean": -0.5 * np.log(2 + 2 / (K - 1)),
         "nc3_duality_mean": 1.0, "unc3_duality_cv": 0.0, "nc4_agreement": 1.0,
+        "nc2_etf_error": 0.0, "nc3_duality_error": 0.0,  # a simplex ETF, W = the means / 2
+        "nc1_pinv": 0.0,  # sw = 0
     }
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, abs=1e-7), name
+
+
+@pytest.mark.parametrize("K,D", [(5, 5), (6, 9)])
+def test_nc1_pinv_known_answer(K, D):
+    """Isotropic Sigma_W = s^2 I and a simplex with Sigma_B = scale^2 P / K (P the centring
+    projector on K coordinates): Tr(Sigma_W Sigma_B^+) / K = s^2 (K - 1) / scale^2."""
+    stats = simplex_stats(K, D, scale=2.0)
+    s2 = 0.3
+    stats["sw"] = s2 * float(stats["counts"].sum()) * torch.eye(D, dtype=torch.float64)
+    got = compute_measures(stats, progress=False)["nc1_pinv"]
+    assert got == pytest.approx(s2 * (K - 1) / 4.0, rel=1e-9)
+    assert reference.measures(stats)["nc1_pinv"] == pytest.approx(got, rel=1e-9)
+
+
+def test_etf_and_duality_errors_detect_a_non_etf():
+    """Unequal norms break the ETF (error > 0);
+    the errors are checked against their definitions on K x K matrices."""
+    stats = simplex_stats(6, 8)
+    stats["sums"][0] *= 3.0
+    got, want = compute_measures(stats, progress=False), reference.measures(stats)
+    assert got["nc2_etf_error"] > 0.1
+    for name in ("nc2_etf_error", "nc3_duality_error"):
+        assert got[name] == pytest.approx(want[name], rel=1e-9, abs=1e-12), name
+
+
+def test_without_the_pooled_scatter_nc1_pinv_is_undefined_with_a_reason():
+    stats = {k: v for k, v in make_stats(10, 4, seed=3).items() if k != "sw"}
+    got = compute_measures(stats, progress=False)
+    assert math.isnan(got["nc1_pinv"]) and "pooled within-class scatter" in got["undefined"]["nc1_pinv"]
+    assert set(got["undefined"]) == {"nc1_pinv"}
+    assert "nc1_pinv" not in select_measures(stats)
+    with pytest.raises(UserError, match="sw"):
+        select_measures(stats, ["nc1_pinv"])
+
+
+def test_unc3_is_std_over_the_absolute_mean_when_the_duality_is_negative():
+    stats = make_stats(10, 4, seed=4)
+    stats["lm_head"] = -(stats["sums"] / stats["counts"][:, None]).float()  # mostly anti-aligned
+    got = compute_measures(stats, progress=False)
+    assert got["nc3_duality_mean"] < 0 < got["unc3_duality_cv"]
+    assert got["unc3_duality_cv"] == pytest.approx(reference.measures(stats)["unc3_duality_cv"],
+                                                   rel=1e-9)
 
 
 def test_near_duplicate_means_are_recomputed_exactly(monkeypatch):

@@ -153,6 +153,9 @@ def test_metrics_of_another_stats_file_are_remeasured(tmp_path, tiny_profile):
     run_local(p, progress=False)
     path = metrics_path(p.out_path, ck)
     metrics = read_json(path)
+    robust = metrics["min_count"]  # the robustness section: measures on the frequent classes
+    assert robust["min_count"] == p.analysis.min_count
+    assert robust["num_classes"] <= metrics["num_classes"] and "nc1_pinv" in robust["undefined"]
     path.write_text(json.dumps({**metrics, "stats_sha256": "0" * 64, "nc1_cdnv": -1.0}))
     assert not is_measured(p, ck) and pending_runs(p) == [ck.run]
     measure_all(p, progress=False)

@@ -147,7 +147,7 @@ def test_full_disk_while_writing_statistics_is_one_line(tmp_path, monkeypatch, c
         sums = torch.zeros(5, 3, dtype=torch.float64).index_add_(0, y, x)
         parts.append(sf.write_stats(tmp_path / f"p{i}.safetensors", {
             "counts": counts, "sums": sums, "sq_dev": torch.zeros(5, dtype=torch.float64),
-            "lm_head": torch.ones(5, 3)}, {"model": "m", "vocab_size": "5", "width": "3",
+            "sw": torch.zeros(3, 3, dtype=torch.float64), "lm_head": torch.ones(5, 3)}, {"model": "m", "vocab_size": "5", "width": "3",
                                             "pass1_blocks": "1", "pass1_tokens": "10",
                                             "pass1_shard": f"{i}/2", "pass1_split_sha": "s"}))
 

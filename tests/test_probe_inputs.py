@@ -192,9 +192,10 @@ def _shard(path, i, n, x, y, V=5, D=3):
     sums = torch.zeros(V, D, dtype=torch.float64).index_add_(0, y, x)
     mu = sums / counts.clamp(min=1)[:, None]
     sq = torch.zeros(V, dtype=torch.float64).index_add_(0, y, ((x - mu[y]) ** 2).sum(1))
+    sw = (x - mu[y]).T @ (x - mu[y])  # (D, D)
     meta = {"model": "m", "vocab_size": str(V), "width": str(D), "pass1_blocks": "1",
             "pass1_tokens": str(len(y)), "pass1_shard": f"{i}/{n}", "pass1_split_sha": "s"}
-    return sf.write_stats(path, {"counts": counts, "sums": sums, "sq_dev": sq,
+    return sf.write_stats(path, {"counts": counts, "sums": sums, "sq_dev": sq, "sw": sw,
                                  "lm_head": torch.ones(V, D)}, meta)
 
 

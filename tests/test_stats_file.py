@@ -29,7 +29,9 @@ HASHES = {"weights_sha256": "w" * 64, "train_blocks_sha256": "t" * 64,
 def _tensors(seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     counts = torch.tensor([3, 0, 1, 5, 2, 4])
+    a = torch.randn(D, D, generator=g, dtype=torch.float64)
     return {"counts": counts, "sums": torch.randn(V, D, generator=g, dtype=torch.float64),
+            "sw": a.T @ a,
             "sq_dev": torch.rand(V, generator=g, dtype=torch.float64) * (counts > 1),
             "val_counts": torch.tensor([2, 1, 0, 3, 1, 1]),
             "val_agree": torch.tensor([1, 0, 0, 2, 1, 0]), "lm_head": torch.randn(V, D, generator=g)}
@@ -121,11 +123,12 @@ def _pass1_shard(tmp_path, i: int, n: int, x: torch.Tensor, y: torch.Tensor, **m
     sums = torch.zeros(V, D, dtype=torch.float64).index_add_(0, y, x)
     mu = class_means(counts, sums)
     sq = torch.zeros(V, dtype=torch.float64).index_add_(0, y, ((x - mu[y]) ** 2).sum(1))
+    sw = (x - mu[y]).T @ (x - mu[y])  # (D, D)
     m = {"model": "m", "vocab_size": str(V), "width": str(D), **HASHES,
          "pass1_blocks": "1", "pass1_tokens": str(len(y)), "pass1_shard": f"{i}/{n}",
          "pass1_split_sha": "s", **meta}
     return write_stats(tmp_path / f"p{i}.safetensors", {"counts": counts, "sums": sums,
-                       "sq_dev": sq, "lm_head": torch.ones(V, D)}, m)
+                       "sq_dev": sq, "sw": sw, "lm_head": torch.ones(V, D)}, m)
 
 
 def test_merge_pass1_shards_by_chan(tmp_path):
@@ -141,6 +144,8 @@ def test_merge_pass1_shards_by_chan(tmp_path):
     got, meta = load_stats(merged), load_stats_metadata(merged)
     assert torch.equal(got["counts"], counts)
     torch.testing.assert_close(got["sq_dev"], sq, rtol=1e-9, atol=0)
+    dev = x - mu[y]  # (90, D) two-pass: the pooled scatter about the final means
+    torch.testing.assert_close(got["sw"], dev.T @ dev, rtol=1e-9, atol=0)
     assert meta["pass1_shard"] == "" and meta["pass1_tokens"] == "90"
     assert meta["means_hash"] == means_hash(class_means(got["counts"], got["sums"]))
 
@@ -165,3 +170,14 @@ def test_stats_overview(stats_file, tmp_path):
                                          "pass2_tokens": 60, "passes_tied": True}]
     with pytest.raises(UserError, match="no <model>/stats.safetensors"):
         stats_overview(tmp_path / "run-a")
+
+
+def test_a_file_of_the_older_format_is_stale_and_refused_with_one_line(tmp_path):
+    path = write_stats(tmp_path / "stats.safetensors", _tensors(), _finished_meta())
+    tensors, meta = read_stats(path)
+    save_file({k: v for k, v in tensors.items() if k != "sw"}, str(path),
+              metadata={**meta, "format_version": "2"})
+    assert not is_finished(path)
+    assert "collect it again" in stale_reasons(path)[0] and "sw" in stale_reasons(path)[0]
+    with pytest.raises(UserError, match="collect it again"):
+        read_stats(path)

@@ -3,11 +3,15 @@
 For every block position t the feature x_t (the LM head's input) pairs with the label
 y = token t+1. Two passes over the data give everything the measures need:
 
-1. Train: per class c the count N_c, the feature sum and S_c = sum ||x - mu_c||^2, in one pass.
+1. Train: per class c the count N_c, the feature sum and S_c = sum ||x - mu_c||^2, in one pass,
+   and (optionally, for the head input) the pooled within-class scatter
+   SW = sum_c sum_{x in c} (x - mu_c)(x - mu_c)^T (D, D), whose trace is sum_c S_c.
    Each batch's per-class moments (count, mean, M2 about the batch's own class mean) are
    merged into the running ones with Chan's formula
-   ``M2 = M2_a + M2_b + ||mean_b - mean_a||^2 n_a n_b / (n_a + n_b)``, so no sample is ever
-   compared with a far-away mean: a large common offset in the features cancels before squaring.
+   ``M2 = M2_a + M2_b + ||mean_b - mean_a||^2 n_a n_b / (n_a + n_b)`` (for SW the outer-product
+   form ``SW_a + SW_b + sum_c n_a n_b / (n_a + n_b) delta_c delta_c^T``, one (K, D)^T (K, D)
+   product), so no sample is ever compared with a far-away mean: a large common offset in the
+   features cancels before squaring.
 2. Validation: per true class, how many tokens there are and on how many the LM-head decision
    argmax_c <w_c, x> equals the nearest-class-centre decision argmin_c ||x - mu_c||, both over
    the K classes seen in train (N_c >= 1).
@@ -82,6 +86,22 @@ def merge_m2(n_a: Tensor, s_a: Tensor, m2_a: Tensor, n_b: Tensor, s_b: Tensor,
     return m2_a + m2_b + cross
 
 
+def merge_scatter(n_a: Tensor, s_a: Tensor, sw_a: Tensor, n_b: Tensor, s_b: Tensor,
+                  sw_b: Tensor) -> Tensor:
+    """Chan's merge of the pooled within-class scatter: SW (D, D) of the union of parts a and b.
+
+    n (K,) counts, s (K, D) float64 sums of the same K classes, sw (D, D) float64 scatter of each
+    part about its own class means. The cross term sum_c w_c delta_c delta_c^T, w_c = n_a n_b /
+    (n_a + n_b), is (sqrt(w) delta)^T (sqrt(w) delta): one (D, K) x (K, D) product, no loop
+    over classes; rows where either part is empty have w_c = 0.
+    """
+    n = (n_a + n_b).double()  # (K,)
+    na, nb = n_a.double(), n_b.double()
+    delta = s_b / nb.clamp(min=1).unsqueeze(1) - s_a / na.clamp(min=1).unsqueeze(1)  # (K, D)
+    scaled = delta * (na * nb / n.clamp(min=1)).sqrt().unsqueeze(1)  # (K, D)
+    return sw_a + sw_b + scaled.T @ scaled
+
+
 def batch_moments(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-class moments of one batch over the classes it contains.
 
@@ -90,43 +110,53 @@ def batch_moments(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Ten
     """
     classes, inv = torch.unique(labels, return_inverse=True)  # (K,), (N,)
     n = torch.bincount(inv, minlength=classes.shape[0])  # (K,)
-    return (classes, n, *_grouped_moments(features, inv, n))
+    return (classes, n, *_grouped_moments(features, inv, n)[:2])
 
 
-def _grouped_moments(features: Tensor, inv: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
-    """(s (K, D), m2 (K,)) float64 of features (N, D) grouped by ``inv`` (N,) into K groups of
-    sizes n (K,): sums, and squared deviations from each group's own mean."""
+def _grouped_moments(features: Tensor, inv: Tensor, n: Tensor, scatter: bool = False
+                     ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(s (K, D), m2 (K,), sw (D, D) or None) float64 of features (N, D) grouped by ``inv``
+    (N,) into K groups of sizes n (K,): sums, squared deviations from each group's own mean,
+    and with ``scatter`` their pooled outer products sum (x - m)(x - m)^T."""
     k, d = n.shape[0], features.shape[1]
     s = torch.zeros(k, d, dtype=torch.float64, device=features.device)
     for a in range(0, features.shape[0], ROW_CHUNK):
         s.index_add_(0, inv[a:a + ROW_CHUNK], features[a:a + ROW_CHUNK].double())
     mean = s / n.unsqueeze(1).double()  # (K, D)
     m2 = torch.zeros(k, dtype=torch.float64, device=features.device)
+    sw = torch.zeros(d, d, dtype=torch.float64, device=features.device) if scatter else None
     for a in range(0, features.shape[0], ROW_CHUNK):
         i = inv[a:a + ROW_CHUNK]
         dev = features[a:a + ROW_CHUNK].double() - mean[i]  # (chunk, D)
         m2.index_add_(0, i, (dev * dev).sum(1))
-    return s, m2
+        if sw is not None:
+            sw += dev.T @ dev  # (D, D)
+    return s, m2, sw
 
 
 def accumulate_moments(features: Tensor, labels: Tensor, counts: Tensor, sums: Tensor,
-                       sq_dev: Tensor) -> None:
-    """Train pass, in place: counts, float64 sums and sq_dev[c] = sum ||x - mu_c||^2 so far.
+                       sq_dev: Tensor, sw: Tensor | None = None) -> None:
+    """Train pass, in place: counts, float64 sums and sq_dev[c] = sum ||x - mu_c||^2 so far
+    (and, when given, the pooled within-class scatter sw).
 
     features (N, D), labels (N,) int64, counts (V,) int64, sums (V, D) float64, sq_dev (V,)
-    float64. The batch's moments are Chan-merged into the running ones (module docstring).
+    float64, sw (D, D) float64 or None. The batch's moments are Chan-merged into the running
+    ones (module docstring).
     """
-    accumulate_moments_shared([features], labels, counts, [sums], [sq_dev])
+    accumulate_moments_shared([features], labels, counts, [sums], [sq_dev], sw)
 
 
 def accumulate_moments_shared(features: Sequence[Tensor], labels: Tensor, counts: Tensor,
-                              sums: Sequence[Tensor], sq_dev: Sequence[Tensor]) -> None:
+                              sums: Sequence[Tensor], sq_dev: Sequence[Tensor],
+                              sw: Tensor | None = None) -> None:
     """``accumulate_moments`` of several feature sets of the same tokens, in place: one label
     grouping and one shared ``counts``; per set, one index-add of sums and one Chan merge.
 
     Why: the residual streams of several layers pair with the same next tokens, so their
     statistics share the counts (``lib.stages.layers``). features[j] (N, D_j), sums[j] (V, D_j)
     float64, sq_dev[j] (V,) float64; each set's numbers equal ``accumulate_moments`` on it alone.
+    sw (D_0, D_0) float64 or None: the pooled within-class scatter of the first set only (the
+    head input; the layers' statistics keep only per-class traces).
     """
     for x in features:
         check_finite(x)
@@ -134,10 +164,13 @@ def accumulate_moments_shared(features: Sequence[Tensor], labels: Tensor, counts
     classes, inv = torch.unique(labels, return_inverse=True)  # (K,), (N,)
     n_b = torch.bincount(inv, minlength=classes.shape[0])  # (K,)
     n_a = counts[classes]  # (K,)
-    for x, s, q in zip(features, sums, sq_dev, strict=True):
-        s_b, m2_b = _grouped_moments(x, inv, n_b)
+    for j, (x, s, q) in enumerate(zip(features, sums, sq_dev, strict=True)):
+        pooled = sw if j == 0 else None
+        s_b, m2_b, sw_b = _grouped_moments(x, inv, n_b, scatter=pooled is not None)
         s_a = s[classes]  # (K, D_j)
         q[classes] = merge_m2(n_a, s_a, q[classes], n_b, s_b, m2_b)
+        if pooled is not None:
+            pooled.copy_(merge_scatter(n_a, s_a, pooled, n_b, s_b, sw_b))
         s[classes] = s_a + s_b
     counts[classes] = n_a + n_b
 

@@ -1,7 +1,8 @@
 """``ClassStats``: the per-class statistics of features against labels, for any training loop.
 
 Pass 1 (``add``) accumulates per class the count, the float64 feature sum and the within-class
-sum of squared deviations (``lib.nc.accumulate``); optional pass 2 (``add_validation``) counts,
+sum of squared deviations, and the pooled within-class scatter ``sw`` (D, D) of the features
+(not of the extra layers) (``lib.nc.accumulate``); optional pass 2 (``add_validation``) counts,
 per true class, held-out tokens where the classifier W agrees with the nearest class mean. The
 first ``add_validation`` freezes the train means (their hash ties the passes), so a later
 ``add`` is refused. ``measures`` gives every measure of ``lib.nc.registry`` the passes allow;
@@ -48,7 +49,8 @@ class ClassStats:
         self.tensors: dict[str, Tensor] = {
             "counts": torch.zeros(num_classes, dtype=torch.long, device=self.device),
             "sums": torch.zeros(num_classes, dim, **f64),
-            "sq_dev": torch.zeros(num_classes, **f64)}
+            "sq_dev": torch.zeros(num_classes, **f64),
+            "sw": torch.zeros(dim, dim, **f64)}
         for i in self.layers:
             self.tensors[sf.layer_key(i, "sums")] = torch.zeros(num_classes, layers[i], **f64)
             self.tensors[sf.layer_key(i, "sq_dev")] = torch.zeros(num_classes, **f64)
@@ -101,7 +103,7 @@ class ClassStats:
         accumulate_moments_shared(
             [x, *extra], y, t["counts"],
             [t["sums"], *(t[sf.layer_key(i, "sums")] for i in self.layers)],
-            [t["sq_dev"], *(t[sf.layer_key(i, "sq_dev")] for i in self.layers)])
+            [t["sq_dev"], *(t[sf.layer_key(i, "sq_dev")] for i in self.layers)], t.get("sw"))
         self.tokens[1] += int(y.numel())
         self.blocks[1] += 1
 
@@ -149,7 +151,7 @@ class ClassStats:
         """Every registry measure the passes allow (NC1, NC2, GNC2 always; NC3/UNC3 with W,
         default pass 2's; NC4 after pass 2), or only those named in ``which``."""
         W = W if W is not None else self.W
-        stats = {k: self.tensors[k] for k in sf.PASS_TENSORS[1]}
+        stats = {k: self.tensors[k] for k in sf.PASS_TENSORS[1] if k in self.tensors}
         if W is not None:
             if tuple(W.shape) != (self.num_classes, self.dim):
                 raise UserError(f"W must be ({self.num_classes}, {self.dim}), got "
@@ -186,7 +188,10 @@ class ClassStats:
     @classmethod
     def from_tensors(cls, tensors: Mapping[str, Tensor], device: str | torch.device = "cpu",
                      metadata: Mapping[str, str] | None = None) -> ClassStats:
-        """A ClassStats holding the accumulators of a stats mapping (``lm_head`` becomes W)."""
+        """A ClassStats holding the accumulators of a stats mapping (``lm_head`` becomes W).
+
+        A mapping without ``sw`` (restricted to some classes, ``lib.nc.subset``) gives one
+        without it too: the measures that need it are then left out, never computed from zeros."""
         meta = dict(metadata or {})
         layers = sorted(int(k[len("layer"):-len(".sums")]) for k in tensors
                         if k.startswith("layer") and k.endswith(".sums"))
@@ -197,6 +202,8 @@ class ClassStats:
         for key in (*sf.pass1_keys(meta), *sf.PASS_TENSORS[2]):
             if key in tensors:
                 out.tensors[key] = tensors[key].to(out.device)
+        if "sw" not in tensors:
+            del out.tensors["sw"]
         if "lm_head" in tensors:
             out.W = tensors["lm_head"].to(out.device)
         for p in sf.PASSES:
@@ -233,9 +240,11 @@ class ClassStats:
                                 "(merge pass-1 shards first, then run pass 2 on the merged means)")
             keys = sf.PASS_TENSORS[2]
         else:
-            keys = tuple(k for k in self.tensors if k in sf.pass1_keys(
+            keys = tuple(k for k in self.tensors if k in other.tensors and k in sf.pass1_keys(
                 {"layers": ",".join(map(str, self.layers))}))
         merged = dict(self.tensors)
+        if "sw" not in other.tensors:  # a part without the pooled scatter: the union has none
+            merged.pop("sw", None)
         merge_accumulators(merged, {k: v.to(self.device) for k, v in other.tensors.items()},
                               keys)
         out = ClassStats.from_tensors(merged, self.device, self.metadata)

@@ -12,7 +12,9 @@ triangle (tiles j >= i, diagonal tiles masked to c < c'), and from each tile we 
 Means are reduced from tile sums; variances by combining per-tile (count, mean, M2), each from
 two passes, with Chan's parallel formula. Pairs whose Gram-derived distance is tiny relative to
 the norms lose digits to cancellation (and NC1 divides by d^4), so they are recomputed exactly
-from differences. All standard deviations and variances are population ones (ddof = 0).
+from differences. The matrix measures (NC1 of Papyan et al., the ETF and self-duality errors)
+reduce to D x D products of the centred means M (K, D) and the LM-head rows, never K x K.
+All standard deviations and variances are population ones (ddof = 0).
 The plain definitions these must equal are in ``lib.nc.reference``; the list is ``lib.nc.registry``.
 """
 
@@ -35,8 +37,15 @@ from lib.nc.pairwise import (
     interference,
     pairwise_sums,
 )
-from lib.nc.registry import GEOMETRY, MEASURES, get
+from lib.nc.registry import GEOMETRY, MEASURES, NEEDS_SCATTER, get
 from lib.nc.stats_file import read_stats
+
+# Recorded in every metrics file (``measure_stats_file``); a metrics file of another version (or
+# none) is measured again (``lib.stages.refresh``). Bump it whenever a measure is added, removed,
+# or its definition or numerics change, so that reused metrics never mix two definitions.
+# 1 (unrecorded): the 12 measures of the paper; 2: nc1_pinv, nc2_etf_error, nc3_duality_error,
+# UNC3 on |mean|, the min-count robustness section.
+MEASURE_VERSION = 2
 
 INT_METADATA = (
     "vocab_size", "width", "format_version",
@@ -48,10 +57,11 @@ INT_METADATA = (
 # The measures
 
 
-def _cv(x: Tensor) -> float:
-    """Coefficient of variation std / mean, population std (ddof = 0); NaN for a zero mean."""
+def _cv(x: Tensor, absolute: bool = False) -> float:
+    """Coefficient of variation std / mean (``absolute``: std / |mean|), population std
+    (ddof = 0); NaN for a zero mean."""
     mean = float(x.mean())
-    return float(x.std(correction=0)) / mean if mean != 0 else math.nan
+    return float(x.std(correction=0)) / (abs(mean) if absolute else mean) if mean != 0 else math.nan
 
 
 def undefined_reasons(C: Classes, out: Mapping[str, float]) -> dict[str, str]:
@@ -62,7 +72,11 @@ def undefined_reasons(C: Classes, out: Mapping[str, float]) -> dict[str, str]:
     reasons = {}
     for key, value in out.items():
         if isinstance(value, float) and not math.isfinite(value):
-            if at_centre:
+            if key in NEEDS_SCATTER:
+                reasons[key] = ("needs the pooled within-class scatter sw, which these "
+                                "statistics lack (restricted to some classes, or collected "
+                                "before stats format 3)")
+            elif at_centre:
                 reasons[key] = at_centre
             elif key.startswith("nc1"):
                 reasons[key] = "two classes have identical means (distance 0): the CDNV divides by 0"
@@ -122,8 +136,67 @@ def _gnc2(P: PairSums) -> dict[str, float]:
 
 def _nc3(C: Classes) -> dict[str, float]:
     """NC3 self-duality mean_c cos(w_c, m_c) (Papyan et al. 2020) and UNC3 uniform duality,
-    its coefficient of variation std / mean with population std (Wu & Papyan 2024)."""
-    return {"nc3_duality_mean": float(C.duality.mean()), "unc3_duality_cv": _cv(C.duality)}
+    its coefficient of variation std / |mean| with population std (Wu & Papyan 2024; on |mean|
+    because a random model's mean duality is negative)."""
+    return {"nc3_duality_mean": float(C.duality.mean()), "unc3_duality_cv": _cv(C.duality, absolute=True)}
+
+
+def _etf_error(fro: float, trace: float, ones: float, K: int) -> float:
+    """||G / ||G||_F - E||_F with E = (I - 11^T / K) / sqrt(K - 1), from ||G||_F, tr G and
+    1^T G 1 alone: ||E||_F = 1 and <G, E> = (tr G - 1^T G 1 / K) / sqrt(K - 1), so the square
+    is 2 - 2 <G, E> / ||G||_F (clipped at 0 against rounding)."""
+    if fro == 0:
+        return math.nan
+    inner = (trace - ones / K) / math.sqrt(K - 1)
+    return math.sqrt(max(0.0, 2.0 - 2.0 * inner / fro))
+
+
+def _mean_gram(C: Classes) -> tuple[Tensor, Tensor]:
+    """(M^T M (D, D), M^T 1 (D,)) of the centred means M (K, D) = U diag(norms); a mean at
+    the centre (norm 0, U undefined) is the zero row it is."""
+    M = torch.where(C.norms[:, None] > 0, C.U * C.norms[:, None], 0.0)  # (K, D)
+    return M.T @ M, M.sum(0)
+
+
+def _nc2_etf(C: Classes) -> dict[str, float]:
+    """NC2 as one number, the simplex-ETF error of G = M M^T (Kothapalli 2023's
+    ``simplex_etf_error``): ||G||_F = ||M^T M||_F, tr G = tr(M^T M), 1^T G 1 = ||M^T 1||^2."""
+    MtM, msum = _mean_gram(C)
+    return {"nc2_etf_error": _etf_error(float(MtM.norm()), float(MtM.trace()),
+                                        float(msum @ msum), len(C.idx))}
+
+
+def _nc3_error(stats: Mapping[str, Tensor], C: Classes, chunk: int = 4096) -> dict[str, float]:
+    """NC3 as one number, the self-duality error: the ETF error of G = W_K M^T (W's rows of the
+    K classes): ||G||_F^2 = tr((W^T W)(M^T M)), tr G = sum_c <w_c, m_c>, 1^T G 1 = (W^T 1) .
+    (M^T 1); W^T W is summed over row chunks, so W is never copied whole in float64."""
+    MtM, msum = _mean_gram(C)
+    D = MtM.shape[0]
+    WtW = torch.zeros(D, D, dtype=torch.float64, device=MtM.device)
+    wsum = torch.zeros(D, dtype=torch.float64, device=MtM.device)
+    trace = 0.0
+    for lo in range(0, len(C.idx), chunk):
+        W = stats["lm_head"][C.idx[lo:lo + chunk]].to(MtM.device, torch.float64)  # (k, D)
+        WtW += W.T @ W
+        wsum += W.sum(0)
+        norms = C.norms[lo:lo + chunk, None]
+        trace += float((W * torch.where(norms > 0, C.U[lo:lo + chunk] * norms, 0.0)).sum())
+    fro = math.sqrt(max(0.0, float((WtW * MtM).sum())))  # both symmetric: tr(AB) = sum A * B
+    return {"nc3_duality_error": _etf_error(fro, trace, float(wsum @ msum), len(C.idx))}
+
+
+def _nc1_pinv(stats: Mapping[str, Tensor], C: Classes) -> dict[str, float]:
+    """NC1 of Papyan et al. 2020, Tr(Sigma_W Sigma_B^+) / K: Sigma_W = sw / N the pooled
+    within-class covariance (D, D) over all N training samples, Sigma_B = M^T M / K of the
+    centred means; eigenvalues below D eps of the largest are dropped by the pseudo-inverse.
+    NaN without ``sw`` (restricted statistics), with its reason (``undefined_reasons``)."""
+    if "sw" not in stats:
+        return {"nc1_pinv": math.nan}
+    MtM, _ = _mean_gram(C)
+    K, D = len(C.idx), MtM.shape[0]
+    sigma_w = stats["sw"].to(MtM.device, torch.float64) / float(C.counts.sum())
+    pinv = torch.linalg.pinv(MtM / K, rtol=D * torch.finfo(torch.float64).eps, hermitian=True)
+    return {"nc1_pinv": float((sigma_w * pinv).sum()) / K}  # tr(AB) = sum A * B, symmetric
 
 
 def nc4_measure(stats: Mapping[str, Tensor]) -> dict[str, float]:
@@ -136,8 +209,8 @@ def nc4_measure(stats: Mapping[str, Tensor]) -> dict[str, float]:
 
 
 def _measures(stats: Mapping[str, Tensor], C: Classes, P: PairSums) -> dict[str, float]:
-    out = {**_nc1(P), **_nc2(C, P), **_gnc2(P), **_nc3(C),
-           **nc4_measure(stats)}
+    out = {**_nc1(P), **_nc1_pinv(stats, C), **_nc2(C, P), **_nc2_etf(C), **_gnc2(P),
+           **_nc3(C), **_nc3_error(stats, C), **nc4_measure(stats)}
     return _defined({**{k: float(out[k]) for k in MEASURES}, "num_classes": len(C.idx)}, C)
 
 
@@ -157,7 +230,7 @@ def geometry_measures(stats: Mapping[str, Tensor], device: str | torch.device = 
     sums, sq_dev): for features with no classifier of their own, e.g. an inner layer's."""
     C = class_tensors(stats, device, classifier=False)
     P = pairwise_sums(stats, C, tile, per_class=False, progress=progress)
-    out = {**_nc1(P), **_nc2(C, P), **_gnc2(P)}
+    out = {**_nc1(P), **_nc2(C, P), **_nc2_etf(C), **_gnc2(P)}
     return _defined({**{k: float(out[k]) for k in GEOMETRY}, "num_classes": len(C.idx)}, C)
 
 
@@ -195,7 +268,7 @@ def per_class_measures(stats: Mapping[str, Tensor], device: str | torch.device =
 # Public measures of a stats mapping (``counts``, ``sums``, ``sq_dev``; ``lm_head`` for NC3,
 # ``val_counts`` and ``val_agree`` for NC4), e.g. ``lib.nc.ClassStats.tensors``
 
-NEEDS_CLASSIFIER = ("nc3_duality_mean", "unc3_duality_cv")  # need W (V, D)
+NEEDS_CLASSIFIER = ("nc3_duality_mean", "unc3_duality_cv", "nc3_duality_error")  # need W (V, D)
 NEEDS_VALIDATION = ("nc4_agreement",)  # need pass 2
 
 
@@ -209,15 +282,19 @@ def nc1_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu"
                  tile: int = 2048) -> dict[str, float]:
     """NC1 within-class variability: ``nc1_cdnv`` (mean over pairs of (sigma_c^2 +
     sigma_c'^2) / (2 ||mu_c - mu_c'||^4), Wu & Papyan 2024) and ``nc1_cdnv_galanti`` (the same
-    with ||mu_c - mu_c'||^2, Galanti et al. 2022). Lower means more collapse."""
-    return _nc1(_geometry(stats, device, tile)[1])
+    with ||mu_c - mu_c'||^2, Galanti et al. 2022), and with the pooled scatter ``sw``
+    ``nc1_pinv`` (Tr(Sigma_W Sigma_B^+) / K, Papyan et al. 2020). Lower means more collapse."""
+    C, P = _geometry(stats, device, tile)
+    return {**_nc1(P), **(_nc1_pinv(stats, C) if "sw" in stats else {})}
 
 
 def nc2_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
                  tile: int = 2048) -> dict[str, float]:
     """NC2 equinormness (CV of the centred-mean norms, and of their logs) and equiangularity
-    (mean, population std and CV of the pairwise cosines of the centred means)."""
-    return _nc2(*_geometry(stats, device, tile))
+    (mean, population std and CV of the pairwise cosines of the centred means), and the
+    simplex-ETF error of the centred means."""
+    C, P = _geometry(stats, device, tile)
+    return {**_nc2(C, P), **_nc2_etf(C)}
 
 
 def gnc2_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
@@ -229,9 +306,10 @@ def gnc2_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu
 
 def nc3_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu"
                  ) -> dict[str, float]:
-    """NC3 self-duality mean_c cos(w_c, m_c) and UNC3 uniform duality (its CV), with W the
-    stats' ``lm_head`` (V, D)."""
-    return _nc3(class_tensors(stats, device, keys=(*MOMENT_KEYS, "lm_head")))
+    """NC3 self-duality mean_c cos(w_c, m_c), its matrix form the self-duality error, and UNC3
+    uniform duality (the CV), with W the stats' ``lm_head`` (V, D)."""
+    C = class_tensors(stats, device, keys=(*MOMENT_KEYS, "lm_head"))
+    return {**_nc3(C), **_nc3_error(stats, C)}
 
 
 def select_measures(stats: Mapping[str, Tensor], which: Sequence[str] | None = None,
@@ -239,12 +317,15 @@ def select_measures(stats: Mapping[str, Tensor], which: Sequence[str] | None = N
     """The registry measures named in ``which`` (default: every one the tensors allow: the
     geometry always, NC3/UNC3 with ``lm_head``, NC4 with ``val_counts``), in registry order,
     from one pairwise pass; UserError naming what is missing for a named measure."""
-    has_w, has_val = "lm_head" in stats, "val_counts" in stats
+    has_w, has_val, has_sw = "lm_head" in stats, "val_counts" in stats, "sw" in stats
     if which is None:
         names = [m for m in MEASURES if (has_w or m not in NEEDS_CLASSIFIER)
-                 and (has_val or m not in NEEDS_VALIDATION)]
+                 and (has_val or m not in NEEDS_VALIDATION) and (has_sw or m not in NEEDS_SCATTER)]
     else:
         names = [get(m).name for m in which]
+        if not has_sw and set(names) & set(NEEDS_SCATTER):
+            raise UserError("nc1_pinv needs the pooled within-class scatter sw of pass 1, which "
+                            "these statistics lack (restricted to some classes, or an old file)")
         if not has_w and set(names) & set(NEEDS_CLASSIFIER):
             raise UserError(f"{sorted(set(names) & set(NEEDS_CLASSIFIER))} need the classifier "
                             "W (V, D): pass W (the LM head's weight)")
@@ -257,9 +338,11 @@ def select_measures(stats: Mapping[str, Tensor], which: Sequence[str] | None = N
     out: dict[str, float] = {}
     if set(names) - set(NEEDS_CLASSIFIER) - set(NEEDS_VALIDATION):
         P = pairwise_sums(stats, C, tile, per_class=False, progress=False)
-        out.update({**_nc1(P), **_nc2(C, P), **_gnc2(P)})
+        out.update({**_nc1(P), **_nc2(C, P), **_nc2_etf(C), **_gnc2(P)})
+    if set(names) & set(NEEDS_SCATTER):
+        out.update(_nc1_pinv(stats, C))
     if set(names) & set(NEEDS_CLASSIFIER):
-        out.update(_nc3(C))
+        out.update({**_nc3(C), **_nc3_error(stats, C)})
     if set(names) & set(NEEDS_VALIDATION):
         out.update(nc4_measure(stats))
     return {m: float(out[m]) for m in MEASURES if m in names}
@@ -288,7 +371,8 @@ def _measure_file(path: str | Path, device: str | torch.device, tile: int, per_c
     path = Path(path)
     stats, meta = read_stats(path)  # verifies means_hash and the LM-head hash
     measures, table = measure_stats(stats, device, tile, per_class, progress)
-    return {**_typed_metadata(meta), **measures, "stats_path": str(path)}, table
+    return ({**_typed_metadata(meta), **measures, "stats_path": str(path),
+             "measure_version": MEASURE_VERSION}, table)
 
 
 def measure_file_with_table(path: str | Path, device: str | torch.device = "cpu",

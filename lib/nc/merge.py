@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from lib.core.errors import UserError
-from lib.nc.accumulate import merge_m2
+from lib.nc.accumulate import merge_m2, merge_scatter
 from lib.nc.stats_file import (
     FORMAT_VERSION,
     MODEL_KEYS,
@@ -59,21 +59,24 @@ def _check_parts(metas: list[dict[str, str]], pass_: int, paths: Sequence[Path])
 
 def merge_accumulators(merged: dict[str, Tensor], part: dict[str, Tensor],
                        keys: Sequence[str]) -> None:
-    """Add one shard's accumulators ``keys`` into ``merged`` (Chan's formula for each sq_dev,
-    with the counts before this part's are added)."""
+    """Add one shard's accumulators ``keys`` into ``merged`` (Chan's formula for each sq_dev
+    and for the pooled scatter ``sw``, with the counts and sums before this part's are added)."""
     for key in keys:
         if key.endswith("sq_dev"):
             sums = key.removesuffix("sq_dev") + "sums"
             merged[key] = merge_m2(merged["counts"], merged[sums], merged[key],
                                    part["counts"], part[sums], part[key])
+        elif key == "sw":
+            merged[key] = merge_scatter(merged["counts"], merged["sums"], merged[key],
+                                        part["counts"], part["sums"], part[key])
     for key in keys:
-        if not key.endswith("sq_dev"):
+        if not key.endswith("sq_dev") and key != "sw":
             merged[key] = merged[key] + part[key]
 
 
 def merge_stats(paths: Sequence[str | Path], out_path: str | Path,
                 pass_: int | None = None) -> Path:
-    """Merge the shards of one pass, in shard order: pass 1 counts, sums and (Chan) sq_dev,
+    """Merge the shards of one pass, in shard order: pass 1 counts, sums and (Chan) sq_dev and sw,
     pass 2 validation counts. All parts must come from the same model, blocks and (pass 2) the
     same train means; their earlier passes are carried over unchanged."""
     paths = [Path(p) for p in paths]

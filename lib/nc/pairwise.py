@@ -15,9 +15,13 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lib.nc.accumulate import resolve_device
-from lib.nc.stats_file import STATS_KEYS, dtype_problem
+from lib.nc.stats_file import STATS_KEYS as FILE_KEYS
+from lib.nc.stats_file import dtype_problem
 
 MOMENT_KEYS = ("counts", "sums", "sq_dev")  # what the geometry measures need
+# a whole file's tensors but the pooled scatter sw, which only nc1_pinv needs (and restricted
+# statistics lack, lib.nc.subset)
+STATS_KEYS = tuple(k for k in FILE_KEYS if k != "sw")
 
 REL_CLOSE = 1e-6  # recompute pairs with d2 < REL_CLOSE * (||m_c||^2 + ||m_c'||^2) exactly
 EXACT_CHUNK = 4096  # pairs per chunk when recomputing close pairs from differences

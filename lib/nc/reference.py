@@ -66,6 +66,25 @@ def duality(C: Classes) -> np.ndarray:
     return np.sum(C.W * C.M, axis=1) / (np.linalg.norm(C.W, axis=1) * np.linalg.norm(C.M, axis=1))
 
 
+def etf_error(G: np.ndarray) -> float:
+    """||G / ||G||_F - (I - 11^T / K) / sqrt(K - 1)||_F of a K x K matrix G, formed whole."""
+    K = len(G)
+    etf = (np.eye(K) - np.ones((K, K)) / K) / np.sqrt(K - 1)
+    return float(np.linalg.norm(G / np.linalg.norm(G) - etf))
+
+
+def nc1_pinv(stats: Mapping[str, Any], C: Classes) -> float:
+    """Tr(Sigma_W Sigma_B^+) / K: Sigma_W = sw / N (all training samples), Sigma_B = M^T M / K;
+    NaN without ``sw``. The pseudo-inverse drops eigenvalues below D eps of the largest."""
+    if "sw" not in stats:
+        return float("nan")
+    K, D = C.M.shape
+    sigma_w = np.asarray(stats["sw"], dtype=np.float64) / C.N.sum()
+    sigma_b = C.M.T @ C.M / K
+    pinv = np.linalg.pinv(sigma_b, rcond=D * np.finfo(np.float64).eps, hermitian=True)
+    return float(np.trace(sigma_w @ pinv) / K)
+
+
 def measures(stats: Mapping[str, Any]) -> dict[str, float]:
     """Every measure of lib.nc.registry.MEASURES, straight from its definition."""
     C = classes(stats)
@@ -77,15 +96,18 @@ def measures(stats: Mapping[str, Any]) -> dict[str, float]:
     return {
         "nc1_cdnv": P["cdnv4"][upper].mean(),  # NC1, the paper's form
         "nc1_cdnv_galanti": P["cdnv2"][upper].mean(),  # NC1, Galanti et al. 2022
+        "nc1_pinv": nc1_pinv(stats, C),  # NC1, Papyan et al. 2020
         "nc2_norm_cv": norms.std() / norms.mean(),  # NC2 equinormness
         "nc2_lognorm_cv": np.log(norms).std() / np.log(norms).mean(),
         "nc2_interference_mean": cos.mean(),  # NC2 equiangularity
         "nc2_interference_std": cos.std(),
         "nc2_interference_cv": cos.std() / abs(cos.mean()),
+        "nc2_etf_error": etf_error(C.M @ C.M.T),  # NC2 as a simplex-ETF distance
         "gnc2_logkernel_mean": P["logk"][upper].mean(),  # GNC2 hyperspherical uniformity
         "gnc2_logkernel_var": P["logk"][upper].var(),
         "nc3_duality_mean": dual.mean(),  # NC3 self-duality
-        "unc3_duality_cv": dual.std() / dual.mean(),  # UNC3 uniform duality
+        "unc3_duality_cv": dual.std() / abs(dual.mean()),  # UNC3 uniform duality
+        "nc3_duality_error": etf_error(C.W @ C.M.T),  # NC3 as a self-duality distance
         "nc4_agreement": float(np.sum(np.asarray(stats["val_agree"]))
                                / np.sum(np.asarray(stats["val_counts"]))),  # NC4, token-weighted
     }

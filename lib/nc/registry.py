@@ -56,6 +56,9 @@ _ALL = [
             definition="mean over pairs of (s_c^2 + s_c'^2) / (2 ||mu_c - mu_c'||^4)"),
     Measure("nc1_cdnv_galanti", "NC1: CDNV (Galanti)", "within-class variability", "log",
             definition="mean over pairs of (s_c^2 + s_c'^2) / (2 ||mu_c - mu_c'||^2), scale-free"),
+    Measure("nc1_pinv", "NC1: Tr(Σ_W Σ_B⁺)/K", "within-class variability", "log",
+            definition="Tr(Sigma_W Sigma_B^+) / K, Sigma_W pooled within-class covariance, "
+                       "Sigma_B = M^T M / K of the centred means (Papyan et al. 2020)"),
     Measure("nc2_norm_cv", "NC2: norm CV", "equinormness", figures=("fig2",), claim="negligible",
             authors_r2=0.079, definition="std_c ||m_c|| / mean_c ||m_c||"),
     Measure("nc2_lognorm_cv", "NC2: log-norm CV", "equinormness", authors_r2=0.865,
@@ -67,6 +70,9 @@ _ALL = [
     Measure("nc2_interference_cv", "NC2: interference CV", "equiangularity", figures=("fig2",),
             claim="some", authors_r2=0.35,
             definition="std / |mean| over pairs of cos(m_c, m_c')"),
+    Measure("nc2_etf_error", "NC2: ETF error", "equiangularity", authors_r2=0.738,
+            definition="||G / ||G||_F - (I - 11^T / K) / sqrt(K - 1)||_F, G = M M^T of the "
+                       "centred means (simplex-ETF error)"),
     Measure("gnc2_logkernel_mean", "GNC2: log-kernel mean", "hyperspherical uniformity",
             definition="mean over pairs of log(1 / ||u_c - u_c'||), u = m / ||m||"),
     Measure("gnc2_logkernel_var", "GNC2: log-kernel variance", "hyperspherical uniformity", "log",
@@ -76,7 +82,12 @@ _ALL = [
             unit="cosine", figures=("fig3",), claim="negligible", authors_r2=0.31,
             definition="mean_c cos(w_c, m_c)"),
     Measure("unc3_duality_cv", "UNC3: duality CV", "uniform duality", figures=("fig1", "fig3"),
-            claim="clear", authors_r2=0.693, definition="std_c cos(w_c, m_c) / mean_c cos(w_c, m_c)"),
+            claim="clear", authors_r2=0.693,
+            definition="std_c cos(w_c, m_c) / |mean_c cos(w_c, m_c)| (on |mean|: a random "
+                       "model's mean duality can be negative)"),
+    Measure("nc3_duality_error", "NC3: duality error", "self-duality", authors_r2=0.666,
+            definition="||G / ||G||_F - (I - 11^T / K) / sqrt(K - 1)||_F, G = W M^T of the LM-head "
+                       "rows and centred means of the K classes (self-duality error)"),
     Measure("nc4_agreement", "NC4: classifier agreement", "classifier agreement",
             collapse="higher", unit="fraction of tokens", figures=("fig1",), claim="strong",
             authors_r2=0.891,
@@ -85,7 +96,10 @@ _ALL = [
 
 REGISTRY: dict[str, Measure] = {m.name: m for m in _ALL}
 MEASURES: list[str] = list(REGISTRY)
-GEOMETRY: list[str] = [m for m in MEASURES if m.startswith(("nc1", "nc2", "gnc2"))]  # no classifier
+NEEDS_SCATTER: tuple[str, ...] = ("nc1_pinv",)  # need the pooled within-class scatter sw
+# from class moments alone: no classifier, no pooled scatter (inner layers have neither)
+GEOMETRY: list[str] = [m for m in MEASURES if m.startswith(("nc1", "nc2", "gnc2"))
+                       and m not in NEEDS_SCATTER]
 
 FIGURES: dict[str, str] = {
     "fig1": "Figure 1: NC1, GNC2, UNC3 and NC4 against validation loss",

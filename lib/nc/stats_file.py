@@ -1,7 +1,9 @@
 """The ``stats.safetensors`` format: write, read and verify, provenance, shard merging.
 
 Tensors: ``counts`` [V] int64, ``sums`` [V, D] float64, ``sq_dev`` [V] float64 (pass 1, train:
-sum of ||x - mu_c||^2), ``val_counts`` [V] int64, ``val_agree`` [V] int64 (pass 2, validation),
+sum of ||x - mu_c||^2), ``sw`` [D, D] float64 (pass 1: the pooled within-class scatter
+sum_c sum_{x in c} (x - mu_c)(x - mu_c)^T of the head input, trace = sum of ``sq_dev``),
+``val_counts`` [V] int64, ``val_agree`` [V] int64 (pass 2, validation),
 ``lm_head`` [V, D] float32. Metadata (strings): the model's identity (``model``, ``tokenizer``,
 ``vocab_size``, ``width``, ``lm_head_sha256``), what the file was made from
 (``weights_sha256`` of saved weight files, or ``state_dict_sha256`` of a model collected in
@@ -10,11 +12,14 @@ memory, ``train_blocks_sha256``, ``val_blocks_sha256``, ``tokenizer_sha256``: se
 whole split, else 'i/n'), ``pass{N}_split_sha``; ``means_hash`` (sha256 of the train means that
 pass 2 used, '' in a pass-1 shard) and ``format_version``. Optional, only when collected with
 layers (``lib.stages.layers``): pass-1 tensors ``layer{i}.sums`` [V, D] float64 and ``layer{i}.sq_dev``
-[V] float64 per residual-stream index i (sharing ``counts``), listed in metadata ``layers``
-("0,1,2") with ``n_layer``; without layers a file is exactly as before.
+[V] float64 per residual-stream index i (sharing ``counts``; no pooled scatter per layer, only
+the head input has ``sw``), listed in metadata ``layers`` ("0,1,2") with ``n_layer``; without
+layers a file has no ``layer*`` tensors.
 
-Shards of pass 1 merge exactly: counts and sums add, ``sq_dev`` by Chan's formula
-(``lib.nc.accumulate.merge_m2``); shards of pass 2 add.
+Shards of pass 1 merge exactly: counts and sums add, ``sq_dev`` and ``sw`` by Chan's formula
+(``lib.nc.accumulate.merge_m2``, ``merge_scatter``); shards of pass 2 add. A file of an older
+format is stale (``stale_reasons``) and refused by the readers, with one line saying to collect
+it again.
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ from lib.core.errors import UserError
 from lib.core.provenance import sha256_tensor
 from lib.nc.accumulate import class_means, means_hash
 
-FORMAT_VERSION = "2"  # 1: three passes (sq_dev in its own pass); 2: one train pass + validation
+FORMAT_VERSION = "3"  # 1: three passes (sq_dev in its own pass); 2: one train pass + validation;
+# 3: pass 1 also holds the pooled within-class scatter sw
 PASSES = (1, 2)
 SPLITS = {1: "train", 2: "validation"}
-PASS_TENSORS = {1: ("counts", "sums", "sq_dev"), 2: ("val_counts", "val_agree")}
+PASS_TENSORS = {1: ("counts", "sums", "sq_dev", "sw"), 2: ("val_counts", "val_agree")}
 STATS_KEYS = (*PASS_TENSORS[1], *PASS_TENSORS[2], "lm_head")
 PASS_META = ("blocks", "tokens", "shard", "split_sha", "indices_sha256")  # pass{N}_<key> (the last: subsamples only)
 MODEL_KEYS = ("model", "vocab_size", "width", "lm_head_sha256")
@@ -62,7 +68,7 @@ def stored_layers(meta: dict[str, str]) -> tuple[int, ...]:
 
 
 def pass1_keys(meta: dict[str, str]) -> tuple[str, ...]:
-    """Every pass-1 tensor of a file: counts, sums, sq_dev and its layers' accumulators."""
+    """Every pass-1 tensor of a file: counts, sums, sq_dev, sw and its layers' accumulators."""
     return (*PASS_TENSORS[1], *(layer_key(i, n) for i in stored_layers(meta) for n in LAYER_TENSORS))
 
 
@@ -247,7 +253,8 @@ def stale_reasons(path: str | Path, *, lm_head_sha256: str | None = None,
     except UserError as err:
         return [str(err)]
     if meta.get("format_version") != FORMAT_VERSION:
-        return [f"format version {meta.get('format_version')!r} != {FORMAT_VERSION!r}"]
+        return [f"format version {meta.get('format_version')!r} != {FORMAT_VERSION!r} (an older "
+                "file lacks the pooled within-class scatter sw): collect it again"]
     reasons = []
     if done_passes(meta) != {p: "" for p in PASSES}:
         reasons.append(f"unfinished: holds passes {done_passes(meta)} of {list(PASSES)}")

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from lib.nc.measure import compute_measures
+
 PER_CLASS = ("counts", "sums", "sq_dev", "val_counts", "val_agree")  # first dimension V
 KEPT_AS_IS = ("lm_head",)  # the classifier is not a statistic of the samples
 
@@ -45,3 +47,18 @@ def restrict_classes(stats: Mapping[str, Tensor], keep: Tensor) -> dict[str, Ten
 def min_count_classes(stats: Mapping[str, Tensor], min_count: int) -> Tensor:
     """(V,) bool: the classes with at least ``min_count`` training samples."""
     return stats["counts"] >= min_count
+
+
+def min_count_section(stats: Mapping[str, Tensor], min_count: int,
+                      device: str | torch.device = "cpu", tile: int = 2048) -> dict:
+    """The robustness section of a metrics file: every measure on the classes with at least
+    ``min_count`` training samples, as {"min_count": {"min_count": m, "num_classes": K_m,
+    <measure>: value, "undefined": {...}}}; ``nc1_pinv`` is undefined there (its scatter is
+    pooled over every class). Fewer than 2 such classes: every measure undefined, with why."""
+    keep = min_count_classes(stats, min_count)
+    head = {"min_count": int(min_count), "num_classes": int(keep.sum())}
+    if int(keep.sum()) < 2:
+        return {"min_count": {**head, "undefined": {
+            "all": f"only {int(keep.sum())} class(es) have >= {min_count} training samples"}}}
+    out = compute_measures(restrict_classes(stats, keep), device, tile, progress=False)
+    return {"min_count": {**out, **head}}

@@ -2,8 +2,8 @@
 
 The math is in ``lib.nc.accumulate`` and the file format in ``lib.nc.stats_file``. Two passes:
 
-1. Train: counts, float64 sums and within-class squared deviations ``sq_dev`` in one pass;
-   with ``layers`` (``lib.stages.layers``) also those of each requested residual stream, from the
+1. Train: counts, float64 sums, within-class squared deviations ``sq_dev`` and the pooled
+   within-class scatter ``sw`` (D, D) of the head input in one pass; with ``layers`` (``lib.stages.layers``) also those of each requested residual stream, from the
    same forward pass.
 2. Validation: LM-head / nearest-class-centre agreement with the finished pass-1 means.
 
@@ -15,9 +15,9 @@ A finished output is reused only when made from the same model, blocks and token
 
 Sharded workflow (each step may run as n independent jobs, e.g. SLURM array tasks)::
 
-    for i in range(n):  # pass-1 shards: counts, sums and sq_dev of their blocks
+    for i in range(n):  # pass-1 shards: counts, sums, sq_dev and sw of their blocks
         collect_model_stats(m, train, None, p1[i], passes=(1,), shard=(i, n))
-    merge_stats(p1, stage1)              # exact: Chan's formula for sq_dev
+    merge_stats(p1, stage1)              # exact: Chan's formula for sq_dev and sw
     for i in range(n):  # pass-2 shards, all with the merged pass-1 means
         collect_model_stats(m, None, val, p2[i], passes=(2,), shard=(i, n), base=stage1)
     merge_stats(p2, stats)               # the finished stats.safetensors

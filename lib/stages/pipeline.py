@@ -53,7 +53,9 @@ from lib.nc.measure import measure_stats_file
 from lib.nc.stats_file import (
     PASSES,
     load_stats_metadata,
+    read_stats,
 )
+from lib.nc.subset import min_count_section
 from lib.stages import refresh
 from lib.stages.blocks import subsample_blocks
 from lib.stages.collect import collect_model_stats
@@ -188,15 +190,19 @@ def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
     """The measures of one checkpoint's statistics, with its run spec, as metrics JSON.
 
     Records ``stats_sha256`` (the stats file measured), so a recollected file is re-measured;
-    stats with layers add the section ``layers``: {index: measures} (``lib.stages.layers``);
-    a subsample adds ``train_fraction`` and ``train_draw``.
+    stats with layers add the section ``layers``: {index: measures} (``lib.stages.layers``),
+    and every file the section ``min_count``: the measures on the classes with at least
+    ``analysis.min_count`` training samples (a robustness line, ``lib.nc.subset``); a subsample
+    adds ``train_fraction`` and ``train_draw``.
     """
     layout = Layout(profile.out_path)
     stats_file, path = layout.stats(ck, fraction, draw), layout.metrics(ck, fraction, draw)
 
     def measure(stats: Path) -> dict:
         measures = {**measure_stats_file(stats, device=_device(profile), progress=progress),
-                    **layers_section(stats, device=_device(profile))}  # {} without layers
+                    **layers_section(stats, device=_device(profile)),  # {} without layers
+                    **min_count_section(read_stats(stats)[0], profile.analysis.min_count,
+                                        device=_device(profile))}
         throughput = layout.throughput(ck, fraction, draw)
         extra = read_json(throughput) if throughput.is_file() else {}
         if fraction is not None and fraction < 1:

@@ -3,7 +3,8 @@
 A stats file is current when it is finished, records every given input hash (weights, corpus
 blocks, tokenizer) and covers exactly the capped (training, validation) blocks, and for a
 subsample exactly its training block indices (``pass1_indices_sha256``); a metrics file
-when it records the sha256 of the stats file it was measured from. The grid, the sensitivity
+when it records the sha256 of the stats file it was measured from and the current
+``lib.nc.measure.MEASURE_VERSION`` (the definitions it was measured with). The grid, the sensitivity
 study and the dynamics snapshots (``lib.stages.pipeline``, ``lib.stages.dynamics``) decide with
 these rules, under the file's lock, so a second process waits and then finds the file current.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from lib.core.paths import atomic_write_json, lock_for, read_json
 from lib.core.provenance import sha256_file
+from lib.nc.measure import MEASURE_VERSION
 from lib.nc.stats_file import load_stats_metadata, partial_path, stale_reasons, stored_layers
 
 
@@ -44,19 +46,28 @@ def collect_if_stale(path: Path, current: Callable[[], bool], collect: Callable[
         return True
 
 
+def _current(done: dict, stats_sha256: str) -> bool:
+    """Whether metrics ``done`` were measured from these stats with the current measures."""
+    return (done.get("stats_sha256") == stats_sha256
+            and done.get("measure_version") == MEASURE_VERSION)
+
+
 def is_measured(metrics: Path, stats: Path) -> bool:
-    """Whether ``metrics`` was measured from the current ``stats`` (its sha256 recorded)."""
+    """Whether ``metrics`` was measured from the current ``stats`` (its sha256 recorded) with
+    the current ``MEASURE_VERSION``."""
     return (metrics.is_file() and stats.is_file()
-            and read_json(metrics).get("stats_sha256") == sha256_file(stats))
+            and _current(read_json(metrics), sha256_file(stats)))
 
 
 def measure_if_stale(stats: Path, metrics: Path, measure: Callable[[Path], dict]) -> dict:
-    """Under ``metrics``' lock: the stored metrics when measured from the current ``stats``,
-    else ``measure(stats)`` with ``stats_sha256`` added, written to ``metrics``."""
+    """Under ``metrics``' lock: the stored metrics when measured from the current ``stats``
+    with the current ``MEASURE_VERSION``, else ``measure(stats)`` with ``stats_sha256`` and
+    ``measure_version`` added, written to ``metrics``."""
     with lock_for(metrics):
         stats_sha256 = sha256_file(stats)
-        if metrics.is_file() and (done := read_json(metrics)).get("stats_sha256") == stats_sha256:
+        if metrics.is_file() and _current(done := read_json(metrics), stats_sha256):
             return done
-        out = {**measure(stats), "stats_sha256": stats_sha256}
+        out = {**measure(stats), "stats_sha256": stats_sha256,
+               "measure_version": MEASURE_VERSION}
         atomic_write_json(metrics, out)
         return out
