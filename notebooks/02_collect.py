@@ -30,8 +30,7 @@ cfg
 corpus = pipeline.prepare_profile_corpus(cfg.profile, progress=cfg.progress)
 ck = runs.largest(cfg.profile.checkpoints())
 path = Layout(cfg.profile.out_path).stats(ck)
-if not pipeline.is_collected(cfg.profile, ck):
-    pipeline.collect_checkpoint(cfg.profile, ck, corpus, progress=cfg.progress)
+pipeline.collect_checkpoints(cfg.profile, [ck], corpus=corpus, progress=cfg.progress)  # kept if current
 print(f"model {ck}: {paper.short(path)}")
 
 # %% [markdown]

@@ -202,6 +202,31 @@ def test_layer_measures_match_reference(model, blocks, tmp_path):
     assert layers.layers_section(_run(model, blocks, tmp_path / "t.safetensors")) == {}
 
 
+@pytest.mark.parametrize("tamper, match", [
+    (lambda t, m: t.pop("layer1.sq_dev"), "lacks tensors"),
+    (lambda t, m: t.__setitem__("layer0.sums", t["layer0.sums"].float().half()), "float16"),
+    (lambda t, m: t.__setitem__("layer2.sq_dev", t["layer2.sq_dev"][:-1]), "do not fit"),
+    (lambda t, m: t.__setitem__("layer0.sums", t["layer0.sums"][:-1]), "do not fit"),
+    (lambda t, m: t["sums"].__setitem__((0, 0), t["sums"][0, 0] + 1.0), "means_hash"),
+    (lambda t, m: m.__setitem__("format_version", "2"), "stats format"),
+])
+def test_layers_reader_refuses_a_tampered_file(model, blocks, tmp_path, tamper, match):
+    """The per-layer reader is the verified read: a file whose layer tensors are missing or of
+    another dtype or shape, whose means do not match their hash, or of another format version,
+    is refused with one line before any layer is measured."""
+    from safetensors.torch import save_file
+
+    path = _run(model, blocks, tmp_path / "s.safetensors", layers="all")
+    tensors, meta = read_stats(path)
+    tamper(tensors, meta)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
+    with pytest.raises(UserError, match=match) as err:
+        layers.layers_section(path)
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match=match):
+        read_stats(path)  # the whole-file reader agrees
+
+
 # ---------------------------------------------------------------------------------------------
 # Tables, summary and figure
 

@@ -147,6 +147,40 @@ def test_retrain_after_corpus_change_redoes_stats_and_metrics(tmp_path, tiny_pro
     assert is_collected(changed, ck) and is_measured(changed, ck) and pending_runs(changed) == []
 
 
+def test_one_collection_hashes_the_checkpoint_once(tmp_path, tiny_profile, monkeypatch):
+    """collect_all hashes a checkpoint's files once: the same hashes decide whether the stats
+    are current (before and under the lock) and are recorded in the stats file."""
+    import lib.core.provenance
+    import lib.lm.identity
+    import lib.stages.collect
+    import lib.stages.pipeline
+
+    p = tiny_profile(tmp_path)
+    (ck,) = p.checkpoints()
+    train_all(p, progress=False)
+    calls = []
+
+    def counting(original):
+        def hashed(*args):
+            calls.append(original.__name__)
+            return original(*args)
+        return hashed
+
+    for module in (lib.core.provenance, lib.stages.pipeline, lib.stages.collect):
+        monkeypatch.setattr(module, "weights_sha256", counting(weights_sha256))
+    monkeypatch.setattr(lib.lm.identity, "state_dict_sha256",
+                        counting(lib.lm.identity.state_dict_sha256))
+    collect_all(p, progress=False)
+    assert calls == ["weights_sha256"]
+    meta = load_stats_metadata(stats_path(p.out_path, ck))
+    assert meta["weights_sha256"] == weights_sha256(checkpoint_dir(p.out_path, ck))
+    calls.clear()
+    stamp = stats_path(p.out_path, ck).stat().st_mtime_ns
+    collect_all(p, progress=False)  # current: one hash to see so, nothing collected
+    assert calls == ["weights_sha256"]
+    assert stats_path(p.out_path, ck).stat().st_mtime_ns == stamp
+
+
 def test_metrics_of_another_stats_file_are_remeasured(tmp_path, tiny_profile):
     p = tiny_profile(tmp_path)
     (ck,) = p.checkpoints()

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lib.core.errors import UserError
+from lib.core.paths import read_json
 from lib.lm.model import (
     feature_logit_gap,
     final_features,
@@ -20,6 +21,7 @@ from lib.lm.model import (
     lm_head_weight,
     load_causal_lm,
 )
+from lib.nc.stats_file import load_stats_metadata
 
 try:  # the generated corpus may move from lib.lm.data to lib.lm.synthetic
     from lib.lm.synthetic import generate_corpus
@@ -259,6 +261,48 @@ def test_measure_pretrained_two_architectures(saved, texts, tmp_path):
     with pytest.raises(UserError, match="lm_head_sha256"):
         measure_pretrained(models[:1], texts[0], texts[1], tmp_path, context_len=CTX,
                            batch_size=4, max_train_blocks=12)
+
+
+def test_measure_pretrained_uses_the_one_refresh_step(saved, texts, tmp_path, monkeypatch):
+    """Pretrained models go through lib.stages.refresh: a current row is returned without
+    loading the model; otherwise the model is hashed once and its stats are reused exactly when
+    they are of the same weights and token blocks (whatever the settings' texts say), and
+    measured again when the measure definitions change."""
+    import lib.lm.identity
+    import lib.stages.pretrained as pre
+    import lib.stages.refresh
+
+    models, stats = [(str(saved["gpt2"][0]), None)], tmp_path / "stats" / "local--gpt2" / "stats.safetensors"
+    metrics = tmp_path / "metrics" / "local--gpt2.json"
+
+    def run(train=texts[0], caps=8):
+        return pre.measure_pretrained(models, train, texts[1], tmp_path, context_len=CTX,
+                                      batch_size=4, max_train_blocks=caps)[0]
+
+    hashes = []
+    original = lib.lm.identity.state_dict_sha256
+    for module in (pre, lib.lm.identity):
+        monkeypatch.setattr(module, "state_dict_sha256", lambda m: hashes.append(1) or original(m))
+    first = run()
+    assert len(hashes) == 1 and first["collect_seconds"] > 0  # hashed once, used twice
+    stamp = stats.stat().st_mtime_ns
+    with monkeypatch.context() as m:  # current: the model is never loaded
+        m.setattr(pre, "load_causal_lm", lambda *a, **k: pytest.fail("model loaded"))
+        assert run() == first
+    # other texts whose first 8 blocks are the same: same stats, a new row of the new settings
+    longer = [*texts[0], *texts[0][:5]]
+    again = run(train=longer)
+    assert stats.stat().st_mtime_ns == stamp and again["collect_seconds"] is None
+    assert again["settings"]["train_texts_sha256"] != first["settings"]["train_texts_sha256"]
+    assert again["nc1_cdnv"] == first["nc1_cdnv"] and read_json(metrics) == again
+    # new measure definitions: measured again from the same stats
+    monkeypatch.setattr(lib.stages.refresh, "MEASURE_VERSION", "changed")
+    remeasured = run(train=longer)
+    assert remeasured["measure_version"] == "changed" and stats.stat().st_mtime_ns == stamp
+    # another cap: other blocks, collected again
+    fewer = run(train=longer, caps=6)
+    assert fewer["train_blocks"] == 6 and stats.stat().st_mtime_ns != stamp
+    assert load_stats_metadata(stats)["pass1_blocks"] == "6"
 
 
 def test_measure_pretrained_user_errors(saved, texts, tmp_path, tokenizers):

@@ -83,7 +83,7 @@ class DynamicsLayout:
 @dataclass(frozen=True)
 class PretrainedLayout:
     """An output folder of ``lib.stages.pretrained.measure_pretrained``: ``metrics/<slug>.json``
-    and ``stats/<slug>/{stats.safetensors,settings.json}`` per (model, revision)."""
+    and ``stats/<slug>/stats.safetensors`` per (model, revision)."""
 
     root: Path
 
@@ -96,7 +96,3 @@ class PretrainedLayout:
 
     def stats(self, slug: str) -> Path:
         return Path(self.root) / "stats" / slug / "stats.safetensors"
-
-    def settings(self, slug: str) -> Path:
-        """The settings the collection in ``stats(slug)``'s folder was made with."""
-        return self.stats(slug).with_name("settings.json")

@@ -17,7 +17,7 @@ from lib.core.outputs import CorpusLayout
 from lib.core.paths import REPO_ROOT, read_json
 from lib.core.provenance import sha256_tensor, tokenizer_sha256
 from lib.lm.model import lm_head_weight
-from lib.nc.stats_file import load_stats, load_stats_metadata
+from lib.nc.stats_file import check_train_pass, load_stats_metadata
 
 
 def name_of_path(path: str | Path) -> str:
@@ -113,7 +113,7 @@ def check_stats_for_model(path: str | Path, model: nn.Module, *, check_name: boo
     if check_name and not in_memory and name != stored:
         raise UserError(f"{path} belongs to model {stored!r}, not {name!r} "
                         "(pass check_name=False if the checkpoint was moved)")
-    head = load_stats(path).get("lm_head")
+    head = check_train_pass(path, meta).get("lm_head")  # verified: its hashes match
     if head is not None and not _same_head(head, W):
         raise UserError(f"{path} was collected with another LM head than this model's")
 

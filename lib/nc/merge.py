@@ -16,9 +16,9 @@ from lib.nc.stats_file import (
     MODEL_KEYS,
     PASS_TENSORS,
     PROVENANCE_KEYS,
+    check_train_pass,
     done_passes,
     earlier_meta,
-    load_stats,
     load_stats_metadata,
     pass1_keys,
     write_stats,
@@ -88,7 +88,7 @@ def merge_stats(paths: Sequence[str | Path], out_path: str | Path,
     order = sorted(range(len(paths)), key=lambda i: int(metas[i][f"pass{pass_}_shard"]
                                                          .split("/")[0]))
     paths, metas = [paths[i] for i in order], [metas[i] for i in order]
-    parts = [load_stats(p) for p in paths]
+    parts = [check_train_pass(p, m) for p, m in zip(paths, metas, strict=True)]  # verified
     merged = dict(parts[0])
     keys = pass1_keys(metas[0]) if pass_ == 1 else PASS_TENSORS[pass_]
     for part, p in zip(parts[1:], paths[1:], strict=True):

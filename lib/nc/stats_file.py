@@ -28,6 +28,7 @@ import json
 import os
 import re
 import struct
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import torch
@@ -124,16 +125,56 @@ def read_stats(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     tensor present, ``means_hash`` equal to the hash of the means of the stored counts and sums,
     and ``lm_head_sha256`` equal to the stored LM head's. UserError naming the file otherwise."""
     meta, tensors = load_stats_metadata(path), load_stats(path)
+    _check_complete(path, meta, tensors.keys())
+    _check_tensors(path, meta, tensors)
+    for i in stored_layers(meta):
+        _check_tensors(path, meta, {"counts": tensors["counts"],
+                                    **{n: tensors[layer_key(i, n)] for n in LAYER_TENSORS}})
+    return tensors, meta
+
+
+def read_layers(path: str | Path) -> Iterator[tuple[int, dict[str, Tensor]]]:
+    """(index, {counts, sums, sq_dev}) of each stored layer of a stats file, verified like
+    ``read_stats`` (its layers' dtypes and shapes too) but read one layer at a time, so memory
+    holds one layer's [V, D] sums (a 48-layer model's file does not fit at once)."""
+    meta, path = load_stats_metadata(path), Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            _check_complete(path, meta, set(f.keys()))
+            top = {k: f.get_tensor(k) for k in ("counts", "sums", "lm_head")}
+            _check_tensors(path, meta, top)
+            counts = top.pop("counts")
+            del top  # the head's sums and LM head are not needed any more
+            for i in stored_layers(meta):
+                layer = {"counts": counts, **{n: f.get_tensor(layer_key(i, n)) for n in LAYER_TENSORS}}
+                _check_tensors(path, meta, layer)
+                yield i, layer
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise _corrupt(path, err) from None
+
+
+def _check_complete(path: str | Path, meta: dict[str, str], names: Collection[str]) -> None:
+    """UserError unless ``path`` is of this format version and holds every tensor ``names``."""
     if meta.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path} has stats format {meta.get('format_version')!r}, this code reads "
                         f"{FORMAT_VERSION!r}; collect it again with `python -m lib collect`")
-    missing = [k for k in (*STATS_KEYS, *pass1_keys(meta)) if k not in tensors]
+    missing = [k for k in (*STATS_KEYS, *pass1_keys(meta)) if k not in names]
     if missing:
         raise UserError(f"{path} lacks tensors {missing} (an unfinished or sharded file); finish "
                         "its passes or merge its shards with `python -m lib merge-stats`")
-    problem = dtype_problem(tensors)
+
+
+def _check_tensors(path: str | Path, meta: dict[str, str], tensors: dict[str, Tensor]) -> None:
+    """UserError unless the given tensors have their dtypes, a layer's their shapes [V, *] and
+    [V], and (when given) sums and LM head the ``means_hash`` and ``lm_head_sha256`` recorded."""
+    problem, V = dtype_problem(tensors), tensors["counts"].shape[0]
+    sums, sq_dev = tensors["sums"], tensors.get("sq_dev")
+    if not problem and (sums.dim() != 2 or len(sums) != V or sq_dev is not None and sq_dev.shape != (V,)):
+        problem = f"sums {tuple(sums.shape)} or sq_dev do not fit {V} classes"
     if problem:
         raise UserError(f"{path}: {problem}; this is not a file lib.stages.collect wrote, collect it again")
+    if "lm_head" not in tensors:  # a layer: no hash of its own
+        return
     got = means_hash(class_means(tensors["counts"], tensors["sums"]))
     if meta.get("means_hash") != got:
         raise UserError(f"{path} is inconsistent: its means_hash {meta.get('means_hash')!r} is "
@@ -143,7 +184,6 @@ def read_stats(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
         raise UserError(f"{path} is inconsistent: its lm_head_sha256 "
                         f"{meta.get('lm_head_sha256')!r} does not match its stored lm_head; "
                         "collect it again")
-    return tensors, meta
 
 
 def check_train_pass(path: str | Path, meta: dict[str, str]) -> dict[str, Tensor]:

@@ -281,20 +281,23 @@ def _as_passes(passes: Sequence[int] | str, shard: tuple[int, int] | None) -> tu
     return out
 
 
-def _open_model(model_dir_or_model: nn.Module | str | Path,
-                device: str) -> tuple[nn.Module, Path | None, str, str]:
-    """(model, its folder or None, its name, {hash key: value}): ``weights_sha256`` of the saved
-    files of a model folder, else ``state_dict_sha256`` of the loaded model."""
+def _open_model(model_dir_or_model: nn.Module | str | Path, device: str,
+                weights_hash: dict[str, str] | None = None
+                ) -> tuple[nn.Module, Path | None, str, dict[str, str]]:
+    """(model, its folder or None, its name, {hash key: value}): ``weights_hash`` when the caller
+    has hashed the checkpoint already, else ``weights_sha256`` of the saved files of a model
+    folder, else ``state_dict_sha256`` of the loaded model."""
     if isinstance(model_dir_or_model, nn.Module):
         model = model_dir_or_model.to(device).eval()
-        return model, None, ident.model_name(model), {"state_dict_sha256": ident.state_dict_sha256(model)}
+        return model, None, ident.model_name(model), (
+            weights_hash or {"state_dict_sha256": ident.state_dict_sha256(model)})
     path = Path(model_dir_or_model)
     if path.exists() and not (path / "config.json").is_file():
         raise UserError(f"{path} is not a model checkpoint (no config.json); train it first")
     model = load_causal_lm(path, device=device)
     on_disk = path.is_dir() and any(path.glob("model*.safetensors"))  # else a hub cache
-    sha = ({"weights_sha256": weights_sha256(path)} if on_disk
-           else {"state_dict_sha256": ident.state_dict_sha256(model)})
+    sha = weights_hash or ({"weights_sha256": weights_sha256(path)} if on_disk
+                           else {"state_dict_sha256": ident.state_dict_sha256(model)})
     return model, (path if path.exists() else None), (ident.name_of_path(path) if path.exists()
                                                        else str(path)), sha
 
@@ -323,7 +326,8 @@ def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
                         tokenizer: object | None = None,
                         blocks_tokenizer_sha256: str | None = None,
                         layers: lay.LayerSpec = None,
-                        train_indices: Sequence[int] | None = None) -> Path:
+                        train_indices: Sequence[int] | None = None,
+                        weights_hash: dict[str, str] | None = None) -> Path:
     """Passes 1 and 2 of one model into ``out_path`` (``stats.safetensors``), resumably.
 
     Every input is checked before any pass starts: the blocks of every requested pass, the
@@ -335,9 +339,11 @@ def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
     ``layers``: also the statistics of these residual streams in pass 1 (``lib.stages.layers``).
     ``train_indices``: pass 1 reads only these rows of the (capped) training blocks, in order
     (a subsample; ``lib.stages.blocks.subsample_blocks``), recorded as ``pass1_indices_sha256``.
+    ``weights_hash``: the model's hash the caller computed already (``{"weights_sha256": ...}``
+    of its files or ``{"state_dict_sha256": ...}``), recorded without hashing the weights again.
     """
     out_path, passes = Path(out_path), _as_passes(passes, shard)
-    model, model_dir, name, weights_hash = _open_model(model_dir_or_model, device)
+    model, model_dir, name, weights_hash = _open_model(model_dir_or_model, device, weights_hash)
     V = lm_head_weight(model).shape[0]
     tok_name, tok_sha = ident.tokenizer_provenance(tokenizer, model_dir, V, blocks_tokenizer_sha256
                                                 or ident.manifest_tokenizer_sha256(train_blocks,

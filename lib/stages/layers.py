@@ -37,7 +37,7 @@ from lib.lm.model import final_features
 from lib.lm.residual import residual_features, transformer_blocks
 from lib.lm.runs import RunName
 from lib.nc.measure import geometry_measures
-from lib.nc.stats_file import LAYER_TENSORS, layer_key, stored_layers
+from lib.nc.stats_file import read_layers
 
 LayerSpec = str | Sequence[int] | None  # None: top only; "all"; or residual-stream indices
 
@@ -119,15 +119,9 @@ def profile_layers(profile: Any, ck: RunName, fraction: float | None = None) -> 
 
 def layers_section(path: str | os.PathLike, device: str | torch.device = "cpu", tile: int = 2048,
                    progress: bool = False) -> dict[str, dict[str, dict[str, float]]]:
-    """{"layers": {index: GEOMETRY measures and num_classes}} of a stats file's layers, reading
-    one layer at a time; {} when it holds none. For ``metrics/<model>.json``."""
-    from safetensors import safe_open
-
-    out = {}
-    with safe_open(str(resolve(path)), framework="pt") as f:
-        meta = f.metadata() or {}
-        counts = f.get_tensor("counts")
-        for i in stored_layers(meta):
-            stats = {"counts": counts, **{n: f.get_tensor(layer_key(i, n)) for n in LAYER_TENSORS}}
-            out[str(i)] = geometry_measures(stats, device, tile, progress)
+    """{"layers": {index: GEOMETRY measures and num_classes}} of a stats file's layers, read
+    verified and one layer at a time (``lib.nc.stats_file.read_layers``); {} when it holds none.
+    For ``metrics/<model>.json``."""
+    out = {str(i): geometry_measures(stats, device, tile, progress)
+           for i, stats in read_layers(resolve(path))}
     return {"layers": out} if out else {}

@@ -132,13 +132,13 @@ def _indices_sha256(profile: Profile, fraction: float | None, draw: int) -> str:
 
 
 def is_collected(profile: Profile, ck: RunName, fraction: float | None = None,
-                 draw: int = 0) -> bool:
+                 draw: int = 0, inputs: dict[str, str] | None = None) -> bool:
     """A finished stats file made from the current checkpoint and corpus (hashes compared)
     over the blocks the profile asks for (a changed ``collect`` cap or subsample is recollected
     too), holding at least the layers the profile asks for (``collect.layers``,
-    lib.stages.layers)."""
+    lib.stages.layers). ``inputs``: ``collect_inputs`` computed already (else hashed here)."""
     return stats_current(Layout(profile.out_path).stats(ck, fraction, draw),
-                         collect_inputs(profile, ck), block_caps(profile, fraction),
+                         inputs or collect_inputs(profile, ck), block_caps(profile, fraction),
                          profile_layers(profile, ck, fraction),
                          _indices_sha256(profile, fraction, draw))
 
@@ -151,18 +151,22 @@ def is_measured(profile: Profile, ck: RunName, fraction: float | None = None,
 
 
 def collect_checkpoint(profile: Profile, ck: RunName, corpus: PreparedCorpus, progress: bool = True,
-                       fraction: float | None = None, draw: int = 0) -> Path:
+                       fraction: float | None = None, draw: int = 0,
+                       inputs: dict[str, str] | None = None) -> Path:
     """Statistics of one trained checkpoint; a current stats file is kept, a stale one redone.
 
     ``fraction``, ``draw``: the sensitivity study's statistics on random subsample ``draw`` of
     that fraction of the training blocks (``sensitivity_blocks``).
     Runs under the stats file's lock, so a second process waits and then finds it current.
+    The checkpoint's files are hashed once (``inputs``, or ``collect_inputs`` here): the same
+    hashes decide staleness and are recorded in the stats file.
     """
     layout = Layout(profile.out_path)
     model_dir, path = layout.checkpoint_dir(ck), layout.stats(ck, fraction, draw)
-    if not (model_dir / "config.json").is_file():
-        raise UserError(f"no checkpoint {model_dir}; train it first: python -m lib train "
-                        f"--profile {profile.name} --run {ck.run}")
+    inputs = inputs or collect_inputs(profile, ck)
+    if inputs is None:
+        raise UserError(f"no checkpoint {model_dir} (or no corpus manifest); train it first: "
+                        f"python -m lib train --profile {profile.name} --run {ck.run}")
     throughput = layout.throughput(ck, fraction, draw)
 
     def collect() -> None:
@@ -174,14 +178,16 @@ def collect_checkpoint(profile: Profile, ck: RunName, corpus: PreparedCorpus, pr
             batch_size=profile.collect.batch_size, device=_device(profile),
             max_train_blocks=n_train, max_val_blocks=n_val, progress=progress,
             blocks_tokenizer_sha256=read_json(layout.manifest)["tokenizer_sha256"],
-            layers=profile_layers(profile, ck, fraction) or None, train_indices=indices)
+            layers=profile_layers(profile, ck, fraction) or None, train_indices=indices,
+            weights_hash={"weights_sha256": inputs["weights_sha256"]})
         seconds, meta = time.perf_counter() - start, load_stats_metadata(path)
         tokens = sum(int(meta.get(f"pass{i}_tokens", 0)) for i in PASSES)
         atomic_write_json(throughput, {  # all passes' tokens over the wall time
             "collect_seconds": seconds, "collect_tokens": tokens,
             "collect_device": _device(profile), "collect_tokens_per_s": tokens / max(seconds, 1e-9)})
 
-    collect_if_stale(path, lambda: is_collected(profile, ck, fraction, draw), collect, [throughput])
+    collect_if_stale(path, lambda: is_collected(profile, ck, fraction, draw, inputs), collect,
+                     [throughput])
     return path
 
 
@@ -221,9 +227,10 @@ def sensitivity_all(profile: Profile, *, corpus: PreparedCorpus | None = None, p
     for ck in profile.sensitivity.checkpoints():
         for fraction in profile.sensitivity.fractions:
             for draw in profile.sensitivity.draws_of(fraction):
-                if not is_collected(profile, ck, fraction, draw):
+                inputs = collect_inputs(profile, ck)  # hashed once for check and collection
+                if not is_collected(profile, ck, fraction, draw, inputs):
                     corpus = _corpus(profile, corpus, progress)
-                    collect_checkpoint(profile, ck, corpus, progress, fraction, draw)
+                    collect_checkpoint(profile, ck, corpus, progress, fraction, draw, inputs)
                 out.append(measure_checkpoint(profile, ck, progress, fraction, draw))
     return out
 
@@ -244,11 +251,13 @@ def collect_checkpoints(profile: Profile, cks: Sequence[RunName], *,
                         corpus: PreparedCorpus | None = None, progress: bool = True,
                         bar: tqdm | None = None, say: Callable[[str], None] | None = None
                         ) -> None:
-    """Collect the statistics of each checkpoint unless they are current."""
+    """Collect the statistics of each checkpoint unless they are current (its files hashed
+    once, for the check and the collection)."""
     for ck in cks:
-        if not is_collected(profile, ck):
+        inputs = collect_inputs(profile, ck)
+        if not is_collected(profile, ck, inputs=inputs):
             corpus = _corpus(profile, corpus, progress)
-            collect_checkpoint(profile, ck, corpus, progress)
+            collect_checkpoint(profile, ck, corpus, progress, inputs=inputs)
         _tick(bar, f"collected {ck}", say)
 
 

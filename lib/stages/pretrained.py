@@ -29,7 +29,10 @@ line saying how to get it (``lib.lm.model.load_causal_lm``).
 Files under ``out_dir``: ``stats/<slug>/stats.safetensors`` (format of docs/architecture.md) and
 ``metrics/<slug>.json``, one flat JSON object per model whose keys are the ``TABLE_COLUMNS``
 (+ ``settings``), where slug is the hub id with "/" -> "--" and "@<revision>" appended, or
-"local--<folder name>". A finished model (same metrics file, same settings) is not redone.
+"local--<folder name>". A finished model is not redone: its metrics file records the same
+settings, the identity of a hub model (name, revision, texts, sizes), and was measured from the
+current stats file; else the collect-then-measure-if-stale step of ``lib.stages.refresh``
+decides by content (weights, token blocks) what to collect and measure again.
 
 Table columns (``pretrained_table``): ``name`` (slug), ``model`` (hub id or folder), ``revision``,
 ``step`` (int from a "stepN" revision, else None), ``family`` (config ``model_type``), ``depth``
@@ -49,7 +52,6 @@ import functools
 import json
 import math
 import re
-import shutil
 import time
 import warnings
 from collections.abc import Sequence
@@ -61,10 +63,11 @@ from torch import nn
 
 from lib.core.errors import UserError
 from lib.core.outputs import PretrainedLayout
-from lib.core.paths import atomic_write_json, cli_path, resolve
-from lib.core.provenance import sha256_json, sha256_texts, tokenizer_sha256
+from lib.core.paths import cli_path, read_json, resolve
+from lib.core.provenance import sha256_array, sha256_json, sha256_texts, tokenizer_sha256
 from lib.lm.data import load_corpus, tokenize_blocks
 from lib.lm.devices import inference_autocast
+from lib.lm.identity import state_dict_sha256
 from lib.lm.model import (
     check_model_folder,
     count_params,
@@ -78,7 +81,9 @@ from lib.lm.model import (
 )
 from lib.nc.measure import compute_measures
 from lib.nc.stats_file import read_stats
+from lib.stages import refresh
 from lib.stages.collect import collect_model_stats
+from lib.stages.refresh import collect_if_stale, measure_if_stale, stats_current
 
 FORMAT_VERSION = "2"  # of the recorded settings; 2: texts hashed by lib.core.provenance.sha256_texts
 # (1 had a rule of its own), so a folder measured under version 1 is measured again
@@ -212,17 +217,26 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
                 batch_size: int = 8, device: str = "cpu", max_train_blocks: int | None = None,
                 max_val_blocks: int | None = None, progress: bool = False,
                 _token_cache: dict | None = None, _shas: tuple[str, str] | None = None) -> dict:
-    """One (model, revision) of ``measure_pretrained``: returns its metrics row."""
+    """One (model, revision) of ``measure_pretrained``: returns its metrics row.
+
+    The identity of a hub model is its settings (name, revision, texts' ``sha256_texts``,
+    ``context_len``, block caps): a metrics file recording these settings and measured from
+    the current stats file (``lib.stages.refresh.is_measured``) is returned without loading the
+    model. Otherwise the model is loaded and hashed once (``state_dict_sha256``) and the one
+    collect-then-measure-if-stale step (``lib.stages.refresh``) keeps a stats file of these
+    weights and token blocks (their sha256 covers texts, tokenizer and caps) and metrics
+    measured from it."""
     files = PretrainedLayout(resolve(out_dir))
     slug = model_slug(name, revision)
-    metrics_path = files.metrics(slug)
+    metrics_path, stats_path = files.metrics(slug), files.stats(slug)
     train_sha, val_sha = _shas or (sha256_texts(texts_train), sha256_texts(texts_val))
     settings = _settings(name, revision, train_sha, val_sha, context_len, max_train_blocks,
                          max_val_blocks)
-    if metrics_path.is_file():
-        done = json.loads(metrics_path.read_text())
-        if done.get("settings") == settings:
-            return done
+    done = read_json(metrics_path) if metrics_path.is_file() else {}
+    if done.get("settings") == settings and refresh.is_measured(metrics_path, stats_path):
+        return done
+    if done.get("settings") != settings:  # other texts or sizes: a row of other settings
+        metrics_path.unlink(missing_ok=True)
     tokenizer = load_model_tokenizer(name, revision)
     key = _tokenization_key(tokenizer)
     cache = _token_cache if _token_cache is not None else {}
@@ -230,34 +244,47 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
         cache[key] = (_blocks(texts_train, tokenizer, context_len, "train"),
                       _blocks(texts_val, tokenizer, context_len, "validation"))
     train, val = cache[key]
-    train = train[:max_train_blocks] if max_train_blocks else train
-    val = val[:max_val_blocks] if max_val_blocks else val
+    train = np.ascontiguousarray(train[:max_train_blocks] if max_train_blocks else train)
+    val = np.ascontiguousarray(val[:max_val_blocks] if max_val_blocks else val)
     model = load_causal_lm(name, device=device, revision=revision)
-    what = slug
-    _check_model(model, np.concatenate([train.ravel(), val.ravel()]), context_len, what)
+    _check_model(model, np.concatenate([train.ravel(), val.ravel()]), context_len, slug)
     ids = torch.from_numpy(np.asarray(val[:1, :min(64, context_len)], dtype=np.int64)).to(device)
     gap = feature_logit_gap(model, ids)
     if gap > GAP_WARN:
-        warnings.warn(f"{what}: logits differ from features @ W.T (+ b) by {gap:.2e} relative; "
+        warnings.warn(f"{slug}: logits differ from features @ W.T (+ b) by {gap:.2e} relative; "
                       "the model post-processes its logits (soft-capping or scaling?)",
                       stacklevel=2)
-    stats_path, settings_path = files.stats(slug), files.settings(slug)
-    if settings_path.is_file() and json.loads(settings_path.read_text()) != settings:
-        shutil.rmtree(stats_path.parent)  # other text or sizes: collect afresh
-    if not settings_path.is_file():  # else: resume or reuse the collection of these settings
-        settings_path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in stats_path.parent.iterdir():
-            stale.unlink() if stale.is_file() else shutil.rmtree(stale)
-        atomic_write_json(settings_path, settings)
-    t0 = time.perf_counter()
-    collect_model_stats(model, np.ascontiguousarray(train), np.ascontiguousarray(val), stats_path,
-                        batch_size=batch_size, device=device, progress=progress)
-    collect_s = time.perf_counter() - t0
+    weights = {"state_dict_sha256": state_dict_sha256(model)}  # hashed once, used twice
+    inputs = {**weights, "train_blocks_sha256": sha256_array(train),
+              "val_blocks_sha256": sha256_array(val)}
+    seconds: dict[str, float | None] = {"collect": None}  # None: collected by an earlier call
+
+    def collect() -> None:
+        t0 = time.perf_counter()
+        collect_model_stats(model, train, val, stats_path, batch_size=batch_size, device=device,
+                            progress=progress, weights_hash=weights)
+        seconds["collect"] = time.perf_counter() - t0
+
+    collect_if_stale(stats_path, lambda: stats_current(stats_path, inputs, (len(train), len(val))),
+                     collect)
+    return measure_if_stale(stats_path, metrics_path, lambda stats: _row(
+        model, stats, settings, (train, val), gap, seconds["collect"], batch_size=batch_size,
+        device=device, progress=progress))
+
+
+def _row(model: nn.Module, stats_path: Path, settings: dict, blocks: tuple[np.ndarray, np.ndarray],
+         gap: float, collect_s: float | None, *, batch_size: int, device: str,
+         progress: bool) -> dict:
+    """The metrics row of one model (``settings``: its identity, ``_settings``): description,
+    validation loss on the validation ``blocks`` and the measures of its stats file (read
+    verified)."""
+    name, revision, context_len = settings["model"], settings["revision"], settings["context_len"]
+    (train, val), slug = blocks, model_slug(name, revision)
     measures = compute_measures(read_stats(stats_path)[0], device=device, progress=progress)
     loss = evaluate_blocks(model, val, batch_size, device)
     W = lm_head_weight(model)
     n_params = count_params(model)
-    row = {
+    return {
         "name": slug, "model": str(name), "revision": revision, "step": _step_of(revision),
         "family": getattr(model.config, "model_type", type(model).__name__),
         "depth": _n_layers(model.config), "width": int(W.shape[1]), "vocab_size": int(W.shape[0]),
@@ -270,9 +297,6 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
            if k != "num_classes"},  # undefined: {measure: why it is NaN}
         "collect_seconds": collect_s, "stats_path": str(stats_path), "settings": settings,
     }
-    atomic_write_json(metrics_path, row)
-    del model
-    return row
 
 
 def measure_pretrained(models: Sequence[tuple[str, str | None]], texts_train: Sequence[str],

@@ -5,8 +5,10 @@ blocks, tokenizer) and covers exactly the capped (training, validation) blocks, 
 subsample exactly its training block indices (``pass1_indices_sha256``); a metrics file
 when it records the sha256 of the stats file it was measured from and the current
 ``lib.nc.measure.MEASURE_VERSION`` (the definitions it was measured with). The grid, the sensitivity
-study and the dynamics snapshots (``lib.stages.pipeline``, ``lib.stages.dynamics``) decide with
-these rules, under the file's lock, so a second process waits and then finds the file current.
+study, the dynamics snapshots and pretrained models (``lib.stages.pipeline``,
+``lib.stages.dynamics``, ``lib.stages.pretrained``) decide with these rules, under the file's
+lock, so a second process waits and then finds the file current. Callers hash a checkpoint's
+inputs once and pass the same dict to every check and to the collection that records them.
 """
 
 from __future__ import annotations
