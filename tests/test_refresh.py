@@ -3,11 +3,12 @@ the current measure definitions (``MEASURE_VERSION``)."""
 
 from __future__ import annotations
 
+from stats_helpers import random_stats
+
 from lib.core.paths import atomic_write_json, read_json
 from lib.nc import stats_file as sf
 from lib.nc.measure import MEASURE_VERSION, measure_stats_file
 from lib.stages.refresh import is_measured, measure_if_stale
-from stats_helpers import random_stats
 
 META = {"model": "m", "vocab_size": "8", "width": "4"}
 

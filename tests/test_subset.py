@@ -39,10 +39,11 @@ def test_restricted_stats_equal_stats_of_the_kept_samples_only():
 
 
 def test_min_count_section_measures_the_frequent_classes_of_a_tiny_stats_file(tmp_path):
+    from stats_helpers import random_stats
+
     from lib.nc import stats_file as sf
     from lib.nc.measure import compute_measures
     from lib.nc.subset import min_count_section
-    from stats_helpers import random_stats
 
     path = sf.write_stats(tmp_path / "stats.safetensors", random_stats(K=10, D=4, seed=2),
                           {"model": "m", "vocab_size": "10", "width": "4"})
