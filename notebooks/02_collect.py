@@ -16,6 +16,7 @@ from lib.lm import runs
 from lib.nc import accumulate, stats_file
 from lib.series import paper
 from lib.stages import pipeline
+from lib.tables import findings
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg
@@ -50,6 +51,15 @@ counts = stats["counts"].numpy()
 fig = walkthrough.class_count_figure(counts, thresholds=(1, 5, 20))
 plots.show_and_save(fig, "class_counts", cfg)
 walkthrough.class_count_thresholds(counts, thresholds=(1, 5, 20))
+
+# %% [markdown]
+# The sample every model's statistics rest on (the same blocks for every model), recorded in `findings.md`:
+
+# %%
+found = findings.Findings(cfg.table_path("findings.md"), "02_collect")
+summary = walkthrough.record_collection(found, counts, meta)
+found.save()
+summary
 
 # %% [markdown]
 # ### The passes are tied by the class means

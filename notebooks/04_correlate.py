@@ -30,6 +30,8 @@ results.save_table(corr, cfg.table_path("correlations.csv"))
 for _, row in corr.iterrows():
     found.add(f"R² {registry.label(row['measure'])}", f"{row['r2']:.2f} [{row['r2_ci_low']:.2f}, {row['r2_ci_high']:.2f}]",
               f"correlations.csv: {row['measure']}, r2 [r2_ci_low, r2_ci_high]")
+    if (theirs := registry.get(row["measure"]).authors_r2) is not None:
+        found.add(f"authors' R² {registry.label(row['measure'])}", theirs, "lib/nc/registry.py: authors_r2 (their 230 models)", fmt="{:.3g}")
 found.add("design-point clusters (all models)", int(corr["n_clusters"].max()), "correlations.csv: n_clusters", fmt="{:d}")
 found.add("Kish n_eff (all models)", corr["n_eff"].max(), "correlations.csv: n_eff", fmt="{:.1f}")
 analysis.correlation_summary(corr)

@@ -109,8 +109,8 @@ def dynamics_figure(table: pd.DataFrame, measures: Sequence[str] | None = None,
             column[-1].set_xlabel("tokens seen")
             column[-1].xaxis.set_tick_params(labelbottom=True)
     axes.flat[0].legend(fontsize="x-small", loc="upper right")
-    note = ("; ▲/▼: a value at initialisation off the later range, drawn at the panel's edge "
+    note = ("\n▲/▼: a value at initialisation off the later range, drawn at the panel's edge "
             "with its value" if clipped else "")
     fig.suptitle(f"Collapse through training (dotted: {level:.0%} of the total change reached "
-                 f"for good; grey dashed: epoch ends{note})", fontsize="medium")
+                 f"for good; grey dashed: epoch ends){note}", fontsize="medium")
     return fig

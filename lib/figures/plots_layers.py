@@ -58,7 +58,7 @@ def depth_figure(table: pd.DataFrame, measures: Sequence[str] = GEOMETRY, ncols:
             title += " (log scale)"
         elif measure in symlog:
             ax.set_yscale("symlog", linthresh=SYMLOG_LINTHRESH)
-            title += f" (symlog, linear within ±{SYMLOG_LINTHRESH:g})"
+            title += f"\n(symlog, linear within ±{SYMLOG_LINTHRESH:g})"
         ax.set_xticks([0, 0.5, 1, HEAD_X], ["0", "0.5", "1", "head"])
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel("relative depth (layer / n_layer)", fontsize="small")

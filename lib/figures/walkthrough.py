@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lib.lm.data import PreparedCorpus
+from lib.tables.findings import Findings
 
 
 def corpus_sizes(corpus: PreparedCorpus) -> pd.DataFrame:
@@ -92,3 +93,17 @@ def class_count_figure(counts: np.ndarray, thresholds: Sequence[int] = (1, 5, 20
     ax.set(xlabel="training samples per class (log scale)", ylabel="classes",
            title=f"Class counts: {len(seen):,} of {len(c):,} classes seen, {int(c.sum()):,} samples")
     return fig
+
+
+def record_collection(findings: Findings, counts: np.ndarray, metadata: Mapping[str, str]) -> pd.DataFrame:
+    """Record the sample the statistics rest on (samples, classes seen, median samples per
+    seen class, share seen once, validation tokens) in ``findings``; returns them as a table."""
+    seen = counts[counts > 0]
+    rows = [("training samples per model", int(metadata["pass1_tokens"]), "{:,d}"),
+            ("classes seen", int(seen.size), "{:,d}"),
+            ("median samples per seen class", float(np.median(seen)), "{:.0f}"),
+            ("classes seen once (% of seen)", 100 * float(np.mean(seen == 1)), "{:.1f}"),
+            ("validation tokens per model", int(metadata["pass2_tokens"]), "{:,d}")]
+    source = "02_collect: stats of the largest model (counts, pass metadata)"
+    return pd.DataFrame([{"finding": key, "value": findings.add(key, value, source, fmt)}
+                         for key, value, fmt in rows])

@@ -258,6 +258,9 @@ def add_claim_findings(found: Findings, claims_df: pd.DataFrame) -> None:
         claim = row["claim"]
         for pop in POPULATIONS:
             found.add(f"{claim}: {pop}", row[pop], f"claims.csv: {claim}, {pop}")
+        for col in (c for c in claims_df.columns if c.startswith("authors'")):
+            if isinstance(row[col], str) and row[col]:  # the authors' like-for-like values
+                found.add(f"{claim}: {col}", row[col], f"claims.csv: {claim}, {col}")
         found.add(f"{claim}: verdict ({PRIMARY}, primary)", row[primary], f"claims.csv: {claim}, {primary}")
         found.add(f"{claim}: verdicts ({' / '.join(secondary)})", row[sec_col], f"claims.csv: {claim}, {sec_col}")
         if row[eq_col]:

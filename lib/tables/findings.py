@@ -89,8 +89,8 @@ def numbers(text: str) -> list[str]:
 
 
 def normalise(number: str) -> str:
-    """One spelling of a number: "−0.5" and "+0.5" as "-0.5" and "0.5"."""
-    return number.replace("−", "-").lstrip("+")
+    """One spelling of a number: "−0.5", "+0.5" and "1,607" as "-0.5", "0.5" and "1607"."""
+    return number.replace("−", "-").lstrip("+").replace(",", "")
 
 
 def values(path: str | os.PathLike) -> set[str]:
