@@ -87,4 +87,4 @@ findings = Findings(cfg.table_path("findings.md"), "03_measure")
 sensitivity.add_findings(findings, stab, sens, "sensitivity_stability.csv", "sensitivity.csv")
 sensitivity.add_findings(findings, stab_k, sens_k, "sensitivity_fixed_k_stability.csv", "sensitivity_fixed_k.csv",
                          prefix="sensitivity fixed-K")
-findings.save()
+print(f"findings -> {paper.short(findings.save())}")

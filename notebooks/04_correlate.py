@@ -30,6 +30,8 @@ results.save_table(corr, cfg.table_path("correlations.csv"))
 for _, row in corr.iterrows():
     found.add(f"R² {registry.label(row['measure'])}", f"{row['r2']:.2f} [{row['r2_ci_low']:.2f}, {row['r2_ci_high']:.2f}]",
               f"correlations.csv: {row['measure']}, r2 [r2_ci_low, r2_ci_high]")
+    found.add(f"r {registry.label(row['measure'])}", f"{row['r']:+.2f} [{row['r_ci_low']:+.2f}, {row['r_ci_high']:+.2f}]",
+              f"correlations.csv: {row['measure']}, r [r_ci_low, r_ci_high]")
     if (theirs := registry.get(row["measure"]).authors_r2) is not None:
         found.add(f"authors' R² {registry.label(row['measure'])}", theirs, "lib/nc/registry.py: authors_r2 (their 230 models)", fmt="{:.3g}")
 found.add("design-point clusters (all models)", int(corr["n_clusters"].max()), "correlations.csv: n_clusters", fmt="{:d}")
@@ -62,6 +64,15 @@ plots.show_and_save(fig, "fig2_loss_vs_nc2", cfg)
 # %%
 fig = plots_loss.loss_vs_measures(table, registry.figure_measures("fig3"), corr)
 plots.show_and_save(fig, "fig3_loss_vs_nc3", cfg)
+
+# %% [markdown]
+# ## Companions · the classic NC1, the ETF error and the self-duality error
+#
+# Not in the paper's figures, but logged by the authors (`etf_error`, `dual_error`; R² 0.738 and 0.666 on their 230 models) or expected by every NC researcher (Papyan's Tr(Σ_W Σ_B⁺)/K): which NC2 and NC3 statistic is read changes how strongly it tracks loss.
+
+# %%
+fig = plots_loss.loss_vs_measures(table, registry.figure_measures("companions"), corr)
+plots.show_and_save(fig, "fig_companions", cfg)
 
 # %% [markdown]
 # ## The CDNV and its units

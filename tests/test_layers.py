@@ -382,7 +382,7 @@ def test_depth_figure_uses_symlog_for_signed_cvs_and_log_for_positive_ones():
                       ignore_index=True)
     table.loc[0, "nc2_lognorm_cv"] = -13.0
     fig = plots_layers.depth_figure(table)
-    by_title = {ax.get_title().split(" (")[0]: ax for ax in fig.axes}
+    by_title = {ax.get_title().split("\n")[0].split(" (")[0]: ax for ax in fig.axes}
     assert by_title["NC2: log-norm CV"].get_yscale() == "symlog"
     assert by_title["NC2: interference CV"].get_yscale() == "log"
     assert by_title["NC2: norm CV"].get_yscale() == "linear"

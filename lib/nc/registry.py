@@ -56,7 +56,7 @@ _ALL = [
             definition="mean over pairs of (s_c^2 + s_c'^2) / (2 ||mu_c - mu_c'||^4)"),
     Measure("nc1_cdnv_galanti", "NC1: CDNV (Galanti)", "within-class variability", "log",
             definition="mean over pairs of (s_c^2 + s_c'^2) / (2 ||mu_c - mu_c'||^2), scale-free"),
-    Measure("nc1_pinv", "NC1: Tr(Σ_W Σ_B⁺)/K", "within-class variability", "log",
+    Measure("nc1_pinv", "NC1: Tr(Σ_W Σ_B⁺)/K", "within-class variability", "log", figures=("companions",),
             definition="Tr(Sigma_W Sigma_B^+) / K, Sigma_W pooled within-class covariance, "
                        "Sigma_B = M^T M / K of the centred means (Papyan et al. 2020)"),
     Measure("nc2_norm_cv", "NC2: norm CV", "equinormness", figures=("fig2",), claim="negligible",
@@ -70,7 +70,7 @@ _ALL = [
     Measure("nc2_interference_cv", "NC2: interference CV", "equiangularity", figures=("fig2",),
             claim="some", authors_r2=0.35,
             definition="std / |mean| over pairs of cos(m_c, m_c')"),
-    Measure("nc2_etf_error", "NC2: ETF error", "equiangularity", authors_r2=0.738,
+    Measure("nc2_etf_error", "NC2: ETF error", "equiangularity", figures=("companions",), authors_r2=0.738,
             definition="||G / ||G||_F - (I - 11^T / K) / sqrt(K - 1)||_F, G = M M^T of the "
                        "centred means (simplex-ETF error)"),
     Measure("gnc2_logkernel_mean", "GNC2: log-kernel mean", "hyperspherical uniformity",
@@ -85,7 +85,7 @@ _ALL = [
             claim="clear", authors_r2=0.693,
             definition="std_c cos(w_c, m_c) / |mean_c cos(w_c, m_c)| (on |mean|: a random "
                        "model's mean duality can be negative)"),
-    Measure("nc3_duality_error", "NC3: duality error", "self-duality", authors_r2=0.666,
+    Measure("nc3_duality_error", "NC3: duality error", "self-duality", figures=("companions",), authors_r2=0.666,
             definition="||G / ||G||_F - (I - 11^T / K) / sqrt(K - 1)||_F, G = W M^T of the LM-head "
                        "rows and centred means of the K classes (self-duality error)"),
     Measure("nc4_agreement", "NC4: classifier agreement", "classifier agreement",
@@ -105,6 +105,7 @@ FIGURES: dict[str, str] = {
     "fig1": "Figure 1: NC1, GNC2, UNC3 and NC4 against validation loss",
     "fig2": "Figure 2: equinormness, equiangularity and hyperspherical uniformity",
     "fig3": "Figure 3: self-duality (NC3) and uniform duality (UNC3)",
+    "companions": "Companions of Figures 1-3: the classic NC1 and the ETF and self-duality errors",
 }
 
 
