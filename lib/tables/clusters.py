@@ -1,8 +1,9 @@
 """Which models are dependent: design points as bootstrap clusters, and the effective number of
 independent models they leave. No torch import.
 
-Seed replicas and weight-decay twins of one architecture and training length share data,
-data order (twins also their initialisation) and end within hundredths of a nat of each other;
+Seed replicas (same initialisation, another data order) and weight-decay twins (same
+initialisation and data order) of one architecture and training length share their data and
+end within hundredths of a nat of each other;
 resampling them as separate clusters treats near-copies as independent evidence. A design point
 (depth x width x training length of the run) holds all of them, and all checkpoints of each run.
 """
