@@ -314,3 +314,23 @@ def test_cuda_matches_cpu():
     stats = make_stats(40, 8, seed=10)
     assert_measures_close(compute_measures(stats, device="cuda", tile=7),
                           compute_measures(stats, tile=7), rtol=1e-10)
+
+
+def test_nc1_pinv_cut_off_is_the_reference_one_and_drops_a_layer_norm_null_direction():
+    """Features on a hyperplane (as after a final layer norm) give Sigma_B and Sigma_W one null
+    direction at round-off; nc1_pinv must not depend on whether round-off keeps it."""
+    from lib.nc import measure, reference
+    from lib.nc.classstats import ClassStats
+
+    assert measure.PINV_RTOL == reference.PINV_RTOL
+    g = torch.Generator().manual_seed(0)
+    V, D, N = 40, 8, 4000
+    x = torch.randn(N, D, generator=g, dtype=torch.float64)
+    x = x - x.mean(1, keepdim=True)  # every row sums to 0: the direction 1 is null
+    y = torch.randint(0, V, (N,), generator=g)
+    values = []
+    for jitter in (0.0, 1e-7):  # along the null direction: eigenvalue ~1e-14 of the largest
+        s = ClassStats(num_classes=V, dim=D)
+        s.add(x + jitter * torch.randn(N, 1, generator=g, dtype=torch.float64), y)
+        values.append(s.measures(which=["nc1_pinv"])["nc1_pinv"])
+    assert values[0] == pytest.approx(values[1], rel=1e-6)

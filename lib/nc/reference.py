@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+PINV_RTOL = 1e-10  # nc1_pinv's cut-off, as lib.nc.measure.PINV_RTOL (the reason is there)
+
 
 @dataclass
 class Classes:
@@ -75,13 +77,13 @@ def etf_error(G: np.ndarray) -> float:
 
 def nc1_pinv(stats: Mapping[str, Any], C: Classes) -> float:
     """Tr(Sigma_W Sigma_B^+) / K: Sigma_W = sw / N (all training samples), Sigma_B = M^T M / K;
-    NaN without ``sw``. The pseudo-inverse drops eigenvalues below D eps of the largest."""
+    NaN without ``sw``. The pseudo-inverse drops eigenvalues below PINV_RTOL of the largest."""
     if "sw" not in stats:
         return float("nan")
     K, D = C.M.shape
     sigma_w = np.asarray(stats["sw"], dtype=np.float64) / C.N.sum()
     sigma_b = C.M.T @ C.M / K
-    pinv = np.linalg.pinv(sigma_b, rcond=D * np.finfo(np.float64).eps, hermitian=True)
+    pinv = np.linalg.pinv(sigma_b, rcond=PINV_RTOL, hermitian=True)
     return float(np.trace(sigma_w @ pinv) / K)
 
 
