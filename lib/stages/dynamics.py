@@ -41,7 +41,7 @@ from lib.lm.data import PreparedCorpus
 from lib.lm.devices import resolve_device
 from lib.lm.profiles import Profile
 from lib.lm.runs import RunName
-from lib.nc.measure import measure_stats_file
+from lib.nc.measure import MEASURE_VERSION, measure_stats_file
 from lib.nc.registry import MEASURES
 from lib.stages.checkpoints import (
     STATE_FILE,
@@ -93,9 +93,10 @@ class Plan:
 
     @property
     def table_sha256(self) -> str:
-        """Identity of the table: training inputs, steps, caps and the table version."""
+        """Identity of the table: training inputs, steps, caps, the table version and the
+        measures' definitions (``MEASURE_VERSION``), so changed measures are measured again."""
         return sha256_json({"settings": self.settings, "caps": list(self.caps),
-                            "table_version": TABLE_VERSION})
+                            "table_version": TABLE_VERSION, "measure_version": MEASURE_VERSION})
 
 
 def make_plan(profile: Profile, run: RunName, corpus: PreparedCorpus) -> Plan:
