@@ -283,13 +283,17 @@ def table1_figure(perm_df: pd.DataFrame, alpha: float = 0.05) -> Figure:
     """Table 1 drawn as a table (the cells of ``lib.tables.analysis.table1_display``: signed r, R²,
     Spearman ρ, p and Holm p); rows significant at ``alpha`` after Holm in bold on a tinted band.
     With too few replicas for a test, the figure says so instead."""
-    fig, ax = plt.subplots(figsize=(9.5, 0.3 * (len(perm_df) + 1) + 0.9))
-    ax.set_axis_off()
+    height = 0.3 * (len(perm_df) + 1) + 0.9
     if perm_df["r"].isna().all():
+        fig, ax = plt.subplots(figsize=(9.5, height))
+        ax.set_axis_off()
         note = perm_df["note"].iloc[0] if "note" in perm_df else "no permutation results"
         ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True)
         return fig
     cells = table1_display(perm_df)
+    chars = sum(max(len(str(c)), *(len(str(v)) for v in cells[c])) + 2 for c in cells.columns)
+    fig, ax = plt.subplots(figsize=(max(9.5, 0.095 * chars), height))  # ~0.095 in per 10-pt character
+    ax.set_axis_off()
     significant = (perm_df["p_holm"].astype(float) < alpha).to_numpy()
     table = ax.table(cellText=cells.to_numpy(), colLabels=list(cells.columns), loc="center",
                      cellLoc="right", colLoc="right")
