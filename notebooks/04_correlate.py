@@ -27,15 +27,7 @@ found = findings.Findings(cfg.table_path("findings.md"), "04_correlate")
 # %%
 corr = analysis.correlate(table, n_bootstrap=cfg.profile.analysis.n_bootstrap, seed=cfg.profile.analysis.seed)
 results.save_table(corr, cfg.table_path("correlations.csv"))
-for _, row in corr.iterrows():
-    found.add(f"R² {registry.label(row['measure'])}", f"{row['r2']:.2f} [{row['r2_ci_low']:.2f}, {row['r2_ci_high']:.2f}]",
-              f"correlations.csv: {row['measure']}, r2 [r2_ci_low, r2_ci_high]")
-    found.add(f"r {registry.label(row['measure'])}", f"{row['r']:+.2f} [{row['r_ci_low']:+.2f}, {row['r_ci_high']:+.2f}]",
-              f"correlations.csv: {row['measure']}, r [r_ci_low, r_ci_high]")
-    if (theirs := registry.get(row["measure"]).authors_r2) is not None:
-        found.add(f"authors' R² {registry.label(row['measure'])}", theirs, "lib/nc/registry.py: authors_r2 (their 230 models)", fmt="{:.3g}")
-found.add("design-point clusters (all models)", int(corr["n_clusters"].max()), "correlations.csv: n_clusters", fmt="{:d}")
-found.add("Kish n_eff (all models)", corr["n_eff"].max(), "correlations.csv: n_eff", fmt="{:.1f}")
+claims.add_correlation_findings(found, corr)
 analysis.correlation_summary(corr)
 
 # %% [markdown]
@@ -84,8 +76,7 @@ print(claims.CDNV_UNITS_NOTE)
 fig = plots_loss.loss_vs_measures(table, ["nc1_cdnv", "nc1_cdnv_galanti"], corr)
 plots.show_and_save(fig, "cdnv_units", cfg)
 units = claims.cdnv_units_table(table)
-for _, row in units.iterrows():
-    found.add(f"{row['measure']}: fold change narrowest to widest", row["fold change"], f"cdnv_units: {row['column']}, fold change", fmt="{:.3g}")
+claims.add_units_findings(found, units)
 results.round_sig(units, 3)
 
 # %% [markdown]
@@ -106,7 +97,6 @@ for name, fig in plots.scaling_figures(table, registry.MEASURES).items():
 claims_df = claims.claims_table(table, n_bootstrap=cfg.profile.analysis.n_bootstrap, seed=cfg.profile.analysis.seed)
 results.save_table(claims_df, cfg.table_path("claims.csv"))
 claims.add_claim_findings(found, claims_df)
-found.add("plateau models", claims_df.attrs["plateau"], "claims.csv: attrs plateau (printed above the table)")
 print(claims_df.attrs["rule"])
 print(claims_df.attrs["plateau"])
 claims_df

@@ -156,3 +156,16 @@ def test_claim_findings_record_every_cell_they_quote(tmp_path):
     assert recorded["clusters (all / no plateau / final)"] == row["clusters (all / no plateau / final)"]
     assert recorded[f"{row['claim']}: authors' 230 models"] == row["authors' 230 models"]  # like for like
     assert "0.916" in values(tmp_path / "findings.md")
+
+
+def test_correlation_findings_quote_the_correlations_table(tmp_path):
+    from lib.tables.findings import Findings
+
+    corr = analysis.correlate(grid_table(), n_bootstrap=50)
+    found = Findings(tmp_path / "findings.md", "04_correlate")
+    claims.add_correlation_findings(found, corr)
+    recorded = dict((k, v) for k, v, _ in found.rows)
+    cdnv = corr.set_index("measure").loc["nc1_cdnv"]
+    assert recorded["R² NC1: CDNV"] == f"{cdnv['r2']:.2f} [{cdnv['r2_ci_low']:.2f}, {cdnv['r2_ci_high']:.2f}]"
+    assert recorded["authors' R² NC1: CDNV"] == "0.916"
+    assert recorded["design-point clusters (all models)"] == str(int(corr["n_clusters"].max()))

@@ -267,6 +267,31 @@ def add_claim_findings(found: Findings, claims_df: pd.DataFrame) -> None:
             found.add(f"{claim}: {eq_col}", row[eq_col], f"claims.csv: {claim}, {eq_col}")
     for col in counts:  # the same for every claim unless a measure drops models
         found.add(col, " · ".join(sorted(set(claims_df[col]))), f"claims.csv: {col}")
+    found.add("plateau models", claims_df.attrs["plateau"], "claims.csv: attrs plateau (printed above the table)")
+
+
+def add_correlation_findings(found: Findings, corr: pd.DataFrame) -> None:
+    """Record, per measure of ``analysis.correlate``: R² and r with their intervals and the
+    authors' R² (registry), and the design-point clusters and n_eff of all models."""
+    for _, row in corr.iterrows():
+        name, where = label(row["measure"]), f"correlations.csv: {row['measure']}"
+        found.add(f"R² {name}", f"{row['r2']:.2f} [{row['r2_ci_low']:.2f}, {row['r2_ci_high']:.2f}]",
+                  f"{where}, r2 [r2_ci_low, r2_ci_high]")
+        found.add(f"r {name}", f"{row['r']:+.2f} [{row['r_ci_low']:+.2f}, {row['r_ci_high']:+.2f}]",
+                  f"{where}, r [r_ci_low, r_ci_high]")
+        if (theirs := REGISTRY[row["measure"]].authors_r2) is not None:
+            found.add(f"authors' R² {name}", theirs, "lib/nc/registry.py: authors_r2 (their 230 models)",
+                      fmt="{:.3g}")
+    found.add("design-point clusters (all models)", int(corr["n_clusters"].max()),
+              "correlations.csv: n_clusters", fmt="{:d}")
+    found.add("Kish n_eff (all models)", corr["n_eff"].max(), "correlations.csv: n_eff", fmt="{:.1f}")
+
+
+def add_units_findings(found: Findings, units: pd.DataFrame) -> None:
+    """Record each CDNV's fold change from the narrowest to the widest models (``cdnv_units_table``)."""
+    for _, row in units.iterrows():
+        found.add(f"{row['measure']}: fold change narrowest to widest", row["fold change"],
+                  f"cdnv_units: {row['column']}, fold change", fmt="{:.3g}")
 
 
 def cdnv_units_table(table: pd.DataFrame) -> pd.DataFrame:
