@@ -29,9 +29,9 @@ $(VENV)/.installed: $(LOCK) pyproject.toml
 setup: $(VENV)/.installed bpe-ranks  ## create .venv and install requirements.lock (CPU torch 2.13.0)
 
 # GPT-2's BPE ranks (the paper profile's tokenizer) from the openai-whisper sdist on PyPI,
-# sha256-verified into data/gpt2-bpe/ (lib.lm.gpt2_bpe); offline, it is fetched on first use.
+# sha256-verified into data/gpt2-bpe/ (linguistic_collapse.lm.gpt2_bpe); offline, it is fetched on first use.
 bpe-ranks: $(VENV)/.installed  ## fetch and verify GPT-2's BPE ranks into data/gpt2-bpe/
-	@$(PY) -m lib.lm.gpt2_bpe || echo "note: GPT-2 BPE ranks not fetched; the gpt2-bpe tokenizer fetches them on first use"
+	@$(PY) -m linguistic_collapse.lm.gpt2_bpe || echo "note: GPT-2 BPE ranks not fetched; the gpt2-bpe tokenizer fetches them on first use"
 
 lock:  ## refresh requirements.lock from pyproject.toml (uv pip compile, CPU torch, Linux x86_64)
 	$(PYTHON) -m venv $(VENV)
@@ -51,10 +51,10 @@ data/tinystories/train.txt:  # the offline TinyStories sample, where this machin
 	else echo "note: no local TinyStories text; the cpu profile will try the Hugging Face hub"; fi
 
 paper: setup data/tinystories/train.txt  ## run the notebook series (PROFILE=smoke|cpu|paper; default cpu)
-	$(PY) -m lib paper --profile $(PROFILE)
+	$(PY) -m linguistic_collapse paper --profile $(PROFILE)
 
 notebooks: setup  ## bring each notebooks/ .py and .ipynb twin in step (outputs stripped; refuses if both changed)
-	$(PY) -m lib paper --sync-notebooks
+	$(PY) -m linguistic_collapse paper --sync-notebooks
 
 # Tables and figures of the nbval runs go to a temporary folder (tests/conftest.py sets
 # LC_OUTPUT_ROOT), never to runs/ or figures/.
@@ -90,6 +90,6 @@ clean-runs:  ## forget stage stamps of PROFILE (forces `make paper` to re-execut
 SLURM_DIR ?= /tmp/lc-slurm-test
 test-slurm: setup  ## SLURM tier: start a one-node cluster (root), run tests/slurm, stop it
 	scripts/slurm_cluster.sh start $(SLURM_DIR)
-	PYTHONPATH=$(CURDIR) SLURM_CONF=$(SLURM_DIR)/slurm.conf LC_SLURM_TIER=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
+	PYTHONPATH=$(CURDIR)/lib SLURM_CONF=$(SLURM_DIR)/slurm.conf LC_SLURM_TIER=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
 	  $(PY) -m pytest tests/slurm -p no:cacheprovider -x --basetemp=$(SLURM_DIR)/tmp; rc=$$?; \
 	  scripts/slurm_cluster.sh stop $(SLURM_DIR); exit $$rc

@@ -10,11 +10,11 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib.figures import plots, plots_training, walkthrough
-from lib.series import paper
-from lib.stages import costs, pipeline
-from lib.tables import results, training_checks
-from lib.tables.findings import Findings
+from linguistic_collapse.figures import plots, plots_training, walkthrough
+from linguistic_collapse.series import paper
+from linguistic_collapse.stages import costs, pipeline
+from linguistic_collapse.tables import results, training_checks
+from linguistic_collapse.tables.findings import Findings
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg
@@ -108,7 +108,7 @@ results.round_sig(shrink, 4)
 # %% [markdown]
 # ## How close is the loss plateau to the unigram cross-entropy?
 #
-# A model that predicts only the training split's token frequencies has the loss of their entropy, the unigram cross-entropy (nats per token, in-sample on the training targets). Beside it: the plateau models that `lib.tables.claims.plateau_mask` sets apart (above the widest gap in the sorted validation losses of the measured checkpoints), their losses, and the best of the other models.
+# A model that predicts only the training split's token frequencies has the loss of their entropy, the unigram cross-entropy (nats per token, in-sample on the training targets). Beside it: the plateau models that `linguistic_collapse.tables.claims.plateau_mask` sets apart (above the widest gap in the sorted validation losses of the measured checkpoints), their losses, and the best of the other models.
 
 # %%
 unigram = training_checks.unigram_cross_entropy(corpus.train_blocks())

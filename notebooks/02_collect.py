@@ -10,13 +10,13 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib.core.paths import Layout
-from lib.figures import plots, walkthrough
-from lib.lm import runs
-from lib.nc import accumulate, stats_file
-from lib.series import paper
-from lib.stages import pipeline
-from lib.tables import findings
+from linguistic_collapse.core.paths import Layout
+from linguistic_collapse.figures import plots, walkthrough
+from linguistic_collapse.lm import runs
+from linguistic_collapse.nc import accumulate, stats_file
+from linguistic_collapse.series import paper
+from linguistic_collapse.stages import pipeline
+from linguistic_collapse.tables import findings
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg

@@ -10,12 +10,12 @@ results_table = None  # override: write the table elsewhere (needs output_dir to
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib.figures import plots
-from lib.lm.devices import resolve_device
-from lib.series import paper
-from lib.stages import pipeline
-from lib.tables import results, sensitivity
-from lib.tables.findings import Findings
+from linguistic_collapse.figures import plots
+from linguistic_collapse.lm.devices import resolve_device
+from linguistic_collapse.series import paper
+from linguistic_collapse.stages import pipeline
+from linguistic_collapse.tables import results, sensitivity
+from linguistic_collapse.tables.findings import Findings
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir,
                            progress=progress)

@@ -9,10 +9,10 @@ results_table = None  # override: any table with the schema of runs/<profile>/re
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib.figures import plots, plots_loss
-from lib.nc import registry
-from lib.series import paper
-from lib.tables import analysis, claims, findings, results, robustness
+from linguistic_collapse.figures import plots, plots_loss
+from linguistic_collapse.nc import registry
+from linguistic_collapse.series import paper
+from linguistic_collapse.tables import analysis, claims, findings, results, robustness
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
 table = results.load_table(cfg.results_table)

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 05 · Permutation test over seed-only replicas (Table 1)
 #
-# Among models that differ only in their data-shuffling seed, does a measure still track validation loss? For each measure: Pearson r, R², Spearman ρ and the p-value from m random permutations of the losses, p = (b + 1)/(m + 1) with b the permuted |r| at least the observed |r| (so never 0), and the Holm-adjusted p. Beside each r: its Fisher 95 % interval, the authors' r on their own 21 seed replicas with the p of the difference (Fisher z), and the authors' permutation and Holm p (from their published files, `lib/tables/authors_facts.py`). Writes `permutation.csv` beside the results table and this notebook's section of `findings.md`.
+# Among models that differ only in their data-shuffling seed, does a measure still track validation loss? For each measure: Pearson r, R², Spearman ρ and the p-value from m random permutations of the losses, p = (b + 1)/(m + 1) with b the permuted |r| at least the observed |r| (so never 0), and the Holm-adjusted p. Beside each r: its Fisher 95 % interval, the authors' r on their own 21 seed replicas with the p of the difference (Fisher z), and the authors' permutation and Holm p (from their published files, `lib/linguistic_collapse/tables/authors_facts.py`). Writes `permutation.csv` beside the results table and this notebook's section of `findings.md`.
 
 # %% tags=["parameters"]
 profile = "smoke"  # profiles/<name>.yaml: the single source of every other value
@@ -9,11 +9,11 @@ results_table = None  # override: any table with the schema of runs/<profile>/re
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib.figures import plots
-from lib.series import paper
-from lib.tables import analysis, results
-from lib.tables.findings import Findings
-from lib.tables.replicas import add_findings, pc1_note, reviewed_table1
+from linguistic_collapse.figures import plots
+from linguistic_collapse.series import paper
+from linguistic_collapse.tables import analysis, results
+from linguistic_collapse.tables.findings import Findings
+from linguistic_collapse.tables.replicas import add_findings, pc1_note, reviewed_table1
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
 table = results.load_table(cfg.results_table)

@@ -10,14 +10,14 @@ progress = True  # tqdm bars here; `make paper` sets False
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from lib.core.paths import Layout
-from lib.figures import plots
-from lib.lm import data
-from lib.nc import measure, stats_file
-from lib.series import paper
-from lib.tables import results
-from lib.tables import tokens as tok
-from lib.tables.findings import Findings
+from linguistic_collapse.core.paths import Layout
+from linguistic_collapse.figures import plots
+from linguistic_collapse.lm import data
+from linguistic_collapse.nc import measure, stats_file
+from linguistic_collapse.series import paper
+from linguistic_collapse.tables import results
+from linguistic_collapse.tables import tokens as tok
+from linguistic_collapse.tables.findings import Findings
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir,
                            progress=progress)

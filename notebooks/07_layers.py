@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 07 · Collapse through depth
 #
-# The paper measures collapse only at the top, in the LM head's input. Here the same class statistics are gathered from every layer's residual stream, in the same forward passes as the top (`collect.layers` in the profile; `python -m lib collect --layers all`), and NC1, NC2 and GNC2 are measured per layer. NC3, UNC3 and NC4 need a classifier and exist only at the top.
+# The paper measures collapse only at the top, in the LM head's input. Here the same class statistics are gathered from every layer's residual stream, in the same forward passes as the top (`collect.layers` in the profile; `python -m linguistic_collapse collect --layers all`), and NC1, NC2 and GNC2 are measured per layer. NC3, UNC3 and NC4 need a classifier and exist only at the top.
 #
 # Residual-stream index *i* of a model with *L* blocks: 0 is the embeddings (token plus position), 0 < *i* < *L* the output of block *i*, and *L* the last block's output **before** the final layer norm. Relative depth is *i* / *L*. The top features (the final norm's output, the LM head's input) are drawn as stars beyond relative depth 1: the final norm rescales every token, so they differ from index *L*.
 
@@ -10,10 +10,10 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib.figures import plots, plots_layers
-from lib.series import paper
-from lib.tables import depth, results
-from lib.tables.findings import Findings
+from linguistic_collapse.figures import plots, plots_layers
+from linguistic_collapse.series import paper
+from linguistic_collapse.tables import depth, results
+from linguistic_collapse.tables.findings import Findings
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg

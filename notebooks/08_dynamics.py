@@ -8,11 +8,11 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from lib.figures import plots, plots_dynamics
-from lib.series import paper
-from lib.stages import dynamics
-from lib.tables import lead_lag, results
-from lib.tables.findings import Findings
+from linguistic_collapse.figures import plots, plots_dynamics
+from linguistic_collapse.series import paper
+from linguistic_collapse.stages import dynamics
+from linguistic_collapse.tables import lead_lag, results
+from linguistic_collapse.tables.findings import Findings
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg

@@ -1,4 +1,4 @@
-"""Print the authors' facts (``lib/tables/authors_facts.py``) computed from their published files.
+"""Print the authors' facts (``lib/linguistic_collapse/tables/authors_facts.py``) computed from their published files.
 
     .venv/bin/python scripts/authors_facts.py lc-2024_10_24.csv lc-2024_05_18.csv
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lib.core.errors import UserError
-from lib.core.paths import cli_path, positive_int
-from lib.tables.authors_stats import authors_facts, format_facts
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.paths import cli_path, positive_int
+from linguistic_collapse.tables.authors_stats import authors_facts, format_facts
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,13 +6,13 @@ which sees torch allocations, unlike tracemalloc) is its own. Printed per measur
 time, extra peak memory of the call itself (peak after the call minus peak before it, inputs
 already built) and the process's whole peak.
 
-    (a) accumulation of class counts and feature sums: lib.nc.accumulate.accumulate_sums
+    (a) accumulation of class counts and feature sums: linguistic_collapse.nc.accumulate.accumulate_sums
         (bincount + index_add_) vs the authors' dense one-hot matrix product in chunks
-    (b) the measures at K = 8192, D = 256: lib.nc.measure.compute_measures vs pairwise
+    (b) the measures at K = 8192, D = 256: linguistic_collapse.nc.measure.compute_measures vs pairwise
         differences broadcast in row chunks
     (c) the whole suite at the paper's K = 29,233, D = 1024, against the time of one
         float64 symmetric Gram matrix (the floor of any exact method using symmetry)
-    (d) collection throughput: lib.stages.collect.collect_model_stats (train and validation passes)
+    (d) collection throughput: linguistic_collapse.stages.collect.collect_model_stats (train and validation passes)
         of a small GPT-Neo (width 128, 2 layers, vocabulary 2048, context 128) against the same
         model's plain forward pass over the same blocks (torch.no_grad, same batch size), in one
         process, alternating, best of ``COLLECT_REPEATS``; prints ``collect_vs_forward <ratio>``
@@ -36,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `import lib` from anywhere
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lib"))  # the package from anywhere
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -84,7 +84,7 @@ def run_isolated(task: str, *args) -> dict:
 
 def make_tokens(K: int, D: int, N: int) -> tuple:
     """Features (N, D) float32 and Zipf-distributed labels (N,) over K classes, like tokens."""
-    import lib.nc.accumulate  # noqa: F401  (imported before the clock starts)
+    import linguistic_collapse.nc.accumulate  # noqa: F401  (imported before the clock starts)
 
     g = torch.Generator().manual_seed(0)
     p = 1.0 / torch.arange(1, K + 1, dtype=torch.float64)
@@ -94,7 +94,7 @@ def make_tokens(K: int, D: int, N: int) -> tuple:
 
 
 def ours_accumulate(features, labels, counts, sums) -> tuple:
-    from lib.nc.accumulate import accumulate_sums
+    from linguistic_collapse.nc.accumulate import accumulate_sums
 
     accumulate_sums(features, labels, counts, sums)
     return counts.numpy(), sums.numpy()
@@ -116,7 +116,7 @@ def onehot_accumulate(features, labels, counts, sums) -> tuple:
 
 def make_stats(K: int, D: int) -> tuple:
     """Random statistics of K classes (all with count >= 1), float64 sums, float32 head."""
-    import lib.nc.measure  # noqa: F401  (imported before the clock starts)
+    import linguistic_collapse.nc.measure  # noqa: F401  (imported before the clock starts)
 
     g = torch.Generator().manual_seed(1)
     counts = torch.randint(1, 1000, (K,), generator=g)
@@ -129,7 +129,7 @@ def make_stats(K: int, D: int) -> tuple:
 
 
 def ours_measures(stats) -> dict:
-    from lib.nc.measure import compute_measures
+    from linguistic_collapse.nc.measure import compute_measures
 
     return compute_measures(stats, progress=False)
 
@@ -175,14 +175,14 @@ def broadcast_measures(stats) -> dict:
 
 
 def make_unit_means(K: int, D: int) -> tuple:
-    import lib.nc.measure  # noqa: F401
+    import linguistic_collapse.nc.measure  # noqa: F401
     M = torch.randn(K, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     return (M / M.norm(dim=1, keepdim=True),)
 
 
 def gram_floor(U) -> None:
     """One symmetric float64 Gram matrix: the matmuls of the suite's tiles (j >= i), alone."""
-    from lib.nc.measure import _tiles
+    from linguistic_collapse.nc.measure import _tiles
 
     tile = min(2048, len(U))
     out = torch.empty(tile * tile, dtype=torch.float64)
@@ -207,7 +207,7 @@ TASKS: dict[str, tuple[Callable, Callable]] = {
 
 def _forward_only(model, blocks: list[np.ndarray], batch: int) -> int:
     """The plain forward pass (final features, no statistics) over every block; returns tokens."""
-    from lib.lm.model import final_features
+    from linguistic_collapse.lm.model import final_features
 
     tokens = 0
     with torch.no_grad():
@@ -221,7 +221,7 @@ def _forward_only(model, blocks: list[np.ndarray], batch: int) -> int:
 
 def _bench_model_and_blocks(c: dict, n_train: int, n_val: int) -> tuple:
     """A seeded GPT-Neo of config ``c`` and Zipf-distributed random blocks (n, T) of it."""
-    from lib.lm.model import build_model, gpt_neo_config
+    from linguistic_collapse.lm.model import build_model, gpt_neo_config
 
     model = build_model(gpt_neo_config(c["n_layer"], c["n_embd"], c["vocab_size"], c["n_ctx"]),
                         seed=0).eval()
@@ -238,7 +238,7 @@ def layers_vs_top(n_train: int, n_val: int, threads: int = 1, config: dict | Non
     import tempfile
 
     torch.set_num_threads(threads)
-    from lib.stages.collect import collect_model_stats
+    from linguistic_collapse.stages.collect import collect_model_stats
 
     model, train, val = _bench_model_and_blocks(config or LAYERS_MODEL, n_train, n_val)
     times: dict[str, list[float]] = {"top": [], "all": [], "top_cpu": [], "all_cpu": []}
@@ -278,9 +278,9 @@ def collect_vs_forward(n_train: int, n_val: int, threads: int = 1) -> dict:
     import tempfile
 
     torch.set_num_threads(threads)
-    from lib.lm.model import build_model, gpt_neo_config
-    from lib.nc.stats_file import load_stats_metadata
-    from lib.stages.collect import collect_model_stats
+    from linguistic_collapse.lm.model import build_model, gpt_neo_config
+    from linguistic_collapse.nc.stats_file import load_stats_metadata
+    from linguistic_collapse.stages.collect import collect_model_stats
 
     c = COLLECT_MODEL
     model = build_model(gpt_neo_config(c["n_layer"], c["n_embd"], c["vocab_size"], c["n_ctx"]),

@@ -1,11 +1,11 @@
 """A GPU check of the paper's CUDA path, ready to run (``scripts/gpu_check.sh``), offline.
 
 On one CUDA GPU (within 8 minutes): tokenizes the local TinyStories text with the paper's
-tokenizer (GPT-2's 50,257-token BPE, built offline by ``lib.lm.gpt2_bpe`` from
+tokenizer (GPT-2's 50,257-token BPE, built offline by ``linguistic_collapse.lm.gpt2_bpe`` from
 ``data/gpt2-bpe/gpt2.tiktoken``, so the LM head has the paper's size), trains one paper-like GPT-Neo (4 layers, width 512, context 512) for a few hundred steps in bf16
 autocast with fused AdamW and flash attention when ``flash_attn`` is importable, collects its
-statistics (``lib.stages.collect.collect_model_stats``) and measures them
-(``lib.nc.measure.compute_measures``), and prints training tokens/s, model FLOP utilisation
+statistics (``linguistic_collapse.stages.collect.collect_model_stats``) and measures them
+(``linguistic_collapse.nc.measure.compute_measures``), and prints training tokens/s, model FLOP utilisation
 (6·N·tokens/s over the GPU's peak dense bf16 FLOP/s), peak GPU memory, collection tokens/s, and
 the largest relative difference between the measures of the CUDA and a CPU collection of the
 same checkpoint on the same blocks.
@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "lib"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -192,10 +192,9 @@ def val_loss(model, blocks: np.ndarray, device: torch.device, batch: int) -> flo
 def collect_and_measure(model, train_blocks, val_blocks, out: Path, device: str,
                         batch: int) -> tuple[dict, float, int]:
     """(measures, seconds, tokens) of one collection of ``model`` on ``device``."""
+    from linguistic_collapse.nc.measure import compute_measures
+    from linguistic_collapse.stages.collect import collect_model_stats
     from safetensors.torch import load_file
-
-    from lib.nc.measure import compute_measures
-    from lib.stages.collect import collect_model_stats
 
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -224,7 +223,7 @@ def max_rel_diff(a: dict, b: dict) -> tuple[float, str]:
 
 def cpu_copy(model, config_kwargs: dict):
     """The same checkpoint as an eager-attention float32 model on CPU."""
-    from lib.lm.model import build_model, gpt_neo_config
+    from linguistic_collapse.lm.model import build_model, gpt_neo_config
 
     cpu = build_model(gpt_neo_config(**{**config_kwargs, "attn_implementation": "eager"}))
     cpu.load_state_dict({k: v.detach().float().cpu() for k, v in model.state_dict().items()})
@@ -282,13 +281,18 @@ def main(argv: list[str] | None = None) -> int:
 def run(args, size: Size, device: torch.device, name: str, train_txt, val_txt, out: Path) -> dict:
     import warnings
 
-    from lib.lm.data import tokenize_blocks, train_bpe_tokenizer
-    from lib.lm.model import build_model, count_params, gpt_neo_config, quiet_transformers
+    from linguistic_collapse.lm.data import tokenize_blocks, train_bpe_tokenizer
+    from linguistic_collapse.lm.model import (
+        build_model,
+        count_params,
+        gpt_neo_config,
+        quiet_transformers,
+    )
 
     cuda = device.type == "cuda"
     t0 = time.perf_counter()
     if size.tokenizer == "gpt2-bpe":
-        from lib.lm.gpt2_bpe import gpt2_tokenizer
+        from linguistic_collapse.lm.gpt2_bpe import gpt2_tokenizer
 
         tok, what = gpt2_tokenizer(), "GPT-2 byte-level BPE (the paper's)"
     else:

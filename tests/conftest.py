@@ -1,6 +1,6 @@
 """Test settings: never reach the Hugging Face hub; never write a tracked file.
 
-Every figure and table path goes through ``lib.core.paths.output_root()``, which honours
+Every figure and table path goes through ``linguistic_collapse.core.paths.output_root()``, which honours
 ``$LC_OUTPUT_ROOT``. It is set here, at start-up, to a fresh temporary folder seeded with the
 committed tables (``runs/<profile>/*.csv``), before nbval starts any kernel (kernels inherit the
 environment): the nbval runs of ``runs/smoke/*.ipynb`` read and write there, not in ``runs/`` or
@@ -62,7 +62,7 @@ def make_tiny_profile(out_dir, *, grid: dict | None = None, collect: dict | None
     """The smoke profile trimmed to one tiny 1-epoch run (width 16, depth 1) on ~60 generated
     stories, no sensitivity or dynamics runs; ``grid`` and ``collect`` update those sections,
     ``dynamics`` replaces that one."""
-    from lib.lm.profiles import Profile, load_profile
+    from linguistic_collapse.lm.profiles import Profile, load_profile
 
     d = copy.deepcopy(load_profile("smoke").as_dict())
     d.update(out_dir=str(out_dir), context_len=32, device="cpu")

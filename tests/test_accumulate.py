@@ -1,13 +1,12 @@
-"""The statistics math (lib.nc.accumulate) against plain implementations of the definitions."""
+"""The statistics math (linguistic_collapse.nc.accumulate) against plain implementations of the definitions."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-
-from lib.nc import accumulate
-from lib.nc.accumulate import (
+from linguistic_collapse.nc import accumulate
+from linguistic_collapse.nc.accumulate import (
     accumulate_moments,
     accumulate_sums,
     batch_moments,

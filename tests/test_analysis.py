@@ -1,4 +1,4 @@
-"""lib.tables.analysis against plain re-implementations (scipy, numpy lstsq, loops) and known answers."""
+"""linguistic_collapse.tables.analysis against plain re-implementations (scipy, numpy lstsq, loops) and known answers."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from linguistic_collapse.nc.registry import MEASURES, REGISTRY
+from linguistic_collapse.tables import analysis
 from scipy import stats
-
-from lib.nc.registry import MEASURES, REGISTRY
-from lib.tables import analysis
 
 # ---------------------------------------------------------------------------------------------
 # Correlations
@@ -180,8 +179,8 @@ def test_table1_with_too_few_replicas_says_so_and_draws_a_note():
     import matplotlib
 
     matplotlib.use("Agg")
-    from lib.figures.plots import table1_figure
-    from lib.tables.analysis import table1
+    from linguistic_collapse.figures.plots import table1_figure
+    from linguistic_collapse.tables.analysis import table1
 
     two = pd.DataFrame({"val_loss": [1.0, 2.0], **{m: [0.1, 0.2] for m in MEASURES}})
     out = table1(two, n_permutations=10)

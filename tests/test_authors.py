@@ -1,14 +1,13 @@
-"""lib.tables.authors: the authors' measurement CSVs (synthetic files in their format) into our schema."""
+"""linguistic_collapse.tables.authors: the authors' measurement CSVs (synthetic files in their format) into our schema."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from lib.core.errors import UserError
-from lib.nc.registry import MEASURES
-from lib.tables import authors, results
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.nc.registry import MEASURES
+from linguistic_collapse.tables import authors, results
 
 LATER = ["model", "n_params", "val_acc", "val_loss", "perplex", "cdnv", "norms_mean", "norms_var",
          "etf_error", "interfere_mean", "interfere_var", "log_kern_mean", "log_kern_var", "dual_error",

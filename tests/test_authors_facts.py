@@ -1,4 +1,4 @@
-"""scripts/authors_facts.py and lib.tables.authors_stats on a small synthetic file in the
+"""scripts/authors_facts.py and linguistic_collapse.tables.authors_stats on a small synthetic file in the
 authors' format whose answers are known exactly."""
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from lib.tables import analysis, authors_stats
+from linguistic_collapse.tables import analysis, authors_stats
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "authors_facts.py"
 
@@ -67,8 +66,8 @@ def test_script_prints_the_dicts_as_python(tmp_path, capsys):
 
 
 def test_stored_facts_agree_with_the_registry_and_themselves():
-    from lib.nc.registry import REGISTRY
-    from lib.tables import authors_facts as facts
+    from linguistic_collapse.nc.registry import REGISTRY
+    from linguistic_collapse.tables import authors_facts as facts
 
     for m, (lo, hi) in facts.AUTHORS_R2_CI.items():
         point = REGISTRY[m].authors_r2 if m in REGISTRY else None

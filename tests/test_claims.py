@@ -1,14 +1,13 @@
-"""lib.tables.claims: the plateau detector, the three populations and the claims table's holds? rule."""
+"""linguistic_collapse.tables.claims: the plateau detector, the three populations and the claims table's holds? rule."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from lib.nc.registry import MEASURES, REGISTRY, band
-from lib.tables import analysis, claims, verdicts
-from lib.tables.clusters import design_point_ids
+from linguistic_collapse.nc.registry import MEASURES, REGISTRY, band
+from linguistic_collapse.tables import analysis, claims, verdicts
+from linguistic_collapse.tables.clusters import design_point_ids
 
 
 def grid_table(seed: int = 0) -> pd.DataFrame:
@@ -143,7 +142,7 @@ def test_direction_claims_only_where_the_paper_states_strong_or_clear():
 
 
 def test_claim_findings_record_every_cell_they_quote(tmp_path):
-    from lib.tables.findings import Findings, values
+    from linguistic_collapse.tables.findings import Findings, values
 
     out = claims.claims_table(grid_table(), n_bootstrap=50)
     found = Findings(tmp_path / "findings.md", "04_correlate")
@@ -159,7 +158,7 @@ def test_claim_findings_record_every_cell_they_quote(tmp_path):
 
 
 def test_correlation_findings_quote_the_correlations_table(tmp_path):
-    from lib.tables.findings import Findings
+    from linguistic_collapse.tables.findings import Findings
 
     corr = analysis.correlate(grid_table(), n_bootstrap=50)
     found = Findings(tmp_path / "findings.md", "04_correlate")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from linguistic_collapse.core.paths import atomic_write_json, read_json
+from linguistic_collapse.nc.registry import MEASURES
+from linguistic_collapse.tables import analysis, results, robustness
+from linguistic_collapse.tables.clusters import design_point_ids
 
-from lib.core.paths import atomic_write_json, read_json
-from lib.nc.registry import MEASURES
-from lib.tables import analysis, results, robustness
-from lib.tables.clusters import design_point_ids
 from tests.test_results import write_fake_out_dir
 
 
@@ -58,7 +58,7 @@ def test_min_count_table_says_when_metrics_predate_it():
 
 
 def test_min_count_findings(tmp_path):
-    from lib.tables.findings import Findings
+    from linguistic_collapse.tables.findings import Findings
 
     found = Findings(tmp_path / "f.md", "04_correlate")
     robustness.add_min_count_findings(found, robustness.min_count_table(pd.DataFrame({"val_loss": [1.0]})))

@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from lib.nc.registry import BANDS, band
-from lib.tables import claims, verdicts
-from lib.tables.clusters import cluster_counts, design_point_ids, kish_n_eff
+from linguistic_collapse.nc.registry import BANDS, band
+from linguistic_collapse.tables import claims, verdicts
+from linguistic_collapse.tables.clusters import cluster_counts, design_point_ids, kish_n_eff
 
 
 def test_band_edges_belong_to_the_band_above():
@@ -115,5 +114,5 @@ def _squash(text: str) -> str:
 def test_readme_states_the_codes_rule():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     rule = verdicts.rule_text(len(claims._claims()), claims.POPULATIONS)
-    assert _squash(rule) in _squash(readme), "README's decision rule differs from lib.tables.verdicts.rule_text"
+    assert _squash(rule) in _squash(readme), "README's decision rule differs from linguistic_collapse.tables.verdicts.rule_text"
     assert claims.POPULATIONS[0] == verdicts.PRIMARY

@@ -1,17 +1,16 @@
-"""lib.nc.ClassStats: the public core contract, against the plain definitions and the pipeline."""
+"""linguistic_collapse.nc.ClassStats: the public core contract, against the plain definitions and the pipeline."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
-from lib.core.errors import UserError
-from lib.lm.model import build_model, final_features, gpt_neo_config, lm_head_weight
-from lib.nc import ClassStats, nc1_measures, nc3_measures, reference
-from lib.nc.registry import MEASURES
-from lib.nc.stats_file import read_stats
-from lib.stages.collect import collect_model_stats
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.lm.model import build_model, final_features, gpt_neo_config, lm_head_weight
+from linguistic_collapse.nc import ClassStats, nc1_measures, nc3_measures, reference
+from linguistic_collapse.nc.registry import MEASURES
+from linguistic_collapse.nc.stats_file import read_stats
+from linguistic_collapse.stages.collect import collect_model_stats
 
 V, D = 12, 5
 GEOMETRY_ONLY = [m for m in MEASURES if m.startswith(("nc1", "nc2", "gnc2"))]  # with sw
@@ -143,7 +142,7 @@ def test_merge_of_shards_equals_one_pass():
 
 
 def test_classstats_equals_the_pipelines_stats_file(tmp_path):
-    """The same features through ClassStats and through lib.stages.collect give the same file."""
+    """The same features through ClassStats and through linguistic_collapse.stages.collect give the same file."""
     T, Vm, Dm = 12, 30, 8
     model = build_model(gpt_neo_config(1, Dm, Vm, T), seed=0).eval()
     rng = np.random.default_rng(0)
@@ -172,13 +171,13 @@ def test_the_core_imports_only_errors_and_provenance_from_lib():
     import ast
     from pathlib import Path
 
-    import lib.nc
+    import linguistic_collapse.nc
 
-    allowed = {"lib.core.errors", "lib.core.provenance"}
-    for path in Path(lib.nc.__file__).parent.glob("*.py"):
+    allowed = {"linguistic_collapse.core.errors", "linguistic_collapse.core.provenance"}
+    for path in Path(linguistic_collapse.nc.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
-                if name.startswith("lib") and not name.startswith("lib.nc"):
+                if name.startswith("linguistic_collapse") and not name.startswith("linguistic_collapse.nc"):
                     assert name in allowed, f"{path.name} imports {name}"

@@ -1,4 +1,4 @@
-"""The shell interface (lib/__main__.py): every command listed without heavy imports, user
+"""The shell interface (lib/linguistic_collapse/__main__.py): every command listed without heavy imports, user
 errors as one line with exit status 2, paths relative to the caller's directory."""
 
 from __future__ import annotations
@@ -7,22 +7,21 @@ import subprocess
 import sys
 
 import pytest
-
-from lib.__main__ import COMMANDS
-from lib.core.paths import REPO_ROOT
+from linguistic_collapse.__main__ import COMMANDS
+from linguistic_collapse.core.paths import REPO_ROOT
 
 
 def _run(*args: str, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
-    env_cmd = [sys.executable, "-m", "lib", *args]
+    env_cmd = [sys.executable, "-m", "linguistic_collapse", *args]
     return subprocess.run(env_cmd, capture_output=True, text=True, cwd=cwd,
-                          env={"PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1",
+                          env={"PYTHONPATH": str(REPO_ROOT / "lib"), "HF_HUB_OFFLINE": "1",
                                "PATH": "/usr/bin:/bin"})
 
 
 def test_help_lists_every_command_without_importing_torch():
     out = _run("--help").stdout
     assert all(name in out for name in COMMANDS)
-    probe = ("import sys, lib.__main__ as m; m._summary_parser(); "
+    probe = ("import sys, linguistic_collapse.__main__ as m; m._summary_parser(); "
              "print('torch' in sys.modules, 'transformers' in sys.modules)")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             cwd=REPO_ROOT, check=True).stdout.split()

@@ -1,4 +1,4 @@
-"""The statistics driver (lib.stages.collect) against plain implementations of paper section 4."""
+"""The statistics driver (linguistic_collapse.stages.collect) against plain implementations of paper section 4."""
 
 from __future__ import annotations
 
@@ -8,16 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_accumulate import _plain_agreement, plain_two_pass  # tests/ is on sys.path
-
-from lib.core.errors import UserError
-from lib.core.provenance import sha256_array, sha256_file, tokenizer_sha256
-from lib.lm import identity
-from lib.lm.identity import check_stats_for_model
-from lib.lm.model import build_model, final_features, gpt_neo_config, lm_head_weight
-from lib.nc import stats_file
-from lib.nc.merge import merge_stats
-from lib.nc.stats_file import (
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.provenance import sha256_array, sha256_file, tokenizer_sha256
+from linguistic_collapse.lm import identity
+from linguistic_collapse.lm.identity import check_stats_for_model
+from linguistic_collapse.lm.model import build_model, final_features, gpt_neo_config, lm_head_weight
+from linguistic_collapse.nc import stats_file
+from linguistic_collapse.nc.merge import merge_stats
+from linguistic_collapse.nc.stats_file import (
     is_finished,
     load_stats,
     load_stats_metadata,
@@ -25,8 +23,9 @@ from lib.nc.stats_file import (
     read_stats,
     stale_reasons,
 )
-from lib.stages import collect_cli, stats_cli
-from lib.stages.collect import PassInterrupted, collect_model_stats, collect_pass
+from linguistic_collapse.stages import collect_cli, stats_cli
+from linguistic_collapse.stages.collect import PassInterrupted, collect_model_stats, collect_pass
+from test_accumulate import _plain_agreement, plain_two_pass  # tests/ is on sys.path
 
 V, D, T = 50, 16, 16
 N_TRAIN, N_VAL = 12, 6
@@ -315,7 +314,7 @@ def test_identical_stats_have_identical_bytes_wherever_written(model, blocks, tm
         assert meta["model"] == meta["tokenizer"] == "../../runs/checkpoint-1"
         files.append(out)
     # the same header (metadata and tensor entries) and the same tensor bytes; with headers
-    # written in sorted order (lib.nc.stats_file) that makes the same file bytes
+    # written in sorted order (linguistic_collapse.nc.stats_file) that makes the same file bytes
     (a, a_data), (b, b_data) = (_header_and_data(f) for f in files)
     assert a == b and a_data == b_data
 
@@ -357,7 +356,7 @@ def test_tokenizer_identity(model, blocks, tmp_path):
 
 
 def _cli(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m lib")
+    parser = argparse.ArgumentParser(prog="python -m linguistic_collapse")
     sub = parser.add_subparsers(required=True)
     collect_cli.register_cli(sub)
     stats_cli.register_cli(sub)

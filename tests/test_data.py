@@ -1,4 +1,4 @@
-"""Tests of lib.lm.data: corpora, tokenizers, token blocks and the prepared-corpus cache."""
+"""Tests of linguistic_collapse.lm.data: corpora, tokenizers, token blocks and the prepared-corpus cache."""
 
 from __future__ import annotations
 
@@ -11,12 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from lib.core.errors import UserError
-from lib.core.paths import REPO_ROOT
-from lib.core.provenance import sha256_array, sha256_json, sha256_texts, tokenizer_sha256
-from lib.lm import data, synthetic
-from lib.lm import texts as sources
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.paths import REPO_ROOT
+from linguistic_collapse.core.provenance import (
+    sha256_array,
+    sha256_json,
+    sha256_texts,
+    tokenizer_sha256,
+)
+from linguistic_collapse.lm import data, synthetic
+from linguistic_collapse.lm import texts as sources
 
 SHARED_TINYSTORIES = REPO_ROOT.parent / "shared" / "data" / "tinystories"  # `make paper` copies it
 

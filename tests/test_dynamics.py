@@ -1,4 +1,4 @@
-"""Collapse through training (lib.stages.dynamics): snapshot schedule, epoch-end snapshots identical to
+"""Collapse through training (linguistic_collapse.stages.dynamics): snapshot schedule, epoch-end snapshots identical to
 the grid's checkpoints, resume, staleness, lead/lag on synthetic series with a known lag."""
 
 from __future__ import annotations
@@ -8,17 +8,16 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
-from lib.core.errors import UserError
-from lib.core.paths import Layout, read_json
-from lib.lm.model import RunName
-from lib.lm.profiles import Profile, load_profile
-from lib.series import progress
-from lib.stages import dynamics, loop
-from lib.stages.checkpoints import STATE_FILE
-from lib.stages.pipeline import prepare_profile_corpus, train_all
-from lib.stages.train import read_results
-from lib.tables import lead_lag
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.paths import Layout, read_json
+from linguistic_collapse.lm.model import RunName
+from linguistic_collapse.lm.profiles import Profile, load_profile
+from linguistic_collapse.series import progress
+from linguistic_collapse.stages import dynamics, loop
+from linguistic_collapse.stages.checkpoints import STATE_FILE
+from linguistic_collapse.stages.pipeline import prepare_profile_corpus, train_all
+from linguistic_collapse.stages.train import read_results
+from linguistic_collapse.tables import lead_lag
 
 RUN = "L1-d16-e2-wd0.1-s0"
 
@@ -172,7 +171,7 @@ def test_changed_cap_recollects_and_changed_training_retrains(done, tmp_path, ti
 
 
 def test_no_dynamics_runs_give_an_empty_table_figure_and_summary(tmp_path, tiny_profile):
-    from lib.figures.plots_dynamics import dynamics_figure
+    from linguistic_collapse.figures.plots_dynamics import dynamics_figure
 
     p = dyn_profile(tiny_profile, tmp_path, runs=[])
     table = dynamics.run_all(p, progress=False)
@@ -261,7 +260,7 @@ def test_diff_xcorr_prefers_the_smallest_lag_on_ties_and_handles_flat_series():
 
 
 def test_dynamics_figure_has_one_panel_per_quantity():
-    from lib.figures.plots_dynamics import dynamics_figure
+    from linguistic_collapse.figures.plots_dynamics import dynamics_figure
 
     table = pd.concat([synthetic(7).assign(run="a"), synthetic(-5).assign(run="b")])
     fig = dynamics_figure(table, ncols=2)
@@ -309,7 +308,7 @@ def test_lead_lag_settings_and_robust_verdicts_on_a_constructed_lag():
 
 
 def test_dynamics_figure_draws_an_off_scale_initial_value_at_the_edge():
-    from lib.figures.plots_dynamics import dynamics_figure
+    from linguistic_collapse.figures.plots_dynamics import dynamics_figure
 
     table = synthetic(0, "nc4_agreement").rename(columns={"nc4_agreement": "unc3_duality_cv"})
     plain = [ax for ax in dynamics_figure(table, ncols=2).axes if ax.axison][1]
@@ -323,7 +322,7 @@ def test_dynamics_figure_draws_an_off_scale_initial_value_at_the_edge():
 
 
 def test_lead_lag_record_findings(tmp_path):
-    from lib.tables.findings import Findings
+    from linguistic_collapse.tables.findings import Findings
 
     table = synthetic(7).assign(run="late")
     lags = lead_lag.lead_lag_settings(table, ["nc1_cdnv"])

@@ -1,8 +1,7 @@
-"""lib.tables.findings: sections kept per notebook, numbers found as prose writes them."""
+"""linguistic_collapse.tables.findings: sections kept per notebook, numbers found as prose writes them."""
 
 import pytest
-
-from lib.tables import findings
+from linguistic_collapse.tables import findings
 
 
 def test_sections_are_kept_and_sorted(tmp_path):

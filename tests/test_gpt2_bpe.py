@@ -1,4 +1,4 @@
-"""GPT-2's BPE built offline from the registry-shipped ranks (lib.lm.gpt2_bpe): the GPT-2 ids."""
+"""GPT-2's BPE built offline from the registry-shipped ranks (linguistic_collapse.lm.gpt2_bpe): the GPT-2 ids."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import io
 import tarfile
 
 import pytest
-
-from lib.core.errors import UserError
-from lib.core.provenance import sha256_bytes
-from lib.lm import data, gpt2_bpe
-from lib.lm.profiles import load_profile
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.provenance import sha256_bytes
+from linguistic_collapse.lm import data, gpt2_bpe
+from linguistic_collapse.lm.profiles import load_profile
 
 # Token ids of GPT-2 (= EleutherAI/gpt-neo-125M) for these texts.
 KNOWN_IDS = {
@@ -65,7 +64,7 @@ def test_paper_profile_uses_it():
 
 
 def test_kind_takes_no_name():
-    from lib.lm.profiles import TokenizerConfig, validated
+    from linguistic_collapse.lm.profiles import TokenizerConfig, validated
 
     with pytest.raises(UserError, match="takes no name"):
         validated(TokenizerConfig, {"kind": "gpt2-bpe", "name": "gpt2"}, "profiles/x.yaml")

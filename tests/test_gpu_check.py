@@ -15,10 +15,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
 
-try:  # the generated corpus may move from lib.lm.data to lib.lm.synthetic
-    from lib.lm.synthetic import generate_corpus
+try:  # the generated corpus may move from linguistic_collapse.lm.data to linguistic_collapse.lm.synthetic
+    from linguistic_collapse.lm.synthetic import generate_corpus
 except ImportError:
-    from lib.lm.data import generate_corpus
+    from linguistic_collapse.lm.data import generate_corpus
 
 RESULT_KEYS = ["device", "text", "tokenizer", "flash attention", "model", "train",
                "train tokens/s", "model flop utilisation", "peak GPU memory", "val loss",
@@ -99,8 +99,7 @@ def test_gpu_sizes_match_the_brief():
 
 def test_cpu_copy_is_the_same_checkpoint():
     import torch
-
-    from lib.lm.model import build_model, gpt_neo_config
+    from linguistic_collapse.lm.model import build_model, gpt_neo_config
 
     gc = _load_module()
     cfg = {"n_layer": 2, "n_embd": 32, "vocab_size": 50, "n_ctx": 16}

@@ -1,4 +1,4 @@
-"""lib.lm.hf_callback.NeuralCollapseCallback inside a real transformers Trainer run."""
+"""linguistic_collapse.lm.hf_callback.NeuralCollapseCallback inside a real transformers Trainer run."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from lib.core.errors import UserError
-from lib.lm import hf_callback
-from lib.lm.hf_callback import NeuralCollapseCallback
-from lib.lm.model import build_model, gpt_neo_config
-from lib.nc.registry import MEASURES
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.lm import hf_callback
+from linguistic_collapse.lm.hf_callback import NeuralCollapseCallback
+from linguistic_collapse.lm.model import build_model, gpt_neo_config
+from linguistic_collapse.nc.registry import MEASURES
 
 V, D, T = 40, 16, 12
 

@@ -1,6 +1,6 @@
-"""Collapse through depth (lib.stages.layers): residual streams, their statistics in the same passes,
+"""Collapse through depth (linguistic_collapse.stages.layers): residual streams, their statistics in the same passes,
 their measures and tables, against plain computations (Hugging Face hidden states, one-hot
-sums over all features at once, lib.nc.reference)."""
+sums over all features at once, linguistic_collapse.nc.reference)."""
 
 from __future__ import annotations
 
@@ -11,21 +11,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.figures import plots_layers
+from linguistic_collapse.lm.model import build_model, final_features, gpt_neo_config
+from linguistic_collapse.lm.residual import residual_features
+from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.nc import reference
+from linguistic_collapse.nc.accumulate import accumulate_moments, accumulate_moments_shared
+from linguistic_collapse.nc.measure import GEOMETRY, geometry_measures
+from linguistic_collapse.nc.merge import merge_stats
+from linguistic_collapse.nc.stats_file import (
+    STATS_KEYS,
+    load_stats,
+    load_stats_metadata,
+    read_stats,
+)
+from linguistic_collapse.stages import collect, collect_cli, layers
+from linguistic_collapse.stages.collect import collect_model_stats, collect_pass
+from linguistic_collapse.tables import depth
 from test_accumulate import plain_two_pass, realistic_features  # tests/ is on sys.path
-
-from lib.core.errors import UserError
-from lib.figures import plots_layers
-from lib.lm.model import build_model, final_features, gpt_neo_config
-from lib.lm.residual import residual_features
-from lib.lm.runs import RunName
-from lib.nc import reference
-from lib.nc.accumulate import accumulate_moments, accumulate_moments_shared
-from lib.nc.measure import GEOMETRY, geometry_measures
-from lib.nc.merge import merge_stats
-from lib.nc.stats_file import STATS_KEYS, load_stats, load_stats_metadata, read_stats
-from lib.stages import collect, collect_cli, layers
-from lib.stages.collect import collect_model_stats, collect_pass
-from lib.tables import depth
 
 V, D, T, L = 50, 16, 16, 2
 N_TRAIN, N_VAL = 12, 6
@@ -276,7 +280,7 @@ def test_table_summary_and_figure(tmp_path):
 
 
 def test_profile_key_and_checkpoint_layers():
-    from lib.lm.profiles import load_profile
+    from linguistic_collapse.lm.profiles import load_profile
 
     smoke = load_profile("smoke")
     data = smoke.as_dict()
@@ -293,9 +297,9 @@ def test_profile_key_and_checkpoint_layers():
 
 
 def test_pipeline_collects_and_measures_layers_when_the_profile_asks(tmp_path, tiny_profile):
-    from lib.core.paths import Layout, read_json
-    from lib.lm.profiles import Profile
-    from lib.stages.pipeline import is_collected, run_local
+    from linguistic_collapse.core.paths import Layout, read_json
+    from linguistic_collapse.lm.profiles import Profile
+    from linguistic_collapse.stages.pipeline import is_collected, run_local
 
     p = tiny_profile(tmp_path, collect={"layers": None})
     (ck,) = p.checkpoints()
@@ -320,7 +324,7 @@ def test_pipeline_collects_and_measures_layers_when_the_profile_asks(tmp_path, t
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox", "opt"])
 def test_residual_streams_of_other_architectures(arch):
     """The block inputs equal Hugging Face's hidden states on tiny random models of the other
-    families lib.lm.model supports (found by their block lists)."""
+    families linguistic_collapse.lm.model supports (found by their block lists)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     sizes = {"gpt2": dict(n_layer=3, n_embd=32, n_head=2, n_positions=16, bos_token_id=0,
@@ -390,7 +394,7 @@ def test_depth_figure_uses_symlog_for_signed_cvs_and_log_for_positive_ones():
 
 
 def test_depth_record_findings(tmp_path):
-    from lib.tables.findings import Findings
+    from linguistic_collapse.tables.findings import Findings
 
     table = pd.concat([
         _stream("falls", [4.0, 2.0, 1.0], {"nc1_cdnv": 0.02, "nc1_cdnv_galanti": 1.0}),

@@ -1,4 +1,4 @@
-"""lib.nc.measure against plain implementations of paper section 5 and known-answer cases."""
+"""linguistic_collapse.nc.measure against plain implementations of paper section 5 and known-answer cases."""
 
 from __future__ import annotations
 
@@ -10,18 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import save_file
-
-from lib.core.errors import UserError
-from lib.nc import pairwise, reference, stats_file
-from lib.nc.measure import (
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.nc import pairwise, reference, stats_file
+from linguistic_collapse.nc.measure import (
     compute_measures,
     measure_stats_file,
     per_class_measures,
     select_measures,
 )
-from lib.nc.registry import MEASURES
-from lib.stages import stats_cli
+from linguistic_collapse.nc.registry import MEASURES
+from linguistic_collapse.stages import stats_cli
+from safetensors.torch import save_file
 
 MEASURE_NAMES = tuple(MEASURES)
 
@@ -319,8 +318,8 @@ def test_cuda_matches_cpu():
 def test_nc1_pinv_cut_off_is_the_reference_one_and_drops_a_layer_norm_null_direction():
     """Features on a hyperplane (as after a final layer norm) give Sigma_B and Sigma_W one null
     direction at round-off; nc1_pinv must not depend on whether round-off keeps it."""
-    from lib.nc import measure, reference
-    from lib.nc.classstats import ClassStats
+    from linguistic_collapse.nc import measure, reference
+    from linguistic_collapse.nc.classstats import ClassStats
 
     assert measure.PINV_RTOL == reference.PINV_RTOL
     g = torch.Generator().manual_seed(0)

@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-
-from lib.lm.model import (
+from linguistic_collapse.lm.model import (
     RunName,
     attention_types,
     build_model,

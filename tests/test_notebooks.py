@@ -9,10 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
-
-from lib.core.paths import NOTEBOOKS_DIR, REPO_ROOT
-from lib.series.paper import PARAMETERS, STAGES, stage_parameters
-from lib.series.sources import notebook_from_source, notebook_text, sync_notebooks
+from linguistic_collapse.core.paths import NOTEBOOKS_DIR, REPO_ROOT
+from linguistic_collapse.series.paper import PARAMETERS, STAGES, stage_parameters
+from linguistic_collapse.series.sources import notebook_from_source, notebook_text, sync_notebooks
 
 MAX_CELL_LINES = 16  # a code cell longer than this belongs in lib/
 
@@ -48,7 +47,7 @@ def test_ipynb_is_in_sync_with_its_py_source(stage):
     expected = notebook_text(notebook_from_source(NOTEBOOKS_DIR / f"{stage}.py"))
     actual = (NOTEBOOKS_DIR / f"{stage}.ipynb").read_text(encoding="utf-8")
     assert actual == expected, (f"notebooks/{stage}.ipynb differs from its .py source; "
-                                "run `make notebooks` (python -m lib paper --sync-notebooks)")
+                                "run `make notebooks` (python -m linguistic_collapse paper --sync-notebooks)")
 
 
 def test_sync_check_reports_without_writing():
@@ -85,9 +84,9 @@ def test_code_cells_are_thin_calls_into_lib(stage):
             assert not isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)), \
                 f"{stage}: define functions in lib/, not in a notebook cell"
             if isinstance(node, ast.ImportFrom):
-                assert (node.module or "").split(".")[0] == "lib", f"{stage}: imports {node.module}"
+                assert (node.module or "").split(".")[0] == "linguistic_collapse", f"{stage}: imports {node.module}"
             if isinstance(node, ast.Import):
-                assert all(a.name.split(".")[0] == "lib" for a in node.names), f"{stage}: imports outside lib"
+                assert all(a.name.split(".")[0] == "linguistic_collapse" for a in node.names), f"{stage}: imports outside lib"
         lines = [ln for ln in src.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
         assert len(lines) <= MAX_CELL_LINES, f"{stage}: a {len(lines)}-line cell belongs in lib/"
 
@@ -145,7 +144,7 @@ def test_sync_keeps_a_py_edit_even_when_the_ipynb_is_newer(tmp_path):
 
 
 def test_sync_refuses_when_both_twins_changed(tmp_path):
-    from lib.core.errors import UserError
+    from linguistic_collapse.core.errors import UserError
 
     src, nb_path = _demo_pair(tmp_path)
     other = tmp_path / "06_other.py"  # an ordinary .py edit in another pair, judged first
@@ -164,7 +163,7 @@ def test_sync_refuses_when_both_twins_changed(tmp_path):
 
 
 def test_sync_cli_refusal_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
-    from lib.series import paper, sources
+    from linguistic_collapse.series import paper, sources
 
     src, nb_path = _demo_pair(tmp_path)
     src.write_text(src.read_text(encoding="utf-8").replace("x = 1", "x = 3"), encoding="utf-8")

@@ -8,26 +8,25 @@ import shutil
 import subprocess
 import sys
 
+import linguistic_collapse
 import matplotlib.pyplot as plt
 import nbformat
 import pytest
-
-import lib
-from lib.core import paths
-from lib.core.errors import UserError
-from lib.core.paths import REPO_ROOT
-from lib.figures import plots
-from lib.lm.profiles import load_profile
-from lib.series.paper import (
+from linguistic_collapse.core import paths
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.paths import REPO_ROOT
+from linguistic_collapse.figures import plots
+from linguistic_collapse.lm.profiles import load_profile
+from linguistic_collapse.series.paper import (
     notebook_setup,
     stage_parameters,
     stage_stamp,
 )
-from lib.series.progress import ProgressWatcher, stage_counter
+from linguistic_collapse.series.progress import ProgressWatcher, stage_counter
 
 
 @pytest.mark.parametrize("module", sorted(m.name for m in
-                                          pkgutil.walk_packages(lib.__path__, prefix="lib.")))
+                                          pkgutil.walk_packages(linguistic_collapse.__path__, prefix="linguistic_collapse.")))
 def test_every_module_imports(module):
     importlib.import_module(module)
 
@@ -103,7 +102,7 @@ def _tracked_status() -> str:
 
 @pytest.mark.skipif(shutil.which("git") is None or not (REPO_ROOT / ".git").exists(), reason="no git")
 def test_save_paths_under_the_redirect_leave_tracked_files_alone():
-    from lib.tables import results
+    from linguistic_collapse.tables import results
 
     before = _tracked_status()
     cfg = notebook_setup("smoke", style=False)
@@ -111,7 +110,7 @@ def test_save_paths_under_the_redirect_leave_tracked_files_alone():
         fig, ax = plt.subplots()
         ax.plot([1, 2], [2, 1])
         paths = plots.save_figure(fig, "training_curves", where)
-        assert all(p.parent == lib.core.paths.output_root() / "figures" / "smoke" for p in paths)
+        assert all(p.parent == linguistic_collapse.core.paths.output_root() / "figures" / "smoke" for p in paths)
     table = results.load_table(cfg.results_table)
     results.save_table(table, cfg.table_path("results.csv"))
     assert _tracked_status() == before
@@ -146,7 +145,7 @@ def test_stamp_changes_with_parameters_previous_output_root_and_inputs(tmp_path)
 
 
 def test_lib_digest_covers_subpackages(tmp_path, monkeypatch):
-    from lib.series import stamps
+    from linguistic_collapse.series import stamps
 
     (tmp_path / "lib" / "nc").mkdir(parents=True)
     (tmp_path / "lib" / "a.py").write_text("x = 1\n")
@@ -162,8 +161,8 @@ def test_stage_inputs_are_the_data_a_stage_reads(tmp_path):
     stage that reads it, even when notebooks, profile and code are unchanged."""
     from types import SimpleNamespace
 
-    from lib.core.paths import atomic_write_json
-    from lib.series.stamps import inputs_digest, stage_inputs
+    from linguistic_collapse.core.paths import atomic_write_json
+    from linguistic_collapse.series.stamps import inputs_digest, stage_inputs
 
     text = tmp_path / "text"
     text.mkdir()
@@ -184,7 +183,7 @@ def test_stage_inputs_are_the_data_a_stage_reads(tmp_path):
 
 
 def test_progress_counts_finished_runs_from_their_files(tmp_path):
-    from lib.lm.profiles import Profile
+    from linguistic_collapse.lm.profiles import Profile
 
     profile = Profile.from_dict({**load_profile("smoke").as_dict(), "out_dir": str(tmp_path)})
     count = stage_counter("01_train", profile)
@@ -225,7 +224,7 @@ def test_progress_watcher_emits_lines_on_change_and_heartbeat():
 
 
 def test_cli_lists_every_command():
-    out = subprocess.run([sys.executable, "-m", "lib", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "linguistic_collapse", "--help"], capture_output=True, text=True,
                          cwd=REPO_ROOT, check=True).stdout
     for command in ("train", "grid", "collect", "merge-stats", "measure", "analyze", "paper"):
         assert command in out
@@ -233,7 +232,7 @@ def test_cli_lists_every_command():
 
 @pytest.mark.slow  # spawns the CLI in a subprocess (imports torch and transformers afresh)
 def test_cli_paper_unknown_profile_fails_clearly():
-    proc = subprocess.run([sys.executable, "-m", "lib", "paper", "--profile", "nope"],
+    proc = subprocess.run([sys.executable, "-m", "linguistic_collapse", "paper", "--profile", "nope"],
                           capture_output=True, text=True, cwd=REPO_ROOT)
     assert proc.returncode in (1, 2)
     assert "unknown profile 'nope'" in proc.stdout + proc.stderr
@@ -244,9 +243,8 @@ def test_executed_copy_drops_what_changes_on_every_run(tmp_path):
     """Wall-clock times, widget state and random widget ids are removed or made stable, so an
     executed notebook re-run on unchanged inputs is byte-identical."""
     import nbformat
+    from linguistic_collapse.series.paper import WIDGET_VIEW, _normalise_executed
     from nbformat.v4 import new_code_cell, new_notebook, new_output
-
-    from lib.series.paper import WIDGET_VIEW, _normalise_executed
 
     def executed(model_id: str):
         cell = new_code_cell("explorer", outputs=[new_output(

@@ -11,16 +11,15 @@ import sys
 import numpy as np
 import pytest
 import submitit
-
-from lib.core.errors import UserError
-from lib.core.paths import REPO_ROOT, Layout, read_json
-from lib.core.provenance import sha256_array, sha256_file, weights_sha256
-from lib.lm.model import RunName
-from lib.lm.profiles import Profile, load_profile
-from lib.nc.stats_file import load_stats_metadata
-from lib.stages.blocks import subsample_blocks
-from lib.stages.costs import dry_run, plan_jobs
-from lib.stages.pipeline import (
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.paths import REPO_ROOT, Layout, read_json
+from linguistic_collapse.core.provenance import sha256_array, sha256_file, weights_sha256
+from linguistic_collapse.lm.model import RunName
+from linguistic_collapse.lm.profiles import Profile, load_profile
+from linguistic_collapse.nc.stats_file import load_stats_metadata
+from linguistic_collapse.stages.blocks import subsample_blocks
+from linguistic_collapse.stages.costs import dry_run, plan_jobs
+from linguistic_collapse.stages.pipeline import (
     collect_all,
     is_collected,
     is_measured,
@@ -31,9 +30,9 @@ from lib.stages.pipeline import (
     sensitivity_all,
     train_all,
 )
-from lib.stages.slurm import submit_slurm
-from lib.tables.results import build_results_table
-from lib.tables.sensitivity import fixed_k_table, sensitivity_table, stability
+from linguistic_collapse.stages.slurm import submit_slurm
+from linguistic_collapse.tables.results import build_results_table
+from linguistic_collapse.tables.sensitivity import fixed_k_table, sensitivity_table, stability
 
 
 def stats_path(out_dir, ck):
@@ -133,7 +132,7 @@ def test_retrain_after_corpus_change_redoes_stats_and_metrics(tmp_path, tiny_pro
     d = p.as_dict()
     d["corpus"]["max_train_stories"] = 50  # the corpus is rebuilt: other blocks
     changed = Profile.from_dict(d)
-    fix = f"python -m lib train --profile smoke --run {ck.run} --retrain"
+    fix = f"python -m linguistic_collapse train --profile smoke --run {ck.run} --retrain"
     with pytest.raises(UserError, match=r"train_blocks_sha256.*changed.*" + fix.replace("-", r"\-")):
         run_local(changed, progress=False)
     assert not is_collected(changed, ck)  # the stats do not match the new corpus
@@ -150,10 +149,10 @@ def test_retrain_after_corpus_change_redoes_stats_and_metrics(tmp_path, tiny_pro
 def test_one_collection_hashes_the_checkpoint_once(tmp_path, tiny_profile, monkeypatch):
     """collect_all hashes a checkpoint's files once: the same hashes decide whether the stats
     are current (before and under the lock) and are recorded in the stats file."""
-    import lib.core.provenance
-    import lib.lm.identity
-    import lib.stages.collect
-    import lib.stages.pipeline
+    import linguistic_collapse.core.provenance
+    import linguistic_collapse.lm.identity
+    import linguistic_collapse.stages.collect
+    import linguistic_collapse.stages.pipeline
 
     p = tiny_profile(tmp_path)
     (ck,) = p.checkpoints()
@@ -166,10 +165,10 @@ def test_one_collection_hashes_the_checkpoint_once(tmp_path, tiny_profile, monke
             return original(*args)
         return hashed
 
-    for module in (lib.core.provenance, lib.stages.pipeline, lib.stages.collect):
+    for module in (linguistic_collapse.core.provenance, linguistic_collapse.stages.pipeline, linguistic_collapse.stages.collect):
         monkeypatch.setattr(module, "weights_sha256", counting(weights_sha256))
-    monkeypatch.setattr(lib.lm.identity, "state_dict_sha256",
-                        counting(lib.lm.identity.state_dict_sha256))
+    monkeypatch.setattr(linguistic_collapse.lm.identity, "state_dict_sha256",
+                        counting(linguistic_collapse.lm.identity.state_dict_sha256))
     collect_all(p, progress=False)
     assert calls == ["weights_sha256"]
     meta = load_stats_metadata(stats_path(p.out_path, ck))
@@ -198,8 +197,8 @@ def test_metrics_of_another_stats_file_are_remeasured(tmp_path, tiny_profile):
 
 _GRID_SCRIPT = """
 import sys
-from lib.stages.pipeline import run_local
-from lib.lm.profiles import Profile
+from linguistic_collapse.stages.pipeline import run_local
+from linguistic_collapse.lm.profiles import Profile
 import json
 run_local(Profile.from_dict(json.loads(sys.argv[1])), progress=False)
 """

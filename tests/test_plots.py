@@ -1,4 +1,4 @@
-"""lib.figures.plots: every figure function runs on a small table; save_figure is atomic and deterministic."""
+"""linguistic_collapse.figures.plots: every figure function runs on a small table; save_figure is atomic and deterministic."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
-
-from lib.figures import figures_cli, plots, plots_loss, plots_training, walkthrough  # noqa: E402
-from lib.nc import registry  # noqa: E402
-from lib.nc.registry import MEASURES  # noqa: E402
-from lib.tables import analysis, claims, results  # noqa: E402
+from linguistic_collapse.figures import figures_cli, plots, plots_loss, plots_training, walkthrough  # noqa: E402
+from linguistic_collapse.nc import registry  # noqa: E402
+from linguistic_collapse.nc.registry import MEASURES  # noqa: E402
+from linguistic_collapse.tables import analysis, claims, results  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

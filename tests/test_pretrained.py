@@ -1,5 +1,5 @@
 """Any causal LM, exactly: tiny random GPT-2, GPT-NeoX (Pythia), Llama (untied head) and OPT
-(with ``project_out``) saved locally; hub ids fail fast offline; ``lib.stages.pretrained`` end to end."""
+(with ``project_out``) saved locally; hub ids fail fast offline; ``linguistic_collapse.stages.pretrained`` end to end."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import warnings
 
 import pytest
 import torch
-
-from lib.core.errors import UserError
-from lib.core.paths import read_json
-from lib.lm.model import (
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.paths import read_json
+from linguistic_collapse.lm.model import (
     feature_logit_gap,
     final_features,
     head_logits,
@@ -21,12 +20,12 @@ from lib.lm.model import (
     lm_head_weight,
     load_causal_lm,
 )
-from lib.nc.stats_file import load_stats_metadata
+from linguistic_collapse.nc.stats_file import load_stats_metadata
 
-try:  # the generated corpus may move from lib.lm.data to lib.lm.synthetic
-    from lib.lm.synthetic import generate_corpus
+try:  # the generated corpus may move from linguistic_collapse.lm.data to linguistic_collapse.lm.synthetic
+    from linguistic_collapse.lm.synthetic import generate_corpus
 except ImportError:
-    from lib.lm.data import generate_corpus
+    from linguistic_collapse.lm.data import generate_corpus
 
 ARCHS = ("gpt2", "gpt_neox", "llama", "opt", "opt_plain")
 CTX = 32
@@ -66,7 +65,7 @@ def texts():
 
 @pytest.fixture(scope="module")
 def tokenizers(texts, tmp_path_factory):
-    from lib.lm.data import train_bpe_tokenizer
+    from linguistic_collapse.lm.data import train_bpe_tokenizer
 
     root = tmp_path_factory.mktemp("tok")
     with warnings.catch_warnings():  # a tiny corpus may stop short of the vocabulary size
@@ -136,11 +135,10 @@ def test_opt_features_are_after_project_out(saved):
 
 @pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "llama", "opt"])
 def test_collect_and_measure_each_architecture(arch, saved, texts, tmp_path):
+    from linguistic_collapse.lm.data import load_tokenizer, tokenize_blocks
+    from linguistic_collapse.nc.measure import compute_measures
+    from linguistic_collapse.stages.collect import collect_model_stats
     from safetensors.torch import load_file
-
-    from lib.lm.data import load_tokenizer, tokenize_blocks
-    from lib.nc.measure import compute_measures
-    from lib.stages.collect import collect_model_stats
 
     folder, model = saved[arch]
     V = lm_head_weight(model).shape[0]
@@ -175,11 +173,11 @@ def test_hub_model_fails_fast_offline(name, revision, monkeypatch):
 
 
 def test_hub_unreachable_fails_fast_without_offline_flag(monkeypatch):
-    import lib.lm.model
+    import linguistic_collapse.lm.model
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(lib.lm.model, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(linguistic_collapse.lm.model, "hub_reachable", lambda timeout=3.0: False)
     t0 = time.perf_counter()
     with pytest.raises(UserError, match="unreachable"):
         load_causal_lm("EleutherAI/pythia-70m", revision="step1000")
@@ -187,7 +185,7 @@ def test_hub_unreachable_fails_fast_without_offline_flag(monkeypatch):
 
 
 def test_hub_tokenizer_fails_fast_offline(monkeypatch):
-    from lib.stages.pretrained import load_model_tokenizer
+    from linguistic_collapse.stages.pretrained import load_model_tokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match="tokenizer 'gpt2' is not available offline"):
@@ -204,12 +202,16 @@ def test_local_paths(saved, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# lib.stages.pretrained
+# linguistic_collapse.stages.pretrained
 
 
 def test_measure_pretrained_two_architectures(saved, texts, tmp_path):
-    from lib.nc.registry import MEASURES
-    from lib.stages.pretrained import TABLE_COLUMNS, measure_pretrained, pretrained_table
+    from linguistic_collapse.nc.registry import MEASURES
+    from linguistic_collapse.stages.pretrained import (
+        TABLE_COLUMNS,
+        measure_pretrained,
+        pretrained_table,
+    )
 
     models = [(str(saved["gpt2"][0]), None), (str(saved["gpt_neox"][0]), None)]
     rows = measure_pretrained(models, texts[0], texts[1], tmp_path, context_len=CTX,
@@ -229,9 +231,9 @@ def test_measure_pretrained_two_architectures(saved, texts, tmp_path):
         on_disk = json.loads((tmp_path / "metrics" / f"{row['name']}.json").read_text())
         assert on_disk["val_loss"] == row["val_loss"]
     assert rows[0]["family"] == "gpt2" and rows[1]["family"] == "gpt_neox"
-    # texts hashed by the one rule (lib.core.provenance); the in-memory model's hash has its own key
-    from lib.core.provenance import sha256_texts
-    from lib.nc.stats_file import load_stats_metadata
+    # texts hashed by the one rule (linguistic_collapse.core.provenance); the in-memory model's hash has its own key
+    from linguistic_collapse.core.provenance import sha256_texts
+    from linguistic_collapse.nc.stats_file import load_stats_metadata
 
     assert rows[0]["settings"]["train_texts_sha256"] == sha256_texts(texts[0])
     assert rows[0]["settings"]["val_texts_sha256"] == sha256_texts(texts[1])
@@ -248,10 +250,9 @@ def test_measure_pretrained_two_architectures(saved, texts, tmp_path):
     assert again[0]["val_loss"] == rows[0]["val_loss"]
     assert (tmp_path / "metrics" / "local--gpt2.json").stat().st_mtime_ns == mtime
     # the statistics are read verified: an LM head that no longer matches its hash is refused
+    from linguistic_collapse.core.errors import UserError
+    from linguistic_collapse.nc.stats_file import read_stats
     from safetensors.torch import save_file
-
-    from lib.core.errors import UserError
-    from lib.nc.stats_file import read_stats
 
     stats_path = tmp_path / "stats" / "local--gpt2" / "stats.safetensors"
     tensors, meta = read_stats(stats_path)
@@ -264,13 +265,13 @@ def test_measure_pretrained_two_architectures(saved, texts, tmp_path):
 
 
 def test_measure_pretrained_uses_the_one_refresh_step(saved, texts, tmp_path, monkeypatch):
-    """Pretrained models go through lib.stages.refresh: a current row is returned without
+    """Pretrained models go through linguistic_collapse.stages.refresh: a current row is returned without
     loading the model; otherwise the model is hashed once and its stats are reused exactly when
     they are of the same weights and token blocks (whatever the settings' texts say), and
     measured again when the measure definitions change."""
-    import lib.lm.identity
-    import lib.stages.pretrained as pre
-    import lib.stages.refresh
+    import linguistic_collapse.lm.identity
+    import linguistic_collapse.stages.pretrained as pre
+    import linguistic_collapse.stages.refresh
 
     models, stats = [(str(saved["gpt2"][0]), None)], tmp_path / "stats" / "local--gpt2" / "stats.safetensors"
     metrics = tmp_path / "metrics" / "local--gpt2.json"
@@ -280,8 +281,8 @@ def test_measure_pretrained_uses_the_one_refresh_step(saved, texts, tmp_path, mo
                                       batch_size=4, max_train_blocks=caps)[0]
 
     hashes = []
-    original = lib.lm.identity.state_dict_sha256
-    for module in (pre, lib.lm.identity):
+    original = linguistic_collapse.lm.identity.state_dict_sha256
+    for module in (pre, linguistic_collapse.lm.identity):
         monkeypatch.setattr(module, "state_dict_sha256", lambda m: hashes.append(1) or original(m))
     first = run()
     assert len(hashes) == 1 and first["collect_seconds"] > 0  # hashed once, used twice
@@ -296,7 +297,7 @@ def test_measure_pretrained_uses_the_one_refresh_step(saved, texts, tmp_path, mo
     assert again["settings"]["train_texts_sha256"] != first["settings"]["train_texts_sha256"]
     assert again["nc1_cdnv"] == first["nc1_cdnv"] and read_json(metrics) == again
     # new measure definitions: measured again from the same stats
-    monkeypatch.setattr(lib.stages.refresh, "MEASURE_VERSION", "changed")
+    monkeypatch.setattr(linguistic_collapse.stages.refresh, "MEASURE_VERSION", "changed")
     remeasured = run(train=longer)
     assert remeasured["measure_version"] == "changed" and stats.stat().st_mtime_ns == stamp
     # another cap: other blocks, collected again
@@ -306,7 +307,7 @@ def test_measure_pretrained_uses_the_one_refresh_step(saved, texts, tmp_path, mo
 
 
 def test_measure_pretrained_user_errors(saved, texts, tmp_path, tokenizers):
-    from lib.stages.pretrained import measure_pretrained
+    from linguistic_collapse.stages.pretrained import measure_pretrained
 
     folder = str(saved["opt"][0])
     with pytest.raises(UserError, match="exceeds"):
@@ -325,7 +326,11 @@ def test_measure_pretrained_user_errors(saved, texts, tmp_path, tokenizers):
 
 
 def test_shell_model_argument():
-    from lib.stages.pretrained import model_slug, parse_model_arg, pythia_checkpoints
+    from linguistic_collapse.stages.pretrained import (
+        model_slug,
+        parse_model_arg,
+        pythia_checkpoints,
+    )
 
     assert parse_model_arg("EleutherAI/pythia-70m@step1000") == ("EleutherAI/pythia-70m", "step1000")
     assert parse_model_arg("gpt2") == ("gpt2", None)
@@ -335,7 +340,7 @@ def test_shell_model_argument():
 
 
 def test_shell_command(saved, tmp_path, capsys, monkeypatch):
-    from lib.stages.pretrained import main
+    from linguistic_collapse.stages.pretrained import main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     rc = main(["--model", str(saved["opt"][0]), "--corpus", "generated", "--max-stories", "40",
@@ -348,7 +353,7 @@ def test_shell_command(saved, tmp_path, capsys, monkeypatch):
 
 
 def test_uncached_hub_model_refused_before_any_work(saved, texts, tmp_path, monkeypatch):
-    from lib.stages.pretrained import measure_pretrained
+    from linguistic_collapse.stages.pretrained import measure_pretrained
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     models = [(str(saved["gpt2"][0]), None), ("EleutherAI/pythia-70m", "step1000")]

@@ -12,13 +12,12 @@ from types import SimpleNamespace
 import nbformat
 import pytest
 import torch
+from linguistic_collapse import __main__ as cli
+from linguistic_collapse.core import paths
+from linguistic_collapse.core.paths import NOTEBOOKS_DIR, PROFILES_DIR
+from linguistic_collapse.nc import stats_file as sf
+from linguistic_collapse.series import paper
 from stats_helpers import random_stats
-
-from lib import __main__ as cli
-from lib.core import paths
-from lib.core.paths import NOTEBOOKS_DIR, PROFILES_DIR
-from lib.nc import stats_file as sf
-from lib.series import paper
 
 SMOKE = (PROFILES_DIR / "smoke.yaml").read_text(encoding="utf-8")
 

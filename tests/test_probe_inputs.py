@@ -11,16 +11,15 @@ import math
 import pandas as pd
 import pytest
 import torch
+from linguistic_collapse import __main__ as cli
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.paths import PROFILES_DIR, REPO_ROOT
+from linguistic_collapse.lm.profiles import Profile, load_profile
+from linguistic_collapse.nc import stats_file as sf
+from linguistic_collapse.nc.measure import compute_measures, measure_stats_file
+from linguistic_collapse.series import paper
+from linguistic_collapse.tables import authors, results
 from stats_helpers import random_stats
-
-from lib import __main__ as cli
-from lib.core.errors import UserError
-from lib.core.paths import PROFILES_DIR, REPO_ROOT
-from lib.lm.profiles import Profile, load_profile
-from lib.nc import stats_file as sf
-from lib.nc.measure import compute_measures, measure_stats_file
-from lib.series import paper
-from lib.tables import authors, results
 
 SMOKE = (PROFILES_DIR / "smoke.yaml").read_text(encoding="utf-8")
 

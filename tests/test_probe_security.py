@@ -10,12 +10,11 @@ import re
 
 import pytest
 import torch
-
-from lib.core.errors import UserError
-from lib.core.paths import REPO_ROOT
-from lib.lm.model import load_causal_lm
-from lib.lm.profiles import Profile, load_profile
-from lib.stages.pretrained import load_model_tokenizer
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.paths import REPO_ROOT
+from linguistic_collapse.lm.model import load_causal_lm
+from linguistic_collapse.lm.profiles import Profile, load_profile
+from linguistic_collapse.stages.pretrained import load_model_tokenizer
 
 
 @pytest.mark.parametrize("name", ["../../../elsewhere", "a/b", "..", "smoke ", ""])

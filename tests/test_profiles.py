@@ -6,11 +6,10 @@ import copy
 
 import pytest
 import yaml
-
-from lib.core.errors import UserError
-from lib.core.paths import PROFILES_DIR
-from lib.lm.model import RunName
-from lib.lm.profiles import Profile, available_profiles, load_profile
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.paths import PROFILES_DIR
+from linguistic_collapse.lm.model import RunName
+from linguistic_collapse.lm.profiles import Profile, available_profiles, load_profile
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +193,8 @@ def test_new_keys_and_their_defaults(smoke_dict):
 
 
 def test_sections_are_typed_and_validated_once():
-    """lib.lm.data takes the profile's sections as they are; a bad mapping fails the same way."""
-    from lib.lm.data import prepare_corpus
+    """linguistic_collapse.lm.data takes the profile's sections as they are; a bad mapping fails the same way."""
+    from linguistic_collapse.lm.data import prepare_corpus
 
     with pytest.raises(UserError, match=r"^corpus: unknown key 'max_stories'"):
         prepare_corpus(corpus={"source": "generated", "max_stories": 3},

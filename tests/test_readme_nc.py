@@ -6,8 +6,7 @@ import re
 
 import pandas as pd
 import pytest
-
-from lib.core.paths import REPO_ROOT
+from linguistic_collapse.core.paths import REPO_ROOT
 
 SECTION = "## Neural collapse of your own model"
 
@@ -29,7 +28,7 @@ def test_the_classstats_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(compile(_examples()[0], "README.md example 1", "exec"), scope)
-    from lib.nc.registry import MEASURES
+    from linguistic_collapse.nc.registry import MEASURES
 
     assert list(scope["metrics"]) == MEASURES
     assert scope["stats"].measures() == scope["metrics"]  # loaded back, verified

@@ -1,6 +1,6 @@
 """Every number the README's Results section quotes comes from runs/cpu/findings.md.
 
-The notebooks record each reported number with its source table (lib.tables.findings); a rerun
+The notebooks record each reported number with its source table (linguistic_collapse.tables.findings); a rerun
 that changes a number therefore fails here until the README says the new one.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from lib.tables import findings
+from linguistic_collapse.tables import findings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

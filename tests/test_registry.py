@@ -1,17 +1,17 @@
-"""lib.nc.registry: one entry per measure that lib.nc.measure computes; the metadata is coherent."""
+"""linguistic_collapse.nc.registry: one entry per measure that linguistic_collapse.nc.measure computes; the metadata is coherent."""
 
 from __future__ import annotations
 
 import sys
 
 import pytest
-
-from lib.nc import registry
-from lib.nc.registry import COMPARISONS, MEASURES, REGISTRY
+from linguistic_collapse.nc import registry
+from linguistic_collapse.nc.registry import COMPARISONS, MEASURES, REGISTRY
 
 
 def test_registry_matches_what_lib_measure_computes():
-    from lib.nc.measure import compute_measures
+    from linguistic_collapse.nc.measure import compute_measures
+
     from tests.test_measure import make_stats
 
     computed = set(compute_measures(make_stats(9, 4), progress=False)) - {"num_classes"}
@@ -19,7 +19,8 @@ def test_registry_matches_what_lib_measure_computes():
 
 
 def test_registry_matches_the_reference_definitions():
-    from lib.nc import reference
+    from linguistic_collapse.nc import reference
+
     from tests.test_measure import make_stats
 
     assert set(reference.measures(make_stats(6, 3))) == set(MEASURES)
@@ -48,8 +49,8 @@ def test_metadata_is_coherent():
 def test_table_modules_do_not_import_torch():
     import subprocess
 
-    code = ("import sys; import lib.tables.analysis, lib.tables.results, lib.lm.runs, lib.nc.registry, lib.tables.claims, "
-            "lib.tables.tokens, lib.tables.authors, lib.nc.reference; print('torch' in sys.modules)")
+    code = ("import sys; import linguistic_collapse.tables.analysis, linguistic_collapse.tables.results, linguistic_collapse.lm.runs, linguistic_collapse.nc.registry, linguistic_collapse.tables.claims, "
+            "linguistic_collapse.tables.tokens, linguistic_collapse.tables.authors, linguistic_collapse.nc.reference; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -57,7 +58,7 @@ def test_table_modules_do_not_import_torch():
 def test_readme_measures_table_is_the_registry():
     """The README's table of measures is ``registry.markdown_table()`` verbatim: a measure added
     to the registry without regenerating it fails here."""
-    from lib.core.paths import REPO_ROOT
+    from linguistic_collapse.core.paths import REPO_ROOT
 
     assert registry.markdown_table() in (REPO_ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -66,9 +67,8 @@ def test_one_analysis_scale_for_every_reader():
     """log10 for the log measures with NaN where not positive; analysis drops those rows."""
     import numpy as np
     import pandas as pd
-
-    from lib.nc.registry import analysis_scale
-    from lib.tables.analysis import transformed
+    from linguistic_collapse.nc.registry import analysis_scale
+    from linguistic_collapse.tables.analysis import transformed
 
     values = [100.0, 0.0, -1.0, float("nan")]
     np.testing.assert_array_equal(analysis_scale(values, "nc1_cdnv"), [2.0, np.nan, np.nan, np.nan])

@@ -1,4 +1,4 @@
-"""lib.tables.replicas: Fisher intervals and difference tests, the first principal component, and
+"""linguistic_collapse.tables.replicas: Fisher intervals and difference tests, the first principal component, and
 Table 1 beside the authors' replicas."""
 
 from __future__ import annotations
@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from linguistic_collapse.tables import analysis, replicas
 from scipy.stats import pearsonr
-
-from lib.tables import analysis, replicas
 
 
 def test_fisher_ci_matches_scipy():
@@ -69,7 +68,7 @@ def test_reviewed_table1_adds_intervals_authors_and_pc1():
 
 
 def test_add_findings_records_interval_authors_and_pc1(tmp_path):
-    from lib.tables.findings import Findings, values
+    from linguistic_collapse.tables.findings import Findings, values
 
     rng = np.random.default_rng(2)
     f = rng.standard_normal(21)

@@ -1,5 +1,5 @@
 """Reproduction on any machine: executed copies name no machine's folders, and the tables the
-nbval runs of runs/smoke write agree with the committed ones to lib.tables.reproduce's tolerance."""
+nbval runs of runs/smoke write agree with the committed ones to linguistic_collapse.tables.reproduce's tolerance."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-
-from lib.core.paths import REPO_ROOT
-from lib.series.paper import repo_relative_outputs
-from lib.tables.reproduce import RTOL, table_differences
+from linguistic_collapse.core.paths import REPO_ROOT
+from linguistic_collapse.series.paper import repo_relative_outputs
+from linguistic_collapse.tables.reproduce import RTOL, table_differences
 
 # an absolute path into a checkout: /<anything>/(data|runs|figures|notebooks|lib)/...
 MACHINE_PATH = re.compile(r"(?<![\w.~])/[^\s'\"]*/(?:data|runs|figures|notebooks|lib|profiles)/")
@@ -70,9 +69,8 @@ def test_fresh_smoke_tables_agree_with_the_committed_ones(table):
 
 def test_kernel_thread_count_comes_from_the_environment(monkeypatch):
     import torch
-
-    from lib.core.errors import UserError
-    from lib.lm.devices import THREADS_ENV, apply_thread_setting
+    from linguistic_collapse.core.errors import UserError
+    from linguistic_collapse.lm.devices import THREADS_ENV, apply_thread_setting
 
     before = torch.get_num_threads()
     try:

@@ -1,4 +1,4 @@
-"""lib.tables.results: files -> tables, row selections and display rounding, on fake producer outputs."""
+"""linguistic_collapse.tables.results: files -> tables, row selections and display rounding, on fake producer outputs."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
-from lib.core.paths import atomic_write_json, read_json
-from lib.lm.runs import RunName
-from lib.nc.registry import MEASURES
-from lib.tables import analysis, results
+from linguistic_collapse.core.paths import atomic_write_json, read_json
+from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.nc.registry import MEASURES
+from linguistic_collapse.tables import analysis, results
 
 # ---------------------------------------------------------------------------------------------
 # Fake producer outputs

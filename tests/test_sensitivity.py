@@ -1,4 +1,4 @@
-"""Sample-size sensitivity tables (lib.tables.sensitivity) from files laid out as the pipeline writes
+"""Sample-size sensitivity tables (linguistic_collapse.tables.sensitivity) from files laid out as the pipeline writes
 them; the collection itself is tested end to end in tests/test_pipeline.py."""
 
 from __future__ import annotations
@@ -9,17 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from lib.core.errors import UserError
-from lib.core.paths import Layout, atomic_write_json
-from lib.lm.runs import RunName
-from lib.nc.classstats import ClassStats
-from lib.nc.measure import select_measures
-from lib.nc.registry import MEASURES
-from lib.nc.stats_file import read_stats
-from lib.nc.subset import restrict_classes
-from lib.tables.findings import Findings
-from lib.tables.sensitivity import (
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.paths import Layout, atomic_write_json
+from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.nc.classstats import ClassStats
+from linguistic_collapse.nc.measure import select_measures
+from linguistic_collapse.nc.registry import MEASURES
+from linguistic_collapse.nc.stats_file import read_stats
+from linguistic_collapse.nc.subset import restrict_classes
+from linguistic_collapse.tables.findings import Findings
+from linguistic_collapse.tables.sensitivity import (
     STABLE_SHARE,
     add_findings,
     changes,

@@ -1,4 +1,4 @@
-"""lib.stages.slurm without a cluster: the profile's cluster section, the sbatch script submitit writes,
+"""linguistic_collapse.stages.slurm without a cluster: the profile's cluster section, the sbatch script submitit writes,
 refusals (no sbatch, sbatch errors) and the skipping of recorded active jobs, with stand-in
 sbatch/squeue scripts. The real cluster is the SLURM tier (tests/slurm, make test-slurm)."""
 
@@ -10,12 +10,11 @@ import stat
 
 import pytest
 import yaml
-
-from lib.__main__ import main
-from lib.core.errors import UserError
-from lib.core.paths import PROFILES_DIR, Layout
-from lib.lm.profiles import Profile
-from lib.stages import slurm
+from linguistic_collapse.__main__ import main
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.paths import PROFILES_DIR, Layout
+from linguistic_collapse.lm.profiles import Profile
+from linguistic_collapse.stages import slurm
 
 
 def _profile(tmp_path, **cluster) -> Profile:
@@ -107,7 +106,7 @@ def test_recorded_active_jobs_are_skipped(tmp_path, monkeypatch):
 
 
 def test_corpus_staleness_is_prepare_corpus_check(tmp_path):
-    from lib.lm.data import corpus_staleness, prepare_corpus
+    from linguistic_collapse.lm.data import corpus_staleness, prepare_corpus
 
     text = tmp_path / "text"
     text.mkdir()

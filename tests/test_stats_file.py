@@ -1,16 +1,14 @@
-"""The stats.safetensors format (lib.nc.stats_file): verified reads, provenance, merging."""
+"""The stats.safetensors format (linguistic_collapse.nc.stats_file): verified reads, provenance, merging."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
-from lib.core.errors import UserError
-from lib.core.provenance import sha256_tensor
-from lib.nc.accumulate import class_means, means_hash
-from lib.nc.merge import merge_stats
-from lib.nc.stats_file import (
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.provenance import sha256_tensor
+from linguistic_collapse.nc.accumulate import class_means, means_hash
+from linguistic_collapse.nc.merge import merge_stats
+from linguistic_collapse.nc.stats_file import (
     FORMAT_VERSION,
     is_finished,
     load_stats,
@@ -20,6 +18,7 @@ from lib.nc.stats_file import (
     stats_overview,
     write_stats,
 )
+from safetensors.torch import save_file
 
 V, D = 6, 3
 HASHES = {"weights_sha256": "w" * 64, "train_blocks_sha256": "t" * 64,

@@ -1,13 +1,12 @@
-"""lib.nc.subset: restricting statistics to classes equals collecting only those classes' samples."""
+"""linguistic_collapse.nc.subset: restricting statistics to classes equals collecting only those classes' samples."""
 
 import math
 
 import pytest
 import torch
-
-from lib.nc import reference
-from lib.nc.classstats import ClassStats
-from lib.nc.subset import min_count_classes, restrict_classes
+from linguistic_collapse.nc import reference
+from linguistic_collapse.nc.classstats import ClassStats
+from linguistic_collapse.nc.subset import min_count_classes, restrict_classes
 
 
 def test_restricted_stats_equal_stats_of_the_kept_samples_only():
@@ -39,11 +38,10 @@ def test_restricted_stats_equal_stats_of_the_kept_samples_only():
 
 
 def test_min_count_section_measures_the_frequent_classes_of_a_tiny_stats_file(tmp_path):
+    from linguistic_collapse.nc import stats_file as sf
+    from linguistic_collapse.nc.measure import compute_measures
+    from linguistic_collapse.nc.subset import min_count_section
     from stats_helpers import random_stats
-
-    from lib.nc import stats_file as sf
-    from lib.nc.measure import compute_measures
-    from lib.nc.subset import min_count_section
 
     path = sf.write_stats(tmp_path / "stats.safetensors", random_stats(K=10, D=4, seed=2),
                           {"model": "m", "vocab_size": "10", "width": "4"})

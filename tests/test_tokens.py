@@ -1,12 +1,11 @@
-"""lib.tables.tokens: decoded token tables, first names, rankings over classes with enough samples."""
+"""linguistic_collapse.tables.tokens: decoded token tables, first names, rankings over classes with enough samples."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from lib.tables import tokens as tk
+from linguistic_collapse.tables import tokens as tk
 
 # ---------------------------------------------------------------------------------------------
 # Tokens
@@ -150,7 +149,7 @@ def test_name_test_against_plain_counts_and_frequency_matching():
 
 
 def test_record_findings_writes_names_and_test(tmp_path):
-    from lib.tables.findings import Findings, values
+    from linguistic_collapse.tables.findings import Findings, values
 
     values_ = {"ann": (100, 0.1), "bob": (110, 0.3), "Bob": (20, 0.3), "cat": (105, 0.2),
                "dog": (120, 0.5), "sun": (115, 0.6)}

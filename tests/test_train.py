@@ -9,16 +9,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
-from lib.core.errors import UserError
-from lib.core.paths import Layout
-from lib.core.provenance import weights_sha256
-from lib.lm.data import block_order, prepare_corpus
-from lib.lm.model import RunName, count_params, load_causal_lm
-from lib.lm.sections import ModelConfig, TrainingConfig
-from lib.stages.checkpoints import STATE_FILE, STATE_TENSORS, read_training_state
-from lib.stages.loop import build_run_model, evaluate, param_groups
-from lib.stages.train import train_run
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.paths import Layout
+from linguistic_collapse.core.provenance import weights_sha256
+from linguistic_collapse.lm.data import block_order, prepare_corpus
+from linguistic_collapse.lm.model import RunName, count_params, load_causal_lm
+from linguistic_collapse.lm.sections import ModelConfig, TrainingConfig
+from linguistic_collapse.stages.checkpoints import STATE_FILE, STATE_TENSORS, read_training_state
+from linguistic_collapse.stages.loop import build_run_model, evaluate, param_groups
+from linguistic_collapse.stages.train import train_run
 
 TRAINING = TrainingConfig(lr=1e-3, batch_size=8, eval_batch_size=16)
 MODEL = ModelConfig()
@@ -89,12 +88,12 @@ def test_lr_decays_linearly_to_zero(uninterrupted):
 
 def test_finished_run_is_a_noop(uninterrupted, corpus, monkeypatch):
     out, res = uninterrupted
-    import lib.stages.loop
+    import linguistic_collapse.stages.loop
 
     def boom(*args, **kwargs):
         raise AssertionError("a finished run must not train again")
 
-    monkeypatch.setattr(lib.stages.loop, "train_epoch", boom)  # the one training loop
+    monkeypatch.setattr(linguistic_collapse.stages.loop, "train_epoch", boom)  # the one training loop
     assert train("L1-d16-e3-wd0.1-s0", out, corpus) == res
 
 
@@ -118,7 +117,7 @@ def test_settings_change_is_refused(uninterrupted, corpus):
 
 def test_finished_run_on_other_text_is_refused(uninterrupted, corpus, tmp_path):
     """Same sizes, other token blocks (another generated seed): the stored run is not reused."""
-    from lib.lm.synthetic import generate_corpus
+    from linguistic_collapse.lm.synthetic import generate_corpus
 
     texts = generate_corpus(100, seed=7)
     (tmp_path / "train.txt").write_text("\n".join(texts))
@@ -146,7 +145,7 @@ def test_seeds(corpus, tmp_path):
 
 
 def test_weight_decay_groups_follow_trainer():
-    from lib.lm.model import build_model, gpt_neo_config
+    from linguistic_collapse.lm.model import build_model, gpt_neo_config
 
     model = build_model(gpt_neo_config(2, 16, 300, 32))
     decay, no_decay = param_groups(model, 0.1)

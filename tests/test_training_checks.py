@@ -7,9 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
-from lib.tables import training_checks as tc
-from lib.tables.results import LOSS
+from linguistic_collapse.tables import training_checks as tc
+from linguistic_collapse.tables.results import LOSS
 
 
 def test_lr_schedule_matches_transformers_linear_schedule():
@@ -81,7 +80,7 @@ def test_plateau_summary_beside_the_unigram_entropy():
 
 
 def test_record_findings_writes_the_numbers_01_train_reports(tmp_path):
-    from lib.tables.findings import Findings, values
+    from linguistic_collapse.tables.findings import Findings, values
 
     losses = [3.0, 3.1, 3.2, 3.05, 3.15, 3.12, 5.8, 5.9]
     models = pd.concat([_models(losses, 0.0005), _models([x + 0.004 for x in losses], 0.1)],

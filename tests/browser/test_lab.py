@@ -22,9 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from lib.core.paths import NOTEBOOKS_DIR, REPO_ROOT
-from lib.series.sources import NOTEBOOK_METADATA
+from linguistic_collapse.core.paths import NOTEBOOKS_DIR, REPO_ROOT
+from linguistic_collapse.series.sources import NOTEBOOK_METADATA
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -197,9 +196,9 @@ def test_01_train_runs_with_a_figure_and_no_error(browser, lab):
 
 
 def test_06_tokens_renders_the_explorer_widget(browser, lab):
-    from lib.lm import runs
-    from lib.lm.profiles import load_profile
-    from lib.stages import pipeline
+    from linguistic_collapse.lm import runs
+    from linguistic_collapse.lm.profiles import load_profile
+    from linguistic_collapse.stages import pipeline
 
     profile = load_profile("smoke")  # 06 reads the largest model's statistics (02_collect's job)
     ck = runs.largest(profile.checkpoints())

@@ -47,10 +47,10 @@ def one_run(**grid) -> dict:
 
 
 def cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python -m lib ARGS`` from the repository root, as a user runs it, on one CPU thread
+    """``python -m linguistic_collapse ARGS`` from the repository root, as a user runs it, on one CPU thread
     (sbatch passes the environment on, so local runs and array tasks sum floats alike)."""
-    full = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "lib", *args], capture_output=True, text=True,
+    full = {**os.environ, "PYTHONPATH": str(REPO / "lib"), "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "linguistic_collapse", *args], capture_output=True, text=True,
                           cwd=REPO, env=full, timeout=timeout)
 
 

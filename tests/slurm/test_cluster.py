@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from linguistic_collapse.lm.profiles import load_profile
 from slurm_helpers import (
     cli,
     job_field,
@@ -23,8 +24,6 @@ from slurm_helpers import (
     wait_gone,
     write_profile,
 )
-
-from lib.lm.profiles import load_profile
 
 pytestmark = pytest.mark.slurm
 
@@ -138,7 +137,7 @@ def test_sbatch_refusal_is_one_line_naming_the_key(tmp_path):
 def test_changed_corpus_is_prepared_first_and_retrain_honoured(tmp_path):
     text = tmp_path / "text"
     text.mkdir()
-    from lib.lm.synthetic import generate_corpus
+    from linguistic_collapse.lm.synthetic import generate_corpus
 
     stories = generate_corpus(300, seed=5)
     (text / "train.txt").write_text("\n".join(stories[:250]) + "\n")

@@ -1,0 +1,74 @@
+"""Shell interface: ``python -m linguistic_collapse COMMAND ...``; every per-model step runs without a notebook.
+
+``--help`` imports nothing heavy: the command table below names each command's module, and only
+the chosen command's module is imported (it adds its own arguments with ``register_cli``).
+Mistakes a user can fix (``UserError``, a missing file, a bad value) and operating-system errors
+(disk full, read-only, permission denied, a folder where a file belongs: the path and the
+errno's meaning) print one line and exit with status 2; set ``LC_TRACEBACK=1`` to see the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from linguistic_collapse.core.errors import os_error_line
+
+# command -> (module defining register_cli, one-line help); order = order in --help
+COMMANDS: dict[str, tuple[str, str]] = {
+    "paper": ("series.paper", "execute the notebook series for a profile (make paper)"),
+    "grid": ("stages.grid", "train, collect and measure a profile's whole grid (local or SLURM)"),
+    "train": ("stages.grid", "train one run of a profile (resumes; no-op when current)"),
+    "prepare-corpus": ("lm.data", "tokenize a corpus into cached token blocks"),
+    "collect": ("stages.collect_cli", "statistics passes of one model: a checkpoint folder or hub name"),
+    "merge-stats": ("stages.stats_cli", "merge the shard files of one statistics pass"),
+    "measure": ("stages.stats_cli", "neural-collapse measures of a stats file"),
+    "analyze": ("tables.analysis", "results table, correlations and permutation test as CSVs"),
+    "figures": ("figures.figures_cli", "Figures 1-3 from a results table"),
+    "import-authors": ("tables.authors", "the authors' published lc-*.csv as a results table"),
+    "pretrained": ("stages.pretrained", "measure hub or local pretrained causal LMs on a corpus"),
+}
+USER_ERRORS = (ValueError, OSError)  # OSError: every errno, through errors.os_error_line
+
+
+def _summary_parser() -> argparse.ArgumentParser:
+    """Every command with its help line, without importing any command module."""
+    parser = argparse.ArgumentParser(prog="python -m linguistic_collapse", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, text) in COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
+    return parser
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    """The full parser for one command: its module registers the arguments."""
+    module = importlib.import_module(f"linguistic_collapse.{COMMANDS[command][0]}")
+    parser = argparse.ArgumentParser(prog="python -m linguistic_collapse", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    module.register_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in COMMANDS:
+        _summary_parser().parse_args(argv)  # prints help or a usage error and exits
+        return 2
+    try:
+        args = build_parser(argv[0]).parse_args(argv)
+        result = args.func(args)
+    except USER_ERRORS as err:
+        if os.environ.get("LC_TRACEBACK"):
+            raise
+        message = (os_error_line(err) if isinstance(err, OSError)
+                   else " ".join(str(err).split()) or type(err).__name__)
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

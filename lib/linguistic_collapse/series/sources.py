@@ -1,0 +1,143 @@
+"""Notebook sources: notebooks/NN_name.py (jupytext py:percent) <-> notebooks/NN_name.ipynb, kept
+in step without losing an edit (the twin changed since the last sync wins; both changed: refused)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.paths import NOTEBOOKS_DIR, REPO_ROOT, atomic_write_text, short
+
+# The kernel display name is the one ipykernel's spec gives, so saving in JupyterLab keeps it.
+NOTEBOOK_METADATA = {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                    "name": "python3"},
+                     "language_info": {"name": "python"}}
+SYNC_KEY = "twin_sync"  # notebook metadata: digest of the cells both twins had when last in sync
+
+
+def _cells_digest(cells: Any) -> str:
+    """sha256 of what a .py twin defines of each cell: its type, source and tags."""
+    import hashlib
+
+    data = [[c.cell_type, c.source, c.metadata.get("tags", [])] for c in cells]
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def notebook_from_source(source: Path) -> Any:
+    """The source notebook a py:percent file defines: no outputs, no execution counts, cell ids
+    ``<stem>-NN``, only ``tags`` kept in cell metadata, and the digest of its cells (what
+    ``sync_notebooks`` compares against), so it is a pure function of the .py."""
+    import jupytext
+
+    nb = jupytext.read(source, fmt="py:percent")
+    nb.metadata = json.loads(json.dumps(NOTEBOOK_METADATA))
+    nb.nbformat, nb.nbformat_minor = 4, 5
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"{source.stem}-{i:02d}"
+        tags = cell.metadata.get("tags")
+        cell.metadata = {"tags": list(tags)} if tags else {}
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nb.metadata[SYNC_KEY] = {"cells_sha256": _cells_digest(nb.cells)}
+    return nb
+
+
+def notebook_text(nb: Any) -> str:
+    """Canonical JSON text of a notebook (what ``sync_notebooks`` writes)."""
+    import nbformat
+
+    return nbformat.writes(nb) + "\n"
+
+
+@dataclass(frozen=True)
+class TwinSync:
+    """One pair brought in step: ``direction`` is ``py->ipynb`` or ``ipynb->py``."""
+
+    source: Path
+    notebook: Path
+    direction: str
+
+    def describe(self) -> str:
+        """The line ``make notebooks`` prints, naming the file that was rewritten."""
+        if self.direction == "ipynb->py":
+            return (f"wrote the edits of {short(self.notebook)} back to {self.source.name}, "
+                    f"then rebuilt the notebook from it")
+        return f"rebuilt {short(self.notebook)} from {self.source.name}"
+
+
+def sync_direction(source: Path, notebook: Path) -> str | None:
+    """Which twin changed since the pair was last in sync: ``py->ipynb`` (the .py, or no
+    notebook yet), ``ipynb->py`` (the notebook only), ``None`` (same cells). Both changed, or no
+    record of the last sync and different cells: ``UserError``, since either choice loses an edit."""
+    if not notebook.exists():
+        return "py->ipynb"
+    py_cells = notebook_from_source(source).cells
+    nb_cells = _clean_cells(notebook)
+    if _cells_digest(py_cells) == _cells_digest(nb_cells):
+        return None
+    try:
+        recorded = json.loads(notebook.read_text(encoding="utf-8"))["metadata"][SYNC_KEY]["cells_sha256"]
+    except (ValueError, KeyError, TypeError):
+        recorded = None
+    py_changed = _cells_digest(py_cells) != recorded
+    nb_changed = _cells_digest(nb_cells) != recorded
+    if py_changed and not nb_changed:
+        return "py->ipynb"
+    if nb_changed and not py_changed:
+        return "ipynb->py"
+    raise UserError(
+        f"{short(source)} and {short(notebook)} both changed since they were last in sync; "
+        f"keep the one you want (`git diff` shows both), delete or `git checkout` the other, "
+        f"then run `make notebooks` again")
+
+
+def sync_notebooks(folder: Path | None = None, check: bool = False) -> list[TwinSync]:
+    """Bring each ``<folder>/NN_*.py`` and its ``.ipynb`` twin in step; returns what changed.
+    The twin edited since the last sync wins: a .py edit rebuilds the .ipynb (outputs stripped),
+    a .ipynb edit (JupyterLab without pairing) is written back to the .py first. When both were
+    edited, no file of any pair is written (``UserError``). ``check``: change nothing, only report."""
+    import jupytext
+
+    changes = []
+    sources = sorted((folder or NOTEBOOKS_DIR).glob("[0-9][0-9]_*.py"))
+    # every pair is judged before any is written: a refusal leaves all files as they were
+    directions = [sync_direction(source, source.with_suffix(".ipynb")) for source in sources]
+    for source, direction in zip(sources, directions, strict=True):
+        notebook = source.with_suffix(".ipynb")
+        if direction == "ipynb->py" and not check:
+            write_source(jupytext.read(notebook), source)
+        text = notebook_text(notebook_from_source(source))
+        if direction == "ipynb->py" or not notebook.exists() or notebook.read_text(encoding="utf-8") != text:
+            changes.append(TwinSync(source, notebook, direction or "py->ipynb"))
+            if not check:
+                atomic_write_text(notebook, text)
+    return changes
+
+
+def write_source(nb: Any, source: Path) -> None:
+    """Write ``nb``'s cells as a py:percent twin exactly as JupyterLab's jupytext does under
+    ``jupytext.toml`` (its metadata filters: no YAML header, only cell tags)."""
+    import jupytext
+    from jupytext.config import load_jupytext_configuration_file
+
+    config = load_jupytext_configuration_file(str(REPO_ROOT / "jupytext.toml"))
+    nb = copy.deepcopy(nb)
+    nb.metadata = {"jupytext": {"notebook_metadata_filter": config.notebook_metadata_filter,
+                                "cell_metadata_filter": config.cell_metadata_filter}}
+    jupytext.write(nb, source, fmt="py:percent", config=config)
+
+
+def _clean_cells(notebook: Path) -> Any:
+    """The cells of a .ipynb as its .py would define them (outputs and ids dropped)."""
+    import tempfile
+
+    import jupytext
+
+    with tempfile.TemporaryDirectory() as tmp:
+        py = Path(tmp) / f"{notebook.stem}.py"
+        write_source(jupytext.read(notebook), py)
+        return notebook_from_source(py).cells

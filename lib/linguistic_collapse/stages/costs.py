@@ -1,0 +1,106 @@
+"""A profile's jobs and their cost: tokens per run, FLOPs (6·N·tokens plus attention) and GPU-hours at
+the profile's assumed utilisation (``python -m linguistic_collapse grid --dry-run``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from linguistic_collapse.core.paths import Layout, read_json
+from linguistic_collapse.lm.model import RunName, paper_param_count
+from linguistic_collapse.lm.profiles import Profile
+
+# ---------------------------------------------------------------------------------------------
+# Jobs and their cost
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training run, the checkpoints to collect and measure, and its estimated cost."""
+
+    run: RunName
+    checkpoints: tuple[RunName, ...]
+    batch_size: int
+    n_params: int  # the paper's closed-form parameter count
+    train_tokens: int  # epochs x training tokens
+    collect_tokens: int  # tokens through the model in all collection passes
+    train_flops: float  # training + per-epoch validation
+    collect_flops: float
+
+    @property
+    def flops(self) -> float:
+        return self.train_flops + self.collect_flops
+
+    def gpu_hours(self, peak_tflops: float, utilization: float) -> float:
+        return self.flops / (peak_tflops * 1e12 * utilization) / 3600
+
+
+def token_counts(profile: Profile) -> tuple[int, int]:
+    """(training tokens, validation tokens) per epoch: the prepared corpus, else the estimates."""
+    manifest = Layout(profile.out_path).manifest
+    if manifest.is_file():
+        m = read_json(manifest)
+        return int(m["n_train_tokens"]), int(m["n_val_tokens"])
+    c = profile.cluster
+    if c.train_tokens_estimate is None or c.val_tokens_estimate is None:
+        raise ValueError(
+            f"profile {profile.name!r}: corpus not prepared at {manifest.parent} and no "
+            "cluster.train_tokens_estimate / cluster.val_tokens_estimate; set them or prepare it"
+        )
+    return c.train_tokens_estimate, c.val_tokens_estimate
+
+
+def forward_flops_per_token(profile: Profile, depth: int, width: int) -> float:
+    """2 x matmul parameters + attention scores and mixing (module docstring)."""
+    V, T, d = profile.tokenizer.expected_vocab_size(), profile.context_len, width
+    n_matmul = depth * (12 * d * d + 10 * d) + V * d
+    n_global, n_local = math.ceil(depth / 2), depth // 2
+    attention = 2 * d * (n_global * T + n_local * min(profile.model.window_size, T))
+    return 2 * n_matmul + attention
+
+
+def _capped(tokens: int, max_blocks: int | None, context_len: int) -> int:
+    return tokens if max_blocks is None else min(tokens, max_blocks * context_len)
+
+
+def make_job(profile: Profile, run: RunName, train_tokens: int, val_tokens: int) -> Job:
+    """The job of one run with its cost estimate."""
+    cks = tuple(profile.checkpoints_of(run))
+    T, col = profile.context_len, profile.collect
+    fwd = forward_flops_per_token(profile, run.depth, run.width)
+    per_ck = _capped(train_tokens, col.max_train_blocks, T) + _capped(
+        val_tokens, col.max_val_blocks, T)
+    return Job(
+        run=run, checkpoints=cks, batch_size=profile.batch_size(run),
+        n_params=paper_param_count(run.depth, run.width,
+                                   profile.tokenizer.expected_vocab_size(), T),
+        train_tokens=run.epochs * train_tokens, collect_tokens=len(cks) * per_ck,
+        train_flops=run.epochs * (3 * fwd * train_tokens + fwd * val_tokens),
+        collect_flops=len(cks) * per_ck * fwd,
+    )
+
+
+def plan_jobs(profile: Profile) -> list[Job]:
+    """Every run of the profile as a job (grid then replicas)."""
+    train_tokens, val_tokens = token_counts(profile)
+    return [make_job(profile, run, train_tokens, val_tokens) for run in profile.runs()]
+
+
+def dry_run(profile: Profile) -> pd.DataFrame:
+    """One row per job (checkpoints, batch, size, tokens, PFLOP, GPU-hours) and a TOTAL row."""
+    c = profile.cluster
+    rows = [{"run": str(j.run), "checkpoints": " ".join(f"ck{ck.checkpoint}" for ck in j.checkpoints),
+             "n_checkpoints": len(j.checkpoints), "batch_size": j.batch_size,
+             "n_params": j.n_params, "train_tokens": j.train_tokens,
+             "collect_tokens": j.collect_tokens, "train_pflop": j.train_flops / 1e15,
+             "collect_pflop": j.collect_flops / 1e15,
+             "gpu_hours": j.gpu_hours(c.peak_tflops, c.utilization)}
+            for j in plan_jobs(profile)]
+    table = pd.DataFrame(rows)
+    total = {"run": "TOTAL", "checkpoints": "", **{
+        k: table[k].sum() for k in ("n_checkpoints", "train_tokens", "collect_tokens",
+                                    "train_pflop", "collect_pflop", "gpu_hours")}}
+    table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+    return table.astype({"batch_size": "Int64", "n_params": "Int64"})

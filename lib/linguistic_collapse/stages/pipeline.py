@@ -1,0 +1,354 @@
+"""A profile's jobs: corpus, train, collect and measure per run; costs; SLURM.
+
+The profile's typed sections go from here into ``linguistic_collapse.lm.data``, ``linguistic_collapse.stages.train``, ``linguistic_collapse.stages.collect`` and
+``linguistic_collapse.nc.measure``; every path comes from ``linguistic_collapse.core.paths.Layout(profile.out_path)``.
+
+One job per training run: train it (resuming, skipping a finished run), collect statistics of
+each measured checkpoint into ``out_dir/stats/<run>-ck<e>/stats.safetensors`` and measure them
+into ``out_dir/metrics/<run>-ck<e>.json`` (paths from ``linguistic_collapse.core.paths.Layout``). Work is skipped
+only when current: a stats file must record the hashes of the checkpoint's weights and of the
+corpus blocks and tokenizer; a metrics file the sha256 of the stats file it was measured from.
+Stale files are redone; a run trained from other inputs is refused with the command that
+retrains it (``--retrain``). Each output is written under its own file lock, so two ``grid``
+processes on one ``out_dir`` take turns instead of colliding. The stages are also separate
+functions (``train_all``, ``collect_all``, ``measure_all``), as the notebooks call them.
+
+Locally::
+
+    python -m linguistic_collapse grid --profile smoke              # everything, one job after another
+    python -m linguistic_collapse grid --profile cpu --only-train   # training only
+    python -m linguistic_collapse grid --profile paper --dry-run    # job list with estimated A100 GPU-hours
+    python -m linguistic_collapse train --profile cpu --run L1-d32-e1-wd0.1-s0 [--retrain]   # one run
+
+On a SLURM cluster: ``python -m linguistic_collapse grid --profile paper --slurm`` (``linguistic_collapse.stages.slurm``).
+
+Cost model (``plan_jobs``): training FLOPs = 6 N tokens + attention, with N the matmul
+parameters L(12d^2 + 10d) + Vd (the tied LM head included), tokens = epochs x training tokens,
+attention 6 d (global layers x T + local layers x min(window, T)) per token; each epoch's
+validation and each collection pass (one over the training blocks, one over the validation
+blocks, per measured checkpoint) cost the forward third of that. GPU-hours assume the profile's
+``cluster.utilization`` (default 40%) of ``cluster.peak_tflops`` (default 312 TFLOP/s, A100
+bf16 dense); token counts come from the prepared corpus or, before it exists, from
+``cluster.train_tokens_estimate`` / ``cluster.val_tokens_estimate``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.paths import Layout, atomic_write_json, read_json
+from linguistic_collapse.core.provenance import CORPUS_HASHES, sha256_array, weights_sha256
+from linguistic_collapse.lm.data import PreparedCorpus, prepare_corpus
+from linguistic_collapse.lm.devices import resolve_device
+from linguistic_collapse.lm.model import RunName
+from linguistic_collapse.lm.profiles import Profile
+from linguistic_collapse.nc.measure import measure_stats_file
+from linguistic_collapse.nc.stats_file import (
+    PASSES,
+    load_stats_metadata,
+    read_stats,
+)
+from linguistic_collapse.nc.subset import min_count_section
+from linguistic_collapse.stages import refresh
+from linguistic_collapse.stages.blocks import subsample_blocks
+from linguistic_collapse.stages.collect import collect_model_stats
+from linguistic_collapse.stages.layers import layers_section, profile_layers
+from linguistic_collapse.stages.refresh import collect_if_stale, measure_if_stale, stats_current
+from linguistic_collapse.stages.train import is_trained, train_run
+
+JOB_STAGES = ("train", "collect", "measure")
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+
+
+def _device(profile: Profile) -> str:
+    return resolve_device(profile.device).type
+
+
+def prepare_profile_corpus(profile: Profile, progress: bool = True) -> PreparedCorpus:
+    """The profile's tokenized corpus (cached in ``out_dir/corpus``; rebuilt when text changed)."""
+    return prepare_corpus(corpus=profile.corpus, tokenizer=profile.tokenizer,
+                          context_len=profile.context_len, cache_dir=Layout(profile.out_path).corpus,
+                          progress=progress)
+
+
+def train_profile_run(profile: Profile, run: RunName, *, corpus: PreparedCorpus | None = None,
+                      progress: bool = True, device: str | None = None,
+                      retrain: bool = False) -> dict:
+    """Train one run of a profile (preparing the corpus first when none is given)."""
+    if run.run not in profile.runs():
+        raise UserError(f"run {run.run} is not in profile {profile.name!r}; pick one of its runs "
+                        f"(python -m linguistic_collapse grid --profile {profile.name} --dry-run lists them)")
+    corpus = corpus if corpus is not None else prepare_profile_corpus(profile, progress)
+    return train_run(run, corpus=corpus, training=profile.training, model_cfg=profile.model,
+                     out_dir=profile.out_path, device=device or profile.device, progress=progress,
+                     retrain=retrain, retrain_command=(
+                         f"python -m linguistic_collapse train --profile {profile.name} --run {run.run} --retrain"))
+
+
+def collect_inputs(profile: Profile, ck: RunName) -> dict[str, str] | None:
+    """The hashes a stats file of ``ck`` must record to be current: the checkpoint's weights,
+    the corpus blocks and tokenizer (from its manifest). None before the checkpoint exists."""
+    layout = Layout(profile.out_path)
+    model_dir = layout.checkpoint_dir(ck)
+    if not (model_dir / "config.json").is_file() or not layout.manifest.is_file():
+        return None
+    manifest = read_json(layout.manifest)
+    return {"weights_sha256": weights_sha256(model_dir),
+            **{k: manifest[k] for k in CORPUS_HASHES}}
+
+
+def block_caps(profile: Profile, fraction: float | None = None) -> tuple[int, int]:
+    """(training, validation) blocks a stats file reads: the profile's caps, and for the
+    sensitivity study ``fraction`` of those training blocks (at least one)."""
+    manifest = read_json(Layout(profile.out_path).manifest)
+    col = profile.collect
+    n_train = min(manifest["n_train_blocks"], col.max_train_blocks or manifest["n_train_blocks"])
+    n_val = min(manifest["n_val_blocks"], col.max_val_blocks or manifest["n_val_blocks"])
+    return (n_train if fraction is None else max(1, math.ceil(fraction * n_train))), n_val
+
+
+def sensitivity_blocks(profile: Profile, fraction: float | None, draw: int = 0) -> np.ndarray | None:
+    """The training block indices of the sensitivity study's subsample ``draw`` at ``fraction``
+    (``block_caps`` many, random, in order; ``sensitivity.seed``), None for the full pass."""
+    if fraction is None or fraction >= 1:
+        return None
+    return subsample_blocks(block_caps(profile)[0], fraction, profile.sensitivity.seed, draw)
+
+
+def _indices_sha256(profile: Profile, fraction: float | None, draw: int) -> str:
+    """sha256 of the subsample's index list, as collection records it ("" : the full pass)."""
+    indices = sensitivity_blocks(profile, fraction, draw)
+    return "" if indices is None else sha256_array(indices)
+
+
+def is_collected(profile: Profile, ck: RunName, fraction: float | None = None,
+                 draw: int = 0, inputs: dict[str, str] | None = None) -> bool:
+    """A finished stats file made from the current checkpoint and corpus (hashes compared)
+    over the blocks the profile asks for (a changed ``collect`` cap or subsample is recollected
+    too), holding at least the layers the profile asks for (``collect.layers``,
+    linguistic_collapse.stages.layers). ``inputs``: ``collect_inputs`` computed already (else hashed here)."""
+    return stats_current(Layout(profile.out_path).stats(ck, fraction, draw),
+                         inputs or collect_inputs(profile, ck), block_caps(profile, fraction),
+                         profile_layers(profile, ck, fraction),
+                         _indices_sha256(profile, fraction, draw))
+
+
+def is_measured(profile: Profile, ck: RunName, fraction: float | None = None,
+                draw: int = 0) -> bool:
+    """A metrics file measured from the current stats file (its sha256 recorded and equal)."""
+    layout = Layout(profile.out_path)
+    return refresh.is_measured(layout.metrics(ck, fraction, draw), layout.stats(ck, fraction, draw))
+
+
+def collect_checkpoint(profile: Profile, ck: RunName, corpus: PreparedCorpus, progress: bool = True,
+                       fraction: float | None = None, draw: int = 0,
+                       inputs: dict[str, str] | None = None) -> Path:
+    """Statistics of one trained checkpoint; a current stats file is kept, a stale one redone.
+
+    ``fraction``, ``draw``: the sensitivity study's statistics on random subsample ``draw`` of
+    that fraction of the training blocks (``sensitivity_blocks``).
+    Runs under the stats file's lock, so a second process waits and then finds it current.
+    The checkpoint's files are hashed once (``inputs``, or ``collect_inputs`` here): the same
+    hashes decide staleness and are recorded in the stats file.
+    """
+    layout = Layout(profile.out_path)
+    model_dir, path = layout.checkpoint_dir(ck), layout.stats(ck, fraction, draw)
+    inputs = inputs or collect_inputs(profile, ck)
+    if inputs is None:
+        raise UserError(f"no checkpoint {model_dir} (or no corpus manifest); train it first: "
+                        f"python -m linguistic_collapse train --profile {profile.name} --run {ck.run}")
+    throughput = layout.throughput(ck, fraction, draw)
+
+    def collect() -> None:
+        indices = sensitivity_blocks(profile, fraction, draw)
+        n_train, n_val = block_caps(profile, None if indices is not None else fraction)
+        start = time.perf_counter()
+        collect_model_stats(
+            model_dir, corpus.train_blocks(), corpus.val_blocks(), path,
+            batch_size=profile.collect.batch_size, device=_device(profile),
+            max_train_blocks=n_train, max_val_blocks=n_val, progress=progress,
+            blocks_tokenizer_sha256=read_json(layout.manifest)["tokenizer_sha256"],
+            layers=profile_layers(profile, ck, fraction) or None, train_indices=indices,
+            weights_hash={"weights_sha256": inputs["weights_sha256"]})
+        seconds, meta = time.perf_counter() - start, load_stats_metadata(path)
+        tokens = sum(int(meta.get(f"pass{i}_tokens", 0)) for i in PASSES)
+        atomic_write_json(throughput, {  # all passes' tokens over the wall time
+            "collect_seconds": seconds, "collect_tokens": tokens,
+            "collect_device": _device(profile), "collect_tokens_per_s": tokens / max(seconds, 1e-9)})
+
+    collect_if_stale(path, lambda: is_collected(profile, ck, fraction, draw, inputs), collect,
+                     [throughput])
+    return path
+
+
+def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
+                       fraction: float | None = None, draw: int = 0) -> Path:
+    """The measures of one checkpoint's statistics, with its run spec, as metrics JSON.
+
+    Records ``stats_sha256`` (the stats file measured), so a recollected file is re-measured;
+    stats with layers add the section ``layers``: {index: measures} (``linguistic_collapse.stages.layers``),
+    and every file the section ``min_count``: the measures on the classes with at least
+    ``analysis.min_count`` training samples (a robustness line, ``linguistic_collapse.nc.subset``); a subsample
+    adds ``train_fraction`` and ``train_draw``.
+    """
+    layout = Layout(profile.out_path)
+    stats_file, path = layout.stats(ck, fraction, draw), layout.metrics(ck, fraction, draw)
+
+    def measure(stats: Path) -> dict:
+        measures = {**measure_stats_file(stats, device=_device(profile), progress=progress),
+                    **layers_section(stats, device=_device(profile)),  # {} without layers
+                    **min_count_section(read_stats(stats)[0], profile.analysis.min_count,
+                                        device=_device(profile))}
+        throughput = layout.throughput(ck, fraction, draw)
+        extra = read_json(throughput) if throughput.is_file() else {}
+        if fraction is not None and fraction < 1:
+            extra["train_fraction"], extra["train_draw"] = fraction, draw
+        return {**measures, **extra, "run": str(ck), "spec": ck.as_dict()}
+
+    measure_if_stale(stats_file, path, measure)
+    return path
+
+
+def sensitivity_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True) -> list[Path]:
+    """Statistics and measures of each ``sensitivity.runs`` checkpoint on each of
+    ``sensitivity.draws`` random subsamples of each of ``sensitivity.fractions`` of its training
+    blocks (fraction 1: the main statistics; current files kept); the metrics paths."""
+    out = []
+    for ck in profile.sensitivity.checkpoints():
+        for fraction in profile.sensitivity.fractions:
+            for draw in profile.sensitivity.draws_of(fraction):
+                inputs = collect_inputs(profile, ck)  # hashed once for check and collection
+                if not is_collected(profile, ck, fraction, draw, inputs):
+                    corpus = _corpus(profile, corpus, progress)
+                    collect_checkpoint(profile, ck, corpus, progress, fraction, draw, inputs)
+                out.append(measure_checkpoint(profile, ck, progress, fraction, draw))
+    return out
+
+
+def train_runs(profile: Profile, runs: Sequence[RunName], *, corpus: PreparedCorpus | None = None,
+               progress: bool = True, bar: tqdm | None = None, retrain: bool = False,
+               say: Callable[[str], None] | None = None) -> None:
+    """Train each run. Finished runs return at once, but only after their settings (corpus
+    included) are checked against the profile's: a run trained on other data is refused (or,
+    with ``retrain``, trained again), not reused."""
+    for run in runs:
+        corpus = _corpus(profile, corpus, progress)
+        train_profile_run(profile, run, corpus=corpus, progress=progress, retrain=retrain)
+        _tick(bar, f"trained {run}", say)
+
+
+def collect_checkpoints(profile: Profile, cks: Sequence[RunName], *,
+                        corpus: PreparedCorpus | None = None, progress: bool = True,
+                        bar: tqdm | None = None, say: Callable[[str], None] | None = None
+                        ) -> None:
+    """Collect the statistics of each checkpoint unless they are current (its files hashed
+    once, for the check and the collection)."""
+    for ck in cks:
+        inputs = collect_inputs(profile, ck)
+        if not is_collected(profile, ck, inputs=inputs):
+            corpus = _corpus(profile, corpus, progress)
+            collect_checkpoint(profile, ck, corpus, progress, inputs=inputs)
+        _tick(bar, f"collected {ck}", say)
+
+
+def measure_checkpoints(profile: Profile, cks: Sequence[RunName], *, progress: bool = True,
+                        bar: tqdm | None = None, say: Callable[[str], None] | None = None
+                        ) -> None:
+    """Measure each checkpoint unless its metrics are of its current stats file."""
+    for ck in cks:
+        if not is_measured(profile, ck):
+            measure_checkpoint(profile, ck, progress)
+        _tick(bar, f"measured {ck}", say)
+
+
+def run_job(profile: Profile, run: RunName, *, corpus: PreparedCorpus | None = None,
+            stages: Sequence[str] = JOB_STAGES, progress: bool = True,
+            bar: tqdm | None = None, retrain: bool = False,
+            say: Callable[[str], None] | None = None) -> None:
+    """The stages of one run (a SLURM task): train it, then collect and measure each of its
+    checkpoints. Finished work is skipped only when current (``train_runs``,
+    ``collect_checkpoints``, ``measure_checkpoints``); ``say`` gets one line per finished step
+    (task logs)."""
+    unknown = [s for s in stages if s not in JOB_STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage {unknown[0]!r}; stages: {', '.join(JOB_STAGES)}")
+    cks = profile.checkpoints_of(run)
+    if "train" in stages:
+        train_runs(profile, [run], corpus=corpus, progress=progress, bar=bar, retrain=retrain,
+                   say=say)
+    if "collect" in stages:
+        collect_checkpoints(profile, cks, corpus=corpus, progress=progress, bar=bar, say=say)
+    if "measure" in stages:
+        measure_checkpoints(profile, cks, progress=progress, bar=bar, say=say)
+
+
+def _corpus(profile: Profile, corpus: PreparedCorpus | None, progress: bool) -> PreparedCorpus:
+    return corpus if corpus is not None else prepare_profile_corpus(profile, progress)
+
+
+def _tick(bar: tqdm | None, text: str, say: Callable[[str], None] | None = None) -> None:
+    if say is not None:
+        say(text)
+    if bar is not None:
+        bar.set_postfix_str(text, refresh=False)
+        bar.update(1)
+
+
+def _bar(profile: Profile, total: int, what: str, progress: bool) -> tqdm:
+    return tqdm(total=total, desc=f"{profile.name}: {what}", disable=not progress, unit="step")
+
+
+def run_local(profile: Profile, progress: bool = True, only_train: bool = False,
+              retrain: bool = False) -> None:
+    """Prepare the corpus once, then every run's job in turn (current work skipped), under one
+    progress bar; ``only_train``: train every run and stop."""
+    if only_train:
+        return train_all(profile, progress=progress, retrain=retrain)
+    corpus = _corpus(profile, None, progress)
+    total = len(profile.runs()) + 2 * len(profile.checkpoints())
+    with _bar(profile, total, "+".join(JOB_STAGES), progress) as bar:
+        for run in profile.runs():
+            run_job(profile, run, corpus=corpus, progress=progress, bar=bar, retrain=retrain)
+
+
+def train_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True,
+              retrain: bool = False) -> None:
+    """Train every run of the profile (current runs skipped)."""
+    corpus = _corpus(profile, corpus, progress)
+    with _bar(profile, len(profile.runs()), "train", progress) as bar:
+        train_runs(profile, profile.runs(), corpus=corpus, progress=progress, bar=bar,
+                   retrain=retrain)
+
+
+def collect_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True) -> None:
+    """Collect every checkpoint of the profile (current statistics kept)."""
+    corpus = _corpus(profile, corpus, progress)
+    with _bar(profile, len(profile.checkpoints()), "collect", progress) as bar:
+        collect_checkpoints(profile, profile.checkpoints(), corpus=corpus, progress=progress, bar=bar)
+
+
+def measure_all(profile: Profile, *, progress: bool = True) -> None:
+    """Measure every checkpoint of the profile (current metrics kept)."""
+    with _bar(profile, len(profile.checkpoints()), "measure", progress) as bar:
+        measure_checkpoints(profile, profile.checkpoints(), progress=progress, bar=bar)
+
+
+def pending_runs(profile: Profile, stages: Sequence[str] = JOB_STAGES) -> list[RunName]:
+    """Runs with work left in the given stages."""
+    def done(run: RunName) -> bool:
+        cks = profile.checkpoints_of(run)
+        return (("train" not in stages or is_trained(profile.out_path, run))
+                and ("collect" not in stages or all(is_collected(profile, c) for c in cks))
+                and ("measure" not in stages or all(is_measured(profile, c) for c in cks)))
+
+    return [run for run in profile.runs() if not done(run)]

@@ -1,0 +1,80 @@
+"""The one collect-then-measure-if-stale step of every stage that measures a checkpoint.
+
+A stats file is current when it is finished, records every given input hash (weights, corpus
+blocks, tokenizer) and covers exactly the capped (training, validation) blocks, and for a
+subsample exactly its training block indices (``pass1_indices_sha256``); a metrics file
+when it records the sha256 of the stats file it was measured from and the current
+``linguistic_collapse.nc.measure.MEASURE_VERSION`` (the definitions it was measured with). The grid, the sensitivity
+study, the dynamics snapshots and pretrained models (``linguistic_collapse.stages.pipeline``,
+``linguistic_collapse.stages.dynamics``, ``linguistic_collapse.stages.pretrained``) decide with these rules, under the file's
+lock, so a second process waits and then finds the file current. Callers hash a checkpoint's
+inputs once and pass the same dict to every check and to the collection that records them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable
+from pathlib import Path
+
+from linguistic_collapse.core.paths import atomic_write_json, lock_for, read_json
+from linguistic_collapse.core.provenance import sha256_file
+from linguistic_collapse.nc.measure import MEASURE_VERSION
+from linguistic_collapse.nc.stats_file import (
+    load_stats_metadata,
+    partial_path,
+    stale_reasons,
+    stored_layers,
+)
+
+
+def stats_current(path: Path, inputs: dict[str, str] | None, caps: tuple[int, int],
+                  layers: Collection[int] = (), indices_sha256: str = "") -> bool:
+    """Whether ``path`` is a finished stats file of ``inputs`` (None: the checkpoint is not
+    there yet) over ``caps`` blocks, holding at least ``layers``; ``indices_sha256``: the
+    subsample of training blocks it must have read ("" : the first ``caps[0]``, no subsample)."""
+    if inputs is None or stale_reasons(path, **inputs):
+        return False
+    meta = load_stats_metadata(path)
+    blocks = (int(meta["pass1_blocks"]), int(meta["pass2_blocks"]))
+    return (blocks == tuple(caps) and set(layers) <= set(stored_layers(meta))
+            and meta.get("pass1_indices_sha256", "") == indices_sha256)
+
+
+def collect_if_stale(path: Path, current: Callable[[], bool], collect: Callable[[], None],
+                     also_stale: Iterable[Path] = ()) -> bool:
+    """Under ``path``'s lock: nothing when ``current()``, else remove the stale file, its partial
+    file and ``also_stale`` (made from other inputs) and ``collect()``; True when collected."""
+    with lock_for(path):
+        if current():
+            return False
+        for stale in (path, partial_path(path), *also_stale):
+            stale.unlink(missing_ok=True)
+        collect()
+        return True
+
+
+def _current(done: dict, stats_sha256: str) -> bool:
+    """Whether metrics ``done`` were measured from these stats with the current measures."""
+    return (done.get("stats_sha256") == stats_sha256
+            and done.get("measure_version") == MEASURE_VERSION)
+
+
+def is_measured(metrics: Path, stats: Path) -> bool:
+    """Whether ``metrics`` was measured from the current ``stats`` (its sha256 recorded) with
+    the current ``MEASURE_VERSION``."""
+    return (metrics.is_file() and stats.is_file()
+            and _current(read_json(metrics), sha256_file(stats)))
+
+
+def measure_if_stale(stats: Path, metrics: Path, measure: Callable[[Path], dict]) -> dict:
+    """Under ``metrics``' lock: the stored metrics when measured from the current ``stats``
+    with the current ``MEASURE_VERSION``, else ``measure(stats)`` with ``stats_sha256`` and
+    ``measure_version`` added, written to ``metrics``."""
+    with lock_for(metrics):
+        stats_sha256 = sha256_file(stats)
+        if metrics.is_file() and _current(done := read_json(metrics), stats_sha256):
+            return done
+        out = {**measure(stats), "stats_sha256": stats_sha256,
+               "measure_version": MEASURE_VERSION}
+        atomic_write_json(metrics, out)
+        return out

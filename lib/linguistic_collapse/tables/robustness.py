@@ -1,0 +1,83 @@
+"""Robustness of the correlations to rare classes: each measure's R² with validation loss on all
+classes beside the same on classes with at least ``analysis.min_count`` samples (the results
+table's ``<measure>@min_count`` columns). No torch import.
+
+Rare classes have few samples, so their means and variances are noisy; if a relation to loss
+came from them, it would change when they are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from linguistic_collapse.nc.registry import MEASURES, label
+from linguistic_collapse.tables.analysis import (
+    bootstrap_r,
+    pearson_rows,
+    percentile_ci,
+    transformed,
+)
+from linguistic_collapse.tables.clusters import design_point_ids
+from linguistic_collapse.tables.findings import Findings
+from linguistic_collapse.tables.results import LOSS, MIN_COUNT, MIN_COUNT_SUFFIX
+
+NO_MIN_COUNT = ("the metrics have no min_count section (measured before it existed): re-run the "
+                "measure stage to add the rare-class robustness row")
+
+
+def _r2_ci(table: pd.DataFrame, column: str, measure: str, n_bootstrap: int, seed: int
+           ) -> tuple[float, float, float, int]:
+    """(R², low, high, n) of loss on ``column`` read on ``measure``'s analysis scale."""
+    x, mask, _ = transformed(table.assign(**{measure: table[column]}), measure)
+    y = table.loc[mask, LOSS].to_numpy(dtype=float)
+    if len(x) < 3:
+        return np.nan, np.nan, np.nan, len(x)
+    r = float(pearson_rows(x, y[None])[0])
+    boot = bootstrap_r(x, y, design_point_ids(table)[mask], n_bootstrap, seed)
+    low, high = percentile_ci(boot**2)
+    return r * r, low, high, len(x)
+
+
+def min_count_table(table: pd.DataFrame, measures: Sequence[str] = MEASURES,
+                    n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per measure with a ``<measure>@min_count`` column: R² with loss on all classes and on
+    classes with >= min_count samples, each with its 95 % design-point bootstrap interval, n,
+    the min_count and the range of classes kept. Without such columns: an empty table whose
+    ``attrs["note"]`` says why (``NO_MIN_COUNT``)."""
+    cols = ["measure", "label", "R² all classes", "low", "high", "R² ≥ min_count", "low@min_count",
+            "high@min_count", "n", "min_count", "classes kept (min-max)"]
+    present = [m for m in measures if f"{m}{MIN_COUNT_SUFFIX}" in table.columns]
+    out = pd.DataFrame(columns=cols)
+    if not present:
+        out.attrs["note"] = NO_MIN_COUNT
+        return out
+    kept = table.get(f"num_classes{MIN_COUNT_SUFFIX}", pd.Series(dtype=float)).dropna()
+    rows = []
+    for m in present:
+        a, a_lo, a_hi, _ = _r2_ci(table, m, m, n_bootstrap, seed)
+        b, b_lo, b_hi, n = _r2_ci(table, f"{m}{MIN_COUNT_SUFFIX}", m, n_bootstrap, seed)
+        rows.append(dict(zip(cols, [m, label(m), a, a_lo, a_hi, b, b_lo, b_hi, n,
+                                    table[MIN_COUNT].dropna().max() if MIN_COUNT in table else np.nan,
+                                    f"{kept.min():.0f}–{kept.max():.0f}" if len(kept) else ""], strict=True)))
+    out = pd.DataFrame(rows, columns=cols)
+    out.attrs["note"] = (f"{len(present)} of {len(measures)} measures recomputed on classes with at "
+                         "least min_count samples; 95 % intervals resample design points")
+    return out
+
+
+def add_min_count_findings(found: Findings, robust: pd.DataFrame) -> None:
+    """Record each measure's R² on all classes and on classes with >= min_count samples (with
+    intervals), or the note saying the metrics lack the section."""
+    if robust.empty:
+        found.add("min-count robustness", "not available", f"min_count.csv: {robust.attrs.get('note', '')}")
+        return
+    found.add("min_count", robust["min_count"].iloc[0], "min_count.csv: min_count", fmt="{:.0f}")
+    found.add("classes kept at min_count", robust["classes kept (min-max)"].iloc[0],
+              "min_count.csv: classes kept (min-max)")
+    for _, row in robust.iterrows():
+        for key, lo, hi in (("R² all classes", "low", "high"), ("R² ≥ min_count", "low@min_count", "high@min_count")):
+            text = f"{row[key]:.2f} [{row[lo]:.2f}, {row[hi]:.2f}]" if np.isfinite(row[key]) else "n/a"
+            found.add(f"{row['label']}: {key}", text, f"min_count.csv: {row['measure']}, {key}")

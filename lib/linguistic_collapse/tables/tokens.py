@@ -1,0 +1,258 @@
+"""Per-token analysis (paper section 5, per-class measures): decoded token table, first names
+against the average token, the most and least collapsed tokens, nearest classes, and the
+ipywidgets explorer of ``06_tokens``.
+
+Rankings and comparisons use only classes with at least ``min_count`` training samples: a
+class seen once has zero within-class variance by construction, and few samples make its
+variability noise. No torch import (stats mappings may hold tensors or arrays).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from linguistic_collapse.tables.findings import Findings
+
+FIRST_NAMES_FILE = Path(__file__).with_name("first_names.txt")
+DEFAULT_MIN_COUNT = 20  # profiles: analysis.min_count
+
+
+def load_first_names(path: str | os.PathLike = FIRST_NAMES_FILE) -> frozenset[str]:
+    """Common English first names, lowercase (lib/linguistic_collapse/first_names.txt)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return frozenset(s.strip().lower() for s in lines if s.strip() and not s.startswith("#"))
+
+
+def decode_token(tokenizer: Any, token_id: int) -> str:
+    """A token's text without the byte-level BPE space marker ('Ġ') or surrounding whitespace."""
+    return tokenizer.decode([int(token_id)]).replace("\u0120", " ").strip()
+
+
+def token_table(per_class: pd.DataFrame, tokenizer: Any) -> pd.DataFrame:
+    """Per-class measures plus the decoded ``token`` string and relative ``frequency``."""
+    need = {"token_id", "count", "variability", "interference"}
+    if not need <= set(per_class.columns):
+        raise ValueError(f"per-class frame lacks columns {sorted(need - set(per_class.columns))}; "
+                         "use linguistic_collapse.nc.measure.per_class_measures")
+    out = per_class.copy()
+    out["token"] = [decode_token(tokenizer, t) for t in out["token_id"]]
+    out["frequency"] = out["count"] / out["count"].sum()
+    return out
+
+
+def eligible(tokens_df: pd.DataFrame, min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
+    """The classes with at least ``min_count`` training samples."""
+    if min_count < 1:
+        raise ValueError(f"min_count must be at least 1, got {min_count}")
+    return tokens_df[tokens_df["count"] >= min_count]
+
+
+def exclusion_note(tokens_df: pd.DataFrame, min_count: int = DEFAULT_MIN_COUNT) -> str:
+    """One line: how many classes the rankings exclude for having fewer than ``min_count`` samples."""
+    kept = len(eligible(tokens_df, min_count))
+    n = len(tokens_df)
+    return (f"{n - kept} of {n} classes ({(n - kept) / max(n, 1):.0%}) have fewer than {min_count} "
+            f"training samples and are excluded from the rankings and name comparisons; {kept} remain")
+
+
+def first_name_table(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
+                     min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
+    """Tokens that are a first name (case-insensitive, whole token), most frequent first, then an
+    "average token" row (mean over tokens) and a count-weighted average row; all over the
+    classes with at least ``min_count`` samples."""
+    names = load_first_names() if names is None else frozenset(n.lower() for n in names)
+    pool = eligible(tokens_df, min_count)
+    cols = ["token", "token_id", "count", "frequency", "variability", "interference"]
+    cols = [c for c in cols if c in pool.columns]
+    is_name = pool["token"].str.lower().isin(names)
+    found = pool.loc[is_name, cols].sort_values("count", ascending=False).assign(kind="first name")
+    w = pool["count"].to_numpy(dtype=float)
+    mean = {c: pool[c].mean() for c in ("count", "frequency", "variability", "interference")
+            if c in pool.columns}
+    weighted = {c: float(np.average(pool[c], weights=w)) if len(pool) else np.nan
+                for c in ("variability", "interference")}
+    averages = pd.DataFrame([
+        {"token": "average token", "kind": "average", **mean},
+        {"token": "average token (count-weighted)", "kind": "average", **weighted},
+    ])
+    return pd.concat([found, averages], ignore_index=True)
+
+
+def word_table(tokens_df: pd.DataFrame, min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
+    """The classes with at least ``min_count`` samples merged into words: tokens whose decoded
+    text agrees up to case and surrounding whitespace ("Lily", " Lily", "lily") are one word.
+    Per word: ``variants`` (token classes merged), their ``token_ids``, the summed ``count`` and
+    ``frequency``, and ``variability`` and ``interference`` as the count-weighted mean over its
+    variants (each variant's per-class value weighted by its samples; the samples are not
+    re-pooled into one class, which would change every other class's measures too)."""
+    pool = eligible(tokens_df, min_count)
+    key = pool["token"].str.strip().str.lower()
+    rows = []
+    for word, g in pool.groupby(key, sort=False):
+        w = g["count"].to_numpy(dtype=float)
+        rows.append({"word": word, "variants": len(g),
+                     "token_ids": " ".join(str(int(i)) for i in g["token_id"]),
+                     "count": int(w.sum()),
+                     "frequency": float(g["frequency"].sum()) if "frequency" in g else np.nan,
+                     "variability": float(np.average(g["variability"], weights=w)),
+                     "interference": float(np.average(g["interference"], weights=w))})
+    cols = ["word", "variants", "token_ids", "count", "frequency", "variability", "interference"]
+    return pd.DataFrame(rows, columns=cols).sort_values("count", ascending=False,
+                                                        ignore_index=True)
+
+
+def distinct_names(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
+                   min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
+    """The first names among ``word_table``'s words (variants merged), most frequent first."""
+    names = load_first_names() if names is None else frozenset(n.lower() for n in names)
+    words = word_table(tokens_df, min_count)
+    return words[words["word"].isin(names)].reset_index(drop=True)
+
+
+def log_frequency_bins(count: pd.Series, per_decade: int = 4) -> pd.Series:
+    """Each count's bin on a log10 scale, ``per_decade`` bins per factor of 10 (an integer id)."""
+    if per_decade < 1:
+        raise ValueError(f"per_decade must be at least 1, got {per_decade}")
+    return np.floor(np.log10(count.astype(float)) * per_decade).astype(int)
+
+
+def name_test(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
+              min_count: int = DEFAULT_MIN_COUNT, per_decade: int = 4,
+              measures: Sequence[str] = ("variability", "interference")) -> pd.DataFrame:
+    """Distinct first names against other words of similar frequency, per measure: a two-sided
+    Mann-Whitney U test (scipy) of the names' values against those of the non-name words that
+    fall in the log-frequency bins (``log_frequency_bins``) holding at least one name. Returns
+    the sizes, both medians, U, p and the rank-biserial effect 2U/(n1 n2) - 1 (negative: the
+    names are lower)."""
+    from scipy.stats import mannwhitneyu
+
+    names = load_first_names() if names is None else frozenset(n.lower() for n in names)
+    words = word_table(tokens_df, min_count)
+    words = words.assign(bin=log_frequency_bins(words["count"], per_decade),
+                         is_name=words["word"].isin(names))
+    named = words[words["is_name"]]
+    matched = words[~words["is_name"] & words["bin"].isin(set(named["bin"]))]
+    rows = []
+    for m in measures:
+        a, b = named[m].to_numpy(dtype=float), matched[m].to_numpy(dtype=float)
+        if len(a) and len(b):
+            u, p = mannwhitneyu(a, b, alternative="two-sided")
+            u, p, effect = float(u), float(p), 2 * float(u) / (len(a) * len(b)) - 1
+        else:
+            u = p = effect = np.nan
+        rows.append({"measure": m, "names": len(a), "matched_others": len(b),
+                     "bins": int(named["bin"].nunique()), "per_decade": per_decade,
+                     "median_names": float(np.median(a)) if len(a) else np.nan,
+                     "median_others": float(np.median(b)) if len(b) else np.nan,
+                     "u": u, "p": p, "rank_biserial": effect})
+    return pd.DataFrame(rows)
+
+
+def record_findings(findings: Findings, model: str, tokens_df: pd.DataFrame,
+                    names: pd.DataFrame, distinct: pd.DataFrame, test: pd.DataFrame,
+                    min_count: int) -> None:
+    """Add 06_tokens' numbers to ``findings``: the model, class and name counts, the average
+    token's interference and, per measure, the frequency-matched name test."""
+    findings.add("tokens model", model, "06_tokens: results.largest_model")
+    findings.add("classes with at least min_count samples", len(eligible(tokens_df, min_count)),
+                 "06_tokens: tokens.eligible", "{:d}")
+    findings.add("first-name tokens", int((names["kind"] == "first name").sum()),
+                 "06_tokens: first_name_table", "{:d}")
+    findings.add("distinct first names (variants merged)", len(distinct),
+                 "06_tokens: distinct_names", "{:d}")
+    average = names.set_index("token").loc["average token"]
+    findings.add("average token interference", float(average["interference"]),
+                 "06_tokens first_name_table: average token, interference", "{:+.3f}")
+    for r in test.itertuples():
+        src = f"06_tokens name_test: {r.measure}"
+        findings.add(f"names: median {r.measure}", r.median_names, src, "{:.3f}")
+        findings.add(f"frequency-matched other words: median {r.measure}", r.median_others, src,
+                     "{:.3f}")
+        findings.add(f"{r.measure}: names / matched others (n)",
+                     f"{r.names} / {r.matched_others}", src)
+        findings.add(f"{r.measure}: Mann-Whitney p (two-sided)", r.p, src, "{:.2g}")
+        findings.add(f"{r.measure}: rank-biserial effect", r.rank_biserial, src, "{:+.2f}")
+
+
+def most_and_least_collapsed(tokens_df: pd.DataFrame, k: int = 10, by: str = "variability",
+                             min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
+    """The ``k`` tokens with the lowest and the ``k`` with the highest ``by`` (among tokens seen at
+    least ``min_count`` times), labelled by ``group``."""
+    if by not in tokens_df.columns:
+        raise ValueError(f"no column {by!r} in the token frame")
+    pool = eligible(tokens_df, min_count).sort_values(by)
+    low = pool.head(k).assign(group="most collapsed")
+    high = pool.tail(k).iloc[::-1].assign(group="least collapsed")
+    return pd.concat([low, high], ignore_index=True)
+
+
+def _class_means(stats_or_means: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(token_ids (K,), means (K, D)) of the classes present: from a stats mapping (counts, sums)
+    or a (V, D) array of means (rows with non-finite entries are absent classes)."""
+    if isinstance(stats_or_means, Mapping):
+        counts = np.asarray(stats_or_means["counts"], dtype=float)  # (V,)
+        sums = np.asarray(stats_or_means["sums"], dtype=float)  # (V, D)
+        ids = np.flatnonzero(counts >= 1)
+        return ids, sums[ids] / counts[ids, None]
+    M = np.asarray(stats_or_means, dtype=float)
+    if M.ndim != 2:
+        raise ValueError(f"class means must be a (V, D) array, got shape {M.shape}")
+    ids = np.flatnonzero(np.isfinite(M).all(axis=1))
+    return ids, M[ids]
+
+
+def nearest_classes(stats_or_means: Any, token_id: int, k: int = 5) -> pd.DataFrame:
+    """The ``k`` classes whose centred means m_c = mu_c - mu_G have the highest cosine with the
+    centred mean of ``token_id`` (mu_G: unweighted mean of the present class means)."""
+    ids, means = _class_means(stats_or_means)
+    pos = np.flatnonzero(ids == token_id)
+    if len(pos) == 0:
+        raise ValueError(f"token {token_id} is not a class (never a train target)")
+    m = means - means.mean(axis=0)  # (K, D)
+    norms = np.linalg.norm(m, axis=1)
+    cos = m @ m[pos[0]] / np.maximum(norms * norms[pos[0]], 1e-300)  # (K,)
+    cos[pos[0]] = -np.inf
+    order = np.argsort(-cos, kind="stable")[: min(k, len(ids) - 1)]
+    return pd.DataFrame({"token_id": ids[order], "cosine": cos[order]})
+
+
+# ---------------------------------------------------------------------------------------------
+# Explorer
+
+
+def token_summary(tokens: pd.DataFrame, stats: Mapping[str, Any], token_id: int, k: int = 5) -> pd.DataFrame:
+    """One token's count, variability, interference and its ``k`` nearest classes by cosine."""
+    row = tokens.loc[tokens["token_id"] == token_id]
+    if row.empty:
+        raise ValueError(f"token id {token_id} is not a class of this model (never a train target)")
+    near = nearest_classes(stats, token_id, k=k)
+    near = near.merge(tokens[["token_id", "token", "count"]], on="token_id", how="left")
+    head = row[["token_id", "token", "count", "variability", "interference"]].assign(cosine=float("nan"))
+    return pd.concat([head.assign(role="token"), near.assign(role="nearest")], ignore_index=True)
+
+
+def token_explorer(tokens: pd.DataFrame, stats: Mapping[str, Any], k: int = 5) -> Any:
+    """A dropdown over tokens (most frequent first) that shows ``token_summary`` for the choice."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    ordered = tokens.sort_values("count", ascending=False)
+    options = [(f"{t!r} (id {i}, n={n})", int(i)) for t, i, n in
+               zip(ordered["token"], ordered["token_id"], ordered["count"], strict=True)]
+    picker = widgets.Dropdown(options=options, description="token")
+    out = widgets.Output()
+
+    def show(change: Any = None) -> None:
+        out.clear_output()
+        with out:
+            display(token_summary(tokens, stats, picker.value, k=k).round(4))
+
+    picker.observe(show, names="value")
+    show()
+    return widgets.VBox([picker, out])
