@@ -10,9 +10,10 @@ import stat
 
 import pytest
 import yaml
+from checkout import PROFILES_DIR
 from linguistic_collapse.__main__ import main
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import PROFILES_DIR, Layout
+from linguistic_collapse.core.paths import Layout
 from linguistic_collapse.lm.profiles import Profile
 from linguistic_collapse.stages import slurm
 
