@@ -95,6 +95,15 @@ def test_outside_any_checkout_a_profile_needs_one_and_says_how(tmp_path, monkeyp
     assert paths.short(tmp_path / "x") == str(tmp_path / "x")  # nor do messages
 
 
+def test_a_name_that_may_be_a_hub_model_needs_no_checkout(tmp_path, monkeypatch):
+    clone = _checkout(tmp_path / "clone")
+    monkeypatch.delenv(paths.ROOT_ENV)
+    monkeypatch.chdir(tmp_path)
+    assert paths.resolve_if_checkout("gpt2") == Path("gpt2")  # outside: as given
+    monkeypatch.chdir(clone)
+    assert paths.resolve_if_checkout("models/x") == clone.resolve() / "models" / "x"
+
+
 def test_the_cli_outside_a_checkout_refuses_in_one_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "linguistic_collapse", "paper", "--profile", "smoke"],
                          cwd=tmp_path, env=_env(REPO_ROOT), capture_output=True, text=True, timeout=120)

@@ -90,6 +90,14 @@ def resolve(path: str | os.PathLike) -> Path:
     return p if p.is_absolute() else repo_root() / p
 
 
+def resolve_if_checkout(path: str | os.PathLike) -> Path:
+    """``resolve(path)`` inside a checkout; outside any, the path as given (a name that may be a
+    local folder or a hub model, e.g. ``gpt2``, needs no checkout)."""
+    p = Path(path).expanduser()
+    root = None if p.is_absolute() else find_root()
+    return p if root is None else root / p
+
+
 def _umask() -> int:
     """The process umask (read by setting and restoring it; os has no getter)."""
     mask = os.umask(0o022)
