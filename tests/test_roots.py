@@ -104,6 +104,7 @@ def test_a_name_that_may_be_a_hub_model_needs_no_checkout(tmp_path, monkeypatch)
     assert paths.resolve_if_checkout("models/x") == clone.resolve() / "models" / "x"
 
 
+@pytest.mark.slow  # spawns the CLI or Python in subprocesses (imports torch afresh)
 def test_the_cli_outside_a_checkout_refuses_in_one_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "linguistic_collapse", "paper", "--profile", "smoke"],
                          cwd=tmp_path, env=_env(REPO_ROOT), capture_output=True, text=True, timeout=120)
@@ -113,6 +114,7 @@ def test_the_cli_outside_a_checkout_refuses_in_one_line(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow  # spawns the CLI or Python in subprocesses (imports torch afresh)
 def test_root_option_names_the_checkout(tmp_path):
     """``--root DIR`` before the command: a clone found from anywhere; a folder that is no clone
     is refused in one line (exit 2)."""
@@ -131,6 +133,7 @@ def test_root_option_names_the_checkout(tmp_path):
     assert "--root" in bad.stderr and "is not a linguistic-collapse checkout" in bad.stderr
 
 
+@pytest.mark.slow  # spawns the CLI or Python in subprocesses (imports torch afresh)
 def test_the_core_works_outside_any_checkout(tmp_path):
     """``linguistic_collapse.nc`` and the Trainer callback need no root: accumulate, measure,
     save, load and ``measure`` at the shell from a folder that is no checkout."""

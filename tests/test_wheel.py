@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from test_readme_nc import _examples
 pytestmark = pytest.mark.slow  # builds, installs and runs a Trainer: about a minute
 
 PACKAGE = Path(linguistic_collapse.__file__).resolve().parent
+PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 TIMEOUT = 600
 
 
@@ -76,6 +78,14 @@ def test_the_wheel_holds_the_package_and_its_data(installed):
     assert sources <= names, sorted(sources - names)
     assert "linguistic_collapse/tables/first_names.txt" in names
     assert not any(n.startswith("lib/") for n in names), "the package is linguistic_collapse"
+    (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    lines = zipfile.ZipFile(installed["wheel"]).read(meta).decode().splitlines()
+    core = sorted(line.split(": ", 1)[1] for line in lines
+                  if line.startswith("Requires-Dist:") and "extra ==" not in line)
+    assert core == sorted(PROJECT["dependencies"])  # the core needs only these
+    assert "Requires-Python: >=3.11" in lines
+    entry = zipfile.ZipFile(installed["wheel"]).read(meta.replace("METADATA", "entry_points.txt"))
+    assert "linguistic-collapse = linguistic_collapse.__main__:main" in entry.decode()
 
 
 def test_the_core_imports_from_the_wheel_beside_a_projects_own_lib(installed):
