@@ -23,7 +23,7 @@ $(VENV)/.installed: $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r $(LOCK)
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --no-deps -e ".[paper,slurm,dev]"  # the lock pins every extra's packages
 	touch $@
 
 setup: $(VENV)/.installed bpe-ranks  ## create .venv and install requirements.lock (CPU torch 2.13.0)
@@ -33,11 +33,11 @@ setup: $(VENV)/.installed bpe-ranks  ## create .venv and install requirements.lo
 bpe-ranks: $(VENV)/.installed  ## fetch and verify GPT-2's BPE ranks into data/gpt2-bpe/
 	@$(PY) -m linguistic_collapse.lm.gpt2_bpe || echo "note: GPT-2 BPE ranks not fetched; the gpt2-bpe tokenizer fetches them on first use"
 
-lock:  ## refresh requirements.lock from pyproject.toml (uv pip compile, CPU torch, Linux x86_64)
+lock:  ## refresh requirements.lock from pyproject.toml, every extra (uv pip compile, CPU torch, Linux x86_64)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "uv>=0.13"
 	echo "torch==2.13.0+cpu" > $(VENV)/torch-cpu.txt
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 --override $(VENV)/torch-cpu.txt \
 	  $$( [ -d $(TORCH_WHEELS) ] && echo --find-links $(TORCH_WHEELS) || \
 	      echo --extra-index-url $(TORCH_INDEX) --index-strategy unsafe-best-match ) \

@@ -1,4 +1,5 @@
-"""Test settings: never reach the Hugging Face hub; never write a tracked file.
+"""Test settings: never reach the Hugging Face hub; never write a tracked file; work in this
+checkout (``$LC_ROOT``).
 
 Every figure and table path goes through ``linguistic_collapse.core.paths.output_root()``, which honours
 ``$LC_OUTPUT_ROOT``. It is set here, at start-up, to a fresh temporary folder seeded with the
@@ -18,6 +19,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The checkout under test, for the code and every notebook kernel (kernels inherit the
+# environment): never another clone's, whatever the working directory or the shell's $LC_ROOT.
+os.environ["LC_ROOT"] = str(REPO_ROOT)
 
 
 def _redirect_outputs() -> Path:

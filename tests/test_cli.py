@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
+from checkout import REPO_ROOT
 from linguistic_collapse.__main__ import COMMANDS
-from linguistic_collapse.core.paths import REPO_ROOT
 
 
 def _run(*args: str, cwd=REPO_ROOT) -> subprocess.CompletedProcess:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from checkout import REPO_ROOT
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import REPO_ROOT
 from linguistic_collapse.core.provenance import (
     sha256_array,
     sha256_json,

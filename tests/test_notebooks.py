@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from linguistic_collapse.core.paths import NOTEBOOKS_DIR, REPO_ROOT
+from checkout import NOTEBOOKS_DIR, REPO_ROOT
 from linguistic_collapse.series.paper import PARAMETERS, STAGES, stage_parameters
 from linguistic_collapse.series.sources import notebook_from_source, notebook_text, sync_notebooks
 
@@ -168,7 +168,7 @@ def test_sync_cli_refusal_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     src, nb_path = _demo_pair(tmp_path)
     src.write_text(src.read_text(encoding="utf-8").replace("x = 1", "x = 3"), encoding="utf-8")
     _edit_ipynb(nb_path, "x = 2")
-    monkeypatch.setattr(sources, "NOTEBOOKS_DIR", tmp_path)
+    monkeypatch.setattr(sources, "notebooks_dir", lambda: tmp_path)
     parser = argparse.ArgumentParser()
     paper.register_cli(parser.add_subparsers())
     args = parser.parse_args(["paper", "--sync-notebooks"])

@@ -12,9 +12,9 @@ import linguistic_collapse
 import matplotlib.pyplot as plt
 import nbformat
 import pytest
+from checkout import REPO_ROOT
 from linguistic_collapse.core import paths
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import REPO_ROOT
 from linguistic_collapse.figures import plots
 from linguistic_collapse.lm.profiles import load_profile
 from linguistic_collapse.series.paper import (
@@ -150,7 +150,7 @@ def test_lib_digest_covers_subpackages(tmp_path, monkeypatch):
     (tmp_path / "lib" / "nc").mkdir(parents=True)
     (tmp_path / "lib" / "a.py").write_text("x = 1\n")
     (tmp_path / "lib" / "nc" / "b.py").write_text("y = 1\n")
-    monkeypatch.setattr(stamps, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(stamps, "CODE_DIR", tmp_path / "lib")
     before = stamps.lib_digest()
     (tmp_path / "lib" / "nc" / "b.py").write_text("y = 2\n")
     assert stamps.lib_digest() != before

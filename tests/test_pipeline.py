@@ -11,8 +11,9 @@ import sys
 import numpy as np
 import pytest
 import submitit
+from checkout import REPO_ROOT
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import REPO_ROOT, Layout, read_json
+from linguistic_collapse.core.paths import Layout, read_json
 from linguistic_collapse.core.provenance import sha256_array, sha256_file, weights_sha256
 from linguistic_collapse.lm.model import RunName
 from linguistic_collapse.lm.profiles import Profile, load_profile

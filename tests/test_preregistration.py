@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from linguistic_collapse.core.paths import REPO_ROOT
+from checkout import REPO_ROOT
 from linguistic_collapse.lm.profiles import Profile, load_profile
 from linguistic_collapse.nc import registry
 from linguistic_collapse.tables import claims, sensitivity, verdicts

@@ -12,9 +12,9 @@ from types import SimpleNamespace
 import nbformat
 import pytest
 import torch
+from checkout import NOTEBOOKS_DIR, PROFILES_DIR
 from linguistic_collapse import __main__ as cli
 from linguistic_collapse.core import paths
-from linguistic_collapse.core.paths import NOTEBOOKS_DIR, PROFILES_DIR
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.series import paper
 from stats_helpers import random_stats

@@ -11,9 +11,9 @@ import math
 import pandas as pd
 import pytest
 import torch
+from checkout import PROFILES_DIR, REPO_ROOT
 from linguistic_collapse import __main__ as cli
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import PROFILES_DIR, REPO_ROOT
 from linguistic_collapse.lm.profiles import Profile, load_profile
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.nc.measure import compute_measures, measure_stats_file

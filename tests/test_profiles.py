@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import yaml
+from checkout import PROFILES_DIR
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import PROFILES_DIR
 from linguistic_collapse.lm.model import RunName
 from linguistic_collapse.lm.profiles import Profile, available_profiles, load_profile
 

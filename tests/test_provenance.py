@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
+from checkout import REPO_ROOT
 from linguistic_collapse.core.paths import (
-    REPO_ROOT,
     Layout,
     atomic_dir,
     atomic_write,

@@ -6,7 +6,7 @@ import re
 
 import pandas as pd
 import pytest
-from linguistic_collapse.core.paths import REPO_ROOT
+from checkout import REPO_ROOT
 
 SECTION = "## Neural collapse of your own model"
 

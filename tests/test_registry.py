@@ -58,7 +58,7 @@ def test_table_modules_do_not_import_torch():
 def test_readme_measures_table_is_the_registry():
     """The README's table of measures is ``registry.markdown_table()`` verbatim: a measure added
     to the registry without regenerating it fails here."""
-    from linguistic_collapse.core.paths import REPO_ROOT
+    from checkout import REPO_ROOT
 
     assert registry.markdown_table() in (REPO_ROOT / "README.md").read_text(encoding="utf-8")
 

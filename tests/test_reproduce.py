@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from linguistic_collapse.core.paths import REPO_ROOT
+from checkout import REPO_ROOT
 from linguistic_collapse.series.paper import repo_relative_outputs
 from linguistic_collapse.tables.reproduce import RTOL, table_differences
 

@@ -10,9 +10,10 @@ import stat
 
 import pytest
 import yaml
+from checkout import PROFILES_DIR, REPO_ROOT
 from linguistic_collapse.__main__ import main
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import PROFILES_DIR, Layout
+from linguistic_collapse.core.paths import Layout
 from linguistic_collapse.lm.profiles import Profile
 from linguistic_collapse.stages import slurm
 
@@ -52,6 +53,7 @@ def test_sbatch_script_has_no_gres_without_gpus_and_cancels_on_failed_dependency
     assert executor.max_num_timeout == 5
     text = executor._make_submission_file_text("cmd", "uid")
     assert "--gpus" not in text and "--gres" not in text and "--partition=cpu" in text
+    assert f"export LC_ROOT={REPO_ROOT}\n" in text  # the jobs' checkout is the submitter's
     executor.update_parameters(**slurm._parameters(p, dependency="41"))
     text = executor._make_submission_file_text("cmd", "uid")
     assert "--dependency=afterok:41" in text and "--kill-on-invalid-dep=yes" in text

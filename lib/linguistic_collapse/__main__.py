@@ -6,6 +6,10 @@ Mistakes a user can fix (``UserError``, a missing file, a bad value) and operati
 (disk full, read-only, permission denied, a folder where a file belongs: the path and the
 errno's meaning) print one line and exit with status 2; set ``LC_TRACEBACK=1`` to see the
 traceback instead.
+
+Profiles, notebooks, runs, figures and data are found in the checkout you work in: the nearest
+folder at or above the working directory holding ``profiles/`` and ``notebooks/``, or the one
+``--root DIR`` (before the command) or ``$LC_ROOT`` names; never where the code is installed.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import importlib
 import os
 import sys
 
-from linguistic_collapse.core.errors import os_error_line
+from linguistic_collapse.core.errors import UserError, os_error_line
+from linguistic_collapse.core.paths import ROOT_ENV, checked_root
 
 # command -> (module defining register_cli, one-line help); order = order in --help
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -37,10 +42,31 @@ USER_ERRORS = (ValueError, OSError)  # OSError: every errno, through errors.os_e
 def _summary_parser() -> argparse.ArgumentParser:
     """Every command with its help line, without importing any command module."""
     parser = argparse.ArgumentParser(prog="python -m linguistic_collapse", description=__doc__.splitlines()[0])
+    _add_root(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, text) in COMMANDS.items():
         sub.add_parser(name, help=text, add_help=False)
     return parser
+
+
+def _add_root(parser: argparse.ArgumentParser) -> None:
+    """``--root DIR`` (given before the command), shown in ``--help``."""
+    parser.add_argument("--root", metavar="DIR",
+                        help=f"the checkout to work in (default: ${ROOT_ENV}, else the nearest "
+                             "folder at or above this one holding profiles/ and notebooks/)")
+
+
+def take_root(argv: list[str]) -> list[str]:
+    """``argv`` without a leading ``--root DIR`` / ``--root=DIR``, whose checked checkout is put
+    in ``$LC_ROOT`` (so notebook kernels and subprocesses get it too)."""
+    if argv and argv[0].startswith("--root="):
+        given, rest = argv[0].split("=", 1)[1], argv[1:]
+    elif argv and argv[0] == "--root" and len(argv) > 1:
+        given, rest = argv[1], argv[2:]
+    else:
+        return argv
+    os.environ[ROOT_ENV] = str(checked_root(given, "--root"))
+    return rest
 
 
 def build_parser(command: str) -> argparse.ArgumentParser:
@@ -54,6 +80,11 @@ def build_parser(command: str) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        argv = take_root(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not argv or argv[0] not in COMMANDS:
         _summary_parser().parse_args(argv)  # prints help or a usage error and exits
         return 2

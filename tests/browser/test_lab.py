@@ -22,10 +22,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from linguistic_collapse.core.paths import NOTEBOOKS_DIR, REPO_ROOT
 from linguistic_collapse.series.sources import NOTEBOOK_METADATA
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # this checkout
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
 SHOTS = REPO_ROOT / ".ci" / "artifacts" / "browser"
 RUN_TIMEOUT_S = 600.0  # 01_train trains the smoke grid when data/smoke has no models yet

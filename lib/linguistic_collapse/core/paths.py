@@ -1,4 +1,9 @@
-"""Repository-anchored paths, the ``data/<profile>/`` layout, atomic writes and locks.
+"""Checkout-anchored paths, the ``data/<profile>/`` layout, atomic writes and locks.
+
+The checkout (a clone holding ``profiles/`` and ``notebooks/``) is found from where you work,
+never from where the code lies (``repo_root``): ``--root`` / ``$LC_ROOT``, else the nearest
+folder at or above the working directory that holds both. The core (``linguistic_collapse.nc``,
+the Trainer callback) needs none; relative paths and profile names do.
 
 Atomic writes: a file or folder is built under a temporary name beside its target and renamed
 into place, so readers see the old or the new version, never half of one. Temporary files and
@@ -22,16 +27,75 @@ from typing import Any
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.outputs import CorpusLayout, DynamicsLayout, checkpoint_in
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-PROFILES_DIR = REPO_ROOT / "profiles"
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 TEMP_SUFFIX = ".tmp"  # every temporary file or folder of an atomic write ends so
+
+# ---------------------------------------------------------------------------------------------
+# Where the checkout is: from where you work, never from the package's location
+
+ROOT_ENV = "LC_ROOT"  # an explicit checkout (``python -m linguistic_collapse --root DIR`` sets it)
+CHECKOUT_MARKERS = ("profiles", "notebooks")  # a checkout holds both folders
+
+
+def is_checkout(folder: str | os.PathLike) -> bool:
+    """True when ``folder`` holds ``profiles/`` and ``notebooks/`` (a clone of this project)."""
+    return all((Path(folder) / name).is_dir() for name in CHECKOUT_MARKERS)
+
+
+def checked_root(folder: str | os.PathLike, given: str = f"${ROOT_ENV}") -> Path:
+    """``folder`` made absolute if it is a checkout, else ``UserError`` naming ``given``."""
+    root = Path(folder).expanduser().resolve()
+    if not is_checkout(root):
+        raise UserError(f"{given} {folder} is not a linguistic-collapse checkout (it holds no "
+                        f"{'/ and '.join(CHECKOUT_MARKERS)}/); give the folder of a clone")
+    return root
+
+
+def find_root(start: str | os.PathLike | None = None) -> Path | None:
+    """The checkout you work in: ``$LC_ROOT`` when set (checked), else the nearest folder at or
+    above ``start`` (the working directory) holding ``profiles/`` and ``notebooks/``; None when
+    there is none. Never the folder the code was imported from."""
+    env = os.environ.get(ROOT_ENV)
+    if env and start is None:
+        return checked_root(env)
+    here = Path.cwd() if start is None else Path(start)
+    here = here.expanduser().resolve()
+    return next((folder for folder in (here, *here.parents) if is_checkout(folder)), None)
+
+
+def repo_root() -> Path:
+    """``find_root()``, or ``UserError`` in one line saying that none was found and how to give
+    one (profiles, notebooks, runs, figures and data need a checkout; the core does not)."""
+    root = find_root()
+    if root is None:
+        raise UserError(
+            f"no linguistic-collapse checkout found at or above {Path.cwd()} (a folder holding "
+            f"profiles/ and notebooks/); run from inside a clone, or give one with "
+            f"--root <clone> or {ROOT_ENV}=<clone>")
+    return root
+
+
+def profiles_dir() -> Path:
+    """``<checkout>/profiles/``: the shipped profiles."""
+    return repo_root() / "profiles"
+
+
+def notebooks_dir() -> Path:
+    """``<checkout>/notebooks/``: the notebook series."""
+    return repo_root() / "notebooks"
 
 
 def resolve(path: str | os.PathLike) -> Path:
-    """A path relative to the repository root (absolute paths pass through)."""
+    """A path relative to the checkout's root (absolute paths pass through, with no checkout)."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else REPO_ROOT / p
+    return p if p.is_absolute() else repo_root() / p
+
+
+def resolve_if_checkout(path: str | os.PathLike) -> Path:
+    """``resolve(path)`` inside a checkout; outside any, the path as given (a name that may be a
+    local folder or a hub model, e.g. ``gpt2``, needs no checkout)."""
+    p = Path(path).expanduser()
+    root = None if p.is_absolute() else find_root()
+    return p if root is None else root / p
 
 
 def _umask() -> int:
@@ -346,9 +410,9 @@ OUTPUT_ROOT_ENV = "LC_OUTPUT_ROOT"
 
 
 def output_root() -> Path:
-    """Root of ``runs/`` and ``figures/``: ``$LC_OUTPUT_ROOT`` when set, else the repository."""
+    """Root of ``runs/`` and ``figures/``: ``$LC_OUTPUT_ROOT`` when set, else the checkout."""
     env = os.environ.get(OUTPUT_ROOT_ENV)
-    return Path(env).expanduser().resolve() if env else REPO_ROOT
+    return Path(env).expanduser().resolve() if env else repo_root()
 
 
 def runs_dir(root: Path | None = None) -> Path:
@@ -385,11 +449,15 @@ def figures_dir_for(profile_name: str) -> Path:
 
 
 def short(path: str | os.PathLike) -> str:
-    """``path`` relative to the output root or the repository when inside one (for messages)."""
+    """``path`` relative to the output root or the checkout when inside one (for messages;
+    needs no checkout)."""
     p = Path(path)
-    for root in (output_root(), REPO_ROOT):
-        try:
+    env = os.environ.get(OUTPUT_ROOT_ENV)
+    try:
+        checkout = find_root()
+    except UserError:
+        checkout = None
+    for root in (Path(env).expanduser().resolve() if env else None, checkout):
+        if root is not None and p.resolve().is_relative_to(root):
             return str(p.resolve().relative_to(root))
-        except ValueError:
-            continue
     return str(p)

@@ -32,6 +32,7 @@ from linguistic_collapse.core.paths import (
     lock_for,
     read_json,
     resolve,
+    resolve_if_checkout,
 )
 from linguistic_collapse.core.provenance import (
     sha256_array,
@@ -94,7 +95,7 @@ def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerFast:
     """``AutoTokenizer.from_pretrained`` of a local directory or a hub name (clear error offline)."""
     from transformers import AutoTokenizer
 
-    local = resolve(name_or_path)
+    local = resolve_if_checkout(name_or_path)  # or a hub name
     if local.is_dir():
         check_model_folder(local)
         return AutoTokenizer.from_pretrained(str(local), trust_remote_code=False)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import REPO_ROOT, atomic_write
+from linguistic_collapse.core.paths import atomic_write, repo_root
 from linguistic_collapse.core.provenance import sha256_bytes, sha256_file
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ PACKAGE, VERSION = "openai-whisper", "20250625"
 SDIST = f"openai_whisper-{VERSION}.tar.gz"
 MEMBER = f"openai_whisper-{VERSION}/whisper/assets/gpt2.tiktoken"
 RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
-CACHE = REPO_ROOT / "data" / "gpt2-bpe" / "gpt2.tiktoken"
+CACHE = Path("data") / "gpt2-bpe" / "gpt2.tiktoken"  # in the checkout (cache_path)
 SIMPLE_INDEX = "https://pypi.org/simple"  # LC_PYPI_SIMPLE overrides (a mirror)
 EOT, EOT_ID, VOCAB_SIZE = "<|endoftext|>", 50256, 50257
 # GPT-2's pre-tokenisation (encoder.py of openai/gpt-2; tiktoken's "gpt2" pat_str)
@@ -66,8 +66,15 @@ def _sdist_url(index: str) -> tuple[str, str]:
                     "that has it, or LC_GPT2_TIKTOKEN to a copy of gpt2.tiktoken")
 
 
-def fetch_ranks(dest: Path = CACHE, index: str | None = None) -> Path:
-    """Download the sdist, verify it and the extracted ranks file, write only that file."""
+def cache_path() -> Path:
+    """``<checkout>/data/gpt2-bpe/gpt2.tiktoken``: where the ranks file is kept."""
+    return repo_root() / CACHE
+
+
+def fetch_ranks(dest: Path | None = None, index: str | None = None) -> Path:
+    """Download the sdist, verify it and the extracted ranks file, write only that file (to
+    ``dest``, the checkout's cache by default)."""
+    dest = cache_path() if dest is None else dest
     index = index or os.environ.get("LC_PYPI_SIMPLE", SIMPLE_INDEX)
     try:
         url, sdist_sha = _sdist_url(index)
@@ -99,9 +106,10 @@ def ranks_file() -> Path:
             raise UserError(f"LC_GPT2_TIKTOKEN={given}: no such file; point it at gpt2.tiktoken "
                             "or unset it to fetch the file from PyPI")
         return _check(path, "LC_GPT2_TIKTOKEN")
-    if CACHE.is_file():
-        return _check(CACHE, "cached copy")
-    return fetch_ranks(CACHE)
+    cache = cache_path()
+    if cache.is_file():
+        return _check(cache, "cached copy")
+    return fetch_ranks(cache)
 
 
 def load_ranks(path: str | os.PathLike) -> dict[bytes, int]:

@@ -14,16 +14,16 @@ from torch import Tensor, nn
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.outputs import CorpusLayout
-from linguistic_collapse.core.paths import REPO_ROOT, read_json
+from linguistic_collapse.core.paths import find_root, read_json
 from linguistic_collapse.core.provenance import sha256_tensor, tokenizer_sha256
 from linguistic_collapse.lm.model import lm_head_weight
 from linguistic_collapse.nc.stats_file import check_train_pass, load_stats_metadata
 
 
 def name_of_path(path: str | Path) -> str:
-    """A local checkpoint's name: repository-relative when inside the repository."""
-    p = Path(path).resolve()
-    return str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else str(p)
+    """A local checkpoint's name: relative to the checkout you work in when inside it."""
+    p, root = Path(path).resolve(), find_root()
+    return str(p.relative_to(root)) if root is not None and p.is_relative_to(root) else str(p)
 
 
 def model_name(model: nn.Module) -> str:

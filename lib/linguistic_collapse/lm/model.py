@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import resolve
+from linguistic_collapse.core.paths import resolve_if_checkout
 from linguistic_collapse.lm.runs import RunName  # noqa: F401  (re-exported: callers import it from here)
 
 T = TypeVar("T")
@@ -138,8 +138,8 @@ _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
 def local_model_dir(name_or_path: str | Path) -> Path | None:
-    """The existing local folder ``name_or_path`` names (as given, else repository-relative)."""
-    for p in (Path(name_or_path).expanduser(), resolve(Path(name_or_path).expanduser())):
+    """The existing local folder ``name_or_path`` names (as given, else checkout-relative)."""
+    for p in (Path(name_or_path).expanduser(), resolve_if_checkout(name_or_path)):
         if p.exists():
             return p
     return None

@@ -25,7 +25,7 @@ import yaml
 from pydantic import Field, Strict, ValidationError, model_validator
 
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import PROFILES_DIR, resolve
+from linguistic_collapse.core.paths import profiles_dir, resolve
 from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.lm.sections import (
     PROFILE_NAME_RE,
@@ -186,7 +186,7 @@ def _one_line(err: ValidationError, source: str) -> str:
 
 def available_profiles() -> list[str]:
     """Names of the profiles in ``profiles/``."""
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in profiles_dir().glob("*.yaml"))
 
 
 def profile_path(name_or_path: str | Path) -> Path:
@@ -198,11 +198,11 @@ def profile_path(name_or_path: str | Path) -> Path:
             raise UserError(f"profile file {path} does not exist; pass an existing YAML file "
                             f"or a profile name ({', '.join(available_profiles())})")
         return path
-    path = PROFILES_DIR / f"{text}.yaml"
+    path = profiles_dir() / f"{text}.yaml"
     if not path.is_file():
         raise UserError(
             f"unknown profile {text!r}; available profiles: {', '.join(available_profiles())} "
-            f"(files in {PROFILES_DIR}) or pass a path to a YAML file"
+            f"(files in {profiles_dir()}) or pass a path to a YAML file"
         )
     return path
 

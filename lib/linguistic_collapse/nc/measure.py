@@ -23,8 +23,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch
 from torch import Tensor
 
@@ -39,6 +39,9 @@ from linguistic_collapse.nc.pairwise import (
 )
 from linguistic_collapse.nc.registry import GEOMETRY, MEASURES, NEEDS_SCATTER, get
 from linguistic_collapse.nc.stats_file import read_stats
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Recorded in every metrics file (``measure_stats_file``); a metrics file of another version (or
 # none) is measured again (``linguistic_collapse.stages.refresh``). Bump it whenever a measure is added, removed,
@@ -221,6 +224,8 @@ def _measures(stats: Mapping[str, Tensor], C: Classes, P: PairSums) -> dict[str,
 
 
 def _table(C: Classes, P: PairSums) -> pd.DataFrame:
+    import pandas as pd  # heavy: only the per-class table needs it, not the installed core
+
     K = len(C.idx)
     columns = {
         "token_id": C.idx, "count": C.counts, "sigma2": C.sigma2, "norm": C.norms,

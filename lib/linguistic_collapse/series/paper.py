@@ -29,24 +29,27 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from linguistic_collapse.core.errors import UserError, os_error_line
 from linguistic_collapse.core.paths import (
-    NOTEBOOKS_DIR,
-    PROFILES_DIR,
-    REPO_ROOT,
     RESULTS_TABLE,
+    ROOT_ENV,
     Layout,
     atomic_write_text,
     cli_path,
     executed_notebook_for,
     figures_dir_for,
     figures_dir_in,
+    find_root,
+    notebooks_dir,
     output_root,
+    profiles_dir,
+    repo_root,
     results_table_for,
     runs_dir,
     short,
@@ -67,16 +70,16 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def _repo_path(path: str | os.PathLike) -> Path:
-    """A notebook parameter path: absolute, or relative to the repository root."""
+    """A notebook parameter path: absolute, or relative to the checkout's root."""
     p = Path(path).expanduser()
-    return (p if p.is_absolute() else REPO_ROOT / p).resolve()
+    return (p if p.is_absolute() else repo_root() / p).resolve()
 
 
 def _owner(table: Path) -> str | None:
     """The profile whose default results table ``table`` is (``runs/<name>/results.csv``)."""
     if table.name != RESULTS_TABLE:
         return None
-    for root in {REPO_ROOT, output_root()}:
+    for root in {repo_root(), output_root()}:
         if table.parent.parent == runs_dir(root):
             return table.parent.name
     return None
@@ -219,7 +222,7 @@ def execute_stage(notebook: Path, output: Path, params: Mapping[str, Any]) -> No
     try:
         papermill.execute_notebook(
             str(notebook), str(partial), parameters=dict(params), kernel_name="python3",
-            progress_bar=False, cwd=str(NOTEBOOKS_DIR),
+            progress_bar=False, cwd=str(notebooks_dir()),
             # the kernel's "running over TCP without encryption" warning: local, not news
             extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
         )
@@ -265,7 +268,7 @@ def _normalise_executed(output: Path) -> None:
     for key in ("input_path", "output_path"):
         if key in meta and meta[key]:
             meta[key] = short(meta[key])
-    repo_relative_outputs(nb, (output_root(), REPO_ROOT))
+    repo_relative_outputs(nb, (output_root(), repo_root()))
     nb.metadata.pop("widgets", None)  # live widget state: random model ids, no use on disk
     for i, cell in enumerate(nb.cells):
         if "injected-parameters" in cell.metadata.get("tags", []):
@@ -284,10 +287,10 @@ def notebook_profile(path: Path, name: str) -> str:
     """The ``profile`` parameter each notebook loads: the name of a shipped profile
     (``profiles/<name>.yaml``), else the file's path (repository-relative inside it), so every
     notebook runs the very file the series was given, never ``profiles/<name>.yaml`` instead."""
-    path = path.resolve()
-    if path == (PROFILES_DIR / f"{name}.yaml").resolve():
+    path, root = path.resolve(), repo_root()
+    if path == (profiles_dir() / f"{name}.yaml").resolve():
         return name
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
 
 
 def _relative(value: Any, prefixes: tuple[str, ...]) -> Any:
@@ -314,8 +317,44 @@ def repo_relative_outputs(nb: Any, roots: tuple[str | os.PathLike, ...]) -> None
             cell.outputs = [nbformat.from_dict(_relative(out, prefixes)) for out in cell.outputs]
 
 
+@contextmanager
+def kernels_root(root: Path) -> Iterator[None]:
+    """Every notebook kernel started inside gets ``$LC_ROOT`` = ``root`` (kernels inherit this
+    process's environment), so a kernel finds the checkout the series runs in and never guesses
+    it from where the code lies (an editable install of another clone)."""
+    before = os.environ.get(ROOT_ENV)
+    os.environ[ROOT_ENV] = str(root)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ROOT_ENV, None)
+        else:
+            os.environ[ROOT_ENV] = before
+
+
+def code_elsewhere_note(root: Path) -> str | None:
+    """One line when the running code lies in another checkout than ``root``: the series still
+    reads and writes only ``root``."""
+    code = find_root(Path(__file__).resolve().parent)
+    if code is None or code == root:
+        return None
+    return f"[paper] note: the code is {code}'s, the checkout is {root}: only {root} is written"
+
+
 def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool = False) -> list[str]:
-    """Run the given stages in order for a profile; returns the stages that actually ran."""
+    """Run the given stages in order for a profile (in the checkout you work in, ``repo_root``);
+    returns the stages that actually ran."""
+    root = repo_root()
+    note = code_elsewhere_note(root)
+    if note:
+        print(note, flush=True)
+    with kernels_root(root):
+        return _run_stages(profile_name, stages, force)
+
+
+def _run_stages(profile_name: str, stages: tuple[str, ...], force: bool) -> list[str]:
+    """``run_paper``'s loop over the stages."""
     profile = load_profile(profile_name)
     for change in sync_notebooks():  # the .py twins are the source
         print(f"[paper] {change.describe()}", flush=True)
@@ -324,7 +363,7 @@ def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool =
     layout = Layout(profile.out_path)
     previous, ran, code = "", [], lib_digest()
     for stage in STAGES:
-        notebook = NOTEBOOKS_DIR / f"{stage}.ipynb"
+        notebook = notebooks_dir() / f"{stage}.ipynb"
         params = stage_parameters(notebook, available)
         inputs = inputs_digest(stage_inputs(stage, profile, results_table_for(profile.name)))
         stamp = stage_stamp(notebook, params, profile_path(profile_name), previous, code,

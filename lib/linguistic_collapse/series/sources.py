@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import NOTEBOOKS_DIR, REPO_ROOT, atomic_write_text, short
+from linguistic_collapse.core.paths import atomic_write_text, notebooks_dir, repo_root, short
 
 # The kernel display name is the one ipykernel's spec gives, so saving in JupyterLab keeps it.
 NOTEBOOK_METADATA = {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
@@ -103,7 +103,7 @@ def sync_notebooks(folder: Path | None = None, check: bool = False) -> list[Twin
     import jupytext
 
     changes = []
-    sources = sorted((folder or NOTEBOOKS_DIR).glob("[0-9][0-9]_*.py"))
+    sources = sorted((folder or notebooks_dir()).glob("[0-9][0-9]_*.py"))
     # every pair is judged before any is written: a refusal leaves all files as they were
     directions = [sync_direction(source, source.with_suffix(".ipynb")) for source in sources]
     for source, direction in zip(sources, directions, strict=True):
@@ -124,7 +124,7 @@ def write_source(nb: Any, source: Path) -> None:
     import jupytext
     from jupytext.config import load_jupytext_configuration_file
 
-    config = load_jupytext_configuration_file(str(REPO_ROOT / "jupytext.toml"))
+    config = load_jupytext_configuration_file(str(repo_root() / "jupytext.toml"))
     nb = copy.deepcopy(nb)
     nb.metadata = {"jupytext": {"notebook_metadata_filter": config.notebook_metadata_filter,
                                 "cell_metadata_filter": config.cell_metadata_filter}}

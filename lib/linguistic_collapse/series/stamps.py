@@ -12,16 +12,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from linguistic_collapse.core.paths import REPO_ROOT, Layout, resolve
+from linguistic_collapse.core.paths import Layout, resolve
 from linguistic_collapse.core.provenance import sha256_file
 from linguistic_collapse.lm.runs import RunName
 
+CODE_DIR = Path(__file__).resolve().parents[1]  # the package's own files: what runs
+
 
 def lib_digest() -> str:
-    """sha256 over every ``.py`` file under ``lib/``, subpackages included (path and bytes)."""
+    """sha256 over every ``.py`` file of the package that runs (``lib/linguistic_collapse/``
+    of its checkout, or its installed copy), subpackages included (path and bytes)."""
     h = hashlib.sha256()
-    root = REPO_ROOT / "lib"
-    for path in sorted(root.rglob("*.py")):
+    root = CODE_DIR.parent
+    for path in sorted(CODE_DIR.rglob("*.py")):
         h.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
     return h.hexdigest()
 

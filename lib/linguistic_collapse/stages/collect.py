@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import resolve
+from linguistic_collapse.core.paths import resolve_if_checkout
 from linguistic_collapse.core.provenance import weights_sha256
 from linguistic_collapse.lm import identity as ident
 from linguistic_collapse.lm.devices import inference_autocast
@@ -309,7 +309,7 @@ def relative_to_stats(name: str | None, out_path: Path) -> str | None:
     tokenizer_sha256)."""
     if not name:
         return name
-    path = resolve(name)
+    path = resolve_if_checkout(name)
     if not path.exists():
         return name
     return os.path.relpath(path.resolve(), out_path.resolve().parent)

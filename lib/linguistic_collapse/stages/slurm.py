@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import io
+import shlex
 import shutil
 import subprocess
 import sys
@@ -41,7 +42,14 @@ from typing import Any
 from submitit.helpers import Checkpointable
 
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import Layout, atomic_write_json, lock_for, read_json
+from linguistic_collapse.core.paths import (
+    ROOT_ENV,
+    Layout,
+    atomic_write_json,
+    lock_for,
+    read_json,
+    repo_root,
+)
 from linguistic_collapse.lm.data import PreparedCorpus, corpus_staleness
 from linguistic_collapse.lm.model import RunName
 from linguistic_collapse.lm.profiles import Profile
@@ -158,6 +166,8 @@ def slurm_executor(profile: Profile) -> Any:
     executor = submitit.SlurmExecutor(folder=Layout(profile.out_path).slurm / "%j",
                                       max_num_timeout=c.timeout_requeues)
     executor.update_parameters(**_parameters(profile))
+    # the jobs work in the checkout this submission runs in, whatever their working directory
+    executor.update_parameters(setup=[f"export {ROOT_ENV}={shlex.quote(str(repo_root()))}"])
     return executor
 
 

@@ -24,7 +24,7 @@ DEFAULT_MIN_COUNT = 20  # profiles: analysis.min_count
 
 
 def load_first_names(path: str | os.PathLike = FIRST_NAMES_FILE) -> frozenset[str]:
-    """Common English first names, lowercase (lib/linguistic_collapse/first_names.txt)."""
+    """Common English first names, lowercase (``tables/first_names.txt``, package data)."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     return frozenset(s.strip().lower() for s in lines if s.strip() and not s.startswith("#"))
 
