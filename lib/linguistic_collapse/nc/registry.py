@@ -125,6 +125,8 @@ COMPARISONS: tuple[Comparison, ...] = (
                "hyperspherical uniformity (GNC2) tracks loss better than equiangularity (NC2)"),
     Comparison("unc3_duality_cv", "nc3_duality_mean", "fig3",
                "uniform duality (UNC3) tracks loss better than self-duality (NC3)"),
+    Comparison("gnc2_logkernel_var", "nc2_etf_error", "fig2",
+               "hyperspherical uniformity (GNC2) tracks loss better than a simplex ETF (NC2 ETF error)"),
 )
 
 
