@@ -180,6 +180,68 @@ def record_findings(findings: Findings, model: str, tokens_df: pd.DataFrame,
         findings.add(f"{r.measure}: rank-biserial effect", r.rank_biserial, src, "{:+.2f}")
 
 
+NEAR_HOLDS_MAX = 2  # at most this many names near the average, each in the top quartile of names
+NEAR_FAILS_MIN = 5  # this many near names (or one below the median name frequency) fail the claim
+
+
+def _scale(values: pd.Series, measure: str) -> np.ndarray:
+    """Variability on log10 (NaN where not positive), interference as it is (a cosine)."""
+    v = values.to_numpy(dtype=float)
+    if measure != "variability":
+        return v
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(v > 0, np.log10(v), np.nan)
+
+
+def names_near_average(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
+                       min_count: int = DEFAULT_MIN_COUNT, measure: str = "variability") -> pd.DataFrame:
+    """The pre-registered test of "only a couple of very frequent names come near the average
+    token" (docs/preregistration.md). Among first-name tokens with at least ``min_count``
+    samples, a name *comes near* when its ``measure`` (log10 for variability) is at least the
+    mean of the same over all tokens with at least ``min_count`` samples. Returns the name
+    tokens, most frequent first, with their frequency rank among names (1 = most frequent),
+    value, ``near`` and ``quartile`` ("top", "upper middle", "lower middle", "bottom" of the
+    names' counts); ``attrs``: the threshold, the near names and the verdict: holds when at most
+    ``NEAR_HOLDS_MAX`` come near and each is in the top quartile, fails when at least
+    ``NEAR_FAILS_MIN`` come near or any is below the median name count, inconclusive otherwise."""
+    names = load_first_names() if names is None else frozenset(n.lower() for n in names)
+    pool = eligible(tokens_df, min_count)
+    threshold = float(np.nanmean(_scale(pool[measure], measure))) if len(pool) else np.nan
+    found = pool[pool["token"].str.lower().isin(names)].sort_values("count", ascending=False, kind="stable")
+    counts = found["count"].to_numpy(dtype=float)
+    q25, q50, q75 = np.percentile(counts, [25, 50, 75]) if len(counts) else (np.nan,) * 3
+    value = _scale(found[measure], measure)
+    out = pd.DataFrame({"token": found["token"].to_numpy(), "token_id": found["token_id"].to_numpy(),
+                        "count": found["count"].to_numpy(), "rank": np.arange(1, len(found) + 1),
+                        "value": value, "near": value >= threshold,
+                        "quartile": np.select([counts >= q75, counts >= q50, counts >= q25],
+                                              ["top", "upper middle", "lower middle"], "bottom")})
+    near = out[out["near"]]
+    if len(near) >= NEAR_FAILS_MIN or (near["count"] < q50).any():
+        verdict = "fails"
+    elif len(near) <= NEAR_HOLDS_MAX and (near["quartile"] == "top").all():
+        verdict = "holds"
+    else:
+        verdict = "inconclusive"
+    out.attrs.update({"measure": measure, "threshold": threshold, "n_names": len(out),
+                      "near": ", ".join(f"{t} (rank {r})" for t, r in zip(near["token"], near["rank"], strict=True)),
+                      "n_near": len(near), "verdict": verdict if len(out) else "n/a"})
+    return out
+
+
+def record_near_findings(findings: Findings, near: pd.DataFrame, exploratory: bool) -> None:
+    """Add the names-near-the-average test (``names_near_average``) to ``findings``."""
+    a = near.attrs
+    key = f"names near the average token ({a['measure']}{', exploratory' if exploratory else ''})"
+    src = f"06_tokens names_near_average: {a['measure']}"
+    findings.add(f"{key}: name tokens tested", a["n_names"], src, "{:d}")
+    findings.add(f"{key}: threshold (mean over tokens{', log10' if a['measure'] == 'variability' else ''})",
+                 a["threshold"], src, "{:.3f}")
+    findings.add(f"{key}: near names", a["n_near"], src, "{:d}")
+    findings.add(f"{key}: which (frequency rank among names)", a["near"] or "none", src)
+    findings.add(f"{key}: verdict", "exploratory" if exploratory else a["verdict"], src)
+
+
 def most_and_least_collapsed(tokens_df: pd.DataFrame, k: int = 10, by: str = "variability",
                              min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
     """The ``k`` tokens with the lowest and the ``k`` with the highest ``by`` (among tokens seen at
