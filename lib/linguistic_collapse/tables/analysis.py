@@ -336,7 +336,7 @@ def format_p(p: float, m: int) -> str:
         return ""
     floor = 1.0 / (m + 1)
     if p <= floor * (1 + 1e-9):
-        return f"≤ {_round_up(floor):.1e}"
+        return f"≤ {_round_up(floor):.1e}".replace("e-0", "e-")
     return f"{p:.2g}"
 
 
