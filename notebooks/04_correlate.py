@@ -94,7 +94,7 @@ for name, fig in plots.scaling_figures(table, registry.MEASURES).items():
 # On one model per design point (the final checkpoint of each grid run): a width step joins consecutive widths within one depth and training length, a training step 1 → 3 epochs within one depth and width. A step improves when the measure moves in its collapse direction. Per measure and axis, the share of improving steps and one-sided exact sign tests, Holm-adjusted over the 8 pre-registered tests (CDNV, GNC2, UNC3, NC4 × width, training): the claim holds when Holm p for improvement is below 0.05, fails when Holm p for the opposite is, and is inconclusive otherwise. The other measures follow as exploratory rows (no verdict).
 
 # %%
-primary = claims.primary_rows(table, cfg.profile.grid.seed)
+primary = claims.grid_final_rows(table)
 scale_df = scaling.scaling_table(primary, exploratory=registry.MEASURES)
 results.save_table(scale_df, cfg.table_path("scaling.csv"))
 scaling.add_scaling_findings(found, scale_df)
@@ -103,10 +103,10 @@ results.round_sig(scale_df, 3)
 # %% [markdown]
 # ## Do the paper's claims hold here?
 #
-# Each claim of Figures 1–3 as the paper states it: direction (more collapse, lower loss), strength as the R² band of the paper's word, and the comparisons (GNC2 against equiangularity and against a simplex ETF, UNC3 against NC3), judged by the pre-registered rule printed above the table. The primary population is one model per design point (the final checkpoint of each grid run; seed replicas are for Table 1 only), the secondary the same without the loss-plateau models. A verdict reads the whole 95 % interval (holds, fails or inconclusive) and is marked "at the edge" where a deciding limit lies within 2 Monte-Carlo standard errors of an edge. Beside each R²: r with its interval (its sign) and whether that sign differs from the authors' r on their models of our training lengths, and ΔR² against those models (equivalence within ±0.10; their 230 models for reference only).
+# Each claim of Figures 1–3 as the paper states it: direction (more collapse, lower loss), strength as the R² band of the paper's word, and the comparisons (GNC2 against equiangularity and against a simplex ETF, UNC3 against NC3), judged by the pre-registered rule printed above the table. The primary population is one model per design point (the final checkpoint of each grid run; seed replicas are for Table 1 only), the secondary the same without the loss-plateau models. A verdict reads the whole 95 % interval (holds, fails or inconclusive); where a deciding limit lies within 2 Monte-Carlo standard errors of an edge it is reported "at the edge", counted neither as holds nor as fails. Beside each R²: r with its interval (its sign) and whether that sign differs from the authors' r on their models of our training lengths, and ΔR² against those models (equivalence within ±0.10; their 230 models for reference only).
 
 # %%
-claims_df = claims.claims_table(table, cfg.profile.grid.seed, n_bootstrap=cfg.profile.analysis.n_bootstrap,
+claims_df = claims.claims_table(table, n_bootstrap=cfg.profile.analysis.n_bootstrap,
                                 seed=cfg.profile.analysis.seed)
 results.save_table(claims_df, cfg.table_path("claims.csv"))
 claims.add_claim_findings(found, claims_df)
@@ -120,7 +120,7 @@ claims_df
 # On the primary population: r and R² of loss on each measure with 95 % design-point intervals, the direction verdict (r on the collapse side of 0) and the authors' r on their 1- and 3-epoch models; a sign that differs from theirs is flagged. Tr(Σ_W Σ_B⁺)/K depends on Σ_B's weakest directions, so it is read under three relative eigenvalue cut-offs (1e-10, 1e-6, 1e-3, where the table has them) and a direction is stated only if all agree.
 
 # %%
-signs = claims.signs_table(table, cfg.profile.grid.seed, n_bootstrap=cfg.profile.analysis.n_bootstrap,
+signs = claims.signs_table(table, n_bootstrap=cfg.profile.analysis.n_bootstrap,
                            seed=cfg.profile.analysis.seed)
 results.save_table(signs, cfg.table_path("signs.csv"))
 claims.add_signs_findings(found, signs)

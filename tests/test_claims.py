@@ -54,7 +54,7 @@ def with_replicas(t: pd.DataFrame) -> pd.DataFrame:
 
 def test_populations_are_final_grid_checkpoints_without_replicas():
     t = with_replicas(grid_table().assign(seed=0))
-    pops, how = claims.populations(t, grid_seed=0)
+    pops, how = claims.populations(t)
     assert list(pops) == list(claims.POPULATIONS) == [verdicts.PRIMARY, verdicts.SECONDARY]
     primary = pops[verdicts.PRIMARY]
     assert len(primary) == 24 and primary["run"].is_unique  # one model per grid run
@@ -65,9 +65,9 @@ def test_populations_are_final_grid_checkpoints_without_replicas():
 
 def test_claims_long_values_and_verdicts():
     t = grid_table().assign(seed=0)
-    long = claims.claims_long(t, grid_seed=0, n_bootstrap=500, seed=0)
+    long = claims.claims_long(t, n_bootstrap=500, seed=0)
     prim = long[long["population"] == verdicts.PRIMARY].set_index(["claim", "statistic"])
-    pop = claims.primary_rows(t, 0)
+    pop = claims.grid_final_rows(t)
     r2 = prim.xs("R²", level="statistic")
     cdnv = r2.loc["NC1: CDNV: strong relation to loss"]
     x = np.log10(pop["nc1_cdnv"])
@@ -105,9 +105,9 @@ def test_claims_bootstrap_resamples_design_points():
     equals that of a bootstrap over the pairs, not over the rows."""
     t = grid_table().assign(seed=0, epochs=1, checkpoint=1).drop_duplicates("run")
     t = t.assign(depth=1, width=lambda d: 32 * (1 + np.arange(len(d)) // 2))  # row pairs
-    long = claims.claims_long(t, grid_seed=0, n_bootstrap=100, seed=3)
+    long = claims.claims_long(t, n_bootstrap=100, seed=3)
     row = long[(long["population"] == verdicts.PRIMARY) & (long["statistic"] == "r")].iloc[0]
-    pop = claims.primary_rows(t, 0)
+    pop = claims.grid_final_rows(t)
     assert row["n_clusters"] == len(pop) // 2
     W = analysis.cluster_bootstrap_weights(design_point_ids(pop), 100, 3)
     boot = analysis.weighted_pearson(np.log10(pop["nc1_cdnv"].to_numpy()), pop["val_loss"].to_numpy(), W)
@@ -116,19 +116,20 @@ def test_claims_bootstrap_resamples_design_points():
 
 def test_claims_table_shape_and_text():
     t = grid_table().assign(seed=0)
-    out = claims.claims_table(t, grid_seed=0, n_bootstrap=200, seed=0)
+    out = claims.claims_table(t, n_bootstrap=200, seed=0)
     p, s = verdicts.PRIMARY, verdicts.SECONDARY
     assert list(out.columns) == [
         "claim", "figure", "statistic", "claimed", "authors' 1-epoch models", "authors' 3-epoch models",
         "authors' 230 models", p, s, f"MC SE of the limits ({p})", f"verdict ({p})", f"verdict ({s})",
         f"r [95 %] ({p})", f"ΔR² vs authors' 1-epoch models ({p}, 90 %)",
         f"ΔR² vs authors' 3-epoch models ({p}, 90 %)", f"ΔR² vs authors' 230 models, reference ({p}, 90 %)",
+        "as strong as the authors'",
         f"models ({p} / {s})", f"design points ({p} / {s})", f"n_eff ({p} / {s})"]
-    word = r"(holds|fails|inconclusive|n/a)( \(at the edge\))?"
+    word = r"(holds|fails|inconclusive|n/a|at the edge \((holds|fails|inconclusive) by its limits\))"
     assert out[f"verdict ({p})"].str.fullmatch(word).all() and out[f"verdict ({s})"].str.fullmatch(word).all()
     r2_rows = out[out["statistic"] == "R²"]
     for col in (c for c in out.columns if c.startswith("ΔR² vs")):
-        assert r2_rows[col].str.contains(r"\]: (?:equivalent|different|inconclusive)(?: \(at the edge\))?$").all()
+        assert r2_rows[col].str.contains(r"\]: (?:equivalent|different|inconclusive|at the edge \(\w+ by its limits\))$").all()
         assert (out.loc[out["statistic"] != "R²", col] == "").all()
     assert r2_rows[f"r [95 %] ({p})"].str.match(r"[+-]\d\.\d\d \[").all()
     low, high = claims.AUTHORS_R2_CI["nc1_cdnv"]
@@ -143,19 +144,19 @@ def test_a_verdict_near_an_edge_is_marked(monkeypatch):
     """Force the strength band's lower edge onto the CDNV R² interval's lower limit: the verdict
     is then within 2 MC SEs of an edge and printed "(at the edge)"."""
     t = grid_table().assign(seed=0)
-    long = claims.claims_long(t, grid_seed=0, n_bootstrap=400, seed=0)
+    long = claims.claims_long(t, n_bootstrap=400, seed=0)
     row = long[(long["population"] == verdicts.PRIMARY)
                & (long["claim"] == "NC1: CDNV: strong relation to loss")].iloc[0]
     monkeypatch.setitem(claims.BANDS, "strong", (row["ci_low"] + 0.5 * row["se_low"], 1.0))
     monkeypatch.setitem(claims.BANDS, "clear", (0.5, row["ci_low"] + 0.5 * row["se_low"]))
-    out = claims.claims_table(t, grid_seed=0, n_bootstrap=400, seed=0).set_index("claim")
-    assert out.loc["NC1: CDNV: strong relation to loss", f"verdict ({verdicts.PRIMARY})"] == "inconclusive (at the edge)"
+    out = claims.claims_table(t, n_bootstrap=400, seed=0).set_index("claim")
+    assert out.loc["NC1: CDNV: strong relation to loss", f"verdict ({verdicts.PRIMARY})"] == "at the edge (inconclusive by its limits)"
 
 
 def test_direction_claims_only_where_the_paper_states_strong_or_clear():
     """Equiangularity's "some relationship" and the "negligible" claims state no direction (on
     the authors' own models the interference CV rises as loss falls)."""
-    texts = set(claims.claims_long(grid_table().assign(seed=0), 0, n_bootstrap=20, seed=0)["claim"])
+    texts = set(claims.claims_long(grid_table().assign(seed=0), n_bootstrap=20, seed=0)["claim"])
     assert "NC2: interference CV: more collapse, lower loss" not in texts
     assert "NC3: duality mean: more collapse, lower loss" not in texts
     assert "UNC3: duality CV: more collapse, lower loss" in texts
@@ -164,7 +165,7 @@ def test_direction_claims_only_where_the_paper_states_strong_or_clear():
 def test_claim_findings_record_every_cell_they_quote(tmp_path):
     from linguistic_collapse.tables.findings import Findings, values
 
-    out = claims.claims_table(grid_table().assign(seed=0), 0, n_bootstrap=50, seed=0)
+    out = claims.claims_table(grid_table().assign(seed=0), n_bootstrap=50, seed=0)
     found = Findings(tmp_path / "findings.md", "04_correlate")
     claims.add_claim_findings(found, out)
     found.save()
@@ -192,9 +193,9 @@ def pinv_table(quiet: bool) -> pd.DataFrame:
 
 def test_signs_table_gives_every_measure_r_with_its_interval():
     t = pinv_table(True)
-    out = claims.signs_table(t, grid_seed=0, n_bootstrap=300, seed=1).set_index("measure")
+    out = claims.signs_table(t, n_bootstrap=300, seed=1).set_index("measure")
     assert list(out.index) == [*MEASURES, "nc1_pinv_rtol1e6", "nc1_pinv_rtol1e3"]
-    pop = claims.primary_rows(t, 0)
+    pop = claims.grid_final_rows(t)
     for m in ("nc1_cdnv", "nc4_agreement", "nc1_pinv_rtol1e3"):
         x = np.log10(pop[m]) if m != "nc4_agreement" else pop[m]
         assert out.loc[m, "r"] == pytest.approx(np.corrcoef(x, pop["val_loss"])[0, 1])
@@ -206,9 +207,9 @@ def test_signs_table_gives_every_measure_r_with_its_interval():
 
 def test_nc1_pinv_direction_depends_on_the_cutoff_or_is_not_stated():
     t = pinv_table(False)
-    out = claims.signs_table(t, grid_seed=0, n_bootstrap=300, seed=1)
+    out = claims.signs_table(t, n_bootstrap=300, seed=1)
     assert claims.PINV_DEPENDS in out.attrs["pinv"]
-    missing = claims.signs_table(t.drop(columns=["nc1_pinv_rtol1e6"]), 0, n_bootstrap=50, seed=1)
+    missing = claims.signs_table(t.drop(columns=["nc1_pinv_rtol1e6"]), n_bootstrap=50, seed=1)
     assert "nc1_pinv_rtol1e6" not in set(missing["measure"])
     assert missing.attrs["pinv"] == "nc1_pinv's direction not stated: no column for cut-off(s) 1e-06"
     from linguistic_collapse.tables.findings import Findings

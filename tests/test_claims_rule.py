@@ -3,6 +3,7 @@ equivalence test against the authors, design-point clusters and the README's cop
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -153,5 +154,30 @@ def test_cpu_grid_has_18_design_points():
 def test_rule_text_states_the_constants():
     rule = verdicts.rule_text(len(claims._claims()), 10_000)
     assert "10,000 resamples" in rule and f"±{verdicts.EQUIVALENCE_MARGIN:.2f}" in rule
-    assert f"within {verdicts.EDGE_SE:g} Monte-Carlo standard errors" in rule
+    assert f"within {verdicts.MC_EDGE_SE:g} Monte-Carlo standard errors" in rule
     assert claims.POPULATIONS[0] == verdicts.PRIMARY
+
+
+def _squash(text: str) -> str:
+    """Markdown text as one line: quote markers and line breaks gone, spaces single."""
+    return re.sub(r"\s+", " ", re.sub(r"(?m)^> ?", "", text)).strip()
+
+
+def test_readme_states_the_codes_rule():
+    """The README quotes the rule of the profile it reports (cpu: B from its analysis section)."""
+    from linguistic_collapse.lm.profiles import load_profile
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    rule = verdicts.rule_text(len(claims._claims()), load_profile("cpu").analysis.n_bootstrap)
+    assert _squash(rule) in _squash(readme), "README's decision rule differs from linguistic_collapse.tables.verdicts.rule_text"
+
+
+def test_as_strong_summary_only_where_both_like_for_like_verdicts_agree():
+    both = pd.Series({"equivalence_e1": "different", "equivalence_edge_e1": False,
+                      "equivalence_e3": "different", "equivalence_edge_e3": False})
+    assert claims._as_strong(both) == "different"
+    split = both.copy()
+    split["equivalence_e3"] = "inconclusive"
+    assert claims._as_strong(split) == "1-epoch: different; 3-epoch: inconclusive"
+    split["equivalence_e3"], split["equivalence_edge_e3"] = "different", True
+    assert claims._as_strong(split) == "1-epoch: different; 3-epoch: at the edge (different by its limits)"

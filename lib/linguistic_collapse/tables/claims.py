@@ -24,7 +24,9 @@ import pandas as pd
 from linguistic_collapse.nc.registry import (
     BANDS,
     COMPARISONS,
+    PINV_RTOLS,
     REGISTRY,
+    Comparison,
     band,
     claimed_measures,
     label,
@@ -57,6 +59,10 @@ from linguistic_collapse.tables.verdicts import (
     with_edge,
 )
 
+# (U) of docs/preregistration.md: "hyperspherical uniformity rather than an ETF", judged like a comparison
+UNIFORMITY_VS_ETF = Comparison("gnc2_logkernel_var", "nc2_etf_error", "fig2",
+                               "hyperspherical uniformity (GNC2) tracks loss better than a simplex ETF "
+                               "(NC2 ETF error)")
 CDNV_UNITS_NOTE = (
     "Units: scaling every feature by a multiplies the within-class variance by a² and "
     "‖μ_c − μ_c'‖⁴ by a⁴, so the paper's CDNV (‖Δ‖⁴ form) scales as 1/a² and falls whenever "
@@ -94,17 +100,23 @@ def plateau_mask(table: pd.DataFrame, min_gap: float = 0.3, max_fraction: float 
                   f"of {gaps[i]:.3f} nats from {order[i]:.3f} ({rule})")
 
 
-def primary_rows(table: pd.DataFrame, grid_seed: int) -> pd.DataFrame:
-    """The primary population: the final checkpoint (checkpoint == epochs) of each grid run
-    (data seed ``grid_seed``, the profile's ``grid.seed``); seed replicas are left out."""
+def grid_final_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The final checkpoint of each grid run: runs with the lowest seed of their depth, width,
+    epochs and weight decay (the grid's seed, 0; seed replicas have other seeds, 1-20 in the
+    profiles), at checkpoint == epochs."""
     final = final_rows(table)
-    return final[final["seed"] == grid_seed].reset_index(drop=True)
+    spec = [c for c in ("depth", "width", "epochs", "weight_decay") if c in final.columns]
+    if "seed" not in final.columns or not spec:
+        return final.reset_index(drop=True)
+    lowest = final.groupby(spec, dropna=False)["seed"].transform("min")
+    return final[final["seed"] == lowest].reset_index(drop=True)
 
 
-def populations(table: pd.DataFrame, grid_seed: int) -> tuple[dict[str, pd.DataFrame], str]:
-    """The populations of the claims (``verdicts.POPULATIONS``) and the plateau description
-    (plateau models are found among the primary population's models)."""
-    primary = primary_rows(table, grid_seed)
+def populations(table: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], str]:
+    """The two populations of the claims (``POPULATIONS``): the grid's final checkpoints and the
+    same without its plateau models (``plateau_mask`` on that population), and the plateau
+    description."""
+    primary = grid_final_rows(table)
     plateau, how = plateau_mask(primary)
     return {PRIMARY: primary, SECONDARY: primary[~plateau].reset_index(drop=True)}, how
 
@@ -173,7 +185,7 @@ def _claims() -> list[dict]:
                     "statistic": "R²", "stat": _r2(name), "claimed": f"{m.claim}: {claimed}",
                     "measure": name, "authors": m.authors_r2, "by_epochs": by_epochs,
                     "verdict": lambda lo, hi, c=m.claim: band_verdict(lo, hi, c)})
-    for c in COMPARISONS:
+    for c in (*COMPARISONS, UNIFORMITY_VS_ETF):
         a, b = REGISTRY[c.better].authors_r2, REGISTRY[c.worse].authors_r2
         ea, eb = AUTHORS_BY_EPOCHS.get(c.better, {}), AUTHORS_BY_EPOCHS.get(c.worse, {})
         out.append({"claim": c.text, "figure": c.figure, "statistic": "ΔR²",
@@ -214,13 +226,13 @@ def _r2_extras(c: dict, pop: pd.DataFrame, W: np.ndarray, value: float, boot: np
     return row
 
 
-def claims_long(table: pd.DataFrame, grid_seed: int, n_bootstrap: int, seed: int) -> pd.DataFrame:
+def claims_long(table: pd.DataFrame, n_bootstrap: int, seed: int) -> pd.DataFrame:
     """One row per (claim, population): the statistic, its 95 % interval from a bootstrap over
     design points with each limit's MC standard error, n models, n clusters and Kish's n_eff,
     the verdict (``verdicts``) and whether it is at the edge; for R² claims also r with its
     interval and sign verdict, the authors' like-for-like r, and ΔR² against their 1- and
     3-epoch models (equivalence) and their 230 (reference)."""
-    pops, _ = populations(table, grid_seed)
+    pops, _ = populations(table)
     rows = []
     for pop_name, pop in pops.items():
         clusters = design_point_ids(pop)
@@ -290,12 +302,23 @@ SE = f"MC SE of the limits ({PRIMARY})"
 R_COLUMN = f"r [95 %] ({PRIMARY})"
 
 
+AS_STRONG = "as strong as the authors'"
+
+
+def _as_strong(g: pd.Series) -> str:
+    """One verdict where the like-for-like equivalence verdicts agree, else each quoted."""
+    each = [with_edge(g[f"equivalence_e{e}"], g[f"equivalence_edge_e{e}"]) for e in LIKE_FOR_LIKE]
+    if len(set(each)) == 1:
+        return each[0]
+    return "; ".join(f"{e}-epoch: {v}" for e, v in zip(LIKE_FOR_LIKE, each, strict=True))
+
+
 def _dr2_column(e: int | str) -> str:
     who = "230 models, reference" if e == 230 else f"{e}-epoch models"
     return f"ΔR² vs authors' {who} ({PRIMARY}, {EQUIVALENCE_LEVEL * 100:.0f} %)"
 
 
-def claims_table(table: pd.DataFrame, grid_seed: int, n_bootstrap: int, seed: int) -> pd.DataFrame:
+def claims_table(table: pd.DataFrame, n_bootstrap: int, seed: int) -> pd.DataFrame:
     """The claims of Figures 1-3 as a table: claim, figure, statistic, what is claimed, the
     authors' values on their 1- and 3-epoch models and their 230, the value and 95 % interval
     on each population with the primary limits' MC standard errors, the verdicts ("at the edge"
@@ -303,7 +326,7 @@ def claims_table(table: pd.DataFrame, grid_seed: int, n_bootstrap: int, seed: in
     authors' like-for-like models with its equivalence verdict, and models / clusters / n_eff.
     ``attrs["rule"]`` and ``attrs["plateau"]`` say how verdicts and plateau models were decided
     (print them above the table)."""
-    long = claims_long(table, grid_seed, n_bootstrap, seed)
+    long = claims_long(table, n_bootstrap, seed)
     specs = {c["claim"]: c for c in _claims()}
     rows = []
     for (claim, _), group in long.groupby(["claim", "statistic"], sort=False):
@@ -322,6 +345,7 @@ def claims_table(table: pd.DataFrame, grid_seed: int, n_bootstrap: int, seed: in
         row[R_COLUMN] = _sign_cell(first) if is_r2 else ""
         for e in (*LIKE_FOR_LIKE, 230):
             row[_dr2_column(e)] = _dr2_cell(first, f"_e{e}" if e != 230 else "_230") if is_r2 else ""
+        row[AS_STRONG] = _as_strong(first) if is_r2 else ""
         for key, name in (("n", "models"), ("n_clusters", "design points"), ("n_eff", "n_eff")):
             fmt = "{:.1f}" if key == "n_eff" else "{:.0f}"
             row[f"{name} ({' / '.join(POPULATIONS)})"] = " / ".join(fmt.format(by_pop.loc[p, key])
@@ -329,7 +353,7 @@ def claims_table(table: pd.DataFrame, grid_seed: int, n_bootstrap: int, seed: in
         rows.append(row)
     out = pd.DataFrame(rows)
     out.attrs["rule"] = rule_text(len(specs), n_bootstrap)
-    out.attrs["plateau"] = populations(table, grid_seed)[1]
+    out.attrs["plateau"] = populations(table)[1]
     return out
 
 
@@ -338,7 +362,7 @@ def add_claim_findings(found: Findings, claims_df: pd.DataFrame) -> None:
     limits' MC errors, the verdicts, r with its sign, ΔR² against the authors with its
     equivalence verdict and the authors' like-for-like values; the counts once."""
     counts = [c for c in claims_df.columns if c.startswith(("models (", "design points (", "n_eff ("))]
-    quoted = [*POPULATIONS, SE, VERDICT, f"verdict ({SECONDARY})", R_COLUMN,
+    quoted = [*POPULATIONS, SE, VERDICT, f"verdict ({SECONDARY})", R_COLUMN, AS_STRONG,
               *(c for c in claims_df.columns if c.startswith(("ΔR² vs authors", "authors'")))]
     for _, row in claims_df.iterrows():
         claim = row["claim"]
@@ -393,8 +417,16 @@ def cdnv_units_table(table: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 # r with its sign for every measure, and nc1_pinv under its eigenvalue cut-offs
 
-# nc1_pinv's column per relative eigenvalue cut-off of Σ_B's pseudo-inverse
-PINV_CUTOFFS: dict[str, float] = {"nc1_pinv": 1e-10, "nc1_pinv_rtol1e6": 1e-6, "nc1_pinv_rtol1e3": 1e-3}
+
+
+def pinv_column(rtol: float) -> str:
+    """nc1_pinv's column at a relative eigenvalue cut-off: "nc1_pinv" at the measure's own
+    (``PINV_RTOLS[0]``), else e.g. "nc1_pinv_rtol1e6" for 1e-6."""
+    return "nc1_pinv" if rtol == PINV_RTOLS[0] else f"nc1_pinv_rtol1e{round(-np.log10(rtol))}"
+
+
+# nc1_pinv's column per relative eigenvalue cut-off of Σ_B's pseudo-inverse (registry.PINV_RTOLS)
+PINV_CUTOFFS: dict[str, float] = {pinv_column(r): r for r in PINV_RTOLS}
 PINV_DEPENDS = "depends on the cut-off"
 
 
@@ -408,12 +440,12 @@ def _scale_of(column: str) -> str:
     return "nc1_pinv" if column in PINV_CUTOFFS else column
 
 
-def signs_table(table: pd.DataFrame, grid_seed: int, n_bootstrap: int, seed: int) -> pd.DataFrame:
+def signs_table(table: pd.DataFrame, n_bootstrap: int, seed: int) -> pd.DataFrame:
     """Per measure (nc1_pinv's cut-off variants read on its scale) on the primary population:
     r and R² with 95 % design-point intervals and the limits' MC errors, the direction verdict
     (r on the registry's collapse side of 0, ``side_verdict``, at the edge or not), the authors'
     r on their 1- and 3-epoch models and whether its sign differs from ours."""
-    pop = populations(table, grid_seed)[0][PRIMARY]
+    pop = populations(table)[0][PRIMARY]
     W = cluster_bootstrap_weights(design_point_ids(pop), n_bootstrap, seed)
     rows = []
     for m in measure_columns(pop):

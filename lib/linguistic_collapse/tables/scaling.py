@@ -1,13 +1,14 @@
 """Does collapse develop with scale and training? (the paper's Figure 1 text and its scaling
 figures, tested as pre-registered in docs/preregistration.md). No torch import.
 
-On the primary population (the final checkpoint of each grid run, ``claims.primary_rows``): a
+On the primary population (the final checkpoint of each grid run, ``claims.grid_final_rows``): a
 *width step* joins consecutive widths within one (depth, epochs), a *training step* consecutive
 training lengths (epochs 1 -> 3) within one (depth, width). A step improves when the measure
 moves in its collapse direction (``registry``: lower or higher), worsens when it moves the
 other way; ties and missing values are left out. Per (measure, axis): the share of improving
 steps and two one-sided exact sign tests (``scipy.stats.binomtest``, p = 1/2), each
-Holm-adjusted over the pre-registered tests (``MEASURES`` x ``AXES``, 8 tests). A claim holds
+Holm-adjusted over the pre-registered tests (``MEASURES`` x ``AXES``, 8 tests, each
+direction separately). A claim holds
 when its Holm p for improvement is below ``ALPHA``, fails when its Holm p for the opposite is,
 and is inconclusive otherwise. Other measures are exploratory: the same numbers, no verdict.
 """
@@ -19,15 +20,16 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from linguistic_collapse.nc.registry import REGISTRY, analysis_scale, label
+from linguistic_collapse.nc.registry import REGISTRY, analysis_scale, figure_measures, label
 from linguistic_collapse.tables.analysis import holm
 from linguistic_collapse.tables.findings import Findings
+from linguistic_collapse.tables.verdicts import SCALING_ALPHA
 
-MEASURES = ("nc1_cdnv", "gnc2_logkernel_var", "unc3_duality_cv", "nc4_agreement")  # pre-registered
+MEASURES = tuple(figure_measures("fig1"))  # pre-registered: Figure 1's CDNV, GNC2, UNC3 and NC4
 # axis -> (the column that steps, the columns held fixed)
 AXES: dict[str, tuple[str, tuple[str, str]]] = {"width": ("width", ("depth", "epochs")),
                                                 "training": ("epochs", ("depth", "width"))}
-ALPHA = 0.05
+ALPHA = SCALING_ALPHA
 
 
 def steps(table: pd.DataFrame, measure: str, axis: str) -> pd.DataFrame:
@@ -80,7 +82,7 @@ def scaling_table(primary: pd.DataFrame, exploratory: Sequence[str] = ()) -> pd.
     share improving (of the untied), the two one-sided sign-test p, their Holm adjustments over
     the pre-registered tests and the verdict; ``exploratory`` measures (those in the table)
     after them with Holm over their own tests and no verdict. ``primary``: one model per design
-    point (``claims.primary_rows``)."""
+    point (``claims.grid_final_rows``)."""
     rows = []
     extra = [m for m in exploratory if m in primary.columns and m in REGISTRY and m not in MEASURES]
     for role, names in (("pre-registered", [m for m in MEASURES if m in primary.columns]), ("exploratory", extra)):

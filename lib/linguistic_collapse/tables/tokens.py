@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from linguistic_collapse.tables.findings import Findings
+from linguistic_collapse.tables.verdicts import NAMES_RULE
 
 FIRST_NAMES_FILE = Path(__file__).with_name("first_names.txt")
 DEFAULT_MIN_COUNT = 20  # profiles: analysis.min_count
@@ -180,8 +181,6 @@ def record_findings(findings: Findings, model: str, tokens_df: pd.DataFrame,
         findings.add(f"{r.measure}: rank-biserial effect", r.rank_biserial, src, "{:+.2f}")
 
 
-NEAR_HOLDS_MAX = 2  # at most this many names near the average, each in the top quartile of names
-NEAR_FAILS_MIN = 5  # this many near names (or one below the median name frequency) fail the claim
 
 
 def _scale(values: pd.Series, measure: str) -> np.ndarray:
@@ -201,15 +200,18 @@ def names_near_average(tokens_df: pd.DataFrame, names: Iterable[str] | None = No
     mean of the same over all tokens with at least ``min_count`` samples. Returns the name
     tokens, most frequent first, with their frequency rank among names (1 = most frequent),
     value, ``near`` and ``quartile`` ("top", "upper middle", "lower middle", "bottom" of the
-    names' counts); ``attrs``: the threshold, the near names and the verdict: holds when at most
-    ``NEAR_HOLDS_MAX`` come near and each is in the top quartile, fails when at least
-    ``NEAR_FAILS_MIN`` come near or any is below the median name count, inconclusive otherwise."""
+    names' counts); ``attrs``: the threshold, the near names and the verdict of
+    ``verdicts.NAMES_RULE``: holds when at most ``holds_max`` come near and each has a count at
+    least the ``holds_quantile`` of the names' counts, fails when at least ``fails_min`` come
+    near or any has a count below their ``fails_quantile``, inconclusive otherwise."""
     names = load_first_names() if names is None else frozenset(n.lower() for n in names)
     pool = eligible(tokens_df, min_count)
     threshold = float(np.nanmean(_scale(pool[measure], measure))) if len(pool) else np.nan
     found = pool[pool["token"].str.lower().isin(names)].sort_values("count", ascending=False, kind="stable")
     counts = found["count"].to_numpy(dtype=float)
-    q25, q50, q75 = np.percentile(counts, [25, 50, 75]) if len(counts) else (np.nan,) * 3
+    rule = NAMES_RULE
+    q25, q50, q75 = np.quantile(counts, [0.25, 0.5, 0.75]) if len(counts) else (np.nan,) * 3
+    q_hold, q_fail = np.quantile(counts, [rule["holds_quantile"], rule["fails_quantile"]]) if len(counts) else (np.nan,) * 2
     value = _scale(found[measure], measure)
     out = pd.DataFrame({"token": found["token"].to_numpy(), "token_id": found["token_id"].to_numpy(),
                         "count": found["count"].to_numpy(), "rank": np.arange(1, len(found) + 1),
@@ -217,9 +219,9 @@ def names_near_average(tokens_df: pd.DataFrame, names: Iterable[str] | None = No
                         "quartile": np.select([counts >= q75, counts >= q50, counts >= q25],
                                               ["top", "upper middle", "lower middle"], "bottom")})
     near = out[out["near"]]
-    if len(near) >= NEAR_FAILS_MIN or (near["count"] < q50).any():
+    if len(near) >= rule["fails_min"] or (near["count"] < q_fail).any():
         verdict = "fails"
-    elif len(near) <= NEAR_HOLDS_MAX and (near["quartile"] == "top").all():
+    elif len(near) <= rule["holds_max"] and (near["count"] >= q_hold).all():
         verdict = "holds"
     else:
         verdict = "inconclusive"

@@ -19,17 +19,23 @@ from linguistic_collapse.tables.analysis import percentile_ci_se
 from linguistic_collapse.tables.authors_facts import AUTHORS_DESIGN_N_EFF, AUTHORS_R2_CI
 from linguistic_collapse.tables.clusters import N_EFF_RULE
 
-PRIMARY = "primary"
-SECONDARY = "no plateau"
+PRIMARY = "grid final"
+SECONDARY = "grid final, no plateau"
 POPULATIONS = (PRIMARY, SECONDARY)
-PRIMARY_REASON = ("the final checkpoint of each grid run, one model per design point: no two "
-                  "models share a training history or a design, so the design-point bootstrap "
-                  "resamples independent models; seed replicas stay for Table 1 only")
+PRIMARY_REASON = ("the final checkpoint of each grid run, one model per design point, plateau models "
+                  "included: no selection from the data (the authors pooled too), and n_eff = the "
+                  "number of design points; seed replicas are for Table 1 only")
 SECONDARY_REASON = "the same without the loss-plateau models"
 LEVEL = 0.95  # claims' intervals
-EDGE_SE = 2.0  # a verdict is "at the edge" when a deciding limit is this many MC SEs from an edge
 EQUIVALENCE_MARGIN = 0.10  # |ΔR²| below this counts as "as strong as the authors'"
 EQUIVALENCE_LEVEL = 0.90  # two one-sided tests at 5 % each
+MC_EDGE_SE = 2.0  # a verdict whose deciding limit lies within this many Monte-Carlo standard errors of its edge is "at the edge"
+SCALING_ALPHA = 0.05  # the scaling sign tests: Holm-adjusted p below this decides (improves / worsens)
+# the names claim: holds if at most holds_max names come near the average token, each with a
+# training count >= the holds_quantile of the names' counts (top quartile); fails if fails_min or
+# more come near or one has a count below the fails_quantile (median); inconclusive otherwise
+NAMES_RULE: dict[str, float] = {"holds_max": 2, "fails_min": 5, "holds_quantile": 0.75,
+                                "fails_quantile": 0.5}
 AUTHORS_SEED = 20240
 Z95 = 3.92  # width of a normal 95 % interval in standard deviations (2 x 1.96)
 LIKE_FOR_LIKE = (1, 3)  # the authors' training lengths compared with ours (their 10-epoch runs are not)
@@ -77,7 +83,7 @@ def equivalence_verdict(low: float, high: float, margin: float = EQUIVALENCE_MAR
 
 
 def at_edge(verdict: Verdict, low: float, high: float, se_low: float, se_high: float,
-            k: float = EDGE_SE) -> bool:
+            k: float = MC_EDGE_SE) -> bool:
     """Whether moving either limit by up to ``k`` Monte-Carlo standard errors can change
     ``verdict(low, high)``: a deciding limit lies within k SE of an edge. Every verdict here is
     monotone in each limit, so the four corners of that box are enough. False if not finite."""
@@ -92,8 +98,9 @@ def at_edge(verdict: Verdict, low: float, high: float, se_low: float, se_high: f
 
 
 def with_edge(verdict: str, edge: bool) -> str:
-    """The verdict as printed: "holds" or "holds (at the edge)"."""
-    return f"{verdict} (at the edge)" if edge and verdict != "n/a" else verdict
+    """The verdict as reported: itself, or at the edge "at the edge (holds by its limits)",
+    counted neither as holds nor as fails (docs/preregistration.md, section 3)."""
+    return f"at the edge ({verdict} by its limits)" if edge and verdict != "n/a" else verdict
 
 
 def r2_sd(r: float, n_eff: float) -> float:
@@ -162,7 +169,7 @@ def rule_text(n_claims: int, n_bootstrap: int) -> str:
         f"A claim holds when the whole {LEVEL * 100:.0f} % bootstrap interval ({n_bootstrap:,} resamples "
         "of design points) lies in the claimed band (a direction: on the claimed side of 0; a "
         "comparison: ΔR² above 0), fails when it lies wholly outside, and is inconclusive "
-        f"otherwise; a verdict is at the edge when a deciding limit lies within {EDGE_SE:g} "
+        f"otherwise; a verdict is at the edge, counted neither as holds nor as fails, when a deciding limit lies within {MC_EDGE_SE:g} "
         "Monte-Carlo standard errors of an edge (binomial formula for a quantile). "
         f"{N_EFF_RULE}. Primary population: {PRIMARY_REASON}; secondary ({SECONDARY}): "
         f"{SECONDARY_REASON}. As strong as the authors': ΔR² = R²(here) − R²(authors) against "
