@@ -112,6 +112,7 @@ results.save_table(claims_df, cfg.table_path("claims.csv"))
 claims.add_claim_findings(found, claims_df)
 print(claims_df.attrs["rule"])
 print(claims_df.attrs["plateau"])
+print(claims_df.attrs["authors_side"])
 claims_df
 
 # %% [markdown]

@@ -94,6 +94,28 @@ def test_design_n_eff_counts_their_design_points(tmp_path):
     assert namespace["AUTHORS_DESIGN_N_EFF"][1] == pytest.approx(n_eff[1], abs=1e-3)
 
 
+def test_design_quantiles_resample_their_design_points(tmp_path):
+    """3-epoch etf_error is an exact line of loss on both runs: R² = 1 in every resample that
+    holds both runs (and NaN when one run is drawn twice, dropped); cdnv likewise on 1 epoch."""
+    synthetic(tmp_path / "lc.csv")
+    table = authors_stats.import_authors([tmp_path / "lc.csv"])
+    q = authors_stats.r2_design_quantiles(table, ["nc2_etf_error", "nc3_duality_error"], n_bootstrap=500)
+    assert len(q["nc2_etf_error"][3]) == authors_stats.QUANTILES
+    assert q["nc2_etf_error"][3] == pytest.approx((1.0,) * authors_stats.QUANTILES)
+    x = table.loc[table["epochs"] == 1, "nc3_duality_error"].to_numpy()
+    y = table.loc[table["epochs"] == 1, "val_loss"].to_numpy()
+    from linguistic_collapse.tables.clusters import design_point_ids
+
+    ids = design_point_ids(table[table["epochs"] == 1])
+    boot = analysis.bootstrap_r(x, y, ids, 500, 0) ** 2
+    boot = boot[np.isfinite(boot)]
+    assert q["nc3_duality_error"][1] == pytest.approx(tuple(np.quantile(boot, np.linspace(0, 1, 101))))
+    namespace: dict = {}
+    facts = authors_stats.authors_facts([tmp_path / "lc.csv"], n_bootstrap=20, n_permutations=99, design_bootstrap=50)
+    exec(authors_stats.format_facts(facts), namespace)
+    assert namespace["AUTHORS_R2_QUANTILES"]["nc2_etf_error"][3] == pytest.approx((1.0,) * 101)
+
+
 def test_stored_design_n_eff_is_their_grid():
     """30 design points per training length; 1 epoch: 29 pairs of twins and the 22 of 02x0768_01d."""
     from linguistic_collapse.tables.authors_facts import AUTHORS_BY_EPOCHS, AUTHORS_DESIGN_N_EFF

@@ -77,14 +77,26 @@ def test_r2_sd_matches_simulated_samples():
     assert np.std(r2) == pytest.approx(verdicts.r2_sd(rho, n), rel=0.1)
 
 
-def test_authors_epochs_draws_use_their_design_points():
-    d = verdicts.authors_epochs_draws("nc1_cdnv", 0.98, 0.961, 1, 100_000)
+def test_authors_epochs_draws_use_their_design_points(monkeypatch):
+    monkeypatch.setattr(verdicts, "AUTHORS_R2_QUANTILES", {})  # their files not available
+    d, how = verdicts.authors_epochs_draws("nc1_cdnv", 0.98, 0.961, 1, 100_000)
     want = verdicts.r2_sd(0.98, verdicts.AUTHORS_DESIGN_N_EFF[1])
     assert d.mean() == pytest.approx(0.961, abs=1e-3) and d.std() == pytest.approx(want, rel=0.02)
-    other = verdicts.authors_epochs_draws("nc1_cdnv", 0.98, 0.961, 3, 100_000)
+    assert how == verdicts.AUTHORS_NORMAL
+    other, _ = verdicts.authors_epochs_draws("nc1_cdnv", 0.98, 0.961, 3, 100_000)
     assert other.std() < d.std()  # 30 design points at 3 epochs against n_eff 10.7 at 1 epoch
-    assert verdicts.authors_epochs_draws("nc1_cdnv", np.nan, np.nan, 1, 10) is None
-    assert verdicts.authors_epochs_draws("nc1_cdnv", 0.9, 0.81, 7, 10) is None  # no such length
+    assert verdicts.authors_epochs_draws("nc1_cdnv", np.nan, np.nan, 1, 10) == (None, "")
+    assert verdicts.authors_epochs_draws("nc1_cdnv", 0.9, 0.81, 7, 10) == (None, "")  # no such length
+
+
+def test_authors_epochs_draws_sample_their_stored_bootstrap(monkeypatch):
+    """With their design-point bootstrap stored as quantiles, the draws follow it: a uniform
+    distribution on [0.7, 0.9] stored as 101 quantiles comes back as one."""
+    q = tuple(np.linspace(0.7, 0.9, 101))
+    monkeypatch.setattr(verdicts, "AUTHORS_R2_QUANTILES", {"nc1_cdnv": {1: q}})
+    d, how = verdicts.authors_epochs_draws("nc1_cdnv", 0.98, 0.961, 1, 100_000)
+    assert how == verdicts.AUTHORS_BOOTSTRAP and d.min() >= 0.7 and d.max() <= 0.9
+    assert np.percentile(d, [5, 50, 95]) == pytest.approx([0.71, 0.8, 0.89], abs=2e-3)
 
 
 def test_difference_known_answers():

@@ -219,8 +219,9 @@ def _r2_extras(c: dict, pop: pd.DataFrame, W: np.ndarray, value: float, boot: np
         theirs_r, theirs_r2, _ = c["by_epochs"].get(e, (np.nan, np.nan, 0))
         row[f"authors_r_e{e}"] = theirs_r
         row[f"sign_differs_e{e}"] = bool(np.isfinite(r) and np.isfinite(theirs_r) and np.sign(r) != np.sign(theirs_r))
-        draws = authors_epochs_draws(name, theirs_r, theirs_r2, e, len(boot))
+        draws, how = authors_epochs_draws(name, theirs_r, theirs_r2, e, len(boot))
         row.update({f"{k}_e{e}": v for k, v in difference(value, boot, theirs_r2, draws).items()})
+        row[f"authors_side_e{e}"] = how
     row.update({f"{k}_230": v for k, v in difference(
         value, boot, c["authors"], authors_r2_draws(name, c["authors"], len(boot))).items()})
     return row
@@ -353,6 +354,8 @@ def claims_table(table: pd.DataFrame, n_bootstrap: int, seed: int) -> pd.DataFra
         rows.append(row)
     out = pd.DataFrame(rows)
     out.attrs["rule"] = rule_text(len(specs), n_bootstrap)
+    sides = sorted({v for e in LIKE_FOR_LIKE for v in long.get(f"authors_side_e{e}", pd.Series(dtype=str)).dropna() if v})
+    out.attrs["authors_side"] = "authors' side of ΔR²: " + ("; ".join(sides) or "not drawn")
     out.attrs["plateau"] = populations(table)[1]
     return out
 
@@ -372,6 +375,8 @@ def add_claim_findings(found: Findings, claims_df: pd.DataFrame) -> None:
     for col in counts:  # the same for every claim unless a measure drops models
         found.add(col, " · ".join(sorted(set(claims_df[col]))), f"claims.csv: {col}")
     found.add("plateau models", claims_df.attrs["plateau"], "claims.csv: attrs plateau (printed above the table)")
+    found.add("authors' side of the like-for-like ΔR²", claims_df.attrs["authors_side"],
+              "claims.csv: attrs authors_side (printed above the table)")
 
 
 def add_correlation_findings(found: Findings, corr: pd.DataFrame) -> None:

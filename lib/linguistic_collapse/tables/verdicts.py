@@ -16,7 +16,11 @@ import numpy as np
 
 from linguistic_collapse.nc.registry import BANDS, MEASURES
 from linguistic_collapse.tables.analysis import percentile_ci_se
-from linguistic_collapse.tables.authors_facts import AUTHORS_DESIGN_N_EFF, AUTHORS_R2_CI
+from linguistic_collapse.tables.authors_facts import (
+    AUTHORS_DESIGN_N_EFF,
+    AUTHORS_R2_CI,
+    AUTHORS_R2_QUANTILES,
+)
 from linguistic_collapse.tables.clusters import N_EFF_RULE
 
 PRIMARY = "grid final"
@@ -124,18 +128,27 @@ def authors_r2_draws(measure: str, point: float | None, n: int, seed: int = AUTH
     return point + (ci[1] - ci[0]) / Z95 * _rng(measure, 0, seed).standard_normal(n)
 
 
+AUTHORS_BOOTSTRAP = "their design points resampled"
+AUTHORS_NORMAL = ("large-sample normal, sd 2|r|(1 − r²)/√n_eff over their design points (their "
+                  "per-model files are not in this repository)")
+
+
 def authors_epochs_draws(key: str, r: float | None, r2: float | None, epochs: int, n: int,
-                         seed: int = AUTHORS_SEED) -> np.ndarray | None:
-    """(n,) draws of the authors' statistic on their models trained ``epochs`` epochs, standing
-    in for a bootstrap of their design points: normal around ``r2`` with sd ``r2_sd(r,
-    n_eff)``, n_eff = Kish's over their design points of that training length
-    (``AUTHORS_DESIGN_N_EFF``). Their per-model files are not in this repository (no licence),
-    so their side is this large-sample approximation, not a resampling of their models. None
-    where the value or the design is not known."""
+                         seed: int = AUTHORS_SEED) -> tuple[np.ndarray | None, str]:
+    """((n,) draws of the authors' R² on their models trained ``epochs`` epochs, how they were
+    drawn), independent of ours and seeded per measure and length. Where
+    ``AUTHORS_R2_QUANTILES`` holds their design-point bootstrap distribution, draws from it
+    (inverse CDF, linear between its quantiles: ``AUTHORS_BOOTSTRAP``); else a normal around
+    ``r2`` with sd ``r2_sd(r, n_eff)``, n_eff = Kish's over their design points of that length
+    (``AUTHORS_DESIGN_N_EFF``; ``AUTHORS_NORMAL``). (None, "") where nothing is known."""
+    rng = _rng(key, epochs, seed)
+    q = AUTHORS_R2_QUANTILES.get(key, {}).get(epochs)
+    if q is not None:
+        return np.interp(rng.uniform(size=n), np.linspace(0, 1, len(q)), q), AUTHORS_BOOTSTRAP
     n_eff = AUTHORS_DESIGN_N_EFF.get(epochs)
     if r is None or r2 is None or n_eff is None or not (np.isfinite(r) and np.isfinite(r2)):
-        return None
-    return r2 + r2_sd(r, n_eff) * _rng(key, epochs, seed).standard_normal(n)
+        return None, ""
+    return r2 + r2_sd(r, n_eff) * rng.standard_normal(n), AUTHORS_NORMAL
 
 
 def difference(ours: float, ours_boot: np.ndarray, theirs: float | None,
@@ -174,9 +187,10 @@ def rule_text(n_claims: int, n_bootstrap: int) -> str:
         f"{N_EFF_RULE}. Primary population: {PRIMARY_REASON}; secondary ({SECONDARY}): "
         f"{SECONDARY_REASON}. As strong as the authors': ΔR² = R²(here) − R²(authors) against "
         f"their {epochs} models separately (like for like; their 230 models for reference only), "
-        "ours by the design-point bootstrap, theirs drawn independently (fixed seed) from a normal "
-        "around their value with the large-sample sd 2|r|(1 − r²)/√n_eff over their design points "
-        f"(their per-model files are not in this repository); equivalent when the "
+        "ours by the design-point bootstrap, theirs drawn independently (fixed seed) from their "
+        "design-point bootstrap where their files gave it, else from a normal around their value "
+        "with the large-sample sd 2|r|(1 − r²)/√n_eff over their design points (the claims table "
+        "says which); equivalent when the "
         f"{EQUIVALENCE_LEVEL * 100:.0f} % interval of ΔR² lies within ±{EQUIVALENCE_MARGIN:.2f} (two "
         f"one-sided tests at 5 %), different when it lies wholly beyond +{EQUIVALENCE_MARGIN:.2f} or "
         f"−{EQUIVALENCE_MARGIN:.2f}, inconclusive otherwise. Intervals are per claim, not adjusted "
