@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 04 · Collapse and generalization
 #
-# Reads a results table (any table with the schema of `03_measure`) and reproduces Figures 1–3 of the paper: validation loss against each measure, one point per model coloured by parameter count, with the R² of a least-squares line. Beyond the paper: Spearman ρ beside Pearson r, intervals from a bootstrap that resamples whole design points (depth × width × training length: a run's checkpoints, its seed replicas and its weight-decay twin are not independent models), each measure's partial correlation with loss after controlling for log parameter count and epochs trained, the paper's claims judged by a decision rule stated before the data, and a robustness row on classes with at least `min_count` samples. Writes `correlations.csv`, `claims.csv` and `min_count.csv` beside the table, and this notebook's section of `findings.md`.
+# Reads a results table (any table with the schema of `03_measure`) and reproduces Figures 1–3 of the paper: validation loss against each measure, one point per model coloured by parameter count, with the R² of a least-squares line. Beyond the paper: Spearman ρ beside Pearson r, intervals from a bootstrap that resamples whole design points (depth × width × training length: a run's checkpoints, its seed replicas and its weight-decay twin are not independent models), each measure's partial correlation with loss after controlling for log parameter count and epochs trained, the paper's claims judged by the pre-registered decision rule (`docs/preregistration.md`) on one model per design point, every measure's r with its sign, a test of "collapse develops with scale and training", and a robustness row on classes with at least `min_count` samples. Writes `correlations.csv`, `claims.csv`, `signs.csv`, `scaling.csv` and `min_count.csv` beside the table, and this notebook's section of `findings.md`.
 
 # %% tags=["parameters"]
 profile = "smoke"  # profiles/<name>.yaml: the single source of every other value
@@ -12,7 +12,7 @@ output_dir = None  # override: folder for tables and figures instead of runs/ an
 from linguistic_collapse.figures import plots, plots_loss
 from linguistic_collapse.nc import registry
 from linguistic_collapse.series import paper
-from linguistic_collapse.tables import analysis, claims, findings, results, robustness
+from linguistic_collapse.tables import analysis, claims, findings, results, robustness, scaling
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
 table = results.load_table(cfg.results_table)
@@ -89,17 +89,44 @@ for name, fig in plots.scaling_figures(table, registry.MEASURES).items():
     plots.show_and_save(fig, name, cfg)
 
 # %% [markdown]
-# ## Do the paper's claims hold here?
+# ## Does collapse develop with scale and training? (pre-registered test)
 #
-# Each claim of Figures 1–3 as the paper states it: direction (more collapse, lower loss), strength as the R² band of the paper's word, and the two comparisons. The rule printed above the table was fixed before the data: a verdict reads the whole 95 % interval (holds, fails or inconclusive), ΔR² against the authors' 230 models is tested for equivalence within ±0.10, and "all models" is the primary population (without the plateau models and final checkpoints only are secondary). Beside each claim: the authors' value on their models of our training lengths, and the models, design-point clusters and n_eff behind each population.
+# On one model per design point (the final checkpoint of each grid run): a width step joins consecutive widths within one depth and training length, a training step 1 → 3 epochs within one depth and width. A step improves when the measure moves in its collapse direction. Per measure and axis, the share of improving steps and one-sided exact sign tests, Holm-adjusted over the 8 pre-registered tests (CDNV, GNC2, UNC3, NC4 × width, training): the claim holds when Holm p for improvement is below 0.05, fails when Holm p for the opposite is, and is inconclusive otherwise. The other measures follow as exploratory rows (no verdict).
 
 # %%
-claims_df = claims.claims_table(table, n_bootstrap=cfg.profile.analysis.n_bootstrap, seed=cfg.profile.analysis.seed)
+primary = claims.grid_final_rows(table)
+scale_df = scaling.scaling_table(primary, exploratory=registry.MEASURES)
+results.save_table(scale_df, cfg.table_path("scaling.csv"))
+scaling.add_scaling_findings(found, scale_df)
+results.round_sig(scale_df, 3)
+
+# %% [markdown]
+# ## Do the paper's claims hold here?
+#
+# Each claim of Figures 1–3 as the paper states it: direction (more collapse, lower loss), strength as the R² band of the paper's word, and the comparisons (GNC2 against equiangularity and against a simplex ETF, UNC3 against NC3), judged by the pre-registered rule printed above the table. The primary population is one model per design point (the final checkpoint of each grid run; seed replicas are for Table 1 only), the secondary the same without the loss-plateau models. A verdict reads the whole 95 % interval (holds, fails or inconclusive); where a deciding limit lies within 2 Monte-Carlo standard errors of an edge it is reported "at the edge", counted neither as holds nor as fails. Beside each R²: r with its interval (its sign) and whether that sign differs from the authors' r on their models of our training lengths, and ΔR² against those models (equivalence within ±0.10; their 230 models for reference only).
+
+# %%
+claims_df = claims.claims_table(table, n_bootstrap=cfg.profile.analysis.n_bootstrap,
+                                seed=cfg.profile.analysis.seed)
 results.save_table(claims_df, cfg.table_path("claims.csv"))
 claims.add_claim_findings(found, claims_df)
 print(claims_df.attrs["rule"])
 print(claims_df.attrs["plateau"])
+print(claims_df.attrs["authors_side"])
 claims_df
+
+# %% [markdown]
+# ## Every measure's r, with its sign
+#
+# On the primary population: r and R² of loss on each measure with 95 % design-point intervals, the direction verdict (r on the collapse side of 0) and the authors' r on their 1- and 3-epoch models; a sign that differs from theirs is flagged. Tr(Σ_W Σ_B⁺)/K depends on Σ_B's weakest directions, so it is read under three relative eigenvalue cut-offs (1e-10, 1e-6, 1e-3, where the table has them) and a direction is stated only if all agree.
+
+# %%
+signs = claims.signs_table(table, n_bootstrap=cfg.profile.analysis.n_bootstrap,
+                           seed=cfg.profile.analysis.seed)
+results.save_table(signs, cfg.table_path("signs.csv"))
+claims.add_signs_findings(found, signs)
+print(signs.attrs["pinv"])
+results.round_sig(signs, 3)
 
 # %% [markdown]
 # ## Rare classes: the measures on classes with at least `min_count` samples

@@ -23,7 +23,7 @@ print(f"{len(replicas)} seed-only replicas of {replicas['run'].iloc[0] if len(re
 # %% [markdown]
 # ## Table 1
 #
-# p is shown as "< 1e-4" (for m = 10⁴) where no permutation reached the observed |r|, the smallest p the test can give. The interval on r is Fisher's (z = atanh r, standard error 1/√(n − 3)); "difference p" tests our r against the authors' replica r as two independent samples. The last columns are the authors' own Table 1, recomputed from their files with the same test (same m and seed).
+# p is shown as "≤ 1.0e-4" (for m = 10⁴) where no permutation reached the observed |r|: 1/(m + 1) is the smallest p the test can give, so it says only that p is at most that floor. The interval on r is Fisher's (z = atanh r, standard error 1/√(n − 3)); "difference p" tests our r against the authors' replica r as two independent samples. The last columns are the authors' own Table 1, recomputed from their files with the same test (same m and seed).
 
 # %%
 perm = analysis.table1(replicas, n_permutations=cfg.profile.analysis.n_permutations, seed=cfg.profile.analysis.seed)

@@ -72,6 +72,19 @@ test = tok.name_test(tokens, min_count=min_count)
 results.round_sig(test, 4)
 
 # %% [markdown]
+# ## Do only a couple of very frequent names come near the average token? (pre-registered test)
+#
+# Among first-name tokens with at least `min_count` samples, a name comes near the average when its log10 variability is at least the mean log10 variability of all tokens with at least `min_count` samples. The paper's statement holds when at most 2 names come near and each is in the top quartile of name frequency, fails when 5 or more come near or any near name is below the median name frequency, and is inconclusive otherwise. Interference follows the same rule as an exploratory check. **One model only** (the largest).
+
+# %%
+near = tok.names_near_average(tokens, min_count=min_count, measure="variability")
+near_interference = tok.names_near_average(tokens, min_count=min_count, measure="interference")
+for n in (near, near_interference):
+    print(f"{n.attrs['measure']}: {n.attrs['n_near']} of {n.attrs['n_names']} names near the average "
+          f"({n.attrs['near'] or 'none'}): {n.attrs['verdict']}")
+results.round_sig(near, 4)
+
+# %% [markdown]
 # ## Most and least collapsed tokens (by variability)
 
 # %%
@@ -89,4 +102,6 @@ tok.token_explorer(tokens, stats)
 # %%
 findings = Findings(cfg.table_path("findings.md"), "06_tokens")
 tok.record_findings(findings, str(ck), tokens, names, distinct, test, min_count)
+tok.record_near_findings(findings, near, exploratory=False)
+tok.record_near_findings(findings, near_interference, exploratory=True)
 print(f"findings -> {paper.short(findings.save())}")

@@ -195,7 +195,10 @@ def test_permutation_p_is_never_zero():
     x = np.arange(12.0)
     row = analysis.permutation_test(replica_table(x, 3 * x), ["nc4_agreement"], n_permutations=999).iloc[0]
     assert row["p"] == 1 / 1000  # b = 0: p = 1 / (m + 1)
-    assert analysis.format_p(row["p"], 999) == "< 1e-3"
+    assert analysis.format_p(row["p"], 999) == "≤ 1.0e-3"  # the floor 1/1000, "≤ floor"
+    assert analysis.format_p(1 / 10_001, 10_000) == "≤ 1.0e-4"  # 9.999e-5 rounded up, never down
+    assert analysis.format_p(1 / 1_501, 1_500) == "≤ 6.7e-4"  # 6.662e-4 rounded up
+    assert analysis.format_p(2 / 10_001, 10_000) == "0.0002"
     assert analysis.format_p(0.0123, 999) == "0.012"
 
 
@@ -214,7 +217,7 @@ def test_table1_holm_column_and_display():
     np.testing.assert_allclose(out["p_holm"], analysis.holm(out["p"]))
     shown = analysis.table1_display(out)
     assert list(shown.columns) == ["measure", "n", "r", "R²", "Spearman ρ", "p", "Holm p"]
-    assert shown["measure"][0] == "NC4: classifier agreement" and shown["p"][0] == "< 5e-3"
+    assert shown["measure"][0] == "NC4: classifier agreement" and shown["p"][0] == "≤ 5.0e-3"
     assert "11 correlated measures" in analysis.MULTIPLICITY_NOTE.format(k=11)
 
 

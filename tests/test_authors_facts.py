@@ -79,3 +79,47 @@ def test_stored_facts_agree_with_the_registry_and_themselves():
     assert all(n == 21 for _, n in facts.AUTHORS_REPLICAS.values())
     np.testing.assert_allclose([ph for _, ph in facts.AUTHORS_REPLICA_P.values()],
                                analysis.holm([p for p, _ in facts.AUTHORS_REPLICA_P.values()]), rtol=0.1)
+
+
+def test_design_n_eff_counts_their_design_points(tmp_path):
+    """1 epoch: one design point of 21 replicas and two of one model; 3 epochs: two design
+    points of 3 checkpoints each; no 10-epoch models (n_eff 0)."""
+    synthetic(tmp_path / "lc.csv")
+    facts = authors_stats.authors_facts([tmp_path / "lc.csv"], n_bootstrap=20, n_permutations=99)
+    n_eff = facts["AUTHORS_DESIGN_N_EFF"]
+    assert n_eff[1] == pytest.approx(23**2 / (21**2 + 1 + 1))
+    assert n_eff[3] == pytest.approx(2.0) and n_eff[10] == 0.0
+    namespace: dict = {}
+    exec(authors_stats.format_facts(facts), namespace)
+    assert namespace["AUTHORS_DESIGN_N_EFF"][1] == pytest.approx(n_eff[1], abs=1e-3)
+
+
+def test_design_quantiles_resample_their_design_points(tmp_path):
+    """3-epoch etf_error is an exact line of loss on both runs: R² = 1 in every resample that
+    holds both runs (and NaN when one run is drawn twice, dropped); cdnv likewise on 1 epoch."""
+    synthetic(tmp_path / "lc.csv")
+    table = authors_stats.import_authors([tmp_path / "lc.csv"])
+    q = authors_stats.r2_design_quantiles(table, ["nc2_etf_error", "nc3_duality_error"], n_bootstrap=500)
+    assert len(q["nc2_etf_error"][3]) == authors_stats.QUANTILES
+    assert q["nc2_etf_error"][3] == pytest.approx((1.0,) * authors_stats.QUANTILES)
+    x = table.loc[table["epochs"] == 1, "nc3_duality_error"].to_numpy()
+    y = table.loc[table["epochs"] == 1, "val_loss"].to_numpy()
+    from linguistic_collapse.tables.clusters import design_point_ids
+
+    ids = design_point_ids(table[table["epochs"] == 1])
+    boot = analysis.bootstrap_r(x, y, ids, 500, 0) ** 2
+    boot = boot[np.isfinite(boot)]
+    assert q["nc3_duality_error"][1] == pytest.approx(tuple(np.quantile(boot, np.linspace(0, 1, 101))))
+    namespace: dict = {}
+    facts = authors_stats.authors_facts([tmp_path / "lc.csv"], n_bootstrap=20, n_permutations=99, design_bootstrap=50)
+    exec(authors_stats.format_facts(facts), namespace)
+    assert namespace["AUTHORS_R2_QUANTILES"]["nc2_etf_error"][3] == pytest.approx((1.0,) * 101)
+
+
+def test_stored_design_n_eff_is_their_grid():
+    """30 design points per training length; 1 epoch: 29 pairs of twins and the 22 of 02x0768_01d."""
+    from linguistic_collapse.tables.authors_facts import AUTHORS_BY_EPOCHS, AUTHORS_DESIGN_N_EFF
+
+    assert AUTHORS_DESIGN_N_EFF[1] == pytest.approx(80**2 / (29 * 2**2 + 22**2), abs=1e-3)
+    assert AUTHORS_DESIGN_N_EFF[3] == pytest.approx(30.0) and AUTHORS_DESIGN_N_EFF[10] == pytest.approx(30.0)
+    assert AUTHORS_BY_EPOCHS["nc1_cdnv"][1][2] == 80 and AUTHORS_BY_EPOCHS["nc1_cdnv"][10][2] == 120

@@ -63,3 +63,30 @@ def test_min_count_findings(tmp_path):
     found = Findings(tmp_path / "f.md", "04_correlate")
     robustness.add_min_count_findings(found, robustness.min_count_table(pd.DataFrame({"val_loss": [1.0]})))
     assert found.rows[0][1] == "not available" and robustness.NO_MIN_COUNT in found.rows[0][2]
+
+
+def test_min_count_table_says_why_nc1_pinv_is_missing_and_reads_its_cutoffs():
+    """nc1_pinv@min_count is empty in every metrics file (its pooled scatter cannot be
+    restricted): the row says so instead of a silent n = 0; the cut-off variants are rows too,
+    read on nc1_pinv's log scale, and a missing variant column is simply skipped."""
+    rng = np.random.default_rng(2)
+    n = 16
+    t = pd.DataFrame({"run": [f"r{i}" for i in range(n)], "depth": 1 + np.arange(n) % 4,
+                      "width": 32 * (1 + np.arange(n) // 4), "epochs": 1, "val_loss": rng.uniform(3, 5, n)})
+    t["nc1_pinv"] = 10 ** (t["val_loss"] + 0.1 * rng.standard_normal(n))
+    t["nc1_pinv@min_count"] = np.nan
+    t["nc1_pinv_rtol1e3"] = 10 ** (t["val_loss"] + 0.3 * rng.standard_normal(n))
+    t["min_count"] = 20.0
+    out = robustness.min_count_table(t, ["nc1_pinv", "nc1_cdnv"], n_bootstrap=100, seed=0).set_index("measure")
+    assert list(out.index) == ["nc1_pinv", "nc1_pinv_rtol1e3"]  # no nc1_cdnv column: skipped
+    assert out.loc["nc1_pinv", "n"] == 0 and "pooled" in out.loc["nc1_pinv", "note"]
+    assert out.loc["nc1_pinv", "n all classes"] == n
+    x = np.log10(t["nc1_pinv_rtol1e3"].to_numpy())
+    assert out.loc["nc1_pinv_rtol1e3", "R² all classes"] == pytest.approx(np.corrcoef(x, t["val_loss"])[0, 1] ** 2)
+    assert "pooled" in out.loc["nc1_pinv_rtol1e3", "note"]
+    from linguistic_collapse.tables.findings import Findings
+
+    found = Findings("unused.md", "04_correlate")
+    robustness.add_min_count_findings(found, out.reset_index())
+    rec = {k: v for k, v, _ in found.rows}
+    assert "pooled" in rec["NC1: Tr(Σ_W Σ_B⁺)/K: R² ≥ min_count"]

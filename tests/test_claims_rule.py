@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from linguistic_collapse.nc.registry import BANDS, band
-from linguistic_collapse.tables import claims, verdicts
+from linguistic_collapse.tables import analysis, claims, verdicts
 from linguistic_collapse.tables.clusters import cluster_counts, design_point_ids, kish_n_eff
 
 
@@ -68,18 +68,75 @@ def test_authors_draws_follow_their_interval():
     assert verdicts.authors_r2_draws("not_a_measure", 0.5, 10) is None
 
 
-def test_equivalence_known_answers(monkeypatch):
-    """With a near-exact authors' value the ΔR² interval is ours shifted by their value."""
-    monkeypatch.setitem(verdicts.AUTHORS_R2_CI, "nc1_cdnv", (0.9, 0.9 + 1e-9))
+def test_r2_sd_matches_simulated_samples():
+    """The delta-method sd of r² agrees with the sd over many bivariate-normal samples."""
+    rng = np.random.default_rng(0)
+    rho, n = 0.8, 200
+    cov = [[1, rho], [rho, 1]]
+    r2 = [np.corrcoef(*rng.multivariate_normal([0, 0], cov, n).T)[0, 1] ** 2 for _ in range(3000)]
+    assert np.std(r2) == pytest.approx(verdicts.r2_sd(rho, n), rel=0.1)
+
+
+def test_authors_epochs_draws_use_their_design_points(monkeypatch):
+    monkeypatch.setattr(verdicts, "AUTHORS_R2_QUANTILES", {})  # their files not available
+    d, how = verdicts.authors_epochs_draws("nc1_cdnv", 0.98, 0.961, 1, 100_000)
+    want = verdicts.r2_sd(0.98, verdicts.AUTHORS_DESIGN_N_EFF[1])
+    assert d.mean() == pytest.approx(0.961, abs=1e-3) and d.std() == pytest.approx(want, rel=0.02)
+    assert how == verdicts.AUTHORS_NORMAL
+    other, _ = verdicts.authors_epochs_draws("nc1_cdnv", 0.98, 0.961, 3, 100_000)
+    assert other.std() < d.std()  # 30 design points at 3 epochs against n_eff 10.7 at 1 epoch
+    assert verdicts.authors_epochs_draws("nc1_cdnv", np.nan, np.nan, 1, 10) == (None, "")
+    assert verdicts.authors_epochs_draws("nc1_cdnv", 0.9, 0.81, 7, 10) == (None, "")  # no such length
+
+
+def test_authors_epochs_draws_sample_their_stored_bootstrap(monkeypatch):
+    """With their design-point bootstrap stored as quantiles, the draws follow it: a uniform
+    distribution on [0.7, 0.9] stored as 101 quantiles comes back as one."""
+    q = tuple(np.linspace(0.7, 0.9, 101))
+    monkeypatch.setattr(verdicts, "AUTHORS_R2_QUANTILES", {"nc1_cdnv": {1: q}})
+    d, how = verdicts.authors_epochs_draws("nc1_cdnv", 0.98, 0.961, 1, 100_000)
+    assert how == verdicts.AUTHORS_BOOTSTRAP and d.min() >= 0.7 and d.max() <= 0.9
+    assert np.percentile(d, [5, 50, 95]) == pytest.approx([0.71, 0.8, 0.89], abs=2e-3)
+
+
+def test_difference_known_answers():
+    """Against (almost) constant draws of theirs the ΔR² interval is ours shifted by their value."""
     ours = np.linspace(0.85, 0.95, 1001)  # 90 % interval [0.855, 0.945]
-    out = verdicts.equivalence(0.90, ours, "nc1_cdnv", 0.9)
+    theirs = np.full(1001, 0.9)
+    out = verdicts.difference(0.90, ours, 0.9, theirs)
     assert out["dr2"] == pytest.approx(0.0)
     assert (out["dr2_low"], out["dr2_high"]) == pytest.approx((-0.045, 0.045), abs=1e-6)
-    assert out["equivalence"] == "equivalent"
-    assert verdicts.equivalence(0.6, ours - 0.3, "nc1_cdnv", 0.9)["equivalence"] == "different"
+    assert out["equivalence"] == "equivalent" and not out["equivalence_edge"]
+    assert verdicts.difference(0.6, ours - 0.3, 0.9, theirs)["equivalence"] == "different"
     wide = np.linspace(0.6, 1.0, 1001)
-    assert verdicts.equivalence(0.8, wide, "nc1_cdnv", 0.9)["equivalence"] == "inconclusive"
-    assert verdicts.equivalence(0.9, ours, "nc1_cdnv", None)["equivalence"] == "n/a"
+    assert verdicts.difference(0.8, wide, 0.9, theirs)["equivalence"] == "inconclusive"
+    assert verdicts.difference(0.9, ours, None, None)["equivalence"] == "n/a"
+
+
+@pytest.mark.parametrize(("low", "high", "se", "want"), [
+    (0.81, 0.95, 0.001, False), (0.801, 0.95, 0.001, True), (0.799, 0.95, 0.001, True),
+    (0.70, 0.95, 0.01, False), (np.nan, 0.9, 0.01, False),
+])
+def test_at_edge_for_a_strength_claim(low, high, se, want):
+    verdict = lambda lo, hi: verdicts.band_verdict(lo, hi, "strong")  # noqa: E731
+    assert verdicts.at_edge(verdict, low, high, se, se) is want
+
+
+def test_mc_se_of_a_limit_matches_repeated_bootstraps():
+    """The binomial-formula SE of a percentile-interval limit, from one bootstrap, agrees with
+    the spread of that limit over bootstraps with different seeds."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(42)
+    y = 0.8 * x + 0.6 * rng.standard_normal(42)
+    clusters = np.arange(42)
+    lows, ses = [], []
+    for seed in range(60):
+        boot = analysis.bootstrap_r(x, y, clusters, 2000, seed) ** 2
+        lo, _, se_lo, _ = analysis.percentile_ci_se(boot)
+        lows.append(lo)
+        ses.append(se_lo)
+    assert np.median(ses) == pytest.approx(np.std(lows, ddof=1), rel=0.3)
+    assert analysis.quantile_mc_se(np.arange(10_001.0), 0.5) == pytest.approx(50, abs=1)
 
 
 def test_design_points_hold_replicas_twins_and_checkpoints():
@@ -106,13 +163,33 @@ def test_cpu_grid_has_18_design_points():
     assert (counts["n"], counts["n_clusters"]) == (74, 18)
 
 
+def test_rule_text_states_the_constants():
+    rule = verdicts.rule_text(len(claims._claims()), 10_000)
+    assert "10,000 resamples" in rule and f"±{verdicts.EQUIVALENCE_MARGIN:.2f}" in rule
+    assert f"within {verdicts.MC_EDGE_SE:g} Monte-Carlo standard errors" in rule
+    assert claims.POPULATIONS[0] == verdicts.PRIMARY
+
+
 def _squash(text: str) -> str:
     """Markdown text as one line: quote markers and line breaks gone, spaces single."""
     return re.sub(r"\s+", " ", re.sub(r"(?m)^> ?", "", text)).strip()
 
 
 def test_readme_states_the_codes_rule():
+    """The README quotes the rule of the profile it reports (cpu: B from its analysis section)."""
+    from linguistic_collapse.lm.profiles import load_profile
+
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    rule = verdicts.rule_text(len(claims._claims()), claims.POPULATIONS)
+    rule = verdicts.rule_text(len(claims._claims()), load_profile("cpu").analysis.n_bootstrap)
     assert _squash(rule) in _squash(readme), "README's decision rule differs from linguistic_collapse.tables.verdicts.rule_text"
-    assert claims.POPULATIONS[0] == verdicts.PRIMARY
+
+
+def test_as_strong_summary_only_where_both_like_for_like_verdicts_agree():
+    both = pd.Series({"equivalence_e1": "different", "equivalence_edge_e1": False,
+                      "equivalence_e3": "different", "equivalence_edge_e3": False})
+    assert claims._as_strong(both) == "different"
+    split = both.copy()
+    split["equivalence_e3"] = "inconclusive"
+    assert claims._as_strong(split) == "1-epoch: different; 3-epoch: inconclusive"
+    split["equivalence_e3"], split["equivalence_edge_e3"] = "different", True
+    assert claims._as_strong(split) == "1-epoch: different; 3-epoch: at the edge (different by its limits)"

@@ -162,7 +162,7 @@ def test_table1_figure_is_a_table_with_signed_r_and_resolution_limited_p():
     perm.loc[0, ["p", "p_holm"]] = 1 / 201  # no permuted |r| reached the observed one
     fig = plots.table1_figure(perm)
     texts = [c.get_text().get_text() for c in fig.axes[0].tables[0].get_celld().values()]
-    assert {"Holm p", "R²", "Spearman ρ", "< 5e-3", "NC1: CDNV"} <= set(texts)
+    assert {"Holm p", "R²", "Spearman ρ", "≤ 5.0e-3", "NC1: CDNV"} <= set(texts)
     assert f"{perm['r'].iloc[1]:+.3f}" in texts  # signed r
 
 def test_scaling_figures_say_what_they_aggregate():

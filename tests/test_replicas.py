@@ -84,6 +84,9 @@ def test_add_findings_records_interval_authors_and_pc1(tmp_path):
     assert f"{row.r:+.2f} [{row.r_ci_low:+.2f}, {row.r_ci_high:+.2f}]" in text
     assert "authors' Holm p (survives)" in text and "0.0052" in values(tmp_path / "findings.md")
     assert "PC1 r with loss" not in text  # one measure: no component to speak of
+    recorded = {k: v for k, v, _ in book.rows}
+    assert row.p_holm == pytest.approx(1 / 100)  # r this strong: no permutation reaches it
+    assert recorded["NC4: classifier agreement: Holm p"] == "≤ 1.0e-2"  # the floor, as "≤ floor"
 
 
 def test_reviewed_table1_with_too_few_replicas_stays_nan():

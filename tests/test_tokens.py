@@ -163,3 +163,62 @@ def test_record_findings_writes_names_and_test(tmp_path):
     text = (tmp_path / "findings.md").read_text()
     assert "| first-name tokens | 3 |" in text and "| distinct first names (variants merged) | 2 |" in text
     assert "0.4" in values(tmp_path / "findings.md")  # the exact Mann-Whitney p
+
+
+# ---------------------------------------------------------------------------------------------
+# Names near the average token (pre-registered test)
+
+
+def _names_frame(name_var: list[float], others: int = 40) -> pd.DataFrame:
+    """8 name tokens (counts 800, 700, ..., 100, most frequent first) with variabilities
+    ``name_var`` and ``others`` non-name tokens with variability 1 (log10 0) and count 50."""
+    names = ["lily", "tom", "ben", "sue", "mia", "max", "sam", "amy"]
+    return pd.DataFrame({
+        "token": names + [f"w{i}" for i in range(others)],
+        "token_id": np.arange(8 + others),
+        "count": [800, 700, 600, 500, 400, 300, 200, 100] + [50] * others,
+        "variability": name_var + [1.0] * others,
+        "interference": [0.0] * (8 + others),
+    })
+
+
+def _mean_log(df: pd.DataFrame) -> float:
+    return float(np.mean(np.log10(df["variability"])))
+
+
+def test_names_near_average_holds_with_two_frequent_names():
+    df = _names_frame([2.0, 2.0] + [1e-3] * 6)
+    out = tk.names_near_average(df, names=df["token"].iloc[:8], min_count=20)
+    assert out.attrs["threshold"] == pytest.approx(_mean_log(df))
+    assert list(out.loc[out["near"], "token"]) == ["lily", "tom"]
+    assert list(out["rank"]) == list(range(1, 9)) and list(out.loc[out["near"], "quartile"]) == ["top", "top"]
+    assert out.attrs["n_near"] == 2 and out.attrs["verdict"] == "holds"
+    assert out.attrs["near"] == "lily (rank 1), tom (rank 2)"
+
+
+def test_names_near_average_fails_and_inconclusive():
+    five = _names_frame([2.0] * 5 + [1e-3] * 3)
+    assert tk.names_near_average(five, names=five["token"].iloc[:8]).attrs["verdict"] == "fails"
+    rare = _names_frame([2.0] + [1e-3] * 6 + [2.0])  # amy, the rarest name, comes near
+    assert tk.names_near_average(rare, names=rare["token"].iloc[:8]).attrs["verdict"] == "fails"
+    three = _names_frame([2.0, 2.0, 2.0] + [1e-3] * 5)  # 3 near, all at or above the median
+    out = tk.names_near_average(three, names=three["token"].iloc[:8])
+    assert out.attrs["verdict"] == "inconclusive" and out.attrs["n_near"] == 3
+    none = _names_frame([1e-3] * 8)
+    assert tk.names_near_average(none, names=none["token"].iloc[:8]).attrs["verdict"] == "holds"
+
+
+def test_names_near_average_respects_min_count_and_interference(tmp_path):
+    df = _names_frame([2.0, 2.0] + [1e-3] * 6)
+    out = tk.names_near_average(df, names=df["token"].iloc[:8], min_count=250)  # 6 names, no others
+    assert out.attrs["n_names"] == 6
+    df["interference"] = np.r_[[0.5] * 8, [0.0] * 40]
+    inter = tk.names_near_average(df, names=df["token"].iloc[:8], measure="interference")
+    assert inter.attrs["threshold"] == pytest.approx(df["interference"].mean())
+    assert inter.attrs["n_near"] == 8 and inter.attrs["verdict"] == "fails"
+    from linguistic_collapse.tables.findings import Findings
+
+    found = Findings(tmp_path / "f.md", "06_tokens")
+    tk.record_near_findings(found, inter, exploratory=True)
+    rec = {k: v for k, v, _ in found.rows}
+    assert rec["names near the average token (interference, exploratory): verdict"] == "exploratory"

@@ -107,7 +107,8 @@ def cluster_bootstrap_weights(clusters: Sequence[Any], n_bootstrap: int, seed: i
     n_clusters = int(inverse.max()) + 1
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n_clusters, size=(n_bootstrap, n_clusters))
-    counts = np.stack([np.bincount(d, minlength=n_clusters) for d in draws])  # (B, G)
+    flat = (np.arange(n_bootstrap)[:, None] * n_clusters + draws).ravel()  # one bincount for all rows
+    counts = np.bincount(flat, minlength=n_bootstrap * n_clusters).reshape(n_bootstrap, n_clusters)
     return counts[:, inverse].astype(float)  # (B, n)
 
 
@@ -119,6 +120,29 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, floa
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(samples, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def quantile_mc_se(samples: np.ndarray, q: float) -> float:
+    """Monte-Carlo standard error of the ``q`` quantile (0-1) of the finite ``samples``, by the
+    binomial formula for a quantile: the number of draws below the true quantile is
+    Binomial(B, q), so the order statistics at ranks B q ± sqrt(B q (1 - q)) bracket it with
+    about one standard error either side; SE = half their distance. NaN with under 2 samples."""
+    s = np.sort(samples[np.isfinite(samples)])
+    B = len(s)
+    if B < 2:
+        return float("nan")
+    half = np.sqrt(B * q * (1 - q))
+    lo = int(np.clip(np.floor(B * q - half), 0, B - 1))
+    hi = int(np.clip(np.ceil(B * q + half), 0, B - 1))
+    return float((s[hi] - s[lo]) / 2)
+
+
+def percentile_ci_se(samples: np.ndarray, level: float = 0.95) -> tuple[float, float, float, float]:
+    """(low, high, se_low, se_high): ``percentile_ci`` and the Monte-Carlo standard error of each
+    limit (``quantile_mc_se``): how far another bootstrap seed would typically move it."""
+    low, high = percentile_ci(samples, level)
+    tail = (1 - level) / 2
+    return low, high, quantile_mc_se(samples, tail), quantile_mc_se(samples, 1 - tail)
 
 
 def bootstrap_r(x: np.ndarray, y: np.ndarray, clusters: Sequence[Any], n_bootstrap: int,
@@ -304,13 +328,22 @@ def table1(replicas: pd.DataFrame, n_permutations: int = 10_000, seed: int = 0) 
 
 
 def format_p(p: float, m: int) -> str:
-    """A permutation p for display: "< 1e-4" style where no permuted |r| reached the observed
-    one (p = 1/(m + 1), the smallest the test can give), else 2 significant figures."""
+    """A permutation p for display: at its floor 1/(m + 1) (no permuted |r| reached the observed
+    one; Holm can only raise p, so a Holm p at the floor is one too) it is written
+    "≤ 1.0e-4" for m = 10⁴ (the floor, rounded up to 2 significant figures: the test cannot say
+    more); else 2 significant figures."""
     if not np.isfinite(p):
         return ""
-    if p <= 1.0 / (m + 1) * (1 + 1e-9):
-        return f"< {1.0 / m:.0e}".replace("e-0", "e-")
+    floor = 1.0 / (m + 1)
+    if p <= floor * (1 + 1e-9):
+        return f"≤ {_round_up(floor):.1e}".replace("e-0", "e-")
     return f"{p:.2g}"
+
+
+def _round_up(v: float) -> float:
+    """``v`` > 0 rounded up to 2 significant figures (so "≤" stays true of the printed value)."""
+    e = np.floor(np.log10(v)) - 1
+    return float(np.ceil(v / 10**e - 1e-9) * 10**e)
 
 
 def _num(v: float, fmt: str) -> str:
@@ -319,7 +352,7 @@ def _num(v: float, fmt: str) -> str:
 
 def table1_display(perm: pd.DataFrame) -> pd.DataFrame:
     """Table 1 as the paper prints it: measure label, n, r, R^2, Spearman, p and Holm p as text
-    (3 significant figures; p as "< 1e-4" where b = 0); where ``perm`` has them
+    (3 significant figures; p as "≤ 1.0e-4" at its floor, ``format_p``); where ``perm`` has them
     (``replicas.reviewed_table1``), also the Fisher interval on r, the authors' replica r, the
     p of the difference, and the authors' Holm p."""
     out = pd.DataFrame({

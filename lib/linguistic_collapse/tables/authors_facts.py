@@ -13,6 +13,16 @@ statistics, each measure on its analysis scale (log10 where the registry says):
   the registry"s ``authors_r2``.
 - ``AUTHORS_BY_EPOCHS``: (r, R², models) on their runs trained 1, 3 and 10 epochs (every
   checkpoint of those runs), like for like with a grid of 1- and 3-epoch runs.
+- ``AUTHORS_DESIGN_N_EFF``: Kish's effective number of design points (depth x width x epochs)
+  among their models of each training length: 1 epoch, 30 design points of 2 weight-decay twins
+  and one of 22 (the 21 seed replicas and the twin), 80² / (29·2² + 22²); 3 epochs, 30 design
+  points of one model; 10 epochs, 30 of 4 (twins x 2 checkpoints).
+- ``AUTHORS_R2_QUANTILES``: per measure and training length (1, 3), 101 quantiles of R² from
+  10,000 bootstrap resamples of their design points (``authors_stats.r2_design_quantiles``),
+  their side of the pre-registered like-for-like equivalence test. **Empty**: their per-model
+  files were not available offline when the pre-registered analysis was written, so that test
+  falls back to a large-sample normal for their side (``verdicts.authors_epochs_draws``) and
+  says so; ``scripts/authors_facts.py`` prints this dict from their files.
 - ``AUTHORS_REPLICAS``: (r, models) on their 21 seed replicas (``02x0768_01d00@0`` to
   ``02x0768_01d19@0`` and the grid"s ``02x0768_01d@0``), the population of their Table 1.
 - ``AUTHORS_REPLICA_P``: (permutation p, Holm-adjusted p) of ``analysis.permutation_test`` on
@@ -56,6 +66,12 @@ AUTHORS_BY_EPOCHS: dict[str, dict[int, tuple[float, float, int]]] = {
     "nc2_etf_error": {1: (0.950, 0.902, 80), 3: (0.889, 0.790, 30), 10: (0.795, 0.632, 120)},
     "nc3_duality_error": {1: (0.911, 0.831, 80), 3: (0.883, 0.781, 30), 10: (0.681, 0.463, 120)},
 }
+
+# epochs trained -> Kish's n_eff of their design points among the models of that training length
+AUTHORS_DESIGN_N_EFF: dict[int, float] = {1: 10.667, 3: 30.0, 10: 30.0}
+
+# measure -> {epochs: 101 quantiles of R² over design-point resamples}; empty: not computed offline
+AUTHORS_R2_QUANTILES: dict[str, dict[int, tuple[float, ...]]] = {}
 
 # measure -> (r, number of models) on their 21 seed replicas
 AUTHORS_REPLICAS: dict[str, tuple[float, int]] = {

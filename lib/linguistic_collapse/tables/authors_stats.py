@@ -19,6 +19,7 @@ import pandas as pd
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.tables import analysis
 from linguistic_collapse.tables.authors import import_authors, imported_measures
+from linguistic_collapse.tables.clusters import design_point_ids, kish_n_eff
 from linguistic_collapse.tables.results import LOSS, replica_rows, run_ids
 
 # their seed replicas: 02x0768_01dSS@0 (SS = 00-19, our seeds 1-20) and the grid's 02x0768_01d@0
@@ -64,6 +65,35 @@ def by_epochs(table: pd.DataFrame, measures: Sequence[str] | None = None,
     return out
 
 
+def design_n_eff(table: pd.DataFrame, epochs: Sequence[int] = EPOCHS) -> dict[int, float]:
+    """Per training length, Kish's effective number of design points (depth x width x epochs;
+    weight-decay twins, seed replicas and checkpoints share one) among their models of it."""
+    return {int(e): kish_n_eff(design_point_ids(table[table["epochs"] == e])) for e in epochs}
+
+
+QUANTILES = 101  # stored quantiles (0 %, 1 %, ..., 100 %) of a bootstrap distribution
+
+
+def r2_design_quantiles(table: pd.DataFrame, measures: Sequence[str] | None = None,
+                        epochs: Sequence[int] = (1, 3), n_bootstrap: int = 10_000, seed: int = 0
+                        ) -> dict[str, dict[int, tuple[float, ...]]]:
+    """Per measure and training length, ``QUANTILES`` evenly spaced quantiles of R² of loss on
+    the measure over their models of that length, from a bootstrap of their design points
+    (``clusters.design_point_ids``: weight-decay twins and seed replicas drawn together): their
+    side of the like-for-like equivalence test (``verdicts.authors_epochs_draws`` samples it)."""
+    out: dict[str, dict[int, tuple[float, ...]]] = {}
+    for e in epochs:
+        sub = table[table["epochs"] == e].reset_index(drop=True)
+        for m in _measures(sub, measures):
+            x, mask, _ = analysis.transformed(sub, m)
+            y = sub.loc[mask, LOSS].to_numpy(dtype=float)
+            boot = analysis.bootstrap_r(x, y, design_point_ids(sub)[mask], n_bootstrap, seed) ** 2
+            boot = boot[np.isfinite(boot)]
+            if len(boot):
+                out.setdefault(m, {})[int(e)] = tuple(float(v) for v in np.quantile(boot, np.linspace(0, 1, QUANTILES)))
+    return out
+
+
 def replica_table1(table: pd.DataFrame, measures: Sequence[str] | None = None,
                    n_permutations: int = 10_000, seed: int = 0) -> pd.DataFrame:
     """Table 1 on their 21 seed replicas (``analysis.permutation_test``: same p and Holm)."""
@@ -75,13 +105,16 @@ def replica_table1(table: pd.DataFrame, measures: Sequence[str] | None = None,
 
 
 def authors_facts(files: Sequence[str | os.PathLike], n_bootstrap: int = 2000, n_permutations: int = 10_000,
-                  seed: int = 0) -> dict[str, Any]:
-    """The four dicts of ``linguistic_collapse.tables.authors_facts`` from the authors' CSV files."""
+                  seed: int = 0, design_bootstrap: int = 10_000) -> dict[str, Any]:
+    """The dicts of ``linguistic_collapse.tables.authors_facts`` from the authors' CSV files
+    (``design_bootstrap`` resamples of their design points for ``AUTHORS_R2_QUANTILES``)."""
     table = import_authors(files)
     perm = replica_table1(table, n_permutations=n_permutations, seed=seed)
     return {
         "AUTHORS_R2_CI": r2_intervals(table, n_bootstrap=n_bootstrap, seed=seed),
         "AUTHORS_BY_EPOCHS": by_epochs(table),
+        "AUTHORS_DESIGN_N_EFF": design_n_eff(table),
+        "AUTHORS_R2_QUANTILES": r2_design_quantiles(table, n_bootstrap=design_bootstrap, seed=seed),
         "AUTHORS_REPLICAS": {row.measure: (float(row.r), int(row.n)) for row in perm.itertuples()},
         "AUTHORS_REPLICA_P": {row.measure: (float(row.p), float(row.p_holm)) for row in perm.itertuples()},
         "n_models": len(table), "n_runs": len(set(run_ids(table))),
@@ -112,6 +145,13 @@ def format_facts(facts: dict[str, Any]) -> str:
             body = ("{" + ", ".join(f"{e}: {_fmt(t)}" for e, t in v.items()) + "}") if isinstance(v, dict) else _fmt(v)
             lines.append(f'    "{m}": {body},')
         lines.append("}")
+    lines.append("AUTHORS_DESIGN_N_EFF = {" + ", ".join(
+        f"{e}: {v:.3f}" for e, v in facts["AUTHORS_DESIGN_N_EFF"].items()) + "}")
+    lines.append("AUTHORS_R2_QUANTILES = {")
+    for m, by in facts["AUTHORS_R2_QUANTILES"].items():
+        lines.append(f'    "{m}": {{' + ", ".join(
+            f"{e}: (" + ", ".join(f"{v:.4f}" for v in q) + ")" for e, q in by.items()) + "},")
+    lines.append("}")
     lines.append("AUTHORS_REPLICA_P = {")
     for m, (p, ph) in facts["AUTHORS_REPLICA_P"].items():
         lines.append(f'    "{m}": ({_p(p)}, {_p(ph)}),')

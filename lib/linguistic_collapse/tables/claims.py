@@ -1,16 +1,17 @@
-"""The paper's claims about Figures 1-3, tested as it states them (docs/paper.md section 6).
+"""The paper's claims about Figures 1-3, tested as it states them (docs/paper.md section 6) under
+the pre-registered rule (docs/preregistration.md, ``linguistic_collapse.tables.verdicts``).
 
 Every claim comes from ``linguistic_collapse.nc.registry``: for each measure with a stated relation to loss,
 a *direction* claim (more collapse goes with lower loss: r has the registry's expected sign)
 where the paper states a strong or clear relation (for equiangularity's "some relationship" it
 states no direction, and on the authors' own models its CV *rises* as loss falls, r = -0.59),
-a *strength* claim (R² in the band of the paper's word, ``registry.BANDS``) set beside the same
-statistic over the authors' 230 models and over their models of our training lengths; and each
-comparative claim (``registry.COMPARISONS``) as a difference of R². Each is evaluated on two
-populations (docs/preregistration.md): the final checkpoint of each grid run, seed replicas
-excluded (primary, ``verdicts.PRIMARY``), and the same without the loss-plateau models
-(``plateau_mask``), with 95 % intervals from a bootstrap over design points, judged by the rule
-of ``linguistic_collapse.tables.verdicts``. No torch import.
+a *strength* claim (R² in the band of the paper's word, ``registry.BANDS``) with r and its sign
+beside it and ΔR² against the authors' models of our training lengths; and each comparative
+claim (``registry.COMPARISONS``) as a difference of R². Each is evaluated on the primary
+population (the final checkpoint of each grid run: one model per design point, seed replicas
+left out) and on the same without the loss-plateau models (``plateau_mask``), with 95 %
+intervals from a bootstrap over design points and the Monte-Carlo error of each limit. No torch
+import.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import pandas as pd
 from linguistic_collapse.nc.registry import (
     BANDS,
     COMPARISONS,
+    PINV_RTOLS,
     REGISTRY,
+    Comparison,
     band,
     claimed_measures,
     label,
@@ -31,7 +34,7 @@ from linguistic_collapse.nc.registry import (
 from linguistic_collapse.tables.analysis import (
     cluster_bootstrap_weights,
     pearson_rows,
-    percentile_ci,
+    percentile_ci_se,
     transformed,
     weighted_pearson,
 )
@@ -42,14 +45,24 @@ from linguistic_collapse.tables.results import LOSS, final_rows
 from linguistic_collapse.tables.verdicts import (
     EQUIVALENCE_LEVEL,
     LEVEL,
+    LIKE_FOR_LIKE,
+    POPULATIONS,
     PRIMARY,
+    SECONDARY,
+    at_edge,
+    authors_epochs_draws,
+    authors_r2_draws,
     band_verdict,
-    equivalence,
+    difference,
     rule_text,
     side_verdict,
+    with_edge,
 )
 
-POPULATIONS = ("grid final", "grid final, no plateau")  # the first is ``verdicts.PRIMARY``
+# (U) of docs/preregistration.md: "hyperspherical uniformity rather than an ETF", judged like a comparison
+UNIFORMITY_VS_ETF = Comparison("gnc2_logkernel_var", "nc2_etf_error", "fig2",
+                               "hyperspherical uniformity (GNC2) tracks loss better than a simplex ETF "
+                               "(NC2 ETF error)")
 CDNV_UNITS_NOTE = (
     "Units: scaling every feature by a multiplies the within-class variance by a² and "
     "‖μ_c − μ_c'‖⁴ by a⁴, so the paper's CDNV (‖Δ‖⁴ form) scales as 1/a² and falls whenever "
@@ -94,9 +107,9 @@ def grid_final_rows(table: pd.DataFrame) -> pd.DataFrame:
     final = final_rows(table)
     spec = [c for c in ("depth", "width", "epochs", "weight_decay") if c in final.columns]
     if "seed" not in final.columns or not spec:
-        return final
+        return final.reset_index(drop=True)
     lowest = final.groupby(spec, dropna=False)["seed"].transform("min")
-    return final[final["seed"] == lowest]
+    return final[final["seed"] == lowest].reset_index(drop=True)
 
 
 def populations(table: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], str]:
@@ -105,7 +118,7 @@ def populations(table: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], str]:
     description."""
     primary = grid_final_rows(table)
     plateau, how = plateau_mask(primary)
-    return {POPULATIONS[0]: primary, POPULATIONS[1]: primary[~plateau]}, how
+    return {PRIMARY: primary, SECONDARY: primary[~plateau].reset_index(drop=True)}, how
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,9 +128,18 @@ def populations(table: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], str]:
 Stat = Callable[[pd.DataFrame, np.ndarray], tuple[float, np.ndarray, np.ndarray]]
 
 
-def _r(measure: str) -> Stat:
+def _on_scale(pop: pd.DataFrame, column: str, scale: str | None) -> tuple[pd.DataFrame, str]:
+    """``pop`` with ``column`` readable on the analysis scale of measure ``scale`` (a cut-off
+    variant of a registered measure is read on that measure's scale)."""
+    if scale is None or scale == column:
+        return pop, column
+    return pop.assign(**{scale: pop[column]}), scale
+
+
+def _r(measure: str, scale: str | None = None) -> Stat:
     def stat(pop: pd.DataFrame, W: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        x, mask, _ = transformed(pop, measure)
+        frame, name = _on_scale(pop, measure, scale)
+        x, mask, _ = transformed(frame, name)
         y = pop.loc[mask, LOSS].to_numpy(dtype=float)
         if len(x) < 3:
             return np.nan, np.full(len(W), np.nan), mask
@@ -144,7 +166,7 @@ def _delta_r2(better: str, worse: str) -> Stat:
 
 def _claims() -> list[dict]:
     """Every claim: text, figure, statistic, its function, claimed statement, the authors'
-    pooled value, their value by training length, and how a 95 % interval is judged."""
+    pooled value, their (r, R², n) by training length, and how a 95 % interval is judged."""
     out = []
     for name in claimed_measures():
         m = REGISTRY[name]
@@ -154,50 +176,75 @@ def _claims() -> list[dict]:
             side = "> 0" if m.expected_sign > 0 else "< 0"
             out.append({"claim": f"{label(name)}: more collapse, lower loss", "figure": fig,
                         "statistic": "r", "stat": _r(name), "claimed": f"r {side}",
-                        "measure": name, "authors": None,
-                        "by_epochs": {e: (v[0], v[2]) for e, v in by_epochs.items()},
+                        "measure": name, "authors": None, "by_epochs": by_epochs,
                         "verdict": lambda lo, hi, s=m.expected_sign: side_verdict(lo, hi, s)})
         lo_band, hi_band = BANDS[m.claim]
         claimed = (f"R² < {hi_band:g}" if lo_band == 0 else f"R² ≥ {lo_band:g}" if hi_band >= 1
                    else f"{lo_band:g} ≤ R² < {hi_band:g}")
         out.append({"claim": f"{label(name)}: {m.claim} relation to loss", "figure": fig,
                     "statistic": "R²", "stat": _r2(name), "claimed": f"{m.claim}: {claimed}",
-                    "measure": name, "authors": m.authors_r2,
-                    "by_epochs": {e: (v[1], v[2]) for e, v in by_epochs.items()},
+                    "measure": name, "authors": m.authors_r2, "by_epochs": by_epochs,
                     "verdict": lambda lo, hi, c=m.claim: band_verdict(lo, hi, c)})
-    for c in COMPARISONS:
+    for c in (*COMPARISONS, UNIFORMITY_VS_ETF):
         a, b = REGISTRY[c.better].authors_r2, REGISTRY[c.worse].authors_r2
         ea, eb = AUTHORS_BY_EPOCHS.get(c.better, {}), AUTHORS_BY_EPOCHS.get(c.worse, {})
         out.append({"claim": c.text, "figure": c.figure, "statistic": "ΔR²",
                     "stat": _delta_r2(c.better, c.worse), "claimed": "ΔR² > 0", "measure": None,
                     "authors": None if a is None or b is None else a - b,
-                    "by_epochs": {e: (ea[e][1] - eb[e][1], min(ea[e][2], eb[e][2]))
+                    "by_epochs": {e: (np.nan, ea[e][1] - eb[e][1], min(ea[e][2], eb[e][2]))
                                   for e in sorted(set(ea) & set(eb))},
                     "verdict": lambda lo, hi: side_verdict(lo, hi, +1)})
     return out
 
 
-def claims_long(table: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """One row per (claim, population): the statistic and its 95 % interval from a bootstrap
-    over design points, n models, n clusters and Kish's n_eff of the models used, the verdict
-    (``verdicts``), and for R² claims the band of the point value and ΔR² against the authors'
-    230 with its equivalence verdict."""
+def _interval(value: float, boot: np.ndarray, verdict: Callable[[float, float], str], prefix: str = ""
+              ) -> dict[str, float | str | bool]:
+    """Point, 95 % interval, the limits' MC standard errors, verdict and whether it is at the edge."""
+    lo, hi, se_lo, se_hi = percentile_ci_se(boot, LEVEL)
+    v = verdict(lo, hi) if np.isfinite(value) else "n/a"
+    return {f"{prefix}value": value, f"{prefix}ci_low": lo, f"{prefix}ci_high": hi,
+            f"{prefix}se_low": se_lo, f"{prefix}se_high": se_hi, f"{prefix}verdict": v,
+            f"{prefix}edge": v != "n/a" and at_edge(verdict, lo, hi, se_lo, se_hi)}
+
+
+def _r2_extras(c: dict, pop: pd.DataFrame, W: np.ndarray, value: float, boot: np.ndarray) -> dict:
+    """For an R² claim: r with its interval (the sign), the authors' r on their 1- and 3-epoch
+    models and whether the sign differs, ΔR² against each of those subsets (equivalence) and
+    against their 230 models (reference)."""
+    name, sign = c["measure"], REGISTRY[c["measure"]].expected_sign
+    r, r_boot, _ = _r(name)(pop, W)
+    row = {"band": band(min(max(value, 0.0), 1.0)) if np.isfinite(value) else "n/a",
+           **_interval(r, r_boot, lambda lo, hi: side_verdict(lo, hi, sign), "r_")}
+    for e in LIKE_FOR_LIKE:
+        theirs_r, theirs_r2, _ = c["by_epochs"].get(e, (np.nan, np.nan, 0))
+        row[f"authors_r_e{e}"] = theirs_r
+        row[f"sign_differs_e{e}"] = bool(np.isfinite(r) and np.isfinite(theirs_r) and np.sign(r) != np.sign(theirs_r))
+        draws, how = authors_epochs_draws(name, theirs_r, theirs_r2, e, len(boot))
+        row.update({f"{k}_e{e}": v for k, v in difference(value, boot, theirs_r2, draws).items()})
+        row[f"authors_side_e{e}"] = how
+    row.update({f"{k}_230": v for k, v in difference(
+        value, boot, c["authors"], authors_r2_draws(name, c["authors"], len(boot))).items()})
+    return row
+
+
+def claims_long(table: pd.DataFrame, n_bootstrap: int, seed: int) -> pd.DataFrame:
+    """One row per (claim, population): the statistic, its 95 % interval from a bootstrap over
+    design points with each limit's MC standard error, n models, n clusters and Kish's n_eff,
+    the verdict (``verdicts``) and whether it is at the edge; for R² claims also r with its
+    interval and sign verdict, the authors' like-for-like r, and ΔR² against their 1- and
+    3-epoch models (equivalence) and their 230 (reference)."""
     pops, _ = populations(table)
     rows = []
     for pop_name, pop in pops.items():
-        pop = pop.reset_index(drop=True)
         clusters = design_point_ids(pop)
         W = cluster_bootstrap_weights(clusters, n_bootstrap, seed) if len(pop) else np.zeros((n_bootstrap, 0))
         for c in _claims():
             value, boot, used = c["stat"](pop, W)
-            lo, hi = percentile_ci(boot, LEVEL)
             row = {"claim": c["claim"], "figure": c["figure"], "statistic": c["statistic"],
-                   "claimed": c["claimed"], "authors": c["authors"], "population": pop_name,
-                   **cluster_counts(clusters[used]), "value": value, "ci_low": lo, "ci_high": hi,
-                   "verdict": c["verdict"](lo, hi) if np.isfinite(value) else "n/a"}
+                   "claimed": c["claimed"], "population": pop_name, **cluster_counts(clusters[used]),
+                   **_interval(value, boot, c["verdict"])}
             if c["statistic"] == "R²":
-                row["band"] = band(min(max(value, 0.0), 1.0)) if np.isfinite(value) else "n/a"
-                row.update(equivalence(value, boot, c["measure"], c["authors"]))
+                row.update(_r2_extras(c, pop, W, value, boot))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -207,6 +254,10 @@ def _cell(value: float, lo: float, hi: float, statistic: str) -> str:
         return "n/a"
     fmt = "{:+.2f}" if statistic in ("r", "ΔR²") else "{:.2f}"
     return f"{fmt.format(value)} [{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+def _se_cell(se_lo: float, se_hi: float) -> str:
+    return f"±{se_lo:.3f} / ±{se_hi:.3f}" if np.isfinite(se_lo) and np.isfinite(se_hi) else ""
 
 
 def _authors_pooled(c: dict) -> str:
@@ -220,77 +271,112 @@ def _authors_pooled(c: dict) -> str:
 
 
 def _authors_epochs(c: dict, epochs: int) -> str:
-    """The authors' value on their models trained ``epochs`` epochs: "r −0.92 (n 80)"."""
+    """The authors' value on their models trained ``epochs`` epochs: "r +0.98 (n 80)";
+    for R² claims their r beside it."""
     got = c["by_epochs"].get(epochs)
     if got is None:
         return "n/a"
-    fmt = "{:.3f}" if c["statistic"] == "R²" else "{:+.2f}"
-    return f"{c['statistic']} {fmt.format(got[0])} (n {got[1]})"
+    r, r2, n = got
+    if c["statistic"] == "r":
+        return f"r {r:+.2f} (n {n})"
+    if c["statistic"] == "ΔR²":
+        return f"ΔR² {r2:+.3f} (n {n})"
+    return f"R² {r2:.3f}, r {r:+.2f} (n {n})"
 
 
-def _epochs_label(e: int) -> str:
-    return f"authors' {e}-epoch models"
+def _dr2_cell(g: pd.Series, suffix: str) -> str:
+    if g.get(f"equivalence{suffix}", "n/a") == "n/a":
+        return ""
+    cell = _cell(g[f"dr2{suffix}"], g[f"dr2_low{suffix}"], g[f"dr2_high{suffix}"], "ΔR²")
+    return f"{cell}: {with_edge(g[f'equivalence{suffix}'], g[f'equivalence_edge{suffix}'])}"
 
 
-def claims_table(table: pd.DataFrame, n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
+def _sign_cell(g: pd.Series) -> str:
+    """Our r with its interval, and which of the authors' like-for-like signs differ from ours."""
+    cell = _cell(g["r_value"], g["r_ci_low"], g["r_ci_high"], "r")
+    differs = [f"{e}-epoch" for e in LIKE_FOR_LIKE if g.get(f"sign_differs_e{e}", False)]
+    return cell + (f"; sign differs from the authors' {' and '.join(differs)} r" if differs else "")
+
+
+VERDICT = f"verdict ({PRIMARY})"
+SE = f"MC SE of the limits ({PRIMARY})"
+R_COLUMN = f"r [95 %] ({PRIMARY})"
+
+
+AS_STRONG = "as strong as the authors'"
+
+
+def _as_strong(g: pd.Series) -> str:
+    """One verdict where the like-for-like equivalence verdicts agree, else each quoted."""
+    each = [with_edge(g[f"equivalence_e{e}"], g[f"equivalence_edge_e{e}"]) for e in LIKE_FOR_LIKE]
+    if len(set(each)) == 1:
+        return each[0]
+    return "; ".join(f"{e}-epoch: {v}" for e, v in zip(LIKE_FOR_LIKE, each, strict=True))
+
+
+def _dr2_column(e: int | str) -> str:
+    who = "230 models, reference" if e == 230 else f"{e}-epoch models"
+    return f"ΔR² vs authors' {who} ({PRIMARY}, {EQUIVALENCE_LEVEL * 100:.0f} %)"
+
+
+def claims_table(table: pd.DataFrame, n_bootstrap: int, seed: int) -> pd.DataFrame:
     """The claims of Figures 1-3 as a table: claim, figure, statistic, what is claimed, the
-    authors' value on their 230 models and on their models of our training lengths, the value
-    and 95 % interval on each population, the verdicts (primary first), ΔR² against the
-    authors' with its equivalence verdict (primary population), and models / clusters / n_eff.
+    authors' values on their 1- and 3-epoch models and their 230, the value and 95 % interval
+    on each population with the primary limits' MC standard errors, the verdicts ("at the edge"
+    where noise could turn them), r with its interval and sign beside each R², ΔR² against the
+    authors' like-for-like models with its equivalence verdict, and models / clusters / n_eff.
     ``attrs["rule"]`` and ``attrs["plateau"]`` say how verdicts and plateau models were decided
     (print them above the table)."""
     long = claims_long(table, n_bootstrap, seed)
     specs = {c["claim"]: c for c in _claims()}
-    epochs = sorted(int(e) for e in table["epochs"].unique()) if "epochs" in table else []
-    secondary = [p for p in POPULATIONS if p != PRIMARY]
     rows = []
     for (claim, _), group in long.groupby(["claim", "statistic"], sort=False):
         c, by_pop = specs[claim], group.set_index("population")
         first = by_pop.loc[PRIMARY]
-        row = {"claim": claim, "figure": c["figure"], "statistic": c["statistic"],
-               "claimed": c["claimed"], "authors' 230 models": _authors_pooled(c)}
-        row.update({_epochs_label(e): _authors_epochs(c, e) for e in epochs})
+        row = {"claim": claim, "figure": c["figure"], "statistic": c["statistic"], "claimed": c["claimed"]}
+        row.update({f"authors' {e}-epoch models": _authors_epochs(c, e) for e in LIKE_FOR_LIKE})
+        row["authors' 230 models"] = _authors_pooled(c)
         for pop in POPULATIONS:
             g = by_pop.loc[pop]
             row[pop] = _cell(g["value"], g["ci_low"], g["ci_high"], g["statistic"])
-        row[f"verdict ({PRIMARY}, primary)"] = first["verdict"]
-        row[f"verdicts ({' / '.join(secondary)})"] = " / ".join(by_pop.loc[p, "verdict"] for p in secondary)
-        eq = f"ΔR² vs authors' 230 ({PRIMARY}, {EQUIVALENCE_LEVEL * 100:.0f} %)"
-        row[eq] = (f"{_cell(first['dr2'], first['dr2_low'], first['dr2_high'], 'ΔR²')}: "
-                   f"{first['equivalence']}" if c["statistic"] == "R²" and first["equivalence"] != "n/a"
-                   else "")
-        for key, name in (("n", "models"), ("n_clusters", "clusters"), ("n_eff", "n_eff")):
+        row[SE] = _se_cell(first["se_low"], first["se_high"])
+        row[VERDICT] = with_edge(first["verdict"], first["edge"])
+        row[f"verdict ({SECONDARY})"] = with_edge(by_pop.loc[SECONDARY, "verdict"], by_pop.loc[SECONDARY, "edge"])
+        is_r2 = c["statistic"] == "R²"
+        row[R_COLUMN] = _sign_cell(first) if is_r2 else ""
+        for e in (*LIKE_FOR_LIKE, 230):
+            row[_dr2_column(e)] = _dr2_cell(first, f"_e{e}" if e != 230 else "_230") if is_r2 else ""
+        row[AS_STRONG] = _as_strong(first) if is_r2 else ""
+        for key, name in (("n", "models"), ("n_clusters", "design points"), ("n_eff", "n_eff")):
             fmt = "{:.1f}" if key == "n_eff" else "{:.0f}"
             row[f"{name} ({' / '.join(POPULATIONS)})"] = " / ".join(fmt.format(by_pop.loc[p, key])
                                                                    for p in POPULATIONS)
         rows.append(row)
     out = pd.DataFrame(rows)
-    out.attrs["rule"] = rule_text(len(specs), POPULATIONS)
+    out.attrs["rule"] = rule_text(len(specs), n_bootstrap)
+    sides = sorted({v for e in LIKE_FOR_LIKE for v in long.get(f"authors_side_e{e}", pd.Series(dtype=str)).dropna() if v})
+    out.attrs["authors_side"] = "authors' side of ΔR²: " + ("; ".join(sides) or "not drawn")
     out.attrs["plateau"] = populations(table)[1]
     return out
 
 
 def add_claim_findings(found: Findings, claims_df: pd.DataFrame) -> None:
     """Record, per claim of ``claims_table``: its value and interval on each population, the
-    verdicts, ΔR² against the authors with its equivalence verdict and the cluster counts."""
-    primary, secondary = f"verdict ({PRIMARY}, primary)", [p for p in POPULATIONS if p != PRIMARY]
-    sec_col = f"verdicts ({' / '.join(secondary)})"
-    eq_col = next(c for c in claims_df.columns if c.startswith("ΔR² vs authors"))
-    counts = [c for c in claims_df.columns if c.startswith(("models (", "clusters (", "n_eff ("))]
+    limits' MC errors, the verdicts, r with its sign, ΔR² against the authors with its
+    equivalence verdict and the authors' like-for-like values; the counts once."""
+    counts = [c for c in claims_df.columns if c.startswith(("models (", "design points (", "n_eff ("))]
+    quoted = [*POPULATIONS, SE, VERDICT, f"verdict ({SECONDARY})", R_COLUMN, AS_STRONG,
+              *(c for c in claims_df.columns if c.startswith(("ΔR² vs authors", "authors'")))]
     for _, row in claims_df.iterrows():
         claim = row["claim"]
-        for pop in POPULATIONS:
-            found.add(f"{claim}: {pop}", row[pop], f"claims.csv: {claim}, {pop}")
-        for col in (c for c in claims_df.columns if c.startswith("authors'")):
-            if isinstance(row[col], str) and row[col]:  # the authors' like-for-like values
+        for col in quoted:
+            if isinstance(row[col], str) and row[col] and row[col] != "n/a":
                 found.add(f"{claim}: {col}", row[col], f"claims.csv: {claim}, {col}")
-        found.add(f"{claim}: verdict ({PRIMARY}, primary)", row[primary], f"claims.csv: {claim}, {primary}")
-        found.add(f"{claim}: verdicts ({' / '.join(secondary)})", row[sec_col], f"claims.csv: {claim}, {sec_col}")
-        if row[eq_col]:
-            found.add(f"{claim}: {eq_col}", row[eq_col], f"claims.csv: {claim}, {eq_col}")
     for col in counts:  # the same for every claim unless a measure drops models
         found.add(col, " · ".join(sorted(set(claims_df[col]))), f"claims.csv: {col}")
     found.add("plateau models", claims_df.attrs["plateau"], "claims.csv: attrs plateau (printed above the table)")
+    found.add("authors' side of the like-for-like ΔR²", claims_df.attrs["authors_side"],
+              "claims.csv: attrs authors_side (printed above the table)")
 
 
 def add_correlation_findings(found: Findings, corr: pd.DataFrame) -> None:
@@ -331,3 +417,90 @@ def cdnv_units_table(table: pd.DataFrame) -> pd.DataFrame:
                      f"median at width {widths[0]}": lo, f"median at width {widths[-1]}": hi,
                      "fold change": lo / hi})
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# r with its sign for every measure, and nc1_pinv under its eigenvalue cut-offs
+
+
+
+def pinv_column(rtol: float) -> str:
+    """nc1_pinv's column at a relative eigenvalue cut-off: "nc1_pinv" at the measure's own
+    (``PINV_RTOLS[0]``), else e.g. "nc1_pinv_rtol1e6" for 1e-6."""
+    return "nc1_pinv" if rtol == PINV_RTOLS[0] else f"nc1_pinv_rtol1e{round(-np.log10(rtol))}"
+
+
+# nc1_pinv's column per relative eigenvalue cut-off of Σ_B's pseudo-inverse (registry.PINV_RTOLS)
+PINV_CUTOFFS: dict[str, float] = {pinv_column(r): r for r in PINV_RTOLS}
+PINV_DEPENDS = "depends on the cut-off"
+
+
+def measure_columns(table: pd.DataFrame) -> list[str]:
+    """The registry's measures, then nc1_pinv's cut-off variants, that ``table`` has."""
+    names = [*REGISTRY, *(c for c in PINV_CUTOFFS if c not in REGISTRY)]
+    return [m for m in names if m in table.columns]
+
+
+def _scale_of(column: str) -> str:
+    return "nc1_pinv" if column in PINV_CUTOFFS else column
+
+
+def signs_table(table: pd.DataFrame, n_bootstrap: int, seed: int) -> pd.DataFrame:
+    """Per measure (nc1_pinv's cut-off variants read on its scale) on the primary population:
+    r and R² with 95 % design-point intervals and the limits' MC errors, the direction verdict
+    (r on the registry's collapse side of 0, ``side_verdict``, at the edge or not), the authors'
+    r on their 1- and 3-epoch models and whether its sign differs from ours."""
+    pop = populations(table)[0][PRIMARY]
+    W = cluster_bootstrap_weights(design_point_ids(pop), n_bootstrap, seed)
+    rows = []
+    for m in measure_columns(pop):
+        sign = REGISTRY[_scale_of(m)].expected_sign
+        r, boot, used = _r(m, _scale_of(m))(pop, W)
+        ri = _interval(r, boot, lambda lo, hi, s=sign: side_verdict(lo, hi, s))
+        r2 = _interval(r * r, boot**2, lambda lo, hi: "")
+        row = {"measure": m, "label": label(_scale_of(m)), "cutoff": PINV_CUTOFFS.get(m, np.nan),
+               "n": int(used.sum()), "r": r, "r_low": ri["ci_low"], "r_high": ri["ci_high"],
+               "r_se_low": ri["se_low"], "r_se_high": ri["se_high"], "r2": r * r,
+               "r2_low": r2["ci_low"], "r2_high": r2["ci_high"], "collapse_side": "+" if sign > 0 else "−",
+               "direction": with_edge(ri["verdict"], ri["edge"])}
+        for e in LIKE_FOR_LIKE:
+            theirs = AUTHORS_BY_EPOCHS.get(m, {}).get(e, (np.nan,))[0]
+            row[f"authors_r_e{e}"] = theirs
+            row[f"sign_differs_e{e}"] = bool(np.isfinite(r) and np.isfinite(theirs) and np.sign(r) != np.sign(theirs))
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out.attrs["pinv"] = pinv_direction(out)
+    return out
+
+
+def pinv_direction(signs: pd.DataFrame) -> str:
+    """The statement about nc1_pinv's direction with loss: its verdict where every cut-off of
+    ``PINV_CUTOFFS`` is in ``signs`` and all give the same one, else ``PINV_DEPENDS`` (or which
+    cut-offs are missing)."""
+    got = signs.set_index("measure")["direction"] if len(signs) else pd.Series(dtype=str)
+    missing = [f"{PINV_CUTOFFS[c]:g}" for c in PINV_CUTOFFS if c not in got.index]
+    if missing:
+        return f"nc1_pinv's direction not stated: no column for cut-off(s) {', '.join(missing)}"
+    verdicts = {got[c] for c in PINV_CUTOFFS}
+    cutoffs = ", ".join(f"{v:g}" for v in PINV_CUTOFFS.values())
+    if len(verdicts) == 1:
+        return f"nc1_pinv, more collapse with lower loss: {verdicts.pop()} under every cut-off ({cutoffs})"
+    return f"nc1_pinv, more collapse with lower loss: {PINV_DEPENDS} ({cutoffs}: " + \
+        ", ".join(got[c] for c in PINV_CUTOFFS) + ")"
+
+
+def add_signs_findings(found: Findings, signs: pd.DataFrame) -> None:
+    """Record each measure's r and R² with intervals, its direction verdict and any sign that
+    differs from the authors' like-for-like r; and the nc1_pinv statement."""
+    for row in signs.itertuples():
+        src = f"signs.csv: {row.measure}"
+        found.add(f"{row.label} [{row.measure}]: r [95 %] ({PRIMARY})",
+                  _cell(row.r, row.r_low, row.r_high, "r"), f"{src}, r [r_low, r_high]")
+        found.add(f"{row.label} [{row.measure}]: R² [95 %] ({PRIMARY})",
+                  _cell(row.r2, row.r2_low, row.r2_high, "R²"), f"{src}, r2 [r2_low, r2_high]")
+        found.add(f"{row.label} [{row.measure}]: direction ({PRIMARY})", row.direction, f"{src}, direction")
+        for e in LIKE_FOR_LIKE:
+            if getattr(row, f"sign_differs_e{e}"):
+                found.add(f"{row.label} [{row.measure}]: sign differs from the authors' {e}-epoch r",
+                          getattr(row, f"authors_r_e{e}"), f"{src}, authors_r_e{e}", fmt="{:+.2f}")
+    found.add("nc1_pinv direction under the cut-offs", signs.attrs["pinv"], "signs.csv: direction of nc1_pinv*")

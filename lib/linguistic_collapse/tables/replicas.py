@@ -125,7 +125,8 @@ def add_findings(findings: Findings, table: pd.DataFrame, alpha: float = 0.05) -
         if np.isfinite(row.r):
             findings.add(f"{name}: r [95% CI]", f"{row.r:+.2f} [{row.r_ci_low:+.2f}, {row.r_ci_high:+.2f}]",
                          f"{src}: {row.measure} r, r_ci_low, r_ci_high")
-            findings.add(f"{name}: Holm p", row.p_holm, f"{src}: {row.measure} p_holm", fmt="{:.2g}")
+            findings.add(f"{name}: Holm p", analysis.format_p(row.p_holm, int(row.m)),
+                         f"{src}: {row.measure} p_holm (analysis.format_p)")
         if np.isfinite(row.authors_r):
             findings.add(f"{name}: authors' replica r", row.authors_r, f"{src}: {row.measure} authors_r",
                          fmt="{:+.2f}")

@@ -24,13 +24,23 @@ from linguistic_collapse.tables.clusters import design_point_ids
 from linguistic_collapse.tables.findings import Findings
 from linguistic_collapse.tables.results import LOSS, MIN_COUNT, MIN_COUNT_SUFFIX
 
+# why a measure has no value on the classes with >= min_count samples (empty: it has)
+UNDEFINED_AT_MIN_COUNT = {
+    "nc1_pinv": ("undefined at min_count: Σ_W is the within-class scatter pooled over every class "
+                 "during collection and cannot be restricted to some classes afterwards "
+                 "(linguistic_collapse.nc.subset); it needs a second pooled scatter of the kept "
+                 "classes collected in the statistics pass"),
+}
 NO_MIN_COUNT = ("the metrics have no min_count section (measured before it existed): re-run the "
                 "measure stage to add the rare-class robustness row")
 
 
 def _r2_ci(table: pd.DataFrame, column: str, measure: str, n_bootstrap: int, seed: int
            ) -> tuple[float, float, float, int]:
-    """(R², low, high, n) of loss on ``column`` read on ``measure``'s analysis scale."""
+    """(R², low, high, n) of loss on ``column`` read on ``measure``'s analysis scale (NaNs and
+    n = 0 where the column is missing)."""
+    if column not in table.columns:
+        return np.nan, np.nan, np.nan, 0
     x, mask, _ = transformed(table.assign(**{measure: table[column]}), measure)
     y = table.loc[mask, LOSS].to_numpy(dtype=float)
     if len(x) < 3:
@@ -41,15 +51,27 @@ def _r2_ci(table: pd.DataFrame, column: str, measure: str, n_bootstrap: int, see
     return r * r, low, high, len(x)
 
 
+def _base(column: str) -> str:
+    """The registered measure whose scale and reason a column shares (nc1_pinv's cut-off
+    variants ``nc1_pinv_rtol...`` are read as nc1_pinv)."""
+    return "nc1_pinv" if column.startswith("nc1_pinv_rtol") else column
+
+
 def min_count_table(table: pd.DataFrame, measures: Sequence[str] = MEASURES,
                     n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per measure with a ``<measure>@min_count`` column: R² with loss on all classes and on
-    classes with >= min_count samples, each with its 95 % design-point bootstrap interval, n,
-    the min_count and the range of classes kept. Without such columns: an empty table whose
-    ``attrs["note"]`` says why (``NO_MIN_COUNT``)."""
-    cols = ["measure", "label", "R² all classes", "low", "high", "R² ≥ min_count", "low@min_count",
-            "high@min_count", "n", "min_count", "classes kept (min-max)"]
-    present = [m for m in measures if f"{m}{MIN_COUNT_SUFFIX}" in table.columns]
+    """Per measure of ``measures`` and per nc1_pinv cut-off variant (``nc1_pinv_rtol*``
+    columns) the table has, when the table has any ``<measure>@min_count`` column: R² with
+    loss on all classes and on classes with >= min_count samples, each with its 95 %
+    design-point bootstrap interval, n on each, the min_count, the range of classes kept, and
+    a ``note`` where the second is not defined (``UNDEFINED_AT_MIN_COUNT``). Without such
+    columns: an empty table whose ``attrs["note"]`` says why (``NO_MIN_COUNT``)."""
+    cols = ["measure", "label", "R² all classes", "low", "high", "n all classes", "R² ≥ min_count",
+            "low@min_count", "high@min_count", "n", "min_count", "classes kept (min-max)", "note"]
+    variants = sorted(c for c in table.columns if c.startswith("nc1_pinv_rtol") and MIN_COUNT_SUFFIX not in c)
+    wanted = [*measures, *(v for v in variants if v not in measures)]
+    if not any(f"{m}{MIN_COUNT_SUFFIX}" in table.columns for m in wanted):
+        wanted = []
+    present = [m for m in wanted if m in table.columns]
     out = pd.DataFrame(columns=cols)
     if not present:
         out.attrs["note"] = NO_MIN_COUNT
@@ -57,14 +79,18 @@ def min_count_table(table: pd.DataFrame, measures: Sequence[str] = MEASURES,
     kept = table.get(f"num_classes{MIN_COUNT_SUFFIX}", pd.Series(dtype=float)).dropna()
     rows = []
     for m in present:
-        a, a_lo, a_hi, _ = _r2_ci(table, m, m, n_bootstrap, seed)
-        b, b_lo, b_hi, n = _r2_ci(table, f"{m}{MIN_COUNT_SUFFIX}", m, n_bootstrap, seed)
-        rows.append(dict(zip(cols, [m, label(m), a, a_lo, a_hi, b, b_lo, b_hi, n,
+        a, a_lo, a_hi, n_all = _r2_ci(table, m, _base(m), n_bootstrap, seed)
+        b, b_lo, b_hi, n = _r2_ci(table, f"{m}{MIN_COUNT_SUFFIX}", _base(m), n_bootstrap, seed)
+        note = UNDEFINED_AT_MIN_COUNT.get(_base(m), "no value on the classes with >= min_count samples") if n == 0 else ""
+        name = label(_base(m)) + (f" ({m})" if m != _base(m) else "")
+        rows.append(dict(zip(cols, [m, name, a, a_lo, a_hi, n_all, b, b_lo, b_hi, n,
                                     table[MIN_COUNT].dropna().max() if MIN_COUNT in table else np.nan,
-                                    f"{kept.min():.0f}–{kept.max():.0f}" if len(kept) else ""], strict=True)))
+                                    f"{kept.min():.0f}–{kept.max():.0f}" if len(kept) else "", note], strict=True)))
     out = pd.DataFrame(rows, columns=cols)
-    out.attrs["note"] = (f"{len(present)} of {len(measures)} measures recomputed on classes with at "
-                         "least min_count samples; 95 % intervals resample design points")
+    defined = int((out["n"] > 0).sum())
+    out.attrs["note"] = (f"{defined} of {len(present)} measures recomputed on classes with at least "
+                         "min_count samples (the note column says why the others are not); 95 % "
+                         "intervals resample design points")
     return out
 
 
@@ -79,5 +105,5 @@ def add_min_count_findings(found: Findings, robust: pd.DataFrame) -> None:
               "min_count.csv: classes kept (min-max)")
     for _, row in robust.iterrows():
         for key, lo, hi in (("R² all classes", "low", "high"), ("R² ≥ min_count", "low@min_count", "high@min_count")):
-            text = f"{row[key]:.2f} [{row[lo]:.2f}, {row[hi]:.2f}]" if np.isfinite(row[key]) else "n/a"
+            text = f"{row[key]:.2f} [{row[lo]:.2f}, {row[hi]:.2f}]" if np.isfinite(row[key]) else (row["note"] or "n/a")
             found.add(f"{row['label']}: {key}", text, f"min_count.csv: {row['measure']}, {key}")

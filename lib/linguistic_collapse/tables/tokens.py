@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from linguistic_collapse.tables.findings import Findings
+from linguistic_collapse.tables.verdicts import NAMES_RULE
 
 FIRST_NAMES_FILE = Path(__file__).with_name("first_names.txt")
 DEFAULT_MIN_COUNT = 20  # profiles: analysis.min_count
@@ -178,6 +179,69 @@ def record_findings(findings: Findings, model: str, tokens_df: pd.DataFrame,
                      f"{r.names} / {r.matched_others}", src)
         findings.add(f"{r.measure}: Mann-Whitney p (two-sided)", r.p, src, "{:.2g}")
         findings.add(f"{r.measure}: rank-biserial effect", r.rank_biserial, src, "{:+.2f}")
+
+
+
+
+def _scale(values: pd.Series, measure: str) -> np.ndarray:
+    """Variability on log10 (NaN where not positive), interference as it is (a cosine)."""
+    v = values.to_numpy(dtype=float)
+    if measure != "variability":
+        return v
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(v > 0, np.log10(v), np.nan)
+
+
+def names_near_average(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
+                       min_count: int = DEFAULT_MIN_COUNT, measure: str = "variability") -> pd.DataFrame:
+    """The pre-registered test of "only a couple of very frequent names come near the average
+    token" (docs/preregistration.md). Among first-name tokens with at least ``min_count``
+    samples, a name *comes near* when its ``measure`` (log10 for variability) is at least the
+    mean of the same over all tokens with at least ``min_count`` samples. Returns the name
+    tokens, most frequent first, with their frequency rank among names (1 = most frequent),
+    value, ``near`` and ``quartile`` ("top", "upper middle", "lower middle", "bottom" of the
+    names' counts); ``attrs``: the threshold, the near names and the verdict of
+    ``verdicts.NAMES_RULE``: holds when at most ``holds_max`` come near and each has a count at
+    least the ``holds_quantile`` of the names' counts, fails when at least ``fails_min`` come
+    near or any has a count below their ``fails_quantile``, inconclusive otherwise."""
+    names = load_first_names() if names is None else frozenset(n.lower() for n in names)
+    pool = eligible(tokens_df, min_count)
+    threshold = float(np.nanmean(_scale(pool[measure], measure))) if len(pool) else np.nan
+    found = pool[pool["token"].str.lower().isin(names)].sort_values("count", ascending=False, kind="stable")
+    counts = found["count"].to_numpy(dtype=float)
+    rule = NAMES_RULE
+    q25, q50, q75 = np.quantile(counts, [0.25, 0.5, 0.75]) if len(counts) else (np.nan,) * 3
+    q_hold, q_fail = np.quantile(counts, [rule["holds_quantile"], rule["fails_quantile"]]) if len(counts) else (np.nan,) * 2
+    value = _scale(found[measure], measure)
+    out = pd.DataFrame({"token": found["token"].to_numpy(), "token_id": found["token_id"].to_numpy(),
+                        "count": found["count"].to_numpy(), "rank": np.arange(1, len(found) + 1),
+                        "value": value, "near": value >= threshold,
+                        "quartile": np.select([counts >= q75, counts >= q50, counts >= q25],
+                                              ["top", "upper middle", "lower middle"], "bottom")})
+    near = out[out["near"]]
+    if len(near) >= rule["fails_min"] or (near["count"] < q_fail).any():
+        verdict = "fails"
+    elif len(near) <= rule["holds_max"] and (near["count"] >= q_hold).all():
+        verdict = "holds"
+    else:
+        verdict = "inconclusive"
+    out.attrs.update({"measure": measure, "threshold": threshold, "n_names": len(out),
+                      "near": ", ".join(f"{t} (rank {r})" for t, r in zip(near["token"], near["rank"], strict=True)),
+                      "n_near": len(near), "verdict": verdict if len(out) else "n/a"})
+    return out
+
+
+def record_near_findings(findings: Findings, near: pd.DataFrame, exploratory: bool) -> None:
+    """Add the names-near-the-average test (``names_near_average``) to ``findings``."""
+    a = near.attrs
+    key = f"names near the average token ({a['measure']}{', exploratory' if exploratory else ''})"
+    src = f"06_tokens names_near_average: {a['measure']}"
+    findings.add(f"{key}: name tokens tested", a["n_names"], src, "{:d}")
+    findings.add(f"{key}: threshold (mean over tokens{', log10' if a['measure'] == 'variability' else ''})",
+                 a["threshold"], src, "{:.3f}")
+    findings.add(f"{key}: near names", a["n_near"], src, "{:d}")
+    findings.add(f"{key}: which (frequency rank among names)", a["near"] or "none", src)
+    findings.add(f"{key}: verdict", "exploratory" if exploratory else a["verdict"], src)
 
 
 def most_and_least_collapsed(tokens_df: pd.DataFrame, k: int = 10, by: str = "variability",
