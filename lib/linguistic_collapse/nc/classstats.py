@@ -45,9 +45,13 @@ def check_labels(labels: Tensor, ignore_index: int | None, what: str) -> Tensor 
     """The (N,) bool mask of labels to keep (None: keep all), after refusing in one line the
     labels that are no class id: float, bool, complex, or negative other than ``ignore_index``."""
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex():
-        example = labels.flatten()[0].item() if labels.numel() else None
+        flat = labels.flatten()
+        if labels.is_floating_point() and bool((flat != flat.round()).any()):
+            flat = flat[flat != flat.round()]  # name a value that is no whole number
+        example = ("none" if not labels.numel() else repr(flat[0].item())
+                   if labels.dtype == torch.bool else f"{flat[0].item():.6g}")
         raise UserError(f"{what}: labels must be integer class ids, got {labels.dtype} labels "
-                        f"(e.g. {example!r}); pass the token ids as an integer tensor")
+                        f"(e.g. {example}); pass the token ids as an integer tensor")
     negative = labels < 0
     if not bool(negative.any()):
         return None
