@@ -18,8 +18,9 @@ from linguistic_collapse.lm.residual import residual_features
 from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc import reference
 from linguistic_collapse.nc.accumulate import accumulate_moments, accumulate_moments_shared
-from linguistic_collapse.nc.measure import GEOMETRY, measure_stats
+from linguistic_collapse.nc.measure import measure_stats
 from linguistic_collapse.nc.merge import merge_stats
+from linguistic_collapse.nc.registry import GEOMETRY
 from linguistic_collapse.nc.stats_file import (
     STATS_KEYS,
     load_stats,

@@ -15,7 +15,7 @@ counts are summed. Tokens and blocks are summed per pass.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,8 +25,9 @@ from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.nc.accumulate import means_hash
 
-if TYPE_CHECKING:
-    from linguistic_collapse.nc.classstats import ClassStats
+# ``stats`` below is a ``linguistic_collapse.nc.classstats.ClassStats`` (typed Any: that module
+# imports this one)
+ClassStats = Any
 
 
 def _cross(counts: Tensor, sums: Tensor, n: Tensor, s: Tensor) -> Tensor:

@@ -36,7 +36,8 @@ from linguistic_collapse.core.paths import resolve
 from linguistic_collapse.lm.model import final_features
 from linguistic_collapse.lm.residual import residual_features, transformer_blocks
 from linguistic_collapse.lm.runs import RunName
-from linguistic_collapse.nc.measure import GEOMETRY, measure_stats
+from linguistic_collapse.nc.measure import measure_stats
+from linguistic_collapse.nc.registry import GEOMETRY
 from linguistic_collapse.nc.stats_file import read_layers
 
 LayerSpec = str | Sequence[int] | None  # None: top only; "all"; or residual-stream indices
