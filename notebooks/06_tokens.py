@@ -28,7 +28,7 @@ ck = results.largest_model(table)
 layout = Layout(cfg.profile.out_path)
 stats, _ = stats_file.read_stats(layout.stats(ck))
 tokenizer = data.load_tokenizer(layout.tokenizer_dir)
-tokens = tok.token_table(measure.per_class_measures(stats, progress=progress), tokenizer)
+tokens = tok.token_table(measure.measure_stats(stats, per_class=True, progress=progress)[1], tokenizer)
 min_count = cfg.profile.analysis.min_count  # classes with fewer samples are left out of rankings
 print(f"model {ck}: {len(tokens)} token classes")
 print(tok.exclusion_note(tokens, min_count))

@@ -8,7 +8,7 @@ already built) and the process's whole peak.
 
     (a) accumulation of class counts and feature sums: linguistic_collapse.nc.accumulate.accumulate_sums
         (bincount + index_add_) vs the authors' dense one-hot matrix product in chunks
-    (b) the measures at K = 8192, D = 256: linguistic_collapse.nc.measure.compute_measures vs pairwise
+    (b) the measures at K = 8192, D = 256: linguistic_collapse.nc.measure.measure_stats vs pairwise
         differences broadcast in row chunks
     (c) the whole suite at the paper's K = 29,233, D = 1024, against the time of one
         float64 symmetric Gram matrix (the floor of any exact method using symmetry)
@@ -129,9 +129,9 @@ def make_stats(K: int, D: int) -> tuple:
 
 
 def ours_measures(stats) -> dict:
-    from linguistic_collapse.nc.measure import compute_measures
+    from linguistic_collapse.nc.measure import measure_stats
 
-    return compute_measures(stats, progress=False)
+    return measure_stats(stats)[0]
 
 
 def _class_level(stats) -> tuple[np.ndarray, ...]:
@@ -375,7 +375,7 @@ def bench_pairwise(K: int, D: int) -> None:
 def bench_suite(K: int, D: int) -> None:
     print(f"(c) whole measure suite: K={K}, D={D}")
     suite, gram = run_isolated("suite", K, D), run_isolated("gram", K, D)
-    print(line("compute_measures", suite))
+    print(line("measure_stats", suite))
     print(line("Gram floor (matmuls)", gram))
     print(f"  {suite['seconds']:.1f} s = {suite['seconds'] / gram['seconds']:.2f}x the Gram floor "
           f"(+{suite['seconds'] - gram['seconds']:.1f} s); target < {TARGETS['suite_s']:.0f} s: "

@@ -5,7 +5,7 @@ tokenizer (GPT-2's 50,257-token BPE, built offline by ``linguistic_collapse.lm.g
 ``data/gpt2-bpe/gpt2.tiktoken``, so the LM head has the paper's size), trains one paper-like GPT-Neo (4 layers, width 512, context 512) for a few hundred steps in bf16
 autocast with fused AdamW and flash attention when ``flash_attn`` is importable, collects its
 statistics (``linguistic_collapse.stages.collect.collect_model_stats``) and measures them
-(``linguistic_collapse.nc.measure.compute_measures``), and prints training tokens/s, model FLOP utilisation
+(``linguistic_collapse.nc.measure.measure_stats``), and prints training tokens/s, model FLOP utilisation
 (6·N·tokens/s over the GPU's peak dense bf16 FLOP/s), peak GPU memory, collection tokens/s, and
 the largest relative difference between the measures of the CUDA and a CPU collection of the
 same checkpoint on the same blocks.
@@ -192,7 +192,7 @@ def val_loss(model, blocks: np.ndarray, device: torch.device, batch: int) -> flo
 def collect_and_measure(model, train_blocks, val_blocks, out: Path, device: str,
                         batch: int) -> tuple[dict, float, int]:
     """(measures, seconds, tokens) of one collection of ``model`` on ``device``."""
-    from linguistic_collapse.nc.measure import compute_measures
+    from linguistic_collapse.nc.measure import measure_stats
     from linguistic_collapse.stages.collect import collect_model_stats
     from safetensors.torch import load_file
 
@@ -206,7 +206,7 @@ def collect_and_measure(model, train_blocks, val_blocks, out: Path, device: str,
     seconds = time.perf_counter() - t0
     T = train_blocks.shape[1]
     tokens = (len(train_blocks) + len(val_blocks)) * (T - 1)  # feature/label pairs of the data
-    return compute_measures(load_file(str(out)), device="cpu", progress=False), seconds, tokens
+    return measure_stats(load_file(str(out)), device="cpu")[0], seconds, tokens
 
 
 def max_rel_diff(a: dict, b: dict) -> tuple[float, str]:

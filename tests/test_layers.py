@@ -18,8 +18,9 @@ from linguistic_collapse.lm.residual import residual_features
 from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc import reference
 from linguistic_collapse.nc.accumulate import accumulate_moments, accumulate_moments_shared
-from linguistic_collapse.nc.measure import GEOMETRY, geometry_measures
+from linguistic_collapse.nc.measure import measure_stats
 from linguistic_collapse.nc.merge import merge_stats
+from linguistic_collapse.nc.registry import GEOMETRY
 from linguistic_collapse.nc.stats_file import (
     STATS_KEYS,
     load_stats,
@@ -197,7 +198,7 @@ def test_layer_measures_match_reference(model, blocks, tmp_path):
         want = reference.measures({**stats, "lm_head": tensors["lm_head"],
                                    "val_counts": tensors["val_counts"],
                                    "val_agree": tensors["val_agree"]})
-        got = geometry_measures(stats)
+        got = measure_stats(stats, GEOMETRY)[0]
         assert set(got) == {*GEOMETRY, "num_classes"}
         assert got["num_classes"] == int((tensors["counts"] > 0).sum())
         for m in GEOMETRY:

@@ -136,7 +136,7 @@ def test_opt_features_are_after_project_out(saved):
 @pytest.mark.parametrize("arch", ["gpt2", "gpt_neox", "llama", "opt"])
 def test_collect_and_measure_each_architecture(arch, saved, texts, tmp_path):
     from linguistic_collapse.lm.data import load_tokenizer, tokenize_blocks
-    from linguistic_collapse.nc.measure import compute_measures
+    from linguistic_collapse.nc.measure import measure_stats
     from linguistic_collapse.stages.collect import collect_model_stats
     from safetensors.torch import load_file
 
@@ -149,7 +149,7 @@ def test_collect_and_measure_each_architecture(arch, saved, texts, tmp_path):
                               device="cpu", progress=False)
     stats = load_file(str(out))
     assert stats["sums"].shape == (V, lm_head_weight(model).shape[1])
-    measures = compute_measures(stats, progress=False)
+    measures = measure_stats(stats)[0]
     assert measures["num_classes"] >= 2
     bad = {k: v for k, v in measures.items() if not math.isfinite(v)}
     assert not bad, bad

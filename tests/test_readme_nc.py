@@ -24,6 +24,17 @@ def test_the_section_has_the_two_examples():
     assert "ClassStats(" in blocks[0] and "NeuralCollapseCallback(" in blocks[1]
 
 
+def test_the_own_loop_needs_no_hand_written_hook_and_ddp_is_three_lines():
+    loop = _examples()[0]
+    assert "head_features(" in loop and "register_forward_pre_hook" not in loop
+    body = loop.split("stats = ClassStats(", 1)[1].splitlines()
+    assert len([line for line in body if line.strip()]) <= 10  # ClassStats() to the load
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8").split(SECTION, 1)[1]
+    ddp = re.search(r"```text\n(.*?)```", text.split("\n## ", 1)[0], flags=re.S)
+    assert ddp is not None and len(ddp[1].strip().splitlines()) == 3
+    assert ddp[1].count("all_reduce_()") == 2
+
+
 def test_the_classstats_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     scope: dict = {}

@@ -34,4 +34,4 @@ def test_metrics_of_another_measure_version_are_measured_again(tmp_path):
 
 def test_a_measured_stats_file_records_the_measure_version(tmp_path):
     stats = sf.write_stats(tmp_path / "stats.safetensors", random_stats(), META)
-    assert measure_stats_file(stats, progress=False)["measure_version"] == MEASURE_VERSION
+    assert measure_stats_file(stats, progress=False)[0]["measure_version"] == MEASURE_VERSION

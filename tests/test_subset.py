@@ -39,7 +39,7 @@ def test_restricted_stats_equal_stats_of_the_kept_samples_only():
 
 def test_min_count_section_measures_the_frequent_classes_of_a_tiny_stats_file(tmp_path):
     from linguistic_collapse.nc import stats_file as sf
-    from linguistic_collapse.nc.measure import compute_measures
+    from linguistic_collapse.nc.measure import measure_stats
     from linguistic_collapse.nc.subset import min_count_section
     from stats_helpers import random_stats
 
@@ -49,7 +49,7 @@ def test_min_count_section_measures_the_frequent_classes_of_a_tiny_stats_file(tm
     m = int(stats["counts"].median())
     keep = stats["counts"] >= m
     got = min_count_section(stats, m)["min_count"]
-    want = compute_measures(restrict_classes(stats, keep), progress=False)
+    want = measure_stats(restrict_classes(stats, keep))[0]
     assert got["min_count"] == m and got["num_classes"] == int(keep.sum()) < 10
     assert got["nc1_cdnv"] == want["nc1_cdnv"] and got["nc4_agreement"] == want["nc4_agreement"]
     dense = {k: v[keep] for k, v in stats.items() if k != "sw"}  # the kept classes alone

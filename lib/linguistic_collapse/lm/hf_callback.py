@@ -6,21 +6,32 @@ head's input, labels: the next tokens) into a ``linguistic_collapse.nc.ClassStat
 validation blocks for NC4, and appends the measures (keys ``nc/<measure>``) with ``step`` and
 ``epoch`` to ``state.log_history`` and, if given, to a CSV. When not due it does nothing but
 compare the step counter.
+
+Everything that can be checked before training is checked when it begins (``on_train_begin``):
+the blocks against the model (vocabulary, positions), the CSV path (writable, new or a CSV this
+callback wrote) and the model's dtype (floating: fp32, bf16, fp16; features are accumulated in
+float64 and the classifier is cast once). Under torch.distributed (DDP) each rank streams its
+share of the blocks, the ranks' statistics are combined (``ClassStats.all_reduce_``) before
+measuring, and rank 0 alone writes the CSV.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from transformers import TrainerCallback
 
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.paths import check_out, is_csv_with
 from linguistic_collapse.lm.devices import inference_autocast
+from linguistic_collapse.lm.features import check_token_blocks
 from linguistic_collapse.lm.model import final_features, lm_head_weight
 from linguistic_collapse.nc import ClassStats
 
@@ -61,7 +72,32 @@ class NeuralCollapseCallback(TrainerCallback):
         self.batch_size, self.which = batch_size, which
         self.csv_path = None if csv_path is None else Path(csv_path)
         self.rows: list[dict[str, float]] = []
+        self.undefined: dict[int, dict[str, str]] = {}  # step -> {measure: why it is NaN}
         self._last_step: int | None = None
+
+    def check(self, model: nn.Module) -> None:
+        """UserError in one line when the blocks do not fit ``model`` (vocabulary, positions),
+        its dtype is not floating, or the CSV path cannot be written (a folder, another file,
+        an unwritable folder)."""
+        W = lm_head_weight(model)
+        if not W.is_floating_point():
+            raise UserError(f"NeuralCollapseCallback needs a floating-point model (fp32, bf16, "
+                            f"fp16); its LM head is {W.dtype}")
+        check_token_blocks(model, self.blocks, "NeuralCollapseCallback blocks")
+        if self.val_blocks is not None:
+            check_token_blocks(model, self.val_blocks, "NeuralCollapseCallback val_blocks")
+        if self.csv_path is not None and _is_writer():
+            check_out(self.csv_path, suffix=".csv", ours=lambda p: is_csv_with(p, ["step", "epoch"]),
+                      flag="NeuralCollapseCallback csv_path")
+            folder = next(p for p in (self.csv_path.parent, *self.csv_path.parents) if p.exists())
+            if not folder.is_dir() or not os.access(folder, os.W_OK):
+                raise UserError(f"NeuralCollapseCallback csv_path {self.csv_path}: {folder} is "
+                                "not a writable folder; choose another csv_path")
+
+    def on_train_begin(self, args, state, control, model: nn.Module | None = None, **kwargs):
+        if model is None:
+            raise UserError("NeuralCollapseCallback needs the Trainer to pass the model")
+        self.check(model)
 
     def on_step_end(self, args, state, control, model: nn.Module | None = None, **kwargs):
         if self.every_n_steps and state.global_step % self.every_n_steps == 0:
@@ -73,26 +109,38 @@ class NeuralCollapseCallback(TrainerCallback):
 
     def _features(self, model: nn.Module, ids: torch.Tensor, device: torch.device
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(LM-head inputs (B*(T-1), D), next tokens (B*(T-1),)) of a batch of blocks."""
+        """(LM-head inputs (B*(T-1), D) as float32 or wider, next tokens (B*(T-1),)) of a
+        batch of blocks."""
         x = final_features(model, ids.to(device))  # (B, T, D)
-        return x[:, :-1].reshape(-1, x.shape[-1]), ids[:, 1:].reshape(-1).to(device)
+        x = x[:, :-1].reshape(-1, x.shape[-1])
+        return (x.float() if x.dtype in (torch.float16, torch.bfloat16) else x,
+                ids[:, 1:].reshape(-1).to(device))
 
     def measure(self, model: nn.Module) -> dict[str, float]:
-        """The measures of ``model`` on the callback's blocks (training mode restored)."""
+        """The measures of ``model`` on the callback's blocks (training mode restored); under
+        torch.distributed every rank must call it, each streaming its share of the blocks."""
         was_training = model.training
-        W = lm_head_weight(model).detach()  # (V, D)
+        W = lm_head_weight(model).detach().to(torch.float64)  # (V, D), cast once
         stats = ClassStats(W.shape[0], W.shape[1], W.device)
+        rank, world = _rank_world()
         model.eval()
         try:
             with torch.inference_mode(), inference_autocast(W.device):
-                for a in range(0, len(self.blocks), self.batch_size):
-                    stats.add(*self._features(model, self.blocks[a:a + self.batch_size],
-                                              W.device))
-                for a in range(0, 0 if self.val_blocks is None else len(self.val_blocks),
-                               self.batch_size):
-                    x, y = self._features(model, self.val_blocks[a:a + self.batch_size],
-                                          W.device)
-                    stats.add_validation(x, y, W)
+                for split, blocks in ((1, self.blocks), (2, self.val_blocks)):
+                    if blocks is None:
+                        continue
+                    mine = blocks[rank::world]
+                    for a in range(0, len(mine), self.batch_size):
+                        x, y = self._features(model, mine[a:a + self.batch_size], W.device)
+                        if split == 1:
+                            stats.add(x, y)
+                        else:
+                            stats.add_validation(x, y, W)
+                    if split == 2 and not stats.frozen:  # this rank got no validation block
+                        stats.add_validation(torch.zeros(0, W.shape[1], device=W.device),
+                                             torch.zeros(0, dtype=torch.long), W)
+                    if world > 1:
+                        stats.all_reduce_()
         finally:
             model.train(was_training)
         return stats.measures(W, self.which)
@@ -103,11 +151,14 @@ class NeuralCollapseCallback(TrainerCallback):
         if self._last_step == state.global_step:
             return
         self._last_step = state.global_step
+        measures = self.measure(model)
+        if "undefined" in measures:
+            self.undefined[state.global_step] = measures.pop("undefined")
         row = {"step": state.global_step, "epoch": state.epoch,
-               **{PREFIX + k: v for k, v in self.measure(model).items()}}
+               **{PREFIX + k: v for k, v in measures.items()}}
         self.rows.append(row)
         state.log_history.append(dict(row))
-        if self.csv_path is not None:
+        if self.csv_path is not None and _is_writer():
             self._append_csv(row)
 
     def _append_csv(self, row: dict[str, float]) -> None:
@@ -119,3 +170,15 @@ class NeuralCollapseCallback(TrainerCallback):
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+
+def _rank_world() -> tuple[int, int]:
+    """(this rank, number of ranks) under torch.distributed, else (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _is_writer() -> bool:
+    """True on the process that writes files: rank 0, or the only process."""
+    return _rank_world()[0] == 0

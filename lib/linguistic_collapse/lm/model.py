@@ -328,14 +328,16 @@ def _grab_head_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
     raise _HeadInput(args[0] if args else next(iter(kwargs.values())))
 
 
-def final_features(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+def final_features(model: nn.Module, input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Features (B, T, D): exactly the LM head's input (last hidden state after the final norm,
     and after OPT's ``project_out``), read by a forward pre-hook on the head that ends the forward
-    before any logits are computed."""
+    before any logits are computed; ``attention_mask`` (B, T) is passed on when given."""
     handle = _output_embeddings(model).register_forward_pre_hook(_grab_head_input,
                                                                   with_kwargs=True)
+    mask = {} if attention_mask is None else {"attention_mask": attention_mask}
     try:
-        model(input_ids=input_ids, use_cache=False)
+        model(input_ids=input_ids, use_cache=False, **mask)
     except _HeadInput as got:
         return got.x
     finally:

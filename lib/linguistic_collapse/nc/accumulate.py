@@ -45,11 +45,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def check_finite(features: Tensor) -> None:
-    """UserError when features hold NaN or inf (one reduction: cheaper than an isfinite mask)."""
-    if not torch.isfinite(features.sum()):
+    """UserError when features hold NaN or inf (one reduction: cheaper than an isfinite mask).
+
+    The sum is taken in float64 (float32 for 16-bit features), so finite fp16/bf16 features
+    whose sum exceeds 65504 are not mistaken for an overflow."""
+    wide = torch.float32 if features.dtype in (torch.float16, torch.bfloat16) else torch.float64
+    if not torch.isfinite(features.sum(dtype=wide)):
         raise UserError(
             "features contain NaN or inf: check the model/precision (a diverged checkpoint, or "
-            "fp16 overflow; collect in float32 or bf16)"
+            "fp16 overflow inside the model; run it in float32 or bf16)"
         )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,15 +30,22 @@ import torch
 from torch import Tensor
 
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.nc.accumulate import class_means
 from linguistic_collapse.nc.pairwise import (
-    MOMENT_KEYS,
     Classes,
     PairSums,
+    check_tensors,
     class_tensors,
     interference,
     pairwise_sums,
 )
-from linguistic_collapse.nc.registry import GEOMETRY, MEASURES, NEEDS_SCATTER, get
+from linguistic_collapse.nc.registry import (
+    MEASURES,
+    NEEDS_SCATTER,
+    PINV_MEASURES,
+    PINV_RTOLS,
+    get,
+)
 from linguistic_collapse.nc.stats_file import read_stats
 
 if TYPE_CHECKING:
@@ -47,19 +55,26 @@ if TYPE_CHECKING:
 # none) is measured again (``linguistic_collapse.stages.refresh``). Bump it whenever a measure is added, removed,
 # or its definition or numerics change, so that reused metrics never mix two definitions.
 # 1 (unrecorded): the 12 measures of the paper; 2: nc1_pinv, nc2_etf_error, nc3_duality_error,
-# UNC3 on |mean|, the min-count robustness section; 3: nc1_pinv's cut-off PINV_RTOL.
-MEASURE_VERSION = 3
+# UNC3 on |mean|, the min-count robustness section; 3: nc1_pinv's cut-off PINV_RTOL;
+# 4: nc1_pinv under the pre-registered cut-offs 1e-6 and 1e-3 too (PINV_RTOLS).
+MEASURE_VERSION = 4
 # Eigenvalues of Sigma_B below this fraction of the largest are dropped by nc1_pinv's
-# pseudo-inverse. A final layer norm puts every feature on a hyperplane, so Sigma_B and Sigma_W
-# share one null direction whose eigenvalue is round-off (1e-17 to 3e-15 of the largest in the
-# smoke and cpu models; the next one is 1e-5 or more); a cut-off at D eps sat at that round-off
-# and kept or dropped the direction by chance, moving nc1_pinv by up to 25 % between thread counts.
-PINV_RTOL = 1e-10
+# pseudo-inverse. A final layer norm puts every feature on a hyperplane, so
+# Sigma_B and Sigma_W share one null direction whose eigenvalue is round-off (1e-17 to 3e-15 of
+# the largest in the smoke and cpu models; the next one is 1e-5 or more); a cut-off at D eps sat
+# at that round-off and kept or dropped the direction by chance, moving nc1_pinv by up to 25 %
+# between thread counts. PINV_RTOLS adds the pre-registered 1e-6 and 1e-3 (PINV_MEASURES).
+PINV_RTOL = PINV_RTOLS[0]
+__all__ = ["MEASURE_VERSION", "PINV_RTOL", "measure_stats", "measure_stats_file",
+           "nc1_measures", "nc2_measures", "gnc2_measures", "nc3_measures", "nc4_measure"]
 
 INT_METADATA = (
     "vocab_size", "width", "format_version",
     "pass1_blocks", "pass1_tokens", "pass2_blocks", "pass2_tokens",
 )
+NEEDS_CLASSIFIER = ("nc3_duality_mean", "unc3_duality_cv", "nc3_duality_error")  # need W (V, D)
+NEEDS_VALIDATION = ("nc4_agreement",)  # need pass 2
+NEEDS_PAIRS = tuple(m for m in MEASURES if m.startswith(("nc1_cdnv", "nc2_", "gnc2_")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,65 +177,64 @@ def _etf_error(fro: float, trace: float, ones: float, K: int) -> float:
 
 def _mean_gram(C: Classes) -> tuple[Tensor, Tensor]:
     """(M^T M (D, D), M^T 1 (D,)) of the centred means M (K, D) = U diag(norms); a mean at
-    the centre (norm 0, U undefined) is the zero row it is."""
+    the centre (norm 0, U undefined) is the zero row it is. Computed once per assembly: the
+    ETF error, the self-duality error and nc1_pinv all use it."""
     M = torch.where(C.norms[:, None] > 0, C.U * C.norms[:, None], 0.0)  # (K, D)
     return M.T @ M, M.sum(0)
 
 
-def _nc2_etf(C: Classes) -> dict[str, float]:
+def _nc2_etf(C: Classes, MtM: Tensor, msum: Tensor) -> dict[str, float]:
     """NC2 as one number, the simplex-ETF error of G = M M^T (Kothapalli 2023's
     ``simplex_etf_error``): ||G||_F = ||M^T M||_F, tr G = tr(M^T M), 1^T G 1 = ||M^T 1||^2."""
-    MtM, msum = _mean_gram(C)
     return {"nc2_etf_error": _etf_error(float(MtM.norm()), float(MtM.trace()),
                                         float(msum @ msum), len(C.idx))}
 
 
-def _nc3_error(stats: Mapping[str, Tensor], C: Classes, chunk: int = 4096) -> dict[str, float]:
+def _nc3_error(W: Tensor, C: Classes, MtM: Tensor, msum: Tensor, chunk: int = 4096
+               ) -> dict[str, float]:
     """NC3 as one number, the self-duality error: the ETF error of G = W_K M^T (W's rows of the
     K classes): ||G||_F^2 = tr((W^T W)(M^T M)), tr G = sum_c <w_c, m_c>, 1^T G 1 = (W^T 1) .
     (M^T 1); W^T W is summed over row chunks, so W is never copied whole in float64."""
-    MtM, msum = _mean_gram(C)
     D = MtM.shape[0]
     WtW = torch.zeros(D, D, dtype=torch.float64, device=MtM.device)
     wsum = torch.zeros(D, dtype=torch.float64, device=MtM.device)
     trace = 0.0
     for lo in range(0, len(C.idx), chunk):
-        W = stats["lm_head"][C.idx[lo:lo + chunk]].to(MtM.device, torch.float64)  # (k, D)
-        WtW += W.T @ W
-        wsum += W.sum(0)
+        rows = W[C.idx[lo:lo + chunk]].to(MtM.device, torch.float64)  # (k, D)
+        WtW += rows.T @ rows
+        wsum += rows.sum(0)
         norms = C.norms[lo:lo + chunk, None]
-        trace += float((W * torch.where(norms > 0, C.U[lo:lo + chunk] * norms, 0.0)).sum())
+        trace += float((rows * torch.where(norms > 0, C.U[lo:lo + chunk] * norms, 0.0)).sum())
     fro = math.sqrt(max(0.0, float((WtW * MtM).sum())))  # both symmetric: tr(AB) = sum A * B
     return {"nc3_duality_error": _etf_error(fro, trace, float(wsum @ msum), len(C.idx))}
 
 
-def _nc1_pinv(stats: Mapping[str, Tensor], C: Classes) -> dict[str, float]:
-    """NC1 of Papyan et al. 2020, Tr(Sigma_W Sigma_B^+) / K: Sigma_W = sw / N the pooled
-    within-class covariance (D, D) over all N training samples, Sigma_B = M^T M / K of the
-    centred means; eigenvalues below ``PINV_RTOL`` of the largest are dropped by the pseudo-inverse.
-    NaN without ``sw`` (restricted statistics), with its reason (``undefined_reasons``)."""
-    if "sw" not in stats:
-        return {"nc1_pinv": math.nan}
-    MtM, _ = _mean_gram(C)
+def _nc1_pinv(sw: Tensor | None, C: Classes, MtM: Tensor) -> dict[str, float]:
+    """NC1 of Papyan et al. 2020, Tr(Sigma_W Sigma_B^+) / K, under each cut-off of
+    ``PINV_RTOLS`` (``PINV_MEASURES``): Sigma_W = sw / N the pooled within-class covariance
+    (D, D) over all N training samples, Sigma_B = M^T M / K = V diag(l) V^T of the centred
+    means. One eigendecomposition serves every cut-off: Tr(Sigma_W Sigma_B^+) = sum over kept
+    i of v_i^T Sigma_W v_i / l_i, kept where |l_i| > rtol max |l| (``torch.linalg.pinv``'s
+    rule). NaN without ``sw`` (restricted statistics), with its reason (``undefined_reasons``)."""
+    if sw is None:
+        return dict.fromkeys(PINV_MEASURES, math.nan)
     K = len(C.idx)
-    sigma_w = stats["sw"].to(MtM.device, torch.float64) / float(C.counts.sum())
-    pinv = torch.linalg.pinv(MtM / K, rtol=PINV_RTOL, hermitian=True)
-    return {"nc1_pinv": float((sigma_w * pinv).sum()) / K}  # tr(AB) = sum A * B, symmetric
+    sigma_w = sw.to(MtM.device, torch.float64) / float(C.counts.sum())
+    evals, evecs = torch.linalg.eigh(MtM / K)  # (D,), (D, D)
+    quad = ((sigma_w @ evecs) * evecs).sum(0)  # (D,) v_i^T Sigma_W v_i
+    size = evals.abs()
+    return {name: float((quad / evals)[size > rtol * size.max()].sum()) / K
+            for name, rtol in zip(PINV_MEASURES, PINV_RTOLS, strict=True)}
 
 
-def nc4_measure(stats: Mapping[str, Tensor]) -> dict[str, float]:
+def _nc4(val_counts: Tensor, val_agree: Tensor) -> dict[str, float]:
     """NC4 agreement of the LM head with the nearest-class-centre rule (Papyan et al. 2020):
     the token-weighted fraction sum(val_agree) / sum(val_counts)."""
-    total = int(stats["val_counts"].sum())
+    total = int(val_counts.sum())
     if total == 0:
-        raise ValueError("val_counts sums to 0: no validation tokens; run pass 2 of linguistic_collapse.stages.collect")
-    return {"nc4_agreement": int(stats["val_agree"].sum()) / total}
-
-
-def _measures(stats: Mapping[str, Tensor], C: Classes, P: PairSums) -> dict[str, float]:
-    out = {**_nc1(P), **_nc1_pinv(stats, C), **_nc2(C, P), **_nc2_etf(C), **_gnc2(P),
-           **_nc3(C), **_nc3_error(stats, C), **nc4_measure(stats)}
-    return _defined({**{k: float(out[k]) for k in MEASURES}, "num_classes": len(C.idx)}, C)
+        raise UserError("nc4_agreement needs validation tokens: call ClassStats.add_validation("
+                        "features, labels, W) on held-out data first")
+    return {"nc4_agreement": int(val_agree.sum()) / total}
 
 
 def _table(C: Classes, P: PairSums) -> pd.DataFrame:
@@ -229,138 +243,191 @@ def _table(C: Classes, P: PairSums) -> pd.DataFrame:
     K = len(C.idx)
     columns = {
         "token_id": C.idx, "count": C.counts, "sigma2": C.sigma2, "norm": C.norms,
-        "duality": C.duality, "variability": P.variability / (K - 1),
-        "interference": interference(C),
+        "duality": C.duality if C.duality is not None else torch.full_like(C.norms, math.nan),
+        "variability": P.variability / (K - 1), "interference": interference(C),
     }
     return pd.DataFrame({k: v.cpu().numpy() for k, v in columns.items()})
 
 
-def geometry_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
-                      tile: int = 2048, progress: bool = False) -> dict[str, float]:
-    """NC1, NC2 and GNC2 (``GEOMETRY``) plus ``num_classes`` from class moments alone (counts,
-    sums, sq_dev): for features with no classifier of their own, e.g. an inner layer's."""
-    C = class_tensors(stats, device, classifier=False)
-    P = pairwise_sums(stats, C, tile, per_class=False, progress=progress)
-    out = {**_nc1(P), **_nc2(C, P), **_nc2_etf(C), **_gnc2(P)}
-    return _defined({**{k: float(out[k]) for k in GEOMETRY}, "num_classes": len(C.idx)}, C)
+# ---------------------------------------------------------------------------------------------
+# The one assembly: every caller (ClassStats.measures, the stats files, the per-layer measures,
+# the per-property functions) computes its measures here, with the undefined-value rule.
 
 
-def measure_stats(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
-                tile: int = 2048, per_class: bool = True, progress: bool = True
-                ) -> tuple[dict[str, float], pd.DataFrame | None]:
-    """The measures and (if ``per_class``) the per-class table from ONE pairwise pass."""
-    C = class_tensors(stats, device)
-    P = pairwise_sums(stats, C, tile, per_class=per_class, progress=progress)
-    return _measures(stats, C, P), _table(C, P) if per_class else None
+@dataclass(frozen=True)
+class ClassInputs:
+    """What the measures are computed from, checked: counts (V,) int64, class means (V, D)
+    float64, within-class squared deviations sq_dev (V,); optional pooled scatter sw (D, D),
+    classifier W (V, D) and pass 2's val_counts, val_agree (V,) int64."""
+
+    counts: Tensor
+    means: Tensor
+    sq_dev: Tensor
+    sw: Tensor | None = None
+    W: Tensor | None = None
+    val_counts: Tensor | None = None
+    val_agree: Tensor | None = None
 
 
-def compute_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
-                     tile: int = 2048, progress: bool = True) -> dict[str, float]:
-    """Every measure of paper section 5 from the tensors of a stats file (see module doc),
-    plus ``num_classes`` (K, the classes with count >= 1).
+def _names(inp: ClassInputs, which: Sequence[str] | None) -> list[str]:
+    """The registry measures to compute, in registry order: ``which`` (UserError naming what is
+    missing: W or pass 2), or every one the inputs allow. The nc1_pinv measures are always
+    allowed: without ``sw`` they are NaN with their reason."""
+    has_w, has_val = inp.W is not None, inp.val_counts is not None
+    if which is None:
+        return [m for m in MEASURES if (has_w or m not in NEEDS_CLASSIFIER)
+                and (has_val or m not in NEEDS_VALIDATION)]
+    names = {get(m).name for m in which}
+    if not has_w and names & set(NEEDS_CLASSIFIER):
+        raise UserError(f"{sorted(names & set(NEEDS_CLASSIFIER))} need the classifier W (V, D): "
+                        "pass W to ClassStats.measures (the LM head's weight)")
+    if not has_val and names & set(NEEDS_VALIDATION):
+        raise UserError("nc4_agreement needs pass 2: call ClassStats.add_validation(features, "
+                        "labels, W) on held-out data first")
+    return [m for m in MEASURES if m in names]
 
-    Memory is O(K D + tile^2) whatever K; the same code runs on CPU and CUDA via ``device``.
-    """
-    return measure_stats(stats, device, tile, per_class=False, progress=progress)[0]
 
-
-def per_class_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
-                       tile: int = 2048, progress: bool = True) -> pd.DataFrame:
-    """One row per class with count >= 1, for the token analysis (Wu & Papyan 2024).
-
-    Columns: token_id, count, sigma2, norm ||m_c||, duality cos(w_c, m_c), variability (mean
-    over c' != c of the pairwise CDNV, d^4 variant) and interference (mean over c' != c of
-    cos(m_c, m_c')).
-    """
-    return measure_stats(stats, device, tile, per_class=True, progress=progress)[1]
+def assemble(inp: ClassInputs, which: Sequence[str] | None = None,
+             device: str | torch.device = "cpu", tile: int = 2048, per_class: bool = False,
+             progress: bool = False) -> tuple[dict, pd.DataFrame | None]:
+    """(measures, per-class table or None): the registry measures named in ``which`` (default:
+    every one the inputs allow) plus ``num_classes``, each undefined value NaN with its reason
+    under ``undefined``; the pairwise pass runs once, only when a pairwise measure or the table
+    is asked for. Memory O(K D + tile^2); the same code on CPU and CUDA via ``device``."""
+    names = _names(inp, which)
+    need = set(names)
+    W = inp.W if need & set(NEEDS_CLASSIFIER) or per_class else None
+    C = class_tensors(inp.counts, inp.means, inp.sq_dev, W, device)
+    out: dict[str, float] = {}
+    P = None
+    if per_class or need & set(NEEDS_PAIRS):
+        P = pairwise_sums(inp.means, C, tile, per_class=per_class, progress=progress)
+        out.update({**_nc1(P), **_nc2(C, P), **_gnc2(P)})
+    if need & {"nc2_etf_error", "nc3_duality_error", *PINV_MEASURES}:
+        MtM, msum = _mean_gram(C)
+        if "nc2_etf_error" in need:
+            out.update(_nc2_etf(C, MtM, msum))
+        if need & set(PINV_MEASURES):
+            out.update(_nc1_pinv(inp.sw, C, MtM))
+        if "nc3_duality_error" in need:
+            out.update(_nc3_error(inp.W, C, MtM, msum))
+    if need & {"nc3_duality_mean", "unc3_duality_cv"}:
+        out.update(_nc3(C))
+    if "nc4_agreement" in need:
+        out.update(_nc4(inp.val_counts, inp.val_agree))
+    measures = _defined({**{m: float(out[m]) for m in names}, "num_classes": len(C.idx)}, C)
+    return measures, _table(C, P) if per_class else None
 
 
 # ---------------------------------------------------------------------------------------------
-# Public measures of a stats mapping (``counts``, ``sums``, ``sq_dev``; ``lm_head`` for NC3,
-# ``val_counts`` and ``val_agree`` for NC4), e.g. ``linguistic_collapse.nc.ClassStats.tensors``
-
-NEEDS_CLASSIFIER = ("nc3_duality_mean", "unc3_duality_cv", "nc3_duality_error")  # need W (V, D)
-NEEDS_VALIDATION = ("nc4_agreement",)  # need pass 2
+# Public per-property functions of tensors (as the authors' ``neural_collapse`` library):
+# counts (V,) int64, class means (V, D), within-class squared deviations sq_dev (V,), pooled
+# within-class scatter sw (D, D), classifier W (V, D). Classes with count 0 are left out.
 
 
-def _geometry(stats: Mapping[str, Tensor], device: str | torch.device, tile: int
-              ) -> tuple[Classes, PairSums]:
-    C = class_tensors(stats, device, classifier=False)
-    return C, pairwise_sums(stats, C, tile, per_class=False, progress=False)
+def _inputs(what: str, counts: Tensor, means: Tensor, sq_dev: Tensor | None = None,
+            sw: Tensor | None = None, W: Tensor | None = None, val_counts: Tensor | None = None,
+            val_agree: Tensor | None = None) -> ClassInputs:
+    """Checked float64 inputs of a per-property function ``what`` (ValueError naming the
+    argument); any floating dtype is accepted (cast once)."""
+    given = {"counts": counts, "means": means, "sq_dev": sq_dev, "sw": sw, "lm_head": W,
+             "val_counts": val_counts, "val_agree": val_agree}
+    tensors = {k: torch.as_tensor(v) for k, v in given.items() if v is not None}
+    tensors = {k: v.double() if v.is_floating_point() else v for k, v in tensors.items()}
+    if "sq_dev" not in tensors:  # the geometry of the means alone: sigma2 is unused
+        tensors["sq_dev"] = torch.zeros(tensors["counts"].shape, dtype=torch.float64,
+                                        device=tensors["counts"].device)
+    check_tensors(tensors, what)
+    return ClassInputs(tensors["counts"], tensors["means"], tensors["sq_dev"], tensors.get("sw"),
+                       tensors.get("lm_head"), tensors.get("val_counts"), tensors.get("val_agree"))
 
 
-def nc1_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
-                 tile: int = 2048) -> dict[str, float]:
+def _property(inp: ClassInputs, names: Sequence[str], device: str | torch.device, tile: int
+              ) -> dict:
+    out = assemble(inp, names, device, tile)[0]
+    del out["num_classes"]
+    return out
+
+
+def nc1_measures(counts: Tensor, means: Tensor, sq_dev: Tensor, sw: Tensor | None = None, *,
+                 device: str | torch.device = "cpu", tile: int = 2048) -> dict:
     """NC1 within-class variability: ``nc1_cdnv`` (mean over pairs of (sigma_c^2 +
-    sigma_c'^2) / (2 ||mu_c - mu_c'||^4), Wu & Papyan 2024) and ``nc1_cdnv_galanti`` (the same
-    with ||mu_c - mu_c'||^2, Galanti et al. 2022), and with the pooled scatter ``sw``
-    ``nc1_pinv`` (Tr(Sigma_W Sigma_B^+) / K, Papyan et al. 2020). Lower means more collapse."""
-    C, P = _geometry(stats, device, tile)
-    return {**_nc1(P), **(_nc1_pinv(stats, C) if "sw" in stats else {})}
+    sigma_c'^2) / (2 ||mu_c - mu_c'||^4), Wu & Papyan 2024, sigma_c^2 = sq_dev_c / N_c) and
+    ``nc1_cdnv_galanti`` (the same with ||mu_c - mu_c'||^2, Galanti et al. 2022), and with the
+    pooled scatter ``sw`` ``nc1_pinv`` (Tr(Sigma_W Sigma_B^+) / K, Papyan et al. 2020) under
+    each cut-off. Lower means more collapse."""
+    names = [m for m in MEASURES if m.startswith("nc1") and (sw is not None
+                                                             or m not in NEEDS_SCATTER)]
+    return _property(_inputs("nc1_measures", counts, means, sq_dev, sw), names, device, tile)
 
 
-def nc2_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
-                 tile: int = 2048) -> dict[str, float]:
+def nc2_measures(counts: Tensor, means: Tensor, *, device: str | torch.device = "cpu",
+                 tile: int = 2048) -> dict:
     """NC2 equinormness (CV of the centred-mean norms, and of their logs) and equiangularity
     (mean, population std and CV of the pairwise cosines of the centred means), and the
     simplex-ETF error of the centred means."""
-    C, P = _geometry(stats, device, tile)
-    return {**_nc2(C, P), **_nc2_etf(C)}
+    names = [m for m in MEASURES if m.startswith("nc2")]
+    return _property(_inputs("nc2_measures", counts, means), names, device, tile)
 
 
-def gnc2_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu",
-                  tile: int = 2048) -> dict[str, float]:
+def gnc2_measures(counts: Tensor, means: Tensor, *, device: str | torch.device = "cpu",
+                  tile: int = 2048) -> dict:
     """GNC2 hyperspherical uniformity: mean and population variance over pairs of the log
     kernel log(1 / ||u_c - u_c'||) of the unit centred means."""
-    return _gnc2(_geometry(stats, device, tile)[1])
+    names = [m for m in MEASURES if m.startswith("gnc2")]
+    return _property(_inputs("gnc2_measures", counts, means), names, device, tile)
 
 
-def nc3_measures(stats: Mapping[str, Tensor], device: str | torch.device = "cpu"
-                 ) -> dict[str, float]:
+def nc3_measures(counts: Tensor, means: Tensor, W: Tensor, *,
+                 device: str | torch.device = "cpu") -> dict:
     """NC3 self-duality mean_c cos(w_c, m_c), its matrix form the self-duality error, and UNC3
-    uniform duality (the CV), with W the stats' ``lm_head`` (V, D)."""
-    C = class_tensors(stats, device, keys=(*MOMENT_KEYS, "lm_head"))
-    return {**_nc3(C), **_nc3_error(stats, C)}
+    uniform duality (the CV), with W the classifier (V, D) (the LM head's weight)."""
+    return _property(_inputs("nc3_measures", counts, means, W=W), NEEDS_CLASSIFIER, device, 2048)
 
 
-def select_measures(stats: Mapping[str, Tensor], which: Sequence[str] | None = None,
-                    device: str | torch.device = "cpu", tile: int = 2048) -> dict[str, float]:
-    """The registry measures named in ``which`` (default: every one the tensors allow: the
-    geometry always, NC3/UNC3 with ``lm_head``, NC4 with ``val_counts``), in registry order,
-    from one pairwise pass; UserError naming what is missing for a named measure."""
-    has_w, has_val, has_sw = "lm_head" in stats, "val_counts" in stats, "sw" in stats
-    if which is None:
-        names = [m for m in MEASURES if (has_w or m not in NEEDS_CLASSIFIER)
-                 and (has_val or m not in NEEDS_VALIDATION) and (has_sw or m not in NEEDS_SCATTER)]
-    else:
-        names = [get(m).name for m in which]
-        if not has_sw and set(names) & set(NEEDS_SCATTER):
-            raise UserError("nc1_pinv needs the pooled within-class scatter sw of pass 1, which "
-                            "these statistics lack (restricted to some classes, or an old file)")
-        if not has_w and set(names) & set(NEEDS_CLASSIFIER):
-            raise UserError(f"{sorted(set(names) & set(NEEDS_CLASSIFIER))} need the classifier "
-                            "W (V, D): pass W (the LM head's weight)")
-        if not has_val and set(names) & set(NEEDS_VALIDATION):
-            raise UserError("nc4_agreement needs pass 2: call add_validation(features, labels, "
-                            "W) on held-out data first")
-    keys = (*MOMENT_KEYS, *(("lm_head",) if has_w else ()),
-            *(("val_counts", "val_agree") if has_val else ()))
-    C = class_tensors(stats, device, classifier=has_w, keys=keys)
-    out: dict[str, float] = {}
-    if set(names) - set(NEEDS_CLASSIFIER) - set(NEEDS_VALIDATION):
-        P = pairwise_sums(stats, C, tile, per_class=False, progress=False)
-        out.update({**_nc1(P), **_nc2(C, P), **_nc2_etf(C), **_gnc2(P)})
-    if set(names) & set(NEEDS_SCATTER):
-        out.update(_nc1_pinv(stats, C))
-    if set(names) & set(NEEDS_CLASSIFIER):
-        out.update({**_nc3(C), **_nc3_error(stats, C)})
-    if set(names) & set(NEEDS_VALIDATION):
-        out.update(nc4_measure(stats))
-    return {m: float(out[m]) for m in MEASURES if m in names}
+def nc4_measure(val_counts: Tensor | None, val_agree: Tensor | None) -> dict[str, float]:
+    """NC4 agreement: the token-weighted fraction sum(val_agree) / sum(val_counts) of pass 2
+    (``ClassStats.tensors["val_counts"]``, ``["val_agree"]``)."""
+    if val_counts is None or val_agree is None:
+        raise UserError("nc4_measure needs pass 2's val_counts and val_agree: call "
+                        "ClassStats.add_validation(features, labels, W) on held-out data first")
+    if val_counts.shape != val_agree.shape or bool((val_agree > val_counts).any()):
+        raise ValueError("nc4_measure: val_agree must have val_counts' shape and never exceed it")
+    return _nc4(val_counts, val_agree)
 
 
 # ---------------------------------------------------------------------------------------------
-# Files
+# Stats mappings and files: the tensors keyed as in ``stats.safetensors`` (``counts``, ``sums``,
+# ``sq_dev``, ``sw``, ``lm_head``, ``val_counts``, ``val_agree``), e.g. ``ClassStats.tensors``.
+
+FILE_KEYS = ("counts", "sums", "sq_dev", "sw", "lm_head", "val_counts", "val_agree")
+
+
+def measure_stats(stats: Mapping[str, Tensor], which: Sequence[str] | None = None, *,
+                  device: str | torch.device = "cpu", tile: int = 2048, per_class: bool = False,
+                  progress: bool = False) -> tuple[dict, pd.DataFrame | None]:
+    """(measures, per-class table or None) of a stats mapping, from one pairwise pass: the
+    registry measures named in ``which`` (default: every one the tensors allow: the geometry
+    always, NC3/UNC3 with ``lm_head``, NC4 with ``val_counts``) plus ``num_classes``; each
+    undefined value NaN with its reason under ``undefined``.
+
+    The table has one row per class with count >= 1, for the token analysis (Wu & Papyan
+    2024): token_id, count, sigma2, norm ||m_c||, duality cos(w_c, m_c), variability (mean over
+    c' != c of the pairwise CDNV, d^4 variant) and interference (mean over c' != c of
+    cos(m_c, m_c'))."""
+    missing = [k for k in ("counts", "sums", "sq_dev") if k not in stats]
+    if missing:
+        raise ValueError(f"stats lack tensors {missing}; a stats mapping holds counts, sums and "
+                         "sq_dev (ClassStats.tensors, or a stats.safetensors file)")
+    if ("val_counts" in stats) != ("val_agree" in stats):
+        raise ValueError(f"stats lack tensors {[k for k in ('val_counts', 'val_agree') if k not in stats]}"
+                         "; pass 2 (ClassStats.add_validation) gives val_counts and val_agree")
+    tensors = {k: stats[k] for k in FILE_KEYS if k in stats}
+    check_tensors(tensors)
+    inp = ClassInputs(tensors["counts"], class_means(tensors["counts"], tensors["sums"]),
+                      tensors["sq_dev"], tensors.get("sw"), tensors.get("lm_head"),
+                      tensors.get("val_counts"), tensors.get("val_agree"))
+    return assemble(inp, which, device, tile, per_class, progress)
 
 
 def _typed_metadata(meta: Mapping[str, str]) -> dict[str, str | int]:
@@ -370,24 +437,14 @@ def _typed_metadata(meta: Mapping[str, str]) -> dict[str, str | int]:
 
 
 def measure_stats_file(path: str | Path, device: str | torch.device = "cpu", tile: int = 2048,
-                       progress: bool = True) -> dict:
-    """Measures of one stats.safetensors (verified read) plus the metadata that identifies its
-    model; ``path`` as given (callers resolve repository-relative paths)."""
-    return _measure_file(path, device, tile, per_class=False, progress=progress)[0]
-
-
-def _measure_file(path: str | Path, device: str | torch.device, tile: int, per_class: bool,
-                  progress: bool) -> tuple[dict, pd.DataFrame | None]:
-    """(measures with the file's metadata, per-class table or None) of one stats file."""
+                       progress: bool = True, per_class: bool = False
+                       ) -> tuple[dict, pd.DataFrame | None]:
+    """(every measure of one stats.safetensors (verified read) plus the metadata that
+    identifies its model, per-class table or None); ``path`` as given (callers resolve
+    repository-relative paths)."""
     path = Path(path)
     stats, meta = read_stats(path)  # verifies means_hash and the LM-head hash
-    measures, table = measure_stats(stats, device, tile, per_class, progress)
+    measures, table = measure_stats(stats, device=device, tile=tile, per_class=per_class,
+                                    progress=progress)
     return ({**_typed_metadata(meta), **measures, "stats_path": str(path),
              "measure_version": MEASURE_VERSION}, table)
-
-
-def measure_file_with_table(path: str | Path, device: str | torch.device = "cpu",
-                            tile: int = 2048, progress: bool = True
-                            ) -> tuple[dict, pd.DataFrame]:
-    """``measure_stats_file`` plus the per-class table, from one pairwise pass."""
-    return _measure_file(path, device, tile, per_class=True, progress=progress)

@@ -15,13 +15,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from linguistic_collapse.nc.accumulate import resolve_device
-from linguistic_collapse.nc.stats_file import STATS_KEYS as FILE_KEYS
 from linguistic_collapse.nc.stats_file import dtype_problem
-
-MOMENT_KEYS = ("counts", "sums", "sq_dev")  # what the geometry measures need
-# a whole file's tensors but the pooled scatter sw, which only nc1_pinv needs (and restricted
-# statistics lack, linguistic_collapse.nc.subset)
-STATS_KEYS = tuple(k for k in FILE_KEYS if k != "sw")
 
 REL_CLOSE = 1e-6  # recompute pairs with d2 < REL_CLOSE * (||m_c||^2 + ||m_c'||^2) exactly
 EXACT_CHUNK = 4096  # pairs per chunk when recomputing close pairs from differences
@@ -35,35 +29,41 @@ def _all_finite(x: Tensor, chunk: int = 4096) -> bool:
     return all(bool(torch.isfinite(x[lo:lo + chunk]).all()) for lo in range(0, len(x), chunk))
 
 
-def _check_stats(stats: Mapping[str, Tensor], keys: tuple[str, ...] = STATS_KEYS) -> None:
-    """Raise ValueError naming the tensor when a stats mapping is incomplete or malformed;
-    ``keys``: the tensors needed (``MOMENT_KEYS``: class moments alone, no classifier)."""
-    missing = [k for k in keys if k not in stats]
-    if missing:
-        raise ValueError(f"stats lack tensors {missing}; expected {list(keys)} (linguistic_collapse.stages.collect)")
-    problem = dtype_problem({k: stats[k] for k in keys})
+def check_tensors(tensors: Mapping[str, Tensor], what: str = "stats") -> None:
+    """Raise ValueError naming the tensor when class statistics are malformed: dtypes (counts
+    int64, the rest float32/float64), shapes ([V] per class, [V, D] ``sums``/``means``/
+    ``lm_head``), NaN or inf, negative counts, and pass 2's ``val_agree`` <= ``val_counts``
+    with at least one validation token. ``what`` names the caller in the message."""
+    problem = dtype_problem(dict(tensors))
     if problem:
-        raise ValueError(f"stats: {problem}")
-    V = stats["counts"].shape[0]
-    for key in {"counts", "sq_dev", "val_counts", "val_agree"} & set(keys):
-        if stats[key].shape != (V,):
-            raise ValueError(f"{key} has shape {tuple(stats[key].shape)}; expected ({V},) like counts")
-    D = stats["sums"].shape[-1]
-    for key in {"sums", "lm_head"} & set(keys):
-        if stats[key].shape != (V, D):
-            raise ValueError(f"{key} has shape {tuple(stats[key].shape)}; expected ({V}, {D})")
-    for key in {"sums", "lm_head", "sq_dev"} & set(keys):
-        if not _all_finite(stats[key]):
-            raise ValueError(f"{key} contains NaN or inf; the statistics pass that wrote it diverged")
-    for key in {"counts", "sq_dev", "val_counts", "val_agree"} & set(keys):
-        if (stats[key] < 0).any():
-            raise ValueError(f"{key} has negative entries; the stats file is corrupt")
-    if "val_counts" not in keys:
+        raise ValueError(f"{what}: {problem}")
+    V = tensors["counts"].shape[0]
+    for key in {"counts", "sq_dev", "val_counts", "val_agree"} & set(tensors):
+        if tensors[key].shape != (V,):
+            raise ValueError(f"{what}: {key} has shape {tuple(tensors[key].shape)}; expected "
+                             f"({V},) like counts")
+    rows = [k for k in ("sums", "means") if k in tensors]
+    D = tensors[rows[0]].shape[-1]
+    for key in {*rows, "lm_head"} & set(tensors):
+        if tensors[key].shape != (V, D):
+            raise ValueError(f"{what}: {key} has shape {tuple(tensors[key].shape)}; expected "
+                             f"({V}, {D})")
+    for key in {*rows, "lm_head", "sq_dev", "sw"} & set(tensors):
+        if not _all_finite(tensors[key]):
+            raise ValueError(f"{what}: {key} contains NaN or inf; the features or the "
+                             "statistics pass that made it diverged")
+    for key in {"counts", "sq_dev", "val_counts", "val_agree"} & set(tensors):
+        if (tensors[key] < 0).any():
+            raise ValueError(f"{what}: {key} has negative entries; these are not statistics "
+                             "ClassStats accumulated")
+    if "val_counts" not in tensors:
         return
-    if (stats["val_agree"] > stats["val_counts"]).any():
-        raise ValueError("val_agree exceeds val_counts for some class; the stats file is corrupt")
-    if int(stats["val_counts"].sum()) == 0:
-        raise ValueError("val_counts sums to 0: no validation tokens; run pass 2 of linguistic_collapse.stages.collect")
+    if (tensors["val_agree"] > tensors["val_counts"]).any():
+        raise ValueError(f"{what}: val_agree exceeds val_counts for some class; these are not "
+                         "statistics ClassStats.add_validation accumulated")
+    if int(tensors["val_counts"].sum()) == 0:
+        raise ValueError(f"{what}: val_counts sums to 0: no validation tokens; call "
+                         "ClassStats.add_validation on held-out features first")
 
 
 @dataclass
@@ -78,42 +78,40 @@ class Classes:
     duality: Tensor | None  # (K,) cos(w_c, m_c); None without a classifier
 
 
-def _centred_means(stats: Mapping[str, Tensor], idx: Tensor, dev: torch.device) -> Tensor:
+def _centred_means(means: Tensor, idx: Tensor, dev: torch.device) -> Tensor:
     """M (K, D) float64: class means minus their unweighted average; one (K, D) copy."""
-    counts = stats["counts"][idx].to(dev, torch.float64)  # (K,)
-    M = stats["sums"][idx].to(dev, torch.float64)  # (K, D) fresh copy (fancy indexing)
-    M.div_(counts[:, None])
+    M = means[idx].to(dev, torch.float64)  # (K, D) fresh copy (fancy indexing)
     M.sub_(M.mean(dim=0))
     return M
 
 
-def _duality(lm_head: Tensor, idx: Tensor, M: Tensor, norms: Tensor, chunk: int = 4096) -> Tensor:
+def _duality(W: Tensor, idx: Tensor, M: Tensor, norms: Tensor, chunk: int = 4096) -> Tensor:
     """cos(w_c, m_c) per class (K,), in row chunks so W is never copied whole in float64."""
     out = torch.empty_like(norms)
     for lo in range(0, len(idx), chunk):
-        W = lm_head[idx[lo:lo + chunk]].to(M.device, torch.float64)  # (k, D)
-        dot = (W * M[lo:lo + chunk]).sum(dim=1)  # (k,)
-        out[lo:lo + chunk] = dot / (W.norm(dim=1) * norms[lo:lo + chunk])
+        rows = W[idx[lo:lo + chunk]].to(M.device, torch.float64)  # (k, D)
+        dot = (rows * M[lo:lo + chunk]).sum(dim=1)  # (k,)
+        out[lo:lo + chunk] = dot / (rows.norm(dim=1) * norms[lo:lo + chunk])
     return out
 
 
-def class_tensors(stats: Mapping[str, Tensor], device: str | torch.device,
-             classifier: bool = True, keys: tuple[str, ...] | None = None) -> Classes:
-    """Validate the stats (``keys``, default: the whole file's, or the class moments alone
-    without ``classifier``) and build the class-level tensors (classes = counts >= 1);
-    ``classifier`` False: class moments alone (no LM head, no duality)."""
-    _check_stats(stats, keys or (STATS_KEYS if classifier else MOMENT_KEYS))
+def class_tensors(counts: Tensor, means: Tensor, sq_dev: Tensor, W: Tensor | None,
+                  device: str | torch.device) -> Classes:
+    """The class-level tensors of the classes with count >= 1, from (already checked) counts
+    (V,), float64 class means (V, D), within-class squared deviations sq_dev (V,) and, for the
+    duality, the classifier W (V, D) (None: no duality)."""
     dev = resolve_device(device)
-    idx = torch.nonzero(stats["counts"] >= 1).flatten()  # (K,)
+    idx = torch.nonzero(counts >= 1).flatten()  # (K,)
     if len(idx) < 2:
-        raise ValueError(f"only {len(idx)} class(es) have count >= 1; the measures need at least 2")
-    counts = stats["counts"][idx].to(dev)
-    sigma2 = stats["sq_dev"][idx].to(dev, torch.float64) / counts
-    M = _centred_means(stats, idx, dev)  # (K, D)
+        raise ValueError(f"only {len(idx)} class(es) have count >= 1; the measures need at "
+                         "least 2 (add features of more classes with ClassStats.add)")
+    n = counts[idx].to(dev)
+    sigma2 = sq_dev[idx].to(dev, torch.float64) / n
+    M = _centred_means(means, idx, dev)  # (K, D)
     norms = M.norm(dim=1)
-    duality = _duality(stats["lm_head"], idx, M, norms) if classifier else None
+    duality = None if W is None else _duality(W, idx, M, norms)
     U = M.div_(norms[:, None])  # in place: M is not needed again
-    return Classes(idx, counts, sigma2, U, norms, duality)
+    return Classes(idx, n, sigma2, U, norms, duality)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,13 +153,12 @@ class PairSums:
 class _Exact:
     """Distances of selected pairs recomputed from differences (no cancellation)."""
 
-    def __init__(self, stats: Mapping[str, Tensor], C: Classes):
-        self.sums, self.counts, self.C = stats["sums"], stats["counts"], C
+    def __init__(self, means: Tensor, C: Classes):
+        self.means, self.C = means, C
 
     def _mu(self, rows: Tensor) -> Tensor:
         ids = self.C.idx[rows.to(self.C.idx.device)]
-        mu = self.sums[ids].double() / self.counts[ids].double()[:, None]  # (P, D)
-        return mu.to(self.C.U.device)
+        return self.means[ids].to(self.C.U.device, torch.float64)  # (P, D)
 
     def d2(self, a: Tensor, b: Tensor) -> Tensor:
         """||mu_a - mu_b||^2 from the uncentred means (centring would add rounding)."""
@@ -282,9 +279,10 @@ def _tiles(K: int, tile: int) -> list[tuple[slice, slice]]:
             for i in starts for j in starts if j >= i]
 
 
-def pairwise_sums(stats: Mapping[str, Tensor], C: Classes, tile: int, per_class: bool,
-              progress: bool) -> PairSums:
-    """One tiled pass over the upper triangle of the Gram matrix of the unit centred means."""
+def pairwise_sums(means: Tensor, C: Classes, tile: int, per_class: bool,
+                  progress: bool) -> PairSums:
+    """One tiled pass over the upper triangle of the Gram matrix of the unit centred means;
+    ``means`` (V, D) float64, the uncentred class means (near-coincident pairs)."""
     if tile < 1:
         raise ValueError(f"tile must be a positive integer, got {tile}")
     K, dev = len(C.norms), C.U.device
@@ -292,7 +290,7 @@ def pairwise_sums(stats: Mapping[str, Tensor], C: Classes, tile: int, per_class:
     zero = torch.zeros((), dtype=torch.float64, device=dev)
     acc = {"cdnv": zero.clone(), "galanti": zero.clone(), "w": [], "log_w": [],
            "variability": zero.new_zeros(K) if per_class else None}
-    buf, exact = _Buffers.make(tile, dev), _Exact(stats, C)
+    buf, exact = _Buffers.make(tile, dev), _Exact(means, C)
     lower = torch.ones(tile, tile, dtype=torch.bool, device=dev).tril_()  # c >= c'
     for ri, rj in tqdm(_tiles(K, tile), desc="pairwise measures", disable=not progress):
         if ri == rj and ri.stop - ri.start == 1:

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-PINV_RTOL = 1e-10  # nc1_pinv's cut-off, as linguistic_collapse.nc.measure.PINV_RTOL (the reason is there)
+from linguistic_collapse.nc.registry import PINV_MEASURES, PINV_RTOLS
+
+PINV_RTOL = PINV_RTOLS[0]  # nc1_pinv's cut-off (the reason is at linguistic_collapse.nc.measure.PINV_RTOL)
 
 
 @dataclass
@@ -75,15 +77,15 @@ def etf_error(G: np.ndarray) -> float:
     return float(np.linalg.norm(G / np.linalg.norm(G) - etf))
 
 
-def nc1_pinv(stats: Mapping[str, Any], C: Classes) -> float:
+def nc1_pinv(stats: Mapping[str, Any], C: Classes, rtol: float = PINV_RTOL) -> float:
     """Tr(Sigma_W Sigma_B^+) / K: Sigma_W = sw / N (all training samples), Sigma_B = M^T M / K;
-    NaN without ``sw``. The pseudo-inverse drops eigenvalues below PINV_RTOL of the largest."""
+    NaN without ``sw``. The pseudo-inverse drops eigenvalues below ``rtol`` of the largest."""
     if "sw" not in stats:
         return float("nan")
     K, D = C.M.shape
     sigma_w = np.asarray(stats["sw"], dtype=np.float64) / C.N.sum()
     sigma_b = C.M.T @ C.M / K
-    pinv = np.linalg.pinv(sigma_b, rcond=PINV_RTOL, hermitian=True)
+    pinv = np.linalg.pinv(sigma_b, rcond=rtol, hermitian=True)
     return float(np.trace(sigma_w @ pinv) / K)
 
 
@@ -98,7 +100,8 @@ def measures(stats: Mapping[str, Any]) -> dict[str, float]:
     return {
         "nc1_cdnv": P["cdnv4"][upper].mean(),  # NC1, the paper's form
         "nc1_cdnv_galanti": P["cdnv2"][upper].mean(),  # NC1, Galanti et al. 2022
-        "nc1_pinv": nc1_pinv(stats, C),  # NC1, Papyan et al. 2020
+        # NC1, Papyan et al. 2020, under each pre-registered cut-off
+        **{name: nc1_pinv(stats, C, rtol) for name, rtol in zip(PINV_MEASURES, PINV_RTOLS, strict=True)},
         "nc2_norm_cv": norms.std() / norms.mean(),  # NC2 equinormness
         "nc2_lognorm_cv": np.log(norms).std() / np.log(norms).mean(),
         "nc2_interference_mean": cos.mean(),  # NC2 equiangularity

@@ -59,6 +59,12 @@ _ALL = [
     Measure("nc1_pinv", "NC1: Tr(Σ_W Σ_B⁺)/K", "within-class variability", "log", figures=("companions",),
             definition="Tr(Sigma_W Sigma_B^+) / K, Sigma_W pooled within-class covariance, "
                        "Sigma_B = M^T M / K of the centred means (Papyan et al. 2020)"),
+    Measure("nc1_pinv_rtol1e6", "NC1: Tr(Σ_W Σ_B⁺)/K, cut-off 1e-6", "within-class variability",
+            "log", definition="nc1_pinv with eigenvalues of Sigma_B below 1e-6 of the largest "
+                              "dropped (pre-registered cut-off)"),
+    Measure("nc1_pinv_rtol1e3", "NC1: Tr(Σ_W Σ_B⁺)/K, cut-off 1e-3", "within-class variability",
+            "log", definition="nc1_pinv with eigenvalues of Sigma_B below 1e-3 of the largest "
+                              "dropped (pre-registered cut-off)"),
     Measure("nc2_norm_cv", "NC2: norm CV", "equinormness", figures=("fig2",), claim="negligible",
             authors_r2=0.079, definition="std_c ||m_c|| / mean_c ||m_c||"),
     Measure("nc2_lognorm_cv", "NC2: log-norm CV", "equinormness", authors_r2=0.865,
@@ -99,7 +105,9 @@ MEASURES: list[str] = list(REGISTRY)
 # nc1_pinv's relative eigenvalue cut-offs, each reported (the first is linguistic_collapse.nc.measure.PINV_RTOL):
 # a statement about it is made only when it holds under all of them (docs/preregistration.md)
 PINV_RTOLS: tuple[float, ...] = (1e-10, 1e-6, 1e-3)
-NEEDS_SCATTER: tuple[str, ...] = ("nc1_pinv",)  # need the pooled within-class scatter sw
+# nc1_pinv under each cut-off of PINV_RTOLS, in that order (the first is nc1_pinv itself)
+PINV_MEASURES: tuple[str, ...] = ("nc1_pinv", "nc1_pinv_rtol1e6", "nc1_pinv_rtol1e3")
+NEEDS_SCATTER: tuple[str, ...] = PINV_MEASURES  # need the pooled within-class scatter sw
 # from class moments alone: no classifier, no pooled scatter (inner layers have neither)
 GEOMETRY: list[str] = [m for m in MEASURES if m.startswith(("nc1", "nc2", "gnc2"))
                        and m not in NEEDS_SCATTER]

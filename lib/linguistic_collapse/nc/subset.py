@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from linguistic_collapse.nc.measure import compute_measures
+from linguistic_collapse.nc.measure import measure_stats
 
 PER_CLASS = ("counts", "sums", "sq_dev", "val_counts", "val_agree")  # first dimension V
 KEPT_AS_IS = ("lm_head",)  # the classifier is not a statistic of the samples
@@ -60,5 +60,5 @@ def min_count_section(stats: Mapping[str, Tensor], min_count: int,
     if int(keep.sum()) < 2:
         return {"min_count": {**head, "undefined": {
             "all": f"only {int(keep.sum())} class(es) have >= {min_count} training samples"}}}
-    out = compute_measures(restrict_classes(stats, keep), device, tile, progress=False)
+    out = measure_stats(restrict_classes(stats, keep), device=device, tile=tile)[0]
     return {"min_count": {**out, **head}}

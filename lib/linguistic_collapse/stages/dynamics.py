@@ -190,7 +190,7 @@ def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: Prepare
 
     collect_if_stale(stats, lambda: stats_current(stats, inputs, plan.caps), collect)
     return measure_if_stale(stats, metrics, lambda path: {
-        **measure_stats_file(path, device=device, progress=False), "step": step})
+        **measure_stats_file(path, device=device, progress=False)[0], "step": step})
 
 
 def _row(plan: Plan, record: dict, metrics: dict) -> dict:

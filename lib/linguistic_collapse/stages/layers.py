@@ -11,7 +11,7 @@ the same forward pass, per requested index and class the float64 sums and within
 deviations (``layer{i}.sums``, ``layer{i}.sq_dev`` in the stats file, sharing ``counts``): one
 index-add and one Chan moment merge per layer (``linguistic_collapse.nc.ClassStats.add`` with ``layer_features``).
 Measures per layer (``GEOMETRY``: NC1 both CDNVs, NC2 norm and interference, GNC2) come from
-``linguistic_collapse.nc.measure.geometry_measures``; NC3, UNC3 and NC4 need a classifier and exist at the top only.
+``linguistic_collapse.nc.measure.measure_stats`` (``which=GEOMETRY``); NC3, UNC3 and NC4 need a classifier and exist at the top only.
 ``metrics/<model>.json`` then holds ``layers``: {index: {measure: value, num_classes}}.
 
 Example::
@@ -36,7 +36,8 @@ from linguistic_collapse.core.paths import resolve
 from linguistic_collapse.lm.model import final_features
 from linguistic_collapse.lm.residual import residual_features, transformer_blocks
 from linguistic_collapse.lm.runs import RunName
-from linguistic_collapse.nc.measure import geometry_measures
+from linguistic_collapse.nc.measure import measure_stats
+from linguistic_collapse.nc.registry import GEOMETRY
 from linguistic_collapse.nc.stats_file import read_layers
 
 LayerSpec = str | Sequence[int] | None  # None: top only; "all"; or residual-stream indices
@@ -122,6 +123,6 @@ def layers_section(path: str | os.PathLike, device: str | torch.device = "cpu", 
     """{"layers": {index: GEOMETRY measures and num_classes}} of a stats file's layers, read
     verified and one layer at a time (``linguistic_collapse.nc.stats_file.read_layers``); {} when it holds none.
     For ``metrics/<model>.json``."""
-    out = {str(i): geometry_measures(stats, device, tile, progress)
+    out = {str(i): measure_stats(stats, GEOMETRY, device=device, tile=tile, progress=progress)[0]
            for i, stats in read_layers(resolve(path))}
     return {"layers": out} if out else {}

@@ -205,7 +205,7 @@ def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
     stats_file, path = layout.stats(ck, fraction, draw), layout.metrics(ck, fraction, draw)
 
     def measure(stats: Path) -> dict:
-        measures = {**measure_stats_file(stats, device=_device(profile), progress=progress),
+        measures = {**measure_stats_file(stats, device=_device(profile), progress=progress)[0],
                     **layers_section(stats, device=_device(profile)),  # {} without layers
                     **min_count_section(read_stats(stats)[0], profile.analysis.min_count,
                                         device=_device(profile))}

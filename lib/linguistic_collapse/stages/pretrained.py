@@ -3,7 +3,7 @@
 Each model is measured with ITS OWN tokenizer on the same text: the corpus is tokenized by the
 model's tokenizer into blocks of ``context_len`` (no separator tokens, as in the paper), the
 statistics passes run through ``linguistic_collapse.stages.collect.collect_model_stats`` and the measures through
-``linguistic_collapse.nc.measure.compute_measures``. The validation loss is computed on the same validation blocks
+``linguistic_collapse.nc.measure.measure_stats``. The validation loss is computed on the same validation blocks
 the agreement pass (NC4) uses.
 
 Recipe (on a machine that can reach the Hugging Face hub, or whose HF_HOME cache holds the
@@ -84,7 +84,7 @@ from linguistic_collapse.lm.model import (
     local_model_dir,
     refused_code,
 )
-from linguistic_collapse.nc.measure import compute_measures
+from linguistic_collapse.nc.measure import measure_stats
 from linguistic_collapse.nc.stats_file import read_stats
 from linguistic_collapse.stages import refresh
 from linguistic_collapse.stages.collect import collect_model_stats
@@ -97,7 +97,7 @@ TABLE_COLUMNS = [
     "name", "model", "revision", "step", "family", "depth", "width", "vocab_size", "context_len",
     "n_params", "log_n_params", "val_loss", "val_acc", "num_classes", "train_blocks",
     "train_tokens", "val_blocks", "val_tokens", "feature_logit_gap",
-]  # then the measures of compute_measures, then "collect_seconds"
+]  # then the measures of measure_stats, then "collect_seconds"
 
 
 def pythia_checkpoints(name: str, steps: Sequence[int]) -> list[tuple[str, str]]:
@@ -285,7 +285,7 @@ def _row(model: nn.Module, stats_path: Path, settings: dict, blocks: tuple[np.nd
     verified)."""
     name, revision, context_len = settings["model"], settings["revision"], settings["context_len"]
     (train, val), slug = blocks, model_slug(name, revision)
-    measures = compute_measures(read_stats(stats_path)[0], device=device, progress=progress)
+    measures = measure_stats(read_stats(stats_path)[0], device=device, progress=progress)[0]
     loss = evaluate_blocks(model, val, batch_size, device)
     W = lm_head_weight(model)
     n_params = count_params(model)

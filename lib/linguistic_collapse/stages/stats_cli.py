@@ -15,7 +15,7 @@ from linguistic_collapse.core.paths import (
     positive_int,
     resolve,
 )
-from linguistic_collapse.nc.measure import measure_file_with_table, measure_stats_file
+from linguistic_collapse.nc.measure import measure_stats_file
 from linguistic_collapse.nc.merge import merge_stats
 from linguistic_collapse.nc.stats_file import PASSES, is_stats_file
 
@@ -23,12 +23,11 @@ from linguistic_collapse.nc.stats_file import PASSES, is_stats_file
 def _cli_measure(args: argparse.Namespace) -> int:
     check_out(args.out, suffix=".json", inputs=[args.stats],
               ours=lambda p: is_json_with(p, "stats_path"))
-    if args.per_class is None:
-        result, table = measure_stats_file(resolve(args.stats), args.device, args.tile), None
-    else:
+    if args.per_class is not None:
         check_out(args.per_class, suffix=".csv", inputs=[args.stats, args.out], flag="--per-class",
                   ours=lambda p: is_csv_with(p, ["token_id", "count"]))
-        result, table = measure_file_with_table(resolve(args.stats), args.device, args.tile)
+    result, table = measure_stats_file(resolve(args.stats), args.device, args.tile,
+                                       per_class=args.per_class is not None)
     atomic_write_json(resolve(args.out), result)
     if table is not None:
         atomic_write(resolve(args.per_class), lambda tmp: table.to_csv(tmp, index=False))

@@ -23,7 +23,7 @@ import torch
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, read_json
-from linguistic_collapse.nc.measure import select_measures
+from linguistic_collapse.nc.measure import measure_stats
 from linguistic_collapse.nc.registry import MEASURES, analysis_scale, label, measure_transform
 from linguistic_collapse.nc.stats_file import read_stats
 from linguistic_collapse.nc.subset import restrict_classes
@@ -90,7 +90,7 @@ def fixed_k_table(profile: Any, device: str | torch.device = "cpu", tile: int = 
             keep = seen if keep is None else keep & seen
         for fraction, draw, path in samples:
             stats = restrict_classes(read_stats(path)[0], keep)
-            values = select_measures(stats, device=device, tile=tile)
+            values = measure_stats(stats, device=device, tile=tile)[0]
             rows.append({"checkpoint": str(ck), "width": ck.width, "fraction": fraction,
                          "draw": int(draw), "num_classes": int(keep.sum()),
                          **{m: values.get(m, np.nan) for m in MEASURES}})

@@ -40,7 +40,7 @@ def token_table(per_class: pd.DataFrame, tokenizer: Any) -> pd.DataFrame:
     need = {"token_id", "count", "variability", "interference"}
     if not need <= set(per_class.columns):
         raise ValueError(f"per-class frame lacks columns {sorted(need - set(per_class.columns))}; "
-                         "use linguistic_collapse.nc.measure.per_class_measures")
+                         "use linguistic_collapse.nc.measure.measure_stats(stats, per_class=True)")
     out = per_class.copy()
     out["token"] = [decode_token(tokenizer, t) for t in out["token_id"]]
     out["frequency"] = out["count"] / out["count"].sum()
