@@ -12,7 +12,28 @@ from linguistic_collapse.nc.accumulate import (
     resolve_device,  # the one device rule, kept in the core
 )
 
-__all__ = ["inference_autocast", "resolve_device"]
+__all__ = ["check_device", "compute_dtype", "inference_autocast", "resolve_device"]
+
+DEVICES = "cpu, auto or cuda[:N]"
+
+
+def check_device(text: str) -> str:
+    """``text`` when it names a device this project runs on here (cpu, auto, cuda or cuda:N of
+    an existing GPU), else a one-line ``UserError``: checked once, before any model loads."""
+    name = str(text).strip()
+    if name in ("cpu", "auto"):
+        return name
+    kind, _, index = name.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise UserError(f"--device {name!r} is not a device this project runs on; use {DEVICES}")
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {name!r}: CUDA is not available here (torch "
+                        f"{torch.__version__}, {torch.version.cuda or 'a CPU build'}); use cpu "
+                        "or auto, or install a CUDA build of torch on a machine with a GPU")
+    if index and int(index) >= torch.cuda.device_count():
+        raise UserError(f"--device {name!r}: this machine has {torch.cuda.device_count()} CUDA "
+                        f"device(s), numbered from 0; use {DEVICES}")
+    return name
 
 
 def inference_autocast(device: torch.device):
@@ -20,6 +41,14 @@ def inference_autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def compute_dtype(model: torch.nn.Module, device: torch.device) -> str:
+    """The precision features are computed in, as recorded in a stats file: the parameters'
+    dtype ("float32" for every model ``load_causal_lm`` loads), plus " under bfloat16 autocast"
+    on CUDA (``inference_autocast``)."""
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return dtype + (" under bfloat16 autocast" if device.type == "cuda" else "")
 
 
 THREADS_ENV = "LC_TORCH_THREADS"

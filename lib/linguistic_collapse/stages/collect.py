@@ -42,7 +42,7 @@ from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import resolve
 from linguistic_collapse.core.provenance import weights_sha256
 from linguistic_collapse.lm import identity as ident
-from linguistic_collapse.lm.devices import inference_autocast
+from linguistic_collapse.lm.devices import compute_dtype, inference_autocast
 from linguistic_collapse.lm.model import lm_head_weight, load_causal_lm
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.nc.accumulate import DEFAULT_CHUNK
@@ -260,6 +260,7 @@ def collect_pass(model: nn.Module, blocks: np.ndarray | str | Path | BlockSplit,
             f"pass{pass_no}_blocks": str(split.blocks.shape[0]),
             f"pass{pass_no}_tokens": str(state.tokens), f"pass{pass_no}_shard": shard_txt,
             f"pass{pass_no}_split_sha": split.split_sha,
+            f"pass{pass_no}_compute_dtype": compute_dtype(model, W.device),
             **({f"pass{pass_no}_indices_sha256": split.indices_sha256} if split.indices_sha256
                else {})}
     state.stats.save(out_path, info["model"], W, meta)
