@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import struct
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -310,6 +309,12 @@ def write_stats(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, st
 def partial_path(out_path: str | Path) -> Path:
     """The working file of a pass in progress, beside ``out_path``."""
     return Path(out_path).with_suffix(".partial.safetensors")
+
+
+def pass1_path(out_path: str | Path) -> Path:
+    """Where a two-pass collection keeps its finished pass 1 until pass 2 is written to
+    ``out_path`` (so ``out_path`` never holds pass 1 alone), beside it."""
+    return Path(out_path).with_suffix(".pass1.safetensors")
 
 
 def done_passes(meta: dict[str, str]) -> dict[int, str]:

@@ -143,10 +143,13 @@ class Submission:
 
 
 def require_sbatch() -> None:
-    """UserError unless ``sbatch`` is on PATH (never fall back to running locally)."""
-    if shutil.which("sbatch") is None:
-        raise UserError("--slurm needs SLURM's sbatch on PATH, and there is none here; submit "
-                        "from the cluster's login node, or drop --slurm to run the grid locally")
+    """UserError unless ``sbatch`` and ``srun`` (which submitit's jobs run under) are on PATH
+    (never fall back to running locally)."""
+    for tool in ("sbatch", "srun"):
+        if shutil.which(tool) is None:
+            raise UserError(f"--slurm needs SLURM's {tool} on PATH, and there is none here; "
+                            "submit from the cluster's login node (or load its slurm module), "
+                            "or drop --slurm to run the grid locally")
 
 
 def slurm_executor(profile: Profile) -> Any:
