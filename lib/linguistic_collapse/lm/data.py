@@ -31,6 +31,7 @@ from linguistic_collapse.core.paths import (
     cli_path,
     lock_for,
     read_json,
+    remove_leftover_temps,
     resolve,
 )
 from linguistic_collapse.core.provenance import (
@@ -255,7 +256,14 @@ def _save_blocks(path: Path, blocks: np.ndarray) -> str:
     """np.save atomically; returns ``sha256_array`` of the blocks (dtype, shape and content)."""
     def write(tmp: Path) -> None:
         with tmp.open("wb") as f:
-            np.save(f, blocks)
+            try:
+                np.save(f, blocks)
+            except OSError as err:
+                if err.errno is not None:
+                    raise
+                # numpy's short write ("N requested and M written") carries no errno or path
+                raise OSError(f"{path}: {err} bytes (no space left on the device, or over "
+                              "quota); free space there or write to another disk") from None
     atomic_write(path, write)
     return sha256_array(blocks)
 
@@ -327,6 +335,7 @@ def prepare_corpus(*, corpus: CorpusConfig | Mapping, tokenizer: TokenizerConfig
     cache_dir = resolve(cache_dir)
     files = CorpusLayout(cache_dir)
     with lock_for(cache_dir):
+        remove_leftover_temps(cache_dir)  # of a killed run: nobody else writes here now
         reason, loaded = _staleness(settings, cache_dir)
         if reason is None:
             return PreparedCorpus.from_manifest(cache_dir)
