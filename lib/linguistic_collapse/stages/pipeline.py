@@ -75,11 +75,14 @@ def _device(profile: Profile) -> str:
     return resolve_device(profile.device).type
 
 
-def prepare_profile_corpus(profile: Profile, progress: bool = True) -> PreparedCorpus:
+def prepare_profile_corpus(profile: Profile, progress: bool = True,
+                           check_fits: bool = True) -> PreparedCorpus:
     """The profile's tokenized corpus (cached in ``out_dir/corpus``; rebuilt when text changed),
-    after every job was checked to fit in memory (``costs.check_memory``): the first work of
-    every local run of a profile."""
-    check_memory(profile)
+    after every job was checked to fit in this machine's memory (``costs.check_memory``; the
+    first work of every local run of a profile), unless ``check_fits`` is False (SLURM
+    submission: the jobs run elsewhere)."""
+    if check_fits:
+        check_memory(profile)
     return prepare_corpus(corpus=profile.corpus, tokenizer=profile.tokenizer,
                           context_len=profile.context_len, cache_dir=Layout(profile.out_path).corpus,
                           progress=progress)

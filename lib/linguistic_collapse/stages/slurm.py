@@ -268,7 +268,7 @@ def submit_slurm(profile: Profile, executor: Any = None, only_train: bool = Fals
         if reason not in (None, "not prepared"):  # changed: prepare before anything is submitted
             sub.prepared_here = f"{layout.corpus}: {reason}"
             _say(f"corpus {sub.prepared_here}: preparing it here before submitting")
-            prepare_profile_corpus(profile, progress=False)
+            prepare_profile_corpus(profile, progress=False, check_fits=False)
         records = _records(profile)
         runs = pending_runs(profile, stages)
         recorded = {str(r): records["runs"].get(str(r)) for r in runs}
