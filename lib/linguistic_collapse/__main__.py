@@ -17,6 +17,7 @@ import os
 import sys
 
 from linguistic_collapse.core.errors import as_os_error, os_error_line
+from linguistic_collapse.lm.device_names import check_device
 
 # command -> (module defining register_cli, one-line help); order = order in --help
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -61,8 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser(argv[0]).parse_args(argv)
         if getattr(args, "device", None) is not None:  # every command, before any loading
-            from linguistic_collapse.lm.devices import check_device
-
             args.device = check_device(args.device)
         result = args.func(args)
     except Exception as err:  # noqa: BLE001 (a library's wrapped OSError is one line too)
