@@ -161,3 +161,50 @@ def test_every_written_file_follows_the_umask(tmp_path, umask_027, writer):
     written = WRITERS[writer](tmp_path)
     for path in (written if isinstance(written, (list, tuple)) else [written]):
         assert _mode(path) == umask_027, f"{path}: {oct(_mode(path))}"
+
+
+# every path argument of every command, parsed from another folder
+PATH_ARGS = {
+    "figures --table": (["figures", "--table", "t.csv", "--profile", "x", "--figures-dir", "f"],
+                        ("table", "figures_dir")),
+    "pretrained --corpus": (["pretrained", "--model", "gpt2", "--corpus", "texts", "--out", "o"],
+                            ("corpus", "out")),
+    "pretrained --corpus disk:": (["pretrained", "--model", "gpt2", "--corpus", "disk:saved",
+                                   "--out", "o"], ("corpus",)),
+    "paper --profile": (["paper", "--profile", "p.yaml"], ("profile",)),
+    "grid --profile": (["grid", "--profile", "sub/p.yaml"], ("profile",)),
+    "train --profile": (["train", "--profile", "p.yml", "--run", "r"], ("profile",)),
+}
+
+
+@pytest.mark.parametrize("case", PATH_ARGS)
+def test_every_path_argument_is_read_from_the_callers_folder(tmp_path, monkeypatch, case):
+    argv, keys = PATH_ARGS[case]
+    monkeypatch.chdir(tmp_path)
+    args = cli.build_parser(argv[0]).parse_args(argv)
+    for key in keys:
+        value = str(getattr(args, key)).removeprefix("disk:")
+        assert value.startswith(str(tmp_path) + os.sep), (key, value)
+
+
+def test_prepare_corpus_source_and_tokenizer_folders_are_the_callers(tmp_path, monkeypatch):
+    from linguistic_collapse.lm import data
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for split in ("train", "validation"):
+        (texts / f"{split}.txt").write_text("a b c\n" * 3)
+    monkeypatch.chdir(tmp_path)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def stop(**kwargs):  # what the command would prepare: nothing is built
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(data, "prepare_corpus", stop)
+    with pytest.raises(Stop):
+        cli.main(["prepare-corpus", "--source", "texts", "--tokenizer", "texts", "--out", "c"])
+    assert seen["corpus"]["path"] == str(texts) and seen["tokenizer"]["name"] == str(texts)

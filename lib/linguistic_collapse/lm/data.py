@@ -45,7 +45,7 @@ from linguistic_collapse.lm.gpt2_bpe import gpt2_tokenizer
 from linguistic_collapse.lm.model import check_model_folder
 from linguistic_collapse.lm.profiles import validated
 from linguistic_collapse.lm.sections import CorpusConfig, TokenizerConfig
-from linguistic_collapse.lm.texts import load_corpus
+from linguistic_collapse.lm.texts import corpus_source_arg, load_corpus
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -368,12 +368,14 @@ def _tokenizer_arg(value: str) -> dict:
         return {"kind": "bpe", "vocab_size": int(value[4:])}
     if value == "gpt2-bpe":
         return {"kind": "gpt2-bpe"}
-    return {"kind": "pretrained", "name": value}
+    local = Path(value).expanduser()  # a folder from the caller's directory, else a hub name
+    return {"kind": "pretrained", "name": str(local.absolute()) if local.exists() else value}
 
 
 def _cli_prepare(args: argparse.Namespace) -> None:
-    named = args.source in ("generated", "hub") or args.source.startswith(("hub:", "disk:"))
-    source = {"source": args.source} if named else {"source": "path", "path": args.source}
+    source_text = corpus_source_arg(args.source)  # a path: from the caller's directory
+    named = source_text in ("generated", "hub") or source_text.startswith(("hub:", "disk:"))
+    source = {"source": source_text} if named else {"source": "path", "path": source_text}
     prepared = prepare_corpus(
         corpus={**source, "max_train_stories": args.max_train_stories,
                 "max_val_stories": args.max_val_stories},
