@@ -71,7 +71,6 @@ from linguistic_collapse.core.provenance import (
     tokenizer_sha256,
 )
 from linguistic_collapse.lm.data import load_corpus, tokenize_blocks
-from linguistic_collapse.lm.texts import corpus_source_arg
 from linguistic_collapse.lm.devices import inference_autocast
 from linguistic_collapse.lm.identity import state_dict_sha256
 from linguistic_collapse.lm.model import (
@@ -85,6 +84,7 @@ from linguistic_collapse.lm.model import (
     local_model_dir,
     refused_code,
 )
+from linguistic_collapse.lm.texts import corpus_source_arg
 from linguistic_collapse.nc.measure import compute_measures
 from linguistic_collapse.nc.stats_file import read_stats
 from linguistic_collapse.stages import refresh
