@@ -129,3 +129,16 @@ def test_an_older_stats_format_is_refused_naming_the_fix(stats_with_layers, tmp_
                                         r"again.*make paper"):
         measure_stats_file(old, progress=False)
     assert "make paper" in sf.stale_reasons(old)[0]
+
+
+def test_shards_computed_in_other_precisions_are_not_merged(tmp_path, blocks):
+    from linguistic_collapse.nc.merge import merge_stats
+    from linguistic_collapse.stages.collect import collect_pass
+
+    model = build_model(gpt_neo_config(1, D, V, T), seed=6).eval()
+    parts = [collect_pass(model, blocks[0], 1, tmp_path / f"s{i}.safetensors", shard=(i, 2),
+                          progress=False) for i in range(2)]
+    tensors, meta = load_file(str(parts[1])), sf.load_stats_metadata(parts[1])
+    sf.write_stats(parts[1], tensors, {**meta, "pass1_compute_dtype": "float16"})
+    with pytest.raises(UserError, match=r"pass1_compute_dtype 'float16' differs from 'float32'"):
+        merge_stats(parts, tmp_path / "merged.safetensors")
