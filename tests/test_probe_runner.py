@@ -58,15 +58,17 @@ def test_dry_run_prints_each_jobs_peak_memory(tmp_path, capsys):
 
 def test_peak_memory_holds_its_parts():
     """The estimate of a known job against its parts, computed plainly: 16 bytes per parameter
-    for training, the V x D float64 sums of every collected stream for collection."""
+    for training, the V x D float64 sums of every collected stream for collection; bf16 with
+    flash attention on CUDA needs less than fp32 eager attention on the CPU."""
     profile = load_profile("smoke")
     run = RunName(2, 32, 1, 0.1, 0)
     V, T = profile.tokenizer.expected_vocab_size(), profile.context_len
     n = paper_param_count(2, 32, V, T)
-    need = costs.peak_memory(profile, run)
+    need = costs.peak_memory(profile, run, cuda=False)  # as check_memory of a given amount
     assert need["train"] >= 16 * n + profile.batch_size(run) * T * V * 12
     assert need["collect"] >= 4 * n + (2 + 1 + 1) * 8 * V * 32 + 8 * 32 * 32  # layers: all
     assert need["peak"] == max(need["train"], need["collect"])
+    assert costs.peak_memory(profile, run, cuda=True)["train"] < need["train"]  # bf16 on CUDA
     costs.check_memory(profile, available=need["peak"])  # fits exactly
     with pytest.raises(UserError, match=r"job L\d-d\d+-.* needs about .* GiB"):
         costs.check_memory(profile, available=need["peak"] - 1, where="a test")

@@ -181,25 +181,39 @@ def cpu_summary(profile: Profile) -> str:
 GIB = 2**30
 
 
-def peak_memory(profile: Profile, run: RunName) -> dict[str, int]:
-    """Estimated peak bytes of one run's job: {"train", "collect", "peak"}.
+def on_cuda(profile: Profile) -> bool:
+    """Whether the profile's jobs run on CUDA here (``device`` cuda, or auto with a GPU)."""
+    import torch
+
+    return profile.device == "cuda" or (profile.device == "auto" and torch.cuda.is_available())
+
+
+def peak_memory(profile: Profile, run: RunName, cuda: bool | None = None) -> dict[str, int]:
+    """Estimated peak bytes of one run's job: {"train", "collect", "peak"}; ``cuda`` (default
+    ``on_cuda``): the job runs on CUDA, where ``training.precision`` auto means bf16.
 
     Training: float32 weights, gradients and AdamW's two moments (16 bytes per parameter) plus
-    the activations kept for the backward pass at the training batch size, in float32
-    (Korthikanti et al. 2022: per layer and token 68·d + 10·heads·T bytes), and the logits with
-    their softmax and gradient (12·V bytes per token). Collection: the float32 model, the
-    statistics accumulators (V×D float64 sums, the D×D float64 scatter, V-long sq_dev and
-    counts; the same sums per collected layer) and three more V×D float64 copies the measures
-    make (means, centred means, W)."""
+    the activations kept for the backward pass at the training batch size (Korthikanti et al.
+    2022: per layer and token 17·d + 2.5·heads·T elements, without the attention matrices under
+    flash attention; 2 bytes each in bf16, 4 in fp32) and the logits with their softmax and
+    gradient in float32 (12·V bytes per token). Collection: the float32 model, the statistics
+    accumulators (V×D float64 sums, the D×D float64 scatter, V-long sq_dev and counts; the same
+    sums per collected layer) and three more V×D float64 copies the measures make (means,
+    centred means, W). An estimate: it refuses only what cannot fit."""
+    cuda = on_cuda(profile) if cuda is None else cuda
     V, T, d, L = profile.tokenizer.expected_vocab_size(), profile.context_len, run.width, run.depth
     n = paper_param_count(L, d, V, T)
     heads, B = profile.model.heads(d), profile.batch_size(run)
-    train = 16 * n + B * T * (L * (68 * d + 10 * heads * T) + 12 * V)
+    precision = profile.training.precision
+    elem = 2 if (precision == "bf16" or (precision == "auto" and cuda)) else 4
+    flash = cuda and profile.model.attn_implementation == "flash_attention_2"
+    per_layer = elem * (17 * d + (0 if flash else 2.5 * heads * T))
+    train = int(16 * n + B * T * (L * per_layer + 12 * V))
     layers = profile.collect.layers
     n_layers = (L + 1 if layers == "all" else len(layers or ()))
     accumulators = (1 + n_layers) * (8 * V * d + 16 * V) + 8 * d * d + 8 * V
     collect = (4 * n + accumulators + 3 * 8 * V * d
-               + profile.collect.batch_size * T * (16 * d + 4 * heads * T))
+               + profile.collect.batch_size * T * (16 * d + (0 if flash else 4 * heads * T)))
     return {"train": train, "collect": collect, "peak": max(train, collect)}
 
 
@@ -233,12 +247,13 @@ def check_memory(profile: Profile, available: int | None = None, where: str | No
     """UserError in one line, before any work, when a job of ``profile`` cannot fit: the run, its
     estimated peak (``peak_memory``), the memory available (``available_memory`` of the
     profile's device unless given) and the profile keys that set its size."""
+    cuda = on_cuda(profile) if available is None else profile.device == "cuda"
     if available is None:
         available, where = available_memory(profile.device)
         if available is None:
             return
     for run in profile.runs():
-        need = peak_memory(profile, run)
+        need = peak_memory(profile, run, cuda)
         if need["peak"] > available:
             stage = "training" if need["train"] >= need["collect"] else "collection"
             raise UserError(
