@@ -63,6 +63,10 @@ def test_every_errno_wrapper_is_understood(text):
     assert os_error_line(err).startswith("/x/stats.safetensors: No space left on device (ENOSPC)")
 
 
+def test_text_without_an_errno_is_not_an_os_error():
+    assert as_os_error(RuntimeError("the job ended with exit code: 1")) is None
+
+
 def test_full_disk_during_collect_is_one_line_and_leaves_nothing_at_out(
         tmp_path, checkpoint, blocks, monkeypatch, capsys):
     out = tmp_path / "stats.safetensors"

@@ -44,8 +44,8 @@ def os_error_line(err: OSError) -> str:
 
 
 # How the libraries the project uses spell an errno inside their own exceptions: safetensors
-# 0.8 "(os error 28)", older safetensors / Rust io "code: 28", numpy and Python "[Errno 28]".
-_ERRNO_IN_TEXT = re.compile(r"\(os error (\d+)\)|\bcode: (\d+)|\[Errno (\d+)\]")
+# 0.8 "(os error 28)", older safetensors / Rust io "Os { code: 28", Python "[Errno 28]".
+_ERRNO_IN_TEXT = re.compile(r"\(os error (\d+)\)|\bOs \{ code: (\d+)|\[Errno (\d+)\]")
 
 
 def as_os_error(err: BaseException, path: str | os.PathLike | None = None) -> OSError | None:
