@@ -103,7 +103,7 @@ def test_metadata_and_provenance(model, blocks, tmp_path):
     assert meta["pass1_blocks"] == str(N_TRAIN) and meta["pass2_blocks"] == str(N_VAL)
     assert meta["pass1_tokens"] == str(N_TRAIN * (T - 1))
     assert meta["pass2_tokens"] == str(N_VAL * (T - 1))
-    assert meta["format_version"] == stats_file.FORMAT_VERSION == "3"
+    assert meta["format_version"] == stats_file.FORMAT_VERSION == "4"
     assert meta["train_blocks_sha256"] == sha256_array(blocks[0])
     assert meta["val_blocks_sha256"] == sha256_array(blocks[1])
     assert meta["state_dict_sha256"] == identity.state_dict_sha256(model)  # in memory: its own key

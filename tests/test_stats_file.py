@@ -177,6 +177,6 @@ def test_a_file_of_the_older_format_is_stale_and_refused_with_one_line(tmp_path)
     save_file({k: v for k, v in tensors.items() if k != "sw"}, str(path),
               metadata={**meta, "format_version": "2"})
     assert not is_finished(path)
-    assert "collect it again" in stale_reasons(path)[0] and "sw" in stale_reasons(path)[0]
+    assert "collect it again" in stale_reasons(path)[0] and "hashes" in stale_reasons(path)[0]
     with pytest.raises(UserError, match="collect it again"):
         read_stats(path)

@@ -1,10 +1,11 @@
 """Shell interface: ``python -m linguistic_collapse COMMAND ...``; every per-model step runs without a notebook.
 
+``--device`` of every command is checked (``check_device``) before anything is loaded.
 ``--help`` imports nothing heavy: the command table below names each command's module, and only
 the chosen command's module is imported (it adds its own arguments with ``register_cli``).
 Mistakes a user can fix (``UserError``, a missing file, a bad value) and operating-system errors
 (disk full, read-only, permission denied, a folder where a file belongs: the path and the
-errno's meaning) print one line and exit with status 2; set ``LC_TRACEBACK=1`` to see the
+errno's meaning), also when a library wraps them (safetensors' "(os error N)"), print one line and exit with status 2; set ``LC_TRACEBACK=1`` to see the
 traceback instead.
 
 Profiles, notebooks, runs, figures and data are found in the checkout you work in: the nearest
@@ -19,8 +20,9 @@ import importlib
 import os
 import sys
 
-from linguistic_collapse.core.errors import UserError, os_error_line
+from linguistic_collapse.core.errors import UserError, as_os_error, os_error_line
 from linguistic_collapse.core.paths import ROOT_ENV, checked_root
+from linguistic_collapse.lm.device_names import check_device
 
 # command -> (module defining register_cli, one-line help); order = order in --help
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -90,12 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         args = build_parser(argv[0]).parse_args(argv)
+        if getattr(args, "device", None) is not None:  # every command, before any loading
+            args.device = check_device(args.device)
         result = args.func(args)
-    except USER_ERRORS as err:
-        if os.environ.get("LC_TRACEBACK"):
+    except Exception as err:  # noqa: BLE001 (a library's wrapped OSError is one line too)
+        wrapped = err if isinstance(err, USER_ERRORS) else as_os_error(err)
+        if wrapped is None or os.environ.get("LC_TRACEBACK"):
             raise
-        message = (os_error_line(err) if isinstance(err, OSError)
-                   else " ".join(str(err).split()) or type(err).__name__)
+        message = (os_error_line(wrapped) if isinstance(wrapped, OSError)
+                   else " ".join(str(wrapped).split()) or type(wrapped).__name__)
         print(f"error: {message}", file=sys.stderr)
         return 2
     return result if isinstance(result, int) else 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 
 # errno -> what the user can do about it
 OS_FIXES = {
@@ -40,3 +41,24 @@ def os_error_line(err: OSError) -> str:
     where = " -> ".join(str(os.fsdecode(p)) for p in paths) if paths else "(no path given)"
     fix = OS_FIXES.get(err.errno, "fix the cause and run again")
     return f"{where}: {meaning} ({name}); {fix}"
+
+
+# How the libraries the project uses spell an errno inside their own exceptions: safetensors
+# 0.8 "(os error 28)", older safetensors / Rust io "Os { code: 28", Python "[Errno 28]".
+_ERRNO_IN_TEXT = re.compile(r"\(os error (\d+)\)|\bOs \{ code: (\d+)|\[Errno (\d+)\]")
+
+
+def as_os_error(err: BaseException, path: str | os.PathLike | None = None) -> OSError | None:
+    """The ``OSError`` (errno, meaning, ``path``) that a library error wraps, found in its text
+    or its causes, or None when it wraps none. ``os_error_line`` then makes its one line."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return OSError(seen.errno, os.strerror(seen.errno),
+                           seen.filename if path is None else os.fspath(path))
+        found = _ERRNO_IN_TEXT.search(str(seen))
+        if found:
+            code = int(next(g for g in found.groups() if g))
+            return OSError(code, os.strerror(code), None if path is None else os.fspath(path))
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -216,6 +216,17 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp)
 
 
+def remove_leftover_temps(folder: str | os.PathLike) -> None:
+    """Remove the temporary files and folders (``.*.tmp``) an interrupted atomic write left in
+    ``folder``. Call only under the lock of every writer into ``folder``: then they are nobody's
+    work in progress."""
+    for leftover in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

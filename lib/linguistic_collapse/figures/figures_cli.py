@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from linguistic_collapse.core.paths import resolve
+from linguistic_collapse.core.paths import cli_path, resolve
 from linguistic_collapse.figures.plots import apply_style, save_figure
 from linguistic_collapse.figures.plots_loss import loss_vs_measures
 from linguistic_collapse.nc.registry import figure_measures
@@ -33,7 +33,9 @@ def _cli_figures(args: argparse.Namespace) -> int:
 def register_cli(subparsers: Any) -> None:
     """``figures``: Figures 1-3 from a results table CSV into figures/<profile>/."""
     p = subparsers.add_parser("figures", help="draw Figures 1-3 from a results.csv")
-    p.add_argument("--table", required=True, help="results.csv written by `analyze`")
+    p.add_argument("--table", required=True, type=cli_path,
+                   help="results.csv written by `analyze` (from your directory)")
     p.add_argument("--profile", required=True, help="figures go to figures/<profile>/")
-    p.add_argument("--figures-dir", default=None, help="override the figures root (default figures/)")
+    p.add_argument("--figures-dir", default=None, type=cli_path,
+                   help="override the figures root (default figures/; from your directory)")
     p.set_defaults(func=_cli_figures)

@@ -31,6 +31,7 @@ from linguistic_collapse.core.paths import (
     cli_path,
     lock_for,
     read_json,
+    remove_leftover_temps,
     resolve,
     resolve_if_checkout,
 )
@@ -45,7 +46,7 @@ from linguistic_collapse.lm.gpt2_bpe import gpt2_tokenizer
 from linguistic_collapse.lm.model import check_model_folder
 from linguistic_collapse.lm.profiles import validated
 from linguistic_collapse.lm.sections import CorpusConfig, TokenizerConfig
-from linguistic_collapse.lm.texts import load_corpus
+from linguistic_collapse.lm.texts import corpus_source_arg, load_corpus
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -256,7 +257,14 @@ def _save_blocks(path: Path, blocks: np.ndarray) -> str:
     """np.save atomically; returns ``sha256_array`` of the blocks (dtype, shape and content)."""
     def write(tmp: Path) -> None:
         with tmp.open("wb") as f:
-            np.save(f, blocks)
+            try:
+                np.save(f, blocks)
+            except OSError as err:
+                if err.errno is not None:
+                    raise
+                # numpy's short write ("N requested and M written") carries no errno or path
+                raise OSError(f"{path}: {err} bytes (no space left on the device, or over "
+                              "quota); free space there or write to another disk") from None
     atomic_write(path, write)
     return sha256_array(blocks)
 
@@ -328,6 +336,7 @@ def prepare_corpus(*, corpus: CorpusConfig | Mapping, tokenizer: TokenizerConfig
     cache_dir = resolve(cache_dir)
     files = CorpusLayout(cache_dir)
     with lock_for(cache_dir):
+        remove_leftover_temps(cache_dir)  # of a killed run: nobody else writes here now
         reason, loaded = _staleness(settings, cache_dir)
         if reason is None:
             return PreparedCorpus.from_manifest(cache_dir)
@@ -360,12 +369,14 @@ def _tokenizer_arg(value: str) -> dict:
         return {"kind": "bpe", "vocab_size": int(value[4:])}
     if value == "gpt2-bpe":
         return {"kind": "gpt2-bpe"}
-    return {"kind": "pretrained", "name": value}
+    local = Path(value).expanduser()  # a folder from the caller's directory, else a hub name
+    return {"kind": "pretrained", "name": str(local.absolute()) if local.exists() else value}
 
 
 def _cli_prepare(args: argparse.Namespace) -> None:
-    named = args.source in ("generated", "hub") or args.source.startswith(("hub:", "disk:"))
-    source = {"source": args.source} if named else {"source": "path", "path": args.source}
+    source_text = corpus_source_arg(args.source)  # a path: from the caller's directory
+    named = source_text in ("generated", "hub") or source_text.startswith(("hub:", "disk:"))
+    source = {"source": source_text} if named else {"source": "path", "path": source_text}
     prepared = prepare_corpus(
         corpus={**source, "max_train_stories": args.max_train_stories,
                 "max_val_stories": args.max_val_stories},

@@ -12,7 +12,7 @@ from linguistic_collapse.nc.accumulate import (
     resolve_device,  # the one device rule, kept in the core
 )
 
-__all__ = ["inference_autocast", "resolve_device"]
+__all__ = ["compute_dtype", "inference_autocast", "resolve_device"]
 
 
 def inference_autocast(device: torch.device):
@@ -20,6 +20,14 @@ def inference_autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def compute_dtype(model: torch.nn.Module, device: torch.device) -> str:
+    """The precision features are computed in, as recorded in a stats file: the parameters'
+    dtype ("float32" for every model ``load_causal_lm`` loads), plus " under bfloat16 autocast"
+    on CUDA (``inference_autocast``)."""
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    return dtype + (" under bfloat16 autocast" if device.type == "cuda" else "")
 
 
 THREADS_ENV = "LC_TORCH_THREADS"

@@ -17,12 +17,13 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.errors import UserError, as_os_error
 from linguistic_collapse.core.paths import resolve_if_checkout
 from linguistic_collapse.lm.runs import RunName  # noqa: F401  (re-exported: callers import it from here)
 
 T = TypeVar("T")
 PAPER_LOCAL_WINDOW = 256  # GPT-Neo local-attention window used in the paper
+MEASURE_DTYPE = torch.float32  # parameters of every model loaded for measurement
 
 
 def default_n_head(n_embd: int) -> int:
@@ -173,6 +174,21 @@ def check_model_folder(folder: Path) -> None:
                         "(model.save_pretrained(folder, safe_serialization=True))")
 
 
+def check_weight_headers(folder: Path) -> None:
+    """``UserError`` in one line naming the file when a ``*.safetensors`` of ``folder`` has a
+    header safetensors cannot read (truncated, damaged, or claiming impossible sizes); only
+    the headers are read, nothing is allocated."""
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except SafetensorError as err:
+            raise UserError(f"{path} is not a readable safetensors file ({_first_line(err)[:160]}); "
+                            "save the model again with save_pretrained") from None
+
+
 def refused_code(what: str, name: str | Path, err: Exception) -> UserError:
     """The one line for a model that transformers cannot load without running its own code."""
     return UserError(f"{what} {name}: transformers cannot load it without running code from it "
@@ -252,8 +268,9 @@ def load_causal_lm(name_or_path: str | Path, device: str | torch.device = "cpu",
     """Load a causal LM from a local folder (``save_pretrained``) or a hub id, in eval mode.
 
     ``revision``: a hub branch, tag or commit (e.g. Pythia's "step1000"); hub ids only.
-    ``dtype`` None loads float32 whatever the checkpoint's storage dtype (measurement runs in
-    float32 on CPU, under bf16 autocast on CUDA). A hub id that is neither cached nor reachable
+    ``dtype`` None loads float32 whatever the checkpoint's storage dtype and transformers'
+    default (``MEASURE_DTYPE``: measurement runs in float32 on CPU, under bf16 autocast on CUDA;
+    ``linguistic_collapse.lm.devices.feature_dtype`` names the precision of the features). A hub id that is neither cached nor reachable
     (HF_HUB_OFFLINE, no network) raises a one-line ``UserError`` at once; a missing local path
     raises ``FileNotFoundError``.
     """
@@ -264,7 +281,7 @@ def load_causal_lm(name_or_path: str | Path, device: str | torch.device = "cpu",
 
         with quiet_transformers():
             try:
-                return AutoModelForCausalLM.from_pretrained(source, dtype=dtype,
+                return AutoModelForCausalLM.from_pretrained(source, dtype=dtype or MEASURE_DTYPE,
                                                             trust_remote_code=False, **kwargs)
             except pickle.UnpicklingError as err:
                 raise UserError(f"model {source}: its weights are a pickle that is not plain "
@@ -275,6 +292,13 @@ def load_causal_lm(name_or_path: str | Path, device: str | torch.device = "cpu",
                 if "trust_remote_code" in str(err) or "model type" in str(err):
                     raise refused_code("model", source, err) from None
                 raise
+            except (RuntimeError, OverflowError, MemoryError) as err:  # e.g. sizes it cannot build
+                if as_os_error(err) is not None:
+                    raise
+                raise UserError(f"model {source}: cannot be built from its config.json and "
+                                f"weights ({_first_line(err)[:160]}); check the sizes in its "
+                                "config.json, or save the model again with save_pretrained"
+                                ) from None
 
     local = local_model_dir(name_or_path)
     if local is not None:
@@ -283,6 +307,7 @@ def load_causal_lm(name_or_path: str | Path, device: str | torch.device = "cpu",
                             "local folder; drop the revision or pass the hub id")
         if local.is_dir():
             check_model_folder(local)
+            check_weight_headers(local)
         try:
             model = load(str(local))
         except OSError as err:
@@ -292,7 +317,7 @@ def load_causal_lm(name_or_path: str | Path, device: str | torch.device = "cpu",
         model = from_hub(load, str(name_or_path), revision, what="model")
     else:
         raise FileNotFoundError(f"no model checkpoint at {name_or_path}; train it first or fix the path")
-    return model.to(device).eval()
+    return model.to(device=device, dtype=dtype or MEASURE_DTYPE).eval()
 
 
 def _output_embeddings(model: nn.Module) -> nn.Module:

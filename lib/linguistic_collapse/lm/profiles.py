@@ -207,6 +207,15 @@ def profile_path(name_or_path: str | Path) -> Path:
     return path
 
 
+def profile_arg(text: str) -> str:
+    """argparse ``type`` of every ``--profile``: a path (ending .yaml/.yml or holding a /) made
+    absolute against the caller's working directory; a bare name as it is
+    (``profiles/<name>.yaml`` of the checkout, ``profile_path``)."""
+    if text.endswith((".yaml", ".yml")) or "/" in text:
+        return str(Path(text).expanduser().absolute())
+    return text
+
+
 class DuplicateKeyError(yaml.constructor.ConstructorError):
     """A mapping names one key twice (YAML would silently keep the last value)."""
 

@@ -169,6 +169,16 @@ def _load_disk(path_str: str, split: str, max_stories: int | None) -> list[str]:
     return _texts_of(saved[split], f"saved dataset {path} split {split!r}", max_stories)
 
 
+def corpus_source_arg(text: str) -> str:
+    """argparse ``type`` of a corpus source on the command line: a local path (also after
+    "disk:") made absolute against the caller's working directory, a named source as it is."""
+    if text == "generated" or text == "hub" or text.startswith("hub:"):
+        return text
+    if text.startswith("disk:"):
+        return "disk:" + str(Path(text[5:]).expanduser().absolute())
+    return str(Path(text).expanduser().absolute())
+
+
 def load_corpus(source: str, split: str, max_stories: int | None = None) -> list[str]:
     """The stories of one split ("train" or "validation") of a corpus source.
 

@@ -46,7 +46,7 @@ def _check_parts(metas: list[dict[str, str]], pass_: int, paths: Sequence[Path])
             raise UserError(f"cannot merge pass {pass_} shards computed with different pass-1 "
                             f"means: hash {m.get('means_hash')} != {first.get('means_hash')}")
         keys = (*MODEL_KEYS, *PROVENANCE_KEYS, "layers", f"pass{pass_}_split_sha",
-                *earlier_meta(first, pass_))
+                f"pass{pass_}_compute_dtype", *earlier_meta(first, pass_))
         for key in keys:
             if m.get(key) != first.get(key):
                 raise UserError(f"cannot merge {p}: its {key} {m.get(key)!r} differs from "

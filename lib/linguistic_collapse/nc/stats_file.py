@@ -10,7 +10,10 @@ sum_c sum_{x in c} (x - mu_c)(x - mu_c)^T of the head input, trace = sum of ``sq
 memory, ``train_blocks_sha256``, ``val_blocks_sha256``, ``tokenizer_sha256``: see
 ``linguistic_collapse.core.provenance``), per pass ``pass{N}_blocks``, ``pass{N}_tokens``, ``pass{N}_shard`` ('' =
 whole split, else 'i/n'), ``pass{N}_split_sha``; ``means_hash`` (sha256 of the train means that
-pass 2 used, '' in a pass-1 shard) and ``format_version``. Optional, only when collected with
+pass 2 used, '' in a pass-1 shard), ``pass{N}_compute_dtype`` (the precision the features were
+computed in, ``linguistic_collapse.lm.devices.compute_dtype``), ``tensors_sha256`` (JSON
+{tensor name: sha256 of its dtype, shape and bytes} of every tensor of the file, checked on
+every verified read) and ``format_version``. Optional, only when collected with
 layers (``linguistic_collapse.stages.layers``): pass-1 tensors ``layer{i}.sums`` [V, D] float64 and ``layer{i}.sq_dev``
 [V] float64 per residual-stream index i (sharing ``counts``; no pooled scatter per layer, only
 the head input has ``sw``), listed in metadata ``layers`` ("0,1,2") with ``n_layer``; without
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import struct
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -36,17 +38,20 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.provenance import sha256_tensor
+from linguistic_collapse.core.errors import UserError, as_os_error
+from linguistic_collapse.core.provenance import sha256_array, sha256_tensor
 from linguistic_collapse.nc.accumulate import class_means, means_hash
 
-FORMAT_VERSION = "3"  # 1: three passes (sq_dev in its own pass); 2: one train pass + validation;
-# 3: pass 1 also holds the pooled within-class scatter sw
+FORMAT_VERSION = "4"  # 1: three passes (sq_dev in its own pass); 2: one train pass + validation;
+# 3: pass 1 also holds the pooled within-class scatter sw; 4: every tensor hashed (tensors_sha256)
+REFRESH = ("collect it again with `python -m linguistic_collapse collect` (`make paper` rebuilds "
+           "a profile's files)")
 PASSES = (1, 2)
 SPLITS = {1: "train", 2: "validation"}
 PASS_TENSORS = {1: ("counts", "sums", "sq_dev", "sw"), 2: ("val_counts", "val_agree")}
 STATS_KEYS = (*PASS_TENSORS[1], *PASS_TENSORS[2], "lm_head")
-PASS_META = ("blocks", "tokens", "shard", "split_sha", "indices_sha256")  # pass{N}_<key> (the last: subsamples only)
+PASS_META = ("blocks", "tokens", "shard", "split_sha", "compute_dtype",
+             "indices_sha256")  # pass{N}_<key> (the last: subsamples only)
 MODEL_KEYS = ("model", "vocab_size", "width", "lm_head_sha256")
 LAYER_TENSORS = ("sums", "sq_dev")  # per collected layer: layer{i}.<name> (module docstring)
 PROVENANCE_KEYS = ("lm_head_sha256", "weights_sha256", "state_dict_sha256", "train_blocks_sha256",
@@ -130,6 +135,7 @@ def read_stats(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     for i in stored_layers(meta):
         _check_tensors(path, meta, {"counts": tensors["counts"],
                                     **{n: tensors[layer_key(i, n)] for n in LAYER_TENSORS}})
+    check_hashes(path, meta, tensors)
     return tensors, meta
 
 
@@ -143,11 +149,16 @@ def read_layers(path: str | Path) -> Iterator[tuple[int, dict[str, Tensor]]]:
             _check_complete(path, meta, set(f.keys()))
             top = {k: f.get_tensor(k) for k in ("counts", "sums", "lm_head")}
             _check_tensors(path, meta, top)
+            check_hashes(path, meta, top)
+            check_hashes(path, meta, {k: f.get_tensor(k) for k in (
+                *PASS_TENSORS[1], *PASS_TENSORS[2]) if k not in top})  # read, checked, dropped
             counts = top.pop("counts")
             del top  # the head's sums and LM head are not needed any more
             for i in stored_layers(meta):
-                layer = {"counts": counts, **{n: f.get_tensor(layer_key(i, n)) for n in LAYER_TENSORS}}
+                own = {layer_key(i, n): f.get_tensor(layer_key(i, n)) for n in LAYER_TENSORS}
+                layer = {"counts": counts, **{n: own[layer_key(i, n)] for n in LAYER_TENSORS}}
                 _check_tensors(path, meta, layer)
+                check_hashes(path, meta, own)
                 yield i, layer
     except (SafetensorError, OSError, RuntimeError) as err:
         raise _corrupt(path, err) from None
@@ -157,7 +168,7 @@ def _check_complete(path: str | Path, meta: dict[str, str], names: Collection[st
     """UserError unless ``path`` is of this format version and holds every tensor ``names``."""
     if meta.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path} has stats format {meta.get('format_version')!r}, this code reads "
-                        f"{FORMAT_VERSION!r}; collect it again with `python -m linguistic_collapse collect`")
+                        f"{FORMAT_VERSION!r}; {REFRESH}")
     missing = [k for k in (*STATS_KEYS, *pass1_keys(meta)) if k not in names]
     if missing:
         raise UserError(f"{path} lacks tensors {missing} (an unfinished or sharded file); finish "
@@ -186,6 +197,36 @@ def _check_tensors(path: str | Path, meta: dict[str, str], tensors: dict[str, Te
                         "collect it again")
 
 
+def tensor_sha256(tensor: Tensor) -> str:
+    """sha256 of a tensor's dtype, shape and bytes as stored (float64 stays float64)."""
+    t = tensor.detach().cpu().contiguous()
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16: hash its bits
+        t = t.view(torch.int16)
+    return sha256_array(t.numpy())
+
+
+def tensor_hashes(tensors: dict[str, Tensor]) -> str:
+    """The ``tensors_sha256`` metadata: canonical JSON {name: ``tensor_sha256``}."""
+    return json.dumps({k: tensor_sha256(v) for k, v in sorted(tensors.items())},
+                      sort_keys=True, separators=(",", ":"))
+
+
+def check_hashes(path: str | Path, meta: dict[str, str], tensors: dict[str, Tensor]) -> None:
+    """UserError in one line naming ``path`` and the tensor unless each of ``tensors`` has the
+    sha256 its file's ``tensors_sha256`` records (a tensor altered or damaged after writing)."""
+    try:
+        recorded = json.loads(meta.get("tensors_sha256", ""))
+    except ValueError:
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise UserError(f"{path} records no valid tensors_sha256, so its tensors cannot be "
+                        f"verified; {REFRESH}")
+    for key, t in tensors.items():
+        if recorded.get(key) != tensor_sha256(t):
+            raise UserError(f"{path}: tensor {key!r} does not match its recorded sha256 "
+                            f"(altered or damaged after it was written); {REFRESH}")
+
+
 def check_train_pass(path: str | Path, meta: dict[str, str]) -> dict[str, Tensor]:
     """The tensors of a file holding pass 1 (whole or a shard), verified like ``read_stats``:
     this format version, every pass-1 tensor present, ``means_hash`` (of a whole pass 1) and
@@ -203,14 +244,16 @@ def check_train_pass(path: str | Path, meta: dict[str, str]) -> dict[str, Tensor
     if "lm_head" in tensors and meta.get("lm_head_sha256") != sha256_tensor(tensors["lm_head"]):
         raise UserError(f"{path} is inconsistent: its lm_head_sha256 does not match its stored "
                         "lm_head; collect it again")
+    check_hashes(path, meta, tensors)
     return tensors
 
 
 def save_raw(path: Path, tensors: dict[str, Tensor], meta: dict[str, str]) -> None:
     """Atomic save of tensors (moved to the CPU) and metadata, as given (working files):
     written beside ``path`` under a temporary name ending in ``.tmp``, then renamed onto it, so
-    readers see the old or the new file; the header is sorted so equal statistics give equal
-    bytes."""
+    readers see the old or the new file; its mode follows the umask, the rule of
+    ``linguistic_collapse.core.paths.atomic_write`` (which the core may not import); the header
+    is sorted so equal statistics give equal bytes."""
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,14 +262,19 @@ def save_raw(path: Path, tensors: dict[str, Tensor], meta: dict[str, str]) -> No
         try:
             save_file(cpu, str(tmp), metadata=meta)
         except SafetensorError as err:  # an I/O failure (disk full, ...) as the OSError it is
-            code = re.search(r"code: (\d+)", str(err))
-            if code is None:
-                raise
-            raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from None
+            raise as_os_error(err, path) or err from None
         sort_header(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # as core.paths.atomic_write: safetensors makes 0600
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; os has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def sort_header(path: Path) -> None:
@@ -246,7 +294,7 @@ def sort_header(path: Path) -> None:
 def write_stats(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, str]) -> Path:
     """Write a stats file, filling ``format_version``, ``lm_head_sha256`` (from ``lm_head``) and
     ``means_hash`` (from counts and sums; '' while pass 1 is a shard) so they always agree."""
-    meta = {**meta, "format_version": FORMAT_VERSION}
+    meta = {**meta, "format_version": FORMAT_VERSION, "tensors_sha256": tensor_hashes(tensors)}
     if "lm_head" in tensors:
         meta["lm_head_sha256"] = sha256_tensor(tensors["lm_head"])
     if "counts" in tensors and "sums" in tensors and not meta.get("pass1_shard"):
@@ -261,6 +309,12 @@ def write_stats(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, st
 def partial_path(out_path: str | Path) -> Path:
     """The working file of a pass in progress, beside ``out_path``."""
     return Path(out_path).with_suffix(".partial.safetensors")
+
+
+def pass1_path(out_path: str | Path) -> Path:
+    """Where a two-pass collection keeps its finished pass 1 until pass 2 is written to
+    ``out_path`` (so ``out_path`` never holds pass 1 alone), beside it."""
+    return Path(out_path).with_suffix(".pass1.safetensors")
 
 
 def done_passes(meta: dict[str, str]) -> dict[int, str]:
@@ -294,7 +348,7 @@ def stale_reasons(path: str | Path, *, lm_head_sha256: str | None = None,
         return [str(err)]
     if meta.get("format_version") != FORMAT_VERSION:
         return [f"format version {meta.get('format_version')!r} != {FORMAT_VERSION!r} (an older "
-                "file lacks the pooled within-class scatter sw): collect it again"]
+                f"file lacks the hashes of its tensors): {REFRESH}"]
     reasons = []
     if done_passes(meta) != {p: "" for p in PASSES}:
         reasons.append(f"unfinished: holds passes {done_passes(meta)} of {list(PASSES)}")

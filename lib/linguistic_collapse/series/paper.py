@@ -41,7 +41,6 @@ from linguistic_collapse.core.paths import (
     ROOT_ENV,
     Layout,
     atomic_write_text,
-    cli_path,
     executed_notebook_for,
     figures_dir_for,
     figures_dir_in,
@@ -57,7 +56,7 @@ from linguistic_collapse.core.paths import (
 )
 from linguistic_collapse.figures import plots
 from linguistic_collapse.lm.devices import apply_thread_setting
-from linguistic_collapse.lm.profiles import Profile, load_profile, profile_path
+from linguistic_collapse.lm.profiles import Profile, load_profile, profile_arg, profile_path
 from linguistic_collapse.series.progress import ProgressWatcher, hms, stage_counter
 from linguistic_collapse.series.sources import sync_notebooks
 from linguistic_collapse.series.stamps import inputs_digest, lib_digest, stage_inputs, stage_stamp
@@ -342,19 +341,50 @@ def code_elsewhere_note(root: Path) -> str | None:
     return f"[paper] note: the code is {code}'s, the checkout is {root}: only {root} is written"
 
 
+class StageInterrupted(KeyboardInterrupt):
+    """Ctrl-C while a stage ran: carries the stage's name for the one line the CLI prints."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(stage)
+        self.stage = stage
+
+
+def runner_lock(profile: Profile) -> Any:
+    """The lock one ``paper`` runner of ``profile`` holds (``data/<profile>/.paper.lock``); it
+    never waits: a second runner of the same profile is refused, other profiles run beside."""
+    from filelock import FileLock
+
+    root = Layout(profile.out_path).root
+    root.mkdir(parents=True, exist_ok=True)
+    return FileLock(root / ".paper.lock", timeout=0)
+
+
 def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool = False) -> list[str]:
-    """Run the given stages in order for a profile (in the checkout you work in, ``repo_root``);
-    returns the stages that actually ran."""
+    """Run the given stages in order for a profile, in the checkout you work in (``repo_root``),
+    one runner per profile at a time (a second is refused in one line); returns the stages that
+    actually ran."""
+    from filelock import Timeout
+
     root = repo_root()
     note = code_elsewhere_note(root)
     if note:
         print(note, flush=True)
-    with kernels_root(root):
-        return _run_stages(profile_name, stages, force)
+    lock = runner_lock(load_profile(profile_name))
+    try:
+        lock.acquire()
+    except Timeout:
+        raise UserError(f"another `paper` of profile {load_profile(profile_name).name!r} is "
+                        f"running (it holds {short(Path(lock.lock_file))}); wait for it to "
+                        "finish, then run again (finished stages are kept)") from None
+    try:
+        with kernels_root(root):
+            return _run_stages(profile_name, stages, force)
+    finally:
+        lock.release()
 
 
 def _run_stages(profile_name: str, stages: tuple[str, ...], force: bool) -> list[str]:
-    """``run_paper``'s loop over the stages."""
+    """``run_paper``'s loop over the stages, under the profile's runner lock."""
     profile = load_profile(profile_name)
     for change in sync_notebooks():  # the .py twins are the source
         print(f"[paper] {change.describe()}", flush=True)
@@ -379,7 +409,10 @@ def _run_stages(profile_name: str, stages: tuple[str, ...], force: bool) -> list
         print(f"[paper] {stage}: running ({profile.name})", flush=True)
         stamp_file.unlink(missing_ok=True)  # a killed or failed run is never "up to date"
         with ProgressWatcher(stage, stage_counter(stage, profile)):
-            execute_stage(notebook, output, params)
+            try:
+                execute_stage(notebook, output, params)
+            except KeyboardInterrupt:
+                raise StageInterrupted(stage) from None
         atomic_write_text(stamp_file, stamp + "\n")  # only after the executed copy is in place
         print(f"[paper] {stage}: done in {hms(time.perf_counter() - start)} -> {short(output)}",
               flush=True)
@@ -390,7 +423,7 @@ def _run_stages(profile_name: str, stages: tuple[str, ...], force: bool) -> list
 def register_cli(subparsers: Any) -> None:
     """``paper``: execute the notebook series for a profile."""
     p = subparsers.add_parser("paper", help="execute the notebook series for a profile")
-    p.add_argument("--profile", default="cpu",
+    p.add_argument("--profile", default="cpu", type=profile_arg,
                    help="profile name (profiles/<name>.yaml) or path to a profile YAML file")
     p.add_argument("--stage", action="append", choices=STAGES, help="run only these stages")
     p.add_argument("--force", action="store_true", help="re-run stages even when up to date")
@@ -399,9 +432,11 @@ def register_cli(subparsers: Any) -> None:
     p.set_defaults(func=_cli_paper)
 
 
-def _profile_arg(text: str) -> str:
-    """A ``--profile`` that is a path, relative to the caller's directory; a name as it is."""
-    return str(cli_path(text)) if text.endswith((".yaml", ".yml")) or "/" in text else text
+def interrupted_line(err: KeyboardInterrupt) -> str:
+    """The one line Ctrl-C of ``paper`` prints: the stage it stopped and that a rerun resumes."""
+    where = f"stage {err.stage}" if isinstance(err, StageInterrupted) else "between stages"
+    return (f"[paper] interrupted in {where} (Ctrl-C); nothing finished is lost: run the same "
+            "command again to resume from that stage")
 
 
 def _cli_paper(args: Any) -> int:
@@ -410,10 +445,13 @@ def _cli_paper(args: Any) -> int:
             for change in sync_notebooks():
                 print(f"[paper] {change.describe()}")
             return 0
-        run_paper(_profile_arg(args.profile), tuple(args.stage or STAGES), args.force)
+        run_paper(args.profile, tuple(args.stage or STAGES), args.force)
     except UserError as err:
         print(f"[paper] error: {err}", flush=True)
         return 2
+    except KeyboardInterrupt as err:
+        print(interrupted_line(err), flush=True)
+        return 130
     except OSError as err:
         if err.errno is None:  # lib's own "no such file; run X first" messages
             print(f"[paper] FAILED: {err}", flush=True)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.errors import UserError, as_os_error
 from linguistic_collapse.core.outputs import CHECKPOINT_PREFIX, checkpoint_in
 from linguistic_collapse.core.paths import (
     TEMP_SUFFIX,
@@ -98,17 +98,22 @@ def save_checkpoint(directory: Path, epoch: int, model: nn.Module, tokenizer: An
 
     Returns ``records`` with the last record's ``weights_sha256`` (of the saved weights) added.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    with atomic_dir(checkpoint_in(directory, epoch)) as tmp:
-        with quiet_transformers():
-            model.save_pretrained(tmp)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(tmp)
-        records = [*records[:-1], {**records[-1], "weights_sha256": weights_sha256(tmp)}]
-        tensors, plain = _state_tensors_and_json(epoch, optimizer, scheduler, records, settings)
-        save_file(tensors, str(tmp / STATE_TENSORS))
-        (tmp / STATE_FILE).write_text(json.dumps(plain), encoding="utf-8")  # last: marks it complete
+    target = checkpoint_in(directory, epoch)
+    try:
+        with atomic_dir(target) as tmp:
+            with quiet_transformers():
+                model.save_pretrained(tmp)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(tmp)
+            records = [*records[:-1], {**records[-1], "weights_sha256": weights_sha256(tmp)}]
+            tensors, plain = _state_tensors_and_json(epoch, optimizer, scheduler, records, settings)
+            save_file(tensors, str(tmp / STATE_TENSORS))
+            (tmp / STATE_FILE).write_text(json.dumps(plain), encoding="utf-8")  # last: marks it complete
+    except SafetensorError as err:  # disk full, ...: the OSError it wraps, naming the checkpoint
+        raise as_os_error(err, target) or err from None
     return records
 
 

@@ -42,7 +42,7 @@ from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import resolve_if_checkout
 from linguistic_collapse.core.provenance import weights_sha256
 from linguistic_collapse.lm import identity as ident
-from linguistic_collapse.lm.devices import inference_autocast
+from linguistic_collapse.lm.devices import compute_dtype, inference_autocast
 from linguistic_collapse.lm.model import lm_head_weight, load_causal_lm
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.nc.accumulate import DEFAULT_CHUNK
@@ -260,6 +260,7 @@ def collect_pass(model: nn.Module, blocks: np.ndarray | str | Path | BlockSplit,
             f"pass{pass_no}_blocks": str(split.blocks.shape[0]),
             f"pass{pass_no}_tokens": str(state.tokens), f"pass{pass_no}_shard": shard_txt,
             f"pass{pass_no}_split_sha": split.split_sha,
+            f"pass{pass_no}_compute_dtype": compute_dtype(model, W.device),
             **({f"pass{pass_no}_indices_sha256": split.indices_sha256} if split.indices_sha256
                else {})}
     state.stats.save(out_path, info["model"], W, meta)
@@ -359,11 +360,17 @@ def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
                                   indices=train_indices if p == 1 else None)
     prov = {**weights_hash, "tokenizer_sha256": tok_sha or ""}
     name, tok_name = relative_to_stats(name, out_path), relative_to_stats(tok_name, out_path)
+    # Both passes: pass 1 goes to a sibling first, so out_path never holds pass 1 alone.
+    staged = (sf.pass1_path(out_path) if passes == sf.PASSES and base is None
+              and not out_path.exists() else out_path)
     for p in passes:
-        src = base if (base is not None and p == passes[0]) else out_path
-        collect_pass(model, splits[p], p, out_path, base=src, shard=shard, batch_size=batch_size,
-                     checkpoint_every=checkpoint_every, progress=progress, name=name,
-                     tokenizer_name=tok_name, provenance=prov, layers=layers)
+        src = base if (base is not None and p == passes[0]) else staged
+        collect_pass(model, splits[p], p, staged if p == 1 else out_path, base=src, shard=shard,
+                     batch_size=batch_size, checkpoint_every=checkpoint_every, progress=progress,
+                     name=name, tokenizer_name=tok_name, provenance=prov, layers=layers)
+    if passes == sf.PASSES:
+        for leftover in (sf.pass1_path(out_path), sf.partial_path(sf.pass1_path(out_path))):
+            leftover.unlink(missing_ok=True)
     return out_path
 
 

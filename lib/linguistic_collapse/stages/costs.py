@@ -1,6 +1,7 @@
 """A profile's jobs and their cost: tokens per run, FLOPs (6·N·tokens plus attention) and GPU-hours at
-the profile's assumed utilisation, and the wall time of each stage on 2 CPU cores from measured
-throughputs (``python -m linguistic_collapse grid --dry-run`` prints both)."""
+the profile's assumed utilisation, the wall time of each stage on 2 CPU cores from measured
+throughputs, and each job's estimated peak memory, checked against the memory available before
+any work (``python -m linguistic_collapse grid --dry-run`` prints them)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, read_json
 from linguistic_collapse.lm.model import RunName, paper_param_count
 from linguistic_collapse.lm.profiles import Profile
@@ -102,9 +104,11 @@ def dry_run(profile: Profile) -> pd.DataFrame:
              "gpu_hours": j.gpu_hours(c.peak_tflops, c.utilization)}
             for j in plan_jobs(profile)]
     table = pd.DataFrame(rows)
+    table["peak_gib"] = memory_column(profile)
     total = {"run": "TOTAL", "checkpoints": "", **{
         k: table[k].sum() for k in ("n_checkpoints", "train_tokens", "collect_tokens",
-                                    "train_pflop", "collect_pflop", "gpu_hours")}}
+                                    "train_pflop", "collect_pflop", "gpu_hours")},
+             "peak_gib": table["peak_gib"].max()}  # jobs run one at a time: the largest
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
     return table.astype({"batch_size": "Int64", "n_params": "Int64"})
 
@@ -168,3 +172,99 @@ def cpu_summary(profile: Profile) -> str:
     """``cpu_seconds`` as one line of minutes, e.g. "2 quiet CPU cores (estimate): training 19.3 min, ..."."""
     parts = [f"{k} {v / 60:.1f} min" for k, v in cpu_seconds(profile).items()]
     return "2 quiet CPU cores (estimate from measured throughputs): " + ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Peak memory of a job, against the memory this machine (or its GPU) has free
+
+
+GIB = 2**30
+
+
+def on_cuda(profile: Profile) -> bool:
+    """Whether the profile's jobs run on CUDA here (``device`` cuda, or auto with a GPU)."""
+    import torch
+
+    return profile.device == "cuda" or (profile.device == "auto" and torch.cuda.is_available())
+
+
+def peak_memory(profile: Profile, run: RunName, cuda: bool | None = None) -> dict[str, int]:
+    """Estimated peak bytes of one run's job: {"train", "collect", "peak"}; ``cuda`` (default
+    ``on_cuda``): the job runs on CUDA, where ``training.precision`` auto means bf16.
+
+    Training: float32 weights, gradients and AdamW's two moments (16 bytes per parameter) plus
+    the activations kept for the backward pass at the training batch size (Korthikanti et al.
+    2022: per layer and token 17·d + 2.5·heads·T elements, without the attention matrices under
+    flash attention; 2 bytes each in bf16, 4 in fp32) and the logits with their softmax and
+    gradient in float32 (12·V bytes per token). Collection: the float32 model, the statistics
+    accumulators (V×D float64 sums, the D×D float64 scatter, V-long sq_dev and counts; the same
+    sums per collected layer) and three more V×D float64 copies the measures make (means,
+    centred means, W). An estimate: it refuses only what cannot fit."""
+    cuda = on_cuda(profile) if cuda is None else cuda
+    V, T, d, L = profile.tokenizer.expected_vocab_size(), profile.context_len, run.width, run.depth
+    n = paper_param_count(L, d, V, T)
+    heads, B = profile.model.heads(d), profile.batch_size(run)
+    precision = profile.training.precision
+    elem = 2 if (precision == "bf16" or (precision == "auto" and cuda)) else 4
+    flash = cuda and profile.model.attn_implementation == "flash_attention_2"
+    per_layer = elem * (17 * d + (0 if flash else 2.5 * heads * T))
+    train = int(16 * n + B * T * (L * per_layer + 12 * V))
+    layers = profile.collect.layers
+    n_layers = (L + 1 if layers == "all" else len(layers or ()))
+    accumulators = (1 + n_layers) * (8 * V * d + 16 * V) + 8 * d * d + 8 * V
+    collect = (4 * n + accumulators + 3 * 8 * V * d
+               + profile.collect.batch_size * T * (16 * d + (0 if flash else 4 * heads * T)))
+    return {"train": train, "collect": collect, "peak": max(train, collect)}
+
+
+def available_memory(device: str) -> tuple[int | None, str]:
+    """(bytes free for a job, where): the CUDA device's free memory when ``device`` runs on
+    CUDA, else the machine's MemAvailable (/proc/meminfo, or psutil where installed); None
+    when neither can be read."""
+    import torch
+
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        if torch.cuda.is_available():
+            free, _ = torch.cuda.mem_get_info()
+            return int(free), f"the CUDA device {torch.cuda.get_device_name()}"
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available), "this machine"
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "this machine"
+    except OSError:
+        pass
+    return None, "this machine"
+
+
+def check_memory(profile: Profile, available: int | None = None, where: str | None = None) -> None:
+    """UserError in one line, before any work, when a job of ``profile`` cannot fit: the run, its
+    estimated peak (``peak_memory``), the memory available (``available_memory`` of the
+    profile's device unless given) and the profile keys that set its size."""
+    cuda = on_cuda(profile) if available is None else profile.device == "cuda"
+    if available is None:
+        available, where = available_memory(profile.device)
+        if available is None:
+            return
+    for run in profile.runs():
+        need = peak_memory(profile, run, cuda)
+        if need["peak"] > available:
+            stage = "training" if need["train"] >= need["collect"] else "collection"
+            raise UserError(
+                f"profile {profile.name!r}: job {run} needs about {need['peak'] / GIB:.3g} GiB "
+                f"at its peak ({stage}), more than the {available / GIB:.3g} GiB available on "
+                f"{where or 'this machine'}; lower its size in the profile (grid.widths / "
+                "grid.depths or replicas, training.batch_size, collect.layers) or run it where "
+                "more memory is free")
+
+
+def memory_column(profile: Profile) -> list[float]:
+    """Each run's estimated peak memory in GiB, in ``profile.runs()`` order (the dry run's
+    ``peak_gib`` column)."""
+    return [peak_memory(profile, run)["peak"] / GIB for run in profile.runs()]

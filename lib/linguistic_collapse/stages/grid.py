@@ -8,9 +8,9 @@ from typing import Any
 
 import pandas as pd
 
-from linguistic_collapse.lm.profiles import load_profile
+from linguistic_collapse.lm.profiles import load_profile, profile_arg
 from linguistic_collapse.lm.runs import RunName
-from linguistic_collapse.stages.costs import cpu_summary, dry_run
+from linguistic_collapse.stages.costs import GIB, check_memory, cpu_summary, dry_run
 from linguistic_collapse.stages.pipeline import run_local, train_profile_run
 from linguistic_collapse.stages.slurm import submit_slurm
 
@@ -24,6 +24,8 @@ def _cli_grid(args: argparse.Namespace) -> int:
         print(cpu_summary(profile))
         return 0
     if args.slurm:
+        if profile.device == "cpu":  # a CPU job's memory is the profile's cluster.mem_gb
+            check_memory(profile, profile.cluster.mem_gb * GIB, "a SLURM job (cluster.mem_gb)")
         print(submit_slurm(profile, only_train=args.only_train, retrain=args.retrain)
               .summary(profile))
         return 0
@@ -46,7 +48,8 @@ def register_cli(subparsers: Any) -> None:
     """``python -m linguistic_collapse train --profile NAME --run RUN [--retrain]`` and ``python -m linguistic_collapse grid
     --profile NAME [--dry-run] [--slurm] [--only-train] [--retrain]``."""
     p = subparsers.add_parser("train", help="train one run of a profile (resumes; no-op if done)")
-    p.add_argument("--profile", required=True, help="profile name or YAML path")
+    p.add_argument("--profile", required=True, type=profile_arg,
+                   help="profile name (profiles/<name>.yaml) or YAML path (from your directory)")
     p.add_argument("--run", required=True, help="run name, e.g. L1-d16-e1-wd0.0005-s0")
     p.add_argument("--device", default=None, help="override the profile's device")
     p.add_argument("--retrain", action="store_true",
@@ -55,8 +58,10 @@ def register_cli(subparsers: Any) -> None:
     p.set_defaults(func=_cli_train)
 
     p = subparsers.add_parser("grid", help="train, collect and measure a profile's whole grid")
-    p.add_argument("--profile", required=True, help="profile name or YAML path")
-    p.add_argument("--dry-run", action="store_true", help="list the jobs, GPU-hours and CPU minutes only")
+    p.add_argument("--profile", required=True, type=profile_arg,
+                   help="profile name (profiles/<name>.yaml) or YAML path (from your directory)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the jobs, GPU-hours, CPU minutes and peak memory only")
     p.add_argument("--slurm", action="store_true", help="submit to SLURM with submitit")
     p.add_argument("--only-train", action="store_true", help="train only (no collect/measure)")
     p.add_argument("--retrain", action="store_true",

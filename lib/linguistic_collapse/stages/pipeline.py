@@ -59,6 +59,7 @@ from linguistic_collapse.nc.subset import min_count_section
 from linguistic_collapse.stages import refresh
 from linguistic_collapse.stages.blocks import subsample_blocks
 from linguistic_collapse.stages.collect import collect_model_stats
+from linguistic_collapse.stages.costs import check_memory
 from linguistic_collapse.stages.layers import layers_section, profile_layers
 from linguistic_collapse.stages.refresh import collect_if_stale, measure_if_stale, stats_current
 from linguistic_collapse.stages.train import is_trained, train_run
@@ -74,8 +75,14 @@ def _device(profile: Profile) -> str:
     return resolve_device(profile.device).type
 
 
-def prepare_profile_corpus(profile: Profile, progress: bool = True) -> PreparedCorpus:
-    """The profile's tokenized corpus (cached in ``out_dir/corpus``; rebuilt when text changed)."""
+def prepare_profile_corpus(profile: Profile, progress: bool = True,
+                           check_fits: bool = True) -> PreparedCorpus:
+    """The profile's tokenized corpus (cached in ``out_dir/corpus``; rebuilt when text changed),
+    after every job was checked to fit in this machine's memory (``costs.check_memory``; the
+    first work of every local run of a profile), unless ``check_fits`` is False (SLURM
+    submission: the jobs run elsewhere)."""
+    if check_fits:
+        check_memory(profile)
     return prepare_corpus(corpus=profile.corpus, tokenizer=profile.tokenizer,
                           context_len=profile.context_len, cache_dir=Layout(profile.out_path).corpus,
                           progress=progress)

@@ -84,6 +84,7 @@ from linguistic_collapse.lm.model import (
     local_model_dir,
     refused_code,
 )
+from linguistic_collapse.lm.texts import corpus_source_arg
 from linguistic_collapse.nc.measure import measure_stats
 from linguistic_collapse.nc.stats_file import read_stats
 from linguistic_collapse.stages import refresh
@@ -377,7 +378,8 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser("pretrained", help="measure hub or local causal LMs on a corpus")
     p.add_argument("--model", action="append", required=True,
                    help="hub id or local folder, optionally @revision (repeat)")
-    p.add_argument("--corpus", required=True, help="corpus source (linguistic_collapse.lm.data.load_corpus)")
+    p.add_argument("--corpus", required=True, type=corpus_source_arg,
+                   help="corpus source (linguistic_collapse.lm.data.load_corpus; a path from your directory)")
     p.add_argument("--out", required=True, type=cli_path, help="output folder (metrics/, stats/)")
     p.add_argument("--context-len", type=int, default=512)
     p.add_argument("--batch-size", type=int, default=8)

@@ -22,6 +22,7 @@ from linguistic_collapse.nc.measure import MEASURE_VERSION
 from linguistic_collapse.nc.stats_file import (
     load_stats_metadata,
     partial_path,
+    pass1_path,
     stale_reasons,
     stored_layers,
 )
@@ -47,7 +48,8 @@ def collect_if_stale(path: Path, current: Callable[[], bool], collect: Callable[
     with lock_for(path):
         if current():
             return False
-        for stale in (path, partial_path(path), *also_stale):
+        for stale in (path, partial_path(path), pass1_path(path),
+                      partial_path(pass1_path(path)), *also_stale):
             stale.unlink(missing_ok=True)
         collect()
         return True

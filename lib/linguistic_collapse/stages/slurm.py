@@ -151,10 +151,13 @@ class Submission:
 
 
 def require_sbatch() -> None:
-    """UserError unless ``sbatch`` is on PATH (never fall back to running locally)."""
-    if shutil.which("sbatch") is None:
-        raise UserError("--slurm needs SLURM's sbatch on PATH, and there is none here; submit "
-                        "from the cluster's login node, or drop --slurm to run the grid locally")
+    """UserError unless ``sbatch`` and ``srun`` (which submitit's jobs run under) are on PATH
+    (never fall back to running locally)."""
+    for tool in ("sbatch", "srun"):
+        if shutil.which(tool) is None:
+            raise UserError(f"--slurm needs SLURM's {tool} on PATH, and there is none here; "
+                            "submit from the cluster's login node (or load its slurm module), "
+                            "or drop --slurm to run the grid locally")
 
 
 def slurm_executor(profile: Profile) -> Any:
@@ -275,7 +278,7 @@ def submit_slurm(profile: Profile, executor: Any = None, only_train: bool = Fals
         if reason not in (None, "not prepared"):  # changed: prepare before anything is submitted
             sub.prepared_here = f"{layout.corpus}: {reason}"
             _say(f"corpus {sub.prepared_here}: preparing it here before submitting")
-            prepare_profile_corpus(profile, progress=False)
+            prepare_profile_corpus(profile, progress=False, check_fits=False)
         records = _records(profile)
         runs = pending_runs(profile, stages)
         recorded = {str(r): records["runs"].get(str(r)) for r in runs}
