@@ -11,8 +11,8 @@ import stat
 import numpy as np
 import pytest
 import torch
+from checkout import PROFILES_DIR
 from linguistic_collapse import __main__ as cli
-from linguistic_collapse.core.paths import PROFILES_DIR
 from linguistic_collapse.lm.model import build_model, gpt_neo_config
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.nc.classstats import ClassStats

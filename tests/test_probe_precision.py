@@ -50,7 +50,7 @@ def test_half_precision_checkpoint_is_measured_in_float32(tmp_path, blocks, dtyp
         out = collect_model_stats(folder, *blocks, tmp_path / folder.name / "stats.safetensors",
                                   batch_size=4, progress=False)
         assert sf.load_stats_metadata(out)["pass1_compute_dtype"] == "float32"
-        measures[folder.name] = measure_stats_file(out, progress=False)
+        measures[folder.name] = measure_stats_file(out, progress=False)[0]
     ref, got = measures["fp32"], measures[as_half.name]
     names = [k for k, v in ref.items() if isinstance(v, float) and math.isfinite(v)]
     assert "nc1_pinv" in names and "cdnv" in str(names)

@@ -9,9 +9,9 @@ import sys
 import textwrap
 
 import pytest
+from checkout import PROFILES_DIR
 from linguistic_collapse import __main__ as cli
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import PROFILES_DIR
 from linguistic_collapse.lm.model import paper_param_count
 from linguistic_collapse.lm.profiles import load_profile
 from linguistic_collapse.lm.runs import RunName
