@@ -15,7 +15,11 @@ import importlib
 import os
 import sys
 
-from linguistic_collapse.core.errors import os_error_line
+from linguistic_collapse.core.openmp import default_wait_policy
+
+default_wait_policy()  # before any command imports torch: OpenMP reads it once, when it loads
+
+from linguistic_collapse.core.errors import os_error_line  # noqa: E402
 
 # command -> (module defining register_cli, one-line help); order = order in --help
 COMMANDS: dict[str, tuple[str, str]] = {
