@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,33 @@ PARAMS_CMAP = "viridis"
 LOSS_LABEL = "validation loss (nats/token)"
 SVG_SALT = "linguistic-collapse"
 FORMATS = ("png", "svg", "pdf")
+
+
+# A symbol with a subscript and an optional ⁺ in a registry label ("Σ_W", "Σ_B⁺", "μ_c"):
+# drawn as mathtext, so matplotlib sets a subscript instead of printing the underscore.
+_SUBSCRIPTED = re.compile(r"([A-Za-zΣΛμσ])_([A-Za-z0-9]+)(⁺?)")
+_GREEK = {"Σ": r"\Sigma", "Λ": r"\Lambda", "μ": r"\mu", "σ": r"\sigma"}
+
+
+def math_label(text: str) -> str:
+    r"""``text`` for a matplotlib label: every ``X_y`` (and ``X_y⁺``) as mathtext
+    (``Tr(Σ_W Σ_B⁺)/K`` -> ``Tr($\Sigma_{W}$ $\Sigma_{B}^{+}$)/K``); other text unchanged."""
+    def tex(match: re.Match) -> str:
+        base, sub, plus = match.groups()
+        return f"${_GREEK.get(base, base)}_{{{sub}}}{'^{+}' if plus else ''}$"
+
+    return _SUBSCRIPTED.sub(tex, text)
+
+
+def measure_label(measure: str) -> str:
+    """The registry's label of a measure (the column name otherwise), ready for matplotlib."""
+    info = REGISTRY.get(measure)
+    return math_label(info.label if info else measure)
+
+
+def measure_axis_label(measure: str) -> str:
+    """The registry's axis label of a measure (the column name otherwise), ready for matplotlib."""
+    return math_label(axis_label(measure) if measure in REGISTRY else measure)
 
 
 def apply_style() -> None:
@@ -197,9 +225,8 @@ def _measure_axis(ax: Any, measure: str, values: pd.Series) -> None:
     """y label of a measure; log scale (readable ticks) for the measures read in log10."""
     if measure_transform(measure) == "log" and len(values) and (values > 0).all():
         log_axis(ax, "y")
-    info = REGISTRY.get(measure)
-    ax.set_title(info.label if info else measure, fontsize="medium")
-    ax.set_ylabel(axis_label(measure) if info else measure, fontsize="small")
+    ax.set_title(measure_label(measure), fontsize="medium")
+    ax.set_ylabel(measure_axis_label(measure), fontsize="small")
 
 
 def _line_panels(long: pd.DataFrame, measures: Sequence[str], x: str, xlabel: str, log_x: bool,
