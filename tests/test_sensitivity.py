@@ -11,17 +11,16 @@ import pytest
 import torch
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, atomic_write_json
+from linguistic_collapse.figures.plots_sensitivity import sensitivity_figure
 from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc.classstats import ClassStats
 from linguistic_collapse.nc.measure import select_measures
 from linguistic_collapse.nc.registry import MEASURES
 from linguistic_collapse.nc.stats_file import read_stats
 from linguistic_collapse.nc.subset import restrict_classes
-from linguistic_collapse.tables.findings import Findings
-from linguistic_collapse.figures.plots_sensitivity import sensitivity_figure
 from linguistic_collapse.tables import sensitivity as sensitivity_module
+from linguistic_collapse.tables.findings import Findings
 from linguistic_collapse.tables.sensitivity import (
-    STABLE_SHARE,
     add_findings,
     changes,
     fixed_k_table,

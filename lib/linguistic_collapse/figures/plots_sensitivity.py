@@ -13,7 +13,12 @@ import pandas as pd
 
 from linguistic_collapse.figures.plots import _grid, measure_label
 from linguistic_collapse.nc.registry import MEASURES, measure_transform
-from linguistic_collapse.tables.sensitivity import STABLE_SHARE, between_model_sd, changes, stability
+from linguistic_collapse.tables.sensitivity import (
+    STABLE_SHARE,
+    between_model_sd,
+    changes,
+    stability,
+)
 
 
 def _fraction_text(f: float) -> str:
