@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from linguistic_collapse.core.paths import atomic_write, figures_dir_for, resolve
 from linguistic_collapse.nc.registry import REGISTRY, axis_label, measure_transform
-from linguistic_collapse.tables.analysis import table1_display
+from linguistic_collapse.tables.analysis import COMPARED_COLUMNS, table1_display
 from linguistic_collapse.tables.results import scaling_table
 from linguistic_collapse.tables.tokens import load_first_names
 
@@ -308,8 +308,9 @@ def scaling_figures(table: pd.DataFrame, measures: Sequence[str], ncols: int = 4
 
 def table1_figure(perm_df: pd.DataFrame, alpha: float = 0.05) -> Figure:
     """Table 1 drawn as a table (the cells of ``linguistic_collapse.tables.analysis.table1_display``: signed r, R²,
-    Spearman ρ, p and Holm p); rows significant at ``alpha`` after Holm in bold on a tinted band.
-    With too few replicas for a test, the figure says so instead."""
+    Spearman ρ, p and Holm p); in rows significant at ``alpha`` after Holm, our own cells in bold
+    on a tint (the authors' columns and the comparison with them, ``COMPARED_COLUMNS``, stay
+    plain). With too few replicas for a test, the figure says so instead."""
     height = 0.3 * (len(perm_df) + 1) + 0.9
     if perm_df["r"].isna().all():
         fig, ax = plt.subplots(figsize=(9.5, height))
@@ -318,7 +319,9 @@ def table1_figure(perm_df: pd.DataFrame, alpha: float = 0.05) -> Figure:
         ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True)
         return fig
     cells = table1_display(perm_df)
+    ours = [c not in COMPARED_COLUMNS for c in cells.columns]
     chars = sum(max(len(str(c)), *(len(str(v)) for v in cells[c])) + 2 for c in cells.columns)
+    cells["measure"] = cells["measure"].map(math_label)  # after the width: mathtext is shorter drawn
     fig, ax = plt.subplots(figsize=(max(9.5, 0.095 * chars), height))  # ~0.095 in per 10-pt character
     ax.set_axis_off()
     significant = (perm_df["p_holm"].astype(float) < alpha).to_numpy()
@@ -336,13 +339,13 @@ def table1_figure(perm_df: pd.DataFrame, alpha: float = 0.05) -> Figure:
         if row == 0:
             cell.set_text_props(weight="bold")
             cell.set_facecolor("0.93")
-        elif significant[row - 1]:
+        elif significant[row - 1] and ours[col]:
             cell.set_text_props(weight="bold")
             cell.set_facecolor("#fde3d6")
     table.scale(1, 1.35)
     ax.set_title(f"Table 1 · permutation test over {int(perm_df['n'].iloc[0])} seed-only replicas, "
                  f"{int(perm_df['m'].iloc[0]):,} permutations\n"
-                 f"bold: Holm-adjusted p < {alpha:g}; r, R², ρ: with validation loss",
+                 f"bold: our Holm-adjusted p < {alpha:g}; r, R², ρ: with validation loss",
                  fontsize="medium")
     return fig
 
