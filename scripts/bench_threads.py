@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the competing process too
     sizes = dict(QUICK if args.quick else FULL)
     if args.rounds:
         sizes["rounds"] = args.rounds
