@@ -1,4 +1,4 @@
-"""linguistic_collapse.tables.claims: the plateau detector, the three populations and the claims table's holds? rule."""
+"""linguistic_collapse.tables.claims: the plateau detector, the two populations and the claims table's holds? rule."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from linguistic_collapse.tables.clusters import design_point_ids
 
 def grid_table(seed: int = 0) -> pd.DataFrame:
     """24 runs (some with 2 checkpoints; runs 2k and 2k+1 share a depth) whose measures move with loss in the collapse direction,
-    except NC2 norm CV (noise) and NC3 (weak); 4 plateau runs with loss far above the rest."""
+    except NC2 norm CV (noise) and NC3 (weak); 4 plateau runs with loss far above the rest. Every
+    run has the grid's seed 0 (the primary population takes each run's final checkpoint)."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(24):
@@ -20,7 +21,7 @@ def grid_table(seed: int = 0) -> pd.DataFrame:
         for ck in range(1, epochs + 1):
             loss = 4.0 + 0.04 * i - 0.1 * ck + 0.02 * rng.standard_normal() + (1.0 if i >= 20 else 0.0)
             rows.append({"run": f"r{i}", "depth": 1 + i // 2, "width": 32, "epochs": epochs, "weight_decay": 0.1,
-                         "seed": i, "checkpoint": ck, "n_params": 1000 * (i + 1), "val_loss": loss})
+                         "seed": 0, "checkpoint": ck, "n_params": 1000 * (i + 1), "val_loss": loss})
     t = pd.DataFrame(rows)
     loss = t["val_loss"].to_numpy()
     for m in MEASURES:
@@ -45,18 +46,27 @@ def test_plateau_detector_finds_the_separated_cluster_only():
     assert not claims.plateau_mask(many)[0].any()
 
 
-def test_populations():
+def final(t: pd.DataFrame) -> pd.DataFrame:
+    return t[t["checkpoint"] == t["epochs"]]
+
+
+def test_populations_are_the_grid_final_checkpoints_without_replicas():
     t = grid_table()
-    pops, _ = claims.populations(t)
-    assert len(pops["all"]) == len(t)
-    assert (pops["final"]["checkpoint"] == pops["final"]["epochs"]).all()
-    assert pops["no plateau"]["val_loss"].max() < t["val_loss"].max() - 0.5
+    replicas = final(t)[final(t)["run"] == "r4"].assign(seed=[7], run="r4-s7")  # a seed replica
+    pops, _ = claims.populations(pd.concat([t, replicas], ignore_index=True))
+    assert list(pops) == list(claims.POPULATIONS) and claims.POPULATIONS[0] == verdicts.PRIMARY
+    primary = pops[verdicts.PRIMARY]
+    assert sorted(primary["run"]) == sorted(final(t)["run"])  # one model per run, no replica
+    assert (primary["checkpoint"] == primary["epochs"]).all()
+    plateau = pops["grid final, no plateau"]
+    assert set(primary["run"]) - set(plateau["run"]) == {"r20", "r21", "r22", "r23"}
 
 
 def test_claims_long_values_and_verdicts():
     t = grid_table()
     long = claims.claims_long(t, n_bootstrap=200, seed=0)
-    allpop = long[long["population"] == "all"].set_index(["claim", "statistic"])
+    allpop = long[long["population"] == verdicts.PRIMARY].set_index(["claim", "statistic"])
+    t = final(t)
     r2 = allpop.xs("R²", level="statistic")
     cdnv = r2.loc["NC1: CDNV: strong relation to loss"]
     x = np.log10(t["nc1_cdnv"])
@@ -65,7 +75,8 @@ def test_claims_long_values_and_verdicts():
     assert cdnv["dr2"] == pytest.approx(cdnv["value"] - 0.916)
     assert cdnv["band"] == band(cdnv["value"])
     norm = r2.loc["NC2: norm CV: negligible relation to loss"]
-    assert norm["ci_high"] < 0.15 and norm["verdict"] == "holds"  # noise: negligible holds
+    assert norm["value"] < 0.15 and norm["verdict"] in ("holds", "inconclusive")  # noise: never "fails"
+    assert norm["verdict"] == verdicts.band_verdict(norm["ci_low"], norm["ci_high"], "negligible")
     some = r2.loc["NC2: interference CV: some relation to loss"]
     assert some["ci_low"] >= 0.5 and some["verdict"] == "fails"  # tied to loss: more than "some"
     direction = allpop.xs("r", level="statistic").loc["NC4: classifier agreement: more collapse, lower loss"]
@@ -84,9 +95,9 @@ def test_claims_long_values_and_verdicts():
 def test_claims_bootstrap_resamples_design_points():
     """Replicas of one design move together: with one design point per row pair, the interval
     equals that of a bootstrap over the pairs, not over the rows."""
-    t = grid_table().assign(depth=1, width=lambda d: 32 * (1 + np.arange(len(d)) // 2))  # row pairs
+    t = final(grid_table()).assign(depth=1, epochs=1, checkpoint=1, width=lambda d: 32 * (1 + np.arange(len(d)) // 2))  # row pairs
     long = claims.claims_long(t, n_bootstrap=100, seed=3)
-    row = long[(long["population"] == "all") & (long["statistic"] == "r")].iloc[0]
+    row = long[(long["population"] == verdicts.PRIMARY) & (long["statistic"] == "r")].iloc[0]
     assert row["n_clusters"] == len(t) // 2
     pairs = design_point_ids(t)
     W = analysis.cluster_bootstrap_weights(pairs, 100, 3)
@@ -99,20 +110,20 @@ def test_claims_table_shape_and_text():
     out = claims.claims_table(t, n_bootstrap=100)
     assert list(out.columns) == [
         "claim", "figure", "statistic", "claimed", "authors' 230 models", "authors' 1-epoch models",
-        "authors' 2-epoch models", "all", "no plateau", "final", "verdict (all, primary)",
-        "verdicts (no plateau / final)", "ΔR² vs authors' 230 (all, 90 %)",
-        "models (all / no plateau / final)", "clusters (all / no plateau / final)",
-        "n_eff (all / no plateau / final)"]
+        "authors' 2-epoch models", "grid final", "grid final, no plateau", "verdict (grid final, primary)",
+        "verdicts (grid final, no plateau)", "ΔR² vs authors' 230 (grid final, 90 %)",
+        "models (grid final / grid final, no plateau)", "clusters (grid final / grid final, no plateau)",
+        "n_eff (grid final / grid final, no plateau)"]
     word = r"(holds|fails|inconclusive|n/a)"
-    assert out["verdict (all, primary)"].str.fullmatch(word).all()
-    assert out["verdicts (no plateau / final)"].str.fullmatch(f"{word} / {word}").all()
+    assert out["verdict (grid final, primary)"].str.fullmatch(word).all()
+    assert out["verdicts (grid final, no plateau)"].str.fullmatch(word).all()
     r2_rows = out[out["statistic"] == "R²"]
-    assert r2_rows["ΔR² vs authors' 230 (all, 90 %)"].str.contains(
+    assert r2_rows["ΔR² vs authors' 230 (grid final, 90 %)"].str.contains(
         r"\]: (?:equivalent|different|inconclusive)$").all()
-    assert (out.loc[out["statistic"] != "R²", "ΔR² vs authors' 230 (all, 90 %)"] == "").all()
+    assert (out.loc[out["statistic"] != "R²", "ΔR² vs authors' 230 (grid final, 90 %)"] == "").all()
     low, high = claims.AUTHORS_R2_CI["nc1_cdnv"]
     assert out.loc[1, "authors' 230 models"] == f"0.916 [{low:.3f}, {high:.3f}]"
-    assert not out["all"].str.startswith("r ").any()  # cells hold numbers only
+    assert not out["grid final"].str.startswith("r ").any()  # cells hold numbers only
     assert "design points" in out.attrs["rule"] and "plateau" in out.attrs["plateau"]
 
 
@@ -125,7 +136,7 @@ def test_claims_table_sets_the_authors_same_length_models_beside(monkeypatch):
 
 
 def test_cdnv_units_table_explains_the_scale():
-    t = grid_table().assign(width=lambda d: np.where(d["seed"] < 12, 32, 128))
+    t = grid_table().assign(width=lambda d: np.where(d["run"].str[1:].astype(int) < 12, 32, 128))
     out = claims.cdnv_units_table(t).set_index("column")
     assert out.loc["nc1_cdnv", "fold change"] == pytest.approx(
         t.loc[t.width == 32, "nc1_cdnv"].median() / t.loc[t.width == 128, "nc1_cdnv"].median())
@@ -150,9 +161,10 @@ def test_claim_findings_record_every_cell_they_quote(tmp_path):
     found.save()
     recorded = dict((k, v) for k, v, _ in found.rows)
     row = out.iloc[1]
-    assert recorded[f"{row['claim']}: all"] == row["all"]
-    assert recorded[f"{row['claim']}: verdict (all, primary)"] == row["verdict (all, primary)"]
-    assert recorded["clusters (all / no plateau / final)"] == row["clusters (all / no plateau / final)"]
+    assert recorded[f"{row['claim']}: grid final"] == row["grid final"]
+    assert recorded[f"{row['claim']}: verdict (grid final, primary)"] == row["verdict (grid final, primary)"]
+    clusters = "clusters (grid final / grid final, no plateau)"
+    assert recorded[clusters] == row[clusters]
     assert recorded[f"{row['claim']}: authors' 230 models"] == row["authors' 230 models"]  # like for like
     assert "0.916" in values(tmp_path / "findings.md")
 

@@ -125,7 +125,24 @@ def test_cpu_profile_is_laptop_scale():
     assert p.corpus.source == "path" and p.tokenizer.kind == "bpe"
     assert max(p.grid.widths) <= 128 and max(p.grid.depths) <= 4
     assert len(p.grid.replicas.seeds) == 20
-    assert {v.weight_decay for v in p.grid.variants} == {0.1, 5e-4}
+    assert {v.weight_decay for v in p.grid.variants} == {5e-4}  # no weight-decay twins (preregistration)
+
+
+def test_cpu_grid_has_one_model_per_design_point():
+    """docs/preregistration.md: >= 40 design points, one final checkpoint each, so Kish's n_eff of
+    the grid's models is the number of design points (>= 35); the replica architecture is in the grid."""
+    from linguistic_collapse.tables.clusters import kish_n_eff
+
+    p = load_profile("cpu")
+    grid = [ck for ck in p.checkpoints() if ck.seed == p.grid.seed]
+    assert all(ck.checkpoint == ck.epochs for ck in grid)
+    designs = [(ck.depth, ck.width, ck.epochs) for ck in grid]
+    assert len(set(designs)) == len(designs) >= 40 and kish_n_eff([str(d) for d in designs]) >= 35
+    r = p.grid.replicas
+    assert (r.depth, r.width, r.epochs) in designs and p.grid.seed not in r.seeds
+    sens = p.sensitivity.checkpoints()
+    assert len({ck.depth for ck in sens}) > 1 and len({ck.width for ck in sens}) > 1
+    assert len({ck.epochs for ck in sens}) > 1
 
 
 def test_unknown_section():
@@ -180,7 +197,7 @@ def test_new_keys_and_their_defaults(smoke_dict):
     assert cpu.sensitivity.fractions == (0.125, 0.25, 0.5, 1.0)
     assert all(load_profile(n).sensitivity.draws == 3 for n in ("smoke", "cpu", "paper"))
     assert list(cpu.sensitivity.draws_of(0.5)) == [0, 1, 2] and list(cpu.sensitivity.draws_of(1.0)) == [0]
-    assert len(cpu.sensitivity.runs) == 3
+    assert len(cpu.sensitivity.runs) == 6
     assert set(cpu.sensitivity.checkpoints()) <= set(cpu.checkpoints())
     assert 1 <= len(load_profile("smoke").sensitivity.runs) <= 2
     d = copy.deepcopy(smoke_dict)

@@ -96,6 +96,9 @@ _ALL = [
 
 REGISTRY: dict[str, Measure] = {m.name: m for m in _ALL}
 MEASURES: list[str] = list(REGISTRY)
+# nc1_pinv's relative eigenvalue cut-offs, each reported (the first is linguistic_collapse.nc.measure.PINV_RTOL):
+# a statement about it is made only when it holds under all of them (docs/preregistration.md)
+PINV_RTOLS: tuple[float, ...] = (1e-10, 1e-6, 1e-3)
 NEEDS_SCATTER: tuple[str, ...] = ("nc1_pinv",)  # need the pooled within-class scatter sw
 # from class moments alone: no classifier, no pooled scatter (inner layers have neither)
 GEOMETRY: list[str] = [m for m in MEASURES if m.startswith(("nc1", "nc2", "gnc2"))

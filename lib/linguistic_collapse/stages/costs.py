@@ -1,11 +1,14 @@
 """A profile's jobs and their cost: tokens per run, FLOPs (6·N·tokens plus attention) and GPU-hours at
-the profile's assumed utilisation (``python -m linguistic_collapse grid --dry-run``)."""
+the profile's assumed utilisation, and the wall time of each stage on 2 CPU cores from measured
+throughputs (``python -m linguistic_collapse grid --dry-run`` prints both)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from linguistic_collapse.core.paths import Layout, read_json
@@ -104,3 +107,64 @@ def dry_run(profile: Profile) -> pd.DataFrame:
                                     "train_pflop", "collect_pflop", "gpu_hours")}}
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
     return table.astype({"batch_size": "Int64", "n_params": "Int64"})
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU wall time: a laptop's estimate from measured throughputs
+
+# Tokens/s measured on 2 quiet CPU cores, torch fp32, the cpu profile's vocabulary (2048) and
+# context (128), keyed by (depth, width): training (batch 16) and collection (statistics passes).
+CPU_TRAIN_TOKENS_PER_S: dict[tuple[int, int], float] = {
+    (1, 32): 90e3, (1, 64): 70e3, (1, 128): 40e3, (4, 128): 13e3}
+CPU_COLLECT_TOKENS_PER_S: dict[tuple[int, int], float] = {(1, 32): 60e3, (4, 128): 25e3}
+
+
+def _seconds_per_token(profile: Profile, measured: dict[tuple[int, int], float]
+                       ) -> Callable[[int, int], float]:
+    """Seconds per token of (depth, width), least squares on the measurements: a + c·FLOPs (two
+    measurements) or a + b·depth + c·FLOPs (three or more; the per-layer term is the overhead of
+    small matrices on a CPU, which FLOPs alone miss: L4 d128 runs 1.6x slower than its FLOPs say)."""
+    arch = list(measured)
+    feats = (lambda L, d: [1.0, forward_flops_per_token(profile, L, d)]) if len(arch) < 3 else (
+        lambda L, d: [1.0, float(L), forward_flops_per_token(profile, L, d)])
+    coef = np.linalg.lstsq(np.array([feats(L, d) for L, d in arch]),
+                           np.array([1 / measured[a] for a in arch]), rcond=None)[0]
+    return lambda L, d: float(np.dot(feats(L, d), coef))
+
+
+def cpu_seconds(profile: Profile) -> dict[str, float]:
+    """Estimated seconds on 2 quiet CPU cores of each stage: ``training`` (every run, with its
+    per-epoch validation pass at a third of a training token's cost), ``collection`` (every
+    measured checkpoint: training and validation blocks), ``sensitivity`` (the subsample passes
+    below fraction 1) and ``dynamics`` (retraining plus every snapshot's collection), from
+    ``CPU_TRAIN_TOKENS_PER_S`` and ``CPU_COLLECT_TOKENS_PER_S``. Measures and figures (seconds)
+    are not counted. Expect 2-3x more when other processes compete for the cores."""
+    train_tokens, val_tokens = token_counts(profile)
+    t_train = _seconds_per_token(profile, CPU_TRAIN_TOKENS_PER_S)
+    t_collect = _seconds_per_token(profile, CPU_COLLECT_TOKENS_PER_S)
+    T, col = profile.context_len, profile.collect
+    per_epoch = train_tokens + val_tokens / 3
+
+    def collect_s(run: RunName, max_train: int | None, max_val: int | None) -> float:
+        return (_capped(train_tokens, max_train, T) + _capped(val_tokens, max_val, T)) * t_collect(run.depth, run.width)
+
+    training = sum(r.epochs * per_epoch * t_train(r.depth, r.width) for r in profile.runs())
+    collection = sum(collect_s(ck, col.max_train_blocks, col.max_val_blocks) for ck in profile.checkpoints())
+    s = profile.sensitivity
+    passes = s.draws * sum(f for f in s.fractions if f < 1)
+    sensitivity = sum(passes * _capped(train_tokens, col.max_train_blocks, T) * t_collect(ck.depth, ck.width)
+                      for ck in s.checkpoints())
+    d = profile.dynamics
+    max_train = d.max_train_blocks if d.max_train_blocks is not None else col.max_train_blocks
+    max_val = d.max_val_blocks if d.max_val_blocks is not None else col.max_val_blocks
+    dynamics = sum(r.epochs * per_epoch * t_train(r.depth, r.width)
+                   + (d.points_per_epoch * r.epochs + 1) * collect_s(r, max_train, max_val)
+                   for r in d.run_names())
+    return {"training": training, "collection": collection, "sensitivity": sensitivity,
+            "dynamics": dynamics}
+
+
+def cpu_summary(profile: Profile) -> str:
+    """``cpu_seconds`` as one line of minutes, e.g. "2 quiet CPU cores (estimate): training 19.3 min, ..."."""
+    parts = [f"{k} {v / 60:.1f} min" for k, v in cpu_seconds(profile).items()]
+    return "2 quiet CPU cores (estimate from measured throughputs): " + ", ".join(parts)

@@ -10,7 +10,7 @@ import pandas as pd
 
 from linguistic_collapse.lm.profiles import load_profile
 from linguistic_collapse.lm.runs import RunName
-from linguistic_collapse.stages.costs import dry_run
+from linguistic_collapse.stages.costs import cpu_summary, dry_run
 from linguistic_collapse.stages.pipeline import run_local, train_profile_run
 from linguistic_collapse.stages.slurm import submit_slurm
 
@@ -21,6 +21,7 @@ def _cli_grid(args: argparse.Namespace) -> int:
         table = dry_run(profile)
         with pd.option_context("display.max_rows", None, "display.width", 200):
             print(table.to_string(index=False, float_format=lambda x: f"{x:.3g}"))
+        print(cpu_summary(profile))
         return 0
     if args.slurm:
         print(submit_slurm(profile, only_train=args.only_train, retrain=args.retrain)
@@ -55,7 +56,7 @@ def register_cli(subparsers: Any) -> None:
 
     p = subparsers.add_parser("grid", help="train, collect and measure a profile's whole grid")
     p.add_argument("--profile", required=True, help="profile name or YAML path")
-    p.add_argument("--dry-run", action="store_true", help="list the jobs and GPU-hours only")
+    p.add_argument("--dry-run", action="store_true", help="list the jobs, GPU-hours and CPU minutes only")
     p.add_argument("--slurm", action="store_true", help="submit to SLURM with submitit")
     p.add_argument("--only-train", action="store_true", help="train only (no collect/measure)")
     p.add_argument("--retrain", action="store_true",

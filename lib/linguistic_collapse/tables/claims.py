@@ -6,9 +6,10 @@ where the paper states a strong or clear relation (for equiangularity's "some re
 states no direction, and on the authors' own models its CV *rises* as loss falls, r = -0.59),
 a *strength* claim (R² in the band of the paper's word, ``registry.BANDS``) set beside the same
 statistic over the authors' 230 models and over their models of our training lengths; and each
-comparative claim (``registry.COMPARISONS``) as a difference of R². Each is evaluated on three
-populations: all models (primary), all but the loss-plateau models (``plateau_mask``), and final
-checkpoints only, with 95 % intervals from a bootstrap over design points, judged by the rule
+comparative claim (``registry.COMPARISONS``) as a difference of R². Each is evaluated on two
+populations (docs/preregistration.md): the final checkpoint of each grid run, seed replicas
+excluded (primary, ``verdicts.PRIMARY``), and the same without the loss-plateau models
+(``plateau_mask``), with 95 % intervals from a bootstrap over design points, judged by the rule
 of ``linguistic_collapse.tables.verdicts``. No torch import.
 """
 
@@ -48,7 +49,7 @@ from linguistic_collapse.tables.verdicts import (
     side_verdict,
 )
 
-POPULATIONS = ("all", "no plateau", "final")  # the first is ``verdicts.PRIMARY``
+POPULATIONS = ("grid final", "grid final, no plateau")  # the first is ``verdicts.PRIMARY``
 CDNV_UNITS_NOTE = (
     "Units: scaling every feature by a multiplies the within-class variance by a² and "
     "‖μ_c − μ_c'‖⁴ by a⁴, so the paper's CDNV (‖Δ‖⁴ form) scales as 1/a² and falls whenever "
@@ -86,10 +87,25 @@ def plateau_mask(table: pd.DataFrame, min_gap: float = 0.3, max_fraction: float 
                   f"of {gaps[i]:.3f} nats from {order[i]:.3f} ({rule})")
 
 
+def grid_final_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The final checkpoint of each grid run: runs with the lowest seed of their depth, width,
+    epochs and weight decay (the grid's seed, 0; seed replicas have other seeds, 1-20 in the
+    profiles), at checkpoint == epochs."""
+    final = final_rows(table)
+    spec = [c for c in ("depth", "width", "epochs", "weight_decay") if c in final.columns]
+    if "seed" not in final.columns or not spec:
+        return final
+    lowest = final.groupby(spec, dropna=False)["seed"].transform("min")
+    return final[final["seed"] == lowest]
+
+
 def populations(table: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], str]:
-    """The three populations of the claims, and the plateau description."""
-    plateau, how = plateau_mask(table)
-    return {"all": table, "no plateau": table[~plateau], "final": final_rows(table)}, how
+    """The two populations of the claims (``POPULATIONS``): the grid's final checkpoints and the
+    same without its plateau models (``plateau_mask`` on that population), and the plateau
+    description."""
+    primary = grid_final_rows(table)
+    plateau, how = plateau_mask(primary)
+    return {POPULATIONS[0]: primary, POPULATIONS[1]: primary[~plateau]}, how
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,12 +14,20 @@ from linguistic_collapse.nc.registry import BANDS, MEASURES
 from linguistic_collapse.tables.authors_facts import AUTHORS_R2_CI
 from linguistic_collapse.tables.clusters import N_EFF_RULE
 
-PRIMARY = "all"
-PRIMARY_REASON = ("every measured model, intermediate checkpoints included, as the authors pooled "
-                  "their 230, and no selection made from the data")
+PRIMARY = "grid final"
+PRIMARY_REASON = ("the final checkpoint of each grid run, one model per design point, plateau models "
+                  "included: no selection from the data (the authors pooled too), and n_eff = the "
+                  "number of design points; seed replicas are for Table 1 only")
 LEVEL = 0.95  # claims' intervals
 EQUIVALENCE_MARGIN = 0.10  # |ΔR²| below this counts as "as strong as the authors'"
 EQUIVALENCE_LEVEL = 0.90  # two one-sided tests at 5 % each
+MC_EDGE_SE = 2.0  # a verdict whose deciding limit lies within this many Monte-Carlo standard errors of its edge is "at the edge"
+SCALING_ALPHA = 0.05  # the scaling sign tests: Holm-adjusted p below this decides (improves / worsens)
+# the names claim: holds if at most holds_max names come near the average token, each with a
+# training count >= the holds_quantile of the names' counts (top quartile); fails if fails_min or
+# more come near or one has a count below the fails_quantile (median); inconclusive otherwise
+NAMES_RULE: dict[str, float] = {"holds_max": 2, "fails_min": 5, "holds_quantile": 0.75,
+                                "fails_quantile": 0.5}
 AUTHORS_SEED = 20240
 Z95 = 3.92  # width of a normal 95 % interval in standard deviations (2 x 1.96)
 
@@ -114,7 +122,7 @@ def rule_text(n_claims: int, populations: tuple[str, ...]) -> str:
         f"resampled); equivalent when the {EQUIVALENCE_LEVEL * 100:.0f} % interval of ΔR² lies within "
         f"±{EQUIVALENCE_MARGIN:.2f} (two one-sided tests at 5 %), different when it lies wholly "
         f"beyond +{EQUIVALENCE_MARGIN:.2f} or −{EQUIVALENCE_MARGIN:.2f}, inconclusive otherwise. "
-        f"Primary population: {PRIMARY} ({PRIMARY_REASON}); {secondary} are secondary robustness "
-        f"checks. Intervals are per claim, not adjusted for the {n_claims} claims: the primary "
+        f"Primary population: {PRIMARY} ({PRIMARY_REASON}); secondary: {secondary} (robustness "
+        f"checks). Intervals are per claim, not adjusted for the {n_claims} claims: the primary "
         "verdicts are the findings, a secondary verdict that differs marks a fragile one."
     )
