@@ -14,7 +14,7 @@ from linguistic_collapse.figures import plots, plots_sensitivity
 from linguistic_collapse.lm.devices import resolve_device
 from linguistic_collapse.series import paper
 from linguistic_collapse.stages import pipeline
-from linguistic_collapse.tables import results, sensitivity
+from linguistic_collapse.tables import claims, results, sensitivity
 from linguistic_collapse.tables.findings import Findings
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir,
@@ -57,7 +57,7 @@ measured = pipeline.sensitivity_all(cfg.profile, progress=cfg.progress)
 print(f"{len(measured)} (model, fraction, draw) statistics measured")
 
 # %%
-population = sensitivity.primary_population(table, cfg.profile.grid.seed)
+population = claims.grid_final_rows(table)  # the primary population: one model per design point
 sens = sensitivity.sensitivity_table(cfg.profile)
 results.save_table(sens, cfg.table_path("sensitivity.csv"))
 results.save_table(sensitivity.changes(sens, population), cfg.table_path("sensitivity_changes.csv"))
@@ -71,7 +71,9 @@ results.save_table(stab, cfg.table_path("sensitivity_stability.csv"))
 n_models = int(stab["models"].max())
 print(f"stable: 95 % upper limit of the sd of the {n_models} models' shifts ≤ {sensitivity.STABLE_SHARE:g} x "
       f"between-model sd of the {len(population)} primary models (analysis scale); with {n_models} models that "
-      f"needs an observed sd ≤ {sensitivity.STABLE_SHARE / sensitivity.sd_factor(n_models):.3f} x between-model sd")
+      f"needs an observed sd ≤ {sensitivity.STABLE_SHARE / sensitivity.sd_factor(n_models):.3f} x between-model sd; "
+      "stability can be shown at all from 2 models, for these spreads:")
+print(results.round_sig(sensitivity.limits_table(), 3).to_string(index=False))
 results.round_sig(stab, 3)
 
 # %% [markdown]

@@ -24,8 +24,8 @@ from linguistic_collapse.tables.sensitivity import (
     add_findings,
     changes,
     fixed_k_table,
+    limits_table,
     min_models,
-    primary_population,
     sd_factor,
     sensitivity_table,
     stability,
@@ -143,9 +143,11 @@ def test_min_models_bounds():
     assert 0.09 * sd_factor(int(n)) <= 0.1 < 0.09 * sd_factor(int(n) - 1)
 
 
-def test_primary_population_is_final_grid_checkpoints():
-    table = pd.DataFrame({"checkpoint": [1, 3, 3, 1, 1], "epochs": [3, 3, 3, 1, 1], "seed": [0, 0, 1, 0, 2]})
-    assert primary_population(table, 0).index.tolist() == [1, 3]
+def test_limits_table_is_the_preregistered_one():
+    """docs/preregistration.md, section Sens: factor 15.95, 4.42, 2.92, 2.37, 2.09 for n = 2-6."""
+    t = limits_table((2, 3, 4, 5, 6)).set_index("models")
+    assert list(t["factor"].round(2)) == [15.95, 4.42, 2.92, 2.37, 2.09]
+    assert t.loc[6, "largest_stable_share"] == pytest.approx(0.10 / t.loc[6, "factor"])
 
 
 def test_fixed_k_reads_each_file_once_and_reuses_its_rows(tmp_path, monkeypatch):

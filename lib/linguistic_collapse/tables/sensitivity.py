@@ -8,7 +8,8 @@ the log measures, the value's own units otherwise), never as a ratio to a value 
 near 0, with its mean and sd over draws; a model's shift is that mean. A shift shared by every
 model leaves a cross-model R² unchanged, so ``stability`` judges the spread of the shifts
 between models (its upper confidence limit) against the spread between the primary
-population's models (``primary_population``) on the same scale, and reports the shared shift
+population's models (``linguistic_collapse.tables.claims.grid_final_rows``) on the same
+scale, and reports the shared shift
 without judging it (figure: ``linguistic_collapse.figures.plots_sensitivity``). A class seen once has zero within-class variance by construction, so the
 table also says how many classes are seen and how often. A smaller sample also sees fewer
 classes, so a fixed-K variant (``fixed_k_table``) measures every sample of a run on only the
@@ -33,7 +34,6 @@ from linguistic_collapse.nc.measure import MEASURE_VERSION, select_measures
 from linguistic_collapse.nc.registry import MEASURES, analysis_scale, label, measure_transform
 from linguistic_collapse.nc.stats_file import read_stats
 from linguistic_collapse.nc.subset import restrict_classes
-from linguistic_collapse.tables.results import final_rows
 
 # Stability is judged by what can change a cross-model R²: a shift shared by every model (the
 # mean shift) leaves it unchanged; only the spread of the shifts between models moves the models
@@ -135,13 +135,6 @@ def fixed_k_table(profile: Any, device: str | torch.device = "cpu", tile: int = 
     return pd.DataFrame(rows, columns=columns).astype({m: float for m in MEASURES})
 
 
-def primary_population(table: pd.DataFrame, grid_seed: int) -> pd.DataFrame:
-    """The final checkpoints of the grid's runs: one model per design point (seed replicas,
-    whose seed differs from the grid's ``grid_seed``, left out)."""
-    final = final_rows(table)
-    return final[final["seed"] == grid_seed] if "seed" in final else final
-
-
 def between_model_sd(grid: pd.DataFrame, measure: str) -> float:
     """sd (ddof 1) over the grid's models of ``measure`` on its analysis scale (NaN: < 2 values)."""
     if measure not in grid:
@@ -155,6 +148,14 @@ def sd_factor(n: int, level: float = UCL_LEVEL) -> float:
     """sqrt((n-1) / chi²_{1-level, n-1}): the upper ``level`` confidence limit of a normal sd is
     the sample sd (ddof 1, n values) times this (NaN for n < 2)."""
     return float(np.sqrt((n - 1) / chi2.ppf(1 - level, n - 1))) if n >= 2 else np.nan
+
+
+def limits_table(ns: Sequence[int] = (2, 3, 4, 5, 6, 7, 8, 10)) -> pd.DataFrame:
+    """Per number of models n: the upper-limit factor ``sd_factor(n)`` and the largest observed
+    spread of shifts that can still be shown stable, as a share of the between-model sd
+    (STABLE_SHARE / factor); the pre-registration's table (docs/preregistration.md)."""
+    return pd.DataFrame({"models": list(ns), "factor": [sd_factor(n) for n in ns],
+                         "largest_stable_share": [STABLE_SHARE / sd_factor(n) for n in ns]})
 
 
 def min_models(sd: float, limit: float, level: float = UCL_LEVEL) -> float:
@@ -203,7 +204,7 @@ def stability(table: pd.DataFrame, population: pd.DataFrame,
     change over draws (``changes``). ``models`` (n), ``shift_mean`` (the shared shift: reported,
     not judged), ``shift_sd`` (ddof 1) and its upper ``UCL_LEVEL`` limit ``shift_sd_ucl``
     (``sd_factor``), ``between_sd`` over ``population`` (the primary population,
-    ``primary_population``), ``limit`` = STABLE_SHARE x between_sd, ``ratio`` = shift_sd_ucl /
+    ``claims.grid_final_rows``), ``limit`` = STABLE_SHARE x between_sd, ``ratio`` = shift_sd_ucl /
     between_sd, ``stable`` (shift_sd_ucl <= limit) and ``min_models`` (``min_models`` of the
     observed shift_sd)."""
     ch = changes(table, population, measures)
