@@ -36,7 +36,8 @@ def depth_figure(table: pd.DataFrame, measures: Sequence[str] = GEOMETRY, ncols:
     beyond 1 marks the head input's median (after the final norm). Each title says in how many
     models of each depth (of at least two blocks) the measure falls monotonically. Log scale for
     the log-read measures; for the ``symlog`` ones a log scale when all values are positive, else
-    a symmetric-log one (linear within +-``SYMLOG_LINTHRESH``), the title saying which."""
+    a symmetric-log one (linear within +-``SYMLOG_LINTHRESH``; a linear one when every value lies
+    within), the title saying which."""
     import matplotlib.pyplot as plt
 
     measures = headline_first(measures)
@@ -72,9 +73,9 @@ def depth_figure(table: pd.DataFrame, measures: Sequence[str] = GEOMETRY, ncols:
         elif measure in symlog and (table[measure] > 0).all():  # positive: a log axis says it
             log_axis(ax, "y")
             title += " (log scale)"
-        elif measure in symlog:
+        elif measure in symlog and (table[measure].abs() >= SYMLOG_LINTHRESH).any():
             ax.set_yscale("symlog", linthresh=SYMLOG_LINTHRESH)
-            title += f" (symlog, linear within ±{SYMLOG_LINTHRESH:g})"
+            title += f"\n(symlog, linear within ±{SYMLOG_LINTHRESH:g})"
         if counts:
             title += "\nfalls all the way: " + ", ".join(counts)
         ax.set_xticks([0, 0.5, 1, HEAD_X], ["0", "0.5", "1", "head"])
@@ -84,6 +85,6 @@ def depth_figure(table: pd.DataFrame, measures: Sequence[str] = GEOMETRY, ncols:
         models = res.loc[res["n_layer"] == L, "name"].nunique()
         flat[0].plot([], [], color=colors[L], lw=2, label=f"depth L = {L} ({models} models)")
     fig.legend(loc="outside right center", fontsize="small", frameon=False)
-    fig.suptitle(f"Collapse through depth: {table['name'].nunique()} models; per depth, the median "
-                 "over models (line), their range (band) and the head input (star)")
+    fig.suptitle(f"Collapse through depth: {table['name'].nunique()} models\nper depth, the median over "
+                 "models (line), their range (band) and the head input's median (star)")
     return fig

@@ -69,6 +69,6 @@ def sensitivity_figure(table: pd.DataFrame, population: pd.DataFrame,
         ax.set_xlabel("fraction of training blocks", fontsize="small")
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                ncols=min(3, len(handles)), fontsize="medium", frameon=False)
-    fig.suptitle("Change from the full pass (mean ± sd over random subsamples). Stable: the 95 % "
-                 f"upper limit of the models' shifts' sd ≤ {STABLE_SHARE:g} × between-model sd")
+    fig.suptitle("Change from the full pass, mean ± sd over random subsamples\nstable: the 95 % upper "
+                 f"limit of the sd of the models' shifts ≤ {STABLE_SHARE:g} × the between-model sd")
     return fig
