@@ -11,6 +11,9 @@ TORCH_INDEX  ?= https://download.pytorch.org/whl/cpu
 SHARED_TINYSTORIES := ../shared/data/tinystories
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
+# OpenMP threads sleep instead of spinning while they wait, so training beside other processes
+# keeps its speed (lib/linguistic_collapse/core/openmp.py); a value already set wins.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: help setup bpe-ranks lock paper notebooks test test-fast test-browser test-slurm bench lint lab clean-runs
 .DEFAULT_GOAL := help

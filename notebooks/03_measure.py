@@ -10,11 +10,11 @@ results_table = None  # override: write the table elsewhere (needs output_dir to
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from linguistic_collapse.figures import plots
+from linguistic_collapse.figures import plots, plots_sensitivity
 from linguistic_collapse.lm.devices import resolve_device
 from linguistic_collapse.series import paper
 from linguistic_collapse.stages import pipeline
-from linguistic_collapse.tables import results, sensitivity
+from linguistic_collapse.tables import claims, results, sensitivity
 from linguistic_collapse.tables.findings import Findings
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir,
@@ -49,7 +49,7 @@ results.summary_numbers(table)
 # %% [markdown]
 # ## Sensitivity to the statistics sample
 #
-# The class statistics above use every training block. For the profile's `sensitivity.runs` (models spanning the grid), the statistics are collected again on `sensitivity.draws` random subsamples (without replacement, reproducible from `sensitivity.seed`) of 1/8, 1/4 and 1/2 of the training blocks, and every measure is recomputed. Each change from the full pass is read on the measure's analysis scale (dex for the log measures, the value's own units otherwise), as mean ± sd over the draws, and set against the spread between the grid's models (sd over models on the same scale). A measure is *stable* when halving the sample moves it (worst model) by less than `STABLE_SHARE` = 0.1 of the between-model sd: such a shift adds at most 1 % to the variance between models. Fewer tokens leave more classes seen only a few times (a class seen once has zero within-class variance by construction) and fewer classes seen at all, so the fixed-K variant below measures every sample of a run on only the classes present in all of them.
+# The class statistics above use every training block. For the profile's `sensitivity.runs` (models spanning the grid), the statistics are collected again on `sensitivity.draws` random subsamples (without replacement, reproducible from `sensitivity.seed`) of 1/8, 1/4 and 1/2 of the training blocks, and every measure is recomputed. Each change from the full pass is read on the measure's analysis scale (dex for the log measures, the value's own units otherwise), as mean ± sd over the draws; a model's *shift* is that mean. A shift shared by every model leaves a cross-model R² unchanged; only the spread of the shifts between models can move it. So at each fraction a measure is *stable* when the 95 % upper confidence limit of the sd of the models' shifts (chi-square with n − 1 degrees of freedom: sd · √((n − 1)/χ²₀.₀₅,ₙ₋₁)) is at most `STABLE_SHARE` = 0.1 of the sd between the models of the primary population (the grid's final checkpoints, one per design point), on the same scale: spread of that size adds at most 1 % to the variance between models, whether or not it correlates with loss. The shared shift is reported, not judged. With few models the upper limit is several times the observed sd, so the table also gives the fewest models (`min_models`) at which the observed spread could be shown stable. Fewer tokens leave more classes seen only a few times (a class seen once has zero within-class variance by construction) and fewer classes seen at all, so the fixed-K variant below measures every sample of a run on only the classes present in all of them.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -57,17 +57,23 @@ measured = pipeline.sensitivity_all(cfg.profile, progress=cfg.progress)
 print(f"{len(measured)} (model, fraction, draw) statistics measured")
 
 # %%
+population = claims.grid_final_rows(table)  # the primary population: one model per design point
 sens = sensitivity.sensitivity_table(cfg.profile)
 results.save_table(sens, cfg.table_path("sensitivity.csv"))
-results.save_table(sensitivity.changes(sens, table), cfg.table_path("sensitivity_changes.csv"))
+results.save_table(sensitivity.changes(sens, population), cfg.table_path("sensitivity_changes.csv"))
 results.round_sig(sens[["checkpoint", "fraction", "draw", "train_tokens", "num_classes", "median_class_count", "frac_singletons"]], 3)
 
 # %%
-fig = sensitivity.sensitivity_figure(sens, table)
+fig = plots_sensitivity.sensitivity_figure(sens, population)
 plots.show_and_save(fig, "sensitivity", cfg)
-stab = sensitivity.stability(sens, table)
+stab = sensitivity.stability(sens, population)
 results.save_table(stab, cfg.table_path("sensitivity_stability.csv"))
-print(f"stable: half-sample change < {sensitivity.STABLE_SHARE:g} x between-model sd (analysis scale)")
+n_models = int(stab["models"].max())
+print(f"stable: 95 % upper limit of the sd of the {n_models} models' shifts ≤ {sensitivity.STABLE_SHARE:g} x "
+      f"between-model sd of the {len(population)} primary models (analysis scale); with {n_models} models that "
+      f"needs an observed sd ≤ {sensitivity.STABLE_SHARE / sensitivity.sd_factor(n_models):.3f} x between-model sd; "
+      "stability can be shown at all from 2 models, for these spreads:")
+print(results.round_sig(sensitivity.limits_table(), 3).to_string(index=False))
 results.round_sig(stab, 3)
 
 # %% [markdown]
@@ -77,7 +83,7 @@ results.round_sig(stab, 3)
 # NBVAL_IGNORE_OUTPUT
 sens_k = sensitivity.fixed_k_table(cfg.profile, device=resolve_device(cfg.profile.device))
 results.save_table(sens_k, cfg.table_path("sensitivity_fixed_k.csv"))
-stab_k = sensitivity.stability(sens_k, table)
+stab_k = sensitivity.stability(sens_k, population)
 results.save_table(stab_k, cfg.table_path("sensitivity_fixed_k_stability.csv"))
 print(sens_k.groupby("checkpoint")["num_classes"].first().to_string())
 results.round_sig(stab_k, 3)

@@ -65,7 +65,24 @@ results.round_sig(ratio_summary, 3)
 exceptions = depth.not_monotone(table) if len(table) else []
 print(depth.describe_depth(summary, ratio_summary, exceptions))
 
+# %% [markdown]
+# ## How the features grow through depth
+#
+# Does the paper's CDNV fall because the classes collapse or because the features grow? Per model and residual stream, from its statistics file: the mean class-mean norm ‖μ_c‖, the root-mean-square distance between class means and the within-class sd. The paper's CDNV scales as 1/s² when every feature is multiplied by s, so with s the class-mean distance its change from the embeddings to the last residual stream splits exactly into −2 × the distances' growth and the change of CDNV × distance² (the CDNV at a fixed class-mean distance). All changes in dex (log10 of last / first). Per depth *L*, how many models have Galanti's scale-free CDNV falling, from end to end and monotonically.
+
+# %%
+growth = depth.growth_table(cfg.profile.out_path, table)
+growth_summary = depth.growth_summary(growth)
+per_depth = depth.by_depth(table, growth_summary)
+results.save_table(growth_summary, cfg.table_path("layers_growth.csv"))
+results.save_table(per_depth, cfg.table_path("layers_by_depth.csv"))
+results.round_sig(per_depth, 3)
+
+# %%
+print(depth.describe_growth(growth_summary, per_depth))
+
 # %%
 findings = Findings(cfg.table_path("findings.md"), "07_layers")
 depth.record_findings(findings, summary, ratio_summary, exceptions)
+depth.record_growth_findings(findings, growth_summary, per_depth)
 print(f"findings -> {paper.short(findings.save())}")

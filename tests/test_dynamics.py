@@ -107,11 +107,73 @@ def test_table_has_every_snapshot_and_measure(done):
     for m in ("nc1_cdnv", "gnc2_logkernel_var", "unc3_duality_cv", "nc4_agreement"):
         assert table[m].notna().all()
     assert table["settings_sha256"].nunique() == 1
-    # only the last snapshot keeps the training state; each is a loadable model + tokenizer
-    with_state = sorted(int(c.name.split("-")[1]) for c in d.glob("checkpoint-*")
-                        if (c / STATE_FILE).is_file())
-    assert with_state == [table["step"].iloc[-1]]
+    # saved while the grid trained the run: no training state; each a loadable model + tokenizer
+    assert not any((c / STATE_FILE).is_file() for c in d.glob("checkpoint-*"))
     assert all((d / f"checkpoint-{s}" / "tokenizer.json").is_file() for s in table["step"])
+
+
+@pytest.fixture(scope="module")
+def retrained(tmp_path_factory, tiny_profile):
+    """The same run the other way round: dynamics first (trained again, snapshots and all), then
+    the grid, which finds the snapshots saved and trains without any."""
+    p = dyn_profile(tiny_profile, tmp_path_factory.mktemp("dyn-first"))
+    corpus = prepare_profile_corpus(p, progress=False)
+    table = dynamics.run_all(p, corpus=corpus, progress=False)
+    train_all(p, corpus=corpus, progress=False)
+    return p, table
+
+
+def test_snapshots_taken_by_the_grid_leave_its_checkpoints_unchanged(done, retrained):
+    """The grid run trained with its dynamics snapshots (``done``) and without (``retrained``):
+    the same weights, losses and tokens at every checkpoint, and the same snapshots as the
+    dynamics stage trains on its own (the same code on one machine: bit for bit)."""
+    p, _, table = done
+    p2, table2 = retrained
+    with_snaps = read_results(p.out_path, RunName.parse(RUN))["checkpoints"]
+    without = read_results(p2.out_path, RunName.parse(RUN))["checkpoints"]
+    timing = ("wall_s", "train_tokens_per_s")
+    assert [{k: v for k, v in c.items() if k not in timing} for c in with_snaps] == \
+        [{k: v for k, v in c.items() if k not in timing} for c in without]
+    pd.testing.assert_frame_equal(table.drop(columns="settings_sha256"),
+                                  table2.drop(columns="settings_sha256"))
+    d2 = Layout(p2.out_path).dynamics_dir(RunName.parse(RUN))  # trained again: the last keeps its state
+    with_state = sorted(int(c.name.split("-")[1]) for c in d2.glob("checkpoint-*") if (c / STATE_FILE).is_file())
+    assert with_state == [table2["step"].iloc[-1]]
+
+
+def test_grid_with_snapshots_trains_the_run_once(tmp_path, tiny_profile, monkeypatch):
+    """The dynamics stage after a grid that took the snapshots trains nothing; a grid run that
+    fails on the way leaves no dynamics folder to be mistaken for a finished one."""
+    p = dyn_profile(tiny_profile, tmp_path)
+    corpus = prepare_profile_corpus(p, progress=False)
+    real, calls = loop.train_epoch, []
+
+    def dies_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_epoch", dies_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_all(p, corpus=corpus, progress=False)
+    d = Layout(p.out_path).dynamics_dir(RunName.parse(RUN))
+    assert not d.exists()
+    monkeypatch.setattr(loop, "train_epoch", real)
+    train_all(p, corpus=corpus, progress=False)  # resumes the grid run from epoch 1: no snapshots
+    assert not d.exists()
+
+
+def test_dynamics_after_the_grid_trains_nothing(done, monkeypatch):
+    p, corpus, table = done
+
+    def boom(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(loop, "train_epoch", boom)
+    d = Layout(p.out_path).dynamics_dir(RunName.parse(RUN))
+    (d / "dynamics.csv").unlink()  # the table rebuilt from the stored snapshots, stats and metrics
+    pd.testing.assert_frame_equal(dynamics.run_all(p, corpus=corpus, progress=False), table)
 
 
 def test_finished_dynamics_are_not_redone(done, monkeypatch):

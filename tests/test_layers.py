@@ -391,7 +391,61 @@ def test_depth_figure_uses_symlog_for_signed_cvs_and_log_for_positive_ones():
     assert by_title["NC2: log-norm CV"].get_yscale() == "symlog"
     assert by_title["NC2: interference CV"].get_yscale() == "log"
     assert by_title["NC2: norm CV"].get_yscale() == "linear"
-    assert fig.axes[0].get_title() == "NC1: CDNV (Galanti)"
+    assert fig.axes[0].get_title() == "NC1: CDNV (Galanti)\nfalls all the way: L2 0/2"
+
+
+def test_depth_figure_draws_one_summary_per_depth_and_counts_falls():
+    """Per depth L, one median line (not one line per model) and a count of monotone falls."""
+    table = pd.concat([_stream("a", [4.0, 2.0, 1.0], {}), _stream("b", [1.0, 3.0, 2.0], {}),
+                       _stream("c", [5.0, 4.0, 3.0, 2.0, 1.0], {}), _stream("d", [4.0, 3.0, 2.0, 1.0, 2.0], {})],
+                      ignore_index=True)
+    fig = plots_layers.depth_figure(table, ["nc1_cdnv_galanti"])
+    ax = fig.axes[0]
+    assert ax.get_title().endswith("falls all the way: L2 1/2, L4 1/2")
+    medians = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]
+    assert len(medians) == 2  # one per depth, 4 models
+    assert list(medians[0].get_ydata()) == [2.5, 2.5, 1.5]  # the median of a and b per index
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["depth L = 2 (2 models)", "depth L = 4 (2 models)"]
+
+
+def _layer(means: np.ndarray, counts: list[int], var: list[float], scale: float = 1.0) -> dict:
+    """A residual stream's accumulators from class means (K, D), counts and within-class
+    variances, every feature multiplied by ``scale``; a class with count 0 has no samples."""
+    c = torch.tensor(counts, dtype=torch.int64)
+    sums = torch.tensor(means, dtype=torch.float64) * scale * c[:, None]
+    sq_dev = torch.tensor(var, dtype=torch.float64) * scale**2 * c
+    return {"counts": c, "sums": sums, "sq_dev": sq_dev}
+
+
+def test_growth_by_hand(tmp_path, monkeypatch):
+    """Three classes seen, means (1,0), (0,2), (3,4), variances 1, 0, 3 (a fourth unseen):
+    mean norm (1 + 2 + 5)/3; the distances sqrt 5, sqrt 20, sqrt 13 give an RMS of sqrt(38/3);
+    within sd sqrt(4/3). The last stream is the first multiplied by 10: every growth 1 dex, the
+    paper's CDNV (1/s²) -2 dex, all of it growth (share 1, 0 dex at a fixed distance)."""
+    means = np.array([[1.0, 0.0], [0.0, 2.0], [9.0, 9.0], [3.0, 4.0]])
+    streams = [_layer(means, [2, 1, 0, 3], [1.0, 0.0, 0.0, 3.0], scale) for scale in (1.0, 10.0)]
+    monkeypatch.setattr(depth, "read_layers", lambda path: iter(enumerate(streams)))
+    name = "L1-d32-e1-wd0.0005-s0-ck1"
+    layers = pd.DataFrame([{"name": name, "site": "residual", "layer": i, "n_layer": 1, "depth": 1,
+                            "width": 32, "epochs": 1, "nc1_cdnv": cdnv, "nc1_cdnv_galanti": 0.5}
+                           for i, cdnv in enumerate((1.0, 0.01))])
+    growth = depth.growth_table(tmp_path, layers)
+    first = growth.iloc[0]
+    assert first["mean_norm"] == pytest.approx(8 / 3)
+    assert first["mean_distance"] == pytest.approx(np.sqrt(38 / 3))
+    assert first["within_sd"] == pytest.approx(np.sqrt(4 / 3))
+    summary = depth.growth_summary(growth).iloc[0]
+    for col in ("d_norm", "d_distance", "d_within"):
+        assert summary[col] == pytest.approx(1.0)
+    assert summary["d_cdnv"] == pytest.approx(-2.0) and summary["d_galanti"] == pytest.approx(0.0)
+    assert summary["d_cdnv_rescaled"] == pytest.approx(0.0, abs=1e-12)
+    assert summary["distance_share"] == pytest.approx(1.0)
+    per_depth = depth.by_depth(layers, depth.growth_summary(growth))
+    row = per_depth.iloc[0]
+    assert (row["models"], row["n_galanti_falls"], row["n_cdnv_falls"], row["n_growth_most"]) == (1, 0, 1, 1)
+    assert np.isnan(row["n_galanti_monotone_fall"])  # one block: trivially monotone, not counted
+    assert "more than half of that fall in 1 of them" in depth.describe_growth(depth.growth_summary(growth), per_depth)
 
 
 def test_depth_record_findings(tmp_path):

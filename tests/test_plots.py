@@ -262,3 +262,78 @@ def test_scaling_figures_leave_out_an_empty_measure():
     table = small_table().assign(nc1_cdnv_galanti=np.nan)
     figs = plots.scaling_figures(table, ["nc1_cdnv", "nc1_cdnv_galanti"])
     assert [ax.get_title() for ax in figs["scaling_size"].axes if ax.get_visible()][:1] == ["NC1: CDNV"]
+
+
+def _text_box_covers(fig) -> list[int]:
+    """Per panel: how many scatter points lie under its R² text box (display coordinates)."""
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    covered = []
+    for ax in [a for a in fig.axes if a.get_label() != "<colorbar>"]:
+        box = ax.texts[0].get_bbox_patch().get_window_extent(renderer)
+        pts = np.vstack([ax.transData.transform(c.get_offsets()) for c in ax.collections])
+        covered.append(int(sum(box.contains(x, y) for x, y in pts)))
+    return covered
+
+
+def test_r2_text_goes_where_no_point_is():
+    """Points in the upper left, upper right and lower right (the old rule chose an upper corner
+    by the slope's sign) leave the text the empty lower left corner."""
+    rng = np.random.default_rng(3)
+    table = small_table()
+    x = np.concatenate([rng.uniform(0, 0.3, 4), rng.uniform(0.7, 1.0, 4)])
+    table = table.assign(nc4_agreement=x, val_loss=np.concatenate([rng.uniform(0.8, 1, 8)]))
+    table.loc[7, "val_loss"] = 0.0  # one low point on the right: the lower left stays empty
+    fig = plots_loss.loss_vs_measures(table, ["nc4_agreement"])
+    assert _text_box_covers(fig) == [0]
+    assert fig.axes[0].texts[0].get_position() == (0.03, 0.05)  # the lower left corner
+
+
+def test_r2_text_avoids_plateau_triangles():
+    table = small_table()
+    stuck = table.iloc[:3].assign(val_loss=lambda d: d["val_loss"] + 2.0, name=lambda d: d["name"] + "-stuck")
+    table = pd.concat([table, stuck], ignore_index=True)
+    fig = plots_loss.loss_vs_measures(table, ["nc1_cdnv", "nc2_interference_cv", "nc4_agreement"])
+    assert _text_box_covers(fig) == [0, 0, 0]
+
+
+def test_subscripts_are_mathtext():
+    assert plots.math_label("NC1: Tr(Σ_W Σ_B⁺)/K") == r"NC1: Tr($\Sigma_{W}$ $\Sigma_{B}^{+}$)/K"
+    assert plots.math_label("NC2: norm CV") == "NC2: norm CV"
+    fig = plots_loss.loss_vs_measures(small_table(), ["nc1_pinv"])
+    ax = fig.axes[0]
+    assert "_" not in ax.get_title().replace("_{", "") and r"$\Sigma_{W}$" in ax.get_title()
+    assert r"$\Sigma_{B}^{+}$" in ax.get_xlabel()
+
+
+def test_table1_bolds_only_our_cells():
+    table = small_table()
+    perm = analysis.table1(table, n_permutations=200)
+    perm["p_holm"] = 0.001  # every row significant
+    perm = perm.assign(r_ci_low=-0.9, r_ci_high=-0.1, authors_r=-0.5, diff_p=0.3, authors_p_holm=0.2)
+    fig = plots.table1_figure(perm)
+    cells = fig.axes[0].tables[0].get_celld()
+    header = {col: cells[0, col].get_text().get_text() for col in range(len(perm.columns)) if (0, col) in cells}
+    for (row, col), cell in cells.items():
+        if row == 0:
+            continue
+        theirs = header[col] in analysis.COMPARED_COLUMNS
+        assert (cell.get_text().get_fontweight() == "bold") == (not theirs), header[col]
+    assert {"authors r", "difference p", "authors Holm p"} <= set(header.values())
+
+
+def test_sensitivity_figure_titles_and_legend_are_readable():
+    from linguistic_collapse.figures.plots_sensitivity import sensitivity_figure
+
+    rows = []
+    for ck, shift in (("a", -0.2), ("b", -0.1)):
+        rows.append({"checkpoint": ck, "fraction": 1.0, "draw": 0, "num_classes": 9, **{m: 1.0 for m in MEASURES}})
+        rows += [{"checkpoint": ck, "fraction": 0.5, "draw": d, "num_classes": 9,
+                  **{m: 10 ** (shift + 0.01 * d) for m in MEASURES}} for d in (0, 1)]
+    fig = sensitivity_figure(pd.DataFrame(rows), small_table(), MEASURES[:2], ncols=2)
+    ax = fig.axes[0]
+    tick = ax.get_xticklabels()[0].get_fontsize()
+    assert ax.title.get_fontsize() >= tick  # the title no smaller than the tick labels
+    legend = fig.legends[0]
+    assert legend.get_texts()[0].get_fontsize() >= 0.9 * tick
+    assert [t.get_text() for t in legend.get_texts()][:2] == ["a", "b"]

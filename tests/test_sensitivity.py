@@ -11,19 +11,22 @@ import pytest
 import torch
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, atomic_write_json
+from linguistic_collapse.figures.plots_sensitivity import sensitivity_figure
 from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc.classstats import ClassStats
 from linguistic_collapse.nc.measure import measure_stats
 from linguistic_collapse.nc.registry import MEASURES
 from linguistic_collapse.nc.stats_file import read_stats
 from linguistic_collapse.nc.subset import restrict_classes
+from linguistic_collapse.tables import sensitivity as sensitivity_module
 from linguistic_collapse.tables.findings import Findings
 from linguistic_collapse.tables.sensitivity import (
-    STABLE_SHARE,
     add_findings,
     changes,
     fixed_k_table,
-    sensitivity_figure,
+    limits_table,
+    min_models,
+    sd_factor,
     sensitivity_table,
     stability,
 )
@@ -88,12 +91,80 @@ def test_table_counts_changes_and_stability(tmp_path):
     assert ch.loc[(0.25, "nc1_cdnv"), "change_sd"] == pytest.approx(np.std([0.5, 0.3], ddof=1))
     assert ch.loc[(0.5, "nc1_cdnv"), "between_sd"] == pytest.approx(0.5)
     assert ch.loc[(0.5, "nc1_cdnv"), "ratio"] == pytest.approx(0.04 / 0.5)
-    summary = stability(table, grid).set_index("measure")
-    assert summary.loc["nc1_cdnv", "half_change_mean"] == pytest.approx(0.04)
-    assert summary.loc["nc1_cdnv", "stable"]  # 0.08 < STABLE_SHARE
-    assert not stability(table, _grid(0.04 / STABLE_SHARE / 2)).set_index("measure").loc[
-        "nc1_cdnv", "stable"]  # the same change against half the spread: ratio 0.2
+    summary = stability(table, grid).set_index(["measure", "fraction"])
+    assert summary.loc[("nc1_cdnv", 0.5), "models"] == 1  # one model: no spread, no verdict
+    assert summary.loc[("nc1_cdnv", 0.5), "shift_mean"] == pytest.approx(0.04)
+    assert not summary.loc[("nc1_cdnv", 0.5), "stable"]
     sensitivity_figure(table, grid, MEASURES[:2], ncols=2)
+
+
+def _shift_table(shifts: dict[str, float]) -> pd.DataFrame:
+    """A sensitivity table of models whose log measures move by exactly ``shifts`` dex at 1/2
+    (two draws at +-0.01 around it) and stay at 1 in the full pass."""
+    rows = []
+    for ck, shift in shifts.items():
+        rows.append({"checkpoint": ck, "fraction": 1.0, "draw": 0, "num_classes": 10,
+                     **{m: 1.0 for m in MEASURES}})
+        for draw, jitter in enumerate((-0.01, 0.01)):
+            rows.append({"checkpoint": ck, "fraction": 0.5, "draw": draw, "num_classes": 9,
+                         **{m: 10.0 ** (shift + jitter) for m in MEASURES}})
+    return pd.DataFrame(rows)
+
+
+def test_stability_judges_the_spread_of_shifts_by_hand():
+    """The issue's CDNV shifts -0.170, -0.157, -0.137 dex in three models: sd 0.016623; the 95 %
+    upper limit with 2 df uses chi²_{0.05,2} = -2 ln 0.95 (chi² with 2 df is exponential),
+    factor sqrt(2 / 0.102587) = 4.41540, limit 0.073397 dex."""
+    table = _shift_table({"a": -0.170, "b": -0.157, "c": -0.137})
+    shifts = np.array([-0.170, -0.157, -0.137])
+    sd = np.sqrt(((shifts - shifts.mean()) ** 2).sum() / 2)
+    factor = np.sqrt(2 / (-2 * np.log(0.95)))
+    assert sd == pytest.approx(0.016623, abs=1e-6) and factor == pytest.approx(4.41540, abs=1e-5)
+    assert sd_factor(3) == pytest.approx(factor, rel=1e-9)
+    row = stability(table, _grid(0.667)).set_index("measure").loc["nc1_cdnv"]
+    assert row["models"] == 3 and row["fraction"] == 0.5
+    assert row["shift_mean"] == pytest.approx(shifts.mean(), abs=1e-9)  # reported, not judged
+    assert row["shift_sd"] == pytest.approx(sd, abs=1e-9)
+    assert row["shift_sd_ucl"] == pytest.approx(sd * factor, abs=1e-9)
+    assert row["between_sd"] == pytest.approx(0.667) and row["limit"] == pytest.approx(0.0667)
+    assert not row["stable"]  # 0.0734 > 0.0667
+    assert stability(table, _grid(0.75)).set_index("measure").loc["nc1_cdnv", "stable"]  # 0.0734 <= 0.075
+    # four models would do: factor sqrt(3 / chi²_{0.05,3}) = 2.9199, 0.0485 <= 0.0667
+    assert row["min_models"] == 4 and sd * sd_factor(4) <= 0.0667 < sd * sd_factor(3)
+    # a shift shared by every model, however large, is stable
+    shared = stability(_shift_table({"a": -0.9, "b": -0.9, "c": -0.9}), _grid(0.1)).set_index("measure")
+    assert shared.loc["nc1_cdnv", "stable"] and shared.loc["nc1_cdnv", "shift_sd"] == pytest.approx(0, abs=1e-12)
+
+
+def test_min_models_bounds():
+    assert min_models(0.0, 0.1) == 2
+    assert np.isnan(min_models(0.1, 0.1)) and np.isnan(min_models(0.2, 0.1))
+    n = min_models(0.09, 0.1)  # the factor falls slowly towards 1: many models
+    assert 0.09 * sd_factor(int(n)) <= 0.1 < 0.09 * sd_factor(int(n) - 1)
+
+
+def test_limits_table_is_the_preregistered_one():
+    """docs/preregistration.md, section Sens: factor 15.95, 4.42, 2.92, 2.37, 2.09 for n = 2-6."""
+    t = limits_table((2, 3, 4, 5, 6)).set_index("models")
+    assert list(t["factor"].round(2)) == [15.95, 4.42, 2.92, 2.37, 2.09]
+    assert t.loc[6, "largest_stable_share"] == pytest.approx(0.10 / t.loc[6, "factor"])
+
+
+def test_fixed_k_reads_each_file_once_and_reuses_its_rows(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    paths = {(f, d): _write(tmp_path, CK, f, d, rng.integers(0, V, 40), 1.0)
+             for f in FRACTIONS for d in range(DRAWS if f < 1 else 1)}
+    reads = []
+    real = sensitivity_module.read_stats
+    monkeypatch.setattr(sensitivity_module, "read_stats", lambda p: reads.append(p) or real(p))
+    first = fixed_k_table(_profile(tmp_path, [CK]))
+    assert sorted(map(str, reads)) == sorted(map(str, paths.values()))  # each file once
+    reads.clear()
+    again = fixed_k_table(_profile(tmp_path, [CK]))
+    assert reads == [] and again.equals(first)  # unchanged statistics: nothing measured again
+    _write(tmp_path, CK, 0.5, 1, rng.integers(0, V, 40), 1.0)  # new statistics for one sample
+    fixed_k_table(_profile(tmp_path, [CK]))
+    assert len(reads) == len(paths)  # the keep set may change: the checkpoint measured again
 
 
 def test_fixed_k_uses_the_classes_of_every_sample(tmp_path):
@@ -124,13 +195,16 @@ def test_missing_files_name_the_fix(tmp_path):
 
 
 def test_findings_record_the_stability_numbers(tmp_path):
-    summary = pd.DataFrame([{"measure": "nc1_cdnv", "half_change_mean": 0.123, "half_change_sd": 0.02,
-                             "between_sd": 0.67, "stable": False}])
+    summary = pd.DataFrame([{"measure": "nc1_cdnv", "fraction": f, "shift_mean": -0.246 * f,
+                             "shift_sd": 0.02, "shift_sd_ucl": 0.0883, "between_sd": 0.67,
+                             "stable": False, "min_models": 5.0} for f in (0.25, 0.5)])
     table = pd.DataFrame({"num_classes": [1629, 1801, 1700]})
     findings = Findings(tmp_path / "findings.md", "03_measure")
     add_findings(findings, summary, table, "s.csv", "t.csv")
     got = {k: (v, s) for k, v, s in findings.rows}
-    assert got["sensitivity nc1_cdnv half change mean"] == ("+0.123", "s.csv: row nc1_cdnv, half_change_mean")
+    assert got["sensitivity nc1_cdnv shared shift"] == ("-0.123", "s.csv: row nc1_cdnv at fraction 0.5, shift_mean")
+    assert got["sensitivity nc1_cdnv shift sd upper limit"][0] == "0.088"
+    assert got["sensitivity nc1_cdnv minimum models"][0] == "5"
     assert got["sensitivity nc1_cdnv between-model sd"][0] == "0.670"
     assert got["sensitivity nc1_cdnv stable"][0] == "no"
     assert got["sensitivity K min"] == ("1,629", "t.csv: num_classes, min") and got["sensitivity K max"][0] == "1,801"

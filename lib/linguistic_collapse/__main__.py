@@ -20,9 +20,13 @@ import importlib
 import os
 import sys
 
-from linguistic_collapse.core.errors import UserError, as_os_error, os_error_line
-from linguistic_collapse.core.paths import ROOT_ENV, checked_root
-from linguistic_collapse.lm.device_names import check_device
+from linguistic_collapse.core.openmp import default_wait_policy
+
+default_wait_policy()  # before any command imports torch: OpenMP reads it once, when it loads
+
+from linguistic_collapse.core.errors import UserError, as_os_error, os_error_line  # noqa: E402
+from linguistic_collapse.core.paths import ROOT_ENV, checked_root  # noqa: E402
+from linguistic_collapse.lm.device_names import check_device  # noqa: E402
 
 # command -> (module defining register_cli, one-line help); order = order in --help
 COMMANDS: dict[str, tuple[str, str]] = {

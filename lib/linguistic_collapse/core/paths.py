@@ -318,6 +318,11 @@ class Layout:
     def throughput(self, ck: Any, fraction: float | None = None, draw: int = 0) -> Path:
         return self._measured_dir(ck, fraction, draw) / "throughput.json"
 
+    def fixed_k_metrics(self, ck: Any) -> Path:
+        """``sensitivity/<ck>/fixed_k.json``: every sample of ``ck`` measured on the classes
+        seen in all of them (``linguistic_collapse.tables.sensitivity.fixed_k_table``)."""
+        return self.root / "sensitivity" / str(ck) / "fixed_k.json"
+
     @property
     def metrics_dir(self) -> Path:
         """``metrics/``: one ``<run>-ck<epoch>.json`` per measured checkpoint of the grid."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from matplotlib.figure import Figure
 
 from linguistic_collapse.core.paths import atomic_write, figures_dir_for, resolve
 from linguistic_collapse.nc.registry import REGISTRY, axis_label, measure_transform
-from linguistic_collapse.tables.analysis import table1_display
+from linguistic_collapse.tables.analysis import COMPARED_COLUMNS, table1_display
 from linguistic_collapse.tables.results import scaling_table
 from linguistic_collapse.tables.tokens import load_first_names
 
@@ -31,6 +32,33 @@ PARAMS_CMAP = "viridis"
 LOSS_LABEL = "validation loss (nats/token)"
 SVG_SALT = "linguistic-collapse"
 FORMATS = ("png", "svg", "pdf")
+
+
+# A symbol with a subscript and an optional ⁺ in a registry label ("Σ_W", "Σ_B⁺", "μ_c"):
+# drawn as mathtext, so matplotlib sets a subscript instead of printing the underscore.
+_SUBSCRIPTED = re.compile(r"([A-Za-zΣΛμσ])_([A-Za-z0-9]+)(⁺?)")
+_GREEK = {"Σ": r"\Sigma", "Λ": r"\Lambda", "μ": r"\mu", "σ": r"\sigma"}
+
+
+def math_label(text: str) -> str:
+    r"""``text`` for a matplotlib label: every ``X_y`` (and ``X_y⁺``) as mathtext
+    (``Tr(Σ_W Σ_B⁺)/K`` -> ``Tr($\Sigma_{W}$ $\Sigma_{B}^{+}$)/K``); other text unchanged."""
+    def tex(match: re.Match) -> str:
+        base, sub, plus = match.groups()
+        return f"${_GREEK.get(base, base)}_{{{sub}}}{'^{+}' if plus else ''}$"
+
+    return _SUBSCRIPTED.sub(tex, text)
+
+
+def measure_label(measure: str) -> str:
+    """The registry's label of a measure (the column name otherwise), ready for matplotlib."""
+    info = REGISTRY.get(measure)
+    return math_label(info.label if info else measure)
+
+
+def measure_axis_label(measure: str) -> str:
+    """The registry's axis label of a measure (the column name otherwise), ready for matplotlib."""
+    return math_label(axis_label(measure) if measure in REGISTRY else measure)
 
 
 def apply_style() -> None:
@@ -197,9 +225,8 @@ def _measure_axis(ax: Any, measure: str, values: pd.Series) -> None:
     """y label of a measure; log scale (readable ticks) for the measures read in log10."""
     if measure_transform(measure) == "log" and len(values) and (values > 0).all():
         log_axis(ax, "y")
-    info = REGISTRY.get(measure)
-    ax.set_title(info.label if info else measure, fontsize="medium")
-    ax.set_ylabel(axis_label(measure) if info else measure, fontsize="small")
+    ax.set_title(measure_label(measure), fontsize="medium")
+    ax.set_ylabel(measure_axis_label(measure), fontsize="small")
 
 
 def _line_panels(long: pd.DataFrame, measures: Sequence[str], x: str, xlabel: str, log_x: bool,
@@ -281,8 +308,9 @@ def scaling_figures(table: pd.DataFrame, measures: Sequence[str], ncols: int = 4
 
 def table1_figure(perm_df: pd.DataFrame, alpha: float = 0.05) -> Figure:
     """Table 1 drawn as a table (the cells of ``linguistic_collapse.tables.analysis.table1_display``: signed r, R²,
-    Spearman ρ, p and Holm p); rows significant at ``alpha`` after Holm in bold on a tinted band.
-    With too few replicas for a test, the figure says so instead."""
+    Spearman ρ, p and Holm p); in rows significant at ``alpha`` after Holm, our own cells in bold
+    on a tint (the authors' columns and the comparison with them, ``COMPARED_COLUMNS``, stay
+    plain). With too few replicas for a test, the figure says so instead."""
     height = 0.3 * (len(perm_df) + 1) + 0.9
     if perm_df["r"].isna().all():
         fig, ax = plt.subplots(figsize=(9.5, height))
@@ -291,7 +319,9 @@ def table1_figure(perm_df: pd.DataFrame, alpha: float = 0.05) -> Figure:
         ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True)
         return fig
     cells = table1_display(perm_df)
+    ours = [c not in COMPARED_COLUMNS for c in cells.columns]
     chars = sum(max(len(str(c)), *(len(str(v)) for v in cells[c])) + 2 for c in cells.columns)
+    cells["measure"] = cells["measure"].map(math_label)  # after the width: mathtext is shorter drawn
     fig, ax = plt.subplots(figsize=(max(9.5, 0.095 * chars), height))  # ~0.095 in per 10-pt character
     ax.set_axis_off()
     significant = (perm_df["p_holm"].astype(float) < alpha).to_numpy()
@@ -309,13 +339,13 @@ def table1_figure(perm_df: pd.DataFrame, alpha: float = 0.05) -> Figure:
         if row == 0:
             cell.set_text_props(weight="bold")
             cell.set_facecolor("0.93")
-        elif significant[row - 1]:
+        elif significant[row - 1] and ours[col]:
             cell.set_text_props(weight="bold")
             cell.set_facecolor("#fde3d6")
     table.scale(1, 1.35)
     ax.set_title(f"Table 1 · permutation test over {int(perm_df['n'].iloc[0])} seed-only replicas, "
                  f"{int(perm_df['m'].iloc[0]):,} permutations\n"
-                 f"bold: Holm-adjusted p < {alpha:g}; r, R², ρ: with validation loss",
+                 f"bold: our Holm-adjusted p < {alpha:g}; r, R², ρ: with validation loss",
                  fontsize="medium")
     return fig
 

@@ -20,12 +20,16 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from linguistic_collapse.figures.plots import LOSS_LABEL, human_count, log_axis
+from linguistic_collapse.figures.plots import (
+    LOSS_LABEL,
+    human_count,
+    log_axis,
+    measure_axis_label,
+    measure_label,
+)
 from linguistic_collapse.nc.registry import (
     MEASURES,
     analysis_scale,
-    axis_label,
-    label,
     measure_transform,
 )
 from linguistic_collapse.tables.lead_lag import LEVEL, level_crossing
@@ -104,8 +108,8 @@ def dynamics_figure(table: pd.DataFrame, measures: Sequence[str] | None = None,
         if col != LOSS:
             clipped |= _clip_initialisation(ax, table, col, run_colors,
                                             measure_transform(col) == "log")
-        ax.set_title(label(col) if col != LOSS else "validation loss", fontsize="medium")
-        ax.set_ylabel(LOSS_LABEL if col == LOSS else axis_label(col), fontsize="x-small")
+        ax.set_title(measure_label(col) if col != LOSS else "validation loss", fontsize="medium")
+        ax.set_ylabel(LOSS_LABEL if col == LOSS else measure_axis_label(col), fontsize="x-small")
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: human_count(v)))
     for ax in axes.flat[len(panels):]:
         ax.axis("off")

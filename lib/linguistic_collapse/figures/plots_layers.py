@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from linguistic_collapse.figures.plots import log_axis
-from linguistic_collapse.nc.registry import GEOMETRY, label, measure_transform
+from linguistic_collapse.figures.plots import log_axis, measure_label
+from linguistic_collapse.nc.registry import GEOMETRY, analysis_scale, measure_transform
 from linguistic_collapse.tables.depth import headline_first
 
 HEAD_X = 1.25  # where the figure draws the head input, right of relative depth 1
@@ -19,21 +20,31 @@ SYMLOG = ("nc2_lognorm_cv", "nc2_interference_cv")
 SYMLOG_LINTHRESH = 1.0
 
 
+def _falls(models: pd.DataFrame, measure: str) -> tuple[int, int]:
+    """(models whose ``measure`` falls monotonically along the residual stream, models)."""
+    n = falling = 0
+    for _, g in models.groupby("name"):
+        d = np.diff(analysis_scale(g.sort_values("layer")[measure], measure))
+        n, falling = n + 1, falling + bool(len(d) and (d <= 0).all())
+    return falling, n
+
+
 def depth_figure(table: pd.DataFrame, measures: Sequence[str] = GEOMETRY, ncols: int = 3,
                  symlog: Sequence[str] = SYMLOG) -> Any:
-    """Each measure against relative depth (layer / n_layer): one line per model through its
-    residual stream, coloured by width; a star beyond 1 marks the head input (after the final
-    norm). Log scale for the log-read measures; for the ``symlog`` ones a log scale when all
-    values are positive, else a symmetric-log one (linear within +-``SYMLOG_LINTHRESH``), the
-    panel's title saying which."""
+    """Each measure against relative depth (layer / n_layer), one colour per depth L: the median
+    over that depth's models at each residual-stream index (line) and their range (band); a star
+    beyond 1 marks the head input's median (after the final norm). Each title says in how many
+    models of each depth (of at least two blocks) the measure falls monotonically. Log scale for
+    the log-read measures; for the ``symlog`` ones a log scale when all values are positive, else
+    a symmetric-log one (linear within +-``SYMLOG_LINTHRESH``; a linear one when every value lies
+    within), the title saying which."""
     import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
 
     measures = headline_first(measures)
     n = len(measures)
     cols = max(1, min(ncols, n))
     rows_ = -(-n // cols)
-    fig, axes = plt.subplots(rows_, cols, figsize=(4.2 * cols + 1.5, 3.4 * rows_), squeeze=False,
+    fig, axes = plt.subplots(rows_, cols, figsize=(4.4 * cols + 1.5, 3.6 * rows_), squeeze=False,
                              layout="constrained")
     flat = list(axes.ravel())
     for ax in flat[n:]:
@@ -41,30 +52,39 @@ def depth_figure(table: pd.DataFrame, measures: Sequence[str] = GEOMETRY, ncols:
     if table.empty:
         fig.text(0.5, 0.5, "no per-layer statistics (collect.layers not set)", ha="center")
         return fig
-    widths = sorted(table["width"].unique())
-    norm = LogNorm(min(widths), max(widths) * (1.0001 if len(widths) == 1 else 1))
-    cmap = plt.get_cmap("viridis")
+    depths = sorted(table["n_layer"].unique())
+    colors = dict(zip(depths, plt.get_cmap("plasma")(np.linspace(0.1, 0.8, len(depths))), strict=True))
+    res, top = table[table["site"] == "residual"], table[table["site"] == "head_input"]
     for ax, measure in zip(flat, measures, strict=False):
-        for _, g in table.groupby("name"):
-            res, top = g[g["site"] == "residual"], g[g["site"] == "head_input"]
-            color = cmap(norm(g["width"].iloc[0]) * 0.85)
-            ax.plot(res["relative_depth"], res[measure], color=color, lw=1, alpha=0.6, marker=".")
-            ax.plot([HEAD_X] * len(top), top[measure], color=color, marker="*", ls="", alpha=0.8)
-        title = label(measure)
+        counts = []
+        for L in depths:
+            g = res[res["n_layer"] == L].groupby("layer")[measure]
+            x = np.array(sorted(res.loc[res["n_layer"] == L, "layer"].unique())) / L
+            ax.fill_between(x, g.min().to_numpy(), g.max().to_numpy(), color=colors[L], alpha=0.18, lw=0)
+            ax.plot(x, g.median().to_numpy(), color=colors[L], lw=2, marker="o", ms=4)
+            ax.plot([HEAD_X], [top.loc[top["n_layer"] == L, measure].median()], color=colors[L],
+                    marker="*", ms=11, ls="")
+            if L >= 2:
+                falling, models = _falls(res[res["n_layer"] == L], measure)
+                counts.append(f"L{L} {falling}/{models}")
+        title = measure_label(measure)
         if measure_transform(measure) == "log" and (table[measure] > 0).all():
             log_axis(ax, "y")
         elif measure in symlog and (table[measure] > 0).all():  # positive: a log axis says it
             log_axis(ax, "y")
             title += " (log scale)"
-        elif measure in symlog:
+        elif measure in symlog and (table[measure].abs() >= SYMLOG_LINTHRESH).any():
             ax.set_yscale("symlog", linthresh=SYMLOG_LINTHRESH)
             title += f"\n(symlog, linear within ±{SYMLOG_LINTHRESH:g})"
+        if counts:
+            title += "\nfalls all the way: " + ", ".join(counts)
         ax.set_xticks([0, 0.5, 1, HEAD_X], ["0", "0.5", "1", "head"])
         ax.set_title(title, fontsize="medium")
         ax.set_xlabel("relative depth (layer / n_layer)", fontsize="small")
-    for w in widths:
-        flat[0].plot([], [], color=cmap(norm(w) * 0.85), label=f"width {w}")
+    for L in depths:
+        models = res.loc[res["n_layer"] == L, "name"].nunique()
+        flat[0].plot([], [], color=colors[L], lw=2, label=f"depth L = {L} ({models} models)")
     fig.legend(loc="outside right center", fontsize="small", frameon=False)
-    fig.suptitle(f"Collapse through depth: {table['name'].nunique()} models, residual stream "
-                 "(lines) and head input (stars)")
+    fig.suptitle(f"Collapse through depth: {table['name'].nunique()} models\nper depth, the median over "
+                 "models (line), their range (band) and the head input's median (star)")
     return fig

@@ -20,9 +20,11 @@ from linguistic_collapse.figures.plots import (
     _grid,
     add_param_colorbar,
     log_axis,
+    measure_axis_label,
+    measure_label,
     param_norm,
 )
-from linguistic_collapse.nc.registry import REGISTRY, axis_label, measure_transform
+from linguistic_collapse.nc.registry import measure_transform
 from linguistic_collapse.tables.claims import plateau_mask
 from linguistic_collapse.tables.results import LOSS
 
@@ -46,11 +48,42 @@ def _draw_fit(ax: Any, u: np.ndarray, fit: tuple[float, float, float], log_x: bo
         ax.plot(10**grid if log_x else grid, fit[1] * grid + fit[2], zorder=4, **style)
 
 
-def _r2_text(ax: Any, lines: Sequence[str], slope: float) -> None:
-    """The R² lines in the upper corner the fitted line leaves free (left for a rising line)."""
-    x, ha = (0.03, "left") if np.isfinite(slope) and slope > 0 else (0.97, "right")
-    ax.text(x, 0.95, "\n".join(lines), transform=ax.transAxes, ha=ha, va="top", fontsize="small",
-            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "0.7"})
+# Where the R² text may go, in axes fractions, in order of preference: the four corners, then
+# the middles of the four sides
+PLACES = ((0.03, 0.95, "left", "top"), (0.97, 0.95, "right", "top"),
+          (0.03, 0.05, "left", "bottom"), (0.97, 0.05, "right", "bottom"),
+          (0.03, 0.5, "left", "center"), (0.97, 0.5, "right", "center"),
+          (0.5, 0.95, "center", "top"), (0.5, 0.05, "center", "bottom"))
+
+
+def _r2_text(ax: Any, lines: Sequence[str], x: np.ndarray, y: np.ndarray) -> None:
+    """The R² lines where they cover the fewest of the points (x, y): of ``PLACES``, the first
+    with the fewest points under the text box, ties broken by the largest distance to the
+    nearest point (a corner first when several are empty)."""
+    text = ax.text(0, 0, "\n".join(lines), transform=ax.transAxes, fontsize="small", zorder=5,
+                   bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "0.7"})
+    renderer = ax.figure.canvas.get_renderer()
+    ax.get_xlim(), ax.get_ylim()  # settle the autoscaled limits before transforming
+    points = ax.transData.transform(np.column_stack([x, y])) if len(x) else np.empty((0, 2))  # (n, 2) px
+    pad = 6.0  # pixels: about a marker's radius
+    best = None
+    for cx, cy, ha, va in PLACES:
+        text.set_position((cx, cy))
+        text.set_ha(ha)
+        text.set_va(va)
+        box = text.get_window_extent(renderer).padded(pad)
+        inside = ((points[:, 0] >= box.x0) & (points[:, 0] <= box.x1)
+                  & (points[:, 1] >= box.y0) & (points[:, 1] <= box.y1))
+        dx = np.maximum(np.maximum(box.x0 - points[:, 0], points[:, 0] - box.x1), 0)
+        dy = np.maximum(np.maximum(box.y0 - points[:, 1], points[:, 1] - box.y1), 0)
+        gap = float(np.hypot(dx, dy).min()) if len(points) else np.inf
+        score = (int(inside.sum()), -min(gap, pad))  # clear by a further marker radius: as good
+        if best is None or score < best[0]:
+            best = (score, (cx, cy, ha, va))
+    cx, cy, ha, va = best[1]
+    text.set_position((cx, cy))
+    text.set_ha(ha)
+    text.set_va(va)
 
 
 def _r2(value: float) -> str:
@@ -58,9 +91,10 @@ def _r2(value: float) -> str:
 
 
 def _loss_panel(ax: Any, table: pd.DataFrame, measure: str, norm: LogNorm, r2: float | None,
-                plateau: np.ndarray) -> None:
+                plateau: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
     """One panel: loss against ``measure``, coloured by size, plateau models as triangles, the
-    fit over all models (dashed) and, when there are plateau models, without them (solid)."""
+    fit over all models (dashed) and, when there are plateau models, without them (solid).
+    Returns the R² lines and the points (x, y), for ``_r2_text`` once the layout is final."""
     x, y = table[measure].to_numpy(dtype=float), table[LOSS].to_numpy(dtype=float)
     log_x = measure_transform(measure) == "log"
     keep = np.isfinite(x) & np.isfinite(y) & ((x > 0) if log_x else True)
@@ -82,11 +116,10 @@ def _loss_panel(ax: Any, table: pd.DataFrame, measure: str, norm: LogNorm, r2: f
                  f"$R^2$ = {_r2(fit_trained[0])} (no plateau, n = {int((~plateau).sum())})"]
     if log_x and len(x):
         log_axis(ax, "x")
-    _r2_text(ax, lines, fit_all[1])
-    info = REGISTRY.get(measure)
-    ax.set_title(info.label if info else measure)
-    ax.set_xlabel(axis_label(measure))
+    ax.set_title(measure_label(measure))
+    ax.set_xlabel(measure_axis_label(measure))
     ax.set_ylabel(LOSS_LABEL)
+    return lines, x, y
 
 
 def _plateau_legend(fig: Figure, n_plateau: int) -> None:
@@ -112,9 +145,12 @@ def loss_vs_measures(table: pd.DataFrame, measures: Sequence[str],
     plateau, _ = plateau_mask(table)
     fig, axes = _grid(len(measures), ncols)
     norm = param_norm(table["n_params"])
-    for ax, measure in zip(axes, measures, strict=True):
-        _loss_panel(ax, table, measure, norm, r2_of.get(measure), plateau)
+    texts = [_loss_panel(ax, table, measure, norm, r2_of.get(measure), plateau)
+             for ax, measure in zip(axes, measures, strict=True)]
     add_param_colorbar(fig, axes, norm)
     if plateau.any():
         _plateau_legend(fig, int(plateau.sum()))
+    fig.draw_without_rendering()  # the constrained layout: the axes' final sizes
+    for ax, (lines, x, y) in zip(axes, texts, strict=True):
+        _r2_text(ax, lines, x, y)
     return fig

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from linguistic_collapse.core.errors import UserError, os_error_line
+from linguistic_collapse.core.openmp import WAIT_POLICY_ENV, default_wait_policy
 from linguistic_collapse.core.paths import (
     RESULTS_TABLE,
     ROOT_ENV,
@@ -219,12 +220,13 @@ def execute_stage(notebook: Path, output: Path, params: Mapping[str, Any]) -> No
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(output)
     try:
-        papermill.execute_notebook(
-            str(notebook), str(partial), parameters=dict(params), kernel_name="python3",
-            progress_bar=False, cwd=str(notebooks_dir()),
-            # the kernel's "running over TCP without encryption" warning: local, not news
-            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-        )
+        with kernel_environment():
+            papermill.execute_notebook(
+                str(notebook), str(partial), parameters=dict(params), kernel_name="python3",
+                progress_bar=False, cwd=str(notebooks_dir()),
+                # the kernel's "running over TCP without encryption" warning: local, not news
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+            )
         _finish(partial, output)
     except PapermillExecutionError as err:
         _finish(partial, output)
@@ -242,6 +244,20 @@ def execute_stage(notebook: Path, output: Path, params: Mapping[str, Any]) -> No
             f"the executed copy up to that cell is {short(output)}") from err
     finally:
         partial.unlink(missing_ok=True)
+
+
+@contextmanager
+def kernel_environment() -> Iterator[None]:
+    """The environment a notebook's kernel starts with: ``OMP_WAIT_POLICY=PASSIVE`` unless set
+    (``linguistic_collapse.core.openmp``); the kernel inherits this process's environment, which
+    is restored afterwards, so library callers of ``run_paper`` keep theirs."""
+    had = os.environ.get(WAIT_POLICY_ENV)
+    default_wait_policy()
+    try:
+        yield
+    finally:
+        if had is None:
+            os.environ.pop(WAIT_POLICY_ENV, None)
 
 
 def _finish(partial: Path, output: Path) -> None:

@@ -1,5 +1,9 @@
-"""Collapse through training: runs trained again with evenly spaced snapshots, each collected and
-measured, and when each measure settles relative to the validation loss.
+"""Collapse through training: runs with evenly spaced snapshots, each collected and measured, and
+when each measure settles relative to the validation loss.
+
+Reuse. When the grid trains a run of the ``dynamics`` section from its start, it saves the
+snapshots on the way (``linguistic_collapse.stages.snapshots.grid_snapshots``) and this stage
+only collects and measures them. Otherwise (the grid run trained before, or resumed):
 
 Training. Each run of a profile's ``dynamics`` section is trained again in its own folder
 ``<out_dir>/dynamics/<run>/`` (``Layout.dynamics_dir``) through the grid's own code
@@ -28,18 +32,15 @@ counts; metrics only when they record the stats file's sha256; the table only wh
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.outputs import CHECKPOINT_PREFIX, DynamicsLayout
+from linguistic_collapse.core.outputs import CHECKPOINT_PREFIX
 from linguistic_collapse.core.paths import (
     Layout,
     atomic_write,
     atomic_write_json,
-    discard_dir,
     lock_for,
     read_json,
 )
@@ -48,7 +49,7 @@ from linguistic_collapse.lm.data import PreparedCorpus
 from linguistic_collapse.lm.devices import resolve_device
 from linguistic_collapse.lm.profiles import Profile
 from linguistic_collapse.lm.runs import RunName
-from linguistic_collapse.nc.measure import MEASURE_VERSION, measure_stats_file
+from linguistic_collapse.nc.measure import measure_stats_file
 from linguistic_collapse.nc.registry import MEASURES
 from linguistic_collapse.stages.checkpoints import (
     STATE_FILE,
@@ -58,79 +59,20 @@ from linguistic_collapse.stages.collect import collect_model_stats
 from linguistic_collapse.stages.loop import SavePoints, train_loop
 from linguistic_collapse.stages.pipeline import prepare_profile_corpus
 from linguistic_collapse.stages.refresh import collect_if_stale, measure_if_stale, stats_current
-from linguistic_collapse.stages.train import (
-    read_results,
-    run_inputs,
+from linguistic_collapse.stages.snapshots import (  # noqa: F401  (snapshot_steps: part of this API)
+    Plan,
+    discard_if_stale,
+    make_plan,
+    snapshot_steps,
 )
+from linguistic_collapse.stages.train import read_results
 
-TABLE_VERSION = 1  # part of the table's settings hash: bump when its columns change
 FIRST_COLUMNS = ["run", "step", "epoch", "tokens_seen", "train_loss", "val_loss", "val_acc",
                  "num_classes", "train_tokens_measured"]
 
 
-def snapshot_steps(steps_per_epoch: int, epochs: int, points_per_epoch: int) -> list[int]:
-    """Step 0 and ``points_per_epoch`` evenly spaced steps per epoch (floor of k S / P), so each
-    epoch end e S is one of them; strictly increasing."""
-    S, P = steps_per_epoch, points_per_epoch
-    if P > S:
-        raise UserError(f"dynamics.points_per_epoch is {P} but an epoch has only {S} optimiser "
-                        f"steps; set points_per_epoch to at most {S}")
-    return [0] + [e * S + k * S // P for e in range(epochs) for k in range(1, P + 1)]
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What one dynamics run is made from: its training inputs, steps and statistics caps."""
-
-    run: RunName
-    directory: Path
-    settings: dict  # {"run_inputs": linguistic_collapse.stages.train.run_inputs(...), "snapshot_steps": [...]}
-    steps_per_epoch: int
-    batch_size: int
-    caps: tuple[int, int]  # (training, validation) blocks of each snapshot's statistics
-
-    @property
-    def files(self) -> DynamicsLayout:
-        """The paths inside ``directory`` (linguistic_collapse.core.outputs)."""
-        return DynamicsLayout(self.directory)
-
-    @property
-    def steps(self) -> list[int]:
-        return self.settings["snapshot_steps"]
-
-    @property
-    def table_sha256(self) -> str:
-        """Identity of the table: training inputs, steps, caps, the table version and the
-        measures' definitions (``MEASURE_VERSION``), so changed measures are measured again."""
-        return sha256_json({"settings": self.settings, "caps": list(self.caps),
-                            "table_version": TABLE_VERSION, "measure_version": MEASURE_VERSION})
-
-
-def make_plan(profile: Profile, run: RunName, corpus: PreparedCorpus) -> Plan:
-    """The plan of one run of ``profile.dynamics`` on a prepared corpus (``linguistic_collapse.lm.data``)."""
-    run = run.run
-    batch_size = profile.batch_size(run)
-    steps_per_epoch = math.ceil(corpus.n_train_blocks / batch_size)
-    dyn, col = profile.dynamics, profile.collect
-    cap_train = dyn.max_train_blocks or col.max_train_blocks or corpus.n_train_blocks
-    cap_val = dyn.max_val_blocks or col.max_val_blocks or corpus.n_val_blocks
-    settings = {"run_inputs": run_inputs(run, corpus, profile.training, profile.model, batch_size),
-                "snapshot_steps": snapshot_steps(steps_per_epoch, run.epochs,
-                                                 dyn.points_per_epoch)}
-    return Plan(run, Layout(profile.out_path).dynamics_dir(run), settings, steps_per_epoch,
-                batch_size, (min(cap_train, corpus.n_train_blocks),
-                             min(cap_val, corpus.n_val_blocks)))
-
-
 # ---------------------------------------------------------------------------------------------
 # Training with snapshots
-
-
-def _discard_if_stale(plan: Plan) -> None:
-    """Remove the run's folder when it was made from other training inputs or steps."""
-    path = plan.files.settings
-    if plan.directory.exists() and (not path.is_file() or read_json(path) != plan.settings):
-        discard_dir(plan.directory)
 
 
 def _strip_state(checkpoint: Path) -> None:
@@ -145,7 +87,7 @@ def train_snapshots(profile: Profile, plan: Plan, corpus: PreparedCorpus, progre
     weights_sha256)."""
     run, d, files, tr = plan.run, plan.directory, plan.files, profile.training
     with lock_for(d):
-        _discard_if_stale(plan)
+        discard_if_stale(plan)
         if files.snapshots.is_file():
             return read_json(files.snapshots)["records"]
         atomic_write_json(files.settings, plan.settings)

@@ -91,13 +91,30 @@ def _batch(blocks: np.ndarray, idx: np.ndarray, device: torch.device) -> torch.T
     return torch.from_numpy(np.asarray(blocks[idx], dtype=np.int64)).to(device)  # (B, T)
 
 
+class LossSum:
+    """A token-weighted training loss over optimiser steps: the float64 sum of loss x predicted
+    tokens (on the device), the predicted tokens and the tokens seen."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.total = torch.zeros((), device=device, dtype=torch.float64)
+        self.n_pred = self.n_seen = 0
+
+    def add(self, loss: torch.Tensor, k: int, seen: int) -> None:
+        self.total += loss.detach().double() * k
+        self.n_pred, self.n_seen = self.n_pred + k, self.n_seen + seen
+
+    def mean(self) -> float:
+        return (self.total / self.n_pred).item()
+
+
 def train_epoch(model: nn.Module, optimizer, scheduler, blocks: np.ndarray, order: np.ndarray,
                 batch_size: int, max_grad_norm: float, device: torch.device, precision: str,
-                bar: tqdm | None = None) -> tuple[float, int]:
-    """One pass over ``blocks`` in ``order``; returns (token-weighted mean loss, tokens seen)."""
+                bar: tqdm | None = None, also: tuple[LossSum, ...] = ()) -> tuple[float, int]:
+    """One pass over ``blocks`` in ``order``; returns (token-weighted mean loss, tokens seen).
+    Each step's loss is also added to every ``also`` sum (a loss over several passes)."""
     model.train()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    n_pred, n_seen, t0 = 0, 0, time.perf_counter()
+    own = LossSum(device)
+    t0 = time.perf_counter()
     for step, start in enumerate(range(0, len(order), batch_size)):
         ids = _batch(blocks, order[start:start + batch_size], device)  # (B, T)
         with _autocast(device, precision):
@@ -109,14 +126,14 @@ def train_epoch(model: nn.Module, optimizer, scheduler, blocks: np.ndarray, orde
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         k = ids.shape[0] * (ids.shape[1] - 1)
-        loss_sum += loss.detach().double() * k
-        n_pred, n_seen = n_pred + k, n_seen + ids.numel()
+        for acc in (own, *also):
+            acc.add(loss, k, ids.numel())
         if bar is not None:
             bar.update(1)
             if step % 10 == 0:
-                rate = n_seen / max(time.perf_counter() - t0, 1e-9)
+                rate = own.n_seen / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{rate:,.0f}")
-    return (loss_sum / n_pred).item(), n_seen
+    return own.mean(), own.n_seen
 
 
 @torch.no_grad()
@@ -166,6 +183,21 @@ class SavePoints:
     record: Callable[..., dict]
     saved: Callable[[list[dict], int, nn.Module], None]
     initial: bool = False
+    snapshots: Snapshots | None = None
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """Snapshots taken while the loop trains, beside its own save points and not resume points
+    (``linguistic_collapse.stages.snapshots``: the dynamics of a grid run): after each optimiser
+    step of ``steps`` (0: the untrained model), ``take(step, record, model)`` with ``record`` =
+    step, epoch, tokens_seen, train_loss (of the steps since the previous snapshot) and the
+    evaluation. Taken only in a run trained from its start, so none is missed. Training cut at
+    more steps and evaluated there takes the same optimiser steps on the same batches (no
+    dropout, no random draw), so the weights and records of the save points do not change."""
+
+    steps: tuple[int, ...]
+    take: Callable[[int, dict, nn.Module], None]
 
 
 def train_loop(run: RunName, directory: Path, corpus: PreparedCorpus, training: TrainingConfig,
@@ -194,29 +226,46 @@ def train_loop(run: RunName, directory: Path, corpus: PreparedCorpus, training: 
     step = next((s for s, label in at.points if label == start), 0) if start else 0
 
     def save(target: int, label: int, tokens: int, loss: float, n_tok: int, t0: float,
-             train_s: float) -> None:
+             train_s: float, evaluation: dict) -> None:
         nonlocal records
-        evaluation = evaluate(model, val_blocks, training.eval_batch_size, device, precision)
         record = at.record(target, target / S, tokens, loss, n_tok, t0, train_s, evaluation)
         records = save_checkpoint(directory, label, model, tokenizer, optimizer, scheduler,
                                   [*records, record], settings)
         at.saved(records, label, model)
 
+    snaps = at.snapshots if at.snapshots is not None and start == 0 else None
+    snap_steps = set(snaps.steps) if snaps else set()
+    saves = dict(at.points)  # step -> label
+    first_eval = (evaluate(model, val_blocks, training.eval_batch_size, device, precision)
+                  if (at.initial and not records) or 0 in snap_steps else None)
     if at.initial and not records:
-        save(0, 0, 0, math.nan, 0, time.perf_counter(), 0.0)
-    todo = [(s, label) for s, label in at.points if s > step]
-    bar = tqdm(total=todo[-1][0] - step if todo else 0, desc=desc, disable=not progress,
+        save(0, 0, 0, math.nan, 0, time.perf_counter(), 0.0, first_eval)
+    if 0 in snap_steps:
+        snaps.take(0, {"step": 0, "epoch": 0.0, "tokens_seen": 0, "train_loss": math.nan,
+                       **first_eval}, model)
+    todo = sorted(t for t in set(saves) | snap_steps if t > step)
+    bar = tqdm(total=todo[-1] - step if todo else 0, desc=desc, disable=not progress,
                unit="step", leave=False)
     tokens_seen = records[-1]["tokens_seen"] if records else 0
-    for target, label in todo:
-        t0 = time.perf_counter()
+    since_save, t0, train_s = LossSum(device), time.perf_counter(), 0.0  # since the last save point
+    for target in todo:
         epoch = step // S + 1  # a stretch lies in one epoch: every epoch end is a save point
         order = block_order(corpus.n_train_blocks, run.seed, epoch)
         piece = order[(step - (epoch - 1) * S) * B:(target - (epoch - 1) * S) * B]
-        train_loss, n_tok = train_epoch(model, optimizer, scheduler, train_blocks, piece, B,
-                                        training.max_grad_norm, device, precision, bar)
+        started = time.perf_counter()
+        stretch_loss, n_tok = train_epoch(model, optimizer, scheduler, train_blocks, piece, B,
+                                          training.max_grad_norm, device, precision, bar,
+                                          also=(since_save,))
+        train_s += time.perf_counter() - started
         tokens_seen += n_tok
-        save(target, label, tokens_seen, train_loss, n_tok, t0, time.perf_counter() - t0)
+        evaluation = evaluate(model, val_blocks, training.eval_batch_size, device, precision)
+        if target in snap_steps:
+            snaps.take(target, {"step": target, "epoch": target / S, "tokens_seen": tokens_seen,
+                                "train_loss": stretch_loss, **evaluation}, model)
+        if target in saves:
+            save(target, saves[target], tokens_seen, since_save.mean(), since_save.n_seen, t0,
+                 train_s, evaluation)
+            since_save, t0, train_s = LossSum(device), time.perf_counter(), 0.0
         step = target
     bar.close()
     return model, records, precision

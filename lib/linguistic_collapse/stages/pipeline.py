@@ -62,6 +62,7 @@ from linguistic_collapse.stages.collect import collect_model_stats
 from linguistic_collapse.stages.costs import check_memory
 from linguistic_collapse.stages.layers import layers_section, profile_layers
 from linguistic_collapse.stages.refresh import collect_if_stale, measure_if_stale, stats_current
+from linguistic_collapse.stages.snapshots import grid_snapshots
 from linguistic_collapse.stages.train import is_trained, train_run
 
 JOB_STAGES = ("train", "collect", "measure")
@@ -96,10 +97,11 @@ def train_profile_run(profile: Profile, run: RunName, *, corpus: PreparedCorpus 
         raise UserError(f"run {run.run} is not in profile {profile.name!r}; pick one of its runs "
                         f"(python -m linguistic_collapse grid --profile {profile.name} --dry-run lists them)")
     corpus = corpus if corpus is not None else prepare_profile_corpus(profile, progress)
-    return train_run(run, corpus=corpus, training=profile.training, model_cfg=profile.model,
-                     out_dir=profile.out_path, device=device or profile.device, progress=progress,
-                     retrain=retrain, retrain_command=(
-                         f"python -m linguistic_collapse train --profile {profile.name} --run {run.run} --retrain"))
+    with grid_snapshots(profile, run, corpus) as snapshots:  # a dynamics run: its snapshots on the way
+        return train_run(run, corpus=corpus, training=profile.training, model_cfg=profile.model,
+                         out_dir=profile.out_path, device=device or profile.device, progress=progress,
+                         retrain=retrain, snapshots=snapshots, retrain_command=(
+                             f"python -m linguistic_collapse train --profile {profile.name} --run {run.run} --retrain"))
 
 
 def collect_inputs(profile: Profile, ck: RunName) -> dict[str, str] | None:

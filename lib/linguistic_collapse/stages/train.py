@@ -67,7 +67,7 @@ from linguistic_collapse.stages.checkpoints import (
     last_checkpoint,
     read_training_state,
 )
-from linguistic_collapse.stages.loop import SavePoints, resolve_precision, train_loop
+from linguistic_collapse.stages.loop import SavePoints, Snapshots, resolve_precision, train_loop
 
 # ---------------------------------------------------------------------------------------------
 # Stored results
@@ -162,7 +162,7 @@ def _results(run: RunName, settings: dict, model: nn.Module, corpus: PreparedCor
 def train_run(run: RunName, *, corpus: PreparedCorpus, training: TrainingConfig, model_cfg: ModelConfig,
               out_dir: str | os.PathLike, device: str = "auto", progress: bool = True,
               stop_after_epochs: int | None = None, retrain: bool = False,
-              retrain_command: str | None = None) -> dict:
+              retrain_command: str | None = None, snapshots: Snapshots | None = None) -> dict:
     """Train one run (resuming from its last checkpoint) and return its results.json content.
 
     ``corpus`` is a ``linguistic_collapse.lm.data.PreparedCorpus``. A run whose results say ``complete`` and whose
@@ -170,7 +170,8 @@ def train_run(run: RunName, *, corpus: PreparedCorpus, training: TrainingConfig,
     inputs, or with an unreadable training state, raises ``UserError`` naming what is wrong and
     ``retrain_command``. ``retrain=True`` discards any run folder that is not a finished run of
     the current inputs and trains afresh. ``stop_after_epochs`` stops early (a test hook that
-    simulates an interruption).
+    simulates an interruption). ``snapshots``: more snapshots to take on the way when the run
+    trains from its start (``linguistic_collapse.stages.snapshots.grid_snapshots``).
     """
     run = run.run
     layout = Layout(out_dir)
@@ -192,12 +193,13 @@ def train_run(run: RunName, *, corpus: PreparedCorpus, training: TrainingConfig,
         _check_corpus(corpus, batch_size)
         directory.mkdir(parents=True, exist_ok=True)
         return _train(run, layout, corpus, training, model_cfg, settings, batch_size,
-                      resolve_device(device), progress, stop_after_epochs, fix)
+                      resolve_device(device), progress, stop_after_epochs, fix, snapshots)
 
 
 def _train(run: RunName, layout: Layout, corpus: PreparedCorpus, training: TrainingConfig,
            model_cfg: ModelConfig, settings: dict, batch_size: int, device: torch.device,
-           progress: bool, stop_after_epochs: int | None, fix: str) -> dict:
+           progress: bool, stop_after_epochs: int | None, fix: str,
+           snapshots: Snapshots | None = None) -> dict:
     directory = layout.run_dir(run)
     precision = resolve_precision(training.precision, device)
     S = math.ceil(corpus.n_train_blocks / batch_size)
@@ -215,7 +217,8 @@ def _train(run: RunName, layout: Layout, corpus: PreparedCorpus, training: Train
             atomic_write_json(layout.results(run), _results(
                 run, settings, model, corpus, device, precision, records, "running"))
 
-    at = SavePoints(tuple((e * S, e) for e in range(1, last + 1)), record, saved)
+    at = SavePoints(tuple((e * S, e) for e in range(1, last + 1)), record, saved,
+                    snapshots=snapshots)
     model, records, precision = train_loop(run, directory, corpus, training, model_cfg, settings,
                                            batch_size, device, at, progress, fix, str(run))
     # Once more after the loop: also completes a run interrupted between checkpoint and results.

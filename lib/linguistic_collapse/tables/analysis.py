@@ -350,6 +350,10 @@ def _num(v: float, fmt: str) -> str:
     return fmt.format(v) if np.isfinite(v) else ""
 
 
+# Columns of table1_display that are not our own test's: the authors' numbers and the comparison
+COMPARED_COLUMNS = ("authors r", "difference p", "authors Holm p")
+
+
 def table1_display(perm: pd.DataFrame) -> pd.DataFrame:
     """Table 1 as the paper prints it: measure label, n, r, R^2, Spearman, p and Holm p as text
     (3 significant figures; p as "≤ 1.0e-4" at its floor, ``format_p``); where ``perm`` has them
@@ -367,9 +371,11 @@ def table1_display(perm: pd.DataFrame) -> pd.DataFrame:
     if {"r_ci_low", "r_ci_high", "authors_r", "diff_p", "authors_p_holm"} <= set(perm.columns):
         out["r 95% CI"] = [f"[{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else ""
                            for lo, hi in zip(perm["r_ci_low"], perm["r_ci_high"], strict=True)]
-        out["authors r"] = perm["authors_r"].map(lambda v: _num(v, "{:+.3f}"))
-        out["difference p"] = perm["diff_p"].map(lambda v: _num(v, "{:.2g}"))
-        out["authors Holm p"] = perm["authors_p_holm"].map(lambda v: _num(v, "{:.2g}"))
+        theirs = (perm["authors_r"].map(lambda v: _num(v, "{:+.3f}")),
+                  perm["diff_p"].map(lambda v: _num(v, "{:.2g}")),
+                  perm["authors_p_holm"].map(lambda v: _num(v, "{:.2g}")))
+        for name, column in zip(COMPARED_COLUMNS, theirs, strict=True):
+            out[name] = column
     return out
 
 

@@ -1,7 +1,11 @@
 """Collapse through depth as tables: one row per model x layer from the metrics files, and
-whether each measure is monotone in depth and where it changes most (``07_layers``).
+whether each measure is monotone in depth and where it changes most (``07_layers``); how the
+features and the distances between class means grow through the residual stream, read from the
+statistics files (``growth_table``), so the paper's CDNV's fall can be split into growth and the
+scale-free part; and the scale-free CDNV's fall per depth (``by_depth``).
 
-The statistics and per-layer measures come from ``linguistic_collapse.stages.layers``; no torch."""
+The statistics and per-layer measures come from ``linguistic_collapse.stages.layers``; torch only
+to read the statistics files (``nc.stats_file.read_layers``, verified, one layer at a time)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import pandas as pd
 from linguistic_collapse.core.paths import Layout, read_json, resolve
 from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc.registry import GEOMETRY, analysis_scale, label
+from linguistic_collapse.nc.stats_file import read_layers
 from linguistic_collapse.tables.findings import Findings
 
 SPEC_COLUMNS = ["name", "run", "depth", "width", "epochs", "weight_decay", "seed", "checkpoint"]
@@ -146,6 +151,127 @@ def ratio_summary(ratios: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# ---------------------------------------------------------------------------------------------
+# Growth through depth: feature norms and class-mean distances
+
+
+GROWTH_COLUMNS = ["mean_norm", "mean_distance", "within_sd"]
+
+
+def _growth_of(layer: dict) -> dict[str, float]:
+    """Of one residual stream's statistics (counts, sums, sq_dev), over the K classes seen:
+    ``mean_norm`` = mean_c ‖μ_c‖, ``mean_distance`` = the root-mean-square distance between
+    distinct class means, sqrt(2 Σ_c ‖μ_c − μ̄‖² / (K − 1)) (μ̄ their unweighted mean; the
+    identity Σ_{c≠c'} ‖μ_c − μ_c'‖² = 2K Σ_c ‖μ_c − μ̄‖²), and ``within_sd`` = sqrt(mean_c σ²_c),
+    σ²_c the class's mean squared deviation from μ_c."""
+    counts = layer["counts"]
+    seen = counts > 0
+    n = counts[seen].double()
+    mu = layer["sums"][seen].double() / n[:, None]  # (K, D)
+    k = int(seen.sum())
+    spread = float(((mu - mu.mean(0)) ** 2).sum())
+    return {"mean_norm": float(mu.norm(dim=1).mean()),
+            "mean_distance": float(np.sqrt(2 * spread / (k - 1))) if k > 1 else np.nan,
+            "within_sd": float(np.sqrt(float((layer["sq_dev"][seen].double() / n).mean())))}
+
+
+def growth_table(out_dir: str | os.PathLike, layers: pd.DataFrame) -> pd.DataFrame:
+    """Per model x residual stream of ``layers`` (``layers_table``): ``name, depth, width,
+    epochs, n_layer, layer, relative_depth``, the growth columns of ``_growth_of`` (from the
+    model's statistics file) and both CDNVs (from ``layers``)."""
+    layout, rows = Layout(resolve(out_dir)), []
+    res = layers[layers["site"] == "residual"]
+    for name, g in res.groupby("name", sort=False):
+        ck = RunName.parse(str(name))
+        cdnv = g.set_index("layer")[["nc1_cdnv", "nc1_cdnv_galanti"]]
+        for i, layer in read_layers(layout.stats(ck)):
+            if i in cdnv.index:
+                first = g.iloc[0]
+                rows.append({"name": name, "depth": first["depth"], "width": first["width"],
+                             "epochs": first["epochs"], "n_layer": int(first["n_layer"]), "layer": i,
+                             "relative_depth": i / int(first["n_layer"]), **_growth_of(layer),
+                             **cdnv.loc[i].to_dict()})
+    return pd.DataFrame(rows, columns=["name", "depth", "width", "epochs", "n_layer", "layer",
+                                       "relative_depth", *GROWTH_COLUMNS, "nc1_cdnv", "nc1_cdnv_galanti"])
+
+
+def growth_summary(growth: pd.DataFrame) -> pd.DataFrame:
+    """Per model, from the embeddings (residual index 0) to the last residual stream (index L),
+    in dex (log10 of last / first): ``d_norm``, ``d_distance``, ``d_within`` and both CDNVs'
+    changes ``d_cdnv``, ``d_galanti``. The paper's CDNV scales as 1/s² when every feature is
+    multiplied by s, so with s the class-mean distance exactly d_cdnv = −2 d_distance +
+    ``d_cdnv_rescaled``, the change of CDNV x mean_distance² (the paper's CDNV at a fixed
+    class-mean distance); ``distance_share`` = −2 d_distance / d_cdnv is the share of its change
+    that the growth of the distances accounts for (above 1: at a fixed distance it would rise)."""
+    rows = []
+    for name, g in growth.groupby("name", sort=False):
+        g = g.sort_values("layer")
+        first, last = g.iloc[0], g.iloc[-1]
+
+        def dex(col: str, first=first, last=last) -> float:
+            return float(np.log10(last[col] / first[col]))
+
+        d = {f"d_{k}": dex(c) for k, c in (("norm", "mean_norm"), ("distance", "mean_distance"),
+                                            ("within", "within_sd"), ("cdnv", "nc1_cdnv"),
+                                            ("galanti", "nc1_cdnv_galanti"))}
+        rows.append({"name": name, "depth": first["depth"], "width": first["width"],
+                     "epochs": first["epochs"], "n_layer": int(first["n_layer"]), **d,
+                     "d_cdnv_rescaled": d["d_cdnv"] + 2 * d["d_distance"],
+                     "distance_share": -2 * d["d_distance"] / d["d_cdnv"] if d["d_cdnv"] else np.nan})
+    return pd.DataFrame(rows)
+
+
+def by_depth(layers: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """Per depth L (``n_layer``): ``models``; of the scale-free ``HEADLINE`` CDNV, how many fall
+    from the embeddings to the last residual stream (``n_galanti_falls``) and how many fall
+    monotonically (``n_galanti_monotone_fall``; NaN for L = 1, whose one step is trivially
+    monotone); how many have the paper's CDNV falling (``n_cdnv_falls``) and, of those, the
+    distances' growth accounting for more than half of the fall (``n_growth_most``); the median
+    changes in dex (``growth_summary``)."""
+    res = layers[layers["site"] == "residual"]
+    rows = []
+    for n_layer, g in summary.groupby("n_layer"):
+        monotone = 0
+        for name in g["name"]:
+            d = np.diff(analysis_scale(res[res["name"] == name].sort_values("layer")[HEADLINE], HEADLINE))
+            monotone += bool((d <= 0).all())
+        falls = g["d_cdnv"] < 0
+        rows.append({"n_layer": int(n_layer), "models": len(g),
+                     "n_galanti_falls": int((g["d_galanti"] < 0).sum()),
+                     "n_galanti_monotone_fall": monotone if n_layer >= 2 else np.nan,
+                     "n_cdnv_falls": int(falls.sum()),
+                     "n_growth_most": int((falls & (g["distance_share"] > 0.5)).sum()),
+                     **{f"median_{c}": float(g[c].median()) for c in
+                        ("d_galanti", "d_cdnv", "d_distance", "d_norm", "d_within", "d_cdnv_rescaled")}})
+    return pd.DataFrame(rows)
+
+
+def describe_growth(summary: pd.DataFrame, per_depth: pd.DataFrame) -> str:
+    """Sentences from ``growth_summary`` and ``by_depth``: how much of the paper's CDNV's fall
+    the growth of the class-mean distances accounts for, and the scale-free CDNV per depth."""
+    if summary.empty:
+        return "No per-layer statistics: set collect.layers in the profile and collect again."
+    falls = summary[summary["d_cdnv"] < 0]
+    most = int((falls["distance_share"] > 0.5).sum())
+    lines = [f"From the embeddings to the last residual stream, over {len(summary)} models (medians, "
+             f"dex): class-mean distances {summary['d_distance'].median():+.2f}, class-mean norms "
+             f"{summary['d_norm'].median():+.2f}, within-class sd {summary['d_within'].median():+.2f}; "
+             f"the paper's CDNV {summary['d_cdnv'].median():+.2f}, of which the distances' growth "
+             f"accounts for {-2 * summary['d_distance'].median():+.2f} (at a fixed class-mean "
+             f"distance it would change by {summary['d_cdnv_rescaled'].median():+.2f}); Galanti's "
+             f"(scale-free) {summary['d_galanti'].median():+.2f}. The paper's CDNV falls in "
+             f"{len(falls)} models; the distances' growth is more than half of that fall in {most} of them."]
+    for r in per_depth.itertuples():
+        mono = ("" if not np.isfinite(r.n_galanti_monotone_fall)
+                else f", monotonically in {int(r.n_galanti_monotone_fall)}")
+        lines.append(f"- L = {r.n_layer}: Galanti's CDNV falls from the embeddings to the last residual "
+                     f"stream in {r.n_galanti_falls} of {r.models} models{mono} (median "
+                     f"{r.median_d_galanti:+.2f} dex); the paper's CDNV falls in {r.n_cdnv_falls}, "
+                     f"more than half of it growth in {r.n_growth_most} (median "
+                     f"{r.median_d_cdnv:+.2f} dex, distances {r.median_d_distance:+.2f}).")
+    return "\n".join(lines)
+
+
 def describe_depth(summary: pd.DataFrame, ratios: pd.DataFrame | None = None,
                    not_monotone_names: Sequence[str] = ()) -> str:
     """The notebook's text from ``depth_summary`` (and ``ratio_summary``, ``not_monotone`` of the
@@ -208,3 +334,27 @@ def record_findings(findings: Findings, summary: pd.DataFrame, ratios: pd.DataFr
         findings.add(f"{r.label}: head / residual ratio range",
                      f"{r.min_ratio:.3g} to {r.max_ratio:.3g}", f"{src}, min_ratio, max_ratio")
 
+
+
+def record_growth_findings(findings: Findings, summary: pd.DataFrame, per_depth: pd.DataFrame) -> None:
+    """Add the growth numbers to ``findings``: medians of ``growth_summary`` (saved as
+    ``layers_growth.csv``) and, per depth, the scale-free CDNV's falls (``layers_by_depth.csv``)."""
+    if summary.empty:
+        return
+    src = "layers_growth.csv"
+    for col, what in (("d_distance", "class-mean distance growth"), ("d_norm", "class-mean norm growth"),
+                      ("d_cdnv", "paper's CDNV change"), ("d_cdnv_rescaled", "paper's CDNV change at a fixed distance"),
+                      ("d_galanti", "Galanti's CDNV change")):
+        findings.add(f"depth: {what}, embeddings to last residual stream (median dex)",
+                     float(summary[col].median()), f"{src}: {col}, median", "{:+.2f}")
+    falls = summary[summary["d_cdnv"] < 0]
+    findings.add("depth: models whose paper's CDNV falls", len(falls), f"{src}: d_cdnv < 0", "{:d}")
+    findings.add("depth: of those, distance growth more than half of the fall", int((falls["distance_share"] > 0.5).sum()),
+                 f"{src}: distance_share > 0.5 where d_cdnv < 0", "{:d}")
+    for r in per_depth.itertuples():
+        where = f"layers_by_depth.csv: n_layer {r.n_layer}"
+        findings.add(f"depth L={r.n_layer}: Galanti's CDNV falls (models of {r.models})", int(r.n_galanti_falls),
+                     f"{where}, n_galanti_falls", "{:d}")
+        if np.isfinite(r.n_galanti_monotone_fall):
+            findings.add(f"depth L={r.n_layer}: Galanti's CDNV falls monotonically (models of {r.models})",
+                         int(r.n_galanti_monotone_fall), f"{where}, n_galanti_monotone_fall", "{:d}")

@@ -5,8 +5,12 @@ every measure when the class statistics come from ``sensitivity.draws`` random s
 
 A change is read on each measure's analysis scale (``linguistic_collapse.nc.registry.analysis_scale``: dex for
 the log measures, the value's own units otherwise), never as a ratio to a value that may be
-near 0, with its mean and sd over draws, and set against the spread between the grid's models
-on the same scale. A class seen once has zero within-class variance by construction, so the
+near 0, with its mean and sd over draws; a model's shift is that mean. A shift shared by every
+model leaves a cross-model R² unchanged, so ``stability`` judges the spread of the shifts
+between models (its upper confidence limit) against the spread between the primary
+population's models (``linguistic_collapse.tables.claims.grid_final_rows``) on the same
+scale, and reports the shared shift
+without judging it (figure: ``linguistic_collapse.figures.plots_sensitivity``). A class seen once has zero within-class variance by construction, so the
 table also says how many classes are seen and how often. A smaller sample also sees fewer
 classes, so a fixed-K variant (``fixed_k_table``) measures every sample of a run on only the
 classes present in all of them (``linguistic_collapse.nc.subset.restrict_classes``).
@@ -20,19 +24,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import safe_open
+from scipy.stats import chi2
 
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import Layout, read_json
-from linguistic_collapse.nc.measure import measure_stats
+from linguistic_collapse.core.paths import Layout, atomic_write_json, lock_for, read_json
+from linguistic_collapse.core.provenance import sha256_file
+from linguistic_collapse.nc.measure import MEASURE_VERSION, measure_stats
 from linguistic_collapse.nc.registry import MEASURES, analysis_scale, label, measure_transform
 from linguistic_collapse.nc.stats_file import read_stats
 from linguistic_collapse.nc.subset import restrict_classes
 
-# A measure is "stable" when halving the sample moves it (mean over draws, worst model) by less
-# than this share of the sd between the grid's models, on its analysis scale: such a shift adds
-# at most 0.1^2 = 1 % to the between-model variance, too little to move a cross-model R².
+# Stability is judged by what can change a cross-model R²: a shift shared by every model (the
+# mean shift) leaves it unchanged; only the spread of the shifts between models moves the models
+# relative to one another. A measure is "stable" at a fraction when the 95 % upper confidence
+# limit of the sd of the models' shifts (chi-square, n - 1 df) is at most STABLE_SHARE of the sd
+# between the primary population's models on the same scale: spread of that size adds at most
+# 0.1^2 = 1 % to the between-model variance, whether or not it correlates with loss.
 STABLE_SHARE = 0.10
-HALF = 0.5  # the fraction the stability rule reads
+UCL_LEVEL = 0.95  # one-sided confidence of the sd's upper limit
+MAX_MODELS = 10_000  # search bound of min_models
+HALF = 0.5  # the fraction the findings record
 
 
 def _class_counts(stats_path: Any) -> tuple[np.ndarray, int]:
@@ -77,24 +89,50 @@ def _samples(profile: Any, ck: Any) -> list[tuple[float, int, Any]]:
     return out
 
 
+def _seen(path: Any) -> torch.Tensor:
+    """(V,) bool: the classes with training samples, from the counts tensor alone (a partial
+    read; the full read that measures the sample verifies those counts against its means hash)."""
+    with safe_open(str(path), framework="pt") as f:
+        return f.get_tensor("counts") > 0
+
+
+def _fixed_k_rows(ck: Any, samples: list[tuple[float, int, Any]], device: str | torch.device,
+                  tile: int) -> list[dict]:
+    """The rows of ``fixed_k_table`` for one checkpoint: each stats file read in full once."""
+    keep = None
+    for _, _, path in samples:  # the classes seen in every sample: (V,) bool
+        keep = _seen(path) if keep is None else keep & _seen(path)
+    rows = []
+    for fraction, draw, path in samples:
+        values = measure_stats(restrict_classes(read_stats(path)[0], keep), device=device, tile=tile)[0]
+        rows.append({"checkpoint": str(ck), "width": ck.width, "fraction": fraction,
+                     "draw": int(draw), "num_classes": int(keep.sum()),
+                     **{m: values.get(m, np.nan) for m in MEASURES}})
+    return rows
+
+
 def fixed_k_table(profile: Any, device: str | torch.device = "cpu", tile: int = 2048) -> pd.DataFrame:
     """As ``sensitivity_table`` (``checkpoint, fraction, draw, num_classes`` and every measure),
     each sample measured on only the classes present in every sample of its checkpoint, so the
-    class set (K, ``num_classes``) is the same at every fraction and draw."""
-    rows = []
+    class set (K, ``num_classes``) is the same at every fraction and draw.
+
+    A checkpoint's rows are stored in ``Layout.fixed_k_metrics(ck)`` with the sha256 of every
+    sample's stats file and the ``MEASURE_VERSION``, and reused while both match, so a notebook
+    run with unchanged statistics measures nothing again."""
+    layout, rows = Layout(profile.out_path), []
     for ck in profile.sensitivity.checkpoints():
         samples = _samples(profile, ck)
-        keep = None
-        for _, _, path in samples:  # the classes seen in every sample: (V,) bool
-            seen = read_stats(path)[0]["counts"] > 0
-            keep = seen if keep is None else keep & seen
-        for fraction, draw, path in samples:
-            stats = restrict_classes(read_stats(path)[0], keep)
-            values = measure_stats(stats, device=device, tile=tile)[0]
-            rows.append({"checkpoint": str(ck), "width": ck.width, "fraction": fraction,
-                         "draw": int(draw), "num_classes": int(keep.sum()),
-                         **{m: values.get(m, np.nan) for m in MEASURES}})
-    return pd.DataFrame(rows)
+        store = layout.fixed_k_metrics(ck)
+        with lock_for(store):
+            inputs = {f"{f:g}/{d}": sha256_file(path) for f, d, path in samples}
+            done = read_json(store) if store.is_file() else {}
+            if done.get("stats_sha256") != inputs or done.get("measure_version") != MEASURE_VERSION:
+                done = {"stats_sha256": inputs, "measure_version": MEASURE_VERSION,
+                        "rows": _fixed_k_rows(ck, samples, device, tile)}
+                atomic_write_json(store, done)
+        rows += done["rows"]
+    columns = ["checkpoint", "width", "fraction", "draw", "num_classes", *MEASURES]
+    return pd.DataFrame(rows, columns=columns).astype({m: float for m in MEASURES})
 
 
 def between_model_sd(grid: pd.DataFrame, measure: str) -> float:
@@ -106,11 +144,39 @@ def between_model_sd(grid: pd.DataFrame, measure: str) -> float:
     return float(np.std(v, ddof=1)) if len(v) > 1 else np.nan
 
 
+def sd_factor(n: int, level: float = UCL_LEVEL) -> float:
+    """sqrt((n-1) / chi²_{1-level, n-1}): the upper ``level`` confidence limit of a normal sd is
+    the sample sd (ddof 1, n values) times this (NaN for n < 2)."""
+    return float(np.sqrt((n - 1) / chi2.ppf(1 - level, n - 1))) if n >= 2 else np.nan
+
+
+def limits_table(ns: Sequence[int] = (2, 3, 4, 5, 6, 7, 8, 10)) -> pd.DataFrame:
+    """Per number of models n: the upper-limit factor ``sd_factor(n)`` and the largest observed
+    spread of shifts that can still be shown stable, as a share of the between-model sd
+    (STABLE_SHARE / factor); the pre-registration's table (docs/preregistration.md)."""
+    return pd.DataFrame({"models": list(ns), "factor": [sd_factor(n) for n in ns],
+                         "largest_stable_share": [STABLE_SHARE / sd_factor(n) for n in ns]})
+
+
+def min_models(sd: float, limit: float, level: float = UCL_LEVEL) -> float:
+    """The fewest models whose shifts, spread with sample sd ``sd``, would have an upper limit
+    ``sd * sd_factor(n)`` at most ``limit``: the minimum n at which stability can be shown at
+    all for that spread (NaN when not even MAX_MODELS models suffice, e.g. sd >= limit)."""
+    if not (np.isfinite(sd) and np.isfinite(limit)) or sd >= limit:
+        return np.nan
+    if sd == 0:
+        return 2.0
+    ns = np.arange(2, MAX_MODELS + 1)  # the factor falls with n towards 1
+    ok = np.sqrt((ns - 1) / chi2.ppf(1 - level, ns - 1)) * sd <= limit
+    return float(ns[np.argmax(ok)]) if ok.any() else np.nan
+
+
 def changes(table: pd.DataFrame, grid: pd.DataFrame,
             measures: Sequence[str] = MEASURES) -> pd.DataFrame:
     """Per (checkpoint, fraction < 1, measure): the change from the full pass on the analysis
     scale, ``change_mean`` and ``change_sd`` (ddof 1) over draws, ``draws``, the classes seen
-    (``num_classes`` min and max over draws), ``between_sd`` and ``ratio`` = |mean| / between_sd."""
+    (``num_classes`` min and max over draws), ``between_sd`` (over ``grid``'s models) and
+    ``ratio`` = |mean| / between_sd."""
     rows = []
     for ck, g in table.groupby("checkpoint", sort=False):
         full = g[g["fraction"] >= 1]
@@ -132,75 +198,49 @@ def changes(table: pd.DataFrame, grid: pd.DataFrame,
     return pd.DataFrame(rows)
 
 
-def stability(table: pd.DataFrame, grid: pd.DataFrame,
+def stability(table: pd.DataFrame, population: pd.DataFrame,
               measures: Sequence[str] = MEASURES) -> pd.DataFrame:
-    """Per measure at the half sample: the worst model's change (mean and sd over draws) on the
-    analysis scale, the between-model sd, their ratio, and ``stable`` (ratio < STABLE_SHARE)."""
-    ch = changes(table, grid, measures)
+    """Per (measure, fraction < 1), over the sensitivity models: each model's shift is its mean
+    change over draws (``changes``). ``models`` (n), ``shift_mean`` (the shared shift: reported,
+    not judged), ``shift_sd`` (ddof 1) and its upper ``UCL_LEVEL`` limit ``shift_sd_ucl``
+    (``sd_factor``), ``between_sd`` over ``population`` (the primary population,
+    ``claims.grid_final_rows``), ``limit`` = STABLE_SHARE x between_sd, ``ratio`` = shift_sd_ucl /
+    between_sd, ``stable`` (shift_sd_ucl <= limit) and ``min_models`` (``min_models`` of the
+    observed shift_sd)."""
+    ch = changes(table, population, measures)
     rows = []
     for m in measures:
-        half = ch[(ch["measure"] == m) & (ch["fraction"] == HALF)].dropna(subset=["change_mean"])
-        worst = half.loc[half["change_mean"].abs().idxmax()] if len(half) else None
-        spread = between_model_sd(grid, m)
-        ratio = abs(worst["change_mean"]) / spread if worst is not None and spread else np.nan
-        rows.append({"measure": m, "label": label(m),
-                     "scale": "dex" if measure_transform(m) == "log" else "value",
-                     "models": len(half),
-                     "half_change_mean": worst["change_mean"] if worst is not None else np.nan,
-                     "half_change_sd": worst["change_sd"] if worst is not None else np.nan,
-                     "worst_model": worst["checkpoint"] if worst is not None else "",
-                     "between_sd": spread, "ratio": ratio, "stable": bool(ratio < STABLE_SHARE)})
+        spread = between_model_sd(population, m)
+        limit = STABLE_SHARE * spread
+        for fraction, g in ch[ch["measure"] == m].groupby("fraction"):
+            shifts = g["change_mean"].to_numpy(dtype=float)
+            shifts = shifts[np.isfinite(shifts)]  # (models,)
+            n = len(shifts)
+            sd = float(np.std(shifts, ddof=1)) if n > 1 else np.nan
+            ucl = sd * sd_factor(n)
+            rows.append({"measure": m, "label": label(m), "fraction": float(fraction),
+                         "scale": "dex" if measure_transform(m) == "log" else "value",
+                         "models": n, "shift_mean": float(shifts.mean()) if n else np.nan,
+                         "shift_sd": sd, "shift_sd_ucl": ucl, "between_sd": spread, "limit": limit,
+                         "ratio": ucl / spread if spread else np.nan,
+                         "stable": bool(ucl <= limit), "min_models": min_models(sd, limit)})
     return pd.DataFrame(rows)
 
 
-def sensitivity_figure(table: pd.DataFrame, grid: pd.DataFrame,
-                       measures: Sequence[str] = MEASURES, ncols: int = 4):
-    """Each measure's change from the full pass on its analysis scale against the fraction of
-    training blocks (mean over draws, error bars: sd over draws), one line per model; grey band:
-    ± the between-model sd, dark band: ± STABLE_SHARE of it (log2 x axis)."""
-    import matplotlib.pyplot as plt
-
-    ch = changes(table, grid, measures)
-    fractions = sorted(table["fraction"].unique())
-    nrows = -(-len(measures) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows), squeeze=False,
-                             sharex=True, constrained_layout=True)
-    for ax, m in zip(axes.flat, measures, strict=False):
-        spread = between_model_sd(grid, m)
-        for ck, g in ch[ch["measure"] == m].groupby("checkpoint", sort=False):
-            g = g.sort_values("fraction")
-            ax.errorbar([*g["fraction"], 1.0], [*g["change_mean"], 0.0],
-                        yerr=[*g["change_sd"].fillna(0), 0.0], marker="o", ms=3, capsize=2,
-                        label=ck)
-        ax.axhline(0, color="0.6", lw=0.8)
-        if np.isfinite(spread):
-            ax.axhspan(-spread, spread, color="0.93", zorder=0)
-            ax.axhspan(-STABLE_SHARE * spread, STABLE_SHARE * spread, color="0.8", zorder=0)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(fractions, [f"1/{round(1 / f)}" if f < 1 else "all" for f in fractions])
-        ax.set_title(label(m), fontsize=9)
-        ax.set_ylabel("change (dex)" if measure_transform(m) == "log" else "change")
-    for ax in axes.flat[len(measures):]:
-        ax.set_visible(False)
-    for ax in axes[-1]:
-        ax.set_xlabel("fraction of training blocks")
-    axes.flat[0].legend(fontsize=7, loc="best")
-    fig.suptitle("Change from the full pass (mean ± sd over random subsamples); light band: "
-                 f"± between-model sd, dark: ± {STABLE_SHARE:g} of it")
-    return fig
-
-
 def add_findings(findings: Any, summary: pd.DataFrame, table: pd.DataFrame, source: str,
-                 table_source: str, prefix: str = "sensitivity") -> None:
-    """Record per measure the half-sample change (mean, sd over draws, worst model), the
-    between-model sd and the verdict from ``summary`` (``stability``, saved as ``source``), and
-    the range of classes (K) over ``table``'s samples (saved as ``table_source``);
-    ``findings``: a linguistic_collapse.tables.findings.Findings."""
-    for row in summary.to_dict("records"):
-        m, where = row["measure"], f"{source}: row {row['measure']}"
-        findings.add(f"{prefix} {m} half change mean", row["half_change_mean"], f"{where}, half_change_mean", "{:+.3f}")
-        findings.add(f"{prefix} {m} half change sd", row["half_change_sd"], f"{where}, half_change_sd", "{:.3f}")
+                 table_source: str, prefix: str = "sensitivity", fraction: float = HALF) -> None:
+    """Record per measure, at ``fraction`` of the sample, from ``summary`` (``stability``, saved
+    as ``source``): the shared shift, the sd of the models' shifts and its upper limit, the
+    between-model sd, the verdict and the minimum number of models; and the range of classes
+    (K) over ``table``'s samples (saved as ``table_source``); ``findings``: a
+    linguistic_collapse.tables.findings.Findings."""
+    for row in summary[summary["fraction"] == fraction].to_dict("records"):
+        m, where = row["measure"], f"{source}: row {row['measure']} at fraction {fraction:g}"
+        findings.add(f"{prefix} {m} shared shift", row["shift_mean"], f"{where}, shift_mean", "{:+.3f}")
+        findings.add(f"{prefix} {m} shift sd", row["shift_sd"], f"{where}, shift_sd", "{:.3f}")
+        findings.add(f"{prefix} {m} shift sd upper limit", row["shift_sd_ucl"], f"{where}, shift_sd_ucl", "{:.3f}")
         findings.add(f"{prefix} {m} between-model sd", row["between_sd"], f"{where}, between_sd", "{:.3f}")
         findings.add(f"{prefix} {m} stable", "yes" if row["stable"] else "no", f"{where}, stable", "{}")
+        findings.add(f"{prefix} {m} minimum models", row["min_models"], f"{where}, min_models", "{:.0f}")
     findings.add(f"{prefix} K min", int(table["num_classes"].min()), f"{table_source}: num_classes, min", "{:,}")
     findings.add(f"{prefix} K max", int(table["num_classes"].max()), f"{table_source}: num_classes, max", "{:,}")
