@@ -12,7 +12,7 @@ SHARED_TINYSTORIES := ../shared/data/tinystories
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup bpe-ranks lock paper notebooks test test-fast test-browser test-slurm bench lint lab clean-runs
+.PHONY: help setup bpe-ranks lock paper notebooks test test-fast test-othercpu test-browser test-slurm bench lint lab clean-runs
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -65,8 +65,17 @@ test: setup  ## unit tests + nbval of the committed smoke notebooks
 test-fast: setup  ## unit tests only
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest tests -m "not slow and not browser" -p no:cacheprovider
 
-bench: setup  ## speed and memory of accumulation and measures vs plain baselines
-	$(PY) scripts/bench.py
+# Another numeric path stands in for another CPU: MKL's portable code path, torch's kernels
+# without AVX, two torch threads (tests and notebook kernels). Round-off then differs from the
+# committed run; every test and the nbval of the smoke notebooks must still pass (tests/numerics.py).
+OTHERCPU := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default LC_TORCH_THREADS=2
+test-othercpu: setup  ## the fast tier + nbval of the smoke notebooks under another numeric path
+	$(OTHERCPU) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest tests runs/smoke \
+	  -m "not slow and not browser" --nbval --nbval-current-env \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+bench: setup  ## speed and memory of accumulation and measures vs plain baselines (ARGS=--quick: tiny sizes)
+	$(PY) scripts/bench.py $(ARGS)
 
 lint: setup  ## ruff over code and the notebook sources (notebooks/*.py)
 	$(VENV)/bin/ruff check lib tests scripts notebooks

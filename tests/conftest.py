@@ -38,17 +38,18 @@ collect_ignore = [] if os.environ.get("LC_SLURM_TIER") else ["slurm"]
 if "LC_OUTPUT_ROOT" not in os.environ:
     os.environ["LC_OUTPUT_ROOT"] = str(_redirect_outputs())
 
-# Tests use tiny tensors: one thread avoids OpenMP contention on small shared CPUs (CI has 2 cores).
-# Only this process: nbval's notebook kernels keep torch's default threads, or $LC_TORCH_THREADS
-# (CI sets another count than the committed run's, so float sums round as on another CPU and
-# nbval proves the committed outputs do not depend on it).
+# Tests use tiny tensors: one thread avoids OpenMP contention on small shared CPUs (CI has 2 cores),
+# unless $LC_TORCH_THREADS says otherwise (`make test-othercpu` sets 2: another numeric path).
+# nbval's notebook kernels keep torch's default threads, or $LC_TORCH_THREADS (CI sets other
+# counts than the committed run's, so float sums round as on another CPU and nbval proves the
+# committed outputs do not depend on it). Float comparisons follow tests/numerics.py.
 
 import matplotlib  # noqa: E402
 import torch  # noqa: E402
 
 matplotlib.use("Agg")
 
-torch.set_num_threads(1)
+torch.set_num_threads(int(os.environ.get("LC_TORCH_THREADS", "1")))
 
 
 # ---------------------------------------------------------------------------------------------
