@@ -348,6 +348,16 @@ def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool =
     return ran
 
 
+def print_rerun_summary(profile_name: str) -> None:
+    """The run's last line: how many committed output files it changed and the largest relative
+    change of a number in its tables, against the tolerance (``tables.reproduce.rerun_summary``)."""
+    from linguistic_collapse.tables.reproduce import rerun_summary
+
+    name = load_profile(profile_name).name
+    print(f"[paper] against the committed outputs: {rerun_summary(REPO_ROOT, output_root(), name)}",
+          flush=True)
+
+
 def register_cli(subparsers: Any) -> None:
     """``paper``: execute the notebook series for a profile."""
     p = subparsers.add_parser("paper", help="execute the notebook series for a profile")
@@ -372,6 +382,7 @@ def _cli_paper(args: Any) -> int:
                 print(f"[paper] {change.describe()}")
             return 0
         run_paper(_profile_arg(args.profile), tuple(args.stage or STAGES), args.force)
+        print_rerun_summary(_profile_arg(args.profile))
     except UserError as err:
         print(f"[paper] error: {err}", flush=True)
         return 2
