@@ -53,7 +53,7 @@ data/tinystories/train.txt:  # the offline TinyStories sample, where this machin
 paper: setup data/tinystories/train.txt  ## run the notebook series (PROFILE=smoke|cpu|paper; default cpu)
 	$(PY) -m linguistic_collapse paper --profile $(PROFILE)
 
-notebooks: setup  ## bring each notebooks/ .py and .ipynb twin in step (outputs stripped; refuses if both changed)
+notebooks: setup  ## build each notebooks/ .ipynb from its .py twin (outputs stripped; refuses if both changed)
 	$(PY) -m linguistic_collapse paper --sync-notebooks
 
 # Tables and figures of the nbval runs go to a temporary folder (tests/conftest.py sets
@@ -86,6 +86,7 @@ LAB := JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter PATH=$(CURDIR)/$(VENV)/bin:$$PATH 
   --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks
 
 lab: setup  ## open JupyterLab on the notebooks (flags: make lab ARGS="--allow-root --no-browser")
+	@$(PY) -m linguistic_collapse paper --sync-notebooks
 	$(LAB) $(ARGS)
 
 test-browser: setup  ## drive JupyterLab in headless Chromium (needs chromium + chromium-driver)

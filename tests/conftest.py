@@ -1,4 +1,5 @@
-"""Test settings: never reach the Hugging Face hub; never write a tracked file.
+"""Test settings: never reach the Hugging Face hub; never write a tracked file; float results
+compared as tests/numerics.py says.
 
 Every figure and table path goes through ``linguistic_collapse.core.paths.output_root()``, which honours
 ``$LC_OUTPUT_ROOT``. It is set here, at start-up, to a fresh temporary folder seeded with the
@@ -37,6 +38,20 @@ collect_ignore = [] if os.environ.get("LC_SLURM_TIER") else ["slurm"]
 
 if "LC_OUTPUT_ROOT" not in os.environ:
     os.environ["LC_OUTPUT_ROOT"] = str(_redirect_outputs())
+
+
+def _build_missing_notebooks() -> None:
+    """The git-ignored notebooks/*.ipynb working copies a fresh clone lacks, built from their
+    .py twins as `make notebooks` builds them (existing ones, perhaps open in Lab, untouched)."""
+    from linguistic_collapse.core.paths import atomic_write_text
+    from linguistic_collapse.series.sources import notebook_from_source, notebook_text
+
+    for source in sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py")):
+        if not source.with_suffix(".ipynb").exists():
+            atomic_write_text(source.with_suffix(".ipynb"), notebook_text(notebook_from_source(source)))
+
+
+_build_missing_notebooks()
 
 # Tests use tiny tensors: one thread avoids OpenMP contention on small shared CPUs (CI has 2 cores),
 # unless $LC_TORCH_THREADS says otherwise (`make test-othercpu` sets 2: another numeric path).

@@ -1,5 +1,9 @@
 """Notebook sources: notebooks/NN_name.py (jupytext py:percent) <-> notebooks/NN_name.ipynb, kept
-in step without losing an edit (the twin changed since the last sync wins; both changed: refused)."""
+in step without losing an edit (the twin changed since the last sync wins; both changed: refused).
+
+The .py twins are the only tracked sources; the .ipynb twins are working copies, git-ignored,
+built from them here (``make notebooks``, ``make lab``, the start of ``make paper``), so nothing
+JupyterLab saves into a notebook (outputs, metadata) can change a tracked file."""
 
 from __future__ import annotations
 
@@ -55,17 +59,23 @@ def notebook_text(nb: Any) -> str:
 
 @dataclass(frozen=True)
 class TwinSync:
-    """One pair brought in step: ``direction`` is ``py->ipynb`` or ``ipynb->py``."""
+    """One pair brought in step: ``direction`` is ``py->ipynb`` (the .py changed), ``new`` (no
+    notebook yet), ``outputs`` (same cells; outputs or metadata cleared) or ``ipynb->py``."""
 
     source: Path
     notebook: Path
     direction: str
 
     def describe(self) -> str:
-        """The line ``make notebooks`` prints, naming the file that was rewritten."""
+        """The line ``make notebooks`` prints: what it did to which file."""
         if self.direction == "ipynb->py":
             return (f"wrote the edits of {short(self.notebook)} back to {self.source.name}, "
                     f"then rebuilt the notebook from it")
+        if self.direction == "new":
+            return f"built {short(self.notebook)} from {self.source.name}"
+        if self.direction == "outputs":
+            return (f"cleared the outputs and metadata saved in {short(self.notebook)} "
+                    f"(its cells match {self.source.name})")
         return f"rebuilt {short(self.notebook)} from {self.source.name}"
 
 
@@ -112,7 +122,10 @@ def sync_notebooks(folder: Path | None = None, check: bool = False) -> list[Twin
             write_source(jupytext.read(notebook), source)
         text = notebook_text(notebook_from_source(source))
         if direction == "ipynb->py" or not notebook.exists() or notebook.read_text(encoding="utf-8") != text:
-            changes.append(TwinSync(source, notebook, direction or "py->ipynb"))
+            kind = direction or "outputs"
+            if not notebook.exists():
+                kind = "new"
+            changes.append(TwinSync(source, notebook, kind))
             if not check:
                 atomic_write_text(notebook, text)
     return changes
