@@ -1,5 +1,5 @@
 """The claims' decision rule: strength bands, three-way verdicts on constructed intervals, the
-equivalence test against the authors, design-point clusters and the README's copy of the rule."""
+equivalence test against the authors, design-point clusters and the copy of the rule in docs/reference.md."""
 
 from __future__ import annotations
 
@@ -112,7 +112,8 @@ def _squash(text: str) -> str:
 
 
 def test_readme_states_the_codes_rule():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    reference = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text(encoding="utf-8")
     rule = verdicts.rule_text(len(claims._claims()), claims.POPULATIONS)
-    assert _squash(rule) in _squash(readme), "README's decision rule differs from linguistic_collapse.tables.verdicts.rule_text"
+    assert _squash(rule) in _squash(reference), \
+        "docs/reference.md's decision rule differs from linguistic_collapse.tables.verdicts.rule_text"
     assert claims.POPULATIONS[0] == verdicts.PRIMARY

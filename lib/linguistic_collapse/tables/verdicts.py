@@ -1,6 +1,6 @@
 """The decision rule of the claims, fixed before the data: strength bands, three-way verdicts on
 95 % intervals, an equivalence test against the authors' R², the primary population, and the
-rule as one text (printed above the claims table and quoted in the README). No torch import.
+rule as one text (printed above the claims table and quoted in docs/reference.md). No torch import.
 
 A verdict reads the whole interval, so a wider interval can no longer make a claim "hold": it
 can only make it inconclusive.
