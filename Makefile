@@ -86,7 +86,7 @@ LAB := JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter PATH=$(CURDIR)/$(VENV)/bin:$$PATH 
   --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks
 
 lab: setup  ## open JupyterLab on the notebooks (flags: make lab ARGS="--allow-root --no-browser")
-	@$(PY) -m linguistic_collapse paper --sync-notebooks
+	@$(PY) -m linguistic_collapse.series.sources --keep-outputs  # builds missing or stale .ipynb twins
 	$(LAB) $(ARGS)
 
 test-browser: setup  ## drive JupyterLab in headless Chromium (needs chromium + chromium-driver)

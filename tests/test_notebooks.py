@@ -98,6 +98,24 @@ def test_a_notebook_saved_with_outputs_is_cleared_and_said_so(tmp_path):
     assert (folder / "01_train.py").read_bytes() == py
 
 
+def test_make_lab_keeps_what_lab_saved_but_builds_missing_and_stale_notebooks(tmp_path):
+    import nbformat
+
+    folder = _sources_copy(tmp_path)
+    changes = sync_notebooks(folder, keep_outputs=True)
+    assert [c.direction for c in changes] == ["new"] * len(STAGES)
+    path = folder / "01_train.ipynb"
+    nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="ran in Lab\n")]
+    nbformat.write(nb, path)
+    saved = path.read_text(encoding="utf-8")
+    assert sync_notebooks(folder, keep_outputs=True) == [] and path.read_text(encoding="utf-8") == saved
+    py = folder / "02_collect.py"
+    py.write_text(py.read_text(encoding="utf-8").replace("# %%\n", "# %%\nx = 0\n", 1), encoding="utf-8")
+    assert [c.describe() for c in sync_notebooks(folder, keep_outputs=True)] == \
+        [f"rebuilt {folder / '02_collect.ipynb'} from 02_collect.py"]
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_no_outputs_and_no_execution_counts(stage):
     for cell in _code(stage):

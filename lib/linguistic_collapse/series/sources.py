@@ -105,11 +105,15 @@ def sync_direction(source: Path, notebook: Path) -> str | None:
         f"then run `make notebooks` again")
 
 
-def sync_notebooks(folder: Path | None = None, check: bool = False) -> list[TwinSync]:
+def sync_notebooks(folder: Path | None = None, check: bool = False,
+                   keep_outputs: bool = False) -> list[TwinSync]:
     """Bring each ``<folder>/NN_*.py`` and its ``.ipynb`` twin in step; returns what changed.
     The twin edited since the last sync wins: a .py edit rebuilds the .ipynb (outputs stripped),
     a .ipynb edit (JupyterLab without pairing) is written back to the .py first. When both were
-    edited, no file of any pair is written (``UserError``). ``check``: change nothing, only report."""
+    edited, no file of any pair is written (``UserError``). ``check``: change nothing, only report.
+    ``keep_outputs`` (``make lab``): a notebook whose cells match its .py keeps what Lab saved in
+    it (outputs, metadata); ``make paper`` clears them, since it executes the notebooks as the
+    .py files define them."""
     import jupytext
 
     changes = []
@@ -121,6 +125,8 @@ def sync_notebooks(folder: Path | None = None, check: bool = False) -> list[Twin
         if direction == "ipynb->py" and not check:
             write_source(jupytext.read(notebook), source)
         text = notebook_text(notebook_from_source(source))
+        if keep_outputs and direction is None and notebook.exists():
+            continue
         if direction == "ipynb->py" or not notebook.exists() or notebook.read_text(encoding="utf-8") != text:
             kind = direction or "outputs"
             if not notebook.exists():
@@ -154,3 +160,26 @@ def _clean_cells(notebook: Path) -> Any:
         py = Path(tmp) / f"{notebook.stem}.py"
         write_source(jupytext.read(notebook), py)
         return notebook_from_source(py).cells
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m linguistic_collapse.series.sources [--keep-outputs]``: ``sync_notebooks`` for
+    ``make lab`` (which keeps what Lab saved), one line per change, one line on a refusal."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--keep-outputs", action="store_true",
+                        help="leave notebooks whose cells match their .py as they are")
+    args = parser.parse_args(argv)
+    try:
+        changes = sync_notebooks(keep_outputs=args.keep_outputs)
+    except UserError as err:
+        print(f"error: {err}")
+        return 2
+    for change in changes:
+        print(change.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
