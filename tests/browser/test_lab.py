@@ -135,6 +135,9 @@ def browser(lab, tmp_path_factory):
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    # a headless window never has the focus, and JupyterLab tracks its current document by
+    # focus: emulate a focused page, or the shell's current widget stays unset
+    driver.execute_cdp_cmd("Emulation.setFocusEmulationEnabled", {"enabled": True})
     driver.set_script_timeout(RUN_TIMEOUT_S)
     yield driver
     driver.quit()
@@ -148,12 +151,34 @@ def _shot(driver, name: str) -> None:
 def _open(driver, lab: str, path: str) -> None:
     base, token = lab.split("|")
     driver.get(f"{base}/lab/tree/{path}?token={token}")
-    _wait(driver, """const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-                     return !!(w && w.context && w.context.path === arguments[0]
-                               && w.node.querySelector('.jp-Notebook') !== null);""", 120, path)
-    _wait(driver, _KERNEL_IDLE, 120)
+    try:
+        _wait(driver, _CURRENT, 120, path)
+        _wait(driver, _KERNEL_IDLE, 120)
+    except AssertionError as err:
+        _shot(driver, f"failed_to_open_{Path(path).stem}")
+        seen = driver.execute_script("""const a = window.jupyterapp, w = a && a.shell.currentWidget;
+            return {app: !!a, current: w ? w.constructor.name : null,
+                    path: w && w.context ? w.context.path : null,
+                    notebook: !!(w && w.node.querySelector('.jp-Notebook')),
+                    kernel: w && w.sessionContext && w.sessionContext.session
+                            && w.sessionContext.session.kernel
+                            ? w.sessionContext.session.kernel.status : null,
+                    main: a ? [...a.shell.widgets('main')].map(x => x.title.label) : []};""")
+        raise AssertionError(f"{err}; the page shows {seen}") from None
 
 
+# the document at arguments[0] is open and current; a headless window may have no focus, so the
+# shell's current widget can stay unset: the test activates the document's tab itself
+_CURRENT = """
+const a = window.jupyterapp;
+if (!a) return false;
+const here = w => !!(w && w.context && w.context.path === arguments[0]);
+if (!here(a.shell.currentWidget)) {
+  const tab = [...a.shell.widgets('main')].find(here);
+  if (tab) { window.focus(); a.shell.activateById(tab.id); }
+}
+const w = a.shell.currentWidget;
+return here(w) && w.node.querySelector('.jp-Notebook') !== null;"""
 # an error output, and anything written to stderr
 _ERRORS = ('[data-mime-type="application/vnd.jupyter.error"], '
            '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
