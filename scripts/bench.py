@@ -201,7 +201,7 @@ def broadcast_measures(stats) -> dict:
         "nc2_lognorm_cv": np.log(norms).std() / np.log(norms).mean(),
         "nc2_interference_mean": cos.mean(), "nc2_interference_std": cos.std(),
         "gnc2_logkernel_mean": logk.mean(), "gnc2_logkernel_var": logk.var(),
-        "nc3_duality_mean": dual.mean(), "unc3_duality_cv": dual.std() / dual.mean(),
+        "nc3_duality_mean": dual.mean(), "unc3_duality_cv": dual.std() / abs(dual.mean()),  # on |mean|, as the registry
         "nc4_agreement": stats["val_agree"].sum().item() / stats["val_counts"].sum().item(),
     }
 
