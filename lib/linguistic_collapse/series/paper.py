@@ -58,6 +58,7 @@ from linguistic_collapse.lm.profiles import Profile, load_profile, profile_path
 from linguistic_collapse.series.progress import ProgressWatcher, hms, stage_counter
 from linguistic_collapse.series.sources import sync_notebooks
 from linguistic_collapse.series.stamps import inputs_digest, lib_digest, stage_inputs, stage_stamp
+from linguistic_collapse.tables.reproduce import rerun_summary
 
 STAGES = ("01_train", "02_collect", "03_measure", "04_correlate", "05_permutation", "06_tokens",
           "07_layers", "08_dynamics")
@@ -351,8 +352,6 @@ def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool =
 def print_rerun_summary(profile_name: str) -> None:
     """The run's last line: how many committed output files it changed and the largest relative
     change of a number in its tables, against the tolerance (``tables.reproduce.rerun_summary``)."""
-    from linguistic_collapse.tables.reproduce import rerun_summary
-
     name = load_profile(profile_name).name
     print(f"[paper] against the committed outputs: {rerun_summary(REPO_ROOT, output_root(), name)}",
           flush=True)
