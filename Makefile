@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM := false
 # keeps its speed (lib/linguistic_collapse/core/openmp.py); a value already set wins.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help setup bpe-ranks lock paper notebooks test test-fast test-browser test-slurm bench lint lab clean-runs
+.PHONY: help setup bpe-ranks lock paper notebooks test test-fast test-othercpu test-browser test-slurm bench lint lab clean-runs
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
@@ -56,7 +56,7 @@ data/tinystories/train.txt:  # the offline TinyStories sample, where this machin
 paper: setup data/tinystories/train.txt  ## run the notebook series (PROFILE=smoke|cpu|paper; default cpu)
 	$(PY) -m linguistic_collapse paper --profile $(PROFILE)
 
-notebooks: setup  ## bring each notebooks/ .py and .ipynb twin in step (outputs stripped; refuses if both changed)
+notebooks: setup  ## build each notebooks/ .ipynb from its .py twin (outputs stripped; refuses if both changed)
 	$(PY) -m linguistic_collapse paper --sync-notebooks
 
 # Tables and figures of the nbval runs go to a temporary folder (tests/conftest.py sets
@@ -68,8 +68,17 @@ test: setup  ## unit tests + nbval of the committed smoke notebooks
 test-fast: setup  ## unit tests only
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest tests -m "not slow and not browser" -p no:cacheprovider
 
-bench: setup  ## speed and memory of accumulation and measures vs plain baselines
-	$(PY) scripts/bench.py
+# Another numeric path stands in for another CPU: MKL's portable code path, torch's kernels
+# without AVX, two torch threads (tests and notebook kernels). Round-off then differs from the
+# committed run; every test and the nbval of the smoke notebooks must still pass (tests/numerics.py).
+OTHERCPU := MKL_CBWR=COMPATIBLE ATEN_CPU_CAPABILITY=default LC_TORCH_THREADS=2
+test-othercpu: setup  ## the fast tier + nbval of the smoke notebooks under another numeric path
+	$(OTHERCPU) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest tests runs/smoke \
+	  -m "not slow and not browser" --nbval --nbval-current-env \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+bench: setup  ## speed and memory of accumulation and measures vs plain baselines (ARGS=--quick: tiny sizes)
+	$(PY) scripts/bench.py $(ARGS)
 
 lint: setup  ## ruff over code and the notebook sources (notebooks/*.py)
 	$(VENV)/bin/ruff check lib tests scripts notebooks
@@ -80,6 +89,7 @@ LAB := JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter PATH=$(CURDIR)/$(VENV)/bin:$$PATH 
   --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks
 
 lab: setup  ## open JupyterLab on the notebooks (flags: make lab ARGS="--allow-root --no-browser")
+	@$(PY) -m linguistic_collapse.series.sources --keep-outputs  # builds missing or stale .ipynb twins
 	$(LAB) $(ARGS)
 
 test-browser: setup  ## drive JupyterLab in headless Chromium (needs chromium + chromium-driver)

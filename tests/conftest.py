@@ -1,5 +1,5 @@
 """Test settings: never reach the Hugging Face hub; never write a tracked file; work in this
-checkout (``$LC_ROOT``).
+checkout (``$LC_ROOT``); float results compared as tests/numerics.py says.
 
 Every figure and table path goes through ``linguistic_collapse.core.paths.output_root()``, which honours
 ``$LC_OUTPUT_ROOT``. It is set here, at start-up, to a fresh temporary folder seeded with the
@@ -42,17 +42,32 @@ collect_ignore = [] if os.environ.get("LC_SLURM_TIER") else ["slurm"]
 if "LC_OUTPUT_ROOT" not in os.environ:
     os.environ["LC_OUTPUT_ROOT"] = str(_redirect_outputs())
 
-# Tests use tiny tensors: one thread avoids OpenMP contention on small shared CPUs (CI has 2 cores).
-# Only this process: nbval's notebook kernels keep torch's default threads, or $LC_TORCH_THREADS
-# (CI sets another count than the committed run's, so float sums round as on another CPU and
-# nbval proves the committed outputs do not depend on it).
+
+def _build_missing_notebooks() -> None:
+    """The git-ignored notebooks/*.ipynb working copies a fresh clone lacks, built from their
+    .py twins as `make notebooks` builds them (existing ones, perhaps open in Lab, untouched)."""
+    from linguistic_collapse.core.paths import atomic_write_text
+    from linguistic_collapse.series.sources import notebook_from_source, notebook_text
+
+    for source in sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.py")):
+        if not source.with_suffix(".ipynb").exists():
+            atomic_write_text(source.with_suffix(".ipynb"), notebook_text(notebook_from_source(source)))
+
+
+_build_missing_notebooks()
+
+# Tests use tiny tensors: one thread avoids OpenMP contention on small shared CPUs (CI has 2 cores),
+# unless $LC_TORCH_THREADS says otherwise (`make test-othercpu` sets 2: another numeric path).
+# nbval's notebook kernels keep torch's default threads, or $LC_TORCH_THREADS (CI sets other
+# counts than the committed run's, so float sums round as on another CPU and nbval proves the
+# committed outputs do not depend on it). Float comparisons follow tests/numerics.py.
 
 import matplotlib  # noqa: E402
 import torch  # noqa: E402
 
 matplotlib.use("Agg")
 
-torch.set_num_threads(1)
+torch.set_num_threads(int(os.environ.get("LC_TORCH_THREADS", "1")))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The claims' decision rule: strength bands, three-way verdicts on constructed intervals, the
-equivalence test against the authors, design-point clusters and the README's copy of the rule."""
+equivalence test against the authors, design-point clusters and the copy of the rule in docs/reference.md."""
 
 from __future__ import annotations
 
@@ -176,12 +176,14 @@ def _squash(text: str) -> str:
 
 
 def test_readme_states_the_codes_rule():
-    """The README quotes the rule of the profile it reports (cpu: B from its analysis section)."""
+    """docs/reference.md quotes the rule of the profile the README reports (cpu: B from its analysis section)."""
+    reference = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text(encoding="utf-8")
     from linguistic_collapse.lm.profiles import load_profile
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     rule = verdicts.rule_text(len(claims._claims()), load_profile("cpu").analysis.n_bootstrap)
-    assert _squash(rule) in _squash(readme), "README's decision rule differs from linguistic_collapse.tables.verdicts.rule_text"
+    assert _squash(rule) in _squash(reference), \
+        "docs/reference.md's decision rule differs from linguistic_collapse.tables.verdicts.rule_text"
+    assert claims.POPULATIONS[0] == verdicts.PRIMARY
 
 
 def test_as_strong_summary_only_where_both_like_for_like_verdicts_agree():
@@ -193,3 +195,4 @@ def test_as_strong_summary_only_where_both_like_for_like_verdicts_agree():
     assert claims._as_strong(split) == "1-epoch: different; 3-epoch: inconclusive"
     split["equivalence_e3"], split["equivalence_edge_e3"] = "different", True
     assert claims._as_strong(split) == "1-epoch: different; 3-epoch: at the edge (different by its limits)"
+

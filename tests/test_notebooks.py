@@ -1,11 +1,14 @@
-"""The source notebooks: each .ipynb is the output-free twin of its py:percent source, with a
-title, one tagged parameters cell, the one setup call, and thin calls into lib."""
+"""The source notebooks: the tracked py:percent sources define notebooks with a title, one tagged
+parameters cell, the one setup call, and thin calls into lib; their .ipynb twins are git-ignored
+working copies built from them, so a JupyterLab session changes no tracked file."""
 
 from __future__ import annotations
 
 import argparse
 import ast
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,8 +19,13 @@ from linguistic_collapse.series.sources import notebook_from_source, notebook_te
 MAX_CELL_LINES = 16  # a code cell longer than this belongs in lib/
 
 
+def _built(stage: str) -> str:
+    """The notebook text the runner executes for ``stage``: built from its .py source."""
+    return notebook_text(notebook_from_source(NOTEBOOKS_DIR / f"{stage}.py"))
+
+
 def _cells(stage: str) -> list[dict]:
-    return json.loads((NOTEBOOKS_DIR / f"{stage}.ipynb").read_text(encoding="utf-8"))["cells"]
+    return json.loads(_built(stage))["cells"]
 
 
 def _code(stage: str) -> list[dict]:
@@ -28,10 +36,23 @@ def _source(cell: dict) -> str:
     return "".join(cell["source"])
 
 
-def test_every_stage_has_both_twins_and_nothing_else_is_paired():
-    assert sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb")) == list(STAGES)
+def _git(*args: str) -> subprocess.CompletedProcess:
+    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
+        pytest.skip("needs the git checkout")
+    return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True)
+
+
+def test_every_stage_has_a_py_source_and_nothing_else_is_paired():
     assert sorted(p.stem for p in NOTEBOOKS_DIR.glob("*.py")) == list(STAGES)
     assert not list((REPO_ROOT / "runs").glob("*/*.py")), "executed copies must not get .py twins"
+
+
+def test_only_the_py_twins_are_tracked_and_the_ipynb_twins_are_ignored():
+    tracked = _git("ls-files", "notebooks").stdout.split()
+    assert sorted(t for t in tracked if t.endswith((".py", ".ipynb"))) == \
+        [f"notebooks/{stage}.py" for stage in STAGES]
+    ignored = _git("check-ignore", *[f"notebooks/{stage}.ipynb" for stage in STAGES]).stdout.split()
+    assert ignored == [f"notebooks/{stage}.ipynb" for stage in STAGES]
 
 
 def test_jupytext_pairs_notebooks_only():
@@ -42,16 +63,57 @@ def test_jupytext_pairs_notebooks_only():
     assert config.default_formats(str(REPO_ROOT / "runs" / "cpu" / "01_train.ipynb")) is None
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_ipynb_is_in_sync_with_its_py_source(stage):
-    expected = notebook_text(notebook_from_source(NOTEBOOKS_DIR / f"{stage}.py"))
-    actual = (NOTEBOOKS_DIR / f"{stage}.ipynb").read_text(encoding="utf-8")
-    assert actual == expected, (f"notebooks/{stage}.ipynb differs from its .py source; "
-                                "run `make notebooks` (python -m linguistic_collapse paper --sync-notebooks)")
+def _sources_copy(tmp_path: Path) -> Path:
+    for stage in STAGES:
+        shutil.copy(NOTEBOOKS_DIR / f"{stage}.py", tmp_path)
+    return tmp_path
 
 
-def test_sync_check_reports_without_writing():
-    assert sync_notebooks(check=True) == []
+def test_sync_builds_each_notebook_from_its_source_and_says_so_only_then(tmp_path):
+    folder = _sources_copy(tmp_path)
+    changes = sync_notebooks(folder)  # a fresh clone: no .ipynb yet
+    assert [c.describe() for c in changes] == \
+        [f"built {folder / stage}.ipynb from {stage}.py" for stage in STAGES]
+    for stage in STAGES:
+        assert (folder / f"{stage}.ipynb").read_text(encoding="utf-8") == _built(stage)
+    assert sync_notebooks(folder) == []  # nothing to do: nothing said (`make notebooks` prints each)
+    assert sync_notebooks(folder, check=True) == []
+
+
+def test_a_notebook_saved_with_outputs_is_cleared_and_said_so(tmp_path):
+    import nbformat
+
+    folder = _sources_copy(tmp_path)
+    sync_notebooks(folder)
+    path = folder / "01_train.ipynb"
+    nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="ran in Lab\n")]
+    nb.metadata["language_info"]["version"] = "3.11.7"
+    nbformat.write(nb, path)
+    py = (folder / "01_train.py").read_bytes()
+    changes = sync_notebooks(folder)
+    assert [c.describe() for c in changes] == [
+        f"cleared the outputs and metadata saved in {path} (its cells match 01_train.py)"]
+    assert path.read_text(encoding="utf-8") == _built("01_train")
+    assert (folder / "01_train.py").read_bytes() == py
+
+
+def test_make_lab_keeps_what_lab_saved_but_builds_missing_and_stale_notebooks(tmp_path):
+    import nbformat
+
+    folder = _sources_copy(tmp_path)
+    changes = sync_notebooks(folder, keep_outputs=True)
+    assert [c.direction for c in changes] == ["new"] * len(STAGES)
+    path = folder / "01_train.ipynb"
+    nb = nbformat.reads(path.read_text(encoding="utf-8"), as_version=4)
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", text="ran in Lab\n")]
+    nbformat.write(nb, path)
+    saved = path.read_text(encoding="utf-8")
+    assert sync_notebooks(folder, keep_outputs=True) == [] and path.read_text(encoding="utf-8") == saved
+    py = folder / "02_collect.py"
+    py.write_text(py.read_text(encoding="utf-8").replace("# %%\n", "# %%\nx = 0\n", 1), encoding="utf-8")
+    assert [c.describe() for c in sync_notebooks(folder, keep_outputs=True)] == \
+        [f"rebuilt {folder / '02_collect.ipynb'} from 02_collect.py"]
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -62,13 +124,15 @@ def test_no_outputs_and_no_execution_counts(stage):
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_title_parameters_and_setup(stage):
+def test_title_parameters_and_setup(stage, tmp_path):
     cells = _cells(stage)
     assert cells[0]["cell_type"] == "markdown" and _source(cells[0]).startswith(f"# {stage[:2]} · ")
     code = _code(stage)
     tagged = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
     assert len(tagged) == 1 and tagged[0]["id"] == code[0]["id"], f"{stage}: the first code cell is the parameters cell"
-    declared = stage_parameters(NOTEBOOKS_DIR / f"{stage}.ipynb", {"profile": "smoke", "progress": False})
+    built = tmp_path / f"{stage}.ipynb"
+    built.write_text(_built(stage), encoding="utf-8")
+    declared = stage_parameters(built, {"profile": "smoke", "progress": False})
     assert declared["profile"] == "smoke"
     names = {t.id for node in ast.parse(_source(code[0])).body for t in getattr(node, "targets", [])}
     assert "profile" in names and names <= set(PARAMETERS), f"{stage} declares {sorted(names)}"
@@ -183,18 +247,16 @@ def test_kernel_display_name_is_the_one_jupyterlab_writes():
 
     spec = KernelSpecManager().get_kernel_spec("python3")
     for stage in STAGES:
-        meta = json.loads((NOTEBOOKS_DIR / f"{stage}.ipynb").read_text(encoding="utf-8"))["metadata"]
+        meta = json.loads(_built(stage))["metadata"]
         assert meta["kernelspec"]["display_name"] == spec.display_name, stage
 
 
-def _lab_copy(tmp_path: Path) -> Path:
+def _lab_copy(tmp_path: Path, stage: str = "01_train") -> Path:
     """The repository's jupytext.toml and one twin pair, where a Lab server rooted there sees them."""
-    import shutil
-
     (tmp_path / "notebooks").mkdir()
     shutil.copy(REPO_ROOT / "jupytext.toml", tmp_path)
-    for suffix in (".py", ".ipynb"):
-        shutil.copy(NOTEBOOKS_DIR / f"01_train{suffix}", tmp_path / "notebooks")
+    shutil.copy(NOTEBOOKS_DIR / f"{stage}.py", tmp_path / "notebooks")
+    sync_notebooks(tmp_path / "notebooks")  # the .ipynb as `make lab` builds it
     return tmp_path / "notebooks"
 
 
@@ -213,6 +275,29 @@ def test_saving_either_twin_in_jupyterlab_updates_the_other(tmp_path, opened):
     assert "edited = True" in (folder / "01_train.ipynb").read_text(encoding="utf-8")
     changes = sync_notebooks(folder)  # both twins hold the edit: no conflict, the .py stays as saved
     saved_py = (folder / "01_train.py").read_text(encoding="utf-8")
-    assert [c.direction for c in changes] == ["py->ipynb"]
+    assert [c.direction for c in changes] == ["outputs"]  # Lab's metadata cleared
     assert (folder / "01_train.py").read_text(encoding="utf-8") == saved_py
     assert not saved_py.startswith("# ---"), "Lab writes the .py without a YAML header, as committed"
+
+
+@pytest.mark.parametrize("opened", [f"{stage}.ipynb" for stage in STAGES] + ["01_train.py"])
+def test_saving_without_edits_in_jupyterlab_keeps_the_tracked_py_byte_for_byte(tmp_path, opened):
+    """Run All and an autosave or save without an edit: outputs and Lab's metadata go to the
+    git-ignored .ipynb; the tracked .py is rewritten with the same bytes."""
+    import nbformat
+    from jupytext import TextFileContentsManager
+
+    stage = opened.split(".")[0]
+    folder = _lab_copy(tmp_path, stage)
+    py = (folder / f"{stage}.py").read_bytes()
+    manager = TextFileContentsManager(root_dir=str(tmp_path))
+    nb = manager.get(f"notebooks/{opened}", type="notebook")["content"]
+    for cell in nb.cells:  # as after Run All in a kernel Lab started
+        if cell.cell_type == "code":
+            cell.outputs = [nbformat.v4.new_output("stream", text="ran\n")]
+            cell.execution_count = 1
+    nb.metadata["language_info"] = {"name": "python", "version": "3.11.7",
+                                    "codemirror_mode": {"name": "ipython", "version": 3}}
+    manager.save({"type": "notebook", "format": "json", "content": nb}, f"notebooks/{opened}")
+    assert (folder / f"{stage}.py").read_bytes() == py
+    assert '"ran\\n"' in (folder / f"{stage}.ipynb").read_text(encoding="utf-8")

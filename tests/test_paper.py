@@ -201,6 +201,17 @@ def test_progress_counts_finished_runs_from_their_files(tmp_path):
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / f"{ck}.json").write_text("{}")
     assert stage_counter("03_measure", profile)()[0] == 1
+    sens = profile.sensitivity  # then the sensitivity draws: counted too, not just "finishing"
+    draws = [(c, f, d) for c in sens.checkpoints() for f in sens.fractions if f < 1
+             for d in sens.draws_of(f)]
+    assert draws
+    done, total, _, _ = stage_counter("03_measure", profile)()
+    assert (done, total) == (1, len(profile.checkpoints()) + len(draws))
+    c, f, d = draws[0]
+    path = Layout(tmp_path).metrics(c, f, d)
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+    assert stage_counter("03_measure", profile)()[0] == 2
 
 
 def test_progress_watcher_emits_lines_on_change_and_heartbeat():

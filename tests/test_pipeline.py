@@ -106,6 +106,21 @@ def test_separate_stages_then_run_local_is_a_noop(tmp_path, tiny_profile):
     assert pending_runs(p) == []
 
 
+def test_work_bars_count_runs_and_checkpoints_not_steps(tmp_path, tiny_profile, monkeypatch):
+    """The bars over a profile's work show runs/s or checkpoints/s (they showed "step/s")."""
+    from linguistic_collapse.stages import pipeline
+
+    p, units, real = tiny_profile(tmp_path), [], pipeline.tqdm
+    monkeypatch.setattr(pipeline, "tqdm", lambda *a, **kw: units.append(kw["unit"]) or real(*a, **kw))
+    for name in ("_corpus", "train_runs", "collect_checkpoints", "measure_checkpoints", "run_job"):
+        monkeypatch.setattr(pipeline, name, lambda *a, **kw: None)  # the bars alone
+    train_all(p, progress=False)
+    collect_all(p, progress=False)
+    measure_all(p, progress=False)
+    run_local(p, progress=False)
+    assert units == ["run", "checkpoint", "checkpoint", "task"]
+
+
 def test_unknown_stage(tmp_path, tiny_profile):
     p = tiny_profile(tmp_path)
     with pytest.raises(ValueError, match="unknown stage 'plot'"):

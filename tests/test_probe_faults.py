@@ -1,6 +1,6 @@
 """Probe set, faults: kills, full disks, read-only folders, dead kernels, outputs over inputs and
-byte stability. Each case failed before the behaviour it names was built (README, "What is
-checked")."""
+byte stability. Each case failed before the behaviour it names was built (docs/checks.md, "The probe
+set")."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Probe set, bad input: each case a hostile but fair user tried, and what now happens.
 
-Every test here failed before the behaviour it names was built (see README, "What is checked").
+Every test here failed before the behaviour it names was built (see docs/checks.md, "The probe set").
 """
 
 from __future__ import annotations

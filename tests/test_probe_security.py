@@ -1,6 +1,6 @@
 """Probe set, security: nothing from a data folder is executed, nothing is written outside the
-repository's output folders. Each case failed before the behaviour it names was built (README,
-"What is checked")."""
+repository's output folders. Each case failed before the behaviour it names was built (docs/checks.md,
+"The probe set")."""
 
 from __future__ import annotations
 

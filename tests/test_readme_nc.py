@@ -1,4 +1,5 @@
-"""The README's section "Neural collapse of your own model": both examples run as written."""
+"""The README's section "Neural collapse of your own model": each example runs on its own, as
+written, and prints what it computes."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def test_the_own_loop_needs_no_hand_written_hook_and_ddp_is_three_lines():
     assert ddp[1].count("all_reduce_()") == 2
 
 
-def test_the_classstats_example_runs(tmp_path, monkeypatch):
+def test_the_classstats_example_runs_and_prints_the_measures(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(compile(_examples()[0], "README.md example 1", "exec"), scope)
@@ -44,14 +45,16 @@ def test_the_classstats_example_runs(tmp_path, monkeypatch):
     assert list(scope["metrics"]) == MEASURES
     assert scope["stats"].measures() == scope["metrics"]  # loaded back, verified
     assert (tmp_path / "stats.safetensors").is_file()
+    assert capsys.readouterr().out.strip() == str(scope["metrics"])
 
 
 @pytest.mark.slow
-def test_the_callback_example_runs_after_the_first(tmp_path, monkeypatch):
+def test_the_callback_example_runs_on_its_own(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    scope: dict = {}
-    for i, block in enumerate(_examples(), 1):
-        exec(compile(block, f"README.md example {i}", "exec"), scope)
+    scope: dict = {}  # a fresh scope: nothing from the first example
+    exec(compile(_examples()[1], "README.md example 2", "exec"), scope)
+    assert capsys.readouterr().out.strip().splitlines()[-1] == \
+        str(scope["callback"].rows[-1]["nc/nc1_cdnv"])
     table = pd.read_csv(tmp_path / "nc.csv")
     assert list(table["step"]) == [2, 4]
     logged = [h for h in scope["trainer"].state.log_history if "nc/nc4_agreement" in h]

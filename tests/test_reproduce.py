@@ -84,3 +84,50 @@ def test_kernel_thread_count_comes_from_the_environment(monkeypatch):
                 apply_thread_setting()
     finally:
         torch.set_num_threads(before)
+
+
+def test_largest_relative_change_is_judged_as_table_differences_judges():
+    from linguistic_collapse.tables.reproduce import SCALE_ATOL, largest_relative_change
+
+    ref = pd.DataFrame({"run": ["a", "b", "c"], "nc1": [100.0, 2.0, 0.0], "n": [5, 6, 7],
+                        "weights_sha256": ["x", "y", "z"]})
+    new = ref.assign(nc1=[100.5, 2.0, 0.0], weights_sha256=["p", "q", "r"])
+    got, col = largest_relative_change(ref, new)
+    assert col == "nc1" and got == pytest.approx(0.5 / (100.5 + SCALE_ATOL / RTOL * 100.5))
+    assert largest_relative_change(ref, ref) == (0.0, "")
+    assert largest_relative_change(ref, ref.iloc[:2]) is None
+    near_zero = ref.assign(nc1=[100.0, 2.0, 1e-9])  # against the column's size, not 1e-9's
+    assert largest_relative_change(ref, near_zero)[0] < 1e-9
+    for factor in (1 + RTOL * 0.9, 1 + RTOL * 1.2):  # the same verdict as the tolerance
+        moved = ref.assign(nc1=[100.0 * factor, 2.0, 0.0])
+        assert (largest_relative_change(ref, moved)[0] <= RTOL) == (not table_differences(ref, moved))
+
+
+def test_rerun_summary_counts_changed_committed_files_and_the_largest_change(tmp_path):
+    import subprocess
+
+    from linguistic_collapse.tables.reproduce import rerun_summary
+
+    repo = tmp_path / "repo"
+    (repo / "runs" / "p").mkdir(parents=True)
+    (repo / "figures" / "p").mkdir(parents=True)
+    table = pd.DataFrame({"run": ["a", "b"], "nc1": [1.0, 4.0]})
+    table.to_csv(repo / "runs" / "p" / "results.csv", index=False)
+    (repo / "runs" / "p" / "findings.md").write_text("nc1 1.000\n")
+    (repo / "figures" / "p" / "f.svg").write_text("<svg/>")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "outputs"], check=True)
+    assert rerun_summary(repo, repo, "p").startswith("0 of 3 committed files")
+    table.assign(nc1=[1.0, 4.004]).to_csv(repo / "runs" / "p" / "results.csv", index=False)
+    (repo / "figures" / "p" / "f.svg").write_text("<svg></svg>")
+    line = rerun_summary(repo, repo, "p")
+    assert line.startswith("2 of 3 committed files under runs/p and figures/p changed (1 tables)")
+    assert "9.5e-04 (results.csv, column nc1), within the tolerance RTOL = 0.02" in line  # 0.004 / 4.2
+    elsewhere = tmp_path / "out"  # an output root outside the repository ($LC_OUTPUT_ROOT)
+    (elsewhere / "runs" / "p").mkdir(parents=True)
+    table.assign(nc1=[1.0, 5.0]).to_csv(elsewhere / "runs" / "p" / "results.csv", index=False)
+    line = rerun_summary(repo, elsewhere, "p")
+    assert line.startswith("3 of 3") and "BEYOND the tolerance" in line
+    assert rerun_summary(tmp_path / "nogit", tmp_path, "p").startswith("no git history")

@@ -2,8 +2,10 @@
 
 Opens 01_train.ipynb and 06_tokens.ipynb, runs all cells with the smoke profile, and checks
 that no cell shows an error, that figures render and that the token explorer widget renders;
-then opens a .py twin (it must open as a notebook), edits and saves it, and checks that its
-.ipynb twin follows. A screenshot of each step goes to .ci/artifacts/browser/ (git-ignored).
+then idles past an autosave (shortened to AUTOSAVE_S), saves without an edit and checks that
+`git status` is as it was before JupyterLab started (the .ipynb twins are git-ignored working
+copies); then opens a .py twin (it must open as a notebook), edits and saves it, and checks
+that its .ipynb twin follows. A screenshot of each step goes to .ci/artifacts/browser/ (git-ignored).
 Needs Debian's chromium and chromium-driver and selenium (dev extra); `make test-browser`.
 """
 
@@ -35,6 +37,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--window-size=1400,1000")
 SCRATCH = "browser_check"  # a twin pair this test creates in notebooks/ and removes
+AUTOSAVE_S = 5  # the test's Lab autosave interval (JupyterLab's default is 120 s)
 
 
 def _free_port() -> int:
@@ -43,15 +46,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def git_state() -> dict[str, bytes | None]:
+    """``git status --porcelain`` of the checkout, each listed file with its bytes: equal
+    states mean the session changed no tracked file and left no new untracked one."""
+    out = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain",
+                          "--untracked-files=all"], capture_output=True, text=True, check=True)
+    state = {}
+    for line in out.stdout.splitlines():
+        path = REPO_ROOT / line[3:].split(" -> ")[-1]
+        state[line] = path.read_bytes() if path.is_file() else None
+    return state
+
+
 @pytest.fixture(scope="module")
-def untouched_sources() -> Iterator[None]:
-    """The tracked notebook sources as they were: an autosave during a long run must not keep
-    outputs in them (the test puts them back and fails)."""
-    before = {p: p.read_bytes() for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.*")}
-    yield
-    changed = [p for p, data in before.items() if p.read_bytes() != data]
+def untouched_sources() -> Iterator[dict]:
+    """The checkout's git state before JupyterLab starts; after the module, the tracked notebook
+    sources must be as they were (a changed one is put back and the test fails)."""
+    before = git_state()
+    sources = {p: p.read_bytes() for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.py")}
+    yield before
+    changed = [p for p, data in sources.items() if p.read_bytes() != data]
     for p in changed:
-        p.write_bytes(before[p])
+        p.write_bytes(sources[p])
     assert not changed, f"JupyterLab rewrote {[p.name for p in changed]} (restored)"
 
 
@@ -64,10 +80,11 @@ def lab(tmp_path_factory, untouched_sources) -> Iterator[str]:
     port, token = _free_port(), secrets.token_hex(16)
     home = tmp_path_factory.mktemp("lab")
     log = home / "lab.log"
-    # the test's own user settings and workspaces (never ~/.jupyter): no autosave, which would
-    # write the outputs of a long run into the tracked sources, and no news pop-up
+    # the test's own user settings and workspaces (never ~/.jupyter): autosave on, every
+    # AUTOSAVE_S seconds (outputs go to the git-ignored .ipynb twins), and no news pop-up
     settings = home / "user-settings"
-    for plugin, values in {"docmanager-extension/plugin": {"autosave": False},
+    for plugin, values in {"docmanager-extension/plugin": {"autosave": True,
+                                                           "autosaveInterval": AUTOSAVE_S},
                            "apputils-extension/notification": {"fetchNews": "false"}}.items():
         path = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +137,9 @@ def browser(lab, tmp_path_factory):
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    # a headless window never has the focus, and JupyterLab tracks its current document by
+    # focus: emulate a focused page, or the shell's current widget stays unset
+    driver.execute_cdp_cmd("Emulation.setFocusEmulationEnabled", {"enabled": True})
     driver.set_script_timeout(RUN_TIMEOUT_S)
     yield driver
     driver.quit()
@@ -133,12 +153,34 @@ def _shot(driver, name: str) -> None:
 def _open(driver, lab: str, path: str) -> None:
     base, token = lab.split("|")
     driver.get(f"{base}/lab/tree/{path}?token={token}")
-    _wait(driver, """const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-                     return !!(w && w.context && w.context.path === arguments[0]
-                               && w.node.querySelector('.jp-Notebook') !== null);""", 120, path)
-    _wait(driver, _KERNEL_IDLE, 120)
+    try:
+        _wait(driver, _CURRENT, 120, path)
+        _wait(driver, _KERNEL_IDLE, 120)
+    except AssertionError as err:
+        _shot(driver, f"failed_to_open_{Path(path).stem}")
+        seen = driver.execute_script("""const a = window.jupyterapp, w = a && a.shell.currentWidget;
+            return {app: !!a, current: w ? w.constructor.name : null,
+                    path: w && w.context ? w.context.path : null,
+                    notebook: !!(w && w.node.querySelector('.jp-Notebook')),
+                    kernel: w && w.sessionContext && w.sessionContext.session
+                            && w.sessionContext.session.kernel
+                            ? w.sessionContext.session.kernel.status : null,
+                    main: a ? [...a.shell.widgets('main')].map(x => x.title.label) : []};""")
+        raise AssertionError(f"{err}; the page shows {seen}") from None
 
 
+# the document at arguments[0] is open and current; a headless window may have no focus, so the
+# shell's current widget can stay unset: the test activates the document's tab itself
+_CURRENT = """
+const a = window.jupyterapp;
+if (!a) return false;
+const here = w => !!(w && w.context && w.context.path === arguments[0]);
+if (!here(a.shell.currentWidget)) {
+  const tab = [...a.shell.widgets('main')].find(here);
+  if (tab) { window.focus(); a.shell.activateById(tab.id); }
+}
+const w = a.shell.currentWidget;
+return here(w) && w.node.querySelector('.jp-Notebook') !== null;"""
 # an error output, and anything written to stderr
 _ERRORS = ('[data-mime-type="application/vnd.jupyter.error"], '
            '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
@@ -168,8 +210,6 @@ def _run_all(driver) -> dict:
                || (prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent)));""",
           RUN_TIMEOUT_S, _ERRORS)
     _wait(driver, _KERNEL_IDLE, 60)
-    # outputs are not to be saved into the source notebooks: keep autosave off this document
-    driver.execute_script("window.jupyterapp.shell.currentWidget.context.model.dirty = false;")
     return driver.execute_script(_IN_NOTEBOOK + """
         return {
           cells: q('.jp-CodeCell').length,
@@ -216,6 +256,23 @@ def test_06_tokens_renders_the_explorer_widget(browser, lab):
     assert summary["images"] >= 1 and summary["widgets"] >= 1, summary
 
 
+def test_a_session_leaves_git_status_as_it_was(browser, lab, untouched_sources):
+    """Opened, run (the tests above), idle past an autosave, saved without an edit: no tracked
+    file changed and no untracked one appeared."""
+    _open(browser, lab, "notebooks/01_train.ipynb")  # the tab the run above left, with outputs
+    time.sleep(3 * AUTOSAVE_S)  # idle past autosave
+    browser.execute_script("return window.jupyterapp.commands.execute('docmanager:save');")
+    _wait(browser, """const w = window.jupyterapp.shell.currentWidget;
+                      return !!(w && w.context && !w.context.model.dirty);""", 60)
+    time.sleep(2)  # jupytext writes the .py twin after the .ipynb
+    _shot(browser, "05_saved_without_edits")
+    after = git_state()
+    changed = sorted({line for line, _ in set(after.items()) ^ set(untouched_sources.items())})
+    assert after == untouched_sources, f"a JupyterLab session changed the checkout: {changed}"
+    saved = json.loads((NOTEBOOKS_DIR / "01_train.ipynb").read_text(encoding="utf-8"))
+    assert any(c.get("outputs") for c in saved["cells"]), "the run's outputs were not saved"
+
+
 @pytest.fixture
 def scratch_twin() -> Iterator[Path]:
     source = NOTEBOOKS_DIR / f"{SCRATCH}.py"
@@ -231,7 +288,7 @@ def test_a_py_twin_opens_as_a_notebook_and_saving_it_updates_the_ipynb(browser, 
     from selenium.webdriver.common.keys import Keys
 
     _open(browser, lab, f"notebooks/{scratch_twin.name}")  # a notebook view, not a text editor
-    _shot(browser, "05_py_twin_opened")
+    _shot(browser, "06_py_twin_opened")
     line = browser.execute_script(_IN_NOTEBOOK + "return q('.jp-CodeCell .cm-line')[0];")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", line)
     ActionChains(browser).click(line).send_keys(Keys.END, "  # edited in the browser").perform()
@@ -241,7 +298,7 @@ def test_a_py_twin_opens_as_a_notebook_and_saving_it_updates_the_ipynb(browser, 
     while "edited in the browser" not in notebook.read_text(encoding="utf-8"):
         assert time.monotonic() < deadline, f"saving {scratch_twin.name} did not update {notebook.name}"
         time.sleep(1)
-    _shot(browser, "06_py_twin_saved")
+    _shot(browser, "07_py_twin_saved")
     assert "edited in the browser" in scratch_twin.read_text(encoding="utf-8")
     meta = json.loads(notebook.read_text(encoding="utf-8"))["metadata"]
     assert meta["kernelspec"]["display_name"] == NOTEBOOK_METADATA["kernelspec"]["display_name"]

@@ -103,7 +103,8 @@ def merge_scatter(n_a: Tensor, s_a: Tensor, sw_a: Tensor, n_b: Tensor, s_b: Tens
     na, nb = n_a.double(), n_b.double()
     delta = s_b / nb.clamp(min=1).unsqueeze(1) - s_a / na.clamp(min=1).unsqueeze(1)  # (K, D)
     scaled = delta * (na * nb / n.clamp(min=1)).sqrt().unsqueeze(1)  # (K, D)
-    return sw_a + sw_b + scaled.T @ scaled
+    total = sw_a + sw_b + scaled.T @ scaled
+    return (total + total.T) / 2  # exactly symmetric; BLAS may round mirror entries apart
 
 
 def batch_moments(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:

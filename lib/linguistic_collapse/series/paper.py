@@ -61,6 +61,7 @@ from linguistic_collapse.lm.profiles import Profile, load_profile, profile_arg, 
 from linguistic_collapse.series.progress import ProgressWatcher, hms, stage_counter
 from linguistic_collapse.series.sources import sync_notebooks
 from linguistic_collapse.series.stamps import inputs_digest, lib_digest, stage_inputs, stage_stamp
+from linguistic_collapse.tables.reproduce import rerun_summary
 
 STAGES = ("01_train", "02_collect", "03_measure", "04_correlate", "05_permutation", "06_tokens",
           "07_layers", "08_dynamics")
@@ -436,6 +437,14 @@ def _run_stages(profile_name: str, stages: tuple[str, ...], force: bool) -> list
     return ran
 
 
+def print_rerun_summary(profile_name: str) -> None:
+    """The run's last line: how many committed output files it changed and the largest relative
+    change of a number in its tables, against the tolerance (``tables.reproduce.rerun_summary``)."""
+    name = load_profile(profile_name).name
+    print(f"[paper] against the committed outputs: {rerun_summary(repo_root(), output_root(), name)}",
+          flush=True)
+
+
 def register_cli(subparsers: Any) -> None:
     """``paper``: execute the notebook series for a profile."""
     p = subparsers.add_parser("paper", help="execute the notebook series for a profile")
@@ -462,6 +471,7 @@ def _cli_paper(args: Any) -> int:
                 print(f"[paper] {change.describe()}")
             return 0
         run_paper(args.profile, tuple(args.stage or STAGES), args.force)
+        print_rerun_summary(args.profile)
     except UserError as err:
         print(f"[paper] error: {err}", flush=True)
         return 2

@@ -47,9 +47,10 @@ def stage_counter(stage: str, profile: Profile) -> Callable[[], tuple[int, int, 
             return done, len(runs), "runs trained", latest(pending)
 
         return trained
+    if stage == "03_measure":
+        return measure_counter(profile)
     # (file that marks a checkpoint done, what shows it is under way: its stats folder exists)
-    targets = {"02_collect": (layout.stats, lambda ck: layout.stats(ck).parent, "checkpoints collected"),
-               "03_measure": (layout.metrics, layout.metrics, "checkpoints measured")}
+    targets = {"02_collect": (layout.stats, lambda ck: layout.stats(ck).parent, "checkpoints collected")}
     if stage in targets:
         target, started, unit = targets[stage]
         cks = profile.checkpoints()
@@ -63,6 +64,23 @@ def stage_counter(stage: str, profile: Profile) -> Callable[[], tuple[int, int, 
     if stage == "08_dynamics":
         return dynamics_counter(profile)
     return None
+
+
+def measure_counter(profile: Profile) -> Callable[[], tuple[int, int, str, str]]:
+    """03_measure's work: every checkpoint's measures, then the sensitivity draws (statistics
+    collected again on subsamples and measured: one metrics file each)."""
+    layout = Layout(profile.out_path)
+    items = [(str(ck), layout.metrics(ck)) for ck in profile.checkpoints()]
+    items += [(f"{ck} on {fraction:g} of its blocks, draw {draw}", layout.metrics(ck, fraction, draw))
+              for ck in profile.sensitivity.checkpoints() for fraction in profile.sensitivity.fractions
+              if fraction < 1 for draw in profile.sensitivity.draws_of(fraction)]
+
+    def counted() -> tuple[int, int, str, str]:
+        pending = [name for name, path in items if not path.is_file()]
+        return len(items) - len(pending), len(items), "measured (checkpoints and sensitivity draws)", (
+            pending[0] if pending else "-")
+
+    return counted
 
 
 class ProgressWatcher:

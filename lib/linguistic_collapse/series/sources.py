@@ -1,5 +1,9 @@
 """Notebook sources: notebooks/NN_name.py (jupytext py:percent) <-> notebooks/NN_name.ipynb, kept
-in step without losing an edit (the twin changed since the last sync wins; both changed: refused)."""
+in step without losing an edit (the twin changed since the last sync wins; both changed: refused).
+
+The .py twins are the only tracked sources; the .ipynb twins are working copies, git-ignored,
+built from them here (``make notebooks``, ``make lab``, the start of ``make paper``), so nothing
+JupyterLab saves into a notebook (outputs, metadata) can change a tracked file."""
 
 from __future__ import annotations
 
@@ -55,17 +59,23 @@ def notebook_text(nb: Any) -> str:
 
 @dataclass(frozen=True)
 class TwinSync:
-    """One pair brought in step: ``direction`` is ``py->ipynb`` or ``ipynb->py``."""
+    """One pair brought in step: ``direction`` is ``py->ipynb`` (the .py changed), ``new`` (no
+    notebook yet), ``outputs`` (same cells; outputs or metadata cleared) or ``ipynb->py``."""
 
     source: Path
     notebook: Path
     direction: str
 
     def describe(self) -> str:
-        """The line ``make notebooks`` prints, naming the file that was rewritten."""
+        """The line ``make notebooks`` prints: what it did to which file."""
         if self.direction == "ipynb->py":
             return (f"wrote the edits of {short(self.notebook)} back to {self.source.name}, "
                     f"then rebuilt the notebook from it")
+        if self.direction == "new":
+            return f"built {short(self.notebook)} from {self.source.name}"
+        if self.direction == "outputs":
+            return (f"cleared the outputs and metadata saved in {short(self.notebook)} "
+                    f"(its cells match {self.source.name})")
         return f"rebuilt {short(self.notebook)} from {self.source.name}"
 
 
@@ -95,11 +105,15 @@ def sync_direction(source: Path, notebook: Path) -> str | None:
         f"then run `make notebooks` again")
 
 
-def sync_notebooks(folder: Path | None = None, check: bool = False) -> list[TwinSync]:
+def sync_notebooks(folder: Path | None = None, check: bool = False,
+                   keep_outputs: bool = False) -> list[TwinSync]:
     """Bring each ``<folder>/NN_*.py`` and its ``.ipynb`` twin in step; returns what changed.
     The twin edited since the last sync wins: a .py edit rebuilds the .ipynb (outputs stripped),
     a .ipynb edit (JupyterLab without pairing) is written back to the .py first. When both were
-    edited, no file of any pair is written (``UserError``). ``check``: change nothing, only report."""
+    edited, no file of any pair is written (``UserError``). ``check``: change nothing, only report.
+    ``keep_outputs`` (``make lab``): a notebook whose cells match its .py keeps what Lab saved in
+    it (outputs, metadata); ``make paper`` clears them, since it executes the notebooks as the
+    .py files define them."""
     import jupytext
 
     changes = []
@@ -111,8 +125,13 @@ def sync_notebooks(folder: Path | None = None, check: bool = False) -> list[Twin
         if direction == "ipynb->py" and not check:
             write_source(jupytext.read(notebook), source)
         text = notebook_text(notebook_from_source(source))
+        if keep_outputs and direction is None and notebook.exists():
+            continue
         if direction == "ipynb->py" or not notebook.exists() or notebook.read_text(encoding="utf-8") != text:
-            changes.append(TwinSync(source, notebook, direction or "py->ipynb"))
+            kind = direction or "outputs"
+            if not notebook.exists():
+                kind = "new"
+            changes.append(TwinSync(source, notebook, kind))
             if not check:
                 atomic_write_text(notebook, text)
     return changes
@@ -141,3 +160,26 @@ def _clean_cells(notebook: Path) -> Any:
         py = Path(tmp) / f"{notebook.stem}.py"
         write_source(jupytext.read(notebook), py)
         return notebook_from_source(py).cells
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m linguistic_collapse.series.sources [--keep-outputs]``: ``sync_notebooks`` for
+    ``make lab`` (which keeps what Lab saved), one line per change, one line on a refusal."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--keep-outputs", action="store_true",
+                        help="leave notebooks whose cells match their .py as they are")
+    args = parser.parse_args(argv)
+    try:
+        changes = sync_notebooks(keep_outputs=args.keep_outputs)
+    except UserError as err:
+        print(f"error: {err}")
+        return 2
+    for change in changes:
+        print(change.describe())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

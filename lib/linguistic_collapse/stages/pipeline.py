@@ -313,8 +313,9 @@ def _tick(bar: tqdm | None, text: str, say: Callable[[str], None] | None = None)
         bar.update(1)
 
 
-def _bar(profile: Profile, total: int, what: str, progress: bool) -> tqdm:
-    return tqdm(total=total, desc=f"{profile.name}: {what}", disable=not progress, unit="step")
+def _bar(profile: Profile, total: int, what: str, progress: bool, unit: str) -> tqdm:
+    """One bar over the profile's work items (``unit``: runs, checkpoints or jobs' steps)."""
+    return tqdm(total=total, desc=f"{profile.name}: {what}", disable=not progress, unit=unit)
 
 
 def run_local(profile: Profile, progress: bool = True, only_train: bool = False,
@@ -325,7 +326,7 @@ def run_local(profile: Profile, progress: bool = True, only_train: bool = False,
         return train_all(profile, progress=progress, retrain=retrain)
     corpus = _corpus(profile, None, progress)
     total = len(profile.runs()) + 2 * len(profile.checkpoints())
-    with _bar(profile, total, "+".join(JOB_STAGES), progress) as bar:
+    with _bar(profile, total, "+".join(JOB_STAGES), progress, "task") as bar:
         for run in profile.runs():
             run_job(profile, run, corpus=corpus, progress=progress, bar=bar, retrain=retrain)
 
@@ -334,7 +335,7 @@ def train_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progres
               retrain: bool = False) -> None:
     """Train every run of the profile (current runs skipped)."""
     corpus = _corpus(profile, corpus, progress)
-    with _bar(profile, len(profile.runs()), "train", progress) as bar:
+    with _bar(profile, len(profile.runs()), "train", progress, "run") as bar:
         train_runs(profile, profile.runs(), corpus=corpus, progress=progress, bar=bar,
                    retrain=retrain)
 
@@ -342,13 +343,13 @@ def train_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progres
 def collect_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True) -> None:
     """Collect every checkpoint of the profile (current statistics kept)."""
     corpus = _corpus(profile, corpus, progress)
-    with _bar(profile, len(profile.checkpoints()), "collect", progress) as bar:
+    with _bar(profile, len(profile.checkpoints()), "collect", progress, "checkpoint") as bar:
         collect_checkpoints(profile, profile.checkpoints(), corpus=corpus, progress=progress, bar=bar)
 
 
 def measure_all(profile: Profile, *, progress: bool = True) -> None:
     """Measure every checkpoint of the profile (current metrics kept)."""
-    with _bar(profile, len(profile.checkpoints()), "measure", progress) as bar:
+    with _bar(profile, len(profile.checkpoints()), "measure", progress, "checkpoint") as bar:
         measure_checkpoints(profile, profile.checkpoints(), progress=progress, bar=bar)
 
 

@@ -65,8 +65,9 @@ def exclusion_note(tokens_df: pd.DataFrame, min_count: int = DEFAULT_MIN_COUNT) 
 def first_name_table(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
                      min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
     """Tokens that are a first name (case-insensitive, whole token), most frequent first, then an
-    "average token" row (mean over tokens) and a count-weighted average row; all over the
-    classes with at least ``min_count`` samples."""
+    "average token" row (mean over tokens; its count rounded) and a count-weighted average row;
+    all over the classes with at least ``min_count`` samples. ``token_id`` and ``count`` are
+    integers (``Int64``; the average rows have no token id)."""
     names = load_first_names() if names is None else frozenset(n.lower() for n in names)
     pool = eligible(tokens_df, min_count)
     cols = ["token", "token_id", "count", "frequency", "variability", "interference"]
@@ -82,7 +83,13 @@ def first_name_table(tokens_df: pd.DataFrame, names: Iterable[str] | None = None
         {"token": "average token", "kind": "average", **mean},
         {"token": "average token (count-weighted)", "kind": "average", **weighted},
     ])
-    return pd.concat([found, averages], ignore_index=True)
+    table = pd.concat([found, averages], ignore_index=True)
+    # token ids and counts stay whole numbers beside the average rows (no id; a mean count,
+    # rounded to whole samples): pandas' nullable integers, not floats
+    for c in ("token_id", "count"):
+        if c in table.columns:
+            table[c] = table[c].round().astype("Int64")
+    return table
 
 
 def word_table(tokens_df: pd.DataFrame, min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """The decision rule of the claims (docs/preregistration.md): strength bands, three-way verdicts on
 95 % intervals with the Monte-Carlo error of each limit, an equivalence test against the authors'
 like-for-like models, the populations, and the rule as one text (printed above the claims
-table). No torch import.
+table and quoted in docs/reference.md). No torch import.
 
 A verdict reads the whole interval, so a wider interval can never make a claim "hold": it can
 only make it inconclusive. A verdict that another bootstrap seed could turn is marked "at the
