@@ -15,6 +15,7 @@ import pytest
 from checkout import REPO_ROOT
 from linguistic_collapse.core import paths
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.paths import Layout
 from linguistic_collapse.figures import plots
 from linguistic_collapse.lm.profiles import load_profile
 from linguistic_collapse.series.paper import (

@@ -21,7 +21,8 @@ def _run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 def test_every_script_is_covered():
-    covered = {"bench.py", "authors_facts.py", "gpu_check.py", "gpu_check.sh", "slurm_cluster.sh"}
+    covered = {"bench.py", "authors_facts.py", "gpu_check.py", "gpu_check.sh", "slurm_cluster.sh",
+               "bench_threads.py"}  # bench_threads.py: tests/test_openmp.py
     assert {p.name for p in SCRIPTS.iterdir() if p.is_file()} <= covered  # a new script: test it
 
 
