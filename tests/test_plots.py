@@ -337,3 +337,18 @@ def test_sensitivity_figure_titles_and_legend_are_readable():
     legend = fig.legends[0]
     assert legend.get_texts()[0].get_fontsize() >= 0.9 * tick
     assert [t.get_text() for t in legend.get_texts()][:2] == ["a", "b"]
+
+
+def test_symlog_axis_labels_a_range_inside_one_decade_in_plain_numbers():
+    """The default symlog ticks leave −0.06..−0.86 with only minor labels such as −8.6e-1."""
+    import matplotlib.pyplot as plt
+
+    from linguistic_collapse.figures.plots import symlog_axis
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [-0.0581, -0.8615])
+    symlog_axis(ax, 1.0)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    plt.close(fig)
+    assert len(labels) >= 3 and not any("e" in s or "times" in s for s in labels), labels

@@ -129,6 +129,17 @@ def log_axis(ax: Any, axis: str = "x") -> None:
     target.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
 
 
+def symlog_axis(ax: Any, linthresh: float, axis: str = "y") -> None:
+    """A symmetric-log axis (linear within ±``linthresh``) with a few plain-number ticks: its
+    default decade ticks leave a range inside one decade with only minor labels in scientific
+    form; minor ticks are never labelled."""
+    getattr(ax, f"set_{axis}scale")("symlog", linthresh=linthresh)
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(ticker.MaxNLocator(5))
+    target.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+    target.set_minor_formatter(ticker.NullFormatter())
+
+
 def end_labelled_ticks(low: float, high: float, n: int = 4) -> list[float]:
     """Ticks for a log colour bar: both ends exactly, plus readable inner values that keep at
     least 12 % of the log range away from the ends (so labels never collide)."""

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from linguistic_collapse.figures.plots import log_axis, measure_label
+from linguistic_collapse.figures.plots import log_axis, measure_label, symlog_axis
 from linguistic_collapse.nc.registry import GEOMETRY, analysis_scale, measure_transform
 from linguistic_collapse.tables.depth import headline_first
 
@@ -74,7 +74,7 @@ def depth_figure(table: pd.DataFrame, measures: Sequence[str] = GEOMETRY, ncols:
             log_axis(ax, "y")
             title += " (log scale)"
         elif measure in symlog and (table[measure].abs() >= SYMLOG_LINTHRESH).any():
-            ax.set_yscale("symlog", linthresh=SYMLOG_LINTHRESH)
+            symlog_axis(ax, SYMLOG_LINTHRESH)
             title += f"\n(symlog, linear within ±{SYMLOG_LINTHRESH:g})"
         if counts:
             title += "\nfalls all the way: " + ", ".join(counts)
