@@ -342,7 +342,6 @@ def test_sensitivity_figure_titles_and_legend_are_readable():
 def test_symlog_axis_labels_a_range_inside_one_decade_in_plain_numbers():
     """The default symlog ticks leave −0.06..−0.86 with only minor labels such as −8.6e-1."""
     import matplotlib.pyplot as plt
-
     from linguistic_collapse.figures.plots import symlog_axis
 
     fig, ax = plt.subplots()
