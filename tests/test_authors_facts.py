@@ -123,3 +123,20 @@ def test_stored_design_n_eff_is_their_grid():
     assert AUTHORS_DESIGN_N_EFF[1] == pytest.approx(80**2 / (29 * 2**2 + 22**2), abs=1e-3)
     assert AUTHORS_DESIGN_N_EFF[3] == pytest.approx(30.0) and AUTHORS_DESIGN_N_EFF[10] == pytest.approx(30.0)
     assert AUTHORS_BY_EPOCHS["nc1_cdnv"][1][2] == 80 and AUTHORS_BY_EPOCHS["nc1_cdnv"][10][2] == 120
+
+
+def test_stored_design_quantiles_are_their_like_for_like_side():
+    """Every measure of AUTHORS_BY_EPOCHS has its 1- and 3-epoch design-point bootstrap stored
+    (101 non-decreasing quantiles of an R² in [0, 1]), centred on the stored R² of that length,
+    and the equivalence test draws from it rather than the large-sample normal."""
+    from linguistic_collapse.tables import verdicts
+    from linguistic_collapse.tables.authors_facts import AUTHORS_BY_EPOCHS, AUTHORS_R2_QUANTILES
+
+    for m, by in AUTHORS_BY_EPOCHS.items():
+        for e in verdicts.LIKE_FOR_LIKE:
+            q = np.asarray(AUTHORS_R2_QUANTILES[m][e])
+            assert len(q) == authors_stats.QUANTILES and (np.diff(q) >= 0).all(), (m, e)
+            assert q[0] >= 0 and q[-1] <= 1, (m, e)
+            assert q[5] <= by[e][1] <= q[95], (m, e)  # their R² inside the central 90 %
+            _, how = verdicts.authors_epochs_draws(m, by[e][0], by[e][1], e, 10)
+            assert how == verdicts.AUTHORS_BOOTSTRAP, (m, e)

@@ -128,7 +128,8 @@ def authors_r2_draws(measure: str, point: float | None, n: int, seed: int = AUTH
     return point + (ci[1] - ci[0]) / Z95 * _rng(measure, 0, seed).standard_normal(n)
 
 
-AUTHORS_BOOTSTRAP = "their design points resampled"
+AUTHORS_BOOTSTRAP = ("bootstrap over the authors' design points (10,000 resamples, their R² "
+                     "stored as 101 quantiles in authors_facts.AUTHORS_R2_QUANTILES)")
 AUTHORS_NORMAL = ("large-sample normal, sd 2|r|(1 − r²)/√n_eff over their design points (their "
                   "per-model files are not in this repository)")
 
