@@ -15,8 +15,8 @@ from checkout import REPO_ROOT
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, read_json
 from linguistic_collapse.core.provenance import sha256_array, sha256_file, weights_sha256
-from linguistic_collapse.lm.model import RunName
 from linguistic_collapse.lm.profiles import Profile, load_profile
+from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc.stats_file import load_stats_metadata
 from linguistic_collapse.stages.blocks import subsample_blocks
 from linguistic_collapse.stages.costs import dry_run, plan_jobs

@@ -252,7 +252,7 @@ def lock_for(path: str | os.PathLike, timeout: float = -1) -> Any:
 class Layout:
     """Paths under a profile's ``out_dir`` (``data/<profile>/``) for the grid's stages.
 
-    ``run`` arguments are ``linguistic_collapse.lm.model.RunName`` objects (duck-typed here, so this module does not
+    ``run`` arguments are ``linguistic_collapse.lm.runs.RunName`` objects (duck-typed here, so this module does not
     import torch): ``run.run`` drops the checkpoint, ``run.checkpoint`` is its epoch or None.
     """
 

@@ -20,7 +20,7 @@ from linguistic_collapse.figures.plots import (
     add_param_colorbar,
     param_norm,
 )
-from linguistic_collapse.lm.model import RunName
+from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.tables.results import LOSS
 
 

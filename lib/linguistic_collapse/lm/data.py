@@ -175,18 +175,6 @@ def tokenize_blocks(texts: list[str], tokenizer, block_len: int,
     return stream[:n_blocks * block_len].reshape(n_blocks, block_len)  # (n_blocks, block_len)
 
 
-def load_blocks(path: str | os.PathLike) -> np.ndarray:
-    """Token blocks (n_blocks, context_len) int32, memory-mapped read-only."""
-    path = resolve(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no token blocks at {path}; build them with prepare_corpus "
-                                "(python -m linguistic_collapse prepare-corpus)")
-    blocks = np.load(path, mmap_mode="r")
-    if blocks.ndim != 2 or blocks.dtype != np.int32:
-        raise ValueError(f"{path} holds {blocks.dtype} {blocks.shape}, not 2-D int32 token blocks")
-    return blocks
-
-
 def block_order(n_blocks: int, seed: int, epoch: int) -> np.ndarray:
     """The order (n_blocks,) int64 in which an epoch visits the blocks.
 

@@ -19,7 +19,6 @@ from torch import nn
 
 from linguistic_collapse.core.errors import UserError, as_os_error
 from linguistic_collapse.core.paths import resolve_if_checkout
-from linguistic_collapse.lm.runs import RunName  # noqa: F401  (re-exported: callers import it from here)
 
 T = TypeVar("T")
 PAPER_LOCAL_WINDOW = 256  # GPT-Neo local-attention window used in the paper

@@ -50,6 +50,7 @@ from linguistic_collapse.core.paths import (
     output_root,
     profiles_dir,
     repo_root,
+    resolve,
     results_table_for,
     runs_dir,
     short,
@@ -68,12 +69,6 @@ STAGES = ("01_train", "02_collect", "03_measure", "04_correlate", "05_permutatio
 # Every parameter a notebook may declare; papermill sets only the first two.
 PARAMETERS = ("profile", "progress", "results_table", "output_dir")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-
-
-def _repo_path(path: str | os.PathLike) -> Path:
-    """A notebook parameter path: absolute, or relative to the checkout's root."""
-    p = Path(path).expanduser()
-    return (p if p.is_absolute() else repo_root() / p).resolve()
 
 
 def _owner(table: Path) -> str | None:
@@ -122,7 +117,7 @@ def notebook_setup(profile: str | Profile, *, results_table: str | os.PathLike |
     """
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     default_table = results_table_for(prof.name)
-    table = default_table if results_table is None else _repo_path(results_table)
+    table = default_table if results_table is None else resolve(results_table).resolve()
     if output_dir is None:
         tables_dir, figures_dir = tables_dir_for(prof.name), figures_dir_for(prof.name)
         if table != default_table and _owner(table) != prof.name:
@@ -135,7 +130,7 @@ def notebook_setup(profile: str | Profile, *, results_table: str | os.PathLike |
                 f"figures and tables computed from it into {short(figures_dir)}/ and "
                 f"{short(tables_dir)}/, replacing that profile's; {fix}")
     else:
-        tables_dir = _repo_path(output_dir)
+        tables_dir = resolve(output_dir).resolve()
         figures_dir = figures_dir_in(tables_dir)
     _apply_kernel_threads()
     _unwrapped_table_text()

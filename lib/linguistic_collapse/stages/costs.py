@@ -1,7 +1,17 @@
 """A profile's jobs and their cost: tokens per run, FLOPs (6·N·tokens plus attention) and GPU-hours at
 the profile's assumed utilisation, the wall time of each stage on 2 CPU cores from measured
 throughputs, and each job's estimated peak memory, checked against the memory available before
-any work (``python -m linguistic_collapse grid --dry-run`` prints them)."""
+any work (``python -m linguistic_collapse grid --dry-run`` prints them).
+
+Cost model (``plan_jobs``): training FLOPs = 6 N tokens + attention, with N the matmul
+parameters L(12d^2 + 10d) + Vd (the tied LM head included), tokens = epochs x training tokens,
+attention 6 d (global layers x T + local layers x min(window, T)) per token; each epoch's
+validation and each collection pass (one over the training blocks, one over the validation
+blocks, per measured checkpoint) cost the forward third of that. GPU-hours assume the profile's
+``cluster.utilization`` (default 40%) of ``cluster.peak_tflops`` (default 312 TFLOP/s, A100
+bf16 dense); token counts come from the prepared corpus or, before it exists, from
+``cluster.train_tokens_estimate`` / ``cluster.val_tokens_estimate``.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +24,9 @@ import pandas as pd
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, read_json
-from linguistic_collapse.lm.model import RunName, paper_param_count
+from linguistic_collapse.lm.model import paper_param_count
 from linguistic_collapse.lm.profiles import Profile
+from linguistic_collapse.lm.runs import RunName
 
 # ---------------------------------------------------------------------------------------------
 # Jobs and their cost

@@ -1,4 +1,4 @@
-"""A profile's jobs: corpus, train, collect and measure per run; costs; SLURM.
+"""A profile's jobs: corpus, train, collect and measure per run.
 
 The profile's typed sections go from here into ``linguistic_collapse.lm.data``, ``linguistic_collapse.stages.train``, ``linguistic_collapse.stages.collect`` and
 ``linguistic_collapse.nc.measure``; every path comes from ``linguistic_collapse.core.paths.Layout(profile.out_path)``.
@@ -21,15 +21,7 @@ Locally::
     python -m linguistic_collapse train --profile cpu --run L1-d32-e1-wd0.1-s0 [--retrain]   # one run
 
 On a SLURM cluster: ``python -m linguistic_collapse grid --profile paper --slurm`` (``linguistic_collapse.stages.slurm``).
-
-Cost model (``plan_jobs``): training FLOPs = 6 N tokens + attention, with N the matmul
-parameters L(12d^2 + 10d) + Vd (the tied LM head included), tokens = epochs x training tokens,
-attention 6 d (global layers x T + local layers x min(window, T)) per token; each epoch's
-validation and each collection pass (one over the training blocks, one over the validation
-blocks, per measured checkpoint) cost the forward third of that. GPU-hours assume the profile's
-``cluster.utilization`` (default 40%) of ``cluster.peak_tflops`` (default 312 TFLOP/s, A100
-bf16 dense); token counts come from the prepared corpus or, before it exists, from
-``cluster.train_tokens_estimate`` / ``cluster.val_tokens_estimate``.
+The jobs' costs and the memory check before any work: ``linguistic_collapse.stages.costs``.
 """
 
 from __future__ import annotations
@@ -47,8 +39,8 @@ from linguistic_collapse.core.paths import Layout, atomic_write_json, read_json
 from linguistic_collapse.core.provenance import CORPUS_HASHES, sha256_array, weights_sha256
 from linguistic_collapse.lm.data import PreparedCorpus, prepare_corpus
 from linguistic_collapse.lm.devices import resolve_device
-from linguistic_collapse.lm.model import RunName
 from linguistic_collapse.lm.profiles import Profile
+from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc.measure import measure_stats_file
 from linguistic_collapse.nc.stats_file import (
     PASSES,

@@ -20,7 +20,7 @@ models: ``hf download EleutherAI/pythia-70m --revision step1000`` etc. beforehan
                        batch_size=16, device="cuda", max_train_blocks=4000)
     table = pretrained_table("data/pretrained")     # one row per (model, revision)
 
-or from the shell: ``python -m linguistic_collapse.stages.pretrained --model EleutherAI/pythia-70m@step1000
+or from the shell: ``python -m linguistic_collapse pretrained --model EleutherAI/pythia-70m@step1000
 --model gpt2 --corpus ../shared/data/tinystories --out data/pretrained --device cuda``.
 A model may also be a local folder written by ``save_pretrained`` with its tokenizer saved in
 the same folder (revision None). Offline, a hub model that is not cached fails at once with one
@@ -357,7 +357,7 @@ def pretrained_table(out_dir: str | Path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Shell: python -m linguistic_collapse.stages.pretrained --model NAME[@REV] ... --corpus DIR --out DIR
+# Shell: python -m linguistic_collapse pretrained --model NAME[@REV] ... --corpus DIR --out DIR
 
 
 def _cli(args: argparse.Namespace) -> int:
@@ -389,17 +389,3 @@ def register_cli(subparsers) -> None:
     p.add_argument("--max-val-blocks", type=int, default=None)
     p.set_defaults(func=_cli)
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linguistic_collapse.stages.pretrained")
-    register_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["pretrained", *(argv if argv is not None else __import__("sys").argv[1:])])
-    try:
-        return args.func(args)
-    except UserError as err:
-        print(f"error: {err}")
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
