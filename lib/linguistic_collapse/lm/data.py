@@ -68,6 +68,7 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int,
     Returns a ``PreTrainedTokenizerFast``. The 256 byte symbols are always in the vocabulary, so
     ``vocab_size`` must exceed 257; a small corpus may stop short of it (a warning says so).
     """
+    # heavy (transformers): loaded only when a model or tokenizer is used
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -94,6 +95,7 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int,
 
 def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerFast:
     """``AutoTokenizer.from_pretrained`` of a local directory or a hub name (clear error offline)."""
+    # heavy (transformers): loaded only when a model or tokenizer is used
     from transformers import AutoTokenizer
 
     local = resolve_if_checkout(name_or_path)  # or a hub name

@@ -63,6 +63,7 @@ def tokenizer_identity(tokenizer: object | None,
     if tokenizer is None:
         return None, None, None
     if isinstance(tokenizer, (str, Path)):
+        # heavy (transformers): loaded only when a model or tokenizer is used
         from transformers import AutoTokenizer
 
         path = Path(tokenizer)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, read_json
@@ -194,8 +195,6 @@ GIB = 2**30
 
 def on_cuda(profile: Profile) -> bool:
     """Whether the profile's jobs run on CUDA here (``device`` cuda, or auto with a GPU)."""
-    import torch
-
     return profile.device == "cuda" or (profile.device == "auto" and torch.cuda.is_available())
 
 
@@ -232,13 +231,12 @@ def available_memory(device: str) -> tuple[int | None, str]:
     """(bytes free for a job, where): the CUDA device's free memory when ``device`` runs on
     CUDA, else the machine's MemAvailable (/proc/meminfo, or psutil where installed); None
     when neither can be read."""
-    import torch
-
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         if torch.cuda.is_available():
             free, _ = torch.cuda.mem_get_info()
             return int(free), f"the CUDA device {torch.cuda.get_device_name()}"
     try:
+        # optional, not a declared dependency: /proc/meminfo below otherwise
         import psutil
 
         return int(psutil.virtual_memory().available), "this machine"

@@ -122,6 +122,7 @@ def parse_model_arg(text: str) -> tuple[str, str | None]:
 def load_model_tokenizer(name_or_path: str | Path, revision: str | None = None):
     """The model's own tokenizer: from its local folder, or from the hub (cache first; offline
     and not cached -> one-line ``UserError`` at once)."""
+    # heavy (transformers): loaded only when a model or tokenizer is used
     from transformers import AutoTokenizer
 
     local = local_model_dir(name_or_path)
@@ -328,6 +329,7 @@ def measure_pretrained(models: Sequence[tuple[str, str | None]], texts_train: Se
         raise UserError(f"models listed twice (or two local folders with one name): {slugs}")
     for name, revision in models:  # every hub model reachable or cached, before any work
         if local_model_dir(name) is None and is_hub_name(name):
+            # heavy (transformers): loaded only when a model or tokenizer is used
             from transformers import AutoConfig
 
             load = functools.partial(AutoConfig.from_pretrained, trust_remote_code=False)
@@ -346,6 +348,7 @@ def measure_pretrained(models: Sequence[tuple[str, str | None]], texts_train: Se
 
 def pretrained_table(out_dir: str | Path):
     """Every ``metrics/*.json`` of ``measure_pretrained`` under ``out_dir`` as a DataFrame."""
+    # heavy (pandas): loaded only when the table is built
     import pandas as pd
 
     paths = sorted(PretrainedLayout(resolve(out_dir)).metrics_dir.glob("*.json"))

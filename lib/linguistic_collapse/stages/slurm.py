@@ -162,6 +162,7 @@ def require_sbatch() -> None:
 
 def slurm_executor(profile: Profile) -> Any:
     """A submitit SlurmExecutor configured from the profile's cluster section (no fallback)."""
+    # optional extra [slurm]: loaded only when submitting
     import submitit
 
     require_sbatch()
@@ -213,6 +214,7 @@ def _clean_on_failure(folder: Path, profile: Profile):
         with contextlib.redirect_stderr(captured):  # submitit prints sbatch's stderr too
             yield
     except Exception as err:
+        # optional extra [slurm]: loaded only when submitting
         from submitit.core.utils import FailedJobError
 
         if not isinstance(err, FailedJobError | subprocess.CalledProcessError):

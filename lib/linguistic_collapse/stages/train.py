@@ -143,6 +143,7 @@ def _check_corpus(corpus: PreparedCorpus, batch_size: int) -> None:
 
 def _results(run: RunName, settings: dict, model: nn.Module, corpus: PreparedCorpus, device: torch.device,
              precision: str, records: list[dict], status: str) -> dict:
+    # heavy (transformers): loaded only when a model or tokenizer is used
     import transformers
 
     spec = run.run.as_dict()
