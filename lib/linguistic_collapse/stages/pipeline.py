@@ -41,7 +41,7 @@ from linguistic_collapse.lm.data import PreparedCorpus, prepare_corpus
 from linguistic_collapse.lm.devices import resolve_device
 from linguistic_collapse.lm.profiles import Profile
 from linguistic_collapse.lm.runs import RunName
-from linguistic_collapse.nc.measure import measure_stats_file
+from linguistic_collapse.nc.measure import measure_read_stats
 from linguistic_collapse.nc.stats_file import (
     PASSES,
     load_stats_metadata,
@@ -206,10 +206,11 @@ def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
     stats_file, path = layout.stats(ck, fraction, draw), layout.metrics(ck, fraction, draw)
 
     def measure(stats: Path) -> dict:
-        measures = {**measure_stats_file(stats, device=_device(profile), progress=progress)[0],
-                    **layers_section(stats, device=_device(profile)),  # {} without layers
-                    **min_count_section(read_stats(stats)[0], profile.analysis.min_count,
-                                        device=_device(profile))}
+        tensors, meta = read_stats(stats)  # read and verified once, for both sections
+        device = _device(profile)
+        measures = {**measure_read_stats(tensors, meta, stats, device=device, progress=progress)[0],
+                    **layers_section(stats, device=device),  # {} without layers
+                    **min_count_section(tensors, profile.analysis.min_count, device=device)}
         throughput = layout.throughput(ck, fraction, draw)
         extra = read_json(throughput) if throughput.is_file() else {}
         if fraction is not None and fraction < 1:
@@ -226,9 +227,9 @@ def sensitivity_all(profile: Profile, *, corpus: PreparedCorpus | None = None, p
     blocks (fraction 1: the main statistics; current files kept); the metrics paths."""
     out = []
     for ck in profile.sensitivity.checkpoints():
+        inputs = collect_inputs(profile, ck)  # hashed once for every check and collection
         for fraction in profile.sensitivity.fractions:
             for draw in profile.sensitivity.draws_of(fraction):
-                inputs = collect_inputs(profile, ck)  # hashed once for check and collection
                 if not is_collected(profile, ck, fraction, draw, inputs):
                     corpus = _corpus(profile, corpus, progress)
                     collect_checkpoint(profile, ck, corpus, progress, fraction, draw, inputs)
@@ -265,10 +266,10 @@ def collect_checkpoints(profile: Profile, cks: Sequence[RunName], *,
 def measure_checkpoints(profile: Profile, cks: Sequence[RunName], *, progress: bool = True,
                         bar: tqdm | None = None, say: Callable[[str], None] | None = None
                         ) -> None:
-    """Measure each checkpoint unless its metrics are of its current stats file."""
+    """Measure each checkpoint unless its metrics are of its current stats file (decided by
+    ``measure_if_stale``, which hashes the stats file once)."""
     for ck in cks:
-        if not is_measured(profile, ck):
-            measure_checkpoint(profile, ck, progress)
+        measure_checkpoint(profile, ck, progress)
         _tick(bar, f"measured {ck}", say)
 
 
