@@ -9,7 +9,6 @@ from linguistic_collapse.nc import accumulate
 from linguistic_collapse.nc.accumulate import (
     accumulate_moments,
     accumulate_sums,
-    batch_moments,
     class_means,
     merge_m2,
     merge_scatter,
@@ -122,10 +121,12 @@ def test_merged_scatter_is_exactly_symmetric_whatever_blas_rounds():
     assert (merged - want).abs().max() / want.abs().max() <= 1e-9  # the offset's cancellation
 
 
-def test_batch_moments_and_row_chunks(monkeypatch):
+def test_grouped_moments_and_row_chunks(monkeypatch):
     x, y = realistic_features(10.0, seed=1)
     monkeypatch.setattr(accumulate, "ROW_CHUNK", 5)  # the chunked loops, many chunks
-    classes, n, s, m2 = batch_moments(x, y)
+    classes, inv = torch.unique(y, return_inverse=True)
+    n = torch.bincount(inv, minlength=classes.shape[0])
+    s, m2, _ = accumulate._grouped_moments(x, inv, n)
     want = plain_two_pass(x.double(), y, V)
     assert torch.equal(classes, torch.nonzero(want[0]).squeeze(1))
     assert torch.equal(n, want[0][classes])

@@ -1,6 +1,7 @@
 """The import graph of lib/: layered by ``linguistic_collapse.LAYERS``, no cycles, long modules reported."""
 
 import ast
+import re
 import warnings
 from pathlib import Path
 
@@ -158,3 +159,52 @@ def test_output_paths_come_from_the_layouts():
                                          or text.startswith(("checkpoint-", "step-"))):
                     found.append(f"{module}:{node.lineno} / {text!r}")
     assert not found, f"hand-built output paths (use linguistic_collapse.core.paths.Layout / linguistic_collapse.core.outputs): {found}"
+
+
+ARCHITECTURE = LIB.parents[1] / "docs" / "architecture.md"
+
+
+def _documented_modules(text: str) -> set[str]:
+    """The module names (``nc.subset``, ``__main__``, ...) in the first column of the
+    document's tables."""
+    return {name for line in text.splitlines() if line.startswith("| `")
+            for name in re.findall(r"`([\w.]+)`", line.split("|")[1])}
+
+
+def test_every_module_is_named_in_the_architecture_document():
+    named = _documented_modules(ARCHITECTURE.read_text(encoding="utf-8"))
+    missing = [m.removeprefix("linguistic_collapse.") for m, p in MODULES.items()
+               if p.name != "__init__.py" and m.removeprefix("linguistic_collapse.") not in named]
+    assert not missing, f"modules docs/architecture.md does not name with their concern: {missing}"
+
+
+def _uncommented_local_imports(source: str) -> list[int]:
+    """Lines of function-local imports with no comment on their line nor above their group
+    (consecutive import lines share the comment above the first)."""
+    lines, local = source.splitlines(), set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            local |= {n.lineno for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    bare = []
+    for line in sorted(local):
+        first = line
+        while first - 1 in local:
+            first -= 1
+        if "#" not in lines[line - 1] and not lines[first - 2].strip().startswith("#"):
+            bare.append(line)
+    return bare
+
+
+def test_function_local_imports_have_a_comment():
+    """A function-local import is kept only for a heavy library, with a comment saying why."""
+    bare = [f"{m}:{line}" for m, p in MODULES.items()
+            for line in _uncommented_local_imports(p.read_text())]
+    assert not bare, f"function-local imports without a comment (or move them to the top): {bare}"
+
+
+def test_the_document_and_comment_checks_can_fail():
+    source = ("def f():\n    import json\n\n"
+              "def g():\n    # heavy\n    import pandas\n    import scipy\n    import torch  # why\n")
+    assert _uncommented_local_imports(source) == [2]
+    assert _documented_modules("| `nc.subset`, `tables.depth` | x |\n| y | `nc.merge` |\n") \
+        == {"nc.subset", "tables.depth"}

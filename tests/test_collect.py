@@ -11,7 +11,6 @@ import torch
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.provenance import sha256_array, sha256_file, tokenizer_sha256
 from linguistic_collapse.lm import identity
-from linguistic_collapse.lm.identity import check_stats_for_model
 from linguistic_collapse.lm.model import build_model, final_features, gpt_neo_config, lm_head_weight
 from linguistic_collapse.nc import stats_file
 from linguistic_collapse.nc.merge import merge_stats
@@ -262,13 +261,7 @@ def test_inputs_checked_before_any_pass(model, blocks, tmp_path):
 
 def test_stats_from_other_model_refused(model, other_model, blocks, tmp_path):
     out = collect_pass(model, blocks[0], 1, tmp_path / "s.safetensors", progress=False)
-    check_stats_for_model(out, model)
-    with pytest.raises(UserError, match="another LM head"):
-        check_stats_for_model(out, other_model)
-    wider = build_model(gpt_neo_config(1, 32, V, T)).eval()
-    with pytest.raises(UserError, match="width 16 != 32"):
-        check_stats_for_model(out, wider)
-    with pytest.raises(UserError, match="another model"):  # nor continued with another model
+    with pytest.raises(UserError, match="another model"):  # not continued with another model
         collect_pass(other_model, blocks[1], 2, tmp_path / "p2.safetensors", base=out,
                      progress=False)
 

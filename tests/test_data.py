@@ -242,18 +242,6 @@ def test_tokenize_blocks_too_small(tokenizer):
         data.tokenize_blocks(["tom had a ball."], tokenizer, 500, progress=False)
 
 
-def test_load_blocks(tmp_path):
-    blocks = np.arange(12, dtype=np.int32).reshape(3, 4)
-    np.save(tmp_path / "b.npy", blocks)
-    loaded = data.load_blocks(tmp_path / "b.npy")
-    assert isinstance(loaded, np.memmap) and np.array_equal(loaded, blocks)
-    np.save(tmp_path / "f.npy", blocks.astype(np.float32))
-    with pytest.raises(ValueError, match="int32"):
-        data.load_blocks(tmp_path / "f.npy")
-    with pytest.raises(FileNotFoundError, match="prepare_corpus"):
-        data.load_blocks(tmp_path / "none.npy")
-
-
 def test_block_order():
     a = data.block_order(50, seed=1, epoch=2)
     assert a.dtype == np.int64 and sorted(a.tolist()) == list(range(50))

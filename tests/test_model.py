@@ -3,7 +3,6 @@
 import pytest
 import torch
 from linguistic_collapse.lm.model import (
-    RunName,
     attention_types,
     build_model,
     count_params,
@@ -13,6 +12,7 @@ from linguistic_collapse.lm.model import (
     load_causal_lm,
     paper_param_count,
 )
+from linguistic_collapse.lm.runs import RunName
 
 
 @pytest.mark.parametrize("n_layer, expected", [

@@ -15,8 +15,8 @@ from checkout import REPO_ROOT
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, read_json
 from linguistic_collapse.core.provenance import sha256_array, sha256_file, weights_sha256
-from linguistic_collapse.lm.model import RunName
 from linguistic_collapse.lm.profiles import Profile, load_profile
+from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc.stats_file import load_stats_metadata
 from linguistic_collapse.stages.blocks import subsample_blocks
 from linguistic_collapse.stages.costs import dry_run, plan_jobs
@@ -277,3 +277,53 @@ def test_changed_collect_cap_recollects_and_sensitivity(tmp_path, tiny_profile):
         subsample_blocks(3, 0.5, 0, draw), subsample_blocks(3, 0.5, 1, draw))]
     assert changed and all(not is_collected(reseeded, ck, 0.5, draw) for draw in changed)
     assert is_collected(reseeded, ck, 1.0) and is_collected(capped, ck, 0.5, 0)
+
+
+def test_each_stats_file_read_and_hashed_once_and_weights_once_per_study(tmp_path, tiny_profile,
+                                                                         monkeypatch):
+    """Measuring a stale checkpoint reads (verified) and hashes its stats file once; a current
+    one is hashed once and not read; the sensitivity study hashes a checkpoint's weights once
+    for all its (fraction, draw) samples."""
+    import linguistic_collapse.core.provenance
+    import linguistic_collapse.nc.measure
+    import linguistic_collapse.stages.collect
+    import linguistic_collapse.stages.pipeline
+    import linguistic_collapse.stages.refresh
+
+    d = tiny_profile(tmp_path).as_dict()
+    p = Profile.from_dict(d)
+    (ck,) = p.checkpoints()
+    train_all(p, progress=False)
+    collect_all(p, progress=False)
+    calls = []
+
+    def counting(original, name):
+        def counted(*args, **kwargs):
+            calls.append(name)
+            return original(*args, **kwargs)
+        return counted
+
+    read_stats = linguistic_collapse.nc.measure.read_stats
+    for module in (linguistic_collapse.nc.measure, linguistic_collapse.stages.pipeline):
+        monkeypatch.setattr(module, "read_stats", counting(read_stats, "read"))
+    monkeypatch.setattr(linguistic_collapse.stages.refresh, "sha256_file",
+                        counting(sha256_file, "hash"))
+    measure_all(p, progress=False)
+    assert sorted(calls) == ["hash", "read"] and is_measured(p, ck)
+    metrics = metrics_path(p.out_path, ck)
+    metrics.write_text(json.dumps({**read_json(metrics), "stats_sha256": "0" * 64}))
+    calls.clear()
+    measure_all(p, progress=False)  # stale metrics: the stats file hashed once, read once
+    assert sorted(calls) == ["hash", "read"] and is_measured(p, ck)
+    calls.clear()
+    measure_all(p, progress=False)  # current: one hash to see so
+    assert calls == ["hash"]
+
+    d["sensitivity"] = {"runs": [str(ck)], "fractions": [0.5, 1.0], "draws": 2, "seed": 0}
+    study = Profile.from_dict(d)
+    calls.clear()
+    for module in (linguistic_collapse.core.provenance, linguistic_collapse.stages.pipeline,
+                   linguistic_collapse.stages.collect):
+        monkeypatch.setattr(module, "weights_sha256", counting(weights_sha256, "weights"))
+    assert len(sensitivity_all(study, progress=False)) == 3  # 2 draws of 0.5, then 1.0
+    assert calls.count("weights") == 1

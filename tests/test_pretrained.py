@@ -340,15 +340,15 @@ def test_shell_model_argument():
 
 
 def test_shell_command(saved, tmp_path, capsys, monkeypatch):
-    from linguistic_collapse.stages.pretrained import main
+    from linguistic_collapse.__main__ import main
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    rc = main(["--model", str(saved["opt"][0]), "--corpus", "generated", "--max-stories", "40",
+    rc = main(["pretrained", "--model", str(saved["opt"][0]), "--corpus", "generated", "--max-stories", "40",
                "--out", str(tmp_path), "--context-len", str(CTX), "--max-train-blocks", "8"])
     assert rc == 0
     assert "local--opt: n_params" in capsys.readouterr().out
     assert (tmp_path / "metrics" / "local--opt.json").is_file()
-    assert main(["--model", "gpt2@main", "--corpus", "generated", "--max-stories", "40",
+    assert main(["pretrained", "--model", "gpt2@main", "--corpus", "generated", "--max-stories", "40",
                  "--out", str(tmp_path)]) == 2  # offline: one line, exit status 2
 
 

@@ -90,7 +90,7 @@ def test_full_disk_during_collect_is_one_line_and_leaves_nothing_at_out(
 
 
 def test_full_disk_while_saving_training_state_is_one_line(tmp_path, monkeypatch):
-    import safetensors.torch
+    from linguistic_collapse.stages import checkpoints
     from linguistic_collapse.stages.checkpoints import save_checkpoint
 
     model = build_model(gpt_neo_config(1, D, V, T), seed=0)
@@ -100,7 +100,7 @@ def test_full_disk_while_saving_training_state_is_one_line(tmp_path, monkeypatch
     def full(*args, **kwargs):
         raise SafetensorError(FULL)
 
-    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    monkeypatch.setattr(checkpoints, "save_file", full)
     with pytest.raises(OSError) as got:
         save_checkpoint(tmp_path / "run", 1, model, None, optimizer, scheduler, [{}], {})
     assert os_error_line(got.value).startswith(

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from checkout import PROFILES_DIR
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.lm.model import RunName
 from linguistic_collapse.lm.profiles import Profile, available_profiles, load_profile
+from linguistic_collapse.lm.runs import RunName
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from linguistic_collapse.core.provenance import (
     sha256_json,
     weights_sha256,
 )
-from linguistic_collapse.lm.model import RunName
+from linguistic_collapse.lm.runs import RunName
 
 
 @pytest.fixture

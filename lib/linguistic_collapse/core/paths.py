@@ -13,6 +13,7 @@ not ``mkstemp``'s private 0600 / 0700, so colleagues on a shared cluster can rea
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -237,6 +238,7 @@ def lock_for(path: str | os.PathLike, timeout: float = -1) -> Any:
     The lock file lives outside the folder it guards, so it survives that folder's replacement.
     ``timeout=-1`` waits for as long as another process holds it; locks are re-entrant.
     """
+    # not a dependency of the core install (tests/test_core_deps.py)
     from filelock import FileLock
 
     path = Path(path)
@@ -252,7 +254,7 @@ def lock_for(path: str | os.PathLike, timeout: float = -1) -> Any:
 class Layout:
     """Paths under a profile's ``out_dir`` (``data/<profile>/``) for the grid's stages.
 
-    ``run`` arguments are ``linguistic_collapse.lm.model.RunName`` objects (duck-typed here, so this module does not
+    ``run`` arguments are ``linguistic_collapse.lm.runs.RunName`` objects (duck-typed here, so this module does not
     import torch): ``run.run`` drops the checkpoint, ``run.checkpoint`` is its epoch or None.
     """
 
@@ -408,8 +410,6 @@ def is_csv_with(path: Path, columns: Sequence[str]) -> bool:
 
 def positive_int(text: str) -> int:
     """argparse ``type`` for counts that must be at least 1 (one line from argparse otherwise)."""
-    import argparse
-
     try:
         value = int(text)
     except ValueError:

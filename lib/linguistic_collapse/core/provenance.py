@@ -77,11 +77,6 @@ def tokenizer_sha256(tokenizer_or_dir: Any) -> str:
     return sha256_json(text)
 
 
-def changed_keys(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Keys of ``current`` whose value differs from ``recorded`` (missing counts as changed)."""
-    return sorted(k for k, v in current.items() if recorded.get(k) != v)
-
-
 def weights_sha256(checkpoint_dir: str | os.PathLike) -> str:
     """Identity of a saved model's weights: sha256 of its ``model*.safetensors`` files.
 
@@ -98,7 +93,8 @@ def weights_sha256(checkpoint_dir: str | os.PathLike) -> str:
 
 def changed_paths(recorded: Mapping[str, Any], current: Mapping[str, Any],
                   prefix: str = "") -> list[str]:
-    """Like ``changed_keys``, but descends into nested mappings: ``["training.lr", ...]``."""
+    """Keys whose value differs between two mappings (missing counts as changed), descending
+    into nested mappings: ``["training.lr", ...]``."""
     out: list[str] = []
     for key in sorted(set(recorded) | set(current)):
         old, new = recorded.get(key), current.get(key)

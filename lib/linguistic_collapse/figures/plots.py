@@ -63,6 +63,7 @@ def measure_axis_label(measure: str) -> str:
 
 def apply_style() -> None:
     """One style for every figure: seaborn whitegrid, talk-sized fonts, constrained layout."""
+    # heavy (matplotlib): loaded only when a figure is drawn
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="talk", font_scale=0.8)
@@ -166,6 +167,7 @@ def show_and_save(fig: Figure, name: str, where: Any, **kwargs: Any) -> None:
 
     Returns nothing, so a cell ending in this call shows the figure only, not a list of this
     machine's paths (``save_figure`` returns them)."""
+    # display libraries: loaded only when shown in a notebook
     from IPython.display import display
 
     display(fig)

@@ -38,6 +38,7 @@ def depth_figure(table: pd.DataFrame, measures: Sequence[str] = GEOMETRY, ncols:
     the log-read measures; for the ``symlog`` ones a log scale when all values are positive, else
     a symmetric-log one (linear within +-``SYMLOG_LINTHRESH``; a linear one when every value lies
     within), the title saying which."""
+    # heavy (matplotlib): loaded only when a figure is drawn
     import matplotlib.pyplot as plt
 
     measures = headline_first(measures)

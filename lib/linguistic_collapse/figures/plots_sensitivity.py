@@ -32,6 +32,7 @@ def sensitivity_figure(table: pd.DataFrame, population: pd.DataFrame,
     models, dashed) and around it the band ± STABLE_SHARE x the between-model sd of
     ``population`` (grey). A title ends in "stable" at the fractions where ``stability`` finds
     the spread of the shifts small enough."""
+    # heavy (matplotlib): loaded only when a figure is drawn
     import matplotlib.pyplot as plt
     from matplotlib import ticker
 

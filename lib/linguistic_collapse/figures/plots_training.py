@@ -20,7 +20,7 @@ from linguistic_collapse.figures.plots import (
     add_param_colorbar,
     param_norm,
 )
-from linguistic_collapse.lm.model import RunName
+from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.tables.results import LOSS
 
 
@@ -78,6 +78,7 @@ def loss_grid_heatmap(table: pd.DataFrame, epochs: int | None = None,
                       vmax: float | None = None, ax: Any = None, cbar: bool = True) -> Figure:
     """Validation loss over depth x width for one variant (final checkpoint, mean over seeds);
     ``vmin``/``vmax`` fix the colour scale (shared across variants by ``loss_grid_heatmaps``)."""
+    # heavy (matplotlib): loaded only when a figure is drawn
     import seaborn as sns
 
     rows = _final_rows(table)

@@ -68,6 +68,7 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int,
     Returns a ``PreTrainedTokenizerFast``. The 256 byte symbols are always in the vocabulary, so
     ``vocab_size`` must exceed 257; a small corpus may stop short of it (a warning says so).
     """
+    # heavy (transformers): loaded only when a model or tokenizer is used
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -94,6 +95,7 @@ def train_bpe_tokenizer(texts: list[str], vocab_size: int,
 
 def load_tokenizer(name_or_path: str | os.PathLike) -> PreTrainedTokenizerFast:
     """``AutoTokenizer.from_pretrained`` of a local directory or a hub name (clear error offline)."""
+    # heavy (transformers): loaded only when a model or tokenizer is used
     from transformers import AutoTokenizer
 
     local = resolve_if_checkout(name_or_path)  # or a hub name
@@ -173,18 +175,6 @@ def tokenize_blocks(texts: list[str], tokenizer, block_len: int,
         raise ValueError(f"corpus has {len(stream)} tokens, fewer than one block of {block_len}; "
                          "use more stories or a shorter context")
     return stream[:n_blocks * block_len].reshape(n_blocks, block_len)  # (n_blocks, block_len)
-
-
-def load_blocks(path: str | os.PathLike) -> np.ndarray:
-    """Token blocks (n_blocks, context_len) int32, memory-mapped read-only."""
-    path = resolve(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no token blocks at {path}; build them with prepare_corpus "
-                                "(python -m linguistic_collapse prepare-corpus)")
-    blocks = np.load(path, mmap_mode="r")
-    if blocks.ndim != 2 or blocks.dtype != np.int32:
-        raise ValueError(f"{path} holds {blocks.dtype} {blocks.shape}, not 2-D int32 token blocks")
-    return blocks
 
 
 def block_order(n_blocks: int, seed: int, epoch: int) -> np.ndarray:

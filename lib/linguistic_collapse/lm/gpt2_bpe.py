@@ -129,6 +129,7 @@ def load_ranks(path: str | os.PathLike) -> dict[bytes, int]:
 
 def build_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerFast:
     """A fast byte-level BPE from a ranks file (GPT-2 pattern), ``<|endoftext|>`` after the ranks."""
+    # heavy (transformers): loaded only when a model or tokenizer is used
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.outputs import CorpusLayout
 from linguistic_collapse.core.paths import find_root, read_json
 from linguistic_collapse.core.provenance import sha256_tensor, tokenizer_sha256
 from linguistic_collapse.lm.model import lm_head_weight
-from linguistic_collapse.nc.stats_file import check_train_pass, load_stats_metadata
 
 
 def name_of_path(path: str | Path) -> str:
@@ -65,6 +63,7 @@ def tokenizer_identity(tokenizer: object | None,
     if tokenizer is None:
         return None, None, None
     if isinstance(tokenizer, (str, Path)):
+        # heavy (transformers): loaded only when a model or tokenizer is used
         from transformers import AutoTokenizer
 
         path = Path(tokenizer)
@@ -98,28 +97,3 @@ def model_info(model: nn.Module, name: str | None = None,
     name = name or model_name(model)
     return {"model": name, "tokenizer": tokenizer or name, "vocab_size": str(W.shape[0]),
             "width": str(W.shape[1]), "lm_head_sha256": sha256_tensor(W)}
-
-
-
-
-def check_stats_for_model(path: str | Path, model: nn.Module, *, check_name: bool = True) -> None:
-    """UserError when the stats file was made from another model (size, width, name, LM head)."""
-    meta, W = load_stats_metadata(path), lm_head_weight(model).detach()
-    for key, have in (("vocab_size", W.shape[0]), ("width", W.shape[1])):
-        if meta.get(key) != str(have):
-            raise UserError(f"{path} belongs to another model: {key} {meta.get(key)} != {have}")
-    name, stored = model_name(model), meta.get("model", "")
-    in_memory = name.startswith("<in-memory") or stored.startswith("<in-memory")
-    if check_name and not in_memory and name != stored:
-        raise UserError(f"{path} belongs to model {stored!r}, not {name!r} "
-                        "(pass check_name=False if the checkpoint was moved)")
-    head = check_train_pass(path, meta).get("lm_head")  # verified: its hashes match
-    if head is not None and not _same_head(head, W):
-        raise UserError(f"{path} was collected with another LM head than this model's")
-
-
-def _same_head(head: Tensor, W: Tensor) -> bool:
-    w = W.float().cpu()
-    if W.dtype == torch.float32:
-        return torch.equal(head, w)
-    return bool((head - w).norm() <= 1e-2 * w.norm())  # model loaded in lower precision

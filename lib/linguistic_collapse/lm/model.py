@@ -7,19 +7,23 @@ shape (V, D) (plus its bias, ``lm_head_bias``, where the head has one).
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import re
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlparse
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from linguistic_collapse.core.errors import UserError, as_os_error
 from linguistic_collapse.core.paths import resolve_if_checkout
-from linguistic_collapse.lm.runs import RunName  # noqa: F401  (re-exported: callers import it from here)
 
 T = TypeVar("T")
 PAPER_LOCAL_WINDOW = 256  # GPT-Neo local-attention window used in the paper
@@ -54,6 +58,7 @@ def gpt_neo_config(
     ``attn_implementation="flash_attention_2"`` (CUDA, flash-attn installed) runs both GPT-Neo's
     global and its local (sliding-window) attention as flash kernels; "eager" runs everywhere.
     """
+    # heavy (transformers): loaded only when a model or tokenizer is used
     from transformers import GPTNeoConfig
 
     n_head = n_head or default_n_head(n_embd)
@@ -90,6 +95,7 @@ def gpt_neo_config(
 
 def build_model(config, seed: int = 0) -> nn.Module:
     """A freshly initialised GPT-Neo causal LM (initialisation seeded for reproducibility)."""
+    # heavy (transformers): loaded only when a model or tokenizer is used
     from transformers import GPTNeoForCausalLM
 
     torch.manual_seed(seed)
@@ -123,6 +129,7 @@ def paper_param_count(n_layer: int, n_embd: int, vocab_size: int, n_ctx: int) ->
 @contextmanager
 def quiet_transformers() -> Iterator[None]:
     """No transformers progress bars (weight loading, shard writing) inside our own bars."""
+    # heavy (transformers): loaded only when a model or tokenizer is used
     from transformers.utils import logging as hf_logging
 
     was = hf_logging.is_progress_bar_enabled()
@@ -153,8 +160,6 @@ def check_model_folder(folder: Path) -> None:
     """``UserError`` in one line when loading ``folder`` would run code from it (its config or
     tokenizer config names its own classes: ``auto_map``) or unpickle its weights; nothing from
     a data folder is ever executed, and no prompt is ever shown."""
-    import json
-
     for name in ("config.json", "tokenizer_config.json"):
         path = folder / name
         if not path.is_file():
@@ -178,8 +183,6 @@ def check_weight_headers(folder: Path) -> None:
     """``UserError`` in one line naming the file when a ``*.safetensors`` of ``folder`` has a
     header safetensors cannot read (truncated, damaged, or claiming impossible sizes); only
     the headers are read, nothing is allocated."""
-    from safetensors import SafetensorError, safe_open
-
     for path in sorted(folder.glob("*.safetensors")):
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -211,9 +214,6 @@ def hub_offline() -> bool:
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     """A quick TCP probe of the hub endpoint (HF_ENDPOINT), so no network fails in seconds."""
-    import socket
-    from urllib.parse import urlparse
-
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
         socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
@@ -229,6 +229,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def _unavailable(what: str, name: str, revision: str | None) -> UserError:
+    # heavy (transformers): loaded only when a model or tokenizer is used
     from huggingface_hub import constants
 
     at = f" at revision {revision!r}" if revision else ""
@@ -274,11 +275,10 @@ def load_causal_lm(name_or_path: str | Path, device: str | torch.device = "cpu",
     (HF_HUB_OFFLINE, no network) raises a one-line ``UserError`` at once; a missing local path
     raises ``FileNotFoundError``.
     """
+    # heavy (transformers): loaded only when a model or tokenizer is used
     from transformers import AutoModelForCausalLM
 
     def load(source: str, **kwargs) -> nn.Module:
-        import pickle
-
         with quiet_transformers():
             try:
                 return AutoModelForCausalLM.from_pretrained(source, dtype=dtype or MEASURE_DTYPE,

@@ -142,6 +142,7 @@ def _load_hub(name: str, split: str, max_stories: int | None) -> list[str]:
     """``datasets.load_dataset(name, split=...)``; offline or unreachable -> RuntimeError, fast."""
     if not hub_offline() and not hub_reachable():
         raise hub_error(f"dataset {name!r}")
+    # heavy (datasets): loaded only for a hub or saved dataset
     import datasets
 
     hub_split = split if max_stories is None else f"{split}[:{max_stories}]"
@@ -154,6 +155,7 @@ def _load_hub(name: str, split: str, max_stories: int | None) -> list[str]:
 
 def _load_disk(path_str: str, split: str, max_stories: int | None) -> list[str]:
     """A ``DatasetDict`` saved with ``save_to_disk``: its ``split`` split's "text" column."""
+    # heavy (datasets): loaded only for a hub or saved dataset
     import datasets
 
     path = resolve(path_str)

@@ -107,17 +107,6 @@ def merge_scatter(n_a: Tensor, s_a: Tensor, sw_a: Tensor, n_b: Tensor, s_b: Tens
     return (total + total.T) / 2  # exactly symmetric; BLAS may round mirror entries apart
 
 
-def batch_moments(features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per-class moments of one batch over the classes it contains.
-
-    Returns (classes (K,), n (K,) int64, s (K, D) float64, m2 (K,) float64) with m2 the sum of
-    squared deviations from the batch's own class mean.
-    """
-    classes, inv = torch.unique(labels, return_inverse=True)  # (K,), (N,)
-    n = torch.bincount(inv, minlength=classes.shape[0])  # (K,)
-    return (classes, n, *_grouped_moments(features, inv, n)[:2])
-
-
 def _grouped_moments(features: Tensor, inv: Tensor, n: Tensor, scatter: bool = False
                      ) -> tuple[Tensor, Tensor, Tensor | None]:
     """(s (K, D), m2 (K,), sw (D, D) or None) float64 of features (N, D) grouped by ``inv``

@@ -444,6 +444,16 @@ def measure_stats_file(path: str | Path, device: str | torch.device = "cpu", til
     repository-relative paths)."""
     path = Path(path)
     stats, meta = read_stats(path)  # verifies means_hash and the LM-head hash
+    return measure_read_stats(stats, meta, path, device=device, tile=tile, progress=progress,
+                              per_class=per_class)
+
+
+def measure_read_stats(stats: Mapping[str, Tensor], meta: Mapping[str, str], path: str | Path,
+                       device: str | torch.device = "cpu", tile: int = 2048,
+                       progress: bool = True, per_class: bool = False
+                       ) -> tuple[dict, pd.DataFrame | None]:
+    """``measure_stats_file`` of the tensors and metadata ``read_stats(path)`` returned, for a
+    caller that uses them again (the file is then read and verified once)."""
     measures, table = measure_stats(stats, device=device, tile=tile, per_class=per_class,
                                     progress=progress)
     return ({**_typed_metadata(meta), **measures, "stats_path": str(path),

@@ -421,6 +421,7 @@ def stats_overview(stats_dir: str | Path):
     """One row per ``<name>/stats.safetensors`` under ``stats_dir``: classes seen (count >= 1),
     tokens per pass, and whether the file verifies (``passes_tied``: its ``means_hash`` is the
     hash of its own means, so pass 2 used the finished train means)."""
+    # pandas is not a dependency of the core (tests/test_core_deps.py)
     import pandas as pd
 
     rows = []

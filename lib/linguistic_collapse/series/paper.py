@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from linguistic_collapse.core.errors import UserError, os_error_line
 from linguistic_collapse.core.openmp import WAIT_POLICY_ENV, default_wait_policy
 from linguistic_collapse.core.paths import (
@@ -50,6 +52,7 @@ from linguistic_collapse.core.paths import (
     output_root,
     profiles_dir,
     repo_root,
+    resolve,
     results_table_for,
     runs_dir,
     short,
@@ -68,12 +71,6 @@ STAGES = ("01_train", "02_collect", "03_measure", "04_correlate", "05_permutatio
 # Every parameter a notebook may declare; papermill sets only the first two.
 PARAMETERS = ("profile", "progress", "results_table", "output_dir")
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-
-
-def _repo_path(path: str | os.PathLike) -> Path:
-    """A notebook parameter path: absolute, or relative to the checkout's root."""
-    p = Path(path).expanduser()
-    return (p if p.is_absolute() else repo_root() / p).resolve()
 
 
 def _owner(table: Path) -> str | None:
@@ -122,7 +119,7 @@ def notebook_setup(profile: str | Profile, *, results_table: str | os.PathLike |
     """
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     default_table = results_table_for(prof.name)
-    table = default_table if results_table is None else _repo_path(results_table)
+    table = default_table if results_table is None else resolve(results_table).resolve()
     if output_dir is None:
         tables_dir, figures_dir = tables_dir_for(prof.name), figures_dir_for(prof.name)
         if table != default_table and _owner(table) != prof.name:
@@ -135,7 +132,7 @@ def notebook_setup(profile: str | Profile, *, results_table: str | os.PathLike |
                 f"figures and tables computed from it into {short(figures_dir)}/ and "
                 f"{short(tables_dir)}/, replacing that profile's; {fix}")
     else:
-        tables_dir = _repo_path(output_dir)
+        tables_dir = resolve(output_dir).resolve()
         figures_dir = figures_dir_in(tables_dir)
     _apply_kernel_threads()
     _unwrapped_table_text()
@@ -152,6 +149,7 @@ def _apply_kernel_threads() -> None:
 def _unwrapped_table_text() -> None:
     """Tables print as one block of columns: pandas wraps wide text at 80 characters, so a
     column one digit wider on another machine would move the others to another block."""
+    # heavy (pandas): loaded only when the table is built
     import pandas as pd
 
     pd.set_option("display.expand_frame_repr", False)
@@ -165,6 +163,7 @@ def _unwrapped_table_text() -> None:
 
 def stage_parameters(notebook: Path, available: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters a notebook declares, taken from ``available``; refuses unknown names."""
+    # notebook tooling: loaded only when notebooks are run or synced
     import papermill
 
     declared = papermill.inspect_notebook(str(notebook))
@@ -188,6 +187,7 @@ def partial_path(output: Path) -> Path:
 
 def _running_cell(executed: Path) -> tuple[int | None, int | None]:
     """(index, execution count) of the last cell papermill started in an executed copy."""
+    # notebook tooling: loaded only when notebooks are run or synced
     import nbformat
 
     try:
@@ -202,6 +202,7 @@ def _running_cell(executed: Path) -> tuple[int | None, int | None]:
 def _point_at(executed: Path) -> None:
     """Record the executed copy's own path as its papermill output path (it ran as the partial
     file, whose name papermill recorded)."""
+    # notebook tooling: loaded only when notebooks are run or synced
     import nbformat
 
     nb = nbformat.read(executed, as_version=4)
@@ -214,6 +215,7 @@ def _point_at(executed: Path) -> None:
 def execute_stage(notebook: Path, output: Path, params: Mapping[str, Any]) -> None:
     """Execute one notebook with papermill into a partial file, renamed onto ``output`` when it
     ends (a killed run leaves the old executed copy); on failure name the notebook and cell."""
+    # notebook tooling: loaded only when notebooks are run or synced
     import papermill
     from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -273,6 +275,7 @@ def _finish(partial: Path, output: Path) -> None:
 def _normalise_executed(output: Path) -> None:
     """Drop what changes on every run of an executed copy (wall-clock times, this machine's
     paths) so re-running unchanged inputs rewrites the same bytes, outputs aside."""
+    # notebook tooling: loaded only when notebooks are run or synced
     import nbformat
 
     if not output.exists():
@@ -325,6 +328,7 @@ def _relative(value: Any, prefixes: tuple[str, ...]) -> Any:
 def repo_relative_outputs(nb: Any, roots: tuple[str | os.PathLike, ...]) -> None:
     """Rewrite the paths under ``roots`` in ``nb``'s outputs relative to them, in place, so an
     executed copy names ``figures/smoke/x.png``, never the folder of the machine that ran it."""
+    # notebook tooling: loaded only when notebooks are run or synced
     import nbformat
 
     prefixes = tuple(sorted({f"{Path(r)}/" for r in roots}, key=len, reverse=True))
@@ -369,8 +373,6 @@ class StageInterrupted(KeyboardInterrupt):
 def runner_lock(profile: Profile) -> Any:
     """The lock one ``paper`` runner of ``profile`` holds (``data/<profile>/.paper.lock``); it
     never waits: a second runner of the same profile is refused, other profiles run beside."""
-    from filelock import FileLock
-
     root = Layout(profile.out_path).root
     root.mkdir(parents=True, exist_ok=True)
     return FileLock(root / ".paper.lock", timeout=0)
@@ -380,8 +382,6 @@ def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool =
     """Run the given stages in order for a profile, in the checkout you work in (``repo_root``),
     one runner per profile at a time (a second is refused in one line); returns the stages that
     actually ran."""
-    from filelock import Timeout
-
     root = repo_root()
     note = code_elsewhere_note(root)
     if note:

@@ -7,8 +7,11 @@ JupyterLab saves into a notebook (outputs, metadata) can change a tracked file."
 
 from __future__ import annotations
 
+import argparse
 import copy
+import hashlib
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +28,6 @@ SYNC_KEY = "twin_sync"  # notebook metadata: digest of the cells both twins had 
 
 def _cells_digest(cells: Any) -> str:
     """sha256 of what a .py twin defines of each cell: its type, source and tags."""
-    import hashlib
-
     data = [[c.cell_type, c.source, c.metadata.get("tags", [])] for c in cells]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -35,6 +36,7 @@ def notebook_from_source(source: Path) -> Any:
     """The source notebook a py:percent file defines: no outputs, no execution counts, cell ids
     ``<stem>-NN``, only ``tags`` kept in cell metadata, and the digest of its cells (what
     ``sync_notebooks`` compares against), so it is a pure function of the .py."""
+    # notebook tooling: loaded only when notebooks are run or synced
     import jupytext
 
     nb = jupytext.read(source, fmt="py:percent")
@@ -52,6 +54,7 @@ def notebook_from_source(source: Path) -> Any:
 
 def notebook_text(nb: Any) -> str:
     """Canonical JSON text of a notebook (what ``sync_notebooks`` writes)."""
+    # notebook tooling: loaded only when notebooks are run or synced
     import nbformat
 
     return nbformat.writes(nb) + "\n"
@@ -114,6 +117,7 @@ def sync_notebooks(folder: Path | None = None, check: bool = False,
     ``keep_outputs`` (``make lab``): a notebook whose cells match its .py keeps what Lab saved in
     it (outputs, metadata); ``make paper`` clears them, since it executes the notebooks as the
     .py files define them."""
+    # notebook tooling: loaded only when notebooks are run or synced
     import jupytext
 
     changes = []
@@ -140,6 +144,7 @@ def sync_notebooks(folder: Path | None = None, check: bool = False,
 def write_source(nb: Any, source: Path) -> None:
     """Write ``nb``'s cells as a py:percent twin exactly as JupyterLab's jupytext does under
     ``jupytext.toml`` (its metadata filters: no YAML header, only cell tags)."""
+    # notebook tooling: loaded only when notebooks are run or synced
     import jupytext
     from jupytext.config import load_jupytext_configuration_file
 
@@ -152,8 +157,7 @@ def write_source(nb: Any, source: Path) -> None:
 
 def _clean_cells(notebook: Path) -> Any:
     """The cells of a .ipynb as its .py would define them (outputs and ids dropped)."""
-    import tempfile
-
+    # notebook tooling: loaded only when notebooks are run or synced
     import jupytext
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -165,8 +169,6 @@ def _clean_cells(notebook: Path) -> Any:
 def main(argv: list[str] | None = None) -> int:
     """``python -m linguistic_collapse.series.sources [--keep-outputs]``: ``sync_notebooks`` for
     ``make lab`` (which keeps what Lab saved), one line per change, one line on a refusal."""
-    import argparse
-
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("--keep-outputs", action="store_true",
                         help="leave notebooks whose cells match their .py as they are")

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from linguistic_collapse.core.errors import UserError, as_os_error
@@ -60,9 +62,6 @@ def read_training_state(checkpoint: Path, fix: str = "retrain the run") -> tuple
 
     An unreadable state raises ``UserError`` naming the file and ``fix``.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = checkpoint / STATE_FILE
     try:
         plain = read_json(path)
@@ -98,9 +97,6 @@ def save_checkpoint(directory: Path, epoch: int, model: nn.Module, tokenizer: An
 
     Returns ``records`` with the last record's ``weights_sha256`` (of the saved weights) added.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import save_file
-
     target = checkpoint_in(directory, epoch)
     try:
         with atomic_dir(target) as tmp:

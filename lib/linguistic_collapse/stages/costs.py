@@ -1,7 +1,17 @@
 """A profile's jobs and their cost: tokens per run, FLOPs (6·N·tokens plus attention) and GPU-hours at
 the profile's assumed utilisation, the wall time of each stage on 2 CPU cores from measured
 throughputs, and each job's estimated peak memory, checked against the memory available before
-any work (``python -m linguistic_collapse grid --dry-run`` prints them)."""
+any work (``python -m linguistic_collapse grid --dry-run`` prints them).
+
+Cost model (``plan_jobs``): training FLOPs = 6 N tokens + attention, with N the matmul
+parameters L(12d^2 + 10d) + Vd (the tied LM head included), tokens = epochs x training tokens,
+attention 6 d (global layers x T + local layers x min(window, T)) per token; each epoch's
+validation and each collection pass (one over the training blocks, one over the validation
+blocks, per measured checkpoint) cost the forward third of that. GPU-hours assume the profile's
+``cluster.utilization`` (default 40%) of ``cluster.peak_tflops`` (default 312 TFLOP/s, A100
+bf16 dense); token counts come from the prepared corpus or, before it exists, from
+``cluster.train_tokens_estimate`` / ``cluster.val_tokens_estimate``.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +21,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, read_json
-from linguistic_collapse.lm.model import RunName, paper_param_count
+from linguistic_collapse.lm.model import paper_param_count
 from linguistic_collapse.lm.profiles import Profile
+from linguistic_collapse.lm.runs import RunName
 
 # ---------------------------------------------------------------------------------------------
 # Jobs and their cost
@@ -183,8 +195,6 @@ GIB = 2**30
 
 def on_cuda(profile: Profile) -> bool:
     """Whether the profile's jobs run on CUDA here (``device`` cuda, or auto with a GPU)."""
-    import torch
-
     return profile.device == "cuda" or (profile.device == "auto" and torch.cuda.is_available())
 
 
@@ -221,13 +231,12 @@ def available_memory(device: str) -> tuple[int | None, str]:
     """(bytes free for a job, where): the CUDA device's free memory when ``device`` runs on
     CUDA, else the machine's MemAvailable (/proc/meminfo, or psutil where installed); None
     when neither can be read."""
-    import torch
-
     if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
         if torch.cuda.is_available():
             free, _ = torch.cuda.mem_get_info()
             return int(free), f"the CUDA device {torch.cuda.get_device_name()}"
     try:
+        # optional, not a declared dependency: /proc/meminfo below otherwise
         import psutil
 
         return int(psutil.virtual_memory().available), "this machine"

@@ -35,6 +35,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from linguistic_collapse.core.outputs import CHECKPOINT_PREFIX
 from linguistic_collapse.core.paths import (
@@ -157,8 +158,6 @@ def run_dynamics(profile: Profile, run: RunName, *, corpus: PreparedCorpus | Non
                  progress: bool = True) -> pd.DataFrame:
     """Train, collect and measure every snapshot of one run; its table (also written to
     ``dynamics/<run>/dynamics.csv``). A current table is returned as stored."""
-    from tqdm.auto import tqdm
-
     corpus = corpus if corpus is not None else prepare_profile_corpus(profile, progress)
     plan = make_plan(profile, run, corpus)
     stored = read_table(plan.files.table, plan.table_sha256)

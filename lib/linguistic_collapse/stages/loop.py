@@ -23,11 +23,11 @@ from tqdm.auto import tqdm
 from linguistic_collapse.core.outputs import checkpoint_in
 from linguistic_collapse.lm.data import PreparedCorpus, block_order
 from linguistic_collapse.lm.model import (
-    RunName,
     build_model,
     gpt_neo_config,
     load_causal_lm,
 )
+from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.lm.sections import ModelConfig, TrainingConfig
 from linguistic_collapse.stages.checkpoints import (
     last_checkpoint,
@@ -53,6 +53,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two AdamW groups as the Trainer builds them: decayed weights, and the rest."""
+    # heavy (transformers): loaded only when a model or tokenizer is used
     from transformers.trainer_pt_utils import get_parameter_names
 
     decay = set(get_parameter_names(model, [nn.LayerNorm], NO_DECAY_PATTERNS))
@@ -72,6 +73,7 @@ def make_optimizer(model: nn.Module, training: TrainingConfig, weight_decay: flo
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, training: TrainingConfig, total_steps: int):
+    # heavy (transformers): loaded only when a model or tokenizer is used
     from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
     if training.lr_schedule == "linear":

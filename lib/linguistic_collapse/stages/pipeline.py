@@ -1,4 +1,4 @@
-"""A profile's jobs: corpus, train, collect and measure per run; costs; SLURM.
+"""A profile's jobs: corpus, train, collect and measure per run.
 
 The profile's typed sections go from here into ``linguistic_collapse.lm.data``, ``linguistic_collapse.stages.train``, ``linguistic_collapse.stages.collect`` and
 ``linguistic_collapse.nc.measure``; every path comes from ``linguistic_collapse.core.paths.Layout(profile.out_path)``.
@@ -21,15 +21,7 @@ Locally::
     python -m linguistic_collapse train --profile cpu --run L1-d32-e1-wd0.1-s0 [--retrain]   # one run
 
 On a SLURM cluster: ``python -m linguistic_collapse grid --profile paper --slurm`` (``linguistic_collapse.stages.slurm``).
-
-Cost model (``plan_jobs``): training FLOPs = 6 N tokens + attention, with N the matmul
-parameters L(12d^2 + 10d) + Vd (the tied LM head included), tokens = epochs x training tokens,
-attention 6 d (global layers x T + local layers x min(window, T)) per token; each epoch's
-validation and each collection pass (one over the training blocks, one over the validation
-blocks, per measured checkpoint) cost the forward third of that. GPU-hours assume the profile's
-``cluster.utilization`` (default 40%) of ``cluster.peak_tflops`` (default 312 TFLOP/s, A100
-bf16 dense); token counts come from the prepared corpus or, before it exists, from
-``cluster.train_tokens_estimate`` / ``cluster.val_tokens_estimate``.
+The jobs' costs and the memory check before any work: ``linguistic_collapse.stages.costs``.
 """
 
 from __future__ import annotations
@@ -47,9 +39,9 @@ from linguistic_collapse.core.paths import Layout, atomic_write_json, read_json
 from linguistic_collapse.core.provenance import CORPUS_HASHES, sha256_array, weights_sha256
 from linguistic_collapse.lm.data import PreparedCorpus, prepare_corpus
 from linguistic_collapse.lm.devices import resolve_device
-from linguistic_collapse.lm.model import RunName
 from linguistic_collapse.lm.profiles import Profile
-from linguistic_collapse.nc.measure import measure_stats_file
+from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.nc.measure import measure_read_stats
 from linguistic_collapse.nc.stats_file import (
     PASSES,
     load_stats_metadata,
@@ -214,10 +206,11 @@ def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
     stats_file, path = layout.stats(ck, fraction, draw), layout.metrics(ck, fraction, draw)
 
     def measure(stats: Path) -> dict:
-        measures = {**measure_stats_file(stats, device=_device(profile), progress=progress)[0],
-                    **layers_section(stats, device=_device(profile)),  # {} without layers
-                    **min_count_section(read_stats(stats)[0], profile.analysis.min_count,
-                                        device=_device(profile))}
+        tensors, meta = read_stats(stats)  # read and verified once, for both sections
+        device = _device(profile)
+        measures = {**measure_read_stats(tensors, meta, stats, device=device, progress=progress)[0],
+                    **layers_section(stats, device=device),  # {} without layers
+                    **min_count_section(tensors, profile.analysis.min_count, device=device)}
         throughput = layout.throughput(ck, fraction, draw)
         extra = read_json(throughput) if throughput.is_file() else {}
         if fraction is not None and fraction < 1:
@@ -234,9 +227,9 @@ def sensitivity_all(profile: Profile, *, corpus: PreparedCorpus | None = None, p
     blocks (fraction 1: the main statistics; current files kept); the metrics paths."""
     out = []
     for ck in profile.sensitivity.checkpoints():
+        inputs = collect_inputs(profile, ck)  # hashed once for every check and collection
         for fraction in profile.sensitivity.fractions:
             for draw in profile.sensitivity.draws_of(fraction):
-                inputs = collect_inputs(profile, ck)  # hashed once for check and collection
                 if not is_collected(profile, ck, fraction, draw, inputs):
                     corpus = _corpus(profile, corpus, progress)
                     collect_checkpoint(profile, ck, corpus, progress, fraction, draw, inputs)
@@ -273,10 +266,10 @@ def collect_checkpoints(profile: Profile, cks: Sequence[RunName], *,
 def measure_checkpoints(profile: Profile, cks: Sequence[RunName], *, progress: bool = True,
                         bar: tqdm | None = None, say: Callable[[str], None] | None = None
                         ) -> None:
-    """Measure each checkpoint unless its metrics are of its current stats file."""
+    """Measure each checkpoint unless its metrics are of its current stats file (decided by
+    ``measure_if_stale``, which hashes the stats file once)."""
     for ck in cks:
-        if not is_measured(profile, ck):
-            measure_checkpoint(profile, ck, progress)
+        measure_checkpoint(profile, ck, progress)
         _tick(bar, f"measured {ck}", say)
 
 

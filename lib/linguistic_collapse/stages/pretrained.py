@@ -20,7 +20,7 @@ models: ``hf download EleutherAI/pythia-70m --revision step1000`` etc. beforehan
                        batch_size=16, device="cuda", max_train_blocks=4000)
     table = pretrained_table("data/pretrained")     # one row per (model, revision)
 
-or from the shell: ``python -m linguistic_collapse.stages.pretrained --model EleutherAI/pythia-70m@step1000
+or from the shell: ``python -m linguistic_collapse pretrained --model EleutherAI/pythia-70m@step1000
 --model gpt2 --corpus ../shared/data/tinystories --out data/pretrained --device cuda``.
 A model may also be a local folder written by ``save_pretrained`` with its tokenizer saved in
 the same folder (revision None). Offline, a hub model that is not cached fails at once with one
@@ -122,6 +122,7 @@ def parse_model_arg(text: str) -> tuple[str, str | None]:
 def load_model_tokenizer(name_or_path: str | Path, revision: str | None = None):
     """The model's own tokenizer: from its local folder, or from the hub (cache first; offline
     and not cached -> one-line ``UserError`` at once)."""
+    # heavy (transformers): loaded only when a model or tokenizer is used
     from transformers import AutoTokenizer
 
     local = local_model_dir(name_or_path)
@@ -328,6 +329,7 @@ def measure_pretrained(models: Sequence[tuple[str, str | None]], texts_train: Se
         raise UserError(f"models listed twice (or two local folders with one name): {slugs}")
     for name, revision in models:  # every hub model reachable or cached, before any work
         if local_model_dir(name) is None and is_hub_name(name):
+            # heavy (transformers): loaded only when a model or tokenizer is used
             from transformers import AutoConfig
 
             load = functools.partial(AutoConfig.from_pretrained, trust_remote_code=False)
@@ -346,6 +348,7 @@ def measure_pretrained(models: Sequence[tuple[str, str | None]], texts_train: Se
 
 def pretrained_table(out_dir: str | Path):
     """Every ``metrics/*.json`` of ``measure_pretrained`` under ``out_dir`` as a DataFrame."""
+    # heavy (pandas): loaded only when the table is built
     import pandas as pd
 
     paths = sorted(PretrainedLayout(resolve(out_dir)).metrics_dir.glob("*.json"))
@@ -357,7 +360,7 @@ def pretrained_table(out_dir: str | Path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Shell: python -m linguistic_collapse.stages.pretrained --model NAME[@REV] ... --corpus DIR --out DIR
+# Shell: python -m linguistic_collapse pretrained --model NAME[@REV] ... --corpus DIR --out DIR
 
 
 def _cli(args: argparse.Namespace) -> int:
@@ -389,17 +392,3 @@ def register_cli(subparsers) -> None:
     p.add_argument("--max-val-blocks", type=int, default=None)
     p.set_defaults(func=_cli)
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linguistic_collapse.stages.pretrained")
-    register_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["pretrained", *(argv if argv is not None else __import__("sys").argv[1:])])
-    try:
-        return args.func(args)
-    except UserError as err:
-        print(f"error: {err}")
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

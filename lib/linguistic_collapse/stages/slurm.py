@@ -51,8 +51,8 @@ from linguistic_collapse.core.paths import (
     repo_root,
 )
 from linguistic_collapse.lm.data import PreparedCorpus, corpus_staleness
-from linguistic_collapse.lm.model import RunName
 from linguistic_collapse.lm.profiles import Profile
+from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.stages.checkpoints import last_checkpoint
 from linguistic_collapse.stages.pipeline import (
     JOB_STAGES,
@@ -162,6 +162,7 @@ def require_sbatch() -> None:
 
 def slurm_executor(profile: Profile) -> Any:
     """A submitit SlurmExecutor configured from the profile's cluster section (no fallback)."""
+    # optional extra [slurm]: loaded only when submitting
     import submitit
 
     require_sbatch()
@@ -213,6 +214,7 @@ def _clean_on_failure(folder: Path, profile: Profile):
         with contextlib.redirect_stderr(captured):  # submitit prints sbatch's stderr too
             yield
     except Exception as err:
+        # optional extra [slurm]: loaded only when submitting
         from submitit.core.utils import FailedJobError
 
         if not isinstance(err, FailedJobError | subprocess.CalledProcessError):

@@ -58,10 +58,10 @@ from linguistic_collapse.core.provenance import CORPUS_HASHES, changed_paths
 from linguistic_collapse.lm.data import PreparedCorpus
 from linguistic_collapse.lm.devices import resolve_device
 from linguistic_collapse.lm.model import (
-    RunName,
     count_params,
     paper_param_count,
 )
+from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.lm.sections import ModelConfig, TrainingConfig
 from linguistic_collapse.stages.checkpoints import (
     last_checkpoint,
@@ -143,6 +143,7 @@ def _check_corpus(corpus: PreparedCorpus, batch_size: int) -> None:
 
 def _results(run: RunName, settings: dict, model: nn.Module, corpus: PreparedCorpus, device: torch.device,
              precision: str, records: list[dict], status: str) -> dict:
+    # heavy (transformers): loaded only when a model or tokenizer is used
     import transformers
 
     spec = run.run.as_dict()

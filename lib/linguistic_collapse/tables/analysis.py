@@ -89,6 +89,7 @@ def weighted_pearson(x: np.ndarray, y: np.ndarray, W: np.ndarray) -> np.ndarray:
 
 def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(rho, p): Spearman rank correlation and its two-sided asymptotic p (scipy)."""
+    # heavy (scipy): loaded only when this statistic is computed
     from scipy.stats import spearmanr
 
     res = spearmanr(x, y)
@@ -165,6 +166,7 @@ def partial_correlation(y: np.ndarray, x: np.ndarray, Z: np.ndarray) -> tuple[fl
     """(partial r, p): correlation of ``y`` and ``x`` after regressing both on ``Z`` (n, c) plus
     an intercept (OLS residuals), and the p-value of x's coefficient in OLS y ~ 1 + x + Z
     (that p assumes independent models; read it with the cluster bootstrap beside it)."""
+    # heavy (statsmodels): loaded only when this statistic is computed
     import statsmodels.api as sm
 
     Zc = sm.add_constant(Z, has_constant="add")  # (n, c+1)
@@ -270,6 +272,7 @@ def permutation_p(r: float, null: np.ndarray) -> float:
 
 def holm(p: Sequence[float]) -> np.ndarray:
     """Holm step-down adjusted p-values (statsmodels); NaN entries stay NaN and do not count."""
+    # heavy (statsmodels): loaded only when this statistic is computed
     from statsmodels.stats.multitest import multipletests
 
     p = np.asarray(p, dtype=float)

@@ -20,8 +20,8 @@ from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc.registry import GEOMETRY, analysis_scale, label
 from linguistic_collapse.nc.stats_file import read_layers
 from linguistic_collapse.tables.findings import Findings
+from linguistic_collapse.tables.results import SPEC_COLUMNS
 
-SPEC_COLUMNS = ["name", "run", "depth", "width", "epochs", "weight_decay", "seed", "checkpoint"]
 LAYER_COLUMNS = ["n_layer", "layer", "site", "relative_depth", "num_classes"]
 SITES = ("residual", "head_input")  # the residual stream at an index; the final norm's output
 # The headline through depth: Galanti's CDNV, (var_c + var_c') / (2 ||mu_c - mu_c'||^2), is

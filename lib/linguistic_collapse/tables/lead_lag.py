@@ -159,6 +159,7 @@ def robust_statements(robust: pd.DataFrame) -> pd.DataFrame:
 def summary_markdown(lags: pd.DataFrame) -> Any:
     """Which measures settle before, with and after the validation loss under every setting of
     ``lags`` (baselines x thresholds), per run and in all runs; the rest are "mixed"."""
+    # display libraries: loaded only when shown in a notebook
     from IPython.display import Markdown
 
     if lags.empty:

@@ -28,6 +28,7 @@ PC1_NOTE = ("The first principal component of the {k} standardised measures expl
 
 
 def _z(level: float) -> float:
+    # heavy (scipy): loaded only when this statistic is computed
     from scipy.stats import norm
 
     return float(norm.ppf(0.5 + level / 2))
@@ -48,6 +49,7 @@ def fisher_ci(r: float, n: int, level: float = 0.95) -> tuple[float, float]:
 def fisher_diff(r1: float, n1: int, r2: float, n2: int) -> tuple[float, float]:
     """(z, two-sided p) for H0 rho1 = rho2 from two independent samples: z = (atanh r1 -
     atanh r2) / sqrt(1/(n1 - 3) + 1/(n2 - 3)); NaNs when a sample is too small or |r| = 1."""
+    # heavy (scipy): loaded only when this statistic is computed
     from scipy.stats import norm
 
     if min(n1, n2) < 4 or not (np.isfinite(r1) and np.isfinite(r2)) or max(abs(r1), abs(r2)) >= 1:

@@ -56,12 +56,6 @@ def table_differences(reference: pd.DataFrame, fresh: pd.DataFrame, rtol: float 
     return problems
 
 
-def csv_differences(reference: Path, fresh: Path, rtol: float = RTOL,
-                    scale_atol: float = SCALE_ATOL) -> list[str]:
-    """``table_differences`` of two CSV files."""
-    return table_differences(pd.read_csv(reference), pd.read_csv(fresh), rtol, scale_atol)
-
-
 def largest_relative_change(reference: pd.DataFrame, fresh: pd.DataFrame
                             ) -> tuple[float, str] | None:
     """The largest relative change |a - b| / (max(|a|, |b|) + SCALE_ATOL / RTOL * scale) over

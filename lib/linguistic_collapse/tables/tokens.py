@@ -138,6 +138,7 @@ def name_test(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
     fall in the log-frequency bins (``log_frequency_bins``) holding at least one name. Returns
     the sizes, both medians, U, p and the rank-biserial effect 2U/(n1 n2) - 1 (negative: the
     names are lower)."""
+    # heavy (scipy): loaded only when this statistic is computed
     from scipy.stats import mannwhitneyu
 
     names = load_first_names() if names is None else frozenset(n.lower() for n in names)
@@ -310,6 +311,7 @@ def token_summary(tokens: pd.DataFrame, stats: Mapping[str, Any], token_id: int,
 
 def token_explorer(tokens: pd.DataFrame, stats: Mapping[str, Any], k: int = 5) -> Any:
     """A dropdown over tokens (most frequent first) that shows ``token_summary`` for the choice."""
+    # display libraries: loaded only when shown in a notebook
     import ipywidgets as widgets
     from IPython.display import display
 
