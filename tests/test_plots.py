@@ -351,3 +351,15 @@ def test_symlog_axis_labels_a_range_inside_one_decade_in_plain_numbers():
     labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
     plt.close(fig)
     assert len(labels) >= 3 and not any("e" in s or "times" in s for s in labels), labels
+
+
+def test_factor_ticks_use_a_log_axis_only_for_a_geometric_grid():
+    """Widths 32, 48, ..., 128 on a log axis crowd their top labels; 32, 64, 128 do not."""
+    import matplotlib.pyplot as plt
+    from linguistic_collapse.figures.plots import _factor_ticks
+
+    fig, (even, doubling) = plt.subplots(1, 2)
+    assert not _factor_ticks(even, pd.Series([32, 48, 64, 80, 96, 112, 128]), True)
+    assert _factor_ticks(doubling, pd.Series([32, 64, 128]), True)
+    assert (even.get_xscale(), doubling.get_xscale()) == ("linear", "log")
+    plt.close(fig)

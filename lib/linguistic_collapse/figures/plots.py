@@ -40,6 +40,8 @@ _SUBSCRIPTED = re.compile(r"([A-Za-zΣΛμσ])_([A-Za-z0-9]+)(⁺?)")
 _GREEK = {"Σ": r"\Sigma", "Λ": r"\Lambda", "μ": r"\mu", "σ": r"\sigma"}
 
 
+GEOMETRIC_STEP = 1.5  # a factor grid drawn on a log axis: every step at least this ratio
+
 def math_label(text: str) -> str:
     r"""``text`` for a matplotlib label: every ``X_y`` (and ``X_y⁺``) as mathtext
     (``Tr(Σ_W Σ_B⁺)/K`` -> ``Tr($\Sigma_{W}$ $\Sigma_{B}^{+}$)/K``); other text unchanged."""
@@ -224,14 +226,19 @@ def _grid(n_panels: int, ncols: int, panel_size: tuple[float, float] = (4.6, 3.9
     return fig, flat[:n_panels]
 
 
-def _factor_ticks(ax: Any, values: pd.Series, log_x: bool) -> None:
-    """Ticks at the factor's grid values (e.g. widths 64, 128, ...), on a log axis when asked."""
+def _factor_ticks(ax: Any, values: pd.Series, log_x: bool) -> bool:
+    """Ticks at the factor's grid values (e.g. widths 64, 128, ...); a log axis when asked and the
+    grid is geometric (every step at least ``GEOMETRIC_STEP``x): an evenly spaced grid such as
+    32, 48, ..., 128 on a log axis crowds its top labels together. Returns whether it is log."""
     levels = np.unique(values.to_numpy(dtype=float))
-    if log_x and (levels > 0).all():
+    log = bool(log_x and (levels > 0).all()
+               and (len(levels) < 2 or (levels[1:] / levels[:-1]).min() >= GEOMETRIC_STEP))
+    if log:
         ax.set_xscale("log")
     ax.xaxis.set_major_locator(ticker.FixedLocator(levels))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_locator(ticker.NullLocator())
+    return log
 
 
 def _measure_axis(ax: Any, measure: str, values: pd.Series) -> None:
@@ -263,9 +270,9 @@ def _line_panels(long: pd.DataFrame, measures: Sequence[str], x: str, xlabel: st
                             color=colors[level], ls=dashes[st])
             label = f"{hue_label} {level:g}" + (f", {style.replace('_', ' ')} {st:g}" if style else "")
             handles.setdefault(label, line)
-        _factor_ticks(ax, data[x], log_x)
+        log = _factor_ticks(ax, data[x], log_x)
         _measure_axis(ax, measure, data["value"])
-        ax.set_xlabel(xlabel, fontsize="small")
+        ax.set_xlabel(xlabel + (" (log scale)" if log else ""), fontsize="small")
     fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize="small",
                frameon=False)
     return fig
@@ -305,7 +312,7 @@ def scaling_figures(table: pd.DataFrame, measures: Sequence[str], ncols: int = 4
 
     last = long[long["epochs_trained"] == long["epochs_trained"].max()]
     n_last = last["name"].nunique() if "name" in last else len(last) // len(measures)
-    fig = _line_panels(last, measures, "width", "width d (log scale)", True, "depth", "depth",
+    fig = _line_panels(last, measures, "width", "width d", True, "depth", "depth",
                        "magma_r", ncols=ncols)
     fig.suptitle(f"Against width, one line per depth: the {n_last} models trained "
                  f"{last['epochs_trained'].max():g} epochs (last checkpoint); "
