@@ -24,6 +24,7 @@ import pandas as pd
 from linguistic_collapse.nc.registry import (
     BANDS,
     COMPARISONS,
+    PINV_MEASURES,
     PINV_RTOLS,
     REGISTRY,
     Comparison,
@@ -424,21 +425,14 @@ def cdnv_units_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 
-def pinv_column(rtol: float) -> str:
-    """nc1_pinv's column at a relative eigenvalue cut-off: "nc1_pinv" at the measure's own
-    (``PINV_RTOLS[0]``), else e.g. "nc1_pinv_rtol1e6" for 1e-6."""
-    return "nc1_pinv" if rtol == PINV_RTOLS[0] else f"nc1_pinv_rtol1e{round(-np.log10(rtol))}"
-
-
-# nc1_pinv's column per relative eigenvalue cut-off of Σ_B's pseudo-inverse (registry.PINV_RTOLS)
-PINV_CUTOFFS: dict[str, float] = {pinv_column(r): r for r in PINV_RTOLS}
+# nc1_pinv's registered measure per relative eigenvalue cut-off of Σ_B's pseudo-inverse
+PINV_CUTOFFS: dict[str, float] = dict(zip(PINV_MEASURES, PINV_RTOLS, strict=True))
 PINV_DEPENDS = "depends on the cut-off"
 
 
 def measure_columns(table: pd.DataFrame) -> list[str]:
-    """The registry's measures, then nc1_pinv's cut-off variants, that ``table`` has."""
-    names = [*REGISTRY, *(c for c in PINV_CUTOFFS if c not in REGISTRY)]
-    return [m for m in names if m in table.columns]
+    """The registry's measures (nc1_pinv's cut-off variants among them) that ``table`` has."""
+    return [m for m in REGISTRY if m in table.columns]
 
 
 def _scale_of(column: str) -> str:
