@@ -68,11 +68,7 @@ fig = plots_sensitivity.sensitivity_figure(sens, population)
 plots.show_and_save(fig, "sensitivity", cfg)
 stab = sensitivity.stability(sens, population)
 results.save_table(stab, cfg.table_path("sensitivity_stability.csv"))
-n_models = int(stab["models"].max())
-print(f"stable: 95 % upper limit of the sd of the {n_models} models' shifts ≤ {sensitivity.STABLE_SHARE:g} x "
-      f"between-model sd of the {len(population)} primary models (analysis scale); with {n_models} models that "
-      f"needs an observed sd ≤ {sensitivity.STABLE_SHARE / sensitivity.sd_factor(n_models):.3f} x between-model sd; "
-      "stability can be shown at all from 2 models, for these spreads:")
+print(sensitivity.stability_rule(int(stab["models"].max()), len(population)))
 print(results.round_sig(sensitivity.limits_table(), 3).to_string(index=False))
 results.round_sig(stab, 3)
 

@@ -208,3 +208,10 @@ def test_findings_record_the_stability_numbers(tmp_path):
     assert got["sensitivity nc1_cdnv between-model sd"][0] == "0.670"
     assert got["sensitivity nc1_cdnv stable"][0] == "no"
     assert got["sensitivity K min"] == ("1,629", "t.csv: num_classes, min") and got["sensitivity K max"][0] == "1,801"
+
+
+def test_stability_rule_states_the_needed_spread():
+    """6 models: the observed spread must be at most 0.10 / 2.09 = 0.048 of the between-model sd
+    (the pre-registration's table)."""
+    text = sensitivity_module.stability_rule(6, 42)
+    assert "6 models' shifts" in text and "42 primary models" in text and "0.048 x" in text

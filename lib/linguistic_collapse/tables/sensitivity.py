@@ -158,6 +158,15 @@ def limits_table(ns: Sequence[int] = (2, 3, 4, 5, 6, 7, 8, 10)) -> pd.DataFrame:
                          "largest_stable_share": [STABLE_SHARE / sd_factor(n) for n in ns]})
 
 
+def stability_rule(n_models: int, n_population: int) -> str:
+    """The stability rule in one line, with the observed spread it needs at ``n_models`` models
+    (printed above ``limits_table`` in 03_measure)."""
+    return (f"stable: 95 % upper limit of the sd of the {n_models} models' shifts <= "
+            f"{STABLE_SHARE:g} x between-model sd of the {n_population} primary models (analysis "
+            f"scale); with {n_models} models that needs an observed sd <= "
+            f"{STABLE_SHARE / sd_factor(n_models):.3f} x between-model sd; per number of models:")
+
+
 def min_models(sd: float, limit: float, level: float = UCL_LEVEL) -> float:
     """The fewest models whose shifts, spread with sample sd ``sd``, would have an upper limit
     ``sd * sd_factor(n)`` at most ``limit``: the minimum n at which stability can be shown at
