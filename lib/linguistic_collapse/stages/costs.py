@@ -194,7 +194,7 @@ def cpu_seconds(profile: Profile) -> dict[str, float]:
 
 
 def cpu_summary(profile: Profile) -> str:
-    """``cpu_seconds`` as one line of minutes, e.g. "2 quiet CPU cores (estimate): training 19.3 min, ..."."""
+    """``cpu_seconds`` as one line of minutes, e.g. "2 quiet CPU cores (estimate from measured throughputs): training 28.5 min, ..."."""
     parts = [f"{k} {v / 60:.1f} min" for k, v in cpu_seconds(profile).items()]
     return "2 quiet CPU cores (estimate from measured throughputs): " + ", ".join(parts)
 
