@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from linguistic_collapse.figures import class_counts, cli, save, scaling, style, table1, training  # noqa: E402
 from linguistic_collapse.figures.loss import loss_vs_measures  # noqa: E402
-from linguistic_collapse.figures.tokens import token_frequency_figure  # noqa: E402
+from linguistic_collapse.figures.tokens import token_explorer, token_frequency_figure  # noqa: E402
 from linguistic_collapse.nc import registry  # noqa: E402
 from linguistic_collapse.nc.registry import MEASURES  # noqa: E402
 from linguistic_collapse.tables import analysis, claims, results, sample_sizes  # noqa: E402
@@ -232,6 +232,17 @@ def test_token_frequency_figure_highlights_names():
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     highlighted = ax.collections[1].get_offsets()
     np.testing.assert_allclose(np.asarray(highlighted), [[50, 0.1], [30, 0.2]])
+
+
+def test_token_explorer_offers_tokens_by_count_and_shows_each_choice():
+    tokens = pd.DataFrame({"token_id": [0, 1, 2], "token": ["a", "b", "c"], "count": [5, 50, 20],
+                           "variability": [0.3, 0.1, 0.2], "interference": [0.0, 0.1, 0.2]})
+    counts = np.array([5, 50, 20])
+    stats = {"counts": counts, "sums": np.random.default_rng(0).standard_normal((3, 4)) * counts[:, None]}
+    picker, _ = token_explorer(tokens, stats, k=1).children
+    assert [value for _, value in picker.options] == [1, 2, 0]  # most frequent first
+    assert picker.options[0][0] == "'b' (id 1, n=50)" and picker.value == 1
+    picker.value = 0  # the summary of another token is drawn without error
 
 
 @pytest.mark.slow  # the whole figures command: bootstrap correlations and every paper figure
