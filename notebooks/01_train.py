@@ -10,10 +10,12 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from linguistic_collapse.figures import plots, plots_training, walkthrough
+from linguistic_collapse.figures.class_counts import token_frequency_rank
+from linguistic_collapse.figures.save import show_and_save
+from linguistic_collapse.figures.training import loss_grid_heatmaps, training_curves
 from linguistic_collapse.series import paper
 from linguistic_collapse.stages import costs, pipeline
-from linguistic_collapse.tables import results, training_checks
+from linguistic_collapse.tables import results, sample_sizes, training_checks
 from linguistic_collapse.tables.findings import Findings
 
 cfg = paper.notebook_setup(profile, progress=progress)
@@ -29,7 +31,7 @@ cfg
 corpus = pipeline.prepare_profile_corpus(cfg.profile, progress=cfg.progress)
 
 # %%
-walkthrough.corpus_sizes(corpus)
+sample_sizes.corpus_sizes(corpus)
 
 # %% [markdown]
 # A training block, decoded, and its first tokens as the model sees them:
@@ -44,8 +46,8 @@ print(tokenizer.convert_ids_to_tokens(block[:24].tolist()))
 # How often each token occurs as a training target, by frequency rank (log-log; a Zipf-like line). The rare classes on the right are the ones `02_collect` sees only a handful of times.
 
 # %%
-fig = walkthrough.token_frequency_rank(corpus.train_blocks(), tokenizer)
-plots.show_and_save(fig, "corpus_token_frequency", cfg)
+fig = token_frequency_rank(corpus.train_blocks(), tokenizer)
+show_and_save(fig, "corpus_token_frequency", cfg)
 
 # %% [markdown]
 # ## The grid
@@ -72,8 +74,8 @@ pipeline.train_all(cfg.profile, corpus=corpus, progress=cfg.progress)
 
 # %%
 runs = results.load_run_results(cfg.profile.out_path)
-fig = plots_training.training_curves(runs)
-plots.show_and_save(fig, "training_curves", cfg)
+fig = training_curves(runs)
+show_and_save(fig, "training_curves", cfg)
 
 # %% [markdown]
 # ## Validation loss over width × depth
@@ -82,8 +84,8 @@ plots.show_and_save(fig, "training_curves", cfg)
 
 # %%
 train_table = results.training_table(cfg.profile.out_path, cfg.profile.runs())
-fig = plots_training.loss_grid_heatmaps(train_table)
-plots.show_and_save(fig, "loss_grid", cfg)
+fig = loss_grid_heatmaps(train_table)
+show_and_save(fig, "loss_grid", cfg)
 
 # %% [markdown]
 # ## Summary

@@ -11,12 +11,13 @@ progress = True  # tqdm bars here; `make paper` sets False and prints progress l
 
 # %%
 from linguistic_collapse.core.paths import Layout
-from linguistic_collapse.figures import plots, walkthrough
+from linguistic_collapse.figures.class_counts import class_count_figure
+from linguistic_collapse.figures.save import show_and_save
 from linguistic_collapse.lm import runs
 from linguistic_collapse.nc import accumulate, stats_file
 from linguistic_collapse.series import paper
 from linguistic_collapse.stages import pipeline
-from linguistic_collapse.tables import findings
+from linguistic_collapse.tables import findings, sample_sizes
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg
@@ -39,7 +40,7 @@ print(f"model {ck}: {paper.short(path)}")
 
 # %%
 stats, meta = stats_file.read_stats(path)
-walkthrough.stats_contents(stats, meta)
+sample_sizes.stats_contents(stats, meta)
 
 # %% [markdown]
 # ### How many samples does each class get?
@@ -48,16 +49,16 @@ walkthrough.stats_contents(stats, meta)
 
 # %%
 counts = stats["counts"].numpy()
-fig = walkthrough.class_count_figure(counts, thresholds=(1, 5, 20))
-plots.show_and_save(fig, "class_counts", cfg)
-walkthrough.class_count_thresholds(counts, thresholds=(1, 5, 20))
+fig = class_count_figure(counts, thresholds=(1, 5, 20))
+show_and_save(fig, "class_counts", cfg)
+sample_sizes.class_count_thresholds(counts, thresholds=(1, 5, 20))
 
 # %% [markdown]
 # The sample every model's statistics rest on (the same blocks for every model), recorded in `findings.md`:
 
 # %%
 found = findings.Findings(cfg.table_path("findings.md"), "02_collect")
-summary = walkthrough.record_collection(found, counts, meta)
+summary = sample_sizes.record_collection(found, counts, meta)
 found.save()
 summary
 

@@ -10,7 +10,8 @@ results_table = None  # override: write the table elsewhere (needs output_dir to
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from linguistic_collapse.figures import plots, plots_sensitivity
+from linguistic_collapse.figures.save import show_and_save
+from linguistic_collapse.figures.sensitivity import sensitivity_figure
 from linguistic_collapse.lm.devices import resolve_device
 from linguistic_collapse.series import paper
 from linguistic_collapse.stages import pipeline
@@ -64,8 +65,8 @@ results.save_table(sensitivity.changes(sens, population), cfg.table_path("sensit
 results.round_sig(sens[["checkpoint", "fraction", "draw", "train_tokens", "num_classes", "median_class_count", "frac_singletons"]], 3)
 
 # %%
-fig = plots_sensitivity.sensitivity_figure(sens, population)
-plots.show_and_save(fig, "sensitivity", cfg)
+fig = sensitivity_figure(sens, population)
+show_and_save(fig, "sensitivity", cfg)
 stab = sensitivity.stability(sens, population)
 results.save_table(stab, cfg.table_path("sensitivity_stability.csv"))
 print(sensitivity.stability_rule(int(stab["models"].max()), len(population)))

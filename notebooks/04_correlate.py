@@ -9,7 +9,9 @@ results_table = None  # override: any table with the schema of runs/<profile>/re
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from linguistic_collapse.figures import plots, plots_loss
+from linguistic_collapse.figures.loss import loss_vs_measures
+from linguistic_collapse.figures.save import show_and_save
+from linguistic_collapse.figures.scaling import scaling_figures
 from linguistic_collapse.nc import registry
 from linguistic_collapse.series import paper
 from linguistic_collapse.tables import analysis, claims, findings, results, robustness, scaling
@@ -36,8 +38,8 @@ analysis.correlation_summary(corr)
 # The paper's claim: all four improve with scale and correlate with lower validation loss, NC1 (CDNV), GNC2 and NC4 strongly. Compare the R² in each panel. Loss-plateau models (found as in the claims below) are triangles; the dashed line fits all models, the solid one the rest, and each panel gives both R².
 
 # %%
-fig = plots_loss.loss_vs_measures(table, registry.figure_measures("fig1"), corr)
-plots.show_and_save(fig, "fig1_loss_vs_nc", cfg)
+fig = loss_vs_measures(table, registry.figure_measures("fig1"), corr)
+show_and_save(fig, "fig1_loss_vs_nc", cfg)
 
 # %% [markdown]
 # ## Figure 2 · Equinormness, equiangularity, hyperspherical uniformity
@@ -45,8 +47,8 @@ plots.show_and_save(fig, "fig1_loss_vs_nc", cfg)
 # Claim: equinormness relates negligibly to loss, equiangularity somewhat, GNC2 strongly — class means head toward a uniform spread on the sphere, not a simplex ETF. Equiangularity is shown as the paper measures it: the coefficient of variation of the interference (std / |mean| of the pairwise cosines).
 
 # %%
-fig = plots_loss.loss_vs_measures(table, registry.figure_measures("fig2"), corr)
-plots.show_and_save(fig, "fig2_loss_vs_nc2", cfg)
+fig = loss_vs_measures(table, registry.figure_measures("fig2"), corr)
+show_and_save(fig, "fig2_loss_vs_nc2", cfg)
 
 # %% [markdown]
 # ## Figure 3 · Self-duality (NC3) and uniform duality (UNC3)
@@ -54,8 +56,8 @@ plots.show_and_save(fig, "fig2_loss_vs_nc2", cfg)
 # Claim: NC3 relates negligibly to loss, UNC3 clearly. Markers and lines as in Figure 1.
 
 # %%
-fig = plots_loss.loss_vs_measures(table, registry.figure_measures("fig3"), corr)
-plots.show_and_save(fig, "fig3_loss_vs_nc3", cfg)
+fig = loss_vs_measures(table, registry.figure_measures("fig3"), corr)
+show_and_save(fig, "fig3_loss_vs_nc3", cfg)
 
 # %% [markdown]
 # ## Companions · the classic NC1, the ETF error and the self-duality error
@@ -63,8 +65,8 @@ plots.show_and_save(fig, "fig3_loss_vs_nc3", cfg)
 # Not in the paper's figures, but logged by the authors (`etf_error`, `dual_error`; R² 0.738 and 0.666 on their 230 models) or expected by every NC researcher (Papyan's Tr(Σ_W Σ_B⁺)/K): which NC2 and NC3 statistic is read changes how strongly it tracks loss.
 
 # %%
-fig = plots_loss.loss_vs_measures(table, registry.figure_measures("companions"), corr)
-plots.show_and_save(fig, "fig_companions", cfg)
+fig = loss_vs_measures(table, registry.figure_measures("companions"), corr)
+show_and_save(fig, "fig_companions", cfg)
 
 # %% [markdown]
 # ## The CDNV and its units
@@ -73,8 +75,8 @@ plots.show_and_save(fig, "fig_companions", cfg)
 
 # %%
 print(claims.CDNV_UNITS_NOTE)
-fig = plots_loss.loss_vs_measures(table, ["nc1_cdnv", "nc1_cdnv_galanti"], corr)
-plots.show_and_save(fig, "cdnv_units", cfg)
+fig = loss_vs_measures(table, ["nc1_cdnv", "nc1_cdnv_galanti"], corr)
+show_and_save(fig, "cdnv_units", cfg)
 units = claims.cdnv_units_table(table)
 claims.add_units_findings(found, units)
 results.round_sig(units, 3)
@@ -85,8 +87,8 @@ results.round_sig(units, 3)
 # Each measure against model size, then against width (one line per depth) and against epochs trained (one line per width and weight decay): does collapse develop with scale and training? Each figure's title says what it averages over.
 
 # %%
-for name, fig in plots.scaling_figures(table, registry.MEASURES).items():
-    plots.show_and_save(fig, name, cfg)
+for name, fig in scaling_figures(table, registry.MEASURES).items():
+    show_and_save(fig, name, cfg)
 
 # %% [markdown]
 # ## Does collapse develop with scale and training? (pre-registered test)

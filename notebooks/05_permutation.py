@@ -9,7 +9,8 @@ results_table = None  # override: any table with the schema of runs/<profile>/re
 output_dir = None  # override: folder for tables and figures instead of runs/ and figures/<profile>/
 
 # %%
-from linguistic_collapse.figures import plots
+from linguistic_collapse.figures.save import show_and_save
+from linguistic_collapse.figures.table1 import table1_figure
 from linguistic_collapse.series import paper
 from linguistic_collapse.tables import analysis, results
 from linguistic_collapse.tables.findings import Findings
@@ -39,8 +40,8 @@ analysis.table1_display(perm)
 # |r| per measure, significant ones (Holm p < 0.05) marked. The paper finds NC1, GNC2 and UNC3 (among others) significant across 21 seeds of one architecture.
 
 # %%
-fig = plots.table1_figure(perm)
-plots.show_and_save(fig, "table1_permutation", cfg)
+fig = table1_figure(perm)
+show_and_save(fig, "table1_permutation", cfg)
 
 # %% [markdown]
 # ## Findings

@@ -11,7 +11,8 @@ output_dir = None  # override: folder for tables and figures instead of runs/ an
 
 # %%
 from linguistic_collapse.core.paths import Layout
-from linguistic_collapse.figures import plots
+from linguistic_collapse.figures.save import show_and_save
+from linguistic_collapse.figures.tokens import token_explorer, token_frequency_figure
 from linguistic_collapse.lm import data
 from linguistic_collapse.nc import measure, stats_file
 from linguistic_collapse.series import paper
@@ -39,8 +40,8 @@ print(tok.exclusion_note(tokens, min_count))
 # First names in red; every class is drawn. The paper reports that names are far more collapsed (lower variability and interference) than the average token, and that the average token's interference is positive.
 
 # %%
-fig = plots.token_frequency_figure(tokens)
-plots.show_and_save(fig, "tokens_frequency", cfg)
+fig = token_frequency_figure(tokens)
+show_and_save(fig, "tokens_frequency", cfg)
 
 # %% [markdown]
 # ## First names against the average token
@@ -97,7 +98,7 @@ results.round_sig(tok.most_and_least_collapsed(tokens, k=10, min_count=min_count
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-tok.token_explorer(tokens, stats)
+token_explorer(tokens, stats)
 
 # %%
 findings = Findings(cfg.table_path("findings.md"), "06_tokens")

@@ -10,7 +10,8 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from linguistic_collapse.figures import plots, plots_layers
+from linguistic_collapse.figures.depth import depth_figure
+from linguistic_collapse.figures.save import show_and_save
 from linguistic_collapse.series import paper
 from linguistic_collapse.tables import depth, results
 from linguistic_collapse.tables.findings import Findings
@@ -35,7 +36,7 @@ results.round_sig(table[table["name"] == table["name"].iloc[-1]], 4) if len(tabl
 # One line per model through its residual stream, coloured by width; stars: the head input. The first panel is the headline, Galanti's CDNV, which is scale-free. The CDNVs and the log-kernel variance are on log scales. The log-norm CV and the interference CV are coefficients of variation whose mean can be near 0, so a few layers of a few models reach hundreds: their panels use a log scale when every value is positive and otherwise a symmetric-log scale, linear within ±1 and logarithmic beyond. Each panel's title says which scale it uses.
 
 # %%
-plots.show_and_save(plots_layers.depth_figure(table), "layers_depth", cfg)
+show_and_save(depth_figure(table), "layers_depth", cfg)
 
 # %% [markdown]
 # ## What the population shows

@@ -8,7 +8,8 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from linguistic_collapse.figures import plots, plots_dynamics
+from linguistic_collapse.figures.dynamics import dynamics_figure, summary_markdown
+from linguistic_collapse.figures.save import show_and_save
 from linguistic_collapse.series import paper
 from linguistic_collapse.stages import dynamics
 from linguistic_collapse.tables import lead_lag, results
@@ -43,8 +44,8 @@ results.round_sig(dynamics.grid_agreement(cfg.profile, table), 6)
 # One panel per quantity, the validation loss first, one colour per run; measures analysed on a log scale are drawn on one. A dotted line in a run's colour marks the point from which the quantity has covered 90 % of its total change (initialisation to the last snapshot) for good. A measure whose dotted line lies left of the loss's settles before the loss; right of it, after. Runs with the same seed see the same blocks in their first epoch, so their curves share the x axis. A value at initialisation far outside the range of the later snapshots (a CV whose mean is near 0 at random weights, such as the interference CV or the duality CV) would squash the curve: the panel is fitted to the later snapshots and that value is drawn as a triangle at the panel's edge with its value written beside it.
 
 # %%
-fig = plots_dynamics.dynamics_figure(table)
-plots.show_and_save(fig, "dynamics", cfg)
+fig = dynamics_figure(table)
+show_and_save(fig, "dynamics", cfg)
 
 # %% [markdown]
 # ## Lead and lag
@@ -72,7 +73,7 @@ both = lead_lag.robust_statements(robust)
 both
 
 # %%
-lead_lag.summary_markdown(lags)
+summary_markdown(lags)
 
 # %%
 findings = Findings(cfg.table_path("findings.md"), "08_dynamics")

@@ -179,7 +179,7 @@ def test_table1_with_too_few_replicas_says_so_and_draws_a_note():
     import matplotlib
 
     matplotlib.use("Agg")
-    from linguistic_collapse.figures.plots import table1_figure
+    from linguistic_collapse.figures.table1 import table1_figure
     from linguistic_collapse.tables.analysis import table1
 
     two = pd.DataFrame({"val_loss": [1.0, 2.0], **{m: [0.1, 0.2] for m in MEASURES}})

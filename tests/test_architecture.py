@@ -1,4 +1,5 @@
-"""The import graph of lib/: layered by ``linguistic_collapse.LAYERS``, no cycles, long modules reported."""
+"""The import graph of lib/: layered by ``linguistic_collapse.LAYERS``, no cycles, display libraries
+only in figures and series, every module in docs/architecture.md, long modules reported."""
 
 import ast
 import re
@@ -128,6 +129,44 @@ def test_the_checker_sees_local_imports_cycles_and_package_attributes():
         == ["a", "b", "c", "a"]
     assert _find_cycle({"a": [("b", 1, False)], "b": []}) is None
     assert _target("linguistic_collapse.stages.collect.collect_model_stats") == "linguistic_collapse.stages.collect"
+
+
+# Display libraries: drawing and showing belong to the figures and the notebook series
+DISPLAY_LIBRARIES = ("matplotlib", "seaborn", "ipywidgets", "IPython")
+DISPLAY_PACKAGES = ("figures", "series")
+
+
+def _display_imports(source: str) -> list[tuple[int, str]]:
+    """(line, name) of every import of a display library in ``source``, top-level or inside a
+    function."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [(node.lineno, n) for n in names if n.split(".")[0] in DISPLAY_LIBRARIES]
+    return found
+
+
+def test_display_code_lives_in_figures_and_series():
+    """matplotlib, seaborn, ipywidgets and IPython are imported only in ``figures`` and
+    ``series``: tables compute, figures draw and show."""
+    wrong = [f"{m}:{line} imports {name}" for m, p in MODULES.items()
+             if (m.split(".") + [""])[1] not in DISPLAY_PACKAGES
+             for line, name in _display_imports(p.read_text())]
+    assert not wrong, "display code outside figures/series (move it to a figures module):\n" \
+        + "\n".join(wrong)
+
+
+def test_the_display_check_can_fail():
+    source = ("import numpy as np\nimport matplotlib.pyplot as plt\nfrom .plots import x\n"
+              "def f():\n    # display\n    import ipywidgets as w\n    from IPython.display import Markdown\n"
+              "    import seaborn\n    import matplotlib_inline\n")
+    assert _display_imports(source) == [(2, "matplotlib.pyplot"), (6, "ipywidgets"),
+                                        (7, "IPython.display"), (8, "seaborn")]
 
 
 # Names of files and folders inside an output folder: only linguistic_collapse.core spells them

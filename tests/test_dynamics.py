@@ -233,13 +233,14 @@ def test_changed_cap_recollects_and_changed_training_retrains(done, tmp_path, ti
 
 
 def test_no_dynamics_runs_give_an_empty_table_figure_and_summary(tmp_path, tiny_profile):
-    from linguistic_collapse.figures.plots_dynamics import dynamics_figure
+    from linguistic_collapse.figures.dynamics import dynamics_figure, summary_markdown
 
     p = dyn_profile(tiny_profile, tmp_path, runs=[])
     table = dynamics.run_all(p, progress=False)
     assert table.empty and not (p.out_path / "dynamics").exists()
     lags = lead_lag.lead_lag_table(table)
-    assert lags.empty and "No dynamics runs" in lead_lag.summary_markdown(lags).data
+    assert lags.empty and "No dynamics runs" in lead_lag.summary_text(lags)
+    assert summary_markdown(lags).data == lead_lag.summary_text(lags)  # the notebook's Markdown
     assert len(dynamics_figure(table).axes) == 1
 
 
@@ -305,7 +306,7 @@ def test_lead_lag_table_verdicts_and_summary():
     lags = lead_lag.lead_lag_table(table, ["nc1_cdnv"])
     assert dict(zip(lags["run"], lags["settles"], strict=True)) == {
         "late": "after", "early": "before", "same": "with"}
-    text = lead_lag.summary_markdown(lags).data
+    text = lead_lag.summary_text(lags)
     assert "**late**" in text and "After it: NC1: CDNV" in text
     with pytest.raises(ValueError, match="one run's table"):
         lead_lag.lead_lag(table, "nc1_cdnv")
@@ -322,7 +323,7 @@ def test_diff_xcorr_prefers_the_smallest_lag_on_ties_and_handles_flat_series():
 
 
 def test_dynamics_figure_has_one_panel_per_quantity():
-    from linguistic_collapse.figures.plots_dynamics import dynamics_figure
+    from linguistic_collapse.figures.dynamics import dynamics_figure
 
     table = pd.concat([synthetic(7).assign(run="a"), synthetic(-5).assign(run="b")])
     fig = dynamics_figure(table, ncols=2)
@@ -365,12 +366,12 @@ def test_lead_lag_settings_and_robust_verdicts_on_a_constructed_lag():
     assert both["all_runs"].tolist() == ["none"]
     only_late = lead_lag.robust_statements(lead_lag.robust_verdicts(lags[lags["run"] == "late"]))
     assert only_late["all_runs"].tolist() == ["after"] and only_late["never_before"].all()
-    text = lead_lag.summary_markdown(lags).data
+    text = lead_lag.summary_text(lags)
     assert "all 6 settings" in text and "Depends on the setting: NC1: CDNV" in text
 
 
 def test_dynamics_figure_draws_an_off_scale_initial_value_at_the_edge():
-    from linguistic_collapse.figures.plots_dynamics import dynamics_figure
+    from linguistic_collapse.figures.dynamics import dynamics_figure
 
     table = synthetic(0, "nc4_agreement").rename(columns={"nc4_agreement": "unc3_duality_cv"})
     plain = [ax for ax in dynamics_figure(table, ncols=2).axes if ax.axison][1]

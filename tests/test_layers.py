@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.figures import plots_layers
+from linguistic_collapse.figures.depth import depth_figure
 from linguistic_collapse.lm.model import build_model, final_features, gpt_neo_config
 from linguistic_collapse.lm.residual import residual_features
 from linguistic_collapse.lm.runs import RunName
@@ -270,13 +270,13 @@ def test_table_summary_and_figure(tmp_path):
     assert summary.loc["nc1_cdnv", "largest_step"] == "0->1"  # log10: 3 -> 2 beats 2 -> 1.5
     assert "50% of 2 models" in depth.describe_depth(depth.depth_summary(table))
     assert depth.depth_summary(table, min_blocks=3)["models"].eq(0).all()
-    fig = plots_layers.depth_figure(table)
+    fig = depth_figure(table)
     assert len(fig.axes) == len(GEOMETRY)
     empty = depth.layers_table(tmp_path, [c])
     assert empty.empty and list(empty.columns) == list(table.columns)
     assert depth.depth_summary(empty)["models"].eq(0).all()
     assert "collect.layers" in depth.describe_depth(depth.depth_summary(empty))
-    plots_layers.depth_figure(empty)
+    depth_figure(empty)
     with pytest.raises(FileNotFoundError):
         depth.layers_table(tmp_path, [RunName(4, 64, 1, 0.1, 0).at(1)])
 
@@ -387,7 +387,7 @@ def test_depth_figure_uses_symlog_for_signed_cvs_and_log_for_positive_ones():
     table = pd.concat([_stream("a", [1.0, 2.0, 600.0], {}), _stream("b", [1.0, 2.0, 3.0], {})],
                       ignore_index=True)
     table.loc[0, "nc2_lognorm_cv"] = -13.0
-    fig = plots_layers.depth_figure(table)
+    fig = depth_figure(table)
     by_title = {ax.get_title().split("\n")[0].split(" (")[0]: ax for ax in fig.axes}
     assert by_title["NC2: log-norm CV"].get_yscale() == "symlog"
     assert by_title["NC2: interference CV"].get_yscale() == "log"
@@ -400,7 +400,7 @@ def test_depth_figure_draws_one_summary_per_depth_and_counts_falls():
     table = pd.concat([_stream("a", [4.0, 2.0, 1.0], {}), _stream("b", [1.0, 3.0, 2.0], {}),
                        _stream("c", [5.0, 4.0, 3.0, 2.0, 1.0], {}), _stream("d", [4.0, 3.0, 2.0, 1.0, 2.0], {})],
                       ignore_index=True)
-    fig = plots_layers.depth_figure(table, ["nc1_cdnv_galanti"])
+    fig = depth_figure(table, ["nc1_cdnv_galanti"])
     ax = fig.axes[0]
     assert ax.get_title().endswith("falls all the way: L2 1/2, L4 1/2")
     medians = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]

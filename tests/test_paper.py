@@ -16,7 +16,7 @@ from checkout import REPO_ROOT
 from linguistic_collapse.core import paths
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout
-from linguistic_collapse.figures import plots
+from linguistic_collapse.figures.save import save_figure
 from linguistic_collapse.lm.profiles import load_profile
 from linguistic_collapse.series.paper import (
     notebook_setup,
@@ -110,7 +110,7 @@ def test_save_paths_under_the_redirect_leave_tracked_files_alone():
     for where in (cfg, "smoke"):  # a notebook's cfg and a bare profile name
         fig, ax = plt.subplots()
         ax.plot([1, 2], [2, 1])
-        paths = plots.save_figure(fig, "training_curves", where)
+        paths = save_figure(fig, "training_curves", where)
         assert all(p.parent == linguistic_collapse.core.paths.output_root() / "figures" / "smoke" for p in paths)
     table = results.load_table(cfg.results_table)
     results.save_table(table, cfg.table_path("results.csv"))
@@ -124,8 +124,8 @@ def test_figures_are_byte_stable(tmp_path):
         ax.set_title("stable")
         return fig
 
-    first = [p.read_bytes() for p in plots.save_figure(draw(), "a", "t", figures_dir=tmp_path)]
-    second = [p.read_bytes() for p in plots.save_figure(draw(), "a", "t", figures_dir=tmp_path)]
+    first = [p.read_bytes() for p in save_figure(draw(), "a", "t", figures_dir=tmp_path)]
+    second = [p.read_bytes() for p in save_figure(draw(), "a", "t", figures_dir=tmp_path)]
     assert first == second
     assert b"Software" not in first[0] and b"matplotlib.org" not in first[1].split(b"<svg", 1)[1][:400]
 

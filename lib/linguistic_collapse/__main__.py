@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge-stats": ("stages.stats_cli", "merge the shard files of one statistics pass"),
     "measure": ("stages.stats_cli", "neural-collapse measures of a stats file"),
     "analyze": ("tables.analysis", "results table, correlations and permutation test as CSVs"),
-    "figures": ("figures.figures_cli", "Figures 1-3 from a results table"),
+    "figures": ("figures.cli", "Figures 1-3 from a results table"),
     "import-authors": ("tables.authors", "the authors' published lc-*.csv as a results table"),
     "pretrained": ("stages.pretrained", "measure hub or local pretrained causal LMs on a corpus"),
 }

@@ -58,7 +58,7 @@ from linguistic_collapse.core.paths import (
     short,
     tables_dir_for,
 )
-from linguistic_collapse.figures import plots
+from linguistic_collapse.figures.style import apply_style
 from linguistic_collapse.lm.devices import apply_thread_setting
 from linguistic_collapse.lm.profiles import Profile, load_profile, profile_arg, profile_path
 from linguistic_collapse.series.progress import ProgressWatcher, hms, stage_counter
@@ -137,7 +137,7 @@ def notebook_setup(profile: str | Profile, *, results_table: str | os.PathLike |
     _apply_kernel_threads()
     _unwrapped_table_text()
     if style:
-        plots.apply_style()
+        apply_style()
     return NotebookConfig(prof, table, tables_dir, figures_dir, bool(progress))
 
 

@@ -17,7 +17,7 @@ Measures per layer (``GEOMETRY``: NC1 both CDNVs, NC2 norm and interference, GNC
 Example::
 
     table = depth.layers_table("data/cpu", profile.checkpoints())  # linguistic_collapse.tables.depth
-    fig = plots_layers.depth_figure(table)                         # linguistic_collapse.figures.plots_layers
+    fig = depth_figure(table)                  # linguistic_collapse.figures.depth
     depth.depth_summary(table)                 # monotone? largest change where?
 """
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -156,14 +155,12 @@ def robust_statements(robust: pd.DataFrame) -> pd.DataFrame:
             .rename_axis(columns=None))
 
 
-def summary_markdown(lags: pd.DataFrame) -> Any:
+def summary_text(lags: pd.DataFrame) -> str:
     """Which measures settle before, with and after the validation loss under every setting of
-    ``lags`` (baselines x thresholds), per run and in all runs; the rest are "mixed"."""
-    # display libraries: loaded only when shown in a notebook
-    from IPython.display import Markdown
-
+    ``lags`` (baselines x thresholds), per run and in all runs; the rest are "mixed". Markdown
+    text (a notebook shows it through ``linguistic_collapse.figures.dynamics.summary_markdown``)."""
     if lags.empty:
-        return Markdown("No dynamics runs in this profile (its `dynamics.runs` is empty).")
+        return "No dynamics runs in this profile (its `dynamics.runs` is empty)."
     robust = robust_verdicts(lags)
     n_settings = lags.groupby(["baseline", "threshold"]).ngroups
     settings = (f"{n_settings} setting{'s' if n_settings != 1 else ''} (baselines "
@@ -186,7 +183,7 @@ def summary_markdown(lags: pd.DataFrame) -> Any:
                  f"{held['with']}. After it: {held['after']}. Never before the loss (after or "
                  f"with it in every setting): {side['never_before']}. Never after it: "
                  f"{side['never_after']}.")
-    return Markdown("\n".join(lines))
+    return "\n".join(lines)
 
 
 def record_findings(findings: Findings, table: pd.DataFrame, lags: pd.DataFrame) -> None:

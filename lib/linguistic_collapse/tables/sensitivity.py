@@ -10,7 +10,7 @@ model leaves a cross-model R² unchanged, so ``stability`` judges the spread of 
 between models (its upper confidence limit) against the spread between the primary
 population's models (``linguistic_collapse.tables.claims.grid_final_rows``) on the same
 scale, and reports the shared shift
-without judging it (figure: ``linguistic_collapse.figures.plots_sensitivity``). A class seen once has zero within-class variance by construction, so the
+without judging it (figure: ``linguistic_collapse.figures.sensitivity``). A class seen once has zero within-class variance by construction, so the
 table also says how many classes are seen and how often. A smaller sample also sees fewer
 classes, so a fixed-K variant (``fixed_k_table``) measures every sample of a run on only the
 classes present in all of them (``linguistic_collapse.nc.subset.restrict_classes``).

@@ -1,6 +1,6 @@
 """Per-token analysis (paper section 5, per-class measures): decoded token table, first names
-against the average token, the most and least collapsed tokens, nearest classes, and the
-ipywidgets explorer of ``06_tokens``.
+against the average token, the most and least collapsed tokens, nearest classes, and one
+token's summary (shown by the explorer of ``linguistic_collapse.figures.tokens``).
 
 Rankings and comparisons use only classes with at least ``min_count`` training samples: a
 class seen once has zero within-class variance by construction, and few samples make its
@@ -295,7 +295,7 @@ def nearest_classes(stats_or_means: Any, token_id: int, k: int = 5) -> pd.DataFr
 
 
 # ---------------------------------------------------------------------------------------------
-# Explorer
+# One token (shown by linguistic_collapse.figures.tokens.token_explorer)
 
 
 def token_summary(tokens: pd.DataFrame, stats: Mapping[str, Any], token_id: int, k: int = 5) -> pd.DataFrame:
@@ -307,25 +307,3 @@ def token_summary(tokens: pd.DataFrame, stats: Mapping[str, Any], token_id: int,
     near = near.merge(tokens[["token_id", "token", "count"]], on="token_id", how="left")
     head = row[["token_id", "token", "count", "variability", "interference"]].assign(cosine=float("nan"))
     return pd.concat([head.assign(role="token"), near.assign(role="nearest")], ignore_index=True)
-
-
-def token_explorer(tokens: pd.DataFrame, stats: Mapping[str, Any], k: int = 5) -> Any:
-    """A dropdown over tokens (most frequent first) that shows ``token_summary`` for the choice."""
-    # display libraries: loaded only when shown in a notebook
-    import ipywidgets as widgets
-    from IPython.display import display
-
-    ordered = tokens.sort_values("count", ascending=False)
-    options = [(f"{t!r} (id {i}, n={n})", int(i)) for t, i, n in
-               zip(ordered["token"], ordered["token_id"], ordered["count"], strict=True)]
-    picker = widgets.Dropdown(options=options, description="token")
-    out = widgets.Output()
-
-    def show(change: Any = None) -> None:
-        out.clear_output()
-        with out:
-            display(token_summary(tokens, stats, picker.value, k=k).round(4))
-
-    picker.observe(show, names="value")
-    show()
-    return widgets.VBox([picker, out])

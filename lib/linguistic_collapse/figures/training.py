@@ -1,5 +1,6 @@
 """The figures of ``01_train``: training curves (seed replicas distinguishable) and the final
-validation loss by depth x width on one shared colour scale, in the style of ``linguistic_collapse.figures.plots``.
+validation loss by depth x width on one shared colour scale, in the style of
+``linguistic_collapse.figures.style``.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from linguistic_collapse.figures.plots import (
+from linguistic_collapse.figures.style import (
     LOSS_LABEL,
     PARAMS_CMAP,
-    _grid,
     add_param_colorbar,
+    panel_grid,
     param_norm,
 )
 from linguistic_collapse.lm.runs import RunName
@@ -46,7 +47,7 @@ def training_curves(results_by_run: Mapping[str, Mapping[str, Any]]) -> Figure:
     replicas = sorted(_replica_groups(list(results_by_run)))
     offsets = dict(zip(replicas, np.linspace(0.06, 0.3, len(replicas)) if len(replicas) > 1 else [0.06],
                        strict=False))  # to the right of the epoch, one offset per replica
-    fig, axes = _grid(2, 2)
+    fig, axes = panel_grid(2, 2)
     for name, results in results_by_run.items():
         cks = sorted(results["checkpoints"], key=lambda c: c["epoch"])
         color = plt.get_cmap(PARAMS_CMAP)(norm(results["n_params"]))
@@ -78,7 +79,7 @@ def loss_grid_heatmap(table: pd.DataFrame, epochs: int | None = None,
                       vmax: float | None = None, ax: Any = None, cbar: bool = True) -> Figure:
     """Validation loss over depth x width for one variant (final checkpoint, mean over seeds);
     ``vmin``/``vmax`` fix the colour scale (shared across variants by ``loss_grid_heatmaps``)."""
-    # heavy (matplotlib): loaded only when a figure is drawn
+    # heavy (seaborn): loaded only when a heatmap is drawn
     import seaborn as sns
 
     rows = _final_rows(table)
@@ -112,7 +113,7 @@ def loss_grid_heatmaps(table: pd.DataFrame, ncols: int = 2) -> Figure:
     means = rows.groupby(["epochs", "weight_decay", "depth", "width"])[LOSS].mean()
     vmin, vmax = float(means.min()), float(means.max())
     n_d, n_w = rows["depth"].nunique(), rows["width"].nunique()
-    fig, axes = _grid(len(variants), ncols, panel_size=(1.2 * n_w + 2.0, 0.8 * n_d + 1.6))
+    fig, axes = panel_grid(len(variants), ncols, panel_size=(1.2 * n_w + 2.0, 0.8 * n_d + 1.6))
     for ax, (ep, wd) in zip(axes, variants, strict=True):
         loss_grid_heatmap(rows, epochs=ep, weight_decay=wd, vmin=vmin, vmax=vmax, ax=ax, cbar=False)
     mappable = plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap="rocket_r")

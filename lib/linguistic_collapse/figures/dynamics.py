@@ -1,18 +1,20 @@
-"""The figure of collapse through training (notebook 08_dynamics): the validation loss and every
-measure against tokens seen, one line per dynamics run, in the style of ``linguistic_collapse.figures.plots``.
+"""Collapse through training as ``08_dynamics`` shows it: the validation loss and every measure
+against tokens seen, one line per dynamics run (``dynamics_figure``), and which measures settle
+before, with and after the loss (``summary_markdown``, the text of
+``linguistic_collapse.tables.lead_lag.summary_text``).
 
 A dotted vertical line in each run's colour marks where the quantity has covered 90 % of its
 total change for good (``linguistic_collapse.tables.lead_lag.level_crossing``, on the measure's analysis scale), so
 lead and lag against the loss panel can be read off directly. A value at initialisation far outside
 the later snapshots' range is drawn as a triangle at the panel's edge, so it does not squash the
-curve. Saved with ``linguistic_collapse.figures.plots``
+curve. Saved with ``linguistic_collapse.figures.save``
 (``show_and_save(fig, "dynamics", cfg)``).
 """
-
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,7 +22,7 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from linguistic_collapse.figures.plots import (
+from linguistic_collapse.figures.style import (
     LOSS_LABEL,
     human_count,
     log_axis,
@@ -32,7 +34,7 @@ from linguistic_collapse.nc.registry import (
     analysis_scale,
     measure_transform,
 )
-from linguistic_collapse.tables.lead_lag import LEVEL, level_crossing
+from linguistic_collapse.tables.lead_lag import LEVEL, level_crossing, summary_text
 from linguistic_collapse.tables.results import LOSS
 
 OFF_SCALE = 1.0  # an initial value further than this many later ranges away is drawn at the edge
@@ -124,3 +126,11 @@ def dynamics_figure(table: pd.DataFrame, measures: Sequence[str] | None = None,
     fig.suptitle(f"Collapse through training (dotted: {level:.0%} of the total change reached "
                  f"for good; grey dashed: epoch ends){note}", fontsize="medium")
     return fig
+
+
+def summary_markdown(lags: pd.DataFrame) -> Any:
+    """``linguistic_collapse.tables.lead_lag.summary_text`` of ``lags`` as Markdown, for a notebook."""
+    # display libraries: loaded only when shown in a notebook
+    from IPython.display import Markdown
+
+    return Markdown(summary_text(lags))

@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib import ticker
 
-from linguistic_collapse.figures.plots import _grid, measure_label
+from linguistic_collapse.figures.style import measure_label, panel_grid
 from linguistic_collapse.nc.registry import MEASURES, measure_transform
 from linguistic_collapse.tables.sensitivity import (
     STABLE_SHARE,
@@ -32,14 +34,10 @@ def sensitivity_figure(table: pd.DataFrame, population: pd.DataFrame,
     models, dashed) and around it the band ± STABLE_SHARE x the between-model sd of
     ``population`` (grey). A title ends in "stable" at the fractions where ``stability`` finds
     the spread of the shifts small enough."""
-    # heavy (matplotlib): loaded only when a figure is drawn
-    import matplotlib.pyplot as plt
-    from matplotlib import ticker
-
     ch = changes(table, population, measures)
     verdicts = stability(table, population, measures)
     fractions = sorted(table["fraction"].unique())
-    fig, axes = _grid(len(measures), ncols, panel_size=(4.0, 3.2))
+    fig, axes = panel_grid(len(measures), ncols, panel_size=(4.0, 3.2))
     colors = plt.get_cmap("tab10").colors
     handles: dict[str, Any] = {}
     for ax, m in zip(axes, measures, strict=True):

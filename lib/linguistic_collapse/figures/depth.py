@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from linguistic_collapse.figures.plots import log_axis, measure_label, symlog_axis
+from linguistic_collapse.figures.style import log_axis, measure_label, symlog_axis
 from linguistic_collapse.nc.registry import GEOMETRY, analysis_scale, measure_transform
 from linguistic_collapse.tables.depth import headline_first
 
@@ -38,9 +39,6 @@ def depth_figure(table: pd.DataFrame, measures: Sequence[str] = GEOMETRY, ncols:
     the log-read measures; for the ``symlog`` ones a log scale when all values are positive, else
     a symmetric-log one (linear within +-``SYMLOG_LINTHRESH``; a linear one when every value lies
     within), the title saying which."""
-    # heavy (matplotlib): loaded only when a figure is drawn
-    import matplotlib.pyplot as plt
-
     measures = headline_first(measures)
     n = len(measures)
     cols = max(1, min(ncols, n))

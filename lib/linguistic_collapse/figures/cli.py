@@ -8,8 +8,9 @@ from typing import Any
 import pandas as pd
 
 from linguistic_collapse.core.paths import cli_path, resolve
-from linguistic_collapse.figures.plots import apply_style, save_figure
-from linguistic_collapse.figures.plots_loss import loss_vs_measures
+from linguistic_collapse.figures.loss import loss_vs_measures
+from linguistic_collapse.figures.save import save_figure
+from linguistic_collapse.figures.style import apply_style
 from linguistic_collapse.nc.registry import figure_measures
 from linguistic_collapse.tables.analysis import correlate
 

@@ -14,14 +14,14 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from linguistic_collapse.figures.plots import (
+from linguistic_collapse.figures.style import (
     LOSS_LABEL,
     PARAMS_CMAP,
-    _grid,
     add_param_colorbar,
     log_axis,
     measure_axis_label,
     measure_label,
+    panel_grid,
     param_norm,
 )
 from linguistic_collapse.nc.registry import measure_transform
@@ -143,7 +143,7 @@ def loss_vs_measures(table: pd.DataFrame, measures: Sequence[str],
         raise ValueError("loss_vs_measures needs a non-empty table and at least one measure")
     r2_of = {} if correlations is None else dict(zip(correlations["measure"], correlations["r2"], strict=True))
     plateau, _ = plateau_mask(table)
-    fig, axes = _grid(len(measures), ncols)
+    fig, axes = panel_grid(len(measures), ncols)
     norm = param_norm(table["n_params"])
     texts = [_loss_panel(ax, table, measure, norm, r2_of.get(measure), plateau)
              for ax, measure in zip(axes, measures, strict=True)]
