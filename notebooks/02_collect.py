@@ -16,7 +16,7 @@ from linguistic_collapse.lm import runs
 from linguistic_collapse.nc import accumulate, stats_file
 from linguistic_collapse.series import paper
 from linguistic_collapse.stages import pipeline
-from linguistic_collapse.tables import findings
+from linguistic_collapse.tables import collection, findings
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg
@@ -86,4 +86,4 @@ pipeline.collect_all(cfg.profile, corpus=corpus, progress=cfg.progress)
 # One row per checkpoint: number of classes (tokens seen as a next-token target), tokens in each pass, and whether the later sums used this file's own class means.
 
 # %%
-stats_file.stats_overview(cfg.profile.out_path / "stats")
+collection.stats_overview(Layout(cfg.profile.out_path).stats_dir)
