@@ -90,7 +90,7 @@ from linguistic_collapse.nc.measure import measure_stats
 from linguistic_collapse.nc.stats_file import read_stats
 from linguistic_collapse.stages import refresh
 from linguistic_collapse.stages.collect import collect_model_stats
-from linguistic_collapse.stages.refresh import collect_if_stale, measure_if_stale, stats_current
+from linguistic_collapse.stages.refresh import collect_if_stale, stats_current
 
 FORMAT_VERSION = "2"  # of the recorded settings; 2: texts hashed by linguistic_collapse.core.provenance.sha256_texts
 # (1 had a rule of its own), so a folder measured under version 1 is measured again
@@ -279,7 +279,7 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
 
         collected = collect_if_stale(
             stats_path, lambda: stats_current(stats_path, inputs, (len(train), len(val))), collect)
-        return measure_if_stale(stats_path, metrics_path, lambda stats: _row(
+        return refresh.measure_under_lock(stats_path, metrics_path, lambda stats: _row(
             model, stats, settings, (train, val), gap, seconds["collect"], batch_size=batch_size,
             device=device, progress=progress), None if collected else stats_sha256)
 

@@ -77,10 +77,16 @@ def measure_if_stale(stats: Path, metrics: Path, measure: Callable[[Path], dict]
     the caller computed it under a lock it still holds, so that no step of this pipeline has
     rewritten the file since (then it is not hashed again); else hashed here."""
     with lock_for(metrics):
-        stats_sha256 = stats_sha256 or sha256_file(stats)
-        if metrics.is_file() and measured_from(done := read_json(metrics), stats_sha256):
-            return done
-        out = {**measure(stats), "stats_sha256": stats_sha256,
-               "measure_version": MEASURE_VERSION}
-        atomic_write_json(metrics, out)
-        return out
+        return measure_under_lock(stats, metrics, measure, stats_sha256)
+
+
+def measure_under_lock(stats: Path, metrics: Path, measure: Callable[[Path], dict],
+                       stats_sha256: str | None = None) -> dict:
+    """``measure_if_stale`` for a caller that holds ``metrics``' lock already (a second
+    ``lock_for`` of the same file in one thread would be refused as a deadlock)."""
+    stats_sha256 = stats_sha256 or sha256_file(stats)
+    if metrics.is_file() and measured_from(done := read_json(metrics), stats_sha256):
+        return done
+    out = {**measure(stats), "stats_sha256": stats_sha256, "measure_version": MEASURE_VERSION}
+    atomic_write_json(metrics, out)
+    return out
