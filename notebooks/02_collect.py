@@ -87,4 +87,4 @@ pipeline.collect_all(cfg.profile, corpus=corpus, progress=cfg.progress)
 # One row per checkpoint: number of classes (tokens seen as a next-token target), tokens in each pass, and whether the later sums used this file's own class means.
 
 # %%
-stats_file.stats_overview(cfg.profile.out_path / "stats")
+sample_sizes.stats_overview(Layout(cfg.profile.out_path).stats_dir)

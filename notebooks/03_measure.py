@@ -12,7 +12,6 @@ output_dir = None  # override: folder for tables and figures instead of runs/ an
 # %%
 from linguistic_collapse.figures.save import show_and_save
 from linguistic_collapse.figures.sensitivity import sensitivity_figure
-from linguistic_collapse.lm.devices import resolve_device
 from linguistic_collapse.series import paper
 from linguistic_collapse.stages import pipeline
 from linguistic_collapse.tables import claims, results, sensitivity
@@ -78,7 +77,7 @@ results.round_sig(stab, 3)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-sens_k = sensitivity.fixed_k_table(cfg.profile, device=resolve_device(cfg.profile.device))
+sens_k = sensitivity.fixed_k_table(cfg.profile)
 results.save_table(sens_k, cfg.table_path("sensitivity_fixed_k.csv"))
 stab_k = sensitivity.stability(sens_k, population)
 results.save_table(stab_k, cfg.table_path("sensitivity_fixed_k_stability.csv"))

@@ -15,15 +15,14 @@ from linguistic_collapse.lm.model import build_model, final_features, gpt_neo_co
 from linguistic_collapse.nc import stats_file
 from linguistic_collapse.nc.merge import merge_stats
 from linguistic_collapse.nc.stats_file import (
-    is_finished,
     load_stats,
     load_stats_metadata,
     partial_path,
     read_stats,
-    stale_reasons,
 )
 from linguistic_collapse.stages import collect_cli, stats_cli
 from linguistic_collapse.stages.collect import PassInterrupted, collect_model_stats, collect_pass
+from linguistic_collapse.stages.freshness import stale_reasons
 from test_accumulate import _plain_agreement, plain_two_pass  # tests/ is on sys.path
 
 V, D, T = 50, 16, 16
@@ -107,7 +106,7 @@ def test_metadata_and_provenance(model, blocks, tmp_path):
     assert meta["val_blocks_sha256"] == sha256_array(blocks[1])
     assert meta["state_dict_sha256"] == identity.state_dict_sha256(model)  # in memory: its own key
     assert "weights_sha256" not in meta  # that key is the hash of saved weight files only
-    assert is_finished(out) and not partial_path(out).exists()
+    assert stale_reasons(out) == [] and not partial_path(out).exists()
     assert stale_reasons(out, lm_head_sha256=meta["lm_head_sha256"],
                          train_blocks_sha256=sha256_array(blocks[0])) == []
     capped = tmp_path / "capped.safetensors"
@@ -134,7 +133,7 @@ def test_merged_shards_equal_one_pass(model, blocks, tmp_path):
         assert torch.equal(merged[key], whole[key]), key
     for key in ("sums", "sq_dev"):
         torch.testing.assert_close(merged[key], whole[key], **TIGHT)
-    assert is_finished(base) and meta["pass1_blocks"] == str(N_TRAIN)
+    assert stale_reasons(base) == [] and meta["pass1_blocks"] == str(N_TRAIN)
     assert meta["pass2_tokens"] == str(N_VAL * (T - 1))
     assert meta["train_blocks_sha256"] == sha256_array(train)
     assert meta["val_blocks_sha256"] == sha256_array(val)
@@ -366,7 +365,7 @@ def test_cli_on_saved_model_dir(model, blocks, tmp_path, capsys):
     _cli(["collect", str(ckpt), *common, "--val-blocks", str(tmp_path / "val.npy"),
           "--out", str(out), "--batch-size", "4"])
     assert str(out) in capsys.readouterr().out
-    assert is_finished(out)
+    assert stale_reasons(out) == []
     assert load_stats_metadata(out)["model"] == "checkpoint-1"  # relative to the stats' folder
     for i in range(2):
         _cli(["collect", str(ckpt), *common, "--out", str(tmp_path / f"p{i}.safetensors"),

@@ -25,6 +25,7 @@ from linguistic_collapse.nc.stats_file import (
     STATS_KEYS,
     load_stats,
     load_stats_metadata,
+    read_layers,
     read_stats,
 )
 from linguistic_collapse.stages import collect, collect_cli, layers
@@ -189,8 +190,8 @@ def test_cli_layers_flag(model, blocks, tmp_path):
 
 def test_layer_measures_match_reference(model, blocks, tmp_path):
     path = _run(model, blocks, tmp_path / "s.safetensors", layers="all")
-    tensors, _ = read_stats(path)
-    section = layers.layers_section(path)["layers"]
+    tensors, meta = read_stats(path)
+    section = layers.layers_section(tensors, meta)["layers"]
     assert list(section) == ["0", "1", "2"]
     for i in range(L + 1):
         stats = {"counts": tensors["counts"], "sums": tensors[f"layer{i}.sums"],
@@ -205,7 +206,7 @@ def test_layer_measures_match_reference(model, blocks, tmp_path):
         for m in GEOMETRY:
             assert got[m] == pytest.approx(want[m], rel=1e-9), (i, m)
             assert section[str(i)][m] == got[m]
-    assert layers.layers_section(_run(model, blocks, tmp_path / "t.safetensors")) == {}
+    assert layers.layers_section(*read_stats(_run(model, blocks, tmp_path / "t.safetensors"))) == {}
 
 
 @pytest.mark.parametrize("tamper, match", [
@@ -227,7 +228,7 @@ def test_layers_reader_refuses_a_tampered_file(model, blocks, tmp_path, tamper, 
     tamper(tensors, meta)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=meta)
     with pytest.raises(UserError, match=match) as err:
-        layers.layers_section(path)
+        list(read_layers(path))
     assert "\n" not in str(err.value)
     with pytest.raises(UserError, match=match):
         read_stats(path)  # the whole-file reader agrees

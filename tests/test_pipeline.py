@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -279,51 +280,76 @@ def test_changed_collect_cap_recollects_and_sensitivity(tmp_path, tiny_profile):
     assert is_collected(reseeded, ck, 1.0) and is_collected(capped, ck, 0.5, 0)
 
 
+def _count_file_work(monkeypatch) -> list[tuple[str, Path]]:
+    """(what, file) of every hash (``sha256_file``) and read (``read_stats``; ``read_layers``;
+    ``read_counts``, the counts alone) of a file by any lib module, from now on."""
+    import linguistic_collapse.core.provenance as provenance
+    import linguistic_collapse.nc.stats_file as sf
+
+    calls: list[tuple[str, Path]] = []
+    named = {"hash": provenance.sha256_file, "read": sf.read_stats, "layers": sf.read_layers,
+             "counts": getattr(sf, "read_counts", None)}
+    for what, original in named.items():
+        if original is None:
+            continue
+
+        def counted(path, *args, _original=original, _what=what, **kwargs):
+            calls.append((_what, Path(path)))
+            return _original(path, *args, **kwargs)
+
+        for module in list(sys.modules.values()):
+            if getattr(module, "__name__", "").startswith("linguistic_collapse") and \
+                    getattr(module, original.__name__, None) is original:
+                monkeypatch.setattr(module, original.__name__, counted)
+    return calls
+
+
 def test_each_stats_file_read_and_hashed_once_and_weights_once_per_study(tmp_path, tiny_profile,
                                                                          monkeypatch):
-    """Measuring a stale checkpoint reads (verified) and hashes its stats file once; a current
-    one is hashed once and not read; the sensitivity study hashes a checkpoint's weights once
-    for all its (fraction, draw) samples."""
+    """Measuring a stale checkpoint (with layers) hashes its stats file once and reads it
+    (verified) once for every section; a current one is hashed once and not read; the
+    sensitivity study hashes a checkpoint's weights once for all its (fraction, draw) samples,
+    and each sample's stats file once and reads it once for its measures and the fixed-K ones
+    (beside a partial read of its counts), and nothing more when current."""
     import linguistic_collapse.core.provenance
-    import linguistic_collapse.nc.measure
     import linguistic_collapse.stages.collect
     import linguistic_collapse.stages.pipeline
-    import linguistic_collapse.stages.refresh
 
     d = tiny_profile(tmp_path).as_dict()
     p = Profile.from_dict(d)
     (ck,) = p.checkpoints()
     train_all(p, progress=False)
     collect_all(p, progress=False)
-    calls = []
-
-    def counting(original, name):
-        def counted(*args, **kwargs):
-            calls.append(name)
-            return original(*args, **kwargs)
-        return counted
-
-    read_stats = linguistic_collapse.nc.measure.read_stats
-    for module in (linguistic_collapse.nc.measure, linguistic_collapse.stages.pipeline):
-        monkeypatch.setattr(module, "read_stats", counting(read_stats, "read"))
-    monkeypatch.setattr(linguistic_collapse.stages.refresh, "sha256_file",
-                        counting(sha256_file, "hash"))
+    stats = stats_path(p.out_path, ck)
+    assert load_stats_metadata(stats)["layers"]  # the smoke profile collects every layer
+    calls = _count_file_work(monkeypatch)
     measure_all(p, progress=False)
-    assert sorted(calls) == ["hash", "read"] and is_measured(p, ck)
+    assert sorted(calls) == [("hash", stats), ("read", stats)] and is_measured(p, ck)
     metrics = metrics_path(p.out_path, ck)
     metrics.write_text(json.dumps({**read_json(metrics), "stats_sha256": "0" * 64}))
     calls.clear()
     measure_all(p, progress=False)  # stale metrics: the stats file hashed once, read once
-    assert sorted(calls) == ["hash", "read"] and is_measured(p, ck)
+    assert sorted(calls) == [("hash", stats), ("read", stats)] and is_measured(p, ck)
     calls.clear()
     measure_all(p, progress=False)  # current: one hash to see so
-    assert calls == ["hash"]
+    assert calls == [("hash", stats)]
 
     d["sensitivity"] = {"runs": [str(ck)], "fractions": [0.5, 1.0], "draws": 2, "seed": 0}
     study = Profile.from_dict(d)
-    calls.clear()
+    weights = []
     for module in (linguistic_collapse.core.provenance, linguistic_collapse.stages.pipeline,
                    linguistic_collapse.stages.collect):
-        monkeypatch.setattr(module, "weights_sha256", counting(weights_sha256, "weights"))
+        monkeypatch.setattr(module, "weights_sha256",
+                            lambda path: weights.append(path) or weights_sha256(path))
+    layout = Layout(p.out_path)
+    samples = [layout.stats(ck, 0.5, 0), layout.stats(ck, 0.5, 1), stats]
+    calls.clear()
     assert len(sensitivity_all(study, progress=False)) == 3  # 2 draws of 0.5, then 1.0
-    assert calls.count("weights") == 1
+    fixed_k_table(study)  # the notebook's table: read from the stages' file, nothing measured
+    assert len(weights) == 1
+    for path in samples:  # collected (0.5) or measured already (1.0), then the fixed-K rows
+        work = sorted(what for what, file in calls if file == path)
+        assert work == ["counts", "hash", "read"], (path, work)
+    calls.clear()
+    sensitivity_all(study, progress=False)  # current: one hash per file, no read
+    assert sorted(c for c in calls if c[1] in samples) == sorted(("hash", f) for f in samples)

@@ -268,10 +268,11 @@ def test_measure_pretrained_uses_the_one_refresh_step(saved, texts, tmp_path, mo
     """Pretrained models go through linguistic_collapse.stages.refresh: a current row is returned without
     loading the model; otherwise the model is hashed once and its stats are reused exactly when
     they are of the same weights and token blocks (whatever the settings' texts say), and
-    measured again when the measure definitions change."""
+    measured again when the measure definitions change, the stats file hashed once."""
     import linguistic_collapse.lm.identity
     import linguistic_collapse.stages.pretrained as pre
     import linguistic_collapse.stages.refresh
+    from linguistic_collapse.core.provenance import sha256_file
 
     models, stats = [(str(saved["gpt2"][0]), None)], tmp_path / "stats" / "local--gpt2" / "stats.safetensors"
     metrics = tmp_path / "metrics" / "local--gpt2.json"
@@ -296,10 +297,16 @@ def test_measure_pretrained_uses_the_one_refresh_step(saved, texts, tmp_path, mo
     assert stats.stat().st_mtime_ns == stamp and again["collect_seconds"] is None
     assert again["settings"]["train_texts_sha256"] != first["settings"]["train_texts_sha256"]
     assert again["nc1_cdnv"] == first["nc1_cdnv"] and read_json(metrics) == again
-    # new measure definitions: measured again from the same stats
+    # new measure definitions: measured again from the same stats, hashed once for the check
+    # that finds the row stale and for the measure step
     monkeypatch.setattr(linguistic_collapse.stages.refresh, "MEASURE_VERSION", "changed")
+    hashed = []
+    for module in (linguistic_collapse.stages.refresh, pre):
+        monkeypatch.setattr(module, "sha256_file", lambda path: hashed.append(path) or sha256_file(path),
+                            raising=False)
     remeasured = run(train=longer)
     assert remeasured["measure_version"] == "changed" and stats.stat().st_mtime_ns == stamp
+    assert hashed == [stats]
     # another cap: other blocks, collected again
     fewer = run(train=longer, caps=6)
     assert fewer["train_blocks"] == 6 and stats.stat().st_mtime_ns != stamp

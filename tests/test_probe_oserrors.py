@@ -19,6 +19,7 @@ from linguistic_collapse.core.errors import as_os_error, os_error_line
 from linguistic_collapse.lm import data
 from linguistic_collapse.lm.model import build_model, gpt_neo_config
 from linguistic_collapse.nc import stats_file as sf
+from linguistic_collapse.stages.freshness import stale_reasons
 from safetensors import SafetensorError
 
 V, D, T = 30, 16, 10
@@ -85,7 +86,7 @@ def test_full_disk_during_collect_is_one_line_and_leaves_nothing_at_out(
     assert not out.exists()  # no pass-1-only file where the finished one belongs
     assert [p.name for p in tmp_path.glob(".*.tmp")] == []
     monkeypatch.setattr(sf, "save_file", real)  # space freed: the rerun finishes from pass 1
-    assert _collect(checkpoint, blocks, out) == 0 and sf.is_finished(out)
+    assert _collect(checkpoint, blocks, out) == 0 and stale_reasons(out) == []
     assert not sf.pass1_path(out).exists() and not sf.partial_path(out).exists()
 
 

@@ -14,6 +14,7 @@ from linguistic_collapse.lm.model import build_model, gpt_neo_config, load_causa
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.nc.measure import measure_stats_file
 from linguistic_collapse.stages.collect import collect_model_stats
+from linguistic_collapse.stages.freshness import stale_reasons
 from linguistic_collapse.stages.layers import layers_section
 from safetensors.torch import load_file, save_file
 
@@ -104,7 +105,7 @@ def test_layer_measures_read_verified_layers(stats_with_layers, tmp_path):
     bad = _altered(stats_with_layers, tmp_path / "bad.safetensors", "layer0.sq_dev",
                    lambda t: t * 3)
     with pytest.raises(UserError, match=r"tensor 'layer0\.sq_dev' does not match"):
-        layers_section(bad)
+        layers_section(*sf.read_stats(bad))
 
 
 def test_a_shard_of_pass_one_is_verified_before_merging(stats_with_layers, tmp_path):
@@ -128,7 +129,7 @@ def test_an_older_stats_format_is_refused_naming_the_fix(stats_with_layers, tmp_
     with pytest.raises(UserError, match=r"old\.safetensors has stats format '3'.*collect it "
                                         r"again.*make paper"):
         measure_stats_file(old, progress=False)
-    assert "make paper" in sf.stale_reasons(old)[0]
+    assert "make paper" in stale_reasons(old)[0]
 
 
 def test_shards_computed_in_other_precisions_are_not_merged(tmp_path, blocks):

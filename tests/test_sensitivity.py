@@ -11,6 +11,7 @@ import pytest
 import torch
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, atomic_write_json
+from linguistic_collapse.core.provenance import sha256_file
 from linguistic_collapse.figures.sensitivity import sensitivity_figure
 from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc.classstats import ClassStats
@@ -18,6 +19,7 @@ from linguistic_collapse.nc.measure import measure_stats
 from linguistic_collapse.nc.registry import MEASURES
 from linguistic_collapse.nc.stats_file import read_stats
 from linguistic_collapse.nc.subset import restrict_classes
+from linguistic_collapse.stages import fixed_k
 from linguistic_collapse.tables import sensitivity as sensitivity_module
 from linguistic_collapse.tables.findings import Findings
 from linguistic_collapse.tables.sensitivity import (
@@ -150,41 +152,57 @@ def test_limits_table_is_the_preregistered_one():
     assert t.loc[6, "largest_stable_share"] == pytest.approx(0.10 / t.loc[6, "factor"])
 
 
-def test_fixed_k_reads_each_file_once_and_reuses_its_rows(tmp_path, monkeypatch):
-    rng = np.random.default_rng(2)
-    paths = {(f, d): _write(tmp_path, CK, f, d, rng.integers(0, V, 40), 1.0)
-             for f in FRACTIONS for d in range(DRAWS if f < 1 else 1)}
-    reads = []
-    real = sensitivity_module.read_stats
-    monkeypatch.setattr(sensitivity_module, "read_stats", lambda p: reads.append(p) or real(p))
-    first = fixed_k_table(_profile(tmp_path, [CK]))
-    assert sorted(map(str, reads)) == sorted(map(str, paths.values()))  # each file once
-    reads.clear()
-    again = fixed_k_table(_profile(tmp_path, [CK]))
-    assert reads == [] and again.equals(first)  # unchanged statistics: nothing measured again
-    _write(tmp_path, CK, 0.5, 1, rng.integers(0, V, 40), 1.0)  # new statistics for one sample
-    fixed_k_table(_profile(tmp_path, [CK]))
-    assert len(reads) == len(paths)  # the keep set may change: the checkpoint measured again
-
-
-def test_fixed_k_uses_the_classes_of_every_sample(tmp_path):
-    """Each sample is measured on the classes seen in all samples of its run: K is one number,
-    and the measures equal those of the statistics restricted by hand."""
-    rng = np.random.default_rng(1)
+def _fixed_k_samples(tmp_path, seed: int) -> tuple[dict, dict]:
+    """Stats files of every sample of CK from random labels: (paths, labels) by (fraction, draw)."""
+    rng = np.random.default_rng(seed)
     paths, labels = {}, {}
     for f in FRACTIONS:
         for d in range(DRAWS if f < 1 else 1):
             labels[f, d] = rng.integers(0, V, 40)  # (40,)
             paths[f, d] = _write(tmp_path, CK, f, d, labels[f, d], 1.0)
+    return paths, labels
+
+
+def test_fixed_k_uses_the_classes_of_every_sample(tmp_path):
+    """Each sample is measured on the classes seen in all samples of its run: K is one number,
+    and the measures equal those of the statistics restricted by hand; the table reads the
+    rows the stages stored."""
+    paths, labels = _fixed_k_samples(tmp_path, 1)
     common = np.logical_and.reduce([np.bincount(y, minlength=V) > 0 for y in labels.values()])
+    keep = fixed_k.common_classes(paths.values())
+    assert torch.equal(keep, torch.from_numpy(common)) and common.sum() < V
+    rows = [fixed_k.fixed_k_row(CK, f, d, read_stats(p)[0], keep) for (f, d), p in paths.items()]
+    hashes = {fixed_k.sample_key(f, d): sha256_file(p) for (f, d), p in paths.items()}
+    fixed_k.save_rows(Layout(tmp_path).fixed_k_metrics(CK), hashes, rows)
     table = fixed_k_table(_profile(tmp_path, [CK]))
-    assert (table["num_classes"] == common.sum()).all() and common.sum() < V
+    assert (table["num_classes"] == common.sum()).all()
     row = table[(table["fraction"] == 0.5) & (table["draw"] == 1)].iloc[0]
     want = measure_stats(restrict_classes(read_stats(paths[0.5, 1])[0], torch.from_numpy(common)))[0]
     for m, v in want.items():
         if m == "undefined":
             continue
         assert row[m] == pytest.approx(v, rel=1e-12, nan_ok=True)
+
+
+def test_fixed_k_rows_are_current_only_for_their_stats_and_measures(tmp_path, monkeypatch):
+    """Stored rows are reused only for stats files of the recorded sha256 and the current
+    measure version; the table refuses rows of other samples or measures, naming the fix."""
+    paths, _ = _fixed_k_samples(tmp_path, 2)
+    store = Layout(tmp_path).fixed_k_metrics(CK)
+    hashes = {fixed_k.sample_key(f, d): sha256_file(p) for (f, d), p in paths.items()}
+    fixed_k.save_rows(store, hashes, [{"checkpoint": str(CK)}])
+    assert fixed_k.stored_rows(store, hashes) == [{"checkpoint": str(CK)}]
+    assert fixed_k.stored_rows(store, {**hashes, "0.5/1": "0" * 64}) is None
+    fewer = {k: v for k, v in hashes.items() if k != "0.25/1"}
+    fixed_k.save_rows(store, fewer, [])
+    with pytest.raises(UserError, match="sensitivity_all"):
+        fixed_k_table(_profile(tmp_path, [CK]))
+    fixed_k.save_rows(store, hashes, [])
+    monkeypatch.setattr(fixed_k, "MEASURE_VERSION", "changed")
+    assert fixed_k.stored_rows(store, hashes) is None
+    monkeypatch.setattr(sensitivity_module, "MEASURE_VERSION", "changed")
+    with pytest.raises(UserError, match="sensitivity_all"):
+        fixed_k_table(_profile(tmp_path, [CK]))
 
 
 def test_missing_files_name_the_fix(tmp_path):

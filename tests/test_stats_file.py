@@ -1,4 +1,6 @@
-"""The stats.safetensors format (linguistic_collapse.nc.stats_file): verified reads, provenance, merging."""
+"""The stats.safetensors format (linguistic_collapse.nc.stats_file): verified reads, merging; the
+pipeline's reading of what a file was made from (linguistic_collapse.stages.freshness) and its
+overview table (linguistic_collapse.tables.sample_sizes)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,13 @@ from linguistic_collapse.nc.accumulate import class_means, means_hash
 from linguistic_collapse.nc.merge import merge_stats
 from linguistic_collapse.nc.stats_file import (
     FORMAT_VERSION,
-    is_finished,
     load_stats,
     load_stats_metadata,
     read_stats,
-    stale_reasons,
-    stats_overview,
     write_stats,
 )
+from linguistic_collapse.stages.freshness import stale_reasons
+from linguistic_collapse.tables.sample_sizes import stats_overview
 from safetensors.torch import save_file
 
 V, D = 6, 3
@@ -54,7 +55,7 @@ def test_write_then_read_verifies(stats_file):
     assert all(torch.equal(tensors[k], want[k]) for k in want)
     assert meta["means_hash"] == means_hash(class_means(want["counts"], want["sums"]))
     assert meta["lm_head_sha256"] == sha256_tensor(want["lm_head"])
-    assert meta["format_version"] == FORMAT_VERSION and is_finished(stats_file)
+    assert meta["format_version"] == FORMAT_VERSION and stale_reasons(stats_file) == []
 
 
 def test_read_refuses_missing_truncated_and_foreign_files(stats_file, tmp_path):
@@ -90,7 +91,7 @@ def test_read_refuses_tampered_means_head_and_old_format(stats_file, tmp_path):
     _resave(bad, tensors, {**meta, "format_version": "1"})
     with pytest.raises(UserError, match="stats format '1'.*collect it again"):
         read_stats(bad)
-    assert not is_finished(bad)
+    assert stale_reasons(bad)
     del tensors["val_agree"]
     _resave(bad, tensors, meta)
     with pytest.raises(UserError, match=r"lacks tensors \['val_agree'\]"):
@@ -176,7 +177,7 @@ def test_a_file_of_the_older_format_is_stale_and_refused_with_one_line(tmp_path)
     tensors, meta = read_stats(path)
     save_file({k: v for k, v in tensors.items() if k != "sw"}, str(path),
               metadata={**meta, "format_version": "2"})
-    assert not is_finished(path)
+    assert stale_reasons(path)
     assert "collect it again" in stale_reasons(path)[0] and "hashes" in stale_reasons(path)[0]
     with pytest.raises(UserError, match="collect it again"):
         read_stats(path)

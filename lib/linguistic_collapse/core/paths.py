@@ -311,8 +311,13 @@ class Layout:
     # the training blocks
     def _measured_dir(self, ck: Any, fraction: float | None, draw: int = 0) -> Path:
         if fraction is None or fraction >= 1:  # the whole split: the main statistics
-            return self.root / "stats" / str(ck)
+            return self.stats_dir / str(ck)
         return self.root / "sensitivity" / str(ck) / f"fraction-{fraction:g}" / f"draw-{draw}"
+
+    @property
+    def stats_dir(self) -> Path:
+        """``stats/``: one ``<run>-ck<epoch>/stats.safetensors`` per collected checkpoint."""
+        return self.root / "stats"
 
     def stats(self, ck: Any, fraction: float | None = None, draw: int = 0) -> Path:
         return self._measured_dir(ck, fraction, draw) / "stats.safetensors"
@@ -322,7 +327,7 @@ class Layout:
 
     def fixed_k_metrics(self, ck: Any) -> Path:
         """``sensitivity/<ck>/fixed_k.json``: every sample of ``ck`` measured on the classes
-        seen in all of them (``linguistic_collapse.tables.sensitivity.fixed_k_table``)."""
+        seen in all of them (``linguistic_collapse.stages.fixed_k``)."""
         return self.root / "sensitivity" / str(ck) / "fixed_k.json"
 
     @property

@@ -1,4 +1,4 @@
-"""The ``stats.safetensors`` format: write, read and verify, provenance, shard merging.
+"""The ``stats.safetensors`` format: write, read and verify, the metadata it records.
 
 Tensors: ``counts`` [V] int64, ``sums`` [V, D] float64, ``sq_dev`` [V] float64 (pass 1, train:
 sum of ||x - mu_c||^2), ``sw`` [D, D] float64 (pass 1: the pooled within-class scatter
@@ -21,8 +21,9 @@ layers a file has no ``layer*`` tensors.
 
 Shards of pass 1 merge exactly: counts and sums add, ``sq_dev`` and ``sw`` by Chan's formula
 (``linguistic_collapse.nc.accumulate.merge_m2``, ``merge_scatter``); shards of pass 2 add. A file of an older
-format is stale (``stale_reasons``) and refused by the readers, with one line saying to collect
-it again.
+format is refused by the readers, with one line saying to collect it again. Whether a file
+belongs to a pipeline's model and inputs (stale, or made from others) is decided by
+``linguistic_collapse.stages.freshness`` from the keys recorded here.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ PASS_META = ("blocks", "tokens", "shard", "split_sha", "compute_dtype",
              "indices_sha256")  # pass{N}_<key> (the last: subsamples only)
 MODEL_KEYS = ("model", "vocab_size", "width", "lm_head_sha256")
 LAYER_TENSORS = ("sums", "sq_dev")  # per collected layer: layer{i}.<name> (module docstring)
+# what a file was made from: shards and ClassStats parts are merged only when these agree
 PROVENANCE_KEYS = ("lm_head_sha256", "weights_sha256", "state_dict_sha256", "train_blocks_sha256",
                    "val_blocks_sha256", "tokenizer_sha256")
 
@@ -137,6 +139,23 @@ def read_stats(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
                                     **{n: tensors[layer_key(i, n)] for n in LAYER_TENSORS}})
     check_hashes(path, meta, tensors)
     return tensors, meta
+
+
+def read_counts(path: str | Path) -> Tensor:
+    """The ``counts`` [V] int64 of a finished stats file alone (a partial read), verified
+    against the sha256 the file records for it."""
+    meta, path = load_stats_metadata(path), Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            _check_complete(path, meta, set(f.keys()))
+            counts = f.get_tensor("counts")
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise _corrupt(path, err) from None
+    problem = dtype_problem({"counts": counts})
+    if problem:
+        raise UserError(f"{path}: {problem}; this is not a file linguistic_collapse.stages.collect wrote, collect it again")
+    check_hashes(path, meta, {"counts": counts})
+    return counts
 
 
 def read_layers(path: str | Path) -> Iterator[tuple[int, dict[str, Tensor]]]:
@@ -322,92 +341,6 @@ def done_passes(meta: dict[str, str]) -> dict[int, str]:
     return {p: meta[f"pass{p}_shard"] for p in PASSES if f"pass{p}_blocks" in meta}
 
 
-def is_finished(path: str | Path) -> bool:
-    """True when ``path`` is a complete, unsharded stats file of this format version."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    meta = load_stats_metadata(path)
-    return (meta.get("format_version") == FORMAT_VERSION
-            and done_passes(meta) == {p: "" for p in PASSES})
-
-
-def stale_reasons(path: str | Path, *, lm_head_sha256: str | None = None,
-                  weights_sha256: str | None = None, state_dict_sha256: str | None = None,
-                  train_blocks_sha256: str | None = None,
-                  val_blocks_sha256: str | None = None, tokenizer_sha256: str | None = None,
-                  pass1_blocks: int | None = None) -> list[str]:
-    """Why ``path`` cannot be reused: [] when it is finished and records every given hash (and
-    ``pass1_blocks``, the train blocks used after any cap, when given)."""
-    path = Path(path)
-    if not path.is_file():
-        return [f"no stats file at {path}"]
-    try:
-        meta = load_stats_metadata(path)
-    except UserError as err:
-        return [str(err)]
-    if meta.get("format_version") != FORMAT_VERSION:
-        return [f"format version {meta.get('format_version')!r} != {FORMAT_VERSION!r} (an older "
-                f"file lacks the hashes of its tensors): {REFRESH}"]
-    reasons = []
-    if done_passes(meta) != {p: "" for p in PASSES}:
-        reasons.append(f"unfinished: holds passes {done_passes(meta)} of {list(PASSES)}")
-    given = {"lm_head_sha256": lm_head_sha256, "weights_sha256": weights_sha256,
-             "state_dict_sha256": state_dict_sha256,
-             "train_blocks_sha256": train_blocks_sha256, "val_blocks_sha256": val_blocks_sha256,
-             "tokenizer_sha256": tokenizer_sha256}
-    for key, want in given.items():
-        if want is not None and meta.get(key) != want:
-            reasons.append(f"{key} {str(meta.get(key))[:12]}... != current {want[:12]}...")
-    if pass1_blocks is not None and meta.get("pass1_blocks") != str(pass1_blocks):
-        reasons.append(f"pass1_blocks {meta.get('pass1_blocks')} != current {pass1_blocks}")
-    return reasons
-
-
-# ---------------------------------------------------------------------------------------------
-# Model identity and provenance.
-
-
-def check_same_model(meta: dict[str, str], info: dict[str, str], where: Path) -> None:
-    """UserError when ``where`` (metadata ``meta``) was made from another model than ``info``."""
-    for key in MODEL_KEYS:
-        if meta.get(key) != info[key]:
-            raise UserError(
-                f"{where} belongs to another model: its {key} is {str(meta.get(key))[:40]!r}, "
-                f"this model's is {info[key][:40]!r}; use another output path or delete the file"
-            )
-
-
-def check_provenance(meta: dict[str, str], prov: dict[str, str], where: Path) -> None:
-    """UserError when ``where`` records another weights/blocks/tokenizer hash than ``prov``."""
-    for key, want in prov.items():
-        if meta.get(key) and want and meta[key] != want:
-            raise UserError(f"{where} was made from other inputs: its {key} is "
-                            f"{meta[key][:12]}..., this run's {want[:12]}...; use another "
-                            "output path, or delete the file to collect again")
-
-
-def read_train_pass(path: str | Path, info: dict[str, str], prov: dict[str, str]
-                    ) -> tuple[dict[str, Tensor], dict[str, str], str, Tensor]:
-    """The finished pass 1 a validation pass builds on, checked to belong to this model and
-    inputs: (pass-1 tensors, metadata to carry over, means_hash, means (V, D) float64)."""
-    meta = load_stats_metadata(path)
-    check_same_model(meta, info, Path(path))
-    check_provenance(meta, prov, Path(path))
-    if done_passes(meta).get(1) != "" or meta.get("format_version") != FORMAT_VERSION:
-        raise UserError(
-            f"pass 2 must use the finished pass-1 means: {path} holds no finished, merged pass 1 "
-            f"of format {FORMAT_VERSION} (passes: {done_passes(meta)}); run pass 1 or merge its "
-            "shards first"
-        )
-    tensors = {k: v for k, v in load_stats(path).items() if k in pass1_keys(meta)}
-    means = class_means(tensors["counts"], tensors["sums"])
-    check_means(means, meta.get("means_hash", ""))
-    keep = {**earlier_meta(meta, 2),
-            **{k: meta[k] for k in (*PROVENANCE_KEYS, "layers", "n_layer") if meta.get(k)}}
-    return tensors, keep, meta["means_hash"], means
-
-
 def check_means(means: Tensor, expected_hash: str) -> str:
     """UserError unless ``means`` are the finished train means recorded as ``expected_hash``."""
     got = means_hash(means)
@@ -415,25 +348,6 @@ def check_means(means: Tensor, expected_hash: str) -> str:
         raise UserError(f"pass 2 must use the finished pass-1 means: hash {got} != "
                         f"{expected_hash}; collect pass 1 again or delete the stale file")
     return got
-
-
-def stats_overview(stats_dir: str | Path):
-    """One row per ``<name>/stats.safetensors`` under ``stats_dir``: classes seen (count >= 1),
-    tokens per pass, and whether the file verifies (``passes_tied``: its ``means_hash`` is the
-    hash of its own means, so pass 2 used the finished train means)."""
-    # pandas is not a dependency of the core (tests/test_core_deps.py)
-    import pandas as pd
-
-    rows = []
-    for path in sorted(Path(stats_dir).glob("*/stats.safetensors")):
-        meta, tensors = load_stats_metadata(path), load_stats(path)
-        counts, sums = tensors["counts"], tensors["sums"]
-        rows.append({"model": path.parent.name, "classes": int((counts > 0).sum()),
-                     **{f"pass{i}_tokens": int(meta.get(f"pass{i}_tokens", 0)) for i in PASSES},
-                     "passes_tied": meta.get("means_hash") == means_hash(class_means(counts, sums))})
-    if not rows:
-        raise UserError(f"no <model>/stats.safetensors under {stats_dir}; collect first")
-    return pd.DataFrame(rows)
 
 
 def earlier_meta(meta: dict[str, str], pass_no: int) -> dict[str, str]:

@@ -47,6 +47,7 @@ from linguistic_collapse.lm.model import lm_head_weight, load_causal_lm
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.nc.accumulate import DEFAULT_CHUNK
 from linguistic_collapse.nc.classstats import ClassStats
+from linguistic_collapse.stages import freshness as fresh
 from linguistic_collapse.stages import layers as lay
 from linguistic_collapse.stages.blocks import BlockSplit, IndexedBlocks, select_blocks, shard_text
 
@@ -77,7 +78,7 @@ def _load_base(base: str | Path | None, pass_no: int, info: dict[str, str],
         return _Base({}, {})
     if base is None:
         raise UserError("pass 2 needs the stats file of pass 1 (base): run pass 1 first")
-    return _Base(*sf.read_train_pass(base, info, prov))
+    return _Base(*fresh.read_train_pass(base, info, prov))
 
 
 def _new_stats(pass_no: int, base: _Base, V: int, D: int, device: torch.device,
@@ -180,8 +181,8 @@ def _pass_done(out_path: Path, pass_no: int, shard: str, split: BlockSplit,
     if done[pass_no] != shard:
         raise UserError(f"{out_path} holds pass {pass_no} of shard {done[pass_no] or 'all'}, "
                         f"not {shard or 'all'}; choose another output path")
-    sf.check_same_model(meta, info, out_path)
-    sf.check_provenance(meta, prov, out_path)
+    fresh.check_same_model(meta, info, out_path)
+    fresh.check_provenance(meta, prov, out_path)
     if pass_no == 1:
         lay.check_same_layers(meta, layer_meta, out_path)
     if meta.get(f"pass{pass_no}_split_sha") != split.split_sha:

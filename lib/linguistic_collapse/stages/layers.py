@@ -23,8 +23,7 @@ Example::
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,12 @@ import torch
 from torch import Tensor, nn
 
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import resolve
 from linguistic_collapse.lm.model import final_features
 from linguistic_collapse.lm.residual import residual_features, transformer_blocks
 from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc.measure import measure_stats
 from linguistic_collapse.nc.registry import GEOMETRY
-from linguistic_collapse.nc.stats_file import read_layers
+from linguistic_collapse.nc.stats_file import LAYER_TENSORS, layer_key, stored_layers
 
 LayerSpec = str | Sequence[int] | None  # None: top only; "all"; or residual-stream indices
 
@@ -118,11 +116,14 @@ def profile_layers(profile: Any, ck: RunName, fraction: float | None = None) -> 
 # Measures
 
 
-def layers_section(path: str | os.PathLike, device: str | torch.device = "cpu", tile: int = 2048,
+def layers_section(tensors: Mapping[str, Tensor], meta: Mapping[str, str],
+                   device: str | torch.device = "cpu", tile: int = 2048,
                    progress: bool = False) -> dict[str, dict[str, dict[str, float]]]:
-    """{"layers": {index: GEOMETRY measures and num_classes}} of a stats file's layers, read
-    verified and one layer at a time (``linguistic_collapse.nc.stats_file.read_layers``); {} when it holds none.
-    For ``metrics/<model>.json``."""
-    out = {str(i): measure_stats(stats, GEOMETRY, device=device, tile=tile, progress=progress)[0]
-           for i, stats in read_layers(resolve(path))}
+    """{"layers": {index: GEOMETRY measures and num_classes}} of the layers of a stats file
+    already read verified (``read_stats``' tensors and metadata, so the file is read once for
+    every section of ``metrics/<model>.json``); {} when it holds none."""
+    out = {str(i): measure_stats({"counts": tensors["counts"],
+                                  **{n: tensors[layer_key(i, n)] for n in LAYER_TENSORS}},
+                                 GEOMETRY, device=device, tile=tile, progress=progress)[0]
+           for i in stored_layers(meta)}
     return {"layers": out} if out else {}

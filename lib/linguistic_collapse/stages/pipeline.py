@@ -26,6 +26,7 @@ The jobs' costs and the memory check before any work: ``linguistic_collapse.stag
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -35,8 +36,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import Layout, atomic_write_json, read_json
-from linguistic_collapse.core.provenance import CORPUS_HASHES, sha256_array, weights_sha256
+from linguistic_collapse.core.paths import Layout, atomic_write_json, lock_for, read_json
+from linguistic_collapse.core.provenance import (
+    CORPUS_HASHES,
+    sha256_array,
+    sha256_file,
+    weights_sha256,
+)
 from linguistic_collapse.lm.data import PreparedCorpus, prepare_corpus
 from linguistic_collapse.lm.devices import resolve_device
 from linguistic_collapse.lm.profiles import Profile
@@ -48,7 +54,7 @@ from linguistic_collapse.nc.stats_file import (
     read_stats,
 )
 from linguistic_collapse.nc.subset import min_count_section
-from linguistic_collapse.stages import refresh
+from linguistic_collapse.stages import fixed_k, refresh
 from linguistic_collapse.stages.blocks import subsample_blocks
 from linguistic_collapse.stages.collect import collect_model_stats
 from linguistic_collapse.stages.costs import check_memory
@@ -193,23 +199,28 @@ def collect_checkpoint(profile: Profile, ck: RunName, corpus: PreparedCorpus, pr
 
 
 def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
-                       fraction: float | None = None, draw: int = 0) -> Path:
+                       fraction: float | None = None, draw: int = 0, *,
+                       stats_sha256: str | None = None,
+                       read: Callable[[], tuple[dict, dict]] | None = None) -> Path:
     """The measures of one checkpoint's statistics, with its run spec, as metrics JSON.
 
     Records ``stats_sha256`` (the stats file measured), so a recollected file is re-measured;
     stats with layers add the section ``layers``: {index: measures} (``linguistic_collapse.stages.layers``),
     and every file the section ``min_count``: the measures on the classes with at least
     ``analysis.min_count`` training samples (a robustness line, ``linguistic_collapse.nc.subset``); a subsample
-    adds ``train_fraction`` and ``train_draw``.
+    adds ``train_fraction`` and ``train_draw``. The stats file is hashed once and, when stale,
+    read (verified) once for every section; ``stats_sha256`` and ``read`` (its ``read_stats``,
+    called at most once) when the caller has them (``sensitivity_all`` shares both with the
+    fixed-K measures).
     """
     layout = Layout(profile.out_path)
     stats_file, path = layout.stats(ck, fraction, draw), layout.metrics(ck, fraction, draw)
 
     def measure(stats: Path) -> dict:
-        tensors, meta = read_stats(stats)  # read and verified once, for both sections
+        tensors, meta = read() if read is not None else read_stats(stats)
         device = _device(profile)
         measures = {**measure_read_stats(tensors, meta, stats, device=device, progress=progress)[0],
-                    **layers_section(stats, device=device),  # {} without layers
+                    **layers_section(tensors, meta, device=device),  # {} without layers
                     **min_count_section(tensors, profile.analysis.min_count, device=device)}
         throughput = layout.throughput(ck, fraction, draw)
         extra = read_json(throughput) if throughput.is_file() else {}
@@ -217,24 +228,49 @@ def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
             extra["train_fraction"], extra["train_draw"] = fraction, draw
         return {**measures, **extra, "run": str(ck), "spec": ck.as_dict()}
 
-    measure_if_stale(stats_file, path, measure)
+    measure_if_stale(stats_file, path, measure, stats_sha256)
     return path
 
 
 def sensitivity_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress: bool = True) -> list[Path]:
     """Statistics and measures of each ``sensitivity.runs`` checkpoint on each of
     ``sensitivity.draws`` random subsamples of each of ``sensitivity.fractions`` of its training
-    blocks (fraction 1: the main statistics; current files kept); the metrics paths."""
+    blocks (fraction 1: the main statistics), and its fixed-K measures
+    (``linguistic_collapse.stages.fixed_k``); current files kept. The metrics paths."""
     out = []
     for ck in profile.sensitivity.checkpoints():
         inputs = collect_inputs(profile, ck)  # hashed once for every check and collection
-        for fraction in profile.sensitivity.fractions:
-            for draw in profile.sensitivity.draws_of(fraction):
-                if not is_collected(profile, ck, fraction, draw, inputs):
-                    corpus = _corpus(profile, corpus, progress)
-                    collect_checkpoint(profile, ck, corpus, progress, fraction, draw, inputs)
-                out.append(measure_checkpoint(profile, ck, progress, fraction, draw))
+        samples = [(f, d) for f in profile.sensitivity.fractions
+                   for d in profile.sensitivity.draws_of(f)]
+        for fraction, draw in samples:
+            if not is_collected(profile, ck, fraction, draw, inputs):
+                corpus = _corpus(profile, corpus, progress)
+                collect_checkpoint(profile, ck, corpus, progress, fraction, draw, inputs)
+        out += _measure_samples(profile, ck, samples, progress)
     return out
+
+
+def _measure_samples(profile: Profile, ck: RunName, samples: Sequence[tuple[float, int]],
+                     progress: bool) -> list[Path]:
+    """Measure each (fraction, draw) sample of ``ck`` and, when stale, the fixed-K rows of them
+    all, under the fixed-K file's lock: each stats file hashed once and read (verified) at most
+    once for both; the samples' metrics paths."""
+    layout = Layout(profile.out_path)
+    store = layout.fixed_k_metrics(ck)
+    with lock_for(store):
+        hashes = {fixed_k.sample_key(f, d): sha256_file(layout.stats(ck, f, d)) for f, d in samples}
+        stale = fixed_k.stored_rows(store, hashes) is None
+        keep = fixed_k.common_classes(layout.stats(ck, f, d) for f, d in samples) if stale else None
+        rows = []
+        for f, d in samples:
+            read = functools.cache(functools.partial(read_stats, layout.stats(ck, f, d)))
+            measure_checkpoint(profile, ck, progress, f, d,
+                               stats_sha256=hashes[fixed_k.sample_key(f, d)], read=read)
+            if keep is not None:
+                rows.append(fixed_k.fixed_k_row(ck, f, d, read()[0], keep, _device(profile)))
+        if keep is not None:
+            fixed_k.save_rows(store, hashes, rows)
+    return [layout.metrics(ck, f, d) for f, d in samples]
 
 
 def train_runs(profile: Profile, runs: Sequence[RunName], *, corpus: PreparedCorpus | None = None,

@@ -63,9 +63,10 @@ from torch import nn
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.outputs import PretrainedLayout
-from linguistic_collapse.core.paths import cli_path, read_json, resolve
+from linguistic_collapse.core.paths import cli_path, lock_for, read_json, resolve
 from linguistic_collapse.core.provenance import (
     sha256_array,
+    sha256_file,
     sha256_json,
     sha256_texts,
     tokenizer_sha256,
@@ -89,7 +90,7 @@ from linguistic_collapse.nc.measure import measure_stats
 from linguistic_collapse.nc.stats_file import read_stats
 from linguistic_collapse.stages import refresh
 from linguistic_collapse.stages.collect import collect_model_stats
-from linguistic_collapse.stages.refresh import collect_if_stale, measure_if_stale, stats_current
+from linguistic_collapse.stages.refresh import collect_if_stale, stats_current
 
 FORMAT_VERSION = "2"  # of the recorded settings; 2: texts hashed by linguistic_collapse.core.provenance.sha256_texts
 # (1 had a rule of its own), so a folder measured under version 1 is measured again
@@ -228,8 +229,9 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
 
     The identity of a hub model is its settings (name, revision, texts' ``sha256_texts``,
     ``context_len``, block caps): a metrics file recording these settings and measured from
-    the current stats file (``linguistic_collapse.stages.refresh.is_measured``) is returned without loading the
-    model. Otherwise the model is loaded and hashed once (``state_dict_sha256``) and the one
+    the current stats file (``linguistic_collapse.stages.refresh.measured_from``) is returned without loading
+    the model. Under the metrics file's lock throughout, so the stats file is hashed once for
+    that check and the measure step unless collected again. Otherwise the model is loaded and hashed once (``state_dict_sha256``) and the one
     collect-then-measure-if-stale step (``linguistic_collapse.stages.refresh``) keeps a stats file of these
     weights and token blocks (their sha256 covers texts, tokenizer and caps) and metrics
     measured from it."""
@@ -239,44 +241,47 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
     train_sha, val_sha = _shas or (sha256_texts(texts_train), sha256_texts(texts_val))
     settings = _settings(name, revision, train_sha, val_sha, context_len, max_train_blocks,
                          max_val_blocks)
-    done = read_json(metrics_path) if metrics_path.is_file() else {}
-    if done.get("settings") == settings and refresh.is_measured(metrics_path, stats_path):
-        return done
-    if done.get("settings") != settings:  # other texts or sizes: a row of other settings
-        metrics_path.unlink(missing_ok=True)
-    tokenizer = load_model_tokenizer(name, revision)
-    key = _tokenization_key(tokenizer)
-    cache = _token_cache if _token_cache is not None else {}
-    if key not in cache:
-        cache[key] = (_blocks(texts_train, tokenizer, context_len, "train"),
-                      _blocks(texts_val, tokenizer, context_len, "validation"))
-    train, val = cache[key]
-    train = np.ascontiguousarray(train[:max_train_blocks] if max_train_blocks else train)
-    val = np.ascontiguousarray(val[:max_val_blocks] if max_val_blocks else val)
-    model = load_causal_lm(name, device=device, revision=revision)
-    _check_model(model, np.concatenate([train.ravel(), val.ravel()]), context_len, slug)
-    ids = torch.from_numpy(np.asarray(val[:1, :min(64, context_len)], dtype=np.int64)).to(device)
-    gap = feature_logit_gap(model, ids)
-    if gap > GAP_WARN:
-        warnings.warn(f"{slug}: logits differ from features @ W.T (+ b) by {gap:.2e} relative; "
-                      "the model post-processes its logits (soft-capping or scaling?)",
-                      stacklevel=2)
-    weights = {"state_dict_sha256": state_dict_sha256(model)}  # hashed once, used twice
-    inputs = {**weights, "train_blocks_sha256": sha256_array(train),
-              "val_blocks_sha256": sha256_array(val)}
-    seconds: dict[str, float | None] = {"collect": None}  # None: collected by an earlier call
+    with lock_for(metrics_path):  # held until measured: no step rewrites the stats file meanwhile
+        done = read_json(metrics_path) if metrics_path.is_file() else {}
+        stats_sha256 = (sha256_file(stats_path) if done.get("settings") == settings
+                        and stats_path.is_file() else None)
+        if stats_sha256 and refresh.measured_from(done, stats_sha256):
+            return done
+        if done.get("settings") != settings:  # other texts or sizes: a row of other settings
+            metrics_path.unlink(missing_ok=True)
+        tokenizer = load_model_tokenizer(name, revision)
+        key = _tokenization_key(tokenizer)
+        cache = _token_cache if _token_cache is not None else {}
+        if key not in cache:
+            cache[key] = (_blocks(texts_train, tokenizer, context_len, "train"),
+                          _blocks(texts_val, tokenizer, context_len, "validation"))
+        train, val = cache[key]
+        train = np.ascontiguousarray(train[:max_train_blocks] if max_train_blocks else train)
+        val = np.ascontiguousarray(val[:max_val_blocks] if max_val_blocks else val)
+        model = load_causal_lm(name, device=device, revision=revision)
+        _check_model(model, np.concatenate([train.ravel(), val.ravel()]), context_len, slug)
+        ids = torch.from_numpy(np.asarray(val[:1, :min(64, context_len)], dtype=np.int64)).to(device)
+        gap = feature_logit_gap(model, ids)
+        if gap > GAP_WARN:
+            warnings.warn(f"{slug}: logits differ from features @ W.T (+ b) by {gap:.2e} relative; "
+                          "the model post-processes its logits (soft-capping or scaling?)",
+                          stacklevel=2)
+        weights = {"state_dict_sha256": state_dict_sha256(model)}  # hashed once, used twice
+        inputs = {**weights, "train_blocks_sha256": sha256_array(train),
+                  "val_blocks_sha256": sha256_array(val)}
+        seconds: dict[str, float | None] = {"collect": None}  # None: collected by an earlier call
 
-    def collect() -> None:
-        t0 = time.perf_counter()
-        collect_model_stats(model, train, val, stats_path, batch_size=batch_size, device=device,
-                            progress=progress, weights_hash=weights)
-        seconds["collect"] = time.perf_counter() - t0
+        def collect() -> None:
+            t0 = time.perf_counter()
+            collect_model_stats(model, train, val, stats_path, batch_size=batch_size, device=device,
+                                progress=progress, weights_hash=weights)
+            seconds["collect"] = time.perf_counter() - t0
 
-    collect_if_stale(stats_path, lambda: stats_current(stats_path, inputs, (len(train), len(val))),
-                     collect)
-    return measure_if_stale(stats_path, metrics_path, lambda stats: _row(
-        model, stats, settings, (train, val), gap, seconds["collect"], batch_size=batch_size,
-        device=device, progress=progress))
+        collected = collect_if_stale(
+            stats_path, lambda: stats_current(stats_path, inputs, (len(train), len(val))), collect)
+        return refresh.measure_under_lock(stats_path, metrics_path, lambda stats: _row(
+            model, stats, settings, (train, val), gap, seconds["collect"], batch_size=batch_size,
+            device=device, progress=progress), None if collected else stats_sha256)
 
 
 def _row(model: nn.Module, stats_path: Path, settings: dict, blocks: tuple[np.ndarray, np.ndarray],

@@ -23,9 +23,9 @@ from linguistic_collapse.nc.stats_file import (
     load_stats_metadata,
     partial_path,
     pass1_path,
-    stale_reasons,
     stored_layers,
 )
+from linguistic_collapse.stages.freshness import stale_reasons
 
 
 def stats_current(path: Path, inputs: dict[str, str] | None, caps: tuple[int, int],
@@ -55,8 +55,9 @@ def collect_if_stale(path: Path, current: Callable[[], bool], collect: Callable[
         return True
 
 
-def _current(done: dict, stats_sha256: str) -> bool:
-    """Whether metrics ``done`` were measured from these stats with the current measures."""
+def measured_from(done: dict, stats_sha256: str) -> bool:
+    """Whether metrics ``done`` were measured from the stats file of this sha256 with the
+    current measures."""
     return (done.get("stats_sha256") == stats_sha256
             and done.get("measure_version") == MEASURE_VERSION)
 
@@ -65,18 +66,27 @@ def is_measured(metrics: Path, stats: Path) -> bool:
     """Whether ``metrics`` was measured from the current ``stats`` (its sha256 recorded) with
     the current ``MEASURE_VERSION``."""
     return (metrics.is_file() and stats.is_file()
-            and _current(read_json(metrics), sha256_file(stats)))
+            and measured_from(read_json(metrics), sha256_file(stats)))
 
 
-def measure_if_stale(stats: Path, metrics: Path, measure: Callable[[Path], dict]) -> dict:
+def measure_if_stale(stats: Path, metrics: Path, measure: Callable[[Path], dict],
+                     stats_sha256: str | None = None) -> dict:
     """Under ``metrics``' lock: the stored metrics when measured from the current ``stats``
     with the current ``MEASURE_VERSION``, else ``measure(stats)`` with ``stats_sha256`` and
-    ``measure_version`` added, written to ``metrics``."""
+    ``measure_version`` added, written to ``metrics``. ``stats_sha256``: the file's hash when
+    the caller computed it under a lock it still holds, so that no step of this pipeline has
+    rewritten the file since (then it is not hashed again); else hashed here."""
     with lock_for(metrics):
-        stats_sha256 = sha256_file(stats)
-        if metrics.is_file() and _current(done := read_json(metrics), stats_sha256):
-            return done
-        out = {**measure(stats), "stats_sha256": stats_sha256,
-               "measure_version": MEASURE_VERSION}
-        atomic_write_json(metrics, out)
-        return out
+        return measure_under_lock(stats, metrics, measure, stats_sha256)
+
+
+def measure_under_lock(stats: Path, metrics: Path, measure: Callable[[Path], dict],
+                       stats_sha256: str | None = None) -> dict:
+    """``measure_if_stale`` for a caller that holds ``metrics``' lock already (a second
+    ``lock_for`` of the same file in one thread would be refused as a deadlock)."""
+    stats_sha256 = stats_sha256 or sha256_file(stats)
+    if metrics.is_file() and measured_from(done := read_json(metrics), stats_sha256):
+        return done
+    out = {**measure(stats), "stats_sha256": stats_sha256, "measure_version": MEASURE_VERSION}
+    atomic_write_json(metrics, out)
+    return out

@@ -1,17 +1,21 @@
 """The sample the statistics rest on, as tables (``01_train``, ``02_collect``): a prepared
-corpus's sizes, what a stats file holds, how many classes fall under sample thresholds, and the
-collection's numbers in the findings. Their figures: ``linguistic_collapse.figures.class_counts``.
+corpus's sizes, what a stats file holds, the stats files of a profile at a glance, how many
+classes fall under sample thresholds, and the collection's numbers in the findings. Their figures: ``linguistic_collapse.figures.class_counts``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.lm.data import PreparedCorpus
+from linguistic_collapse.nc.accumulate import class_means, means_hash
+from linguistic_collapse.nc.stats_file import PASSES, load_stats, load_stats_metadata
 from linguistic_collapse.tables.findings import Findings
 
 
@@ -40,6 +44,22 @@ def stats_contents(stats: Mapping[str, Any], metadata: Mapping[str, str]) -> pd.
         rows.append({"entry": key, "shape": "", "dtype": "metadata",
                      "summary": f"{int(value):,}" if value.isdigit() else value})
     return pd.DataFrame(rows).set_index("entry")
+
+
+def stats_overview(stats_dir: str | Path) -> pd.DataFrame:
+    """One row per ``<name>/stats.safetensors`` under ``stats_dir``: classes seen (count >= 1),
+    tokens per pass, and whether the file verifies (``passes_tied``: its ``means_hash`` is the
+    hash of its own means, so pass 2 used the finished train means)."""
+    rows = []
+    for path in sorted(Path(stats_dir).glob("*/stats.safetensors")):
+        meta, tensors = load_stats_metadata(path), load_stats(path)
+        counts, sums = tensors["counts"], tensors["sums"]
+        rows.append({"model": path.parent.name, "classes": int((counts > 0).sum()),
+                     **{f"pass{i}_tokens": int(meta.get(f"pass{i}_tokens", 0)) for i in PASSES},
+                     "passes_tied": meta.get("means_hash") == means_hash(class_means(counts, sums))})
+    if not rows:
+        raise UserError(f"no <model>/stats.safetensors under {stats_dir}; collect first")
+    return pd.DataFrame(rows)
 
 
 def class_count_thresholds(counts: np.ndarray, thresholds: Sequence[int] = (1, 5, 20)) -> pd.DataFrame:

@@ -12,8 +12,8 @@ population's models (``linguistic_collapse.tables.claims.grid_final_rows``) on t
 scale, and reports the shared shift
 without judging it (figure: ``linguistic_collapse.figures.sensitivity``). A class seen once has zero within-class variance by construction, so the
 table also says how many classes are seen and how often. A smaller sample also sees fewer
-classes, so a fixed-K variant (``fixed_k_table``) measures every sample of a run on only the
-classes present in all of them (``linguistic_collapse.nc.subset.restrict_classes``).
+classes, so a fixed-K variant (``fixed_k_table``) has every sample of a run measured on only the
+classes present in all of them (``linguistic_collapse.stages.fixed_k``, by ``sensitivity_all``).
 """
 
 from __future__ import annotations
@@ -23,17 +23,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from safetensors import safe_open
 from scipy.stats import chi2
 
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.paths import Layout, atomic_write_json, lock_for, read_json
-from linguistic_collapse.core.provenance import sha256_file
-from linguistic_collapse.nc.measure import MEASURE_VERSION, measure_stats
+from linguistic_collapse.core.paths import Layout, read_json
+from linguistic_collapse.nc.measure import MEASURE_VERSION
 from linguistic_collapse.nc.registry import MEASURES, analysis_scale, label, measure_transform
-from linguistic_collapse.nc.stats_file import read_stats
-from linguistic_collapse.nc.subset import restrict_classes
+from linguistic_collapse.nc.stats_file import load_stats_metadata, read_counts
+from linguistic_collapse.stages.fixed_k import sample_key
 
 # Stability is judged by what can change a cross-model R²: a shift shared by every model (the
 # mean shift) leaves it unchanged; only the spread of the shifts between models moves the models
@@ -48,10 +45,9 @@ HALF = 0.5  # the fraction the findings record
 
 
 def _class_counts(stats_path: Any) -> tuple[np.ndarray, int]:
-    """(train samples per class seen (counts >= 1), train tokens), from the verified read."""
-    tensors, meta = read_stats(stats_path)
-    counts = tensors["counts"].numpy()
-    return counts[counts > 0], int(meta["pass1_tokens"])
+    """(train samples per class seen (counts >= 1), train tokens), from the verified counts."""
+    counts = read_counts(stats_path).numpy()
+    return counts[counts > 0], int(load_stats_metadata(stats_path)["pass1_tokens"])
 
 
 def sensitivity_table(profile: Any) -> pd.DataFrame:
@@ -77,59 +73,20 @@ def sensitivity_table(profile: Any) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _samples(profile: Any, ck: Any) -> list[tuple[float, int, Any]]:
-    """(fraction, draw, stats path) of every sample of ``ck``, the full pass included."""
-    layout = Layout(profile.out_path)
-    out = [(float(f), d, layout.stats(ck, f, d)) for f in profile.sensitivity.fractions
-           for d in profile.sensitivity.draws_of(f)]
-    for _, _, path in out:
-        if not path.is_file():
-            raise UserError(f"no sensitivity statistics at {path.parent}; run linguistic_collapse.stages."
-                            "pipeline.sensitivity_all (notebook 03_measure) first")
-    return out
-
-
-def _seen(path: Any) -> torch.Tensor:
-    """(V,) bool: the classes with training samples, from the counts tensor alone (a partial
-    read; the full read that measures the sample verifies those counts against its means hash)."""
-    with safe_open(str(path), framework="pt") as f:
-        return f.get_tensor("counts") > 0
-
-
-def _fixed_k_rows(ck: Any, samples: list[tuple[float, int, Any]], device: str | torch.device,
-                  tile: int) -> list[dict]:
-    """The rows of ``fixed_k_table`` for one checkpoint: each stats file read in full once."""
-    keep = None
-    for _, _, path in samples:  # the classes seen in every sample: (V,) bool
-        keep = _seen(path) if keep is None else keep & _seen(path)
-    rows = []
-    for fraction, draw, path in samples:
-        values = measure_stats(restrict_classes(read_stats(path)[0], keep), device=device, tile=tile)[0]
-        rows.append({"checkpoint": str(ck), "width": ck.width, "fraction": fraction,
-                     "draw": int(draw), "num_classes": int(keep.sum()),
-                     **{m: values.get(m, np.nan) for m in MEASURES}})
-    return rows
-
-
-def fixed_k_table(profile: Any, device: str | torch.device = "cpu", tile: int = 2048) -> pd.DataFrame:
+def fixed_k_table(profile: Any) -> pd.DataFrame:
     """As ``sensitivity_table`` (``checkpoint, fraction, draw, num_classes`` and every measure),
     each sample measured on only the classes present in every sample of its checkpoint, so the
-    class set (K, ``num_classes``) is the same at every fraction and draw.
-
-    A checkpoint's rows are stored in ``Layout.fixed_k_metrics(ck)`` with the sha256 of every
-    sample's stats file and the ``MEASURE_VERSION``, and reused while both match, so a notebook
-    run with unchanged statistics measures nothing again."""
+    class set (K, ``num_classes``) is the same at every fraction and draw: the rows that
+    ``sensitivity_all`` stored in ``Layout.fixed_k_metrics(ck)`` (``stages.fixed_k``), read."""
     layout, rows = Layout(profile.out_path), []
     for ck in profile.sensitivity.checkpoints():
-        samples = _samples(profile, ck)
         store = layout.fixed_k_metrics(ck)
-        with lock_for(store):
-            inputs = {f"{f:g}/{d}": sha256_file(path) for f, d, path in samples}
-            done = read_json(store) if store.is_file() else {}
-            if done.get("stats_sha256") != inputs or done.get("measure_version") != MEASURE_VERSION:
-                done = {"stats_sha256": inputs, "measure_version": MEASURE_VERSION,
-                        "rows": _fixed_k_rows(ck, samples, device, tile)}
-                atomic_write_json(store, done)
+        done = read_json(store) if store.is_file() else {}
+        want = {sample_key(f, d) for f in profile.sensitivity.fractions
+                for d in profile.sensitivity.draws_of(f)}
+        if set(done.get("stats_sha256", {})) != want or done.get("measure_version") != MEASURE_VERSION:
+            raise UserError(f"no fixed-K measures of this study's samples at {store}; run "
+                            "linguistic_collapse.stages.pipeline.sensitivity_all (notebook 03_measure) first")
         rows += done["rows"]
     columns = ["checkpoint", "width", "fraction", "draw", "num_classes", *MEASURES]
     return pd.DataFrame(rows, columns=columns).astype({m: float for m in MEASURES})
