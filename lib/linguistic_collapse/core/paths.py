@@ -236,7 +236,10 @@ def lock_for(path: str | os.PathLike, timeout: float = -1) -> Any:
     """A ``filelock.FileLock`` guarding ``path`` (a file or folder): ``.<name>.lock`` beside it.
 
     The lock file lives outside the folder it guards, so it survives that folder's replacement.
-    ``timeout=-1`` waits for as long as another process holds it; locks are re-entrant.
+    ``timeout=-1`` waits for as long as another process holds it. The returned lock is re-entrant
+    through the same object only: a second ``lock_for`` of the same path in one thread is another
+    lock, which filelock refuses as a deadlock, so code that holds it passes it on (or calls the
+    ``*_under_lock`` variant, as ``stages.refresh.measure_under_lock``).
     """
     # not a dependency of the core install (tests/test_core_deps.py)
     from filelock import FileLock
