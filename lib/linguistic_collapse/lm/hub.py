@@ -56,7 +56,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _unavailable(what: str, name: str, revision: str | None) -> UserError:
-    # heavy (transformers): loaded only when a model or tokenizer is used
+    # heavy (huggingface_hub, with transformers): loaded only when a hub model is asked for
     from huggingface_hub import constants
 
     at = f" at revision {revision!r}" if revision else ""
