@@ -239,7 +239,7 @@ TASKS: dict[str, tuple[Callable, Callable]] = {
 
 def _forward_only(model, blocks: list[np.ndarray], batch: int) -> int:
     """The plain forward pass (final features, no statistics) over every block; returns tokens."""
-    from linguistic_collapse.lm.model import final_features
+    from linguistic_collapse.lm.head import final_features
 
     tokens = 0
     with torch.no_grad():
@@ -253,7 +253,7 @@ def _forward_only(model, blocks: list[np.ndarray], batch: int) -> int:
 
 def _bench_model_and_blocks(c: dict, n_train: int, n_val: int) -> tuple:
     """A seeded GPT-Neo of config ``c`` and Zipf-distributed random blocks (n, T) of it."""
-    from linguistic_collapse.lm.model import build_model, gpt_neo_config
+    from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 
     model = build_model(gpt_neo_config(c["n_layer"], c["n_embd"], c["vocab_size"], c["n_ctx"]),
                         seed=0).eval()
@@ -310,7 +310,7 @@ def collect_vs_forward(n_train: int, n_val: int, threads: int = 1) -> dict:
     import tempfile
 
     torch.set_num_threads(threads)
-    from linguistic_collapse.lm.model import build_model, gpt_neo_config
+    from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
     from linguistic_collapse.nc.stats_file import load_stats_metadata
     from linguistic_collapse.stages.collect import collect_model_stats
 

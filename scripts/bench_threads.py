@@ -9,7 +9,7 @@ fresh child interpreter started with its own environment: ``default`` removes
 measurements alternate, round after round: alone (default, PASSIVE), then with one competing
 process (a busy loop in another interpreter, started before and stopped after), so drifting
 machine load touches both policies alike. A child builds a GPT-Neo of the given depth and width
-(``lm.model``), takes ``warmup`` AdamW training steps on random tokens, then times ``steps``
+(``lm.gpt_neo``), takes ``warmup`` AdamW training steps on random tokens, then times ``steps``
 steps; it prints its tokens/s. Printed per model: the median tokens/s of each (load, policy)
 and the ratios
 
@@ -49,7 +49,7 @@ def child(spec: dict) -> dict:
     """Tokens/s of ``steps`` AdamW training steps after ``warmup`` steps (in a fresh process)."""
     sys.path.insert(0, str(LIB))
     import torch
-    from linguistic_collapse.lm.model import build_model, gpt_neo_config
+    from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 
     model = build_model(gpt_neo_config(spec["n_layer"], spec["n_embd"], spec["vocab"], spec["ctx"]), seed=0)
     model.train()

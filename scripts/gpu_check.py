@@ -223,7 +223,7 @@ def max_rel_diff(a: dict, b: dict) -> tuple[float, str]:
 
 def cpu_copy(model, config_kwargs: dict):
     """The same checkpoint as an eager-attention float32 model on CPU."""
-    from linguistic_collapse.lm.model import build_model, gpt_neo_config
+    from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 
     cpu = build_model(gpt_neo_config(**{**config_kwargs, "attn_implementation": "eager"}))
     cpu.load_state_dict({k: v.detach().float().cpu() for k, v in model.state_dict().items()})
@@ -282,12 +282,8 @@ def run(args, size: Size, device: torch.device, name: str, train_txt, val_txt, o
     import warnings
 
     from linguistic_collapse.lm.data import tokenize_blocks, train_bpe_tokenizer
-    from linguistic_collapse.lm.model import (
-        build_model,
-        count_params,
-        gpt_neo_config,
-        quiet_transformers,
-    )
+    from linguistic_collapse.lm.gpt_neo import build_model, count_params, gpt_neo_config
+    from linguistic_collapse.lm.loading import quiet_transformers
 
     cuda = device.type == "cuda"
     t0 = time.perf_counter()

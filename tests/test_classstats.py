@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.lm.model import build_model, final_features, gpt_neo_config, lm_head_weight
+from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
+from linguistic_collapse.lm.head import final_features, lm_head_weight
 from linguistic_collapse.nc import ClassStats, nc1_measures, nc3_measures, reference
 from linguistic_collapse.nc.registry import MEASURES
 from linguistic_collapse.nc.stats_file import read_stats

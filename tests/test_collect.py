@@ -11,7 +11,8 @@ import torch
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.provenance import sha256_array, sha256_file, tokenizer_sha256
 from linguistic_collapse.lm import identity
-from linguistic_collapse.lm.model import build_model, final_features, gpt_neo_config, lm_head_weight
+from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
+from linguistic_collapse.lm.head import final_features, lm_head_weight
 from linguistic_collapse.nc import stats_file
 from linguistic_collapse.nc.merge import merge_stats
 from linguistic_collapse.nc.stats_file import (

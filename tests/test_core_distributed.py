@@ -99,7 +99,7 @@ def _callback(csv_path):
 
 
 def _model():
-    from linguistic_collapse.lm.model import build_model, gpt_neo_config
+    from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 
     return build_model(gpt_neo_config(1, CB_D, CB_V, CB_T), seed=0)
 

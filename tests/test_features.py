@@ -11,8 +11,8 @@ import pytest
 import torch
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.lm.features import head_features
+from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 from linguistic_collapse.lm.hf_callback import NeuralCollapseCallback
-from linguistic_collapse.lm.model import build_model, gpt_neo_config
 from linguistic_collapse.nc.registry import MEASURES
 
 V, D, T = 40, 16, 12

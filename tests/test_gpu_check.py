@@ -99,7 +99,7 @@ def test_gpu_sizes_match_the_brief():
 
 def test_cpu_copy_is_the_same_checkpoint():
     import torch
-    from linguistic_collapse.lm.model import build_model, gpt_neo_config
+    from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 
     gc = _load_module()
     cfg = {"n_layer": 2, "n_embd": 32, "vocab_size": 50, "n_ctx": 16}

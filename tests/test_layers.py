@@ -13,7 +13,8 @@ import pytest
 import torch
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.figures.depth import depth_figure
-from linguistic_collapse.lm.model import build_model, final_features, gpt_neo_config
+from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
+from linguistic_collapse.lm.head import final_features
 from linguistic_collapse.lm.residual import residual_features
 from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc import reference
@@ -327,7 +328,7 @@ def test_pipeline_collects_and_measures_layers_when_the_profile_asks(tmp_path, t
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox", "opt"])
 def test_residual_streams_of_other_architectures(arch):
     """The block inputs equal Hugging Face's hidden states on tiny random models of the other
-    families linguistic_collapse.lm.model supports (found by their block lists)."""
+    families linguistic_collapse.lm.head supports (found by their block lists)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     sizes = {"gpt2": dict(n_layer=3, n_embd=32, n_head=2, n_positions=16, bos_token_id=0,

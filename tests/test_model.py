@@ -2,16 +2,15 @@
 
 import pytest
 import torch
-from linguistic_collapse.lm.model import (
+from linguistic_collapse.lm.gpt_neo import (
     attention_types,
     build_model,
     count_params,
-    final_features,
     gpt_neo_config,
-    lm_head_weight,
-    load_causal_lm,
     paper_param_count,
 )
+from linguistic_collapse.lm.head import final_features, lm_head_weight
+from linguistic_collapse.lm.loading import load_causal_lm
 from linguistic_collapse.lm.runs import RunName
 
 

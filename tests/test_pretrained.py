@@ -12,14 +12,14 @@ import pytest
 import torch
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import read_json
-from linguistic_collapse.lm.model import (
+from linguistic_collapse.lm.head import (
     feature_logit_gap,
     final_features,
     head_logits,
     lm_head_bias,
     lm_head_weight,
-    load_causal_lm,
 )
+from linguistic_collapse.lm.loading import load_causal_lm
 from linguistic_collapse.nc.stats_file import load_stats_metadata
 
 try:  # the generated corpus may move from linguistic_collapse.lm.data to linguistic_collapse.lm.synthetic
@@ -173,11 +173,11 @@ def test_hub_model_fails_fast_offline(name, revision, monkeypatch):
 
 
 def test_hub_unreachable_fails_fast_without_offline_flag(monkeypatch):
-    import linguistic_collapse.lm.model
+    import linguistic_collapse.lm.hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(linguistic_collapse.lm.model, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(linguistic_collapse.lm.hub, "hub_reachable", lambda timeout=3.0: False)
     t0 = time.perf_counter()
     with pytest.raises(UserError, match="unreachable"):
         load_causal_lm("EleutherAI/pythia-70m", revision="step1000")

@@ -17,7 +17,7 @@ from checkout import PROFILES_DIR
 from linguistic_collapse import __main__ as cli
 from linguistic_collapse.core.errors import as_os_error, os_error_line
 from linguistic_collapse.lm import data
-from linguistic_collapse.lm.model import build_model, gpt_neo_config
+from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.stages.freshness import stale_reasons
 from safetensors import SafetensorError

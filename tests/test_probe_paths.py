@@ -13,7 +13,7 @@ import pytest
 import torch
 from checkout import PROFILES_DIR
 from linguistic_collapse import __main__ as cli
-from linguistic_collapse.lm.model import build_model, gpt_neo_config
+from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.nc.classstats import ClassStats
 from linguistic_collapse.nc.merge import merge_stats

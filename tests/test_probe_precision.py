@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.lm.model import build_model, gpt_neo_config, load_causal_lm
+from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
+from linguistic_collapse.lm.loading import load_causal_lm
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.nc.measure import measure_stats_file
 from linguistic_collapse.stages.collect import collect_model_stats

@@ -12,7 +12,7 @@ import pytest
 from checkout import PROFILES_DIR
 from linguistic_collapse import __main__ as cli
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.lm.model import paper_param_count
+from linguistic_collapse.lm.gpt_neo import paper_param_count
 from linguistic_collapse.lm.profiles import load_profile
 from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.series import paper

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.lm.model import build_model, gpt_neo_config
+from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 from linguistic_collapse.nc.stats_file import load_stats_metadata, read_stats
 from linguistic_collapse.stages.blocks import select_blocks, subsample_blocks
 from linguistic_collapse.stages.collect import collect_model_stats

@@ -13,7 +13,8 @@ from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout
 from linguistic_collapse.core.provenance import weights_sha256
 from linguistic_collapse.lm.data import block_order, prepare_corpus
-from linguistic_collapse.lm.model import count_params, load_causal_lm
+from linguistic_collapse.lm.gpt_neo import count_params
+from linguistic_collapse.lm.loading import load_causal_lm
 from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.lm.sections import ModelConfig, TrainingConfig
 from linguistic_collapse.stages.checkpoints import STATE_FILE, STATE_TENSORS, read_training_state
@@ -146,7 +147,7 @@ def test_seeds(corpus, tmp_path):
 
 
 def test_weight_decay_groups_follow_trainer():
-    from linguistic_collapse.lm.model import build_model, gpt_neo_config
+    from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 
     model = build_model(gpt_neo_config(2, 16, 300, 32))
     decay, no_decay = param_groups(model, 0.1)

@@ -43,6 +43,12 @@ def os_error_line(err: OSError) -> str:
     return f"{where}: {meaning} ({name}); {fix}"
 
 
+def error_line(err: BaseException) -> str:
+    """``<ExceptionType>: <first line of its message>``: a library's error, quoted in one line."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 # How the libraries the project uses spell an errno inside their own exceptions: safetensors
 # 0.8 "(os error 28)", older safetensors / Rust io "Os { code: 28", Python "[Errno 28]".
 _ERRNO_IN_TEXT = re.compile(r"\(os error (\d+)\)|\bOs \{ code: (\d+)|\[Errno (\d+)\]")

@@ -43,7 +43,7 @@ from linguistic_collapse.core.provenance import (
 )
 from linguistic_collapse.lm import texts as sources
 from linguistic_collapse.lm.gpt2_bpe import gpt2_tokenizer
-from linguistic_collapse.lm.model import check_model_folder
+from linguistic_collapse.lm.loading import check_model_folder
 from linguistic_collapse.lm.profiles import validated
 from linguistic_collapse.lm.sections import CorpusConfig, TokenizerConfig
 from linguistic_collapse.lm.texts import corpus_source_arg, load_corpus

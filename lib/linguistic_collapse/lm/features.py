@@ -2,7 +2,7 @@
 the LM head's input at each position and the next token there, as Hugging Face's loss pairs
 them (``labels`` shifted by one inside the model, ``-100`` ignored), honouring the attention
 mask (a padded position is neither a feature nor a label). Works on any
-``AutoModelForCausalLM`` (``linguistic_collapse.lm.model.final_features``) in any dtype.
+``AutoModelForCausalLM`` (``linguistic_collapse.lm.head.final_features``) in any dtype.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.lm.model import final_features, lm_head_weight
+from linguistic_collapse.lm.head import final_features, lm_head_weight
 
 IGNORE_INDEX = -100  # Hugging Face's ignored label (CrossEntropyLoss's ignore_index)
 

@@ -32,7 +32,7 @@ from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import check_out, is_csv_with
 from linguistic_collapse.lm.devices import inference_autocast
 from linguistic_collapse.lm.features import check_token_blocks
-from linguistic_collapse.lm.model import final_features, lm_head_weight
+from linguistic_collapse.lm.head import final_features, lm_head_weight
 from linguistic_collapse.nc import ClassStats
 
 PREFIX = "nc/"  # key prefix of the measures in the log history and the CSV

@@ -1,7 +1,8 @@
 """Which model and tokenizer a statistics file belongs to: names, the state-dict hash, the
 tokenizer checks, and the metadata that ``linguistic_collapse.nc.stats_file`` records (``model_info``).
 
-Lives outside ``linguistic_collapse.nc`` because it loads tokenizers and reads models (``linguistic_collapse.lm.model``).
+Lives outside ``linguistic_collapse.nc`` because it loads tokenizers and reads a model's LM head
+(``linguistic_collapse.lm.head``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.outputs import CorpusLayout
 from linguistic_collapse.core.paths import find_root, read_json
 from linguistic_collapse.core.provenance import sha256_tensor, tokenizer_sha256
-from linguistic_collapse.lm.model import lm_head_weight
+from linguistic_collapse.lm.head import lm_head_weight
 
 
 def name_of_path(path: str | Path) -> str:

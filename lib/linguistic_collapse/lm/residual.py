@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.lm.model import final_features
+from linguistic_collapse.lm.head import final_features
 
 # ---------------------------------------------------------------------------------------------
 # Residual-stream indices.

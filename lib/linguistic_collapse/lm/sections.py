@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import resolve
-from linguistic_collapse.lm.model import PAPER_LOCAL_WINDOW, default_n_head
+from linguistic_collapse.lm.gpt_neo import PAPER_LOCAL_WINDOW, default_n_head
 from linguistic_collapse.lm.runs import RunName
 
 # Strict numbers: YAML ``true`` is no integer and ``"5"`` no float (an int is a fine float).
@@ -121,7 +121,7 @@ class TokenizerConfig(Section):
 class ModelConfig(Section):
     """Architecture settings shared by every run (depth and width come from the grid)."""
 
-    n_head: PositiveInt | None = None  # None: linguistic_collapse.lm.model.default_n_head(width)
+    n_head: PositiveInt | None = None  # None: linguistic_collapse.lm.gpt_neo.default_n_head(width)
     window_size: PositiveInt = PAPER_LOCAL_WINDOW
     init_seed: NonNegativeInt = 0  # initialisation seed, the same for every run
     attn_implementation: Literal["eager", "flash_attention_2"] = "eager"

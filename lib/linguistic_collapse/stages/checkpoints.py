@@ -24,9 +24,7 @@ from linguistic_collapse.core.paths import (
     read_json,
 )
 from linguistic_collapse.core.provenance import weights_sha256
-from linguistic_collapse.lm.model import (
-    quiet_transformers,
-)
+from linguistic_collapse.lm.loading import quiet_transformers
 
 # ---------------------------------------------------------------------------------------------
 

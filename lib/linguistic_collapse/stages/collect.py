@@ -43,7 +43,8 @@ from linguistic_collapse.core.paths import resolve_if_checkout
 from linguistic_collapse.core.provenance import weights_sha256
 from linguistic_collapse.lm import identity as ident
 from linguistic_collapse.lm.devices import compute_dtype, inference_autocast
-from linguistic_collapse.lm.model import lm_head_weight, load_causal_lm
+from linguistic_collapse.lm.head import lm_head_weight
+from linguistic_collapse.lm.loading import load_causal_lm
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.nc.accumulate import DEFAULT_CHUNK
 from linguistic_collapse.nc.classstats import ClassStats

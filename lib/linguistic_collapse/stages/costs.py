@@ -25,7 +25,7 @@ import torch
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, read_json
-from linguistic_collapse.lm.model import paper_param_count
+from linguistic_collapse.lm.gpt_neo import paper_param_count
 from linguistic_collapse.lm.profiles import Profile
 from linguistic_collapse.lm.runs import RunName
 

@@ -22,11 +22,8 @@ from tqdm.auto import tqdm
 
 from linguistic_collapse.core.outputs import checkpoint_in
 from linguistic_collapse.lm.data import PreparedCorpus, block_order
-from linguistic_collapse.lm.model import (
-    build_model,
-    gpt_neo_config,
-    load_causal_lm,
-)
+from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
+from linguistic_collapse.lm.loading import load_causal_lm
 from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.lm.sections import ModelConfig, TrainingConfig
 from linguistic_collapse.stages.checkpoints import (

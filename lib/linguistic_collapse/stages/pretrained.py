@@ -24,7 +24,7 @@ or from the shell: ``python -m linguistic_collapse pretrained --model EleutherAI
 --model gpt2 --corpus ../shared/data/tinystories --out data/pretrained --device cuda``.
 A model may also be a local folder written by ``save_pretrained`` with its tokenizer saved in
 the same folder (revision None). Offline, a hub model that is not cached fails at once with one
-line saying how to get it (``linguistic_collapse.lm.model.load_causal_lm``).
+line saying how to get it (``linguistic_collapse.lm.loading.load_causal_lm``).
 
 Files under ``out_dir``: ``stats/<slug>/stats.safetensors`` (format of docs/architecture.md) and
 ``metrics/<slug>.json``, one flat JSON object per model whose keys are the ``TABLE_COLUMNS``
@@ -73,18 +73,11 @@ from linguistic_collapse.core.provenance import (
 )
 from linguistic_collapse.lm.data import load_corpus, tokenize_blocks
 from linguistic_collapse.lm.devices import inference_autocast
+from linguistic_collapse.lm.gpt_neo import count_params
+from linguistic_collapse.lm.head import feature_logit_gap, lm_head_weight
+from linguistic_collapse.lm.hub import from_hub, is_hub_name, local_model_dir
 from linguistic_collapse.lm.identity import state_dict_sha256
-from linguistic_collapse.lm.model import (
-    check_model_folder,
-    count_params,
-    feature_logit_gap,
-    from_hub,
-    is_hub_name,
-    lm_head_weight,
-    load_causal_lm,
-    local_model_dir,
-    refused_code,
-)
+from linguistic_collapse.lm.loading import check_model_folder, load_causal_lm, refused_code
 from linguistic_collapse.lm.texts import corpus_source_arg
 from linguistic_collapse.nc.measure import measure_stats
 from linguistic_collapse.nc.stats_file import read_stats

@@ -35,7 +35,7 @@ from linguistic_collapse.core.paths import (
 )
 from linguistic_collapse.core.provenance import sha256_json, weights_sha256
 from linguistic_collapse.lm.data import PreparedCorpus
-from linguistic_collapse.lm.model import quiet_transformers
+from linguistic_collapse.lm.loading import quiet_transformers
 from linguistic_collapse.lm.profiles import Profile
 from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc.measure import MEASURE_VERSION

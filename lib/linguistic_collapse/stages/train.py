@@ -57,10 +57,7 @@ from linguistic_collapse.core.paths import (
 from linguistic_collapse.core.provenance import CORPUS_HASHES, changed_paths
 from linguistic_collapse.lm.data import PreparedCorpus
 from linguistic_collapse.lm.devices import resolve_device
-from linguistic_collapse.lm.model import (
-    count_params,
-    paper_param_count,
-)
+from linguistic_collapse.lm.gpt_neo import count_params, paper_param_count
 from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.lm.sections import ModelConfig, TrainingConfig
 from linguistic_collapse.stages.checkpoints import (
