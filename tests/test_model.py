@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.model import (
     attention_types,
     build_model,
@@ -12,7 +13,6 @@ from linguistic_collapse.lm.model import (
     load_causal_lm,
     paper_param_count,
 )
-from linguistic_collapse.lm.runs import RunName
 
 
 @pytest.mark.parametrize("n_layer, expected", [

@@ -14,7 +14,7 @@ import torch
 from checkout import PROFILES_DIR, REPO_ROOT
 from linguistic_collapse import __main__ as cli
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.lm.profiles import Profile, load_profile
+from linguistic_collapse.core.profiles import Profile, load_profile
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.nc.measure import measure_stats, measure_stats_file
 from linguistic_collapse.series import paper

@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.figures.plots import (
     LOSS_LABEL,
     PARAMS_CMAP,
@@ -20,7 +21,6 @@ from linguistic_collapse.figures.plots import (
     add_param_colorbar,
     param_norm,
 )
-from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.tables.results import LOSS
 
 

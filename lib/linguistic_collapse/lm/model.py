@@ -24,15 +24,10 @@ from torch import nn
 
 from linguistic_collapse.core.errors import UserError, as_os_error
 from linguistic_collapse.core.paths import resolve_if_checkout
+from linguistic_collapse.core.profile_sections import PAPER_LOCAL_WINDOW, default_n_head
 
 T = TypeVar("T")
-PAPER_LOCAL_WINDOW = 256  # GPT-Neo local-attention window used in the paper
 MEASURE_DTYPE = torch.float32  # parameters of every model loaded for measurement
-
-
-def default_n_head(n_embd: int) -> int:
-    """16 heads as in the paper, fewer for tiny widths (head size at least 16)."""
-    return max(1, min(16, n_embd // 16))
 
 
 def attention_types(n_layer: int) -> list:

@@ -33,9 +33,9 @@ from torch import Tensor, nn
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import resolve
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.model import final_features
 from linguistic_collapse.lm.residual import residual_features, transformer_blocks
-from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc.measure import measure_stats
 from linguistic_collapse.nc.registry import GEOMETRY
 from linguistic_collapse.nc.stats_file import read_layers

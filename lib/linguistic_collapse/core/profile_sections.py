@@ -1,5 +1,5 @@
 """The sections of a profile as strict pydantic models: unknown keys refused with the allowed ones,
-numbers strict and finite, values frozen (``linguistic_collapse.lm.profiles`` assembles them into a ``Profile``)."""
+numbers strict and finite, values frozen (``linguistic_collapse.core.profiles`` assembles them into a ``Profile``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import resolve
-from linguistic_collapse.lm.model import PAPER_LOCAL_WINDOW, default_n_head
-from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.core.runs import RunName
 
 # Strict numbers: YAML ``true`` is no integer and ``"5"`` no float (an int is a fine float).
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
@@ -25,6 +24,13 @@ CORPUS_SOURCES = ("generated", "path", "hub")  # or hub:<dataset>, disk:<saved d
 PRETRAINED_VOCAB = {"EleutherAI/gpt-neo-125M": 50257, "gpt2": 50257}
 Fraction = Annotated[float, Strict(), Field(gt=0, le=1)]
 MIN_TIMEOUT_MIN = 5  # cluster.timeout_min: the shortest SLURM job that can be requeued
+PAPER_LOCAL_WINDOW = 256  # GPT-Neo local-attention window used in the paper (model.window_size)
+
+
+def default_n_head(n_embd: int) -> int:
+    """Heads of a width when ``model.n_head`` is null: 16 as in the paper, fewer for tiny widths
+    (head size at least 16). ``linguistic_collapse.lm.model.gpt_neo_config`` uses the same rule."""
+    return max(1, min(16, n_embd // 16))
 
 
 class Section(BaseModel):
@@ -121,7 +127,7 @@ class TokenizerConfig(Section):
 class ModelConfig(Section):
     """Architecture settings shared by every run (depth and width come from the grid)."""
 
-    n_head: PositiveInt | None = None  # None: linguistic_collapse.lm.model.default_n_head(width)
+    n_head: PositiveInt | None = None  # None: default_n_head(width)
     window_size: PositiveInt = PAPER_LOCAL_WINDOW
     init_seed: NonNegativeInt = 0  # initialisation seed, the same for every run
     attn_implementation: Literal["eager", "flash_attention_2"] = "eager"
@@ -232,12 +238,17 @@ class ClusterConfig(Section):
 
 
 class AnalysisConfig(Section):
-    """Statistics of the analysis notebooks."""
+    """Statistics of the analysis notebooks. Every key is required: the library's analysis
+    functions take these values as arguments and hold no default of their own, so the profile is
+    the one place they are set (``tests/test_profiles.py`` checks both)."""
 
-    n_permutations: PositiveInt = 10000
-    n_bootstrap: PositiveInt = 1000
-    seed: NonNegativeInt = 0
-    min_count: PositiveInt = 20  # token analysis: minimum training samples of a class
+    n_permutations: PositiveInt  # permutations of the seed-replica test (Table 1)
+    n_bootstrap: PositiveInt  # bootstrap resamples of every confidence interval
+    seed: NonNegativeInt  # seed of permutations and bootstraps
+    min_count: PositiveInt  # minimum training samples of a class in token rankings and robustness
+    permutation_alpha: Fraction  # Table 1: a Holm-adjusted p below this is significant
+    count_thresholds: tuple[PositiveInt, ...] = Field(min_length=1)  # 02_collect: classes below each count
+    extreme_tokens: PositiveInt  # 06_tokens: the most and the least collapsed tokens listed, each
 
 
 class SensitivityConfig(Section):
