@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.gpt_neo_defaults import PAPER_LOCAL_WINDOW, default_n_head
 from linguistic_collapse.core.paths import resolve
 from linguistic_collapse.core.runs import RunName
 
@@ -24,13 +25,6 @@ CORPUS_SOURCES = ("generated", "path", "hub")  # or hub:<dataset>, disk:<saved d
 PRETRAINED_VOCAB = {"EleutherAI/gpt-neo-125M": 50257, "gpt2": 50257}
 Fraction = Annotated[float, Strict(), Field(gt=0, le=1)]
 MIN_TIMEOUT_MIN = 5  # cluster.timeout_min: the shortest SLURM job that can be requeued
-PAPER_LOCAL_WINDOW = 256  # GPT-Neo local-attention window used in the paper (model.window_size)
-
-
-def default_n_head(n_embd: int) -> int:
-    """Heads of a width when ``model.n_head`` is null: 16 as in the paper, fewer for tiny widths
-    (head size at least 16). ``linguistic_collapse.lm.model.gpt_neo_config`` uses the same rule."""
-    return max(1, min(16, n_embd // 16))
 
 
 class Section(BaseModel):

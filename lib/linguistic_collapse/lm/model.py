@@ -23,8 +23,8 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from linguistic_collapse.core.errors import UserError, as_os_error
+from linguistic_collapse.core.gpt_neo_defaults import PAPER_LOCAL_WINDOW, default_n_head
 from linguistic_collapse.core.paths import resolve_if_checkout
-from linguistic_collapse.core.profile_sections import PAPER_LOCAL_WINDOW, default_n_head
 
 T = TypeVar("T")
 MEASURE_DTYPE = torch.float32  # parameters of every model loaded for measurement
