@@ -186,6 +186,15 @@ def test_analyze_bootstrap_count_must_be_positive(tmp_path, capsys, value):
     assert "--n-bootstrap: must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value, message", [("0", "must lie in (0, 1], got 0.0"), ("1.5", "must lie in (0, 1]"),
+                                            ("nan", "must lie in (0, 1]"), ("x", "'x' is not a number")])
+def test_analyze_alpha_must_be_a_level(tmp_path, capsys, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["analyze", "--out-dir", str(tmp_path), "--dest", str(tmp_path), "--alpha", value])
+    assert exit_.value.code == 2
+    assert f"--alpha: {message}" in capsys.readouterr().err
+
+
 def _shard(path, i, n, x, y, V=5, D=3):
     counts = torch.bincount(y, minlength=V)
     sums = torch.zeros(V, D, dtype=torch.float64).index_add_(0, y, x)
