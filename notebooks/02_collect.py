@@ -10,10 +10,10 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
+from linguistic_collapse.core import runs
 from linguistic_collapse.core.paths import Layout
 from linguistic_collapse.figures.class_counts import class_count_figure
 from linguistic_collapse.figures.save import show_and_save
-from linguistic_collapse.lm import runs
 from linguistic_collapse.nc import accumulate, stats_file
 from linguistic_collapse.series import paper
 from linguistic_collapse.stages import pipeline
@@ -45,13 +45,14 @@ sample_sizes.stats_contents(stats, meta)
 # %% [markdown]
 # ### How many samples does each class get?
 #
-# Every measure is built from class means, so a class seen once has a mean but no within-class spread, and a class never seen has neither. The histogram shows the class counts $N_c$ (log scale); the table how many of the vocabulary's classes fall below each threshold.
+# Every measure is built from class means, so a class seen once has a mean but no within-class spread, and a class never seen has neither. The histogram shows the class counts $N_c$ (log scale); the table how many of the vocabulary's classes fall below each threshold (`analysis.count_thresholds`).
 
 # %%
 counts = stats["counts"].numpy()
-fig = class_count_figure(counts, thresholds=(1, 5, 20))
+thresholds = cfg.profile.analysis.count_thresholds
+fig = class_count_figure(counts, thresholds=thresholds)
 show_and_save(fig, "class_counts", cfg)
-sample_sizes.class_count_thresholds(counts, thresholds=(1, 5, 20))
+sample_sizes.class_count_thresholds(counts, thresholds=thresholds)
 
 # %% [markdown]
 # The sample every model's statistics rest on (the same blocks for every model), recorded in `findings.md`:

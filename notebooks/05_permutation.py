@@ -27,7 +27,9 @@ print(f"{len(replicas)} seed-only replicas of {replicas['run'].iloc[0] if len(re
 # p is shown as "≤ 1.0e-4" (for m = 10⁴) where no permutation reached the observed |r|: 1/(m + 1) is the smallest p the test can give, so it says only that p is at most that floor. The interval on r is Fisher's (z = atanh r, standard error 1/√(n − 3)); "difference p" tests our r against the authors' replica r as two independent samples. The last columns are the authors' own Table 1, recomputed from their files with the same test (same m and seed).
 
 # %%
-perm = analysis.table1(replicas, n_permutations=cfg.profile.analysis.n_permutations, seed=cfg.profile.analysis.seed)
+settings = cfg.profile.analysis
+perm = analysis.table1(replicas, n_permutations=settings.n_permutations, seed=settings.seed,
+                      alpha=settings.permutation_alpha)
 perm = reviewed_table1(perm, replicas)
 results.save_table(perm, cfg.table_path("permutation.csv"))
 print(analysis.MULTIPLICITY_NOTE.format(k=len(perm)))
@@ -37,10 +39,10 @@ analysis.table1_display(perm)
 # %% [markdown]
 # ## Table 1 as a figure
 #
-# |r| per measure, significant ones (Holm p < 0.05) marked. The paper finds NC1, GNC2 and UNC3 (among others) significant across 21 seeds of one architecture.
+# |r| per measure, significant ones (Holm p below `analysis.permutation_alpha`, 0.05 in the shipped profiles) marked. The paper finds NC1, GNC2 and UNC3 (among others) significant across 21 seeds of one architecture.
 
 # %%
-fig = table1_figure(perm)
+fig = table1_figure(perm, alpha=settings.permutation_alpha)
 show_and_save(fig, "table1_permutation", cfg)
 
 # %% [markdown]
@@ -50,6 +52,6 @@ show_and_save(fig, "table1_permutation", cfg)
 
 # %%
 findings = Findings(cfg.table_path("findings.md"), "05_permutation")
-add_findings(findings, perm)
+add_findings(findings, perm, alpha=settings.permutation_alpha)
 findings.save()
 print(findings.markdown())

@@ -32,7 +32,7 @@ tokenizer = data.load_tokenizer(layout.tokenizer_dir)
 tokens = tok.token_table(measure.measure_stats(stats, per_class=True, progress=progress)[1], tokenizer)
 min_count = cfg.profile.analysis.min_count  # classes with fewer samples are left out of rankings
 print(f"model {ck}: {len(tokens)} token classes")
-print(tok.exclusion_note(tokens, min_count))
+print(tok.exclusion_note(tokens, min_count=min_count))
 
 # %% [markdown]
 # ## Variability and interference against frequency
@@ -87,9 +87,11 @@ results.round_sig(near, 4)
 
 # %% [markdown]
 # ## Most and least collapsed tokens (by variability)
+#
+# The `analysis.extreme_tokens` classes with the lowest and the highest variability, among those with at least `min_count` samples.
 
 # %%
-results.round_sig(tok.most_and_least_collapsed(tokens, k=10, min_count=min_count), 4)
+results.round_sig(tok.most_and_least_collapsed(tokens, k=cfg.profile.analysis.extreme_tokens, min_count=min_count), 4)
 
 # %% [markdown]
 # ## Explorer

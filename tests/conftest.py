@@ -81,7 +81,7 @@ def make_tiny_profile(out_dir, *, grid: dict | None = None, collect: dict | None
     """The smoke profile trimmed to one tiny 1-epoch run (width 16, depth 1) on ~60 generated
     stories, no sensitivity or dynamics runs; ``grid`` and ``collect`` update those sections,
     ``dynamics`` replaces that one."""
-    from linguistic_collapse.lm.profiles import Profile, load_profile
+    from linguistic_collapse.core.profiles import Profile, load_profile
 
     d = copy.deepcopy(load_profile("smoke").as_dict())
     d.update(out_dir=str(out_dir), context_len=32, device="cpu")

@@ -140,7 +140,7 @@ def test_permutation_p_matches_slow_loop():
     rng = np.random.default_rng(5)
     x = rng.standard_normal(9)
     y = 0.4 * x + rng.standard_normal(9)
-    row = analysis.permutation_test(replica_table(x, y), ["nc4_agreement"], n_permutations=500, seed=7).iloc[0]
+    row = analysis.permutation_test(replica_table(x, y), ["nc4_agreement"], n_permutations=500, seed=7, alpha=0.05).iloc[0]
     r_obs = stats.pearsonr(x, y).statistic
     hits = 0
     for perm in analysis.permutation_matrix(9, 500, seed=7):
@@ -156,23 +156,23 @@ def test_permutation_strong_and_independent_cases():
     rng = np.random.default_rng(0)
     x = rng.standard_normal(21)
     strong = analysis.permutation_test(replica_table(x, 2 * x + 0.3 * rng.standard_normal(21)),
-                                       ["nc4_agreement"], n_permutations=10_000).iloc[0]
+                                       ["nc4_agreement"], n_permutations=10_000, alpha=0.05).iloc[0]
     assert strong["p"] < 0.01 and strong["significant"]
     indep = analysis.permutation_test(replica_table(x, rng.standard_normal(21)),
-                                      ["nc4_agreement"], n_permutations=10_000).iloc[0]
+                                      ["nc4_agreement"], n_permutations=10_000, alpha=0.05).iloc[0]
     assert indep["p"] > 0.05 and not indep["significant"]
 
 
 def test_permutation_uses_log_scale_for_log_measures():
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal(6), rng.standard_normal(6)
-    row = analysis.permutation_test(replica_table(x, y), ["nc1_cdnv"], n_permutations=100).iloc[0]
+    row = analysis.permutation_test(replica_table(x, y), ["nc1_cdnv"], n_permutations=100, alpha=0.05).iloc[0]
     assert row["r"] == pytest.approx(stats.pearsonr(x / np.log(10), y).statistic)
 
 
 def test_permutation_too_few_replicas():
     with pytest.raises(ValueError, match="at least 3 seed-only replicas, got 2; add seeds to grid.replicas"):
-        analysis.permutation_test(replica_table([1.0, 2.0], [3.0, 1.0]))
+        analysis.permutation_test(replica_table([1.0, 2.0], [3.0, 1.0]), n_permutations=10, alpha=0.05)
 
 
 def test_table1_with_too_few_replicas_says_so_and_draws_a_note():
@@ -183,9 +183,9 @@ def test_table1_with_too_few_replicas_says_so_and_draws_a_note():
     from linguistic_collapse.tables.analysis import table1
 
     two = pd.DataFrame({"val_loss": [1.0, 2.0], **{m: [0.1, 0.2] for m in MEASURES}})
-    out = table1(two, n_permutations=10)
+    out = table1(two, n_permutations=10, alpha=0.05)
     assert out["r"].isna().all() and out["note"].str.contains("n=2").all()
-    fig = table1_figure(out)
+    fig = table1_figure(out, alpha=0.05)
     assert "too few seed-only replicas" in fig.axes[0].texts[0].get_text()
 
 
@@ -193,7 +193,7 @@ def test_table1_with_too_few_replicas_says_so_and_draws_a_note():
 
 def test_permutation_p_is_never_zero():
     x = np.arange(12.0)
-    row = analysis.permutation_test(replica_table(x, 3 * x), ["nc4_agreement"], n_permutations=999).iloc[0]
+    row = analysis.permutation_test(replica_table(x, 3 * x), ["nc4_agreement"], n_permutations=999, alpha=0.05).iloc[0]
     assert row["p"] == 1 / 1000  # b = 0: p = 1 / (m + 1)
     assert analysis.format_p(row["p"], 999) == "≤ 1.0e-3"  # the floor 1/1000, "≤ floor"
     assert analysis.format_p(1 / 10_001, 10_000) == "≤ 1.0e-4"  # 9.999e-5 rounded up, never down
@@ -213,7 +213,7 @@ def test_table1_holm_column_and_display():
     rng = np.random.default_rng(3)
     x = rng.standard_normal(21)
     table = replica_table(x, 2 * x + 0.5 * rng.standard_normal(21))
-    out = analysis.permutation_test(table, ["nc4_agreement", "nc1_cdnv"], n_permutations=200)
+    out = analysis.permutation_test(table, ["nc4_agreement", "nc1_cdnv"], n_permutations=200, alpha=0.05)
     np.testing.assert_allclose(out["p_holm"], analysis.holm(out["p"]))
     shown = analysis.table1_display(out)
     assert list(shown.columns) == ["measure", "n", "r", "R²", "Spearman ρ", "p", "Holm p"]

@@ -182,7 +182,7 @@ def _squash(text: str) -> str:
 def test_readme_states_the_codes_rule():
     """docs/reference.md quotes the rule of the profile the README reports (cpu: B from its analysis section)."""
     reference = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text(encoding="utf-8")
-    from linguistic_collapse.lm.profiles import load_profile
+    from linguistic_collapse.core.profiles import load_profile
 
     rule = verdicts.rule_text(len(claims._claims()), load_profile("cpu").analysis.n_bootstrap)
     assert _squash(rule) in _squash(reference), \

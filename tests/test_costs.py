@@ -4,7 +4,7 @@ against plain token / throughput arithmetic on one-run profiles of the cpu profi
 from __future__ import annotations
 
 import pytest
-from linguistic_collapse.lm.profiles import Profile, load_profile
+from linguistic_collapse.core.profiles import Profile, load_profile
 from linguistic_collapse.stages import costs
 
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, read_json
-from linguistic_collapse.lm.profiles import Profile, load_profile
-from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.core.profiles import Profile, load_profile
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.series import progress
 from linguistic_collapse.stages import dynamics, loop
 from linguistic_collapse.stages.checkpoints import STATE_FILE

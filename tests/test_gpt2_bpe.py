@@ -7,9 +7,9 @@ import tarfile
 
 import pytest
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.profiles import load_profile
 from linguistic_collapse.core.provenance import sha256_bytes
 from linguistic_collapse.lm import data, gpt2_bpe
-from linguistic_collapse.lm.profiles import load_profile
 
 # Token ids of GPT-2 (= EleutherAI/gpt-neo-125M) for these texts.
 KNOWN_IDS = {
@@ -64,7 +64,7 @@ def test_paper_profile_uses_it():
 
 
 def test_kind_takes_no_name():
-    from linguistic_collapse.lm.profiles import TokenizerConfig, validated
+    from linguistic_collapse.core.profiles import TokenizerConfig, validated
 
     with pytest.raises(UserError, match="takes no name"):
         validated(TokenizerConfig, {"kind": "gpt2-bpe", "name": "gpt2"}, "profiles/x.yaml")

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 import torch
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.figures.depth import depth_figure
 from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 from linguistic_collapse.lm.head import final_features
 from linguistic_collapse.lm.residual import residual_features
-from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc import reference
 from linguistic_collapse.nc.accumulate import accumulate_moments, accumulate_moments_shared
 from linguistic_collapse.nc.measure import measure_stats
@@ -284,7 +284,7 @@ def test_table_summary_and_figure(tmp_path):
 
 
 def test_profile_key_and_checkpoint_layers():
-    from linguistic_collapse.lm.profiles import load_profile
+    from linguistic_collapse.core.profiles import load_profile
 
     smoke = load_profile("smoke")
     data = smoke.as_dict()
@@ -302,7 +302,7 @@ def test_profile_key_and_checkpoint_layers():
 
 def test_pipeline_collects_and_measures_layers_when_the_profile_asks(tmp_path, tiny_profile):
     from linguistic_collapse.core.paths import Layout, read_json
-    from linguistic_collapse.lm.profiles import Profile
+    from linguistic_collapse.core.profiles import Profile
     from linguistic_collapse.stages.pipeline import is_collected, run_local
 
     p = tiny_profile(tmp_path, collect={"layers": None})

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.gpt_neo import (
     attention_types,
     build_model,
@@ -11,7 +12,6 @@ from linguistic_collapse.lm.gpt_neo import (
 )
 from linguistic_collapse.lm.head import final_features, lm_head_weight
 from linguistic_collapse.lm.loading import load_causal_lm
-from linguistic_collapse.lm.runs import RunName
 
 
 @pytest.mark.parametrize("n_layer, expected", [

@@ -16,8 +16,8 @@ from checkout import REPO_ROOT
 from linguistic_collapse.core import paths
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout
+from linguistic_collapse.core.profiles import load_profile
 from linguistic_collapse.figures.save import save_figure
-from linguistic_collapse.lm.profiles import load_profile
 from linguistic_collapse.series.paper import (
     notebook_setup,
     stage_parameters,
@@ -184,7 +184,7 @@ def test_stage_inputs_are_the_data_a_stage_reads(tmp_path):
 
 
 def test_progress_counts_finished_runs_from_their_files(tmp_path):
-    from linguistic_collapse.lm.profiles import Profile
+    from linguistic_collapse.core.profiles import Profile
 
     profile = Profile.from_dict({**load_profile("smoke").as_dict(), "out_dir": str(tmp_path)})
     count = stage_counter("01_train", profile)

@@ -15,9 +15,9 @@ import submitit
 from checkout import REPO_ROOT
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, read_json
+from linguistic_collapse.core.profiles import Profile, load_profile
 from linguistic_collapse.core.provenance import sha256_array, sha256_file, weights_sha256
-from linguistic_collapse.lm.profiles import Profile, load_profile
-from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.nc.stats_file import load_stats_metadata
 from linguistic_collapse.stages.blocks import subsample_blocks
 from linguistic_collapse.stages.costs import dry_run, plan_jobs
@@ -215,7 +215,7 @@ def test_metrics_of_another_stats_file_are_remeasured(tmp_path, tiny_profile):
 _GRID_SCRIPT = """
 import sys
 from linguistic_collapse.stages.pipeline import run_local
-from linguistic_collapse.lm.profiles import Profile
+from linguistic_collapse.core.profiles import Profile
 import json
 run_local(Profile.from_dict(json.loads(sys.argv[1])), progress=False)
 """

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from checkout import REPO_ROOT
-from linguistic_collapse.lm.profiles import Profile, load_profile
+from linguistic_collapse.core.profiles import Profile, load_profile
 from linguistic_collapse.nc import registry
 from linguistic_collapse.tables import claims, sensitivity, verdicts
 from linguistic_collapse.tables.authors_facts import AUTHORS_BY_EPOCHS

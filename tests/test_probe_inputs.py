@@ -14,7 +14,7 @@ import torch
 from checkout import PROFILES_DIR, REPO_ROOT
 from linguistic_collapse import __main__ as cli
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.lm.profiles import Profile, load_profile
+from linguistic_collapse.core.profiles import Profile, load_profile
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.nc.measure import measure_stats, measure_stats_file
 from linguistic_collapse.series import paper
@@ -184,6 +184,15 @@ def test_analyze_bootstrap_count_must_be_positive(tmp_path, capsys, value):
                   "--n-bootstrap", value])
     assert exit_.value.code == 2
     assert "--n-bootstrap: must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, message", [("0", "must lie in (0, 1], got 0.0"), ("1.5", "must lie in (0, 1]"),
+                                            ("nan", "must lie in (0, 1]"), ("x", "'x' is not a number")])
+def test_analyze_alpha_must_be_a_level(tmp_path, capsys, value, message):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["analyze", "--out-dir", str(tmp_path), "--dest", str(tmp_path), "--alpha", value])
+    assert exit_.value.code == 2
+    assert f"--alpha: {message}" in capsys.readouterr().err
 
 
 def _shard(path, i, n, x, y, V=5, D=3):

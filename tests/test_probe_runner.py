@@ -12,9 +12,9 @@ import pytest
 from checkout import PROFILES_DIR
 from linguistic_collapse import __main__ as cli
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.profiles import load_profile
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.gpt_neo import paper_param_count
-from linguistic_collapse.lm.profiles import load_profile
-from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.series import paper
 from linguistic_collapse.stages import costs
 
@@ -79,7 +79,7 @@ def test_peak_memory_holds_its_parts():
 
 HOLD = textwrap.dedent("""
     import sys
-    from linguistic_collapse.lm.profiles import load_profile
+    from linguistic_collapse.core.profiles import load_profile
     from linguistic_collapse.series import paper
     with paper.runner_lock(load_profile(sys.argv[1])):
         print("held", flush=True)

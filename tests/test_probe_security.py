@@ -12,8 +12,8 @@ import pytest
 import torch
 from checkout import REPO_ROOT
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.profiles import Profile, load_profile
 from linguistic_collapse.lm.loading import load_causal_lm
-from linguistic_collapse.lm.profiles import Profile, load_profile
 from linguistic_collapse.stages.pretrained import load_model_tokenizer
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import copy
+from pathlib import Path
 
+import linguistic_collapse
 import pytest
 import yaml
 from checkout import PROFILES_DIR
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.lm.profiles import Profile, available_profiles, load_profile
-from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.core.profile_sections import AnalysisConfig
+from linguistic_collapse.core.profiles import Profile, available_profiles, load_profile
+from linguistic_collapse.core.runs import RunName
 
 
 @pytest.fixture(scope="module")
@@ -201,9 +205,9 @@ def test_new_keys_and_their_defaults(smoke_dict):
     assert set(cpu.sensitivity.checkpoints()) <= set(cpu.checkpoints())
     assert 1 <= len(load_profile("smoke").sensitivity.runs) <= 2
     d = copy.deepcopy(smoke_dict)
-    del d["sensitivity"], d["analysis"]
+    del d["sensitivity"]
     p = Profile.from_dict(d)
-    assert p.sensitivity.runs == () and p.analysis.min_count == 20
+    assert p.sensitivity.runs == ()
     d["sensitivity"] = {"runs": ["L9-d16-e1-wd0.0005-s0-ck1"]}
     with pytest.raises(UserError, match="is not a measured checkpoint of this profile"):
         Profile.from_dict(d)
@@ -217,3 +221,81 @@ def test_sections_are_typed_and_validated_once():
         prepare_corpus(corpus={"source": "generated", "max_stories": 3},
                        tokenizer={"kind": "bpe", "vocab_size": 300}, context_len=8,
                        cache_dir="/nonexistent")
+
+
+# ---------------------------------------------------------------------------------------------
+# The profile is the only default: analysis values are required, and no code default shadows them
+
+LIB = Path(linguistic_collapse.__file__).resolve().parent
+# parameters that carry an ``analysis`` value wherever they appear in lib (the authors' files are
+# analysed with their own settings, not a profile's: ``tables/authors_stats.py`` is not scanned)
+PROFILE_PARAMETERS = {"min_count": "min_count", "n_bootstrap": "n_bootstrap",
+                      "n_permutations": "n_permutations"}
+NOT_A_PROFILE = {"tables/authors_stats.py"}
+# (file, function, parameter) that take a profile value under another name
+PROFILE_ARGUMENTS = {("tables/analysis.py", "permutation_test", "alpha"): "permutation_alpha",
+                     ("tables/analysis.py", "table1", "alpha"): "permutation_alpha",
+                     ("tables/replicas.py", "add_findings", "alpha"): "permutation_alpha",
+                     ("tables/tokens.py", "most_and_least_collapsed", "k"): "extreme_tokens",
+                     ("figures/table1.py", "table1_figure", "alpha"): "permutation_alpha",
+                     ("tables/sample_sizes.py", "class_count_thresholds", "thresholds"): "count_thresholds",
+                     ("figures/class_counts.py", "class_count_figure", "thresholds"): "count_thresholds"}
+
+
+def _parameter_defaults(path: Path) -> list[tuple[str, str, int]]:
+    """(function, parameter, line) of every parameter with a default in ``path``."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            positional = [*a.posonlyargs, *a.args]
+            with_default = positional[len(positional) - len(a.defaults):] if a.defaults else []
+            with_default += [arg for arg, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None]
+            out += [(node.name, arg.arg, node.lineno) for arg in with_default]
+    return out
+
+
+def test_no_code_default_shadows_an_analysis_value():
+    """A function that takes an ``analysis`` value has no default for it: a call that forgets
+    it fails instead of silently using the code's number when the profile says another."""
+    assert set(PROFILE_PARAMETERS.values()) | set(PROFILE_ARGUMENTS.values()) <= set(AnalysisConfig.model_fields)
+    shadows = []
+    for path in sorted(LIB.rglob("*.py")):
+        rel = path.relative_to(LIB).as_posix()
+        for function, parameter, line in _parameter_defaults(path):
+            key = PROFILE_ARGUMENTS.get((rel, function, parameter)) or (
+                PROFILE_PARAMETERS.get(parameter) if rel not in NOT_A_PROFILE else None)
+            if key:
+                shadows.append(f"{rel}:{line} {function}({parameter}=...) shadows analysis.{key}")
+    assert not shadows, "take these from the profile (no default):\n" + "\n".join(shadows)
+    sources = {rel: (LIB / rel).read_text(encoding="utf-8") for rel, _, _ in PROFILE_ARGUMENTS}
+    missing = [f"{rel} {fn}({p})" for rel, fn, p in PROFILE_ARGUMENTS if f"def {fn}(" not in sources[rel]]
+    assert not missing, f"PROFILE_ARGUMENTS names functions that no longer exist: {missing}"
+
+
+def test_the_checker_finds_a_shadowing_default(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("def f(t, n_bootstrap=1000, *, min_count=20, seed=0):\n    pass\n"
+                    "def g(t, *, min_count):\n    pass\n")
+    assert _parameter_defaults(path) == [("f", "n_bootstrap", 1), ("f", "min_count", 1), ("f", "seed", 1)]
+
+
+@pytest.mark.parametrize("key", list(AnalysisConfig.model_fields))
+def test_a_profile_missing_an_analysis_value_fails_in_one_line(smoke_dict, tmp_path, key):
+    """Every ``analysis`` key is required: a profile without one fails when it is loaded, in one
+    line naming the file and the key (no code default stands in for it)."""
+    for name in ("smoke", "cpu", "paper"):  # the shipped profiles set it
+        assert key in yaml.safe_load((PROFILES_DIR / f"{name}.yaml").read_text(encoding="utf-8"))["analysis"]
+    bad = copy.deepcopy(smoke_dict)
+    del bad["analysis"][key]
+    path = _write_profile(tmp_path, bad)
+    with pytest.raises(UserError, match=rf"^{path}: analysis\.{key}: missing key \(required\)$") as err:
+        load_profile(path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_profile_without_an_analysis_section_fails(smoke_dict):
+    bad = copy.deepcopy(smoke_dict)
+    del bad["analysis"]
+    with pytest.raises(UserError, match=r"^profile: analysis: missing key \(required\)$"):
+        Profile.from_dict(bad)

@@ -24,7 +24,7 @@ from linguistic_collapse.core.provenance import (
     sha256_json,
     weights_sha256,
 )
-from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.core.runs import RunName
 
 
 @pytest.fixture
@@ -51,8 +51,8 @@ def test_atomic_files_and_folders_follow_the_umask(tmp_path, umask_022):
 @pytest.mark.slow
 def test_checkpoint_folders_are_readable_by_others(tmp_path, umask_022):
     """A checkpoint written by linguistic_collapse.stages.train: folder 0755, files 0644 (not mkdtemp's 0700)."""
+    from linguistic_collapse.core.profile_sections import ModelConfig, TrainingConfig
     from linguistic_collapse.lm.data import prepare_corpus
-    from linguistic_collapse.lm.sections import ModelConfig, TrainingConfig
     from linguistic_collapse.stages.train import train_run
 
     corpus = prepare_corpus(corpus={"source": "generated", "max_train_stories": 40,
@@ -87,8 +87,8 @@ def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
 def test_a_run_in_progress_is_not_touched_by_a_second_trainer(tmp_path):
     """While one process holds a run's lock, another waits: it never removes the first one's
     temporary checkpoint folder (the old last_checkpoint did)."""
+    from linguistic_collapse.core.profile_sections import ModelConfig, TrainingConfig
     from linguistic_collapse.lm.data import prepare_corpus
-    from linguistic_collapse.lm.sections import ModelConfig, TrainingConfig
     from linguistic_collapse.stages.train import train_run
 
     corpus = prepare_corpus(corpus={"source": "generated", "max_train_stories": 40,

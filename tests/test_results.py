@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from linguistic_collapse.core.paths import atomic_write_json, read_json
-from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.nc.registry import MEASURES
 from linguistic_collapse.tables import analysis, results
 

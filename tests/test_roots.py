@@ -83,7 +83,7 @@ def test_a_root_env_that_is_no_checkout_is_one_line(tmp_path, monkeypatch):
 
 
 def test_outside_any_checkout_a_profile_needs_one_and_says_how(tmp_path, monkeypatch):
-    from linguistic_collapse.lm.profiles import load_profile
+    from linguistic_collapse.core.profiles import load_profile
 
     monkeypatch.delenv(paths.ROOT_ENV)
     monkeypatch.chdir(tmp_path)

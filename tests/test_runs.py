@@ -1,10 +1,10 @@
-"""linguistic_collapse.lm.runs: run names parse back, and impossible checkpoints are refused."""
+"""linguistic_collapse.core.runs: run names parse back, and impossible checkpoints are refused."""
 
 from __future__ import annotations
 
 import pytest
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.lm.runs import RunName, largest
+from linguistic_collapse.core.runs import RunName, largest
 
 
 def test_round_trip():

@@ -12,8 +12,8 @@ import torch
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, atomic_write_json
 from linguistic_collapse.core.provenance import sha256_file
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.figures.sensitivity import sensitivity_figure
-from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc.classstats import ClassStats
 from linguistic_collapse.nc.measure import measure_stats
 from linguistic_collapse.nc.registry import MEASURES

@@ -14,7 +14,7 @@ from checkout import PROFILES_DIR, REPO_ROOT
 from linguistic_collapse.__main__ import main
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout
-from linguistic_collapse.lm.profiles import Profile
+from linguistic_collapse.core.profiles import Profile
 from linguistic_collapse.stages import slurm
 
 

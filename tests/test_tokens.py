@@ -98,11 +98,11 @@ def test_rankings_and_names_use_only_classes_with_enough_samples():
     assert list(table.loc[table["kind"] == "first name", "token"]) == ["Lily", "Tom", "Timmy"]
     avg = table.set_index("token").loc["average token"]
     assert avg["variability"] == pytest.approx(np.mean([0.1, 2.0, 0.2, 1.5, 0.3]))  # 5 kept classes
-    ranked = tk.most_and_least_collapsed(tokens, k=1)  # default min_count 20
+    ranked = tk.most_and_least_collapsed(tokens, k=1, min_count=20)
     assert list(ranked["token"]) == ["Lily", "the"]  # 'lily' (count 5, variability 0.05) excluded
-    assert tk.exclusion_note(tokens, 20).startswith("2 of 7 classes (29%) have fewer than 20")
+    assert tk.exclusion_note(tokens, min_count=20).startswith("2 of 7 classes (29%) have fewer than 20")
     with pytest.raises(ValueError, match="min_count"):
-        tk.eligible(tokens, 0)
+        tk.eligible(tokens, min_count=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,14 +200,14 @@ def test_names_near_average_holds_with_two_frequent_names():
 
 def test_names_near_average_fails_and_inconclusive():
     five = _names_frame([2.0] * 5 + [1e-3] * 3)
-    assert tk.names_near_average(five, names=five["token"].iloc[:8]).attrs["verdict"] == "fails"
+    assert tk.names_near_average(five, names=five["token"].iloc[:8], min_count=20).attrs["verdict"] == "fails"
     rare = _names_frame([2.0] + [1e-3] * 6 + [2.0])  # amy, the rarest name, comes near
-    assert tk.names_near_average(rare, names=rare["token"].iloc[:8]).attrs["verdict"] == "fails"
+    assert tk.names_near_average(rare, names=rare["token"].iloc[:8], min_count=20).attrs["verdict"] == "fails"
     three = _names_frame([2.0, 2.0, 2.0] + [1e-3] * 5)  # 3 near, all at or above the median
-    out = tk.names_near_average(three, names=three["token"].iloc[:8])
+    out = tk.names_near_average(three, names=three["token"].iloc[:8], min_count=20)
     assert out.attrs["verdict"] == "inconclusive" and out.attrs["n_near"] == 3
     none = _names_frame([1e-3] * 8)
-    assert tk.names_near_average(none, names=none["token"].iloc[:8]).attrs["verdict"] == "holds"
+    assert tk.names_near_average(none, names=none["token"].iloc[:8], min_count=20).attrs["verdict"] == "holds"
 
 
 def test_names_near_average_respects_min_count_and_interference(tmp_path):
@@ -215,7 +215,7 @@ def test_names_near_average_respects_min_count_and_interference(tmp_path):
     out = tk.names_near_average(df, names=df["token"].iloc[:8], min_count=250)  # 6 names, no others
     assert out.attrs["n_names"] == 6
     df["interference"] = np.r_[[0.5] * 8, [0.0] * 40]
-    inter = tk.names_near_average(df, names=df["token"].iloc[:8], measure="interference")
+    inter = tk.names_near_average(df, names=df["token"].iloc[:8], min_count=20, measure="interference")
     assert inter.attrs["threshold"] == pytest.approx(df["interference"].mean())
     assert inter.attrs["n_near"] == 8 and inter.attrs["verdict"] == "fails"
     from linguistic_collapse.tables.findings import Findings

@@ -11,12 +11,12 @@ import pytest
 import torch
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout
+from linguistic_collapse.core.profile_sections import ModelConfig, TrainingConfig
 from linguistic_collapse.core.provenance import weights_sha256
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.data import block_order, prepare_corpus
 from linguistic_collapse.lm.gpt_neo import count_params
 from linguistic_collapse.lm.loading import load_causal_lm
-from linguistic_collapse.lm.runs import RunName
-from linguistic_collapse.lm.sections import ModelConfig, TrainingConfig
 from linguistic_collapse.stages.checkpoints import STATE_FILE, STATE_TENSORS, read_training_state
 from linguistic_collapse.stages.loop import build_run_model, evaluate, param_groups
 from linguistic_collapse.stages.train import train_run

@@ -238,8 +238,8 @@ def test_01_train_runs_with_a_figure_and_no_error(browser, lab):
 
 
 def test_06_tokens_renders_the_explorer_widget(browser, lab):
-    from linguistic_collapse.lm import runs
-    from linguistic_collapse.lm.profiles import load_profile
+    from linguistic_collapse.core import runs
+    from linguistic_collapse.core.profiles import load_profile
     from linguistic_collapse.stages import pipeline
 
     profile = load_profile("smoke")  # 06 reads the largest model's statistics (02_collect's job)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from linguistic_collapse.lm.profiles import load_profile
+from linguistic_collapse.core.profiles import load_profile
 from slurm_helpers import (
     cli,
     job_field,

@@ -257,8 +257,8 @@ def lock_for(path: str | os.PathLike, timeout: float = -1) -> Any:
 class Layout:
     """Paths under a profile's ``out_dir`` (``data/<profile>/``) for the grid's stages.
 
-    ``run`` arguments are ``linguistic_collapse.lm.runs.RunName`` objects (duck-typed here, so this module does not
-    import torch): ``run.run`` drops the checkpoint, ``run.checkpoint`` is its epoch or None.
+    ``run`` and ``ck`` arguments are ``linguistic_collapse.core.runs.RunName`` objects (duck-typed:
+    ``run.run`` drops the checkpoint, ``run.checkpoint`` is its epoch or None, ``str`` is the name).
     """
 
     root: Path  # ``Layout("data/cpu")``: anchored at the repository root when relative

@@ -39,7 +39,7 @@ def token_frequency_rank(blocks: np.ndarray, tokenizer: Any = None, label_top: i
     return fig
 
 
-def class_count_figure(counts: np.ndarray, thresholds: Sequence[int] = (1, 5, 20)) -> Figure:
+def class_count_figure(counts: np.ndarray, thresholds: Sequence[int]) -> Figure:
     """Histogram of per-class sample counts (log bins) with the sample thresholds marked."""
     c = np.asarray(counts)
     seen = c[c > 0]

@@ -11,7 +11,7 @@ from linguistic_collapse.figures.style import math_label
 from linguistic_collapse.tables.analysis import COMPARED_COLUMNS, table1_display
 
 
-def table1_figure(perm_df: pd.DataFrame, alpha: float = 0.05) -> Figure:
+def table1_figure(perm_df: pd.DataFrame, alpha: float) -> Figure:
     """Table 1 drawn as a table (the cells of ``linguistic_collapse.tables.analysis.table1_display``: signed r, R²,
     Spearman ρ, p and Holm p); in rows significant at ``alpha`` after Holm, our own cells in bold
     on a tint (the authors' columns and the comparison with them, ``COMPARED_COLUMNS``, stay

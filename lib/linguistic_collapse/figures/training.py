@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.figures.style import (
     LOSS_LABEL,
     PARAMS_CMAP,
@@ -21,7 +22,6 @@ from linguistic_collapse.figures.style import (
     panel_grid,
     param_norm,
 )
-from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.tables.results import LOSS
 
 

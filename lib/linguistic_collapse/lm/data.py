@@ -35,6 +35,8 @@ from linguistic_collapse.core.paths import (
     resolve,
     resolve_if_checkout,
 )
+from linguistic_collapse.core.profile_sections import CorpusConfig, TokenizerConfig
+from linguistic_collapse.core.profiles import validated
 from linguistic_collapse.core.provenance import (
     sha256_array,
     sha256_json,
@@ -44,8 +46,6 @@ from linguistic_collapse.core.provenance import (
 from linguistic_collapse.lm import texts as sources
 from linguistic_collapse.lm.gpt2_bpe import gpt2_tokenizer
 from linguistic_collapse.lm.loading import check_model_folder
-from linguistic_collapse.lm.profiles import validated
-from linguistic_collapse.lm.sections import CorpusConfig, TokenizerConfig
 from linguistic_collapse.lm.texts import corpus_source_arg, load_corpus
 
 if TYPE_CHECKING:
@@ -317,7 +317,7 @@ def prepare_corpus(*, corpus: CorpusConfig | Mapping, tokenizer: TokenizerConfig
     A cache is reused only when its settings and its texts' hashes equal the current ones, so
     replacing the text of a local source rebuilds it (hub datasets are pinned by name and their
     text is not reloaded to check). ``corpus`` and ``tokenizer`` are the profile's typed sections
-    (``linguistic_collapse.lm.sections.CorpusConfig``, ``TokenizerConfig``) or mappings of the same keys, e.g.
+    (``linguistic_collapse.core.profile_sections.CorpusConfig``, ``TokenizerConfig``) or mappings of the same keys, e.g.
     {"source": "generated", "max_train_stories": 600} or {"source": "path", "path": P}. Two
     processes preparing one cache take turns (a file lock).
     """

@@ -6,12 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PAPER_LOCAL_WINDOW = 256  # GPT-Neo local-attention window used in the paper
-
-
-def default_n_head(n_embd: int) -> int:
-    """16 heads as in the paper, fewer for tiny widths (head size at least 16)."""
-    return max(1, min(16, n_embd // 16))
+from linguistic_collapse.core.gpt_neo_defaults import PAPER_LOCAL_WINDOW, default_n_head
 
 
 def attention_types(n_layer: int) -> list:

@@ -58,9 +58,9 @@ from linguistic_collapse.core.paths import (
     short,
     tables_dir_for,
 )
+from linguistic_collapse.core.profiles import Profile, load_profile, profile_arg, profile_path
 from linguistic_collapse.figures.style import apply_style
 from linguistic_collapse.lm.devices import apply_thread_setting
-from linguistic_collapse.lm.profiles import Profile, load_profile, profile_arg, profile_path
 from linguistic_collapse.series.progress import ProgressWatcher, hms, stage_counter
 from linguistic_collapse.series.sources import sync_notebooks
 from linguistic_collapse.series.stamps import inputs_digest, lib_digest, stage_inputs, stage_stamp

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from linguistic_collapse.core.outputs import CHECKPOINT_PREFIX
 from linguistic_collapse.core.paths import Layout
-from linguistic_collapse.lm.profiles import Profile
+from linguistic_collapse.core.profiles import Profile
 
 HEARTBEAT_S = 30.0
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from linguistic_collapse.core.paths import Layout, resolve
 from linguistic_collapse.core.provenance import sha256_file
-from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.core.runs import RunName
 
 CODE_DIR = Path(__file__).resolve().parents[1]  # the package's own files: what runs
 

@@ -25,9 +25,9 @@ import torch
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, read_json
+from linguistic_collapse.core.profiles import Profile
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.gpt_neo import paper_param_count
-from linguistic_collapse.lm.profiles import Profile
-from linguistic_collapse.lm.runs import RunName
 
 # ---------------------------------------------------------------------------------------------
 # Jobs and their cost

@@ -45,11 +45,11 @@ from linguistic_collapse.core.paths import (
     lock_for,
     read_json,
 )
+from linguistic_collapse.core.profiles import Profile
 from linguistic_collapse.core.provenance import CORPUS_HASHES, sha256_json
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.data import PreparedCorpus
 from linguistic_collapse.lm.devices import resolve_device
-from linguistic_collapse.lm.profiles import Profile
-from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc.measure import measure_stats_file
 from linguistic_collapse.nc.registry import MEASURES
 from linguistic_collapse.stages.checkpoints import (

@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from linguistic_collapse.lm.profiles import load_profile, profile_arg
-from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.core.profiles import load_profile, profile_arg
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.stages.costs import GIB, check_memory, cpu_summary, dry_run
 from linguistic_collapse.stages.pipeline import run_local, train_profile_run
 from linguistic_collapse.stages.slurm import submit_slurm

@@ -31,9 +31,9 @@ import torch
 from torch import Tensor, nn
 
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.head import final_features
 from linguistic_collapse.lm.residual import residual_features, transformer_blocks
-from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc.measure import measure_stats
 from linguistic_collapse.nc.registry import GEOMETRY
 from linguistic_collapse.nc.stats_file import LAYER_TENSORS, layer_key, stored_layers

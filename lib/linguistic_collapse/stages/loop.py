@@ -21,11 +21,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from linguistic_collapse.core.outputs import checkpoint_in
+from linguistic_collapse.core.profile_sections import ModelConfig, TrainingConfig
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.data import PreparedCorpus, block_order
 from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 from linguistic_collapse.lm.loading import load_causal_lm
-from linguistic_collapse.lm.runs import RunName
-from linguistic_collapse.lm.sections import ModelConfig, TrainingConfig
 from linguistic_collapse.stages.checkpoints import (
     last_checkpoint,
     read_training_state,

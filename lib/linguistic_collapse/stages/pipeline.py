@@ -37,16 +37,16 @@ from tqdm.auto import tqdm
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, atomic_write_json, lock_for, read_json
+from linguistic_collapse.core.profiles import Profile
 from linguistic_collapse.core.provenance import (
     CORPUS_HASHES,
     sha256_array,
     sha256_file,
     weights_sha256,
 )
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.data import PreparedCorpus, prepare_corpus
 from linguistic_collapse.lm.devices import resolve_device
-from linguistic_collapse.lm.profiles import Profile
-from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc.measure import measure_read_stats
 from linguistic_collapse.nc.stats_file import (
     PASSES,

@@ -50,9 +50,9 @@ from linguistic_collapse.core.paths import (
     read_json,
     repo_root,
 )
+from linguistic_collapse.core.profiles import Profile
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.data import PreparedCorpus, corpus_staleness
-from linguistic_collapse.lm.profiles import Profile
-from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.stages.checkpoints import last_checkpoint
 from linguistic_collapse.stages.pipeline import (
     JOB_STAGES,

@@ -33,11 +33,11 @@ from linguistic_collapse.core.paths import (
     lock_for,
     read_json,
 )
+from linguistic_collapse.core.profiles import Profile
 from linguistic_collapse.core.provenance import sha256_json, weights_sha256
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.data import PreparedCorpus
 from linguistic_collapse.lm.loading import quiet_transformers
-from linguistic_collapse.lm.profiles import Profile
-from linguistic_collapse.lm.runs import RunName
 from linguistic_collapse.nc.measure import MEASURE_VERSION
 from linguistic_collapse.stages.loop import Snapshots
 from linguistic_collapse.stages.train import run_inputs

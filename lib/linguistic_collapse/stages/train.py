@@ -54,12 +54,12 @@ from linguistic_collapse.core.paths import (
     lock_for,
     read_json,
 )
+from linguistic_collapse.core.profile_sections import ModelConfig, TrainingConfig
 from linguistic_collapse.core.provenance import CORPUS_HASHES, changed_paths
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.data import PreparedCorpus
 from linguistic_collapse.lm.devices import resolve_device
 from linguistic_collapse.lm.gpt_neo import count_params, paper_param_count
-from linguistic_collapse.lm.runs import RunName
-from linguistic_collapse.lm.sections import ModelConfig, TrainingConfig
 from linguistic_collapse.stages.checkpoints import (
     last_checkpoint,
     read_training_state,

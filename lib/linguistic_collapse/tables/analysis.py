@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from linguistic_collapse.core.paths import cli_path, positive_int, resolve
-from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.nc.registry import MEASURES, analysis_scale, label, measure_transform
 from linguistic_collapse.tables.clusters import cluster_counts, design_point_ids
 from linguistic_collapse.tables.results import (
@@ -223,7 +223,7 @@ def _correlate_one(table: pd.DataFrame, measure: str, controls: Sequence[str],
 
 
 def correlate(table: pd.DataFrame, measures: Sequence[str] = MEASURES,
-              controls: Sequence[str] = CONTROLS, n_bootstrap: int = 1000,
+              controls: Sequence[str] = CONTROLS, *, n_bootstrap: int,
               seed: int = 0) -> pd.DataFrame:
     """Per measure: Pearson r and R^2 of validation loss vs the (transformed) measure, Spearman
     rho, 95% cluster-bootstrap intervals of r and R^2 (whole design points resampled; n,
@@ -297,8 +297,8 @@ def _permutation_one(table: pd.DataFrame, measure: str, n_permutations: int, see
     return {**row, "r": r, "r2": r * r, "spearman": spearman(x, y)[0], "p": p, "note": ""}
 
 
-def permutation_test(table: pd.DataFrame, measures: Sequence[str] = MEASURES,
-                     n_permutations: int = 10_000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+def permutation_test(table: pd.DataFrame, measures: Sequence[str] = MEASURES, *,
+                     n_permutations: int, seed: int = 0, alpha: float) -> pd.DataFrame:
     """Table 1: per measure n, r, R^2, Spearman rho, the permutation p = (b + 1)/(m + 1) over
     ``n_permutations`` random permutations of the losses, and the Holm-adjusted p over all
     measures; ``significant`` means Holm p < ``alpha``. The same permutations for every measure.
@@ -318,11 +318,11 @@ def permutation_test(table: pd.DataFrame, measures: Sequence[str] = MEASURES,
     return out
 
 
-def table1(replicas: pd.DataFrame, n_permutations: int = 10_000, seed: int = 0) -> pd.DataFrame:
+def table1(replicas: pd.DataFrame, *, n_permutations: int, seed: int = 0, alpha: float) -> pd.DataFrame:
     """``permutation_test`` for a notebook: with fewer than 3 replicas every row is NaN with a
     note saying so, instead of stopping the series or printing a meaningless p-value."""
     if len(replicas) >= 3:
-        return permutation_test(replicas, n_permutations=n_permutations, seed=seed)
+        return permutation_test(replicas, n_permutations=n_permutations, seed=seed, alpha=alpha)
     note = (f"too few seed-only replicas (n={len(replicas)}); the test needs at least 3: "
             "add seeds to grid.replicas in the profile")
     return pd.DataFrame({"measure": MEASURES, "n": len(replicas), "r": np.nan, "r2": np.nan,
@@ -395,11 +395,23 @@ def _cli_analyze(args: argparse.Namespace) -> int:
         spec = RunName.parse(args.replicas)
         reps = replica_rows(table, {"depth": spec.depth, "width": spec.width, "epochs": spec.epochs,
                                     "weight_decay": spec.weight_decay})
-        outputs["permutation.csv"] = permutation_test(reps, n_permutations=args.n_permutations, seed=args.seed)
+        outputs["permutation.csv"] = permutation_test(reps, n_permutations=args.n_permutations, seed=args.seed,
+                                                      alpha=args.alpha)
     for filename, df in outputs.items():
         save_table(df, dest / filename)
     print(f"{len(table)} checkpoints; wrote {', '.join(outputs)} to {dest}")
     return 0
+
+
+def _alpha(text: str) -> float:
+    """argparse ``type`` of ``--alpha``: a level in (0, 1] (one line from argparse otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {value}")
+    return value
 
 
 def register_cli(subparsers: Any) -> None:
@@ -412,4 +424,6 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--n-bootstrap", type=positive_int, default=1000)
     p.add_argument("--n-permutations", type=positive_int, default=10_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--alpha", type=_alpha, default=0.05,
+                   help="permutation.csv's significant column: Holm p below this (default 0.05)")
     p.set_defaults(func=_cli_analyze)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import check_out, cli_path, is_csv_with, resolve
-from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.nc.registry import MEASURES
 from linguistic_collapse.tables.results import (
     RESULT_COLUMNS,

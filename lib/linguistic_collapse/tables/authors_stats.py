@@ -95,13 +95,15 @@ def r2_design_quantiles(table: pd.DataFrame, measures: Sequence[str] | None = No
 
 
 def replica_table1(table: pd.DataFrame, measures: Sequence[str] | None = None,
-                   n_permutations: int = 10_000, seed: int = 0) -> pd.DataFrame:
-    """Table 1 on their 21 seed replicas (``analysis.permutation_test``: same p and Holm)."""
+                   n_permutations: int = 10_000, seed: int = 0, alpha: float = 0.05) -> pd.DataFrame:
+    """Table 1 on their 21 seed replicas (``analysis.permutation_test``: same p and Holm;
+    ``alpha`` sets only its ``significant`` column, which ``authors_facts`` does not keep)."""
     reps = replica_rows(table, AUTHORS_REPLICA_DESIGN)
     if len(reps) < 3:
         raise UserError(f"the authors' files hold {len(reps)} seed replicas of 02x0768_01d; "
                         "pass the lc-2024_10_24.csv file, which lists 21")
-    return analysis.permutation_test(reps, _measures(reps, measures), n_permutations, seed)
+    return analysis.permutation_test(reps, _measures(reps, measures), n_permutations=n_permutations,
+                                     seed=seed, alpha=alpha)
 
 
 def authors_facts(files: Sequence[str | os.PathLike], n_bootstrap: int = 2000, n_permutations: int = 10_000,

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from linguistic_collapse.core.paths import Layout, read_json, resolve
-from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.nc.registry import GEOMETRY, analysis_scale, label
 from linguistic_collapse.nc.stats_file import read_layers
 from linguistic_collapse.tables.findings import Findings

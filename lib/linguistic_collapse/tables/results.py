@@ -17,7 +17,7 @@ import pandas as pd
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout, atomic_write, read_json, resolve
-from linguistic_collapse.lm.runs import RunName, final_checkpoints, parse_checkpoints
+from linguistic_collapse.core.runs import RunName, final_checkpoints, parse_checkpoints
 from linguistic_collapse.nc.registry import MEASURES
 
 LOSS = "val_loss"

@@ -57,8 +57,8 @@ def _base(column: str) -> str:
     return "nc1_pinv" if column.startswith("nc1_pinv_rtol") else column
 
 
-def min_count_table(table: pd.DataFrame, measures: Sequence[str] = MEASURES,
-                    n_bootstrap: int = 1000, seed: int = 0) -> pd.DataFrame:
+def min_count_table(table: pd.DataFrame, measures: Sequence[str] = MEASURES, *,
+                    n_bootstrap: int, seed: int = 0) -> pd.DataFrame:
     """Per measure of ``measures`` and per nc1_pinv cut-off variant (``nc1_pinv_rtol*``
     columns) the table has, when the table has any ``<measure>@min_count`` column: R² with
     loss on all classes and on classes with >= min_count samples, each with its 95 %

@@ -62,7 +62,7 @@ def stats_overview(stats_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def class_count_thresholds(counts: np.ndarray, thresholds: Sequence[int] = (1, 5, 20)) -> pd.DataFrame:
+def class_count_thresholds(counts: np.ndarray, thresholds: Sequence[int]) -> pd.DataFrame:
     """How many classes have fewer than each threshold of training samples."""
     c = np.asarray(counts)
     return pd.DataFrame({"classes with count <": list(thresholds),

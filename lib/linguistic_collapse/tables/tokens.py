@@ -2,7 +2,8 @@
 against the average token, the most and least collapsed tokens, nearest classes, and one
 token's summary (shown by the explorer of ``linguistic_collapse.figures.tokens``).
 
-Rankings and comparisons use only classes with at least ``min_count`` training samples: a
+Rankings and comparisons use only classes with at least ``min_count`` training samples (the
+profile's ``analysis.min_count``, always passed: no function here has a default for it): a
 class seen once has zero within-class variance by construction, and few samples make its
 variability noise. No torch import (stats mappings may hold tensors or arrays).
 """
@@ -21,7 +22,6 @@ from linguistic_collapse.tables.findings import Findings
 from linguistic_collapse.tables.verdicts import NAMES_RULE
 
 FIRST_NAMES_FILE = Path(__file__).with_name("first_names.txt")
-DEFAULT_MIN_COUNT = 20  # profiles: analysis.min_count
 
 
 def load_first_names(path: str | os.PathLike = FIRST_NAMES_FILE) -> frozenset[str]:
@@ -47,29 +47,29 @@ def token_table(per_class: pd.DataFrame, tokenizer: Any) -> pd.DataFrame:
     return out
 
 
-def eligible(tokens_df: pd.DataFrame, min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
+def eligible(tokens_df: pd.DataFrame, *, min_count: int) -> pd.DataFrame:
     """The classes with at least ``min_count`` training samples."""
     if min_count < 1:
         raise ValueError(f"min_count must be at least 1, got {min_count}")
     return tokens_df[tokens_df["count"] >= min_count]
 
 
-def exclusion_note(tokens_df: pd.DataFrame, min_count: int = DEFAULT_MIN_COUNT) -> str:
+def exclusion_note(tokens_df: pd.DataFrame, *, min_count: int) -> str:
     """One line: how many classes the rankings exclude for having fewer than ``min_count`` samples."""
-    kept = len(eligible(tokens_df, min_count))
+    kept = len(eligible(tokens_df, min_count=min_count))
     n = len(tokens_df)
     return (f"{n - kept} of {n} classes ({(n - kept) / max(n, 1):.0%}) have fewer than {min_count} "
             f"training samples and are excluded from the rankings and name comparisons; {kept} remain")
 
 
-def first_name_table(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
-                     min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
+def first_name_table(tokens_df: pd.DataFrame, names: Iterable[str] | None = None, *,
+                     min_count: int) -> pd.DataFrame:
     """Tokens that are a first name (case-insensitive, whole token), most frequent first, then an
     "average token" row (mean over tokens; its count rounded) and a count-weighted average row;
     all over the classes with at least ``min_count`` samples. ``token_id`` and ``count`` are
     integers (``Int64``; the average rows have no token id)."""
     names = load_first_names() if names is None else frozenset(n.lower() for n in names)
-    pool = eligible(tokens_df, min_count)
+    pool = eligible(tokens_df, min_count=min_count)
     cols = ["token", "token_id", "count", "frequency", "variability", "interference"]
     cols = [c for c in cols if c in pool.columns]
     is_name = pool["token"].str.lower().isin(names)
@@ -92,14 +92,14 @@ def first_name_table(tokens_df: pd.DataFrame, names: Iterable[str] | None = None
     return table
 
 
-def word_table(tokens_df: pd.DataFrame, min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
+def word_table(tokens_df: pd.DataFrame, *, min_count: int) -> pd.DataFrame:
     """The classes with at least ``min_count`` samples merged into words: tokens whose decoded
     text agrees up to case and surrounding whitespace ("Lily", " Lily", "lily") are one word.
     Per word: ``variants`` (token classes merged), their ``token_ids``, the summed ``count`` and
     ``frequency``, and ``variability`` and ``interference`` as the count-weighted mean over its
     variants (each variant's per-class value weighted by its samples; the samples are not
     re-pooled into one class, which would change every other class's measures too)."""
-    pool = eligible(tokens_df, min_count)
+    pool = eligible(tokens_df, min_count=min_count)
     key = pool["token"].str.strip().str.lower()
     rows = []
     for word, g in pool.groupby(key, sort=False):
@@ -115,11 +115,11 @@ def word_table(tokens_df: pd.DataFrame, min_count: int = DEFAULT_MIN_COUNT) -> p
                                                         ignore_index=True)
 
 
-def distinct_names(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
-                   min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
+def distinct_names(tokens_df: pd.DataFrame, names: Iterable[str] | None = None, *,
+                   min_count: int) -> pd.DataFrame:
     """The first names among ``word_table``'s words (variants merged), most frequent first."""
     names = load_first_names() if names is None else frozenset(n.lower() for n in names)
-    words = word_table(tokens_df, min_count)
+    words = word_table(tokens_df, min_count=min_count)
     return words[words["word"].isin(names)].reset_index(drop=True)
 
 
@@ -130,8 +130,8 @@ def log_frequency_bins(count: pd.Series, per_decade: int = 4) -> pd.Series:
     return np.floor(np.log10(count.astype(float)) * per_decade).astype(int)
 
 
-def name_test(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
-              min_count: int = DEFAULT_MIN_COUNT, per_decade: int = 4,
+def name_test(tokens_df: pd.DataFrame, names: Iterable[str] | None = None, *,
+              min_count: int, per_decade: int = 4,
               measures: Sequence[str] = ("variability", "interference")) -> pd.DataFrame:
     """Distinct first names against other words of similar frequency, per measure: a two-sided
     Mann-Whitney U test (scipy) of the names' values against those of the non-name words that
@@ -142,7 +142,7 @@ def name_test(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
     from scipy.stats import mannwhitneyu
 
     names = load_first_names() if names is None else frozenset(n.lower() for n in names)
-    words = word_table(tokens_df, min_count)
+    words = word_table(tokens_df, min_count=min_count)
     words = words.assign(bin=log_frequency_bins(words["count"], per_decade),
                          is_name=words["word"].isin(names))
     named = words[words["is_name"]]
@@ -169,7 +169,7 @@ def record_findings(findings: Findings, model: str, tokens_df: pd.DataFrame,
     """Add 06_tokens' numbers to ``findings``: the model, class and name counts, the average
     token's interference and, per measure, the frequency-matched name test."""
     findings.add("tokens model", model, "06_tokens: results.largest_model")
-    findings.add("classes with at least min_count samples", len(eligible(tokens_df, min_count)),
+    findings.add("classes with at least min_count samples", len(eligible(tokens_df, min_count=min_count)),
                  "06_tokens: tokens.eligible", "{:d}")
     findings.add("first-name tokens", int((names["kind"] == "first name").sum()),
                  "06_tokens: first_name_table", "{:d}")
@@ -200,8 +200,8 @@ def _scale(values: pd.Series, measure: str) -> np.ndarray:
         return np.where(v > 0, np.log10(v), np.nan)
 
 
-def names_near_average(tokens_df: pd.DataFrame, names: Iterable[str] | None = None,
-                       min_count: int = DEFAULT_MIN_COUNT, measure: str = "variability") -> pd.DataFrame:
+def names_near_average(tokens_df: pd.DataFrame, names: Iterable[str] | None = None, *,
+                       min_count: int, measure: str = "variability") -> pd.DataFrame:
     """The pre-registered test of "only a couple of very frequent names come near the average
     token" (docs/preregistration.md). Among first-name tokens with at least ``min_count``
     samples, a name *comes near* when its ``measure`` (log10 for variability) is at least the
@@ -213,7 +213,7 @@ def names_near_average(tokens_df: pd.DataFrame, names: Iterable[str] | None = No
     least the ``holds_quantile`` of the names' counts, fails when at least ``fails_min`` come
     near or any has a count below their ``fails_quantile``, inconclusive otherwise."""
     names = load_first_names() if names is None else frozenset(n.lower() for n in names)
-    pool = eligible(tokens_df, min_count)
+    pool = eligible(tokens_df, min_count=min_count)
     threshold = float(np.nanmean(_scale(pool[measure], measure))) if len(pool) else np.nan
     found = pool[pool["token"].str.lower().isin(names)].sort_values("count", ascending=False, kind="stable")
     counts = found["count"].to_numpy(dtype=float)
@@ -252,13 +252,13 @@ def record_near_findings(findings: Findings, near: pd.DataFrame, exploratory: bo
     findings.add(f"{key}: verdict", "exploratory" if exploratory else a["verdict"], src)
 
 
-def most_and_least_collapsed(tokens_df: pd.DataFrame, k: int = 10, by: str = "variability",
-                             min_count: int = DEFAULT_MIN_COUNT) -> pd.DataFrame:
+def most_and_least_collapsed(tokens_df: pd.DataFrame, *, k: int, min_count: int,
+                             by: str = "variability") -> pd.DataFrame:
     """The ``k`` tokens with the lowest and the ``k`` with the highest ``by`` (among tokens seen at
     least ``min_count`` times), labelled by ``group``."""
     if by not in tokens_df.columns:
         raise ValueError(f"no column {by!r} in the token frame")
-    pool = eligible(tokens_df, min_count).sort_values(by)
+    pool = eligible(tokens_df, min_count=min_count).sort_values(by)
     low = pool.head(k).assign(group="most collapsed")
     high = pool.tail(k).iloc[::-1].assign(group="least collapsed")
     return pd.concat([low, high], ignore_index=True)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from linguistic_collapse.lm.profiles import Profile
-from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.core.profiles import Profile
+from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.tables.claims import plateau_mask
 from linguistic_collapse.tables.findings import Findings
 from linguistic_collapse.tables.results import LOSS

@@ -26,8 +26,7 @@ from pydantic import Field, Strict, ValidationError, model_validator
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import profiles_dir, resolve
-from linguistic_collapse.lm.runs import RunName
-from linguistic_collapse.lm.sections import (
+from linguistic_collapse.core.profile_sections import (
     PROFILE_NAME_RE,
     AnalysisConfig,
     ClusterConfig,
@@ -41,6 +40,7 @@ from linguistic_collapse.lm.sections import (
     TokenizerConfig,
     TrainingConfig,
 )
+from linguistic_collapse.core.runs import RunName
 
 # ---------------------------------------------------------------------------------------------
 # The profile
@@ -73,7 +73,7 @@ class Profile(Section):
     model: ModelConfig = ModelConfig()
     collect: CollectConfig = CollectConfig()
     cluster: ClusterConfig = ClusterConfig()
-    analysis: AnalysisConfig = AnalysisConfig()
+    analysis: AnalysisConfig  # required: every key of it is (no code default shadows it)
     sensitivity: SensitivityConfig = SensitivityConfig()
     dynamics: DynamicsConfig = DynamicsConfig()
 

@@ -1,5 +1,5 @@
 """The sections of a profile as strict pydantic models: unknown keys refused with the allowed ones,
-numbers strict and finite, values frozen (``linguistic_collapse.lm.profiles`` assembles them into a ``Profile``)."""
+numbers strict and finite, values frozen (``linguistic_collapse.core.profiles`` assembles them into a ``Profile``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.gpt_neo_defaults import PAPER_LOCAL_WINDOW, default_n_head
 from linguistic_collapse.core.paths import resolve
-from linguistic_collapse.lm.gpt_neo import PAPER_LOCAL_WINDOW, default_n_head
-from linguistic_collapse.lm.runs import RunName
+from linguistic_collapse.core.runs import RunName
 
 # Strict numbers: YAML ``true`` is no integer and ``"5"`` no float (an int is a fine float).
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
@@ -121,7 +121,7 @@ class TokenizerConfig(Section):
 class ModelConfig(Section):
     """Architecture settings shared by every run (depth and width come from the grid)."""
 
-    n_head: PositiveInt | None = None  # None: linguistic_collapse.lm.gpt_neo.default_n_head(width)
+    n_head: PositiveInt | None = None  # None: default_n_head(width)
     window_size: PositiveInt = PAPER_LOCAL_WINDOW
     init_seed: NonNegativeInt = 0  # initialisation seed, the same for every run
     attn_implementation: Literal["eager", "flash_attention_2"] = "eager"
@@ -232,12 +232,17 @@ class ClusterConfig(Section):
 
 
 class AnalysisConfig(Section):
-    """Statistics of the analysis notebooks."""
+    """Statistics of the analysis notebooks. Every key is required: the library's analysis
+    functions take these values as arguments and hold no default of their own, so the profile is
+    the one place they are set (``tests/test_profiles.py`` checks both)."""
 
-    n_permutations: PositiveInt = 10000
-    n_bootstrap: PositiveInt = 1000
-    seed: NonNegativeInt = 0
-    min_count: PositiveInt = 20  # token analysis: minimum training samples of a class
+    n_permutations: PositiveInt  # permutations of the seed-replica test (Table 1)
+    n_bootstrap: PositiveInt  # bootstrap resamples of every confidence interval
+    seed: NonNegativeInt  # seed of permutations and bootstraps
+    min_count: PositiveInt  # minimum training samples of a class in token rankings and robustness
+    permutation_alpha: Fraction  # Table 1: a Holm-adjusted p below this is significant
+    count_thresholds: tuple[PositiveInt, ...] = Field(min_length=1)  # 02_collect: classes below each count
+    extreme_tokens: PositiveInt  # 06_tokens: the most and the least collapsed tokens listed, each
 
 
 class SensitivityConfig(Section):
