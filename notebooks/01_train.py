@@ -13,8 +13,8 @@ progress = True  # tqdm bars here; `make paper` sets False and prints progress l
 from linguistic_collapse.figures.class_counts import token_frequency_rank
 from linguistic_collapse.figures.save import show_and_save
 from linguistic_collapse.figures.training import loss_grid_heatmaps, training_curves
+from linguistic_collapse.pipeline import costs, jobs
 from linguistic_collapse.series import paper
-from linguistic_collapse.stages import costs, pipeline
 from linguistic_collapse.tables import results, sample_sizes, training_checks
 from linguistic_collapse.tables.findings import Findings
 
@@ -28,7 +28,7 @@ cfg
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-corpus = pipeline.prepare_profile_corpus(cfg.profile, progress=cfg.progress)
+corpus = jobs.prepare_profile_corpus(cfg.profile, progress=cfg.progress)
 
 # %%
 sample_sizes.corpus_sizes(corpus)
@@ -65,7 +65,7 @@ jobs
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-pipeline.train_all(cfg.profile, corpus=corpus, progress=cfg.progress)
+jobs.train_all(cfg.profile, corpus=corpus, progress=cfg.progress)
 
 # %% [markdown]
 # ## Training curves

@@ -10,14 +10,15 @@ profile = "smoke"  # profiles/<name>.yaml: the single source of every other valu
 progress = True  # tqdm bars here; `make paper` sets False and prints progress lines instead
 
 # %%
-from linguistic_collapse.core import runs
+from linguistic_collapse.core import names
 from linguistic_collapse.core.paths import Layout
 from linguistic_collapse.figures.class_counts import class_count_figure
 from linguistic_collapse.figures.save import show_and_save
 from linguistic_collapse.nc import accumulate, stats_file
+from linguistic_collapse.pipeline import jobs
 from linguistic_collapse.series import paper
-from linguistic_collapse.stages import pipeline
-from linguistic_collapse.tables import findings, sample_sizes
+from linguistic_collapse.tables import sample_sizes
+from linguistic_collapse.tables.findings import Findings
 
 cfg = paper.notebook_setup(profile, progress=progress)
 cfg
@@ -29,10 +30,10 @@ cfg
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-corpus = pipeline.prepare_profile_corpus(cfg.profile, progress=cfg.progress)
-ck = runs.largest(cfg.profile.checkpoints())
+corpus = jobs.prepare_profile_corpus(cfg.profile, progress=cfg.progress)
+ck = names.largest(cfg.profile.checkpoints())
 path = Layout(cfg.profile.out_path).stats(ck)
-pipeline.collect_checkpoints(cfg.profile, [ck], corpus=corpus, progress=cfg.progress)  # kept if current
+jobs.collect_checkpoints(cfg.profile, [ck], corpus=corpus, progress=cfg.progress)  # kept if current
 print(f"model {ck}: {paper.short(path)}")
 
 # %% [markdown]
@@ -58,9 +59,9 @@ sample_sizes.class_count_thresholds(counts, thresholds=thresholds)
 # The sample every model's statistics rest on (the same blocks for every model), recorded in `findings.md`:
 
 # %%
-found = findings.Findings(cfg.table_path("findings.md"), "02_collect")
-summary = sample_sizes.record_collection(found, counts, meta)
-found.save()
+findings = Findings(cfg.table_path("findings.md"), "02_collect")
+summary = sample_sizes.record_findings(findings, counts, meta)
+findings.save()
 summary
 
 # %% [markdown]
@@ -80,7 +81,7 @@ print(f"recomputed means hash {recomputed[:16]}…  tied: {recomputed == meta['m
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-pipeline.collect_all(cfg.profile, corpus=corpus, progress=cfg.progress)
+jobs.collect_all(cfg.profile, corpus=corpus, progress=cfg.progress)
 
 # %% [markdown]
 # ## What was collected

@@ -12,8 +12,8 @@ output_dir = None  # override: folder for tables and figures instead of runs/ an
 # %%
 from linguistic_collapse.figures.save import show_and_save
 from linguistic_collapse.figures.sensitivity import sensitivity_figure
+from linguistic_collapse.pipeline import jobs
 from linguistic_collapse.series import paper
-from linguistic_collapse.stages import pipeline
 from linguistic_collapse.tables import claims, results, sensitivity
 from linguistic_collapse.tables.findings import Findings
 
@@ -23,7 +23,7 @@ cfg
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-pipeline.measure_all(cfg.profile, progress=cfg.progress)
+jobs.measure_all(cfg.profile, progress=cfg.progress)
 
 # %%
 table = results.build_results_table(cfg.profile.out_path, cfg.profile.checkpoints())
@@ -53,7 +53,7 @@ results.summary_numbers(table)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-measured = pipeline.sensitivity_all(cfg.profile, progress=cfg.progress)
+measured = jobs.sensitivity_all(cfg.profile, progress=cfg.progress)
 print(f"{len(measured)} (model, fraction, draw) statistics measured")
 
 # %%
@@ -86,7 +86,7 @@ results.round_sig(stab_k, 3)
 
 # %%
 findings = Findings(cfg.table_path("findings.md"), "03_measure")
-sensitivity.add_findings(findings, stab, sens, "sensitivity_stability.csv", "sensitivity.csv")
-sensitivity.add_findings(findings, stab_k, sens_k, "sensitivity_fixed_k_stability.csv", "sensitivity_fixed_k.csv",
+sensitivity.record_findings(findings, stab, sens, "sensitivity_stability.csv", "sensitivity.csv")
+sensitivity.record_findings(findings, stab_k, sens_k, "sensitivity_fixed_k_stability.csv", "sensitivity_fixed_k.csv",
                          prefix="sensitivity fixed-K")
 print(f"findings -> {paper.short(findings.save())}")

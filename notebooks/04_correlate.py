@@ -14,12 +14,13 @@ from linguistic_collapse.figures.save import show_and_save
 from linguistic_collapse.figures.scaling import scaling_figures
 from linguistic_collapse.nc import registry
 from linguistic_collapse.series import paper
-from linguistic_collapse.tables import analysis, claims, findings, results, robustness, scaling
+from linguistic_collapse.tables import analysis, claims, results, robustness, scaling
+from linguistic_collapse.tables.findings import Findings
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
 table = results.load_table(cfg.results_table)
 print(f"{len(table)} models from {paper.short(cfg.results_table)}")
-found = findings.Findings(cfg.table_path("findings.md"), "04_correlate")
+findings = Findings(cfg.table_path("findings.md"), "04_correlate")
 
 # %% [markdown]
 # ## Correlations with validation loss
@@ -29,7 +30,7 @@ found = findings.Findings(cfg.table_path("findings.md"), "04_correlate")
 # %%
 corr = analysis.correlate(table, n_bootstrap=cfg.profile.analysis.n_bootstrap, seed=cfg.profile.analysis.seed)
 results.save_table(corr, cfg.table_path("correlations.csv"))
-claims.add_correlation_findings(found, corr)
+claims.record_correlation_findings(findings, corr)
 analysis.correlation_summary(corr)
 
 # %% [markdown]
@@ -78,7 +79,7 @@ print(claims.CDNV_UNITS_NOTE)
 fig = loss_vs_measures(table, ["nc1_cdnv", "nc1_cdnv_galanti"], corr)
 show_and_save(fig, "cdnv_units", cfg)
 units = claims.cdnv_units_table(table)
-claims.add_units_findings(found, units)
+claims.record_units_findings(findings, units)
 results.round_sig(units, 3)
 
 # %% [markdown]
@@ -99,7 +100,7 @@ for name, fig in scaling_figures(table, registry.MEASURES).items():
 primary = claims.grid_final_rows(table)
 scale_df = scaling.scaling_table(primary, exploratory=registry.MEASURES)
 results.save_table(scale_df, cfg.table_path("scaling.csv"))
-scaling.add_scaling_findings(found, scale_df)
+scaling.record_findings(findings, scale_df)
 results.round_sig(scale_df, 3)
 
 # %% [markdown]
@@ -111,7 +112,7 @@ results.round_sig(scale_df, 3)
 claims_df = claims.claims_table(table, n_bootstrap=cfg.profile.analysis.n_bootstrap,
                                 seed=cfg.profile.analysis.seed)
 results.save_table(claims_df, cfg.table_path("claims.csv"))
-claims.add_claim_findings(found, claims_df)
+claims.record_claim_findings(findings, claims_df)
 print(claims_df.attrs["rule"])
 print(claims_df.attrs["plateau"])
 print(claims_df.attrs["authors_side"])
@@ -126,7 +127,7 @@ claims_df
 signs = claims.signs_table(table, n_bootstrap=cfg.profile.analysis.n_bootstrap,
                            seed=cfg.profile.analysis.seed)
 results.save_table(signs, cfg.table_path("signs.csv"))
-claims.add_signs_findings(found, signs)
+claims.record_signs_findings(findings, signs)
 print(signs.attrs["pinv"])
 results.round_sig(signs, 3)
 
@@ -138,7 +139,7 @@ results.round_sig(signs, 3)
 # %%
 robust = robustness.min_count_table(table, n_bootstrap=cfg.profile.analysis.n_bootstrap, seed=cfg.profile.analysis.seed)
 results.save_table(robust, cfg.table_path("min_count.csv"))
-robustness.add_min_count_findings(found, robust)
-found.save()
+robustness.record_findings(findings, robust)
+findings.save()
 print(robust.attrs["note"])
 results.round_sig(robust, 3)

@@ -14,7 +14,7 @@ from linguistic_collapse.figures.table1 import table1_figure
 from linguistic_collapse.series import paper
 from linguistic_collapse.tables import analysis, results
 from linguistic_collapse.tables.findings import Findings
-from linguistic_collapse.tables.replicas import add_findings, pc1_note, reviewed_table1
+from linguistic_collapse.tables.replicas import pc1_note, record_findings, reviewed_table1
 
 cfg = paper.notebook_setup(profile, results_table=results_table, output_dir=output_dir)
 table = results.load_table(cfg.results_table)
@@ -52,6 +52,6 @@ show_and_save(fig, "table1_permutation", cfg)
 
 # %%
 findings = Findings(cfg.table_path("findings.md"), "05_permutation")
-add_findings(findings, perm, alpha=settings.permutation_alpha)
+record_findings(findings, perm, alpha=settings.permutation_alpha)
 findings.save()
 print(findings.markdown())

@@ -10,8 +10,8 @@ progress = True  # tqdm bars here; `make paper` sets False and prints progress l
 # %%
 from linguistic_collapse.figures.dynamics import dynamics_figure, summary_markdown
 from linguistic_collapse.figures.save import show_and_save
+from linguistic_collapse.pipeline import dynamics
 from linguistic_collapse.series import paper
-from linguistic_collapse.stages import dynamics
 from linguistic_collapse.tables import lead_lag, results
 from linguistic_collapse.tables.findings import Findings
 

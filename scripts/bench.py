@@ -14,7 +14,7 @@ the same machine load.
         differences broadcast in row chunks
     (c) the whole suite at the paper's K = 29,233, D = 1024, against the time of one
         float64 symmetric Gram matrix (the floor of any exact method using symmetry)
-    (d) collection throughput: linguistic_collapse.stages.collect.collect_model_stats (train and validation passes)
+    (d) collection throughput: linguistic_collapse.pipeline.collect.collect_model_stats (train and validation passes)
         of a small GPT-Neo (width 128, 2 layers, vocabulary 2048, context 128) against the same
         model's plain forward pass over the same blocks (torch.no_grad, same batch size), in one
         process, alternating, best of ``COLLECT_REPEATS``; prints ``collect_vs_forward <ratio>``
@@ -270,7 +270,7 @@ def layers_vs_top(n_train: int, n_val: int, threads: int = 1, config: dict | Non
     import tempfile
 
     torch.set_num_threads(threads)
-    from linguistic_collapse.stages.collect import collect_model_stats
+    from linguistic_collapse.pipeline.collect import collect_model_stats
 
     model, train, val = _bench_model_and_blocks(config or LAYERS_MODEL, n_train, n_val)
     times: dict[str, list[float]] = {"top": [], "all": [], "top_cpu": [], "all_cpu": []}
@@ -312,7 +312,7 @@ def collect_vs_forward(n_train: int, n_val: int, threads: int = 1) -> dict:
     torch.set_num_threads(threads)
     from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
     from linguistic_collapse.nc.stats_file import load_stats_metadata
-    from linguistic_collapse.stages.collect import collect_model_stats
+    from linguistic_collapse.pipeline.collect import collect_model_stats
 
     c = COLLECT_MODEL
     model = build_model(gpt_neo_config(c["n_layer"], c["n_embd"], c["vocab_size"], c["n_ctx"]),

@@ -4,7 +4,7 @@ On one CUDA GPU (within 8 minutes): tokenizes the local TinyStories text with th
 tokenizer (GPT-2's 50,257-token BPE, built offline by ``linguistic_collapse.lm.gpt2_bpe`` from
 ``data/gpt2-bpe/gpt2.tiktoken``, so the LM head has the paper's size), trains one paper-like GPT-Neo (4 layers, width 512, context 512) for a few hundred steps in bf16
 autocast with fused AdamW and flash attention when ``flash_attn`` is importable, collects its
-statistics (``linguistic_collapse.stages.collect.collect_model_stats``) and measures them
+statistics (``linguistic_collapse.pipeline.collect.collect_model_stats``) and measures them
 (``linguistic_collapse.nc.measure.measure_stats``), and prints training tokens/s, model FLOP utilisation
 (6·N·tokens/s over the GPU's peak dense bf16 FLOP/s), peak GPU memory, collection tokens/s, and
 the largest relative difference between the measures of the CUDA and a CPU collection of the
@@ -193,7 +193,7 @@ def collect_and_measure(model, train_blocks, val_blocks, out: Path, device: str,
                         batch: int) -> tuple[dict, float, int]:
     """(measures, seconds, tokens) of one collection of ``model`` on ``device``."""
     from linguistic_collapse.nc.measure import measure_stats
-    from linguistic_collapse.stages.collect import collect_model_stats
+    from linguistic_collapse.pipeline.collect import collect_model_stats
     from safetensors.torch import load_file
 
     if device.startswith("cuda"):

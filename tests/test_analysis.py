@@ -30,7 +30,7 @@ def synthetic_table(n: int = 12, seed: int = 1, noise: float = 0.05) -> pd.DataF
 
 def test_correlate_matches_scipy_and_log_transform():
     table = synthetic_table()
-    corr = analysis.correlate(table, n_bootstrap=200).set_index("measure")
+    corr = analysis.correlate(table, n_bootstrap=200, seed=0).set_index("measure")
     assert list(corr.index) == MEASURES
     for m in MEASURES:
         x = table[m].to_numpy()
@@ -86,7 +86,7 @@ def test_correlate_bootstrap_resamples_runs():
 
 def test_partial_correlation_against_lstsq_residuals():
     table = synthetic_table(n=15, seed=2)
-    row = analysis.correlate(table, ["nc1_cdnv"], n_bootstrap=10).iloc[0]
+    row = analysis.correlate(table, ["nc1_cdnv"], n_bootstrap=10, seed=0).iloc[0]
     x, y = np.log10(table["nc1_cdnv"].to_numpy()), table["val_loss"].to_numpy()
     Z = np.column_stack([np.ones(len(y)), np.log10(table["n_params"]), table["checkpoint"]])  # (n, 3)
     resid = lambda v: v - Z @ np.linalg.lstsq(Z, v, rcond=None)[0]  # noqa: E731
@@ -104,12 +104,12 @@ def test_partial_correlation_against_lstsq_residuals():
 
 def test_correlate_too_few_models_and_nonpositive():
     table = synthetic_table(n=2)
-    corr = analysis.correlate(table, ["nc1_cdnv", "nc4_agreement"], n_bootstrap=10)
+    corr = analysis.correlate(table, ["nc1_cdnv", "nc4_agreement"], n_bootstrap=10, seed=0)
     assert corr["r"].isna().all() and corr["partial_r"].isna().all()
     assert (corr["note"] == "too few models (n=2)").all()
     table = synthetic_table(n=6)
     table.loc[[0, 1], "nc1_cdnv"] = [0.0, -1.0]
-    row = analysis.correlate(table, ["nc1_cdnv"], n_bootstrap=10).iloc[0]
+    row = analysis.correlate(table, ["nc1_cdnv"], n_bootstrap=10, seed=0).iloc[0]
     assert row["n"] == 4 and "dropped 2 non-positive" in row["note"]
     assert np.isfinite(row["r"]) and math.isnan(row["partial_r"])  # 4 < 2 controls + 3
     assert "too few models for partial" in row["note"]
@@ -117,7 +117,7 @@ def test_correlate_too_few_models_and_nonpositive():
 
 def test_correlate_drops_constant_controls():
     table = synthetic_table(n=8).assign(checkpoint=1)
-    row = analysis.correlate(table, ["nc1_cdnv"], n_bootstrap=10).iloc[0]
+    row = analysis.correlate(table, ["nc1_cdnv"], n_bootstrap=10, seed=0).iloc[0]
     assert np.isfinite(row["partial_r"]) and "constant controls dropped: checkpoint" in row["note"]
 
 
@@ -156,23 +156,23 @@ def test_permutation_strong_and_independent_cases():
     rng = np.random.default_rng(0)
     x = rng.standard_normal(21)
     strong = analysis.permutation_test(replica_table(x, 2 * x + 0.3 * rng.standard_normal(21)),
-                                       ["nc4_agreement"], n_permutations=10_000, alpha=0.05).iloc[0]
+                                       ["nc4_agreement"], n_permutations=10_000, seed=0, alpha=0.05).iloc[0]
     assert strong["p"] < 0.01 and strong["significant"]
     indep = analysis.permutation_test(replica_table(x, rng.standard_normal(21)),
-                                      ["nc4_agreement"], n_permutations=10_000, alpha=0.05).iloc[0]
+                                      ["nc4_agreement"], n_permutations=10_000, seed=0, alpha=0.05).iloc[0]
     assert indep["p"] > 0.05 and not indep["significant"]
 
 
 def test_permutation_uses_log_scale_for_log_measures():
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal(6), rng.standard_normal(6)
-    row = analysis.permutation_test(replica_table(x, y), ["nc1_cdnv"], n_permutations=100, alpha=0.05).iloc[0]
+    row = analysis.permutation_test(replica_table(x, y), ["nc1_cdnv"], n_permutations=100, seed=0, alpha=0.05).iloc[0]
     assert row["r"] == pytest.approx(stats.pearsonr(x / np.log(10), y).statistic)
 
 
 def test_permutation_too_few_replicas():
     with pytest.raises(ValueError, match="at least 3 seed-only replicas, got 2; add seeds to grid.replicas"):
-        analysis.permutation_test(replica_table([1.0, 2.0], [3.0, 1.0]), n_permutations=10, alpha=0.05)
+        analysis.permutation_test(replica_table([1.0, 2.0], [3.0, 1.0]), n_permutations=10, seed=0, alpha=0.05)
 
 
 def test_table1_with_too_few_replicas_says_so_and_draws_a_note():
@@ -183,7 +183,7 @@ def test_table1_with_too_few_replicas_says_so_and_draws_a_note():
     from linguistic_collapse.tables.analysis import table1
 
     two = pd.DataFrame({"val_loss": [1.0, 2.0], **{m: [0.1, 0.2] for m in MEASURES}})
-    out = table1(two, n_permutations=10, alpha=0.05)
+    out = table1(two, n_permutations=10, seed=0, alpha=0.05)
     assert out["r"].isna().all() and out["note"].str.contains("n=2").all()
     fig = table1_figure(out, alpha=0.05)
     assert "too few seed-only replicas" in fig.axes[0].texts[0].get_text()
@@ -193,7 +193,7 @@ def test_table1_with_too_few_replicas_says_so_and_draws_a_note():
 
 def test_permutation_p_is_never_zero():
     x = np.arange(12.0)
-    row = analysis.permutation_test(replica_table(x, 3 * x), ["nc4_agreement"], n_permutations=999, alpha=0.05).iloc[0]
+    row = analysis.permutation_test(replica_table(x, 3 * x), ["nc4_agreement"], n_permutations=999, seed=0, alpha=0.05).iloc[0]
     assert row["p"] == 1 / 1000  # b = 0: p = 1 / (m + 1)
     assert analysis.format_p(row["p"], 999) == "≤ 1.0e-3"  # the floor 1/1000, "≤ floor"
     assert analysis.format_p(1 / 10_001, 10_000) == "≤ 1.0e-4"  # 9.999e-5 rounded up, never down
@@ -213,7 +213,7 @@ def test_table1_holm_column_and_display():
     rng = np.random.default_rng(3)
     x = rng.standard_normal(21)
     table = replica_table(x, 2 * x + 0.5 * rng.standard_normal(21))
-    out = analysis.permutation_test(table, ["nc4_agreement", "nc1_cdnv"], n_permutations=200, alpha=0.05)
+    out = analysis.permutation_test(table, ["nc4_agreement", "nc1_cdnv"], n_permutations=200, seed=0, alpha=0.05)
     np.testing.assert_allclose(out["p_holm"], analysis.holm(out["p"]))
     shown = analysis.table1_display(out)
     assert list(shown.columns) == ["measure", "n", "r", "R²", "Spearman ρ", "p", "Holm p"]

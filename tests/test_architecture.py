@@ -121,14 +121,14 @@ def test_long_modules_are_reported():
 def test_the_checker_sees_local_imports_cycles_and_package_attributes():
     """The checks can fail: a function-local import, a cycle and an upward import are found."""
     source = ("from linguistic_collapse.nc import ClassStats\n"
-              "def f():\n    from linguistic_collapse.series import paper\n    import linguistic_collapse.stages.collect\n")
+              "def f():\n    from linguistic_collapse.series import paper\n    import linguistic_collapse.pipeline.collect\n")
     edges = {(t, inner) for t, _, inner in _imports("linguistic_collapse.core.errors", source)}
-    assert edges == {("linguistic_collapse.nc", False), ("linguistic_collapse.series.paper", True), ("linguistic_collapse.stages.collect", True)}
+    assert edges == {("linguistic_collapse.nc", False), ("linguistic_collapse.series.paper", True), ("linguistic_collapse.pipeline.collect", True)}
     assert _layer("linguistic_collapse.series.paper") > _layer("linguistic_collapse.core.errors")
     assert _find_cycle({"a": [("b", 1, False)], "b": [("c", 1, True)], "c": [("a", 1, False)]}) \
         == ["a", "b", "c", "a"]
     assert _find_cycle({"a": [("b", 1, False)], "b": []}) is None
-    assert _target("linguistic_collapse.stages.collect.collect_model_stats") == "linguistic_collapse.stages.collect"
+    assert _target("linguistic_collapse.pipeline.collect.collect_model_stats") == "linguistic_collapse.pipeline.collect"
 
 
 # Display libraries: drawing and showing belong to the figures and the notebook series

@@ -167,7 +167,7 @@ def test_claim_findings_record_every_cell_they_quote(tmp_path):
 
     out = claims.claims_table(grid_table().assign(seed=0), n_bootstrap=50, seed=0)
     found = Findings(tmp_path / "findings.md", "04_correlate")
-    claims.add_claim_findings(found, out)
+    claims.record_claim_findings(found, out)
     found.save()
     recorded = dict((k, v) for k, v, _ in found.rows)
     row, p = out.iloc[1], verdicts.PRIMARY
@@ -215,7 +215,7 @@ def test_nc1_pinv_direction_depends_on_the_cutoff_or_is_not_stated():
     from linguistic_collapse.tables.findings import Findings
 
     found = Findings("unused.md", "04_correlate")
-    claims.add_signs_findings(found, out)
+    claims.record_signs_findings(found, out)
     rec = {k: v for k, v, _ in found.rows}
     assert rec["nc1_pinv direction under the cut-offs"] == out.attrs["pinv"]
     assert "NC2: interference CV [nc2_interference_cv]: sign differs from the authors' 1-epoch r" in rec
@@ -232,9 +232,9 @@ def test_cdnv_units_table_explains_the_scale():
 def test_correlation_findings_quote_the_correlations_table(tmp_path):
     from linguistic_collapse.tables.findings import Findings
 
-    corr = analysis.correlate(grid_table(), n_bootstrap=50)
+    corr = analysis.correlate(grid_table(), n_bootstrap=50, seed=0)
     found = Findings(tmp_path / "findings.md", "04_correlate")
-    claims.add_correlation_findings(found, corr)
+    claims.record_correlation_findings(found, corr)
     recorded = dict((k, v) for k, v, _ in found.rows)
     cdnv = corr.set_index("measure").loc["nc1_cdnv"]
     assert recorded["R² NC1: CDNV"] == f"{cdnv['r2']:.2f} [{cdnv['r2_ci_low']:.2f}, {cdnv['r2_ci_high']:.2f}]"

@@ -53,7 +53,7 @@ def test_min_count_table_matches_a_direct_computation():
 
 
 def test_min_count_table_says_when_metrics_predate_it():
-    out = robustness.min_count_table(pd.DataFrame({"val_loss": [1.0, 2.0], "nc1_cdnv": [1.0, 2.0]}), n_bootstrap=10)
+    out = robustness.min_count_table(pd.DataFrame({"val_loss": [1.0, 2.0], "nc1_cdnv": [1.0, 2.0]}), n_bootstrap=10, seed=0)
     assert out.empty and out.attrs["note"] == robustness.NO_MIN_COUNT
 
 
@@ -61,7 +61,7 @@ def test_min_count_findings(tmp_path):
     from linguistic_collapse.tables.findings import Findings
 
     found = Findings(tmp_path / "f.md", "04_correlate")
-    robustness.add_min_count_findings(found, robustness.min_count_table(pd.DataFrame({"val_loss": [1.0]}), n_bootstrap=10))
+    robustness.record_findings(found, robustness.min_count_table(pd.DataFrame({"val_loss": [1.0]}), n_bootstrap=10, seed=0))
     assert found.rows[0][1] == "not available" and robustness.NO_MIN_COUNT in found.rows[0][2]
 
 
@@ -87,6 +87,6 @@ def test_min_count_table_says_why_nc1_pinv_is_missing_and_reads_its_cutoffs():
     from linguistic_collapse.tables.findings import Findings
 
     found = Findings("unused.md", "04_correlate")
-    robustness.add_min_count_findings(found, out.reset_index())
+    robustness.record_findings(found, out.reset_index())
     rec = {k: v for k, v, _ in found.rows}
     assert "pooled" in rec["NC1: Tr(Σ_W Σ_B⁺)/K: R² ≥ min_count"]

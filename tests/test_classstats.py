@@ -11,7 +11,7 @@ from linguistic_collapse.lm.head import final_features, lm_head_weight
 from linguistic_collapse.nc import ClassStats, nc1_measures, nc3_measures, reference
 from linguistic_collapse.nc.registry import MEASURES
 from linguistic_collapse.nc.stats_file import read_stats
-from linguistic_collapse.stages.collect import collect_model_stats
+from linguistic_collapse.pipeline.collect import collect_model_stats
 from numerics import ROUNDOFF64
 
 V, D = 12, 5
@@ -146,7 +146,7 @@ def test_merge_of_shards_equals_one_pass():
 
 
 def test_classstats_equals_the_pipelines_stats_file(tmp_path):
-    """The same features through ClassStats and through linguistic_collapse.stages.collect give the same file."""
+    """The same features through ClassStats and through linguistic_collapse.pipeline.collect give the same file."""
     T, Vm, Dm = 12, 30, 8
     model = build_model(gpt_neo_config(1, Dm, Vm, T), seed=0).eval()
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""The statistics driver (linguistic_collapse.stages.collect) against plain implementations of paper section 4."""
+"""The statistics driver (linguistic_collapse.pipeline.collect) against plain implementations of paper section 4."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from linguistic_collapse.nc.stats_file import (
     partial_path,
     read_stats,
 )
-from linguistic_collapse.stages import collect_cli, stats_cli
-from linguistic_collapse.stages.collect import PassInterrupted, collect_model_stats, collect_pass
-from linguistic_collapse.stages.freshness import stale_reasons
+from linguistic_collapse.pipeline import collect_cli, stats_cli
+from linguistic_collapse.pipeline.collect import PassInterrupted, collect_model_stats, collect_pass
+from linguistic_collapse.pipeline.freshness import stale_reasons
 from test_accumulate import _plain_agreement, plain_two_pass  # tests/ is on sys.path
 
 V, D, T = 50, 16, 16

@@ -1,11 +1,11 @@
-"""linguistic_collapse.stages.costs.cpu_seconds: the CPU wall-time estimate of each stage, checked
+"""linguistic_collapse.pipeline.costs.cpu_seconds: the CPU wall-time estimate of each stage, checked
 against plain token / throughput arithmetic on one-run profiles of the cpu profile."""
 
 from __future__ import annotations
 
 import pytest
 from linguistic_collapse.core.profiles import Profile, load_profile
-from linguistic_collapse.stages import costs
+from linguistic_collapse.pipeline import costs
 
 
 def one_run(tmp_path, width: int, depth: int = 1, epochs: int = 1, **sections) -> Profile:
@@ -49,7 +49,7 @@ def test_stages_equal_tokens_over_throughput(tmp_path):
 
 
 def test_dry_run_cli_prints_the_cpu_estimate(capsys):
-    from linguistic_collapse.stages.grid import _cli_grid
+    from linguistic_collapse.pipeline.grid import _cli_grid
 
     class Args:
         profile, dry_run = "cpu", True

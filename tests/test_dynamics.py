@@ -1,4 +1,4 @@
-"""Collapse through training (linguistic_collapse.stages.dynamics): snapshot schedule, epoch-end snapshots identical to
+"""Collapse through training (linguistic_collapse.pipeline.dynamics): snapshot schedule, epoch-end snapshots identical to
 the grid's checkpoints, resume, staleness, lead/lag on synthetic series with a known lag."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.paths import Layout, read_json
 from linguistic_collapse.core.profiles import Profile, load_profile
-from linguistic_collapse.core.runs import RunName
+from linguistic_collapse.pipeline import dynamics, loop
+from linguistic_collapse.pipeline.checkpoints import STATE_FILE
+from linguistic_collapse.pipeline.jobs import prepare_profile_corpus, train_all
+from linguistic_collapse.pipeline.train import read_results
 from linguistic_collapse.series import progress
-from linguistic_collapse.stages import dynamics, loop
-from linguistic_collapse.stages.checkpoints import STATE_FILE
-from linguistic_collapse.stages.pipeline import prepare_profile_corpus, train_all
-from linguistic_collapse.stages.train import read_results
 from linguistic_collapse.tables import lead_lag
 
 RUN = "L1-d16-e2-wd0.1-s0"
@@ -53,7 +53,7 @@ def test_snapshot_steps_are_even_and_include_every_epoch_end():
 
 def test_profile_section_is_validated(tmp_path, tiny_profile):
     p = dyn_profile(tiny_profile, tmp_path)
-    assert p.dynamics.run_names() == [RunName.parse(RUN)]
+    assert p.dynamics.run_names() == [ModelName.parse(RUN)]
     assert Profile.from_dict(p.as_dict()) == p
     for bad, message in ((["L9-d16-e2-wd0.1-s0"], "is not a training run of this profile"),
                          ([RUN + "-ck1"], "is not a training run"),
@@ -81,7 +81,7 @@ def test_shipped_profiles_name_runs_of_their_own(name):
 
 def test_epoch_end_snapshots_are_the_grid_checkpoints(done):
     p, corpus, table = done
-    results = read_results(p.out_path, RunName.parse(RUN))
+    results = read_results(p.out_path, ModelName.parse(RUN))
     S = math.ceil(corpus.n_train_blocks / 8)
     assert list(table["step"]) == dynamics.snapshot_steps(S, 2, 3)
     for ck in results["checkpoints"]:
@@ -92,13 +92,13 @@ def test_epoch_end_snapshots_are_the_grid_checkpoints(done):
     agree = dynamics.grid_agreement(p, table)
     assert list(agree["epoch"]) == [1, 2] and agree["same_weights"].all()
     assert (agree["val_loss"] == agree["grid_val_loss"]).all()
-    assert results["settings"] == dynamics.make_plan(p, RunName.parse(RUN), corpus).settings[
+    assert results["settings"] == dynamics.make_plan(p, ModelName.parse(RUN), corpus).settings[
         "run_inputs"]  # the grid's own inputs, unchanged by the dynamics section
 
 
 def test_table_has_every_snapshot_and_measure(done):
     p, corpus, table = done
-    d = Layout(p.out_path).dynamics_dir(RunName.parse(RUN))
+    d = Layout(p.out_path).dynamics_dir(ModelName.parse(RUN))
     assert (d / "dynamics.csv").is_file() and len(table) == 7
     assert np.isnan(table["train_loss"].iloc[0]) and (table["train_loss"].iloc[1:] > 0).all()
     assert (np.diff(table["tokens_seen"]) > 0).all() and table["tokens_seen"].iloc[0] == 0
@@ -129,14 +129,14 @@ def test_snapshots_taken_by_the_grid_leave_its_checkpoints_unchanged(done, retra
     dynamics stage trains on its own (the same code on one machine: bit for bit)."""
     p, _, table = done
     p2, table2 = retrained
-    with_snaps = read_results(p.out_path, RunName.parse(RUN))["checkpoints"]
-    without = read_results(p2.out_path, RunName.parse(RUN))["checkpoints"]
+    with_snaps = read_results(p.out_path, ModelName.parse(RUN))["checkpoints"]
+    without = read_results(p2.out_path, ModelName.parse(RUN))["checkpoints"]
     timing = ("wall_s", "train_tokens_per_s")
     assert [{k: v for k, v in c.items() if k not in timing} for c in with_snaps] == \
         [{k: v for k, v in c.items() if k not in timing} for c in without]
     pd.testing.assert_frame_equal(table.drop(columns="settings_sha256"),
                                   table2.drop(columns="settings_sha256"))
-    d2 = Layout(p2.out_path).dynamics_dir(RunName.parse(RUN))  # trained again: the last keeps its state
+    d2 = Layout(p2.out_path).dynamics_dir(ModelName.parse(RUN))  # trained again: the last keeps its state
     with_state = sorted(int(c.name.split("-")[1]) for c in d2.glob("checkpoint-*") if (c / STATE_FILE).is_file())
     assert with_state == [table2["step"].iloc[-1]]
 
@@ -157,7 +157,7 @@ def test_grid_with_snapshots_trains_the_run_once(tmp_path, tiny_profile, monkeyp
     monkeypatch.setattr(loop, "train_epoch", dies_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
         train_all(p, corpus=corpus, progress=False)
-    d = Layout(p.out_path).dynamics_dir(RunName.parse(RUN))
+    d = Layout(p.out_path).dynamics_dir(ModelName.parse(RUN))
     assert not d.exists()
     monkeypatch.setattr(loop, "train_epoch", real)
     train_all(p, corpus=corpus, progress=False)  # resumes the grid run from epoch 1: no snapshots
@@ -171,7 +171,7 @@ def test_dynamics_after_the_grid_trains_nothing(done, monkeypatch):
         raise AssertionError("trained again")
 
     monkeypatch.setattr(loop, "train_epoch", boom)
-    d = Layout(p.out_path).dynamics_dir(RunName.parse(RUN))
+    d = Layout(p.out_path).dynamics_dir(ModelName.parse(RUN))
     (d / "dynamics.csv").unlink()  # the table rebuilt from the stored snapshots, stats and metrics
     pd.testing.assert_frame_equal(dynamics.run_all(p, corpus=corpus, progress=False), table)
 
@@ -214,7 +214,7 @@ def test_changed_cap_recollects_and_changed_training_retrains(done, tmp_path, ti
     p = dyn_profile(tiny_profile, tmp_path, max_train_blocks=4)
     corpus = prepare_profile_corpus(p, progress=False)
     capped = dynamics.run_all(p, corpus=corpus, progress=False)
-    d = Layout(p.out_path).dynamics_dir(RunName.parse(RUN))
+    d = Layout(p.out_path).dynamics_dir(ModelName.parse(RUN))
     first = (d / "checkpoint-0" / "model.safetensors").stat().st_mtime_ns
     assert (capped["train_tokens_measured"] == 4 * 31).all()
     assert list(capped["weights_sha256"]) == list(table["weights_sha256"])

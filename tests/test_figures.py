@@ -160,7 +160,7 @@ def test_training_curves_and_heatmap():
 
 def test_table1_figure_is_a_table_with_signed_r_and_resolution_limited_p():
     table = small_table()
-    perm = analysis.table1(table, n_permutations=200, alpha=0.05)
+    perm = analysis.table1(table, n_permutations=200, seed=0, alpha=0.05)
     perm.loc[0, ["p", "p_holm"]] = 1 / 201  # no permuted |r| reached the observed one
     fig = table1.table1_figure(perm, alpha=0.05)
     texts = [c.get_text().get_text() for c in fig.axes[0].tables[0].get_celld().values()]
@@ -321,7 +321,7 @@ def test_subscripts_are_mathtext():
 
 def test_table1_bolds_only_our_cells():
     table = small_table()
-    perm = analysis.table1(table, n_permutations=200, alpha=0.05)
+    perm = analysis.table1(table, n_permutations=200, seed=0, alpha=0.05)
     perm["p_holm"] = 0.001  # every row significant
     perm = perm.assign(r_ci_low=-0.9, r_ci_high=-0.1, authors_r=-0.5, diff_p=0.3, authors_p_holm=0.2)
     fig = table1.table1_figure(perm, alpha=0.05)

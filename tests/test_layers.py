@@ -1,4 +1,4 @@
-"""Collapse through depth (linguistic_collapse.stages.layers): residual streams, their statistics in the same passes,
+"""Collapse through depth (linguistic_collapse.pipeline.layers): residual streams, their statistics in the same passes,
 their measures and tables, against plain computations (Hugging Face hidden states, one-hot
 sums over all features at once, linguistic_collapse.nc.reference)."""
 
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.runs import RunName
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.figures.depth import depth_figure
 from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 from linguistic_collapse.lm.head import final_features
@@ -29,8 +29,8 @@ from linguistic_collapse.nc.stats_file import (
     read_layers,
     read_stats,
 )
-from linguistic_collapse.stages import collect, collect_cli, layers
-from linguistic_collapse.stages.collect import collect_model_stats, collect_pass
+from linguistic_collapse.pipeline import collect, collect_cli, layers
+from linguistic_collapse.pipeline.collect import collect_model_stats, collect_pass
 from linguistic_collapse.tables import depth
 from numerics import assert_roundoff_close
 from test_accumulate import plain_two_pass, realistic_features  # tests/ is on sys.path
@@ -245,16 +245,16 @@ def _metrics(values: dict[int, float], n_layer: int, top: float) -> dict:
             "layers": section}
 
 
-def _write(out_dir, ck: RunName, metrics: dict) -> None:
+def _write(out_dir, ck: ModelName, metrics: dict) -> None:
     path = out_dir / "metrics" / f"{ck}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(metrics))
 
 
 def test_table_summary_and_figure(tmp_path):
-    a = RunName(2, 32, 1, 0.1, 0).at(1)
-    b = RunName(2, 64, 1, 0.1, 0).at(1)
-    c = RunName(1, 64, 1, 0.1, 0).at(1)
+    a = ModelName(2, 32, 1, 0.1, 0).at(1)
+    b = ModelName(2, 64, 1, 0.1, 0).at(1)
+    c = ModelName(1, 64, 1, 0.1, 0).at(1)
     _write(tmp_path, a, _metrics({0: 3.0, 1: 2.0, 2: 1.5}, 2, 1.0))  # falls, largest 0->1
     _write(tmp_path, b, _metrics({0: 1.0, 1: 3.0, 2: 2.0}, 2, 1.0))  # not monotone, 0->1
     _write(tmp_path, c, {**_metrics({}, 1, 1.0), "layers": {}})  # measured without layers
@@ -280,7 +280,7 @@ def test_table_summary_and_figure(tmp_path):
     assert "collect.layers" in depth.describe_depth(depth.depth_summary(empty))
     depth_figure(empty)
     with pytest.raises(FileNotFoundError):
-        depth.layers_table(tmp_path, [RunName(4, 64, 1, 0.1, 0).at(1)])
+        depth.layers_table(tmp_path, [ModelName(4, 64, 1, 0.1, 0).at(1)])
 
 
 def test_profile_key_and_checkpoint_layers():
@@ -291,7 +291,7 @@ def test_profile_key_and_checkpoint_layers():
     for spec, want in (("all", (0, 1, 2)), ([0, 2], (0, 2)), (None, ())):
         data["collect"]["layers"] = spec
         prof = type(smoke).from_dict(data)
-        ck = RunName(2, 16, 1, 0.0005, 0).at(1)
+        ck = ModelName(2, 16, 1, 0.0005, 0).at(1)
         assert layers.profile_layers(prof, ck) == want
         assert layers.profile_layers(prof, ck, fraction=0.5) == ()
     data["collect"]["layers"] = "top"
@@ -303,7 +303,7 @@ def test_profile_key_and_checkpoint_layers():
 def test_pipeline_collects_and_measures_layers_when_the_profile_asks(tmp_path, tiny_profile):
     from linguistic_collapse.core.paths import Layout, read_json
     from linguistic_collapse.core.profiles import Profile
-    from linguistic_collapse.stages.pipeline import is_collected, run_local
+    from linguistic_collapse.pipeline.jobs import is_collected, run_local
 
     p = tiny_profile(tmp_path, collect={"layers": None})
     (ck,) = p.checkpoints()

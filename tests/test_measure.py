@@ -13,7 +13,7 @@ import torch
 from linguistic_collapse.nc import pairwise, reference, stats_file
 from linguistic_collapse.nc.measure import measure_stats, measure_stats_file
 from linguistic_collapse.nc.registry import MEASURES
-from linguistic_collapse.stages import stats_cli
+from linguistic_collapse.pipeline import stats_cli
 from safetensors.torch import save_file
 
 MEASURE_NAMES = tuple(MEASURES)

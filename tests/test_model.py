@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from linguistic_collapse.core.runs import RunName
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.lm.gpt_neo import (
     attention_types,
     build_model,
@@ -67,17 +67,17 @@ def test_load_saved_model_and_missing_checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("name", [
-    RunName(2, 64, 10, 5e-4, 3), RunName(2, 64, 10, 5e-4, 3, 6), RunName(12, 1024, 1, 0.1, 0),
-    RunName(1, 16, 3, 5e-05, 20, 3),
+    ModelName(2, 64, 10, 5e-4, 3), ModelName(2, 64, 10, 5e-4, 3, 6), ModelName(12, 1024, 1, 0.1, 0),
+    ModelName(1, 16, 3, 5e-05, 20, 3),
 ])
 def test_run_names_round_trip(name):
-    assert RunName.parse(str(name)) == name
+    assert ModelName.parse(str(name)) == name
 
 
 def test_run_name_text_and_errors():
-    assert str(RunName(2, 64, 10, 5e-4, 0).at(6)) == "L2-d64-e10-wd0.0005-s0-ck6"
-    assert RunName.parse("L2-d64-e10-wd0.0005-s0-ck6").run == RunName(2, 64, 10, 5e-4, 0)
+    assert str(ModelName(2, 64, 10, 5e-4, 0).at(6)) == "L2-d64-e10-wd0.0005-s0-ck6"
+    assert ModelName.parse("L2-d64-e10-wd0.0005-s0-ck6").run == ModelName(2, 64, 10, 5e-4, 0)
     with pytest.raises(ValueError, match="not a run name"):
-        RunName.parse("gpt2")
+        ModelName.parse("gpt2")
     with pytest.raises(ValueError, match="outside epochs"):
-        RunName(1, 16, 3, 0.1, 0).at(4)
+        ModelName(1, 16, 3, 0.1, 0).at(4)

@@ -14,14 +14,14 @@ import pytest
 import submitit
 from checkout import REPO_ROOT
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.paths import Layout, read_json
 from linguistic_collapse.core.profiles import Profile, load_profile
 from linguistic_collapse.core.provenance import sha256_array, sha256_file, weights_sha256
-from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.nc.stats_file import load_stats_metadata
-from linguistic_collapse.stages.blocks import subsample_blocks
-from linguistic_collapse.stages.costs import dry_run, plan_jobs
-from linguistic_collapse.stages.pipeline import (
+from linguistic_collapse.pipeline.blocks import subsample_blocks
+from linguistic_collapse.pipeline.costs import dry_run, plan_jobs
+from linguistic_collapse.pipeline.jobs import (
     collect_all,
     is_collected,
     is_measured,
@@ -32,7 +32,7 @@ from linguistic_collapse.stages.pipeline import (
     sensitivity_all,
     train_all,
 )
-from linguistic_collapse.stages.slurm import submit_slurm
+from linguistic_collapse.pipeline.slurm import submit_slurm
 from linguistic_collapse.tables.results import build_results_table
 from linguistic_collapse.tables.sensitivity import fixed_k_table, sensitivity_table, stability
 
@@ -109,12 +109,12 @@ def test_separate_stages_then_run_local_is_a_noop(tmp_path, tiny_profile):
 
 def test_work_bars_count_runs_and_checkpoints_not_steps(tmp_path, tiny_profile, monkeypatch):
     """The bars over a profile's work show runs/s or checkpoints/s (they showed "step/s")."""
-    from linguistic_collapse.stages import pipeline
+    from linguistic_collapse.pipeline import jobs
 
-    p, units, real = tiny_profile(tmp_path), [], pipeline.tqdm
-    monkeypatch.setattr(pipeline, "tqdm", lambda *a, **kw: units.append(kw["unit"]) or real(*a, **kw))
+    p, units, real = tiny_profile(tmp_path), [], jobs.tqdm
+    monkeypatch.setattr(jobs, "tqdm", lambda *a, **kw: units.append(kw["unit"]) or real(*a, **kw))
     for name in ("_corpus", "train_runs", "collect_checkpoints", "measure_checkpoints", "run_job"):
-        monkeypatch.setattr(pipeline, name, lambda *a, **kw: None)  # the bars alone
+        monkeypatch.setattr(jobs, name, lambda *a, **kw: None)  # the bars alone
     train_all(p, progress=False)
     collect_all(p, progress=False)
     measure_all(p, progress=False)
@@ -122,10 +122,10 @@ def test_work_bars_count_runs_and_checkpoints_not_steps(tmp_path, tiny_profile, 
     assert units == ["run", "checkpoint", "checkpoint", "task"]
 
 
-def test_unknown_stage(tmp_path, tiny_profile):
+def test_unknown_step(tmp_path, tiny_profile):
     p = tiny_profile(tmp_path)
-    with pytest.raises(ValueError, match="unknown stage 'plot'"):
-        run_job(p, p.runs()[0], stages=("plot",))
+    with pytest.raises(ValueError, match="unknown step 'plot'"):
+        run_job(p, p.runs()[0], steps=("plot",))
 
 
 @pytest.mark.slow
@@ -134,7 +134,7 @@ def test_submitit_debug_executor_runs_one_job(tmp_path, tiny_profile):
     executor = submitit.DebugExecutor(folder=tmp_path / "submitit")
     jobs = submit_slurm(p, executor=executor).jobs
     assert len(jobs) == 1
-    assert jobs[0].result() == str(RunName.parse("L1-d16-e1-wd0.1-s0"))
+    assert jobs[0].result() == str(ModelName.parse("L1-d16-e1-wd0.1-s0"))
     (ck,) = p.checkpoints()
     assert metrics_path(p.out_path, ck).is_file()
     assert submit_slurm(p, executor=executor).runs == []  # nothing left to submit
@@ -168,8 +168,8 @@ def test_one_collection_hashes_the_checkpoint_once(tmp_path, tiny_profile, monke
     are current (before and under the lock) and are recorded in the stats file."""
     import linguistic_collapse.core.provenance
     import linguistic_collapse.lm.identity
-    import linguistic_collapse.stages.collect
-    import linguistic_collapse.stages.pipeline
+    import linguistic_collapse.pipeline.collect
+    import linguistic_collapse.pipeline.jobs
 
     p = tiny_profile(tmp_path)
     (ck,) = p.checkpoints()
@@ -182,7 +182,7 @@ def test_one_collection_hashes_the_checkpoint_once(tmp_path, tiny_profile, monke
             return original(*args)
         return hashed
 
-    for module in (linguistic_collapse.core.provenance, linguistic_collapse.stages.pipeline, linguistic_collapse.stages.collect):
+    for module in (linguistic_collapse.core.provenance, linguistic_collapse.pipeline.jobs, linguistic_collapse.pipeline.collect):
         monkeypatch.setattr(module, "weights_sha256", counting(weights_sha256))
     monkeypatch.setattr(linguistic_collapse.lm.identity, "state_dict_sha256",
                         counting(linguistic_collapse.lm.identity.state_dict_sha256))
@@ -214,7 +214,7 @@ def test_metrics_of_another_stats_file_are_remeasured(tmp_path, tiny_profile):
 
 _GRID_SCRIPT = """
 import sys
-from linguistic_collapse.stages.pipeline import run_local
+from linguistic_collapse.pipeline.jobs import run_local
 from linguistic_collapse.core.profiles import Profile
 import json
 run_local(Profile.from_dict(json.loads(sys.argv[1])), progress=False)
@@ -312,8 +312,8 @@ def test_each_stats_file_read_and_hashed_once_and_weights_once_per_study(tmp_pat
     and each sample's stats file once and reads it once for its measures and the fixed-K ones
     (beside a partial read of its counts), and nothing more when current."""
     import linguistic_collapse.core.provenance
-    import linguistic_collapse.stages.collect
-    import linguistic_collapse.stages.pipeline
+    import linguistic_collapse.pipeline.collect
+    import linguistic_collapse.pipeline.jobs
 
     d = tiny_profile(tmp_path).as_dict()
     p = Profile.from_dict(d)
@@ -337,8 +337,8 @@ def test_each_stats_file_read_and_hashed_once_and_weights_once_per_study(tmp_pat
     d["sensitivity"] = {"runs": [str(ck)], "fractions": [0.5, 1.0], "draws": 2, "seed": 0}
     study = Profile.from_dict(d)
     weights = []
-    for module in (linguistic_collapse.core.provenance, linguistic_collapse.stages.pipeline,
-                   linguistic_collapse.stages.collect):
+    for module in (linguistic_collapse.core.provenance, linguistic_collapse.pipeline.jobs,
+                   linguistic_collapse.pipeline.collect):
         monkeypatch.setattr(module, "weights_sha256",
                             lambda path: weights.append(path) or weights_sha256(path))
     layout = Layout(p.out_path)

@@ -1,5 +1,5 @@
 """Any causal LM, exactly: tiny random GPT-2, GPT-NeoX (Pythia), Llama (untied head) and OPT
-(with ``project_out``) saved locally; hub ids fail fast offline; ``linguistic_collapse.stages.pretrained`` end to end."""
+(with ``project_out``) saved locally; hub ids fail fast offline; ``linguistic_collapse.pipeline.pretrained`` end to end."""
 
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def test_opt_features_are_after_project_out(saved):
 def test_collect_and_measure_each_architecture(arch, saved, texts, tmp_path):
     from linguistic_collapse.lm.data import load_tokenizer, tokenize_blocks
     from linguistic_collapse.nc.measure import measure_stats
-    from linguistic_collapse.stages.collect import collect_model_stats
+    from linguistic_collapse.pipeline.collect import collect_model_stats
     from safetensors.torch import load_file
 
     folder, model = saved[arch]
@@ -185,7 +185,7 @@ def test_hub_unreachable_fails_fast_without_offline_flag(monkeypatch):
 
 
 def test_hub_tokenizer_fails_fast_offline(monkeypatch):
-    from linguistic_collapse.stages.pretrained import load_model_tokenizer
+    from linguistic_collapse.pipeline.pretrained import load_model_tokenizer
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(UserError, match="tokenizer 'gpt2' is not available offline"):
@@ -202,12 +202,12 @@ def test_local_paths(saved, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# linguistic_collapse.stages.pretrained
+# linguistic_collapse.pipeline.pretrained
 
 
 def test_measure_pretrained_two_architectures(saved, texts, tmp_path):
     from linguistic_collapse.nc.registry import MEASURES
-    from linguistic_collapse.stages.pretrained import (
+    from linguistic_collapse.pipeline.pretrained import (
         TABLE_COLUMNS,
         measure_pretrained,
         pretrained_table,
@@ -265,13 +265,13 @@ def test_measure_pretrained_two_architectures(saved, texts, tmp_path):
 
 
 def test_measure_pretrained_uses_the_one_refresh_step(saved, texts, tmp_path, monkeypatch):
-    """Pretrained models go through linguistic_collapse.stages.refresh: a current row is returned without
+    """Pretrained models go through linguistic_collapse.pipeline.refresh: a current row is returned without
     loading the model; otherwise the model is hashed once and its stats are reused exactly when
     they are of the same weights and token blocks (whatever the settings' texts say), and
     measured again when the measure definitions change, the stats file hashed once."""
     import linguistic_collapse.lm.identity
-    import linguistic_collapse.stages.pretrained as pre
-    import linguistic_collapse.stages.refresh
+    import linguistic_collapse.pipeline.pretrained as pre
+    import linguistic_collapse.pipeline.refresh
     from linguistic_collapse.core.provenance import sha256_file
 
     models, stats = [(str(saved["gpt2"][0]), None)], tmp_path / "stats" / "local--gpt2" / "stats.safetensors"
@@ -299,9 +299,9 @@ def test_measure_pretrained_uses_the_one_refresh_step(saved, texts, tmp_path, mo
     assert again["nc1_cdnv"] == first["nc1_cdnv"] and read_json(metrics) == again
     # new measure definitions: measured again from the same stats, hashed once for the check
     # that finds the row stale and for the measure step
-    monkeypatch.setattr(linguistic_collapse.stages.refresh, "MEASURE_VERSION", "changed")
+    monkeypatch.setattr(linguistic_collapse.pipeline.refresh, "MEASURE_VERSION", "changed")
     hashed = []
-    for module in (linguistic_collapse.stages.refresh, pre):
+    for module in (linguistic_collapse.pipeline.refresh, pre):
         monkeypatch.setattr(module, "sha256_file", lambda path: hashed.append(path) or sha256_file(path),
                             raising=False)
     remeasured = run(train=longer)
@@ -314,7 +314,7 @@ def test_measure_pretrained_uses_the_one_refresh_step(saved, texts, tmp_path, mo
 
 
 def test_measure_pretrained_user_errors(saved, texts, tmp_path, tokenizers):
-    from linguistic_collapse.stages.pretrained import measure_pretrained
+    from linguistic_collapse.pipeline.pretrained import measure_pretrained
 
     folder = str(saved["opt"][0])
     with pytest.raises(UserError, match="exceeds"):
@@ -333,7 +333,7 @@ def test_measure_pretrained_user_errors(saved, texts, tmp_path, tokenizers):
 
 
 def test_shell_model_argument():
-    from linguistic_collapse.stages.pretrained import (
+    from linguistic_collapse.pipeline.pretrained import (
         model_slug,
         parse_model_arg,
         pythia_checkpoints,
@@ -360,7 +360,7 @@ def test_shell_command(saved, tmp_path, capsys, monkeypatch):
 
 
 def test_uncached_hub_model_refused_before_any_work(saved, texts, tmp_path, monkeypatch):
-    from linguistic_collapse.stages.pretrained import measure_pretrained
+    from linguistic_collapse.pipeline.pretrained import measure_pretrained
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     models = [(str(saved["gpt2"][0]), None), ("EleutherAI/pythia-70m", "step1000")]

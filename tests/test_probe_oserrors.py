@@ -19,7 +19,7 @@ from linguistic_collapse.core.errors import as_os_error, os_error_line
 from linguistic_collapse.lm import data
 from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 from linguistic_collapse.nc import stats_file as sf
-from linguistic_collapse.stages.freshness import stale_reasons
+from linguistic_collapse.pipeline.freshness import stale_reasons
 from safetensors import SafetensorError
 
 V, D, T = 30, 16, 10
@@ -91,8 +91,8 @@ def test_full_disk_during_collect_is_one_line_and_leaves_nothing_at_out(
 
 
 def test_full_disk_while_saving_training_state_is_one_line(tmp_path, monkeypatch):
-    from linguistic_collapse.stages import checkpoints
-    from linguistic_collapse.stages.checkpoints import save_checkpoint
+    from linguistic_collapse.pipeline import checkpoints
+    from linguistic_collapse.pipeline.checkpoints import save_checkpoint
 
     model = build_model(gpt_neo_config(1, D, V, T), seed=0)
     optimizer = torch.optim.AdamW(model.parameters())

@@ -17,7 +17,7 @@ from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.nc.classstats import ClassStats
 from linguistic_collapse.nc.merge import merge_stats
-from linguistic_collapse.stages.collect import collect_model_stats
+from linguistic_collapse.pipeline.collect import collect_model_stats
 
 SMOKE = (PROFILES_DIR / "smoke.yaml").read_text(encoding="utf-8")
 
@@ -99,7 +99,7 @@ def _partial(tmp):
 
 def _shards(tmp):
     model, (train, _) = _model(), _blocks()
-    from linguistic_collapse.stages.collect import collect_pass
+    from linguistic_collapse.pipeline.collect import collect_pass
 
     return [collect_pass(model, train, 1, tmp / f"s{i}.safetensors", shard=(i, 2),
                          progress=False) for i in range(2)]
@@ -139,7 +139,7 @@ def _dynamics_snapshot(tmp):
 
 
 def _training_state(tmp):
-    from linguistic_collapse.stages.checkpoints import STATE_TENSORS, save_checkpoint
+    from linguistic_collapse.pipeline.checkpoints import STATE_TENSORS, save_checkpoint
 
     model = _model()
     opt = torch.optim.AdamW(model.parameters())

@@ -14,9 +14,9 @@ from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 from linguistic_collapse.lm.loading import load_causal_lm
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.nc.measure import measure_stats_file
-from linguistic_collapse.stages.collect import collect_model_stats
-from linguistic_collapse.stages.freshness import stale_reasons
-from linguistic_collapse.stages.layers import layers_section
+from linguistic_collapse.pipeline.collect import collect_model_stats
+from linguistic_collapse.pipeline.freshness import stale_reasons
+from linguistic_collapse.pipeline.layers import layers_section
 from safetensors.torch import load_file, save_file
 
 V, D, T = 40, 16, 12
@@ -135,7 +135,7 @@ def test_an_older_stats_format_is_refused_naming_the_fix(stats_with_layers, tmp_
 
 def test_shards_computed_in_other_precisions_are_not_merged(tmp_path, blocks):
     from linguistic_collapse.nc.merge import merge_stats
-    from linguistic_collapse.stages.collect import collect_pass
+    from linguistic_collapse.pipeline.collect import collect_pass
 
     model = build_model(gpt_neo_config(1, D, V, T), seed=6).eval()
     parts = [collect_pass(model, blocks[0], 1, tmp_path / f"s{i}.safetensors", shard=(i, 2),

@@ -12,11 +12,11 @@ import pytest
 from checkout import PROFILES_DIR
 from linguistic_collapse import __main__ as cli
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.profiles import load_profile
-from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.gpt_neo import paper_param_count
+from linguistic_collapse.pipeline import costs
 from linguistic_collapse.series import paper
-from linguistic_collapse.stages import costs
 
 SMOKE = (PROFILES_DIR / "smoke.yaml").read_text(encoding="utf-8")
 
@@ -61,7 +61,7 @@ def test_peak_memory_holds_its_parts():
     for training, the V x D float64 sums of every collected stream for collection; bf16 with
     flash attention on CUDA needs less than fp32 eager attention on the CPU."""
     profile = load_profile("smoke")
-    run = RunName(2, 32, 1, 0.1, 0)
+    run = ModelName(2, 32, 1, 0.1, 0)
     V, T = profile.tokenizer.expected_vocab_size(), profile.context_len
     n = paper_param_count(2, 32, V, T)
     need = costs.peak_memory(profile, run, cuda=False)  # as check_memory of a given amount

@@ -14,7 +14,7 @@ from checkout import REPO_ROOT
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.profiles import Profile, load_profile
 from linguistic_collapse.lm.loading import load_causal_lm
-from linguistic_collapse.stages.pretrained import load_model_tokenizer
+from linguistic_collapse.pipeline.pretrained import load_model_tokenizer
 
 
 @pytest.mark.parametrize("name", ["../../../elsewhere", "a/b", "..", "smoke ", ""])

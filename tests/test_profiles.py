@@ -11,9 +11,9 @@ import pytest
 import yaml
 from checkout import PROFILES_DIR
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.profile_sections import AnalysisConfig
 from linguistic_collapse.core.profiles import Profile, available_profiles, load_profile
-from linguistic_collapse.core.runs import RunName
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +95,10 @@ def test_smoke_runs_and_checkpoints():
     runs, cks = p.runs(), p.checkpoints()
     assert len(runs) == 2 * 2 * 2 + 3 and len(set(runs)) == len(runs)
     assert len(cks) == 2 * 2 * (1 + 2) + 3
-    assert RunName.parse("L2-d32-e2-wd0.1-s0-ck1") in cks
+    assert ModelName.parse("L2-d32-e2-wd0.1-s0-ck1") in cks
     assert all(ck.run in runs for ck in cks)
-    assert p.checkpoints_of(RunName.parse("L1-d16-e2-wd0.1-s0")) == [
-        RunName.parse("L1-d16-e2-wd0.1-s0-ck1"), RunName.parse("L1-d16-e2-wd0.1-s0-ck2")]
+    assert p.checkpoints_of(ModelName.parse("L1-d16-e2-wd0.1-s0")) == [
+        ModelName.parse("L1-d16-e2-wd0.1-s0-ck1"), ModelName.parse("L1-d16-e2-wd0.1-s0-ck2")]
 
 
 def test_replicas_deduplicate_with_grid(smoke_dict):
@@ -118,9 +118,9 @@ def test_paper_population():
     assert seeds == set(range(21))
     assert p.context_len == 2048 and p.model.n_head == 16 and p.training.lr == 5e-5
     assert p.tokenizer.expected_vocab_size() == 50257
-    assert p.batch_size(RunName(1, 64, 1, 0.1, 0)) == 16
-    assert p.batch_size(RunName(2, 1024, 1, 0.1, 0)) == 8
-    assert p.batch_size(RunName(12, 1024, 10, 0.1, 0)) == 4
+    assert p.batch_size(ModelName(1, 64, 1, 0.1, 0)) == 16
+    assert p.batch_size(ModelName(2, 1024, 1, 0.1, 0)) == 8
+    assert p.batch_size(ModelName(12, 1024, 10, 0.1, 0)) == 4
     assert sum(ck.checkpoint == 6 for ck in cks) == 60
 
 
@@ -231,11 +231,16 @@ LIB = Path(linguistic_collapse.__file__).resolve().parent
 # analysed with their own settings, not a profile's: ``tables/authors_stats.py`` is not scanned)
 PROFILE_PARAMETERS = {"min_count": "min_count", "n_bootstrap": "n_bootstrap",
                       "n_permutations": "n_permutations"}
+# ``seed`` is a common name (a run's shuffling seed, a subsample's): checked only where it is the analysis seed
 NOT_A_PROFILE = {"tables/authors_stats.py"}
 # (file, function, parameter) that take a profile value under another name
-PROFILE_ARGUMENTS = {("tables/analysis.py", "permutation_test", "alpha"): "permutation_alpha",
+PROFILE_ARGUMENTS = {("tables/analysis.py", "correlate", "seed"): "seed",
+                     ("tables/analysis.py", "permutation_test", "seed"): "seed",
+                     ("tables/analysis.py", "table1", "seed"): "seed",
+                     ("tables/robustness.py", "min_count_table", "seed"): "seed",
+                     ("tables/analysis.py", "permutation_test", "alpha"): "permutation_alpha",
                      ("tables/analysis.py", "table1", "alpha"): "permutation_alpha",
-                     ("tables/replicas.py", "add_findings", "alpha"): "permutation_alpha",
+                     ("tables/replicas.py", "record_findings", "alpha"): "permutation_alpha",
                      ("tables/tokens.py", "most_and_least_collapsed", "k"): "extreme_tokens",
                      ("figures/table1.py", "table1_figure", "alpha"): "permutation_alpha",
                      ("tables/sample_sizes.py", "class_count_thresholds", "thresholds"): "count_thresholds",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from checkout import REPO_ROOT
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.paths import (
     Layout,
     atomic_dir,
@@ -24,7 +25,6 @@ from linguistic_collapse.core.provenance import (
     sha256_json,
     weights_sha256,
 )
-from linguistic_collapse.core.runs import RunName
 
 
 @pytest.fixture
@@ -50,16 +50,16 @@ def test_atomic_files_and_folders_follow_the_umask(tmp_path, umask_022):
 
 @pytest.mark.slow
 def test_checkpoint_folders_are_readable_by_others(tmp_path, umask_022):
-    """A checkpoint written by linguistic_collapse.stages.train: folder 0755, files 0644 (not mkdtemp's 0700)."""
+    """A checkpoint written by linguistic_collapse.pipeline.train: folder 0755, files 0644 (not mkdtemp's 0700)."""
     from linguistic_collapse.core.profile_sections import ModelConfig, TrainingConfig
     from linguistic_collapse.lm.data import prepare_corpus
-    from linguistic_collapse.stages.train import train_run
+    from linguistic_collapse.pipeline.train import train_run
 
     corpus = prepare_corpus(corpus={"source": "generated", "max_train_stories": 40,
                                     "max_val_stories": 10},
                             tokenizer={"kind": "bpe", "vocab_size": 280}, context_len=16,
                             cache_dir=tmp_path / "corpus", progress=False)
-    train_run(RunName.parse("L1-d16-e1-wd0.1-s0"), corpus=corpus,
+    train_run(ModelName.parse("L1-d16-e1-wd0.1-s0"), corpus=corpus,
               training=TrainingConfig(lr=1e-3, batch_size=8), model_cfg=ModelConfig(),
               out_dir=tmp_path / "out", device="cpu", progress=False)
     written = [p for p in (tmp_path / "out").rglob("*") if not p.name.endswith(".lock")]
@@ -89,13 +89,13 @@ def test_a_run_in_progress_is_not_touched_by_a_second_trainer(tmp_path):
     temporary checkpoint folder (the old last_checkpoint did)."""
     from linguistic_collapse.core.profile_sections import ModelConfig, TrainingConfig
     from linguistic_collapse.lm.data import prepare_corpus
-    from linguistic_collapse.stages.train import train_run
+    from linguistic_collapse.pipeline.train import train_run
 
     corpus = prepare_corpus(corpus={"source": "generated", "max_train_stories": 40,
                                     "max_val_stories": 10},
                             tokenizer={"kind": "bpe", "vocab_size": 280}, context_len=16,
                             cache_dir=tmp_path / "corpus", progress=False)
-    run = RunName.parse("L1-d16-e1-wd0.1-s0")
+    run = ModelName.parse("L1-d16-e1-wd0.1-s0")
     run_dir = Layout(tmp_path / "out").run_dir(run)
     in_flight = run_dir / ".checkpoint-1.abc.tmp"
     in_flight.mkdir(parents=True)
@@ -118,7 +118,7 @@ def test_a_run_in_progress_is_not_touched_by_a_second_trainer(tmp_path):
 def test_layout_spells_every_path(tmp_path):
     layout = Layout("data/cpu")
     assert layout.root == REPO_ROOT / "data" / "cpu"
-    ck = RunName.parse("L2-d64-e3-wd0.1-s0-ck2")
+    ck = ModelName.parse("L2-d64-e3-wd0.1-s0-ck2")
     assert layout.checkpoint_dir(ck) == layout.root / "models" / "L2-d64-e3-wd0.1-s0" / "checkpoint-2"
     assert layout.results(ck) == layout.root / "models" / "L2-d64-e3-wd0.1-s0" / "results.json"
     assert layout.stats(ck) == layout.root / "stats" / str(ck) / "stats.safetensors"

@@ -1,4 +1,4 @@
-"""linguistic_collapse.stages.refresh: metrics are reused only when measured from the current stats file with
+"""linguistic_collapse.pipeline.refresh: metrics are reused only when measured from the current stats file with
 the current measure definitions (``MEASURE_VERSION``)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from linguistic_collapse.core.paths import atomic_write_json, read_json
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.nc.measure import MEASURE_VERSION, measure_stats_file
-from linguistic_collapse.stages.refresh import is_measured, measure_if_stale
+from linguistic_collapse.pipeline.refresh import is_measured, measure_if_stale
 from stats_helpers import random_stats
 
 META = {"model": "m", "vocab_size": "8", "width": "4"}

@@ -49,7 +49,7 @@ def test_metadata_is_coherent():
 def test_table_modules_do_not_import_torch():
     import subprocess
 
-    code = ("import sys; import linguistic_collapse.tables.analysis, linguistic_collapse.tables.results, linguistic_collapse.core.runs, linguistic_collapse.nc.registry, linguistic_collapse.tables.claims, "
+    code = ("import sys; import linguistic_collapse.tables.analysis, linguistic_collapse.tables.results, linguistic_collapse.core.names, linguistic_collapse.nc.registry, linguistic_collapse.tables.claims, "
             "linguistic_collapse.tables.tokens, linguistic_collapse.tables.authors, linguistic_collapse.nc.reference; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

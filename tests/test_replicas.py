@@ -52,7 +52,7 @@ def test_reviewed_table1_adds_intervals_authors_and_pc1():
     f = rng.standard_normal(21)
     reps = _table({"nc2_norm_cv": f + 0.3 * rng.standard_normal(21),
                    "nc4_agreement": -f + 0.3 * rng.standard_normal(21)}, 2 + 0.1 * f)
-    perm = analysis.permutation_test(reps, ["nc2_norm_cv", "nc4_agreement"], n_permutations=99, alpha=0.05)
+    perm = analysis.permutation_test(reps, ["nc2_norm_cv", "nc4_agreement"], n_permutations=99, seed=0, alpha=0.05)
     out = replicas.reviewed_table1(perm, reps, authors_r={"nc4_agreement": (-0.7, 21)},
                                    authors_p={"nc4_agreement": (0.0004, 0.0052)})
     row = out.set_index("measure").loc["nc4_agreement"]
@@ -67,17 +67,17 @@ def test_reviewed_table1_adds_intervals_authors_and_pc1():
     assert shown["authors r"].tolist() == ["", "-0.700"]
 
 
-def test_add_findings_records_interval_authors_and_pc1(tmp_path):
+def test_record_findings_records_interval_authors_and_pc1(tmp_path):
     from linguistic_collapse.tables.findings import Findings, values
 
     rng = np.random.default_rng(2)
     f = rng.standard_normal(21)
     reps = _table({"nc4_agreement": -f + 0.3 * rng.standard_normal(21)}, 2 + 0.1 * f)
-    perm = analysis.permutation_test(reps, ["nc4_agreement"], n_permutations=99, alpha=0.05)
+    perm = analysis.permutation_test(reps, ["nc4_agreement"], n_permutations=99, seed=0, alpha=0.05)
     out = replicas.reviewed_table1(perm, reps, authors_r={"nc4_agreement": (-0.7, 21)},
                                    authors_p={"nc4_agreement": (0.0004, 0.0052)})
     book = Findings(tmp_path / "findings.md", "05_permutation")
-    replicas.add_findings(book, out, alpha=0.05)
+    replicas.record_findings(book, out, alpha=0.05)
     book.save()
     text = (tmp_path / "findings.md").read_text()
     row = out.iloc[0]
@@ -91,6 +91,6 @@ def test_add_findings_records_interval_authors_and_pc1(tmp_path):
 
 def test_reviewed_table1_with_too_few_replicas_stays_nan():
     two = _table({"nc4_agreement": np.array([0.1, 0.2])}, np.array([2.0, 1.9]))
-    out = replicas.reviewed_table1(analysis.table1(two, n_permutations=10, alpha=0.05), two)
+    out = replicas.reviewed_table1(analysis.table1(two, n_permutations=10, seed=0, alpha=0.05), two)
     assert out["r_ci_low"].isna().all() and out["diff_p"].isna().all() and out["pc1_share"].isna().all()
     assert replicas.pc1_note(out) == "" and out["authors_r"].notna().any()  # theirs still shown

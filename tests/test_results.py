@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.paths import atomic_write_json, read_json
-from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.nc.registry import MEASURES
 from linguistic_collapse.tables import analysis, results
 
@@ -33,10 +33,10 @@ def fake_measures(loss: float, i: int) -> dict[str, float]:
     return values
 
 
-def write_fake_out_dir(out_dir) -> list[RunName]:
+def write_fake_out_dir(out_dir) -> list[ModelName]:
     names = []
     for i, (depth, width, epochs, wd, seed, n_params, losses) in enumerate(SPECS):
-        run = RunName(depth, width, epochs, wd, seed)
+        run = ModelName(depth, width, epochs, wd, seed)
         cks = [{"epoch": e, "val_loss": v, "val_acc": 0.5 - v / 10, "val_ppl": math.exp(v)} for e, v in losses.items()]
         atomic_write_json(out_dir / "models" / str(run) / "results.json",
                           {"spec": run.as_dict(), "n_params": n_params, "checkpoints": cks})
@@ -70,13 +70,13 @@ def test_results_table_columns_and_values(out_dir):
 
 
 def test_results_table_given_checkpoints_and_bare_run(out_dir):
-    table = results.build_results_table(out_dir, [RunName.parse("L2-d64-e3-wd0.1-s0"),
-                                                   RunName.parse("L1-d32-e1-wd0.0005-s0-ck1")])
+    table = results.build_results_table(out_dir, [ModelName.parse("L2-d64-e3-wd0.1-s0"),
+                                                   ModelName.parse("L1-d32-e1-wd0.0005-s0-ck1")])
     assert sorted(table["name"]) == ["L1-d32-e1-wd0.0005-s0-ck1", "L2-d64-e3-wd0.1-s0-ck3"]
 
 
 def test_results_table_missing_files_are_listed(out_dir):
-    wanted = [RunName.parse("L1-d32-e1-wd0.0005-s0-ck1"), RunName.parse("L4-d32-e1-wd0.0005-s0-ck1")]
+    wanted = [ModelName.parse("L1-d32-e1-wd0.0005-s0-ck1"), ModelName.parse("L4-d32-e1-wd0.0005-s0-ck1")]
     with pytest.raises(FileNotFoundError, match="L4-d32-e1-wd0.0005-s0") as err:
         results.build_results_table(out_dir, wanted)
     assert "results.json" in str(err.value) and "metrics" in str(err.value)
@@ -95,7 +95,7 @@ def test_results_table_missing_measure(out_dir):
 
 def test_results_table_refuses_metrics_of_other_weights(out_dir):
     """A checkpoint retrained after it was measured: its val_loss must not meet old measures."""
-    run = RunName(1, 32, 1, 0.0005, 0)
+    run = ModelName(1, 32, 1, 0.0005, 0)
     results_path = out_dir / "models" / str(run) / "results.json"
     record = read_json(results_path)
     record["checkpoints"][0]["weights_sha256"] = "new"
@@ -161,7 +161,7 @@ def test_cli_analyze(out_dir, tmp_path):
 
 def test_load_run_results(out_dir, tmp_path):
     runs = results.load_run_results(out_dir)
-    assert sorted(runs) == sorted(str(RunName(*s[:5])) for s in SPECS)
+    assert sorted(runs) == sorted(str(ModelName(*s[:5])) for s in SPECS)
     assert runs["L2-d64-e3-wd0.1-s0"]["n_params"] == 160_000
     with pytest.raises(FileNotFoundError, match="train first"):
         results.load_run_results(tmp_path / "empty")

@@ -84,7 +84,7 @@ def test_verdict_rule():
 def test_findings_quote_the_table(tmp_path):
     out = scaling.scaling_table(grid(noise=0.5))
     found = Findings(tmp_path / "findings.md", "04_correlate")
-    scaling.add_scaling_findings(found, out)
+    scaling.record_findings(found, out)
     rec = {k: v for k, v, _ in found.rows}
     row = out.iloc[0]
     key = f"scaling {row['label']}, {row['axis']} steps"

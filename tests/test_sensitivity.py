@@ -10,24 +10,24 @@ import pandas as pd
 import pytest
 import torch
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.paths import Layout, atomic_write_json
 from linguistic_collapse.core.provenance import sha256_file
-from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.figures.sensitivity import sensitivity_figure
 from linguistic_collapse.nc.classstats import ClassStats
 from linguistic_collapse.nc.measure import measure_stats
 from linguistic_collapse.nc.registry import MEASURES
 from linguistic_collapse.nc.stats_file import read_stats
 from linguistic_collapse.nc.subset import restrict_classes
-from linguistic_collapse.stages import fixed_k
+from linguistic_collapse.pipeline import fixed_k
 from linguistic_collapse.tables import sensitivity as sensitivity_module
 from linguistic_collapse.tables.findings import Findings
 from linguistic_collapse.tables.sensitivity import (
-    add_findings,
     changes,
     fixed_k_table,
     limits_table,
     min_models,
+    record_findings,
     sd_factor,
     sensitivity_table,
     stability,
@@ -35,7 +35,7 @@ from linguistic_collapse.tables.sensitivity import (
 
 FRACTIONS, DRAWS = (0.25, 0.5, 1.0), 2
 V, D = 12, 4
-CK = RunName.parse("L1-d32-e1-wd0.0005-s0-ck1")
+CK = ModelName.parse("L1-d32-e1-wd0.0005-s0-ck1")
 
 
 def _profile(tmp_path, cks):
@@ -218,7 +218,7 @@ def test_findings_record_the_stability_numbers(tmp_path):
                              "stable": False, "min_models": 5.0} for f in (0.25, 0.5)])
     table = pd.DataFrame({"num_classes": [1629, 1801, 1700]})
     findings = Findings(tmp_path / "findings.md", "03_measure")
-    add_findings(findings, summary, table, "s.csv", "t.csv")
+    record_findings(findings, summary, table, "s.csv", "t.csv")
     got = {k: (v, s) for k, v, s in findings.rows}
     assert got["sensitivity nc1_cdnv shared shift"] == ("-0.123", "s.csv: row nc1_cdnv at fraction 0.5, shift_mean")
     assert got["sensitivity nc1_cdnv shift sd upper limit"][0] == "0.088"

@@ -1,4 +1,4 @@
-"""linguistic_collapse.stages.slurm without a cluster: the profile's cluster section, the sbatch script submitit writes,
+"""linguistic_collapse.pipeline.slurm without a cluster: the profile's cluster section, the sbatch script submitit writes,
 refusals (no sbatch, sbatch errors) and the skipping of recorded active jobs, with stand-in
 sbatch/squeue scripts. The real cluster is the SLURM tier (tests/slurm, make test-slurm)."""
 
@@ -15,7 +15,7 @@ from linguistic_collapse.__main__ import main
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout
 from linguistic_collapse.core.profiles import Profile
-from linguistic_collapse.stages import slurm
+from linguistic_collapse.pipeline import slurm
 
 
 def _profile(tmp_path, **cluster) -> Profile:

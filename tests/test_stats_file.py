@@ -1,5 +1,5 @@
 """The stats.safetensors format (linguistic_collapse.nc.stats_file): verified reads, merging; the
-pipeline's reading of what a file was made from (linguistic_collapse.stages.freshness) and its
+pipeline's reading of what a file was made from (linguistic_collapse.pipeline.freshness) and its
 overview table (linguistic_collapse.tables.sample_sizes)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from linguistic_collapse.nc.stats_file import (
     read_stats,
     write_stats,
 )
-from linguistic_collapse.stages.freshness import stale_reasons
+from linguistic_collapse.pipeline.freshness import stale_reasons
 from linguistic_collapse.tables.sample_sizes import stats_overview
 from safetensors.torch import save_file
 

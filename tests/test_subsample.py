@@ -1,5 +1,5 @@
-"""The sensitivity study's random subsamples of training blocks (linguistic_collapse.stages.blocks) and
-statistics collected on them (linguistic_collapse.stages.collect): reproducible, distinct across draws, of the
+"""The sensitivity study's random subsamples of training blocks (linguistic_collapse.pipeline.blocks) and
+statistics collected on them (linguistic_collapse.pipeline.collect): reproducible, distinct across draws, of the
 asked size, and equal to collecting on the selected rows as an array of their own."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import torch
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 from linguistic_collapse.nc.stats_file import load_stats_metadata, read_stats
-from linguistic_collapse.stages.blocks import select_blocks, subsample_blocks
-from linguistic_collapse.stages.collect import collect_model_stats
+from linguistic_collapse.pipeline.blocks import select_blocks, subsample_blocks
+from linguistic_collapse.pipeline.collect import collect_model_stats
 
 V, D, T = 30, 8, 8
 

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.paths import Layout
 from linguistic_collapse.core.profile_sections import ModelConfig, TrainingConfig
 from linguistic_collapse.core.provenance import weights_sha256
-from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.data import block_order, prepare_corpus
 from linguistic_collapse.lm.gpt_neo import count_params
 from linguistic_collapse.lm.loading import load_causal_lm
-from linguistic_collapse.stages.checkpoints import STATE_FILE, STATE_TENSORS, read_training_state
-from linguistic_collapse.stages.loop import build_run_model, evaluate, param_groups
-from linguistic_collapse.stages.train import train_run
+from linguistic_collapse.pipeline.checkpoints import STATE_FILE, STATE_TENSORS, read_training_state
+from linguistic_collapse.pipeline.loop import build_run_model, evaluate, param_groups
+from linguistic_collapse.pipeline.train import train_run
 
 TRAINING = TrainingConfig(lr=1e-3, batch_size=8, eval_batch_size=16)
 MODEL = ModelConfig()
@@ -34,15 +34,15 @@ def corpus(tmp_path_factory):
 
 
 def train(run: str, out_dir, corpus, **kw) -> dict:
-    return train_run(RunName.parse(run), corpus=corpus, training=TRAINING, model_cfg=MODEL,
+    return train_run(ModelName.parse(run), corpus=corpus, training=TRAINING, model_cfg=MODEL,
                      out_dir=out_dir, device="cpu", progress=False, **kw)
 
 
-def checkpoint_dir(out_dir, ck: RunName):
+def checkpoint_dir(out_dir, ck: ModelName):
     return Layout(out_dir).checkpoint_dir(ck)
 
 
-def run_dir(out_dir, run: RunName):
+def run_dir(out_dir, run: ModelName):
     return Layout(out_dir).run_dir(run)
 
 
@@ -58,7 +58,7 @@ def uninterrupted(corpus, tmp_path_factory):
 
 def test_checkpoints_and_results_written(uninterrupted, corpus):
     out, res = uninterrupted
-    run = RunName.parse("L1-d16-e3-wd0.1-s0")
+    run = ModelName.parse("L1-d16-e3-wd0.1-s0")
     for epoch in (1, 2, 3):
         ck = checkpoint_dir(out, run.at(epoch))
         assert (ck / "config.json").is_file() and (ck / STATE_FILE).is_file()
@@ -83,19 +83,19 @@ def test_checkpoints_and_results_written(uninterrupted, corpus):
 
 def test_lr_decays_linearly_to_zero(uninterrupted):
     out, _ = uninterrupted
-    ck = checkpoint_dir(out, RunName.parse("L1-d16-e3-wd0.1-s0-ck3"))
+    ck = checkpoint_dir(out, ModelName.parse("L1-d16-e3-wd0.1-s0-ck3"))
     _, plain = read_training_state(ck)
     assert plain["scheduler"]["_last_lr"] == [0.0, 0.0]
 
 
 def test_finished_run_is_a_noop(uninterrupted, corpus, monkeypatch):
     out, res = uninterrupted
-    import linguistic_collapse.stages.loop
+    import linguistic_collapse.pipeline.loop
 
     def boom(*args, **kwargs):
         raise AssertionError("a finished run must not train again")
 
-    monkeypatch.setattr(linguistic_collapse.stages.loop, "train_epoch", boom)  # the one training loop
+    monkeypatch.setattr(linguistic_collapse.pipeline.loop, "train_epoch", boom)  # the one training loop
     assert train("L1-d16-e3-wd0.1-s0", out, corpus) == res
 
 
@@ -103,7 +103,7 @@ def test_resume_equals_uninterrupted(uninterrupted, corpus, tmp_path):
     _, full = uninterrupted
     part = train("L1-d16-e3-wd0.1-s0", tmp_path, corpus, stop_after_epochs=2)
     assert part["status"] == "running" and len(part["checkpoints"]) == 2
-    assert not checkpoint_dir(tmp_path, RunName.parse("L1-d16-e3-wd0.1-s0-ck3")).exists()
+    assert not checkpoint_dir(tmp_path, ModelName.parse("L1-d16-e3-wd0.1-s0-ck3")).exists()
     resumed = train("L1-d16-e3-wd0.1-s0", tmp_path, corpus)
     assert resumed["status"] == "complete"
     assert losses(resumed) == losses(full)
@@ -112,7 +112,7 @@ def test_resume_equals_uninterrupted(uninterrupted, corpus, tmp_path):
 def test_settings_change_is_refused(uninterrupted, corpus):
     out, _ = uninterrupted
     with pytest.raises(UserError, match=r"trained from other inputs \(training.lr changed\).*retrain"):
-        train_run(RunName.parse("L1-d16-e3-wd0.1-s0"), corpus=corpus,
+        train_run(ModelName.parse("L1-d16-e3-wd0.1-s0"), corpus=corpus,
                   training=TRAINING.model_copy(update={"lr": 5e-4}), model_cfg=MODEL,
                   out_dir=out, device="cpu", progress=False)
 
@@ -141,8 +141,8 @@ def test_seeds(corpus, tmp_path):
     assert losses(a) != losses(c)  # another shuffling seed -> another data order
     n = corpus.n_train_blocks
     assert not np.array_equal(block_order(n, 0, 1), block_order(n, 1, 1))
-    w0 = build_run_model(RunName.parse("L1-d16-e1-wd0.0005-s0"), corpus, MODEL).state_dict()
-    w1 = build_run_model(RunName.parse("L1-d16-e1-wd0.0005-s1"), corpus, MODEL).state_dict()
+    w0 = build_run_model(ModelName.parse("L1-d16-e1-wd0.0005-s0"), corpus, MODEL).state_dict()
+    w1 = build_run_model(ModelName.parse("L1-d16-e1-wd0.0005-s1"), corpus, MODEL).state_dict()
     assert all(torch.equal(w0[k], w1[k]) for k in w0)  # identical initial weights
 
 
@@ -162,7 +162,7 @@ def test_weight_decay_groups_follow_trainer():
 
 
 def test_evaluate_matches_plain_cross_entropy(corpus):
-    model = build_run_model(RunName.parse("L1-d16-e1-wd0.1-s0"), corpus, MODEL).eval()
+    model = build_run_model(ModelName.parse("L1-d16-e1-wd0.1-s0"), corpus, MODEL).eval()
     blocks = corpus.val_blocks()[:5]  # (5, T); batches of 2, 2, 1
     got = evaluate(model, blocks, 2, torch.device("cpu"), "fp32")
     ids = torch.from_numpy(np.asarray(blocks, dtype=np.int64))
@@ -177,21 +177,21 @@ def test_evaluate_matches_plain_cross_entropy(corpus):
 
 def test_errors(corpus, tmp_path):
     with pytest.raises(ValueError, match="not divisible into 5 attention heads"):
-        train_run(RunName.parse("L1-d16-e1-wd0.1-s0"), corpus=corpus, training=TRAINING,
+        train_run(ModelName.parse("L1-d16-e1-wd0.1-s0"), corpus=corpus, training=TRAINING,
                   model_cfg=ModelConfig(n_head=5), out_dir=tmp_path, device="cpu", progress=False)
     with pytest.raises(ValueError, match="fewer than one batch"):
-        train_run(RunName.parse("L1-d16-e1-wd0.1-s0"), corpus=corpus,
+        train_run(ModelName.parse("L1-d16-e1-wd0.1-s0"), corpus=corpus,
                   training=TRAINING.model_copy(update={"batch_size": 10**6}), model_cfg=MODEL,
                   out_dir=tmp_path,
                   device="cpu", progress=False)
     with pytest.raises(ValueError, match="names no checkpoint"):
-        checkpoint_dir(tmp_path, RunName.parse("L1-d16-e1-wd0.1-s0"))
+        checkpoint_dir(tmp_path, ModelName.parse("L1-d16-e1-wd0.1-s0"))
 
 
 def test_corpus_without_validation_block(corpus, tmp_path):
     empty_val = replace(corpus, n_val_blocks=0)
     with pytest.raises(ValueError, match="validation corpus has no block"):
-        train_run(RunName.parse("L1-d16-e1-wd0.1-s0"), corpus=empty_val, training=TRAINING,
+        train_run(ModelName.parse("L1-d16-e1-wd0.1-s0"), corpus=empty_val, training=TRAINING,
                   model_cfg=MODEL, out_dir=tmp_path, device="cpu", progress=False)
 
 
@@ -220,17 +220,17 @@ def test_planted_pickle_is_never_executed(corpus, tmp_path):
     """A training_state.pt planted in a run folder is not unpickled when the run resumes."""
     run = "L1-d16-e2-wd0.1-s0"
     train(run, tmp_path / "out", corpus, stop_after_epochs=1)
-    ck = checkpoint_dir(tmp_path / "out", RunName.parse(run).at(1))
+    ck = checkpoint_dir(tmp_path / "out", ModelName.parse(run).at(1))
     marker = tmp_path / "pwned"
     payload = {"epoch": 1, "optimizer": _Payload(marker), "scheduler": _Payload(marker),
                "rng": _Payload(marker), "records": [], "settings": _Payload(marker)}
     torch.save(payload, ck / "training_state.pt")
     resumed = train(run, tmp_path / "out", corpus)  # the .pt file is never read
     assert resumed["status"] == "complete" and not marker.exists()
-    ck2 = checkpoint_dir(tmp_path / "out", RunName.parse(run).at(2))
+    ck2 = checkpoint_dir(tmp_path / "out", ModelName.parse(run).at(2))
     torch.save(payload, ck / STATE_FILE)  # even under the state file's own name: JSON, not pickle
     (ck2 / STATE_FILE).unlink()
-    (run_dir(tmp_path / "out", RunName.parse(run)) / "results.json").unlink()
+    (run_dir(tmp_path / "out", ModelName.parse(run)) / "results.json").unlink()
     with pytest.raises(UserError, match=r"training_state.json: unreadable training state.*retrain"):
         train(run, tmp_path / "out", corpus)
     assert not marker.exists()
@@ -244,12 +244,12 @@ def test_retrain_discards_a_run_made_from_other_inputs(corpus, tmp_path):
     first = train(run, tmp_path, corpus)
     other = TRAINING.model_copy(update={"lr": 5e-4})
     with pytest.raises(UserError, match=r"training.lr changed.*retrain it with: RETRAIN"):
-        train_run(RunName.parse(run), corpus=corpus, training=other, model_cfg=MODEL,
+        train_run(ModelName.parse(run), corpus=corpus, training=other, model_cfg=MODEL,
                   out_dir=tmp_path, device="cpu", progress=False, retrain_command="RETRAIN")
-    again = train_run(RunName.parse(run), corpus=corpus, training=other, model_cfg=MODEL,
+    again = train_run(ModelName.parse(run), corpus=corpus, training=other, model_cfg=MODEL,
                       out_dir=tmp_path, device="cpu", progress=False, retrain=True)
     assert again["settings"]["training"]["lr"] == 5e-4 and losses(again) != losses(first)
-    fresh = train_run(RunName.parse(run), corpus=corpus, training=other, model_cfg=MODEL,
+    fresh = train_run(ModelName.parse(run), corpus=corpus, training=other, model_cfg=MODEL,
                       out_dir=tmp_path / "fresh", device="cpu", progress=False)
     assert losses(again) == losses(fresh)
     assert not list(tmp_path.glob("models/.*.tmp"))  # the old run is gone, nothing left aside
@@ -260,8 +260,8 @@ def test_interrupted_run_on_other_inputs_is_refused(corpus, tmp_path):
     """No results.json yet: the last checkpoint's recorded inputs are compared."""
     run = "L1-d16-e2-wd0.1-s0"
     train(run, tmp_path, corpus, stop_after_epochs=1)
-    (run_dir(tmp_path, RunName.parse(run)) / "results.json").unlink()
+    (run_dir(tmp_path, ModelName.parse(run)) / "results.json").unlink()
     with pytest.raises(UserError, match="training.lr changed"):
-        train_run(RunName.parse(run), corpus=corpus,
+        train_run(ModelName.parse(run), corpus=corpus,
                   training=TRAINING.model_copy(update={"lr": 5e-4}), model_cfg=MODEL,
                   out_dir=tmp_path, device="cpu", progress=False)

@@ -6,4 +6,4 @@ included). ``LAYERS`` is the order, ground floor first; docs/architecture.md dra
 """
 
 # Subpackages of lib, lowest first: each may import from itself and the ones before it.
-LAYERS = ("core", "nc", "lm", "stages", "tables", "figures", "series")
+LAYERS = ("core", "nc", "lm", "pipeline", "tables", "figures", "series")

@@ -31,16 +31,16 @@ from linguistic_collapse.lm.device_names import check_device  # noqa: E402
 # command -> (module defining register_cli, one-line help); order = order in --help
 COMMANDS: dict[str, tuple[str, str]] = {
     "paper": ("series.paper", "execute the notebook series for a profile (make paper)"),
-    "grid": ("stages.grid", "train, collect and measure a profile's whole grid (local or SLURM)"),
-    "train": ("stages.grid", "train one run of a profile (resumes; no-op when current)"),
+    "grid": ("pipeline.grid", "train, collect and measure a profile's whole grid (local or SLURM)"),
+    "train": ("pipeline.grid", "train one run of a profile (resumes; no-op when current)"),
     "prepare-corpus": ("lm.data", "tokenize a corpus into cached token blocks"),
-    "collect": ("stages.collect_cli", "statistics passes of one model: a checkpoint folder or hub name"),
-    "merge-stats": ("stages.stats_cli", "merge the shard files of one statistics pass"),
-    "measure": ("stages.stats_cli", "neural-collapse measures of a stats file"),
+    "collect": ("pipeline.collect_cli", "statistics passes of one model: a checkpoint folder or hub name"),
+    "merge-stats": ("pipeline.stats_cli", "merge the shard files of one statistics pass"),
+    "measure": ("pipeline.stats_cli", "neural-collapse measures of a stats file"),
     "analyze": ("tables.analysis", "results table, correlations and permutation test as CSVs"),
     "figures": ("figures.cli", "Figures 1-3 from a results table"),
     "import-authors": ("tables.authors", "the authors' published lc-*.csv as a results table"),
-    "pretrained": ("stages.pretrained", "measure hub or local pretrained causal LMs on a corpus"),
+    "pretrained": ("pipeline.pretrained", "measure hub or local pretrained causal LMs on a corpus"),
 }
 USER_ERRORS = (ValueError, OSError)  # OSError: every errno, through errors.os_error_line
 

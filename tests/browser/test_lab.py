@@ -238,14 +238,14 @@ def test_01_train_runs_with_a_figure_and_no_error(browser, lab):
 
 
 def test_06_tokens_renders_the_explorer_widget(browser, lab):
-    from linguistic_collapse.core import runs
+    from linguistic_collapse.core import names
     from linguistic_collapse.core.profiles import load_profile
-    from linguistic_collapse.stages import pipeline
+    from linguistic_collapse.pipeline import jobs
 
     profile = load_profile("smoke")  # 06 reads the largest model's statistics (02_collect's job)
-    ck = runs.largest(profile.checkpoints())
-    if not pipeline.is_collected(profile, ck):
-        pipeline.collect_checkpoint(profile, ck, pipeline.prepare_profile_corpus(profile, progress=False),
+    ck = names.largest(profile.checkpoints())
+    if not jobs.is_collected(profile, ck):
+        jobs.collect_checkpoint(profile, ck, jobs.prepare_profile_corpus(profile, progress=False),
                                     progress=False)
     _open(browser, lab, "notebooks/06_tokens.ipynb")
     summary = _run_all(browser)

@@ -1,4 +1,4 @@
-"""The SLURM tier: ``linguistic_collapse.stages.slurm`` against a real single-node cluster (``make test-slurm`` starts
+"""The SLURM tier: ``linguistic_collapse.pipeline.slurm`` against a real single-node cluster (``make test-slurm`` starts
 one with scripts/slurm_cluster.sh and points ``SLURM_CONF`` at it)."""
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ class CorpusLayout:
 
 @dataclass(frozen=True)
 class DynamicsLayout:
-    """``dynamics/<run>/`` (``linguistic_collapse.stages.dynamics``): snapshots ``checkpoint-<step>/``, their
+    """``dynamics/<run>/`` (``linguistic_collapse.pipeline.dynamics``): snapshots ``checkpoint-<step>/``, their
     ``stats/step-<step>.safetensors`` and ``metrics/step-<step>.json``, and the run's table."""
 
     root: Path
@@ -82,7 +82,7 @@ class DynamicsLayout:
 
 @dataclass(frozen=True)
 class PretrainedLayout:
-    """An output folder of ``linguistic_collapse.stages.pretrained.measure_pretrained``: ``metrics/<slug>.json``
+    """An output folder of ``linguistic_collapse.pipeline.pretrained.measure_pretrained``: ``metrics/<slug>.json``
     and ``stats/<slug>/stats.safetensors`` per (model, revision)."""
 
     root: Path

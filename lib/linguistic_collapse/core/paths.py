@@ -239,7 +239,7 @@ def lock_for(path: str | os.PathLike, timeout: float = -1) -> Any:
     ``timeout=-1`` waits for as long as another process holds it. The returned lock is re-entrant
     through the same object only: a second ``lock_for`` of the same path in one thread is another
     lock, which filelock refuses as a deadlock, so code that holds it passes it on (or calls the
-    ``*_under_lock`` variant, as ``stages.refresh.measure_under_lock``).
+    ``*_under_lock`` variant, as ``pipeline.refresh.measure_under_lock``).
     """
     # not a dependency of the core install (tests/test_core_deps.py)
     from filelock import FileLock
@@ -257,7 +257,7 @@ def lock_for(path: str | os.PathLike, timeout: float = -1) -> Any:
 class Layout:
     """Paths under a profile's ``out_dir`` (``data/<profile>/``) for the grid's stages.
 
-    ``run`` and ``ck`` arguments are ``linguistic_collapse.core.runs.RunName`` objects (duck-typed:
+    ``run`` and ``ck`` arguments are ``linguistic_collapse.core.names.ModelName`` objects (duck-typed:
     ``run.run`` drops the checkpoint, ``run.checkpoint`` is its epoch or None, ``str`` is the name).
     """
 
@@ -291,7 +291,7 @@ class Layout:
     def val_blocks(self) -> Path:
         return self.corpus_files.val_blocks
 
-    # models (linguistic_collapse.stages.train)
+    # models (linguistic_collapse.pipeline.train)
     @property
     def models_dir(self) -> Path:
         return self.root / "models"
@@ -309,7 +309,7 @@ class Layout:
     def results(self, run: Any) -> Path:
         return self.run_dir(run) / "results.json"
 
-    # statistics and measures (linguistic_collapse.stages.collect, linguistic_collapse.nc.measure); ``fraction``, ``draw``: the
+    # statistics and measures (linguistic_collapse.pipeline.collect, linguistic_collapse.nc.measure); ``fraction``, ``draw``: the
     # sensitivity study, statistics re-collected on random subsample ``draw`` of that fraction of
     # the training blocks
     def _measured_dir(self, ck: Any, fraction: float | None, draw: int = 0) -> Path:
@@ -330,7 +330,7 @@ class Layout:
 
     def fixed_k_metrics(self, ck: Any) -> Path:
         """``sensitivity/<ck>/fixed_k.json``: every sample of ``ck`` measured on the classes
-        seen in all of them (``linguistic_collapse.stages.fixed_k``)."""
+        seen in all of them (``linguistic_collapse.pipeline.fixed_k``)."""
         return self.root / "sensitivity" / str(ck) / "fixed_k.json"
 
     @property
@@ -343,7 +343,7 @@ class Layout:
             return self.metrics_dir / f"{ck}.json"
         return self._measured_dir(ck, fraction, draw) / "metrics.json"
 
-    # collapse through training (linguistic_collapse.stages.dynamics): a run trained again with snapshots
+    # collapse through training (linguistic_collapse.pipeline.dynamics): a run trained again with snapshots
     def dynamics_dir(self, run: Any) -> Path:
         """``dynamics/<run>``: snapshots ``checkpoint-<step>/``, their ``stats/`` and
         ``metrics/``, and the run's table ``dynamics.csv`` (a checkpoint in the name is dropped)."""

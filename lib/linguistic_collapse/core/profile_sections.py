@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.gpt_neo_defaults import PAPER_LOCAL_WINDOW, default_n_head
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.paths import resolve
-from linguistic_collapse.core.runs import RunName
 
 # Strict numbers: YAML ``true`` is no integer and ``"5"`` no float (an int is a fine float).
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
@@ -195,18 +195,18 @@ class GridConfig(Section):
 
 
 class CollectConfig(Section):
-    """Statistics collection (linguistic_collapse.stages.collect): batch size and optional block caps (null: all)."""
+    """Statistics collection (linguistic_collapse.pipeline.collect): batch size and optional block caps (null: all)."""
 
     batch_size: PositiveInt = 16
     max_train_blocks: PositiveInt | None = None
     max_val_blocks: PositiveInt | None = None
-    # residual streams whose statistics are gathered too (linguistic_collapse.stages.layers): null = top only, "all",
+    # residual streams whose statistics are gathered too (linguistic_collapse.pipeline.layers): null = top only, "all",
     # or indices (0 = embeddings, depth = last block's output before the final norm)
     layers: Literal["all"] | tuple[NonNegativeInt, ...] | None = None
 
 
 class ClusterConfig(Section):
-    """SLURM resources per job (linguistic_collapse.stages.slurm.submit_slurm) and the cost-estimate assumptions."""
+    """SLURM resources per job (linguistic_collapse.pipeline.slurm.submit_slurm) and the cost-estimate assumptions."""
 
     partition: str | None = None
     account: str | None = None
@@ -258,12 +258,12 @@ class SensitivityConfig(Section):
         """The draws collected at ``fraction``: ``draws`` below 1, the single full pass at 1."""
         return range(self.draws if fraction < 1 else 1)
 
-    def checkpoints(self) -> list[RunName]:
-        return [RunName.parse(name) for name in self.runs]
+    def checkpoints(self) -> list[ModelName]:
+        return [ModelName.parse(name) for name in self.runs]
 
 
 class DynamicsConfig(Section):
-    """Collapse through training (linguistic_collapse.stages.dynamics): runs trained again with evenly spaced snapshots,
+    """Collapse through training (linguistic_collapse.pipeline.dynamics): runs trained again with evenly spaced snapshots,
     each collected and measured. No runs (the default): no dynamics."""
 
     runs: tuple[str, ...] = ()  # training runs of the profile (no -ck suffix), e.g. L1-d64-e1-wd0.0005-s0
@@ -271,5 +271,5 @@ class DynamicsConfig(Section):
     max_train_blocks: PositiveInt | None = None  # statistics cap per snapshot; None: collect's
     max_val_blocks: PositiveInt | None = None  # validation cap per snapshot; None: collect's
 
-    def run_names(self) -> list[RunName]:
-        return [RunName.parse(name) for name in self.runs]
+    def run_names(self) -> list[ModelName]:
+        return [ModelName.parse(name) for name in self.runs]

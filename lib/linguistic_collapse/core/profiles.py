@@ -2,7 +2,7 @@
 
 A profile (``profiles/<name>.yaml``) is validated once, by pydantic models that forbid unknown
 keys and non-finite numbers; the typed sections then pass as they are into ``linguistic_collapse.lm.data``,
-``linguistic_collapse.stages.train`` and ``linguistic_collapse.stages.collect``. Every mistake raises ``UserError`` in one line naming the
+``linguistic_collapse.pipeline.train`` and ``linguistic_collapse.pipeline.collect``. Every mistake raises ``UserError`` in one line naming the
 file, the key and what is allowed (a YAML syntax error names the file and the line).
 ``Profile.from_dict(profile.as_dict())`` round-trips, which is how notebooks rebuild the profile
 from papermill parameters.
@@ -10,8 +10,8 @@ from papermill parameters.
 Example::
 
     profile = load_profile("smoke")
-    profile.runs()          # [RunName(L1-d32-e1-wd0.1-s0), ...]   the training runs
-    profile.checkpoints()   # [RunName(L1-d32-e1-wd0.1-s0-ck1), ...] the measured models
+    profile.runs()          # [ModelName(L1-d32-e1-wd0.1-s0), ...]   the training runs
+    profile.checkpoints()   # [ModelName(L1-d32-e1-wd0.1-s0-ck1), ...] the measured models
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import yaml
 from pydantic import Field, Strict, ValidationError, model_validator
 
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.paths import profiles_dir, resolve
 from linguistic_collapse.core.profile_sections import (
     PROFILE_NAME_RE,
@@ -40,19 +41,18 @@ from linguistic_collapse.core.profile_sections import (
     TokenizerConfig,
     TrainingConfig,
 )
-from linguistic_collapse.core.runs import RunName
 
 # ---------------------------------------------------------------------------------------------
 # The profile
 
 
-def _check_names(key: str, names: Sequence[str], allowed: Sequence[RunName], what: str) -> None:
+def _check_names(key: str, names: Sequence[str], allowed: Sequence[ModelName], what: str) -> None:
     """Each of ``names`` parses as a run name and is one of ``allowed``; else one line naming
     the key, the name and an example."""
     allowed_set = set(allowed)
     for name in names:
         try:
-            parsed = RunName.parse(name)
+            parsed = ModelName.parse(name)
         except ValueError as err:
             raise ValueError(f"{key}: {err}") from None
         if parsed not in allowed_set:
@@ -122,37 +122,37 @@ class Profile(Section):
         """``out_dir`` anchored at the repository root."""
         return resolve(self.out_dir)
 
-    def _measured(self) -> dict[RunName, set[int]]:
+    def _measured(self) -> dict[ModelName, set[int]]:
         """Each training run -> the epochs measured (grid first, then replicas; no duplicates)."""
         g, out = self.grid, {}
         for depth in g.depths:
             for width in g.widths:
                 for v in g.variants:
-                    run = RunName(depth, width, v.epochs, v.weight_decay, g.seed)
+                    run = ModelName(depth, width, v.epochs, v.weight_decay, g.seed)
                     out.setdefault(run, set()).update(v.measured())
         if g.replicas:
             r = g.replicas
             for seed in r.seeds:
-                run = RunName(r.depth, r.width, r.epochs, r.weight_decay, seed)
+                run = ModelName(r.depth, r.width, r.epochs, r.weight_decay, seed)
                 out.setdefault(run, set()).update(r.measured())
         return out
 
-    def runs(self) -> list[RunName]:
+    def runs(self) -> list[ModelName]:
         """Every training run of the grid and the replicas, deduplicated, in order."""
         return list(self._measured())
 
-    def checkpoints_of(self, run: RunName) -> list[RunName]:
+    def checkpoints_of(self, run: ModelName) -> list[ModelName]:
         """The measured checkpoints of one run."""
         measured = self._measured()
         if run.run not in measured:
             raise UserError(f"run {run} is not in profile {self.name!r}; see its grid")
         return [run.run.at(e) for e in sorted(measured[run.run])]
 
-    def checkpoints(self) -> list[RunName]:
+    def checkpoints(self) -> list[ModelName]:
         """Every measured model (run at checkpoint epoch), in run order."""
         return [run.at(e) for run, eps in self._measured().items() for e in sorted(eps)]
 
-    def batch_size(self, run: RunName) -> int:
+    def batch_size(self, run: ModelName) -> int:
         return self.training.batch_size_for(run.depth, run.width)
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from linguistic_collapse.core.runs import RunName
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.figures.style import (
     LOSS_LABEL,
     PARAMS_CMAP,
@@ -30,7 +30,7 @@ def _replica_groups(names: Sequence[str]) -> set[str]:
     groups: dict[tuple, list[str]] = {}
     for name in names:
         try:
-            run = RunName.parse(name)
+            run = ModelName.parse(name)
         except ValueError:
             continue
         groups.setdefault((run.depth, run.width, run.epochs, run.weight_decay), []).append(name)

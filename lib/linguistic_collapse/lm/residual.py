@@ -1,4 +1,4 @@
-"""The residual stream of every layer of a causal LM (``linguistic_collapse.stages.layers``): the transformer blocks
+"""The residual stream of every layer of a causal LM (``linguistic_collapse.pipeline.layers``): the transformer blocks
 of the known architectures and the features at requested residual-stream indices."""
 
 from __future__ import annotations

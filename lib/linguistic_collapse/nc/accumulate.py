@@ -147,7 +147,7 @@ def accumulate_moments_shared(features: Sequence[Tensor], labels: Tensor, counts
     grouping and one shared ``counts``; per set, one index-add of sums and one Chan merge.
 
     Why: the residual streams of several layers pair with the same next tokens, so their
-    statistics share the counts (``linguistic_collapse.stages.layers``). features[j] (N, D_j), sums[j] (V, D_j)
+    statistics share the counts (``linguistic_collapse.pipeline.layers``). features[j] (N, D_j), sums[j] (V, D_j)
     float64, sq_dev[j] (V,) float64; each set's numbers equal ``accumulate_moments`` on it alone.
     sw (D_0, D_0) float64 or None: the pooled within-class scatter of the first set only (the
     head input; the layers' statistics keep only per-class traces).

@@ -8,7 +8,7 @@ first ``add_validation`` freezes the train means (their hash ties the passes), s
 ``add`` is refused. ``measures`` gives every measure of ``linguistic_collapse.nc.registry`` the passes allow;
 ``save`` writes the ``stats.safetensors`` format of ``linguistic_collapse.nc.stats_file`` and ``load`` reads it
 back verified; ``all_reduce_`` combines the statistics of torch.distributed ranks in place.
-``linguistic_collapse.stages.collect`` streams a model's blocks through this same class.
+``linguistic_collapse.pipeline.collect`` streams a model's blocks through this same class.
 
 Hugging Face conventions at the boundary: labels equal to ``ignore_index`` (-100, as HF's
 losses) are skipped; any other negative, float or bool label is refused. The classifier W of

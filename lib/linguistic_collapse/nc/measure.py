@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # Recorded in every metrics file (``measure_stats_file``); a metrics file of another version (or
-# none) is measured again (``linguistic_collapse.stages.refresh``). Bump it whenever a measure is added, removed,
+# none) is measured again (``linguistic_collapse.pipeline.refresh``). Bump it whenever a measure is added, removed,
 # or its definition or numerics change, so that reused metrics never mix two definitions.
 # 1 (unrecorded): the 12 measures of the paper; 2: nc1_pinv, nc2_etf_error, nc3_duality_error,
 # UNC3 on |mean|, the min-count robustness section; 3: nc1_pinv's cut-off PINV_RTOL;

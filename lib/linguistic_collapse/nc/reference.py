@@ -35,7 +35,7 @@ class Classes:
 
 
 def classes(stats: Mapping[str, Any]) -> Classes:
-    """The class-level quantities of a stats mapping (tensors or arrays, linguistic_collapse.stages.collect format)."""
+    """The class-level quantities of a stats mapping (tensors or arrays, linguistic_collapse.pipeline.collect format)."""
     counts = np.asarray(stats["counts"])
     keep = counts >= 1
     N = counts[keep].astype(np.float64)

@@ -14,7 +14,7 @@ pass 2 used, '' in a pass-1 shard), ``pass{N}_compute_dtype`` (the precision the
 computed in, ``linguistic_collapse.lm.devices.compute_dtype``), ``tensors_sha256`` (JSON
 {tensor name: sha256 of its dtype, shape and bytes} of every tensor of the file, checked on
 every verified read) and ``format_version``. Optional, only when collected with
-layers (``linguistic_collapse.stages.layers``): pass-1 tensors ``layer{i}.sums`` [V, D] float64 and ``layer{i}.sq_dev``
+layers (``linguistic_collapse.pipeline.layers``): pass-1 tensors ``layer{i}.sums`` [V, D] float64 and ``layer{i}.sq_dev``
 [V] float64 per residual-stream index i (sharing ``counts``; no pooled scatter per layer, only
 the head input has ``sw``), listed in metadata ``layers`` ("0,1,2") with ``n_layer``; without
 layers a file has no ``layer*`` tensors.
@@ -23,7 +23,7 @@ Shards of pass 1 merge exactly: counts and sums add, ``sq_dev`` and ``sw`` by Ch
 (``linguistic_collapse.nc.accumulate.merge_m2``, ``merge_scatter``); shards of pass 2 add. A file of an older
 format is refused by the readers, with one line saying to collect it again. Whether a file
 belongs to a pipeline's model and inputs (stale, or made from others) is decided by
-``linguistic_collapse.stages.freshness`` from the keys recorded here.
+``linguistic_collapse.pipeline.freshness`` from the keys recorded here.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def read_counts(path: str | Path) -> Tensor:
         raise _corrupt(path, err) from None
     problem = dtype_problem({"counts": counts})
     if problem:
-        raise UserError(f"{path}: {problem}; this is not a file linguistic_collapse.stages.collect wrote, collect it again")
+        raise UserError(f"{path}: {problem}; this is not a file linguistic_collapse.pipeline.collect wrote, collect it again")
     check_hashes(path, meta, {"counts": counts})
     return counts
 
@@ -202,7 +202,7 @@ def _check_tensors(path: str | Path, meta: dict[str, str], tensors: dict[str, Te
     if not problem and (sums.dim() != 2 or len(sums) != V or sq_dev is not None and sq_dev.shape != (V,)):
         problem = f"sums {tuple(sums.shape)} or sq_dev do not fit {V} classes"
     if problem:
-        raise UserError(f"{path}: {problem}; this is not a file linguistic_collapse.stages.collect wrote, collect it again")
+        raise UserError(f"{path}: {problem}; this is not a file linguistic_collapse.pipeline.collect wrote, collect it again")
     if "lm_head" not in tensors:  # a layer: no hash of its own
         return
     got = means_hash(class_means(tensors["counts"], tensors["sums"]))

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.paths import Layout, resolve
 from linguistic_collapse.core.provenance import sha256_file
-from linguistic_collapse.core.runs import RunName
 
 CODE_DIR = Path(__file__).resolve().parents[1]  # the package's own files: what runs
 
@@ -51,7 +51,7 @@ def stage_inputs(stage: str, profile: Any, results_table: Path) -> list[Path]:
     if stage == "07_layers":  # the per-layer sections of the metrics
         return sorted(layout.metrics_dir.glob("*.json"))
     if stage == "08_dynamics":  # trains its own snapshots from the corpus; compares with the grid
-        runs = [layout.results(RunName.parse(str(run))) for run in profile.dynamics.runs]
+        runs = [layout.results(ModelName.parse(str(run))) for run in profile.dynamics.runs]
         return [p for p in (layout.manifest, *runs) if p.is_file()]
     return [results_table] if results_table.is_file() else []
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.paths import cli_path, positive_int, resolve
-from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.nc.registry import MEASURES, analysis_scale, label, measure_transform
 from linguistic_collapse.tables.clusters import cluster_counts, design_point_ids
 from linguistic_collapse.tables.results import (
@@ -224,7 +224,7 @@ def _correlate_one(table: pd.DataFrame, measure: str, controls: Sequence[str],
 
 def correlate(table: pd.DataFrame, measures: Sequence[str] = MEASURES,
               controls: Sequence[str] = CONTROLS, *, n_bootstrap: int,
-              seed: int = 0) -> pd.DataFrame:
+              seed: int) -> pd.DataFrame:
     """Per measure: Pearson r and R^2 of validation loss vs the (transformed) measure, Spearman
     rho, 95% cluster-bootstrap intervals of r and R^2 (whole design points resampled; n,
     n_runs, n_clusters and Kish's n_eff beside them), and the partial correlation controlling
@@ -298,7 +298,7 @@ def _permutation_one(table: pd.DataFrame, measure: str, n_permutations: int, see
 
 
 def permutation_test(table: pd.DataFrame, measures: Sequence[str] = MEASURES, *,
-                     n_permutations: int, seed: int = 0, alpha: float) -> pd.DataFrame:
+                     n_permutations: int, seed: int, alpha: float) -> pd.DataFrame:
     """Table 1: per measure n, r, R^2, Spearman rho, the permutation p = (b + 1)/(m + 1) over
     ``n_permutations`` random permutations of the losses, and the Holm-adjusted p over all
     measures; ``significant`` means Holm p < ``alpha``. The same permutations for every measure.
@@ -318,7 +318,7 @@ def permutation_test(table: pd.DataFrame, measures: Sequence[str] = MEASURES, *,
     return out
 
 
-def table1(replicas: pd.DataFrame, *, n_permutations: int, seed: int = 0, alpha: float) -> pd.DataFrame:
+def table1(replicas: pd.DataFrame, *, n_permutations: int, seed: int, alpha: float) -> pd.DataFrame:
     """``permutation_test`` for a notebook: with fewer than 3 replicas every row is NaN with a
     note saying so, instead of stopping the series or printing a meaningless p-value."""
     if len(replicas) >= 3:
@@ -392,7 +392,7 @@ def _cli_analyze(args: argparse.Namespace) -> int:
     outputs = {"results.csv": table,
                "correlations.csv": correlate(table, n_bootstrap=args.n_bootstrap, seed=args.seed)}
     if args.replicas:  # computed before anything is written, so a failure leaves no partial set
-        spec = RunName.parse(args.replicas)
+        spec = ModelName.parse(args.replicas)
         reps = replica_rows(table, {"depth": spec.depth, "width": spec.width, "epochs": spec.epochs,
                                     "weight_decay": spec.weight_decay})
         outputs["permutation.csv"] = permutation_test(reps, n_permutations=args.n_permutations, seed=args.seed,

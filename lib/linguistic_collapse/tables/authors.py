@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.paths import check_out, cli_path, is_csv_with, resolve
-from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.nc.registry import MEASURES
 from linguistic_collapse.tables.results import (
     RESULT_COLUMNS,
@@ -84,7 +84,7 @@ def imported_measures() -> list[str]:
     return MEASURES + [m for m in MAPPING if m not in MEASURES]
 
 
-def parse_model_name(name: str) -> RunName:
+def parse_model_name(name: str) -> ModelName:
     """Their model name as our checkpoint name: ``02x0768_01d07@0`` -> L2-d768-e1-wd0.0005-s8-ck1."""
     m = NAME_RE.match(str(name).strip())
     if not m:
@@ -92,7 +92,7 @@ def parse_model_name(name: str) -> RunName:
     if min(int(m["depth"]), int(m["width"]), int(m["epochs"])) < 1:
         raise ValueError(f"{name!r} has depth, width or epochs 0; each must be at least 1")
     seed = 0 if m["rep"] is None else int(m["rep"]) + 1
-    run = RunName(int(m["depth"]), int(m["width"]), int(m["epochs"]), WEIGHT_DECAY[m["wd"]], seed)
+    run = ModelName(int(m["depth"]), int(m["width"]), int(m["epochs"]), WEIGHT_DECAY[m["wd"]], seed)
     return run.at(int(m["k"]) + 1)
 
 

@@ -361,7 +361,7 @@ def claims_table(table: pd.DataFrame, n_bootstrap: int, seed: int) -> pd.DataFra
     return out
 
 
-def add_claim_findings(found: Findings, claims_df: pd.DataFrame) -> None:
+def record_claim_findings(findings: Findings, claims_df: pd.DataFrame) -> None:
     """Record, per claim of ``claims_table``: its value and interval on each population, the
     limits' MC errors, the verdicts, r with its sign, ΔR² against the authors with its
     equivalence verdict and the authors' like-for-like values; the counts once."""
@@ -372,35 +372,35 @@ def add_claim_findings(found: Findings, claims_df: pd.DataFrame) -> None:
         claim = row["claim"]
         for col in quoted:
             if isinstance(row[col], str) and row[col] and row[col] != "n/a":
-                found.add(f"{claim}: {col}", row[col], f"claims.csv: {claim}, {col}")
+                findings.add(f"{claim}: {col}", row[col], f"claims.csv: {claim}, {col}")
     for col in counts:  # the same for every claim unless a measure drops models
-        found.add(col, " · ".join(sorted(set(claims_df[col]))), f"claims.csv: {col}")
-    found.add("plateau models", claims_df.attrs["plateau"], "claims.csv: attrs plateau (printed above the table)")
-    found.add("authors' side of the like-for-like ΔR²", claims_df.attrs["authors_side"],
+        findings.add(col, " · ".join(sorted(set(claims_df[col]))), f"claims.csv: {col}")
+    findings.add("plateau models", claims_df.attrs["plateau"], "claims.csv: attrs plateau (printed above the table)")
+    findings.add("authors' side of the like-for-like ΔR²", claims_df.attrs["authors_side"],
               "claims.csv: attrs authors_side (printed above the table)")
 
 
-def add_correlation_findings(found: Findings, corr: pd.DataFrame) -> None:
+def record_correlation_findings(findings: Findings, corr: pd.DataFrame) -> None:
     """Record, per measure of ``analysis.correlate``: R² and r with their intervals and the
     authors' R² (registry), and the design-point clusters and n_eff of all models."""
     for _, row in corr.iterrows():
         name, where = label(row["measure"]), f"correlations.csv: {row['measure']}"
-        found.add(f"R² {name}", f"{row['r2']:.2f} [{row['r2_ci_low']:.2f}, {row['r2_ci_high']:.2f}]",
+        findings.add(f"R² {name}", f"{row['r2']:.2f} [{row['r2_ci_low']:.2f}, {row['r2_ci_high']:.2f}]",
                   f"{where}, r2 [r2_ci_low, r2_ci_high]")
-        found.add(f"r {name}", f"{row['r']:+.2f} [{row['r_ci_low']:+.2f}, {row['r_ci_high']:+.2f}]",
+        findings.add(f"r {name}", f"{row['r']:+.2f} [{row['r_ci_low']:+.2f}, {row['r_ci_high']:+.2f}]",
                   f"{where}, r [r_ci_low, r_ci_high]")
         if (theirs := REGISTRY[row["measure"]].authors_r2) is not None:
-            found.add(f"authors' R² {name}", theirs, "lib/linguistic_collapse/nc/registry.py: authors_r2 (their 230 models)",
+            findings.add(f"authors' R² {name}", theirs, "lib/linguistic_collapse/nc/registry.py: authors_r2 (their 230 models)",
                       fmt="{:.3g}")
-    found.add("design-point clusters (all models)", int(corr["n_clusters"].max()),
+    findings.add("design-point clusters (all models)", int(corr["n_clusters"].max()),
               "correlations.csv: n_clusters", fmt="{:d}")
-    found.add("Kish n_eff (all models)", corr["n_eff"].max(), "correlations.csv: n_eff", fmt="{:.1f}")
+    findings.add("Kish n_eff (all models)", corr["n_eff"].max(), "correlations.csv: n_eff", fmt="{:.1f}")
 
 
-def add_units_findings(found: Findings, units: pd.DataFrame) -> None:
+def record_units_findings(findings: Findings, units: pd.DataFrame) -> None:
     """Record each CDNV's fold change from the narrowest to the widest models (``cdnv_units_table``)."""
     for _, row in units.iterrows():
-        found.add(f"{row['measure']}: fold change narrowest to widest", row["fold change"],
+        findings.add(f"{row['measure']}: fold change narrowest to widest", row["fold change"],
                   f"cdnv_units: {row['column']}, fold change", fmt="{:.3g}")
 
 
@@ -483,18 +483,18 @@ def pinv_direction(signs: pd.DataFrame) -> str:
         ", ".join(got[c] for c in PINV_CUTOFFS) + ")"
 
 
-def add_signs_findings(found: Findings, signs: pd.DataFrame) -> None:
+def record_signs_findings(findings: Findings, signs: pd.DataFrame) -> None:
     """Record each measure's r and R² with intervals, its direction verdict and any sign that
     differs from the authors' like-for-like r; and the nc1_pinv statement."""
     for row in signs.itertuples():
         src = f"signs.csv: {row.measure}"
-        found.add(f"{row.label} [{row.measure}]: r [95 %] ({PRIMARY})",
+        findings.add(f"{row.label} [{row.measure}]: r [95 %] ({PRIMARY})",
                   _cell(row.r, row.r_low, row.r_high, "r"), f"{src}, r [r_low, r_high]")
-        found.add(f"{row.label} [{row.measure}]: R² [95 %] ({PRIMARY})",
+        findings.add(f"{row.label} [{row.measure}]: R² [95 %] ({PRIMARY})",
                   _cell(row.r2, row.r2_low, row.r2_high, "R²"), f"{src}, r2 [r2_low, r2_high]")
-        found.add(f"{row.label} [{row.measure}]: direction ({PRIMARY})", row.direction, f"{src}, direction")
+        findings.add(f"{row.label} [{row.measure}]: direction ({PRIMARY})", row.direction, f"{src}, direction")
         for e in LIKE_FOR_LIKE:
             if getattr(row, f"sign_differs_e{e}"):
-                found.add(f"{row.label} [{row.measure}]: sign differs from the authors' {e}-epoch r",
+                findings.add(f"{row.label} [{row.measure}]: sign differs from the authors' {e}-epoch r",
                           getattr(row, f"authors_r_e{e}"), f"{src}, authors_r_e{e}", fmt="{:+.2f}")
-    found.add("nc1_pinv direction under the cut-offs", signs.attrs["pinv"], "signs.csv: direction of nc1_pinv*")
+    findings.add("nc1_pinv direction under the cut-offs", signs.attrs["pinv"], "signs.csv: direction of nc1_pinv*")

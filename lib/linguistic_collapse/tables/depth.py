@@ -4,7 +4,7 @@ features and the distances between class means grow through the residual stream,
 statistics files (``growth_table``), so the paper's CDNV's fall can be split into growth and the
 scale-free part; and the scale-free CDNV's fall per depth (``by_depth``).
 
-The statistics and per-layer measures come from ``linguistic_collapse.stages.layers``; torch only
+The statistics and per-layer measures come from ``linguistic_collapse.pipeline.layers``; torch only
 to read the statistics files (``nc.stats_file.read_layers``, verified, one layer at a time)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.paths import Layout, read_json, resolve
-from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.nc.registry import GEOMETRY, analysis_scale, label
 from linguistic_collapse.nc.stats_file import read_layers
 from linguistic_collapse.tables.findings import Findings
@@ -32,7 +32,7 @@ HEADLINE = "nc1_cdnv_galanti"
 RATIO_MEASURES = ("nc1_cdnv", "nc1_cdnv_galanti")  # head input against the last residual stream
 
 
-def _rows(metrics: dict, ck: RunName) -> list[dict]:
+def _rows(metrics: dict, ck: ModelName) -> list[dict]:
     spec = {"name": str(ck), "run": str(ck.run), **ck.as_dict()}
     n_layer = int(metrics.get("n_layer", ck.depth))
     rows = [{**spec, "n_layer": n_layer, "layer": int(i), "site": "residual",
@@ -43,7 +43,7 @@ def _rows(metrics: dict, ck: RunName) -> list[dict]:
                     "relative_depth": 1.0, **top}]
 
 
-def layers_table(out_dir: str | os.PathLike, checkpoints: Sequence[RunName]) -> pd.DataFrame:
+def layers_table(out_dir: str | os.PathLike, checkpoints: Sequence[ModelName]) -> pd.DataFrame:
     """One row per model x layer of the checkpoints whose metrics hold a ``layers`` section: run
     spec, ``n_layer``, ``layer`` (residual-stream index), ``site`` ("residual", or "head_input"
     for the top features), ``relative_depth`` = layer / n_layer, ``num_classes`` and every
@@ -182,7 +182,7 @@ def growth_table(out_dir: str | os.PathLike, layers: pd.DataFrame) -> pd.DataFra
     layout, rows = Layout(resolve(out_dir)), []
     res = layers[layers["site"] == "residual"]
     for name, g in res.groupby("name", sort=False):
-        ck = RunName.parse(str(name))
+        ck = ModelName.parse(str(name))
         cdnv = g.set_index("layer")[["nc1_cdnv", "nc1_cdnv_galanti"]]
         for i, layer in read_layers(layout.stats(ck)):
             if i in cdnv.index:

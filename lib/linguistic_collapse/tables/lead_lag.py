@@ -1,7 +1,7 @@
 """Lead and lag through training: when each measure and the loss reach (and keep) a level of
 their total change, and the lagged cross-correlation of their changes (``08_dynamics``).
 
-Reads the dynamics table of ``linguistic_collapse.stages.dynamics``; no torch."""
+Reads the dynamics table of ``linguistic_collapse.pipeline.dynamics``; no torch."""
 
 from __future__ import annotations
 

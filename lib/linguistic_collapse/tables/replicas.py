@@ -117,7 +117,7 @@ def pc1_note(table: pd.DataFrame) -> str:
     return PC1_NOTE.format(k=pc["k"], share=pc["share"], n=pc["n"], r=pc["r_loss"])
 
 
-def add_findings(findings: Findings, table: pd.DataFrame, *, alpha: float) -> None:
+def record_findings(findings: Findings, table: pd.DataFrame, *, alpha: float) -> None:
     """Record in ``findings`` what the README quotes of Table 1 (``reviewed_table1``): per
     measure our r with its Fisher interval, our Holm p, the authors' replica r and the p of the
     difference; the first component's share and r with loss; the authors' Holm p below ``alpha``."""

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.names import ModelName, final_checkpoints, parse_checkpoints
 from linguistic_collapse.core.paths import Layout, atomic_write, read_json, resolve
-from linguistic_collapse.core.runs import RunName, final_checkpoints, parse_checkpoints
 from linguistic_collapse.nc.registry import MEASURES
 
 LOSS = "val_loss"
@@ -44,7 +44,7 @@ def derive_measures(values: Mapping[str, Any]) -> dict[str, float]:
 # Results table
 
 
-def _checkpoint_names(out_dir: Path, checkpoints: Sequence[RunName] | None) -> list[RunName]:
+def _checkpoint_names(out_dir: Path, checkpoints: Sequence[ModelName] | None) -> list[ModelName]:
     """The checkpoints to tabulate: given ones (a bare run means its last epoch) or all measured."""
     if checkpoints is not None:
         return final_checkpoints(checkpoints)
@@ -57,14 +57,14 @@ def _checkpoint_names(out_dir: Path, checkpoints: Sequence[RunName] | None) -> l
     return names
 
 
-def _checkpoint_entry(results: Mapping[str, Any], ck: RunName, path: Path) -> Mapping[str, Any]:
+def _checkpoint_entry(results: Mapping[str, Any], ck: ModelName, path: Path) -> Mapping[str, Any]:
     for entry in results.get("checkpoints", []):
         if int(entry["epoch"]) == ck.checkpoint:
             return entry
     raise UserError(f"{path} has no checkpoint entry for epoch {ck.checkpoint}; retrain or evaluate {ck.run}")
 
 
-def _table_row(out_dir: Path, ck: RunName) -> dict[str, Any]:
+def _table_row(out_dir: Path, ck: ModelName) -> dict[str, Any]:
     layout = Layout(out_dir)
     results_path, metrics_path = layout.results(ck), layout.metrics(ck)
     results, metrics = read_json(results_path), read_json(metrics_path)
@@ -99,7 +99,7 @@ def min_count_columns(metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def build_results_table(out_dir: str | os.PathLike, checkpoints: Sequence[RunName] | None = None) -> pd.DataFrame:
+def build_results_table(out_dir: str | os.PathLike, checkpoints: Sequence[ModelName] | None = None) -> pd.DataFrame:
     """One row per measured checkpoint: run spec, size, validation loss/accuracy and every measure.
 
     ``checkpoints`` None tabulates every ``metrics/<run>-ck<e>.json`` under ``out_dir``.
@@ -161,7 +161,7 @@ def refuse_duplicate_models(table: pd.DataFrame, source: str | os.PathLike) -> N
                         "keep one row per model (was a table concatenated twice?)")
 
 
-def training_table(out_dir: str | os.PathLike, runs: Sequence[RunName]) -> pd.DataFrame:
+def training_table(out_dir: str | os.PathLike, runs: Sequence[ModelName]) -> pd.DataFrame:
     """One row per trained run and epoch: spec, n_params, val_loss, val_acc, tokens/s."""
     out_dir = resolve(out_dir)
     rows = []
@@ -192,12 +192,12 @@ def training_summary(train_table: pd.DataFrame, digits: int = 3) -> pd.DataFrame
 # Row selections
 
 
-def largest_model(table: pd.DataFrame) -> RunName:
+def largest_model(table: pd.DataFrame) -> ModelName:
     """The checkpoint with the most parameters (latest checkpoint, then lowest loss, on ties)."""
     if table.empty:
         raise ValueError("the results table is empty; nothing to analyse")
     best = table.sort_values(["n_params", "checkpoint", LOSS], ascending=[False, False, True]).iloc[0]
-    return RunName(int(best["depth"]), int(best["width"]), int(best["epochs"]),
+    return ModelName(int(best["depth"]), int(best["width"]), int(best["epochs"]),
                    float(best["weight_decay"]), int(best["seed"]), int(best["checkpoint"]))
 
 

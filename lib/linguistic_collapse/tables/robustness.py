@@ -58,7 +58,7 @@ def _base(column: str) -> str:
 
 
 def min_count_table(table: pd.DataFrame, measures: Sequence[str] = MEASURES, *,
-                    n_bootstrap: int, seed: int = 0) -> pd.DataFrame:
+                    n_bootstrap: int, seed: int) -> pd.DataFrame:
     """Per measure of ``measures`` and per nc1_pinv cut-off variant (``nc1_pinv_rtol*``
     columns) the table has, when the table has any ``<measure>@min_count`` column: R² with
     loss on all classes and on classes with >= min_count samples, each with its 95 %
@@ -94,16 +94,16 @@ def min_count_table(table: pd.DataFrame, measures: Sequence[str] = MEASURES, *,
     return out
 
 
-def add_min_count_findings(found: Findings, robust: pd.DataFrame) -> None:
+def record_findings(findings: Findings, robust: pd.DataFrame) -> None:
     """Record each measure's R² on all classes and on classes with >= min_count samples (with
     intervals), or the note saying the metrics lack the section."""
     if robust.empty:
-        found.add("min-count robustness", "not available", f"min_count.csv: {robust.attrs.get('note', '')}")
+        findings.add("min-count robustness", "not available", f"min_count.csv: {robust.attrs.get('note', '')}")
         return
-    found.add("min_count", robust["min_count"].iloc[0], "min_count.csv: min_count", fmt="{:.0f}")
-    found.add("classes kept at min_count", robust["classes kept (min-max)"].iloc[0],
+    findings.add("min_count", robust["min_count"].iloc[0], "min_count.csv: min_count", fmt="{:.0f}")
+    findings.add("classes kept at min_count", robust["classes kept (min-max)"].iloc[0],
               "min_count.csv: classes kept (min-max)")
     for _, row in robust.iterrows():
         for key, lo, hi in (("R² all classes", "low", "high"), ("R² ≥ min_count", "low@min_count", "high@min_count")):
             text = f"{row[key]:.2f} [{row[lo]:.2f}, {row[hi]:.2f}]" if np.isfinite(row[key]) else (row["note"] or "n/a")
-            found.add(f"{row['label']}: {key}", text, f"min_count.csv: {row['measure']}, {key}")
+            findings.add(f"{row['label']}: {key}", text, f"min_count.csv: {row['measure']}, {key}")

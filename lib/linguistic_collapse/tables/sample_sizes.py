@@ -71,7 +71,7 @@ def class_count_thresholds(counts: np.ndarray, thresholds: Sequence[int]) -> pd.
                         ).set_index("classes with count <")
 
 
-def record_collection(findings: Findings, counts: np.ndarray, metadata: Mapping[str, str]) -> pd.DataFrame:
+def record_findings(findings: Findings, counts: np.ndarray, metadata: Mapping[str, str]) -> pd.DataFrame:
     """Record the sample the statistics rest on (samples, classes seen, median samples per
     seen class, share seen once, validation tokens) in ``findings``; returns them as a table."""
     seen = counts[counts > 0]

@@ -107,13 +107,13 @@ def scaling_table(primary: pd.DataFrame, exploratory: Sequence[str] = ()) -> pd.
     return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
 
 
-def add_scaling_findings(found: Findings, table: pd.DataFrame) -> None:
+def record_findings(findings: Findings, table: pd.DataFrame) -> None:
     """Record per pre-registered (measure, axis): improving steps of untied ones, the Holm p
     for improvement and for the opposite, and the verdict."""
     for row in table[table["role"] == "pre-registered"].itertuples():
         key, src = f"scaling {row.label}, {row.axis} steps", f"scaling.csv: {row.measure}, {row.axis}"
-        found.add(f"{key}: improving / untied", f"{row.improving} / {row.improving + row.worsening}",
+        findings.add(f"{key}: improving / untied", f"{row.improving} / {row.improving + row.worsening}",
                   f"{src}, improving / (improving + worsening)")
-        found.add(f"{key}: Holm p improvement", row.holm_improve, f"{src}, holm_improve", fmt="{:.2g}")
-        found.add(f"{key}: Holm p opposite", row.holm_worsen, f"{src}, holm_worsen", fmt="{:.2g}")
-        found.add(f"{key}: verdict", row.verdict, f"{src}, verdict")
+        findings.add(f"{key}: Holm p improvement", row.holm_improve, f"{src}, holm_improve", fmt="{:.2g}")
+        findings.add(f"{key}: Holm p opposite", row.holm_worsen, f"{src}, holm_worsen", fmt="{:.2g}")
+        findings.add(f"{key}: verdict", row.verdict, f"{src}, verdict")

@@ -1,7 +1,7 @@
 """How the measures depend on the statistics sample: for the profile's ``sensitivity.runs``,
 every measure when the class statistics come from ``sensitivity.draws`` random subsamples
 (without replacement) of 1/8, 1/4 or 1/2 of the training blocks, against the full pass
-(``linguistic_collapse.stages.pipeline.sensitivity_all`` collects them; fraction 1 is the main statistics).
+(``linguistic_collapse.pipeline.jobs.sensitivity_all`` collects them; fraction 1 is the main statistics).
 
 A change is read on each measure's analysis scale (``linguistic_collapse.nc.registry.analysis_scale``: dex for
 the log measures, the value's own units otherwise), never as a ratio to a value that may be
@@ -13,7 +13,7 @@ scale, and reports the shared shift
 without judging it (figure: ``linguistic_collapse.figures.sensitivity``). A class seen once has zero within-class variance by construction, so the
 table also says how many classes are seen and how often. A smaller sample also sees fewer
 classes, so a fixed-K variant (``fixed_k_table``) has every sample of a run measured on only the
-classes present in all of them (``linguistic_collapse.stages.fixed_k``, by ``sensitivity_all``).
+classes present in all of them (``linguistic_collapse.pipeline.fixed_k``, by ``sensitivity_all``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from linguistic_collapse.core.paths import Layout, read_json
 from linguistic_collapse.nc.measure import MEASURE_VERSION
 from linguistic_collapse.nc.registry import MEASURES, analysis_scale, label, measure_transform
 from linguistic_collapse.nc.stats_file import load_stats_metadata, read_counts
-from linguistic_collapse.stages.fixed_k import sample_key
+from linguistic_collapse.pipeline.fixed_k import sample_key
+from linguistic_collapse.tables.findings import Findings
 
 # Stability is judged by what can change a cross-model R²: a shift shared by every model (the
 # mean shift) leaves it unchanged; only the spread of the shifts between models moves the models
@@ -60,7 +61,7 @@ def sensitivity_table(profile: Any) -> pd.DataFrame:
             for draw in profile.sensitivity.draws_of(fraction):
                 metrics, stats = layout.metrics(ck, fraction, draw), layout.stats(ck, fraction, draw)
                 if not (metrics.is_file() and stats.is_file()):
-                    raise UserError(f"no sensitivity statistics at {stats.parent}; run linguistic_collapse.stages."
+                    raise UserError(f"no sensitivity statistics at {stats.parent}; run linguistic_collapse.pipeline."
                                     "pipeline.sensitivity_all (notebook 03_measure) first")
                 counts, tokens = _class_counts(stats)
                 values = read_json(metrics)
@@ -77,7 +78,7 @@ def fixed_k_table(profile: Any) -> pd.DataFrame:
     """As ``sensitivity_table`` (``checkpoint, fraction, draw, num_classes`` and every measure),
     each sample measured on only the classes present in every sample of its checkpoint, so the
     class set (K, ``num_classes``) is the same at every fraction and draw: the rows that
-    ``sensitivity_all`` stored in ``Layout.fixed_k_metrics(ck)`` (``stages.fixed_k``), read."""
+    ``sensitivity_all`` stored in ``Layout.fixed_k_metrics(ck)`` (``pipeline.fixed_k``), read."""
     layout, rows = Layout(profile.out_path), []
     for ck in profile.sensitivity.checkpoints():
         store = layout.fixed_k_metrics(ck)
@@ -86,7 +87,7 @@ def fixed_k_table(profile: Any) -> pd.DataFrame:
                 for d in profile.sensitivity.draws_of(f)}
         if set(done.get("stats_sha256", {})) != want or done.get("measure_version") != MEASURE_VERSION:
             raise UserError(f"no fixed-K measures of this study's samples at {store}; run "
-                            "linguistic_collapse.stages.pipeline.sensitivity_all (notebook 03_measure) first")
+                            "linguistic_collapse.pipeline.jobs.sensitivity_all (notebook 03_measure) first")
         rows += done["rows"]
     columns = ["checkpoint", "width", "fraction", "draw", "num_classes", *MEASURES]
     return pd.DataFrame(rows, columns=columns).astype({m: float for m in MEASURES})
@@ -193,7 +194,7 @@ def stability(table: pd.DataFrame, population: pd.DataFrame,
     return pd.DataFrame(rows)
 
 
-def add_findings(findings: Any, summary: pd.DataFrame, table: pd.DataFrame, source: str,
+def record_findings(findings: Findings, summary: pd.DataFrame, table: pd.DataFrame, source: str,
                  table_source: str, prefix: str = "sensitivity", fraction: float = HALF) -> None:
     """Record per measure, at ``fraction`` of the sample, from ``summary`` (``stability``, saved
     as ``source``): the shared shift, the sd of the models' shifts and its upper limit, the

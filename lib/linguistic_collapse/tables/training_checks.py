@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.profiles import Profile
-from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.tables.claims import plateau_mask
 from linguistic_collapse.tables.findings import Findings
 from linguistic_collapse.tables.results import LOSS
@@ -119,7 +119,7 @@ def plateau_summary(table: pd.DataFrame, unigram: float) -> dict[str, float | in
             "worst_other": float(off.max()) if len(off) else math.nan, "rule": rule}
 
 
-def measured_rows(train_table: pd.DataFrame, checkpoints: Sequence[RunName]) -> pd.DataFrame:
+def measured_rows(train_table: pd.DataFrame, checkpoints: Sequence[ModelName]) -> pd.DataFrame:
     """The rows of ``results.training_table`` at the measured ``checkpoints`` (as results.csv)."""
     keep = {(str(ck.run), ck.checkpoint) for ck in checkpoints}
     mask = [(r, c) in keep for r, c in zip(train_table["run"], train_table["checkpoint"],

@@ -1,7 +1,9 @@
-"""Run names: one string per (architecture, variant, seed[, checkpoint]) that parses back.
+"""Model names: one string per grid model that parses back, a training run (architecture,
+variant, seed) and, when given, one of its checkpoints (the measured model).
 
 ``L2-d64-e10-wd0.0005-s0-ck6`` is the 2-layer, 64-wide, 10-epoch, weight-decay-5e-4, seed-0
-run after epoch 6. No torch import, so tables and statistics load fast.
+run after epoch 6; ``L2-d64-e10-wd0.0005-s0`` is the run itself. No torch import, so tables and
+statistics load fast.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ _RUN_RE = re.compile(
 
 
 @dataclass(frozen=True)
-class RunName:
-    """Depth, width, epochs, weight decay, shuffling seed and (optional) checkpoint epoch."""
+class ModelName:
+    """Depth, width, epochs, weight decay, shuffling seed and (optional) checkpoint epoch: a
+    training run, or with ``checkpoint`` one measured model of it."""
 
     depth: int
     width: int
@@ -34,23 +37,23 @@ class RunName:
         return name if self.checkpoint is None else f"{name}-ck{self.checkpoint}"
 
     @property
-    def run(self) -> RunName:
+    def run(self) -> ModelName:
         """The training run this checkpoint belongs to (checkpoint dropped)."""
-        return RunName(self.depth, self.width, self.epochs, self.weight_decay, self.seed)
+        return ModelName(self.depth, self.width, self.epochs, self.weight_decay, self.seed)
 
-    def at(self, checkpoint: int) -> RunName:
+    def at(self, checkpoint: int) -> ModelName:
         """This run at ``checkpoint`` (an epoch in 1..epochs)."""
         if not 1 <= checkpoint <= self.epochs:
             raise ValueError(f"checkpoint {checkpoint} outside epochs 1..{self.epochs} of {self}")
-        return RunName(self.depth, self.width, self.epochs, self.weight_decay, self.seed, checkpoint)
+        return ModelName(self.depth, self.width, self.epochs, self.weight_decay, self.seed, checkpoint)
 
     def as_dict(self) -> dict:
         """The fields as a dict (the spec columns of a results table)."""
         return asdict(self)
 
     @classmethod
-    def parse(cls, name: str) -> RunName:
-        """Parse ``str(RunName)`` back; ValueError with an example otherwise."""
+    def parse(cls, name: str) -> ModelName:
+        """Parse ``str(ModelName)`` back; ValueError with an example otherwise."""
         m = _RUN_RE.match(name)
         if not m:
             raise ValueError(
@@ -65,18 +68,18 @@ class RunName:
         return run.at(int(m["checkpoint"]))
 
 
-def final_checkpoints(names: Iterable[RunName]) -> list[RunName]:
+def final_checkpoints(names: Iterable[ModelName]) -> list[ModelName]:
     """Each name at a checkpoint: given ones as they are, a bare run at its last epoch."""
     return [n if n.checkpoint is not None else n.at(n.epochs) for n in names]
 
 
-def parse_checkpoints(stems: Iterable[str]) -> list[RunName]:
+def parse_checkpoints(stems: Iterable[str]) -> list[ModelName]:
     """The names among ``stems`` that are run checkpoints (``<run>-ck<epoch>``); others skipped
     (hub models measured into the same folder, for example)."""
     out = []
     for stem in stems:
         try:
-            name = RunName.parse(stem)
+            name = ModelName.parse(stem)
         except ValueError:
             continue
         if name.checkpoint is not None:
@@ -84,6 +87,6 @@ def parse_checkpoints(stems: Iterable[str]) -> list[RunName]:
     return out
 
 
-def largest(checkpoints: Iterable[RunName]) -> RunName:
+def largest(checkpoints: Iterable[ModelName]) -> ModelName:
     """The largest architecture's last checkpoint (width x depth, then epoch; lowest seed)."""
     return max(checkpoints, key=lambda c: (c.width * c.depth, c.checkpoint or 0, -c.seed))

@@ -2,7 +2,7 @@
 
 Each model is measured with ITS OWN tokenizer on the same text: the corpus is tokenized by the
 model's tokenizer into blocks of ``context_len`` (no separator tokens, as in the paper), the
-statistics passes run through ``linguistic_collapse.stages.collect.collect_model_stats`` and the measures through
+statistics passes run through ``linguistic_collapse.pipeline.collect.collect_model_stats`` and the measures through
 ``linguistic_collapse.nc.measure.measure_stats``. The validation loss is computed on the same validation blocks
 the agreement pass (NC4) uses.
 
@@ -10,7 +10,7 @@ Recipe (on a machine that can reach the Hugging Face hub, or whose HF_HOME cache
 models: ``hf download EleutherAI/pythia-70m --revision step1000`` etc. beforehand)::
 
     from linguistic_collapse.lm.data import load_corpus
-    from linguistic_collapse.stages.pretrained import measure_pretrained, pretrained_table, pythia_checkpoints
+    from linguistic_collapse.pipeline.pretrained import measure_pretrained, pretrained_table, pythia_checkpoints
 
     train = load_corpus("../shared/data/tinystories", "train", max_stories=20_000)
     val = load_corpus("../shared/data/tinystories", "validation", max_stories=2_000)
@@ -31,7 +31,7 @@ Files under ``out_dir``: ``stats/<slug>/stats.safetensors`` (format of docs/arch
 (+ ``settings``), where slug is the hub id with "/" -> "--" and "@<revision>" appended, or
 "local--<folder name>". A finished model is not redone: its metrics file records the same
 settings, the identity of a hub model (name, revision, texts, sizes), and was measured from the
-current stats file; else the collect-then-measure-if-stale step of ``linguistic_collapse.stages.refresh``
+current stats file; else the collect-then-measure-if-stale step of ``linguistic_collapse.pipeline.refresh``
 decides by content (weights, token blocks) what to collect and measure again.
 
 Table columns (``pretrained_table``): ``name`` (slug), ``model`` (hub id or folder), ``revision``,
@@ -81,9 +81,9 @@ from linguistic_collapse.lm.loading import check_model_folder, load_causal_lm, r
 from linguistic_collapse.lm.texts import corpus_source_arg
 from linguistic_collapse.nc.measure import measure_stats
 from linguistic_collapse.nc.stats_file import read_stats
-from linguistic_collapse.stages import refresh
-from linguistic_collapse.stages.collect import collect_model_stats
-from linguistic_collapse.stages.refresh import collect_if_stale, stats_current
+from linguistic_collapse.pipeline import refresh
+from linguistic_collapse.pipeline.collect import collect_model_stats
+from linguistic_collapse.pipeline.refresh import collect_if_stale, stats_current
 
 FORMAT_VERSION = "2"  # of the recorded settings; 2: texts hashed by linguistic_collapse.core.provenance.sha256_texts
 # (1 had a rule of its own), so a folder measured under version 1 is measured again
@@ -222,10 +222,10 @@ def measure_one(name: str, revision: str | None, texts_train: Sequence[str],
 
     The identity of a hub model is its settings (name, revision, texts' ``sha256_texts``,
     ``context_len``, block caps): a metrics file recording these settings and measured from
-    the current stats file (``linguistic_collapse.stages.refresh.measured_from``) is returned without loading
+    the current stats file (``linguistic_collapse.pipeline.refresh.measured_from``) is returned without loading
     the model. Under the metrics file's lock throughout, so the stats file is hashed once for
     that check and the measure step unless collected again. Otherwise the model is loaded and hashed once (``state_dict_sha256``) and the one
-    collect-then-measure-if-stale step (``linguistic_collapse.stages.refresh``) keeps a stats file of these
+    collect-then-measure-if-stale step (``linguistic_collapse.pipeline.refresh``) keeps a stats file of these
     weights and token blocks (their sha256 covers texts, tokenizer and caps) and metrics
     measured from it."""
     files = PretrainedLayout(resolve(out_dir))

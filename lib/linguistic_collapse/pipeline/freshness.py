@@ -3,10 +3,10 @@
 The file format (``linguistic_collapse.nc.stats_file``) records what a file was made from: the
 model's identity (``MODEL_KEYS``) and the hashes of its weights, corpus blocks and tokenizer
 (``PROVENANCE_KEYS``, computed by ``linguistic_collapse.core.provenance``). The pipeline decides
-with them: ``stale_reasons`` says why a finished file cannot be reused (``stages.refresh``
+with them: ``stale_reasons`` says why a finished file cannot be reused (``pipeline.refresh``
 collects it again), ``check_same_model`` and ``check_provenance`` refuse a pass made from
 another model or inputs, and ``read_train_pass`` gives the finished pass 1 a validation pass
-builds on, after both checks (``stages.collect``).
+builds on, after both checks (``pipeline.collect``).
 """
 
 from __future__ import annotations

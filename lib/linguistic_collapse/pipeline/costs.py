@@ -24,9 +24,9 @@ import pandas as pd
 import torch
 
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.paths import Layout, read_json
 from linguistic_collapse.core.profiles import Profile
-from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.gpt_neo import paper_param_count
 
 # ---------------------------------------------------------------------------------------------
@@ -37,8 +37,8 @@ from linguistic_collapse.lm.gpt_neo import paper_param_count
 class Job:
     """One training run, the checkpoints to collect and measure, and its estimated cost."""
 
-    run: RunName
-    checkpoints: tuple[RunName, ...]
+    run: ModelName
+    checkpoints: tuple[ModelName, ...]
     batch_size: int
     n_params: int  # the paper's closed-form parameter count
     train_tokens: int  # epochs x training tokens
@@ -82,7 +82,7 @@ def _capped(tokens: int, max_blocks: int | None, context_len: int) -> int:
     return tokens if max_blocks is None else min(tokens, max_blocks * context_len)
 
 
-def make_job(profile: Profile, run: RunName, train_tokens: int, val_tokens: int) -> Job:
+def make_job(profile: Profile, run: ModelName, train_tokens: int, val_tokens: int) -> Job:
     """The job of one run with its cost estimate."""
     cks = tuple(profile.checkpoints_of(run))
     T, col = profile.context_len, profile.collect
@@ -173,7 +173,7 @@ def cpu_seconds(profile: Profile) -> dict[str, float]:
     T, col = profile.context_len, profile.collect
     per_epoch = train_tokens + val_tokens / 3
 
-    def collect_s(run: RunName, max_train: int | None, max_val: int | None) -> float:
+    def collect_s(run: ModelName, max_train: int | None, max_val: int | None) -> float:
         return (_capped(train_tokens, max_train, T) + _capped(val_tokens, max_val, T)) * t_collect(run.depth, run.width)
 
     d = profile.dynamics
@@ -211,7 +211,7 @@ def on_cuda(profile: Profile) -> bool:
     return profile.device == "cuda" or (profile.device == "auto" and torch.cuda.is_available())
 
 
-def peak_memory(profile: Profile, run: RunName, cuda: bool | None = None) -> dict[str, int]:
+def peak_memory(profile: Profile, run: ModelName, cuda: bool | None = None) -> dict[str, int]:
     """Estimated peak bytes of one run's job: {"train", "collect", "peak"}; ``cuda`` (default
     ``on_cuda``): the job runs on CUDA, where ``training.precision`` auto means bf16.
 

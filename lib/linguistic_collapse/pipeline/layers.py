@@ -6,7 +6,7 @@ i), i = L the last block's output BEFORE the final norm. The paper's top feature
 input (the final norm's output), stay the main statistics; in tables they are the row with
 ``site`` "head_input" (relative depth 1, like index L, but after the norm).
 
-Collection (``linguistic_collapse.stages.collect``, ``--layers all`` or ``--layers 0,2,4``) gathers, in pass 1 and from
+Collection (``linguistic_collapse.pipeline.collect``, ``--layers all`` or ``--layers 0,2,4``) gathers, in pass 1 and from
 the same forward pass, per requested index and class the float64 sums and within-class squared
 deviations (``layer{i}.sums``, ``layer{i}.sq_dev`` in the stats file, sharing ``counts``): one
 index-add and one Chan moment merge per layer (``linguistic_collapse.nc.ClassStats.add`` with ``layer_features``).
@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from linguistic_collapse.core.errors import UserError
-from linguistic_collapse.core.runs import RunName
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.lm.head import final_features
 from linguistic_collapse.lm.residual import residual_features, transformer_blocks
 from linguistic_collapse.nc.measure import measure_stats
@@ -104,7 +104,7 @@ def layer_metadata(layers: tuple[int, ...], n_layer: int) -> dict[str, str]:
     return {"layers": ",".join(map(str, layers)), "n_layer": str(n_layer)} if layers else {}
 
 
-def profile_layers(profile: Any, ck: RunName, fraction: float | None = None) -> tuple[int, ...]:
+def profile_layers(profile: Any, ck: ModelName, fraction: float | None = None) -> tuple[int, ...]:
     """The indices a profile collects for checkpoint ``ck``: ``collect.layers`` resolved with
     its depth, for the main statistics only (not the sensitivity study's fractions)."""
     if fraction is not None and fraction < 1:

@@ -21,7 +21,7 @@ Submitted jobs are recorded in ``out_dir/slurm/jobs.json``; re-submitting skips 
 is still queued, running or requeued (``squeue``) and submits only runs with work left. Without
 ``sbatch`` on PATH nothing runs locally: ``--slurm`` is refused. From Python::
 
-    from linguistic_collapse.stages.slurm import submit_slurm
+    from linguistic_collapse.pipeline.slurm import submit_slurm
     submission = submit_slurm(load_profile("paper"))
 """
 
@@ -42,6 +42,7 @@ from typing import Any
 from submitit.helpers import Checkpointable
 
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.paths import (
     ROOT_ENV,
     Layout,
@@ -51,16 +52,15 @@ from linguistic_collapse.core.paths import (
     repo_root,
 )
 from linguistic_collapse.core.profiles import Profile
-from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.data import PreparedCorpus, corpus_staleness
-from linguistic_collapse.stages.checkpoints import last_checkpoint
-from linguistic_collapse.stages.pipeline import (
-    JOB_STAGES,
+from linguistic_collapse.pipeline.checkpoints import last_checkpoint
+from linguistic_collapse.pipeline.jobs import (
+    JOB_STEPS,
     pending_runs,
     prepare_profile_corpus,
     run_job,
 )
-from linguistic_collapse.stages.train import changed_inputs, is_trained
+from linguistic_collapse.pipeline.train import changed_inputs, is_trained
 
 JOBS_FILE = "jobs.json"  # in out_dir/slurm: {"preparation": id, "runs": {run: job id}}
 # squeue states of a job that will still run (or is running)
@@ -79,15 +79,15 @@ def _say(text: str) -> None:
 
 
 class RunJob(Checkpointable):
-    """A picklable callable for submitit: one run's stages; requeued on timeout (resumes)."""
+    """A picklable callable for submitit: one run's steps; requeued on timeout (resumes)."""
 
-    def __init__(self, profile: Profile, run: RunName, stages: Sequence[str] = JOB_STAGES,
+    def __init__(self, profile: Profile, run: ModelName, steps: Sequence[str] = JOB_STEPS,
                  retrain: bool = False) -> None:
-        self.profile, self.run, self.stages, self.retrain = profile, run, tuple(stages), retrain
+        self.profile, self.run, self.steps, self.retrain = profile, run, tuple(steps), retrain
 
     def __call__(self) -> str:
 
-        _say(f"run {self.run} of profile {self.profile.name}: {', '.join(self.stages)}"
+        _say(f"run {self.run} of profile {self.profile.name}: {', '.join(self.steps)}"
              + (" (--retrain)" if self.retrain else ""))
         run_dir = Layout(self.profile.out_path).run_dir(self.run)
         if run_dir.is_dir() and not is_trained(self.profile.out_path, self.run):
@@ -95,7 +95,7 @@ class RunJob(Checkpointable):
                 start = last_checkpoint(run_dir)
             if start:  # a requeued task (or an interrupted run) goes on from there
                 _say(f"run {self.run}: resuming from checkpoint-{start}")
-        run_job(self.profile, self.run, stages=self.stages, progress=False,
+        run_job(self.profile, self.run, steps=self.steps, progress=False,
                 retrain=self.retrain, say=_say)
         _say(f"run {self.run}: done")
         return str(self.run)
@@ -115,7 +115,7 @@ class Submission:
 
     preparation: str | None = None  # job id of the preparation job (None: none needed)
     array: str | None = None  # the array's job id (tasks <array>_0 ...)
-    runs: list[RunName] = field(default_factory=list)  # submitted, in array order
+    runs: list[ModelName] = field(default_factory=list)  # submitted, in array order
     skipped: dict[str, str] = field(default_factory=dict)  # run -> "job id STATE" still active
     prepared_here: str | None = None  # why the corpus was prepared before submitting
     jobs: list = field(default_factory=list)  # the submitit jobs
@@ -253,7 +253,7 @@ def _records(profile: Profile) -> dict:
     return read_json(path) if path.is_file() else {"preparation": None, "runs": {}}
 
 
-def _stale_trained(profile: Profile, runs: Sequence[RunName]) -> list[str]:
+def _stale_trained(profile: Profile, runs: Sequence[ModelName]) -> list[str]:
     """Runs whose folders were trained from inputs other than the prepared corpus's."""
 
     corpus = PreparedCorpus.from_manifest(Layout(profile.out_path).corpus)
@@ -271,7 +271,7 @@ def submit_slurm(profile: Profile, executor: Any = None, only_train: bool = Fals
     """Prepare or check the corpus, then submit one array task per run with work left (runs
     whose recorded job is still active are skipped); records the jobs in out_dir/slurm/."""
 
-    stages = ("train",) if only_train else JOB_STAGES
+    steps = ("train",) if only_train else JOB_STEPS
     executor = executor if executor is not None else slurm_executor(profile)
     layout, sub = Layout(profile.out_path), Submission()
     with lock_for(layout.slurm / JOBS_FILE):
@@ -282,14 +282,14 @@ def submit_slurm(profile: Profile, executor: Any = None, only_train: bool = Fals
             _say(f"corpus {sub.prepared_here}: preparing it here before submitting")
             prepare_profile_corpus(profile, progress=False, check_fits=False)
         records = _records(profile)
-        runs = pending_runs(profile, stages)
+        runs = pending_runs(profile, steps)
         recorded = {str(r): records["runs"].get(str(r)) for r in runs}
         prep_id = records.get("preparation") if reason == "not prepared" else None
         active = (active_jobs([j for j in [*recorded.values(), prep_id] if j])
                   if _is_slurm(executor) else {})
         sub.skipped = {r: f"{j} {active[j]}" for r, j in recorded.items() if j in active}
         runs = [r for r in runs if str(r) not in sub.skipped]
-        if reason != "not prepared" and runs and not retrain and "train" in stages:
+        if reason != "not prepared" and runs and not retrain and "train" in steps:
             stale = _stale_trained(profile, runs)
             if stale:
                 raise UserError(
@@ -310,7 +310,7 @@ def submit_slurm(profile: Profile, executor: Any = None, only_train: bool = Fals
                     sub.preparation = str(executor.submit(prepare_job, profile).job_id)
             executor.update_parameters(**_parameters(profile, dependency=sub.preparation))
         with _clean_on_failure(folder, profile), executor.batch():
-            jobs = [executor.submit(RunJob(profile, run, stages, retrain)) for run in runs]
+            jobs = [executor.submit(RunJob(profile, run, steps, retrain)) for run in runs]
         sub.runs, sub.jobs = list(runs), jobs
         sub.array = str(jobs[0].job_id).split("_")[0]
         records["runs"].update({str(r): str(j.job_id) for r, j in zip(runs, jobs, strict=True)})

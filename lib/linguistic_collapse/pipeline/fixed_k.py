@@ -5,7 +5,7 @@ them, so the class set (K classes) is the same at every fraction and draw
 
 A checkpoint's rows are stored in ``Layout.fixed_k_metrics(ck)`` with the sha256 of every
 sample's stats file and the ``MEASURE_VERSION``, and are current while both match, the rule of
-every metrics file (``linguistic_collapse.stages.refresh``). ``stages.pipeline.sensitivity_all``
+every metrics file (``linguistic_collapse.pipeline.refresh``). ``pipeline.jobs.sensitivity_all``
 measures them together with the samples' own measures, each stats file hashed once and read
 once; ``linguistic_collapse.tables.sensitivity.fixed_k_table`` only reads them.
 """

@@ -3,7 +3,7 @@
 The math is in ``linguistic_collapse.nc.accumulate`` and the file format in ``linguistic_collapse.nc.stats_file``. Two passes:
 
 1. Train: counts, float64 sums, within-class squared deviations ``sq_dev`` and the pooled
-   within-class scatter ``sw`` (D, D) of the head input in one pass; with ``layers`` (``linguistic_collapse.stages.layers``) also those of each requested residual stream, from the
+   within-class scatter ``sw`` (D, D) of the head input in one pass; with ``layers`` (``linguistic_collapse.pipeline.layers``) also those of each requested residual stream, from the
    same forward pass.
 2. Validation: LM-head / nearest-class-centre agreement with the finished pass-1 means.
 
@@ -48,9 +48,9 @@ from linguistic_collapse.lm.loading import load_causal_lm
 from linguistic_collapse.nc import stats_file as sf
 from linguistic_collapse.nc.accumulate import DEFAULT_CHUNK
 from linguistic_collapse.nc.classstats import ClassStats
-from linguistic_collapse.stages import freshness as fresh
-from linguistic_collapse.stages import layers as lay
-from linguistic_collapse.stages.blocks import BlockSplit, IndexedBlocks, select_blocks, shard_text
+from linguistic_collapse.pipeline import freshness as fresh
+from linguistic_collapse.pipeline import layers as lay
+from linguistic_collapse.pipeline.blocks import BlockSplit, IndexedBlocks, select_blocks, shard_text
 
 BLOCKS_KEY = {1: "train_blocks_sha256", 2: "val_blocks_sha256"}  # metadata key per pass
 
@@ -221,7 +221,7 @@ def collect_pass(model: nn.Module, blocks: np.ndarray | str | Path | BlockSplit,
     model and inputs; a working file from an interrupted run is resumed. ``provenance``: extra
     hashes to record (without ``weights_sha256``, the hash of saved weight files, the in-memory
     ``state_dict_sha256`` is recorded; the blocks' hash is computed). ``stop_after_batches`` is a test hook simulating a kill. ``layers`` (pass 1):
-    None, "all" or residual-stream indices whose statistics to gather too (``linguistic_collapse.stages.layers``).
+    None, "all" or residual-stream indices whose statistics to gather too (``linguistic_collapse.pipeline.layers``).
     """
     if pass_no not in sf.PASSES or batch_size < 1 or checkpoint_every < 1:
         raise UserError(f"need pass 1 or 2 and positive sizes, got pass {pass_no}, "
@@ -339,9 +339,9 @@ def collect_model_stats(model_dir_or_model: nn.Module | str | Path,
     already in ``out_path`` are reused only when made from the same model, blocks and tokenizer
     (else UserError). ``shard``/``passes``/``base``: the sharded workflow of the module
     docstring. ``tokenizer``: object or path; default one saved in the model directory.
-    ``layers``: also the statistics of these residual streams in pass 1 (``linguistic_collapse.stages.layers``).
+    ``layers``: also the statistics of these residual streams in pass 1 (``linguistic_collapse.pipeline.layers``).
     ``train_indices``: pass 1 reads only these rows of the (capped) training blocks, in order
-    (a subsample; ``linguistic_collapse.stages.blocks.subsample_blocks``), recorded as ``pass1_indices_sha256``.
+    (a subsample; ``linguistic_collapse.pipeline.blocks.subsample_blocks``), recorded as ``pass1_indices_sha256``.
     ``weights_hash``: the model's hash the caller computed already (``{"weights_sha256": ...}``
     of its files or ``{"state_dict_sha256": ...}``), recorded without hashing the weights again.
     """

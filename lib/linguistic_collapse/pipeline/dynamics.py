@@ -2,12 +2,12 @@
 when each measure settles relative to the validation loss.
 
 Reuse. When the grid trains a run of the ``dynamics`` section from its start, it saves the
-snapshots on the way (``linguistic_collapse.stages.snapshots.grid_snapshots``) and this stage
+snapshots on the way (``linguistic_collapse.pipeline.snapshots.grid_snapshots``) and this stage
 only collects and measures them. Otherwise (the grid run trained before, or resumed):
 
 Training. Each run of a profile's ``dynamics`` section is trained again in its own folder
 ``<out_dir>/dynamics/<run>/`` (``Layout.dynamics_dir``) through the grid's own code
-(``linguistic_collapse.stages.train``: model, init seed, AdamW, schedule over all steps, ``train_epoch``; the blocks of
+(``linguistic_collapse.pipeline.train``: model, init seed, AdamW, schedule over all steps, ``train_epoch``; the blocks of
 epoch e in ``linguistic_collapse.lm.data.block_order(n, run.seed, e)``), each stretch between two snapshots on its
 slice of that order. Cutting an epoch at batch boundaries and evaluating in between changes
 nothing (no dropout, no random draw), so each epoch-end snapshot has the weights of the grid's
@@ -18,11 +18,11 @@ Snapshots (``snapshot_steps``): step 0 and ``points_per_epoch`` evenly spaced op
 epoch, every epoch end included; each is ``checkpoint-<step>/`` (``save_pretrained`` of model and
 tokenizer) with its validation loss and accuracy on all validation blocks, as in the grid. Only
 the latest keeps the optimiser and RNG state, from which an interrupted run resumes. Then per
-snapshot ``stats/step-<step>.safetensors`` (``linguistic_collapse.stages.collect``, on the first
+snapshot ``stats/step-<step>.safetensors`` (``linguistic_collapse.pipeline.collect``, on the first
 ``dynamics.max_train_blocks`` training blocks to bound the cost), ``metrics/step-<step>.json``
 (``linguistic_collapse.nc.measure``), and the run's table ``dynamics.csv``.
 
-Provenance. ``settings.json`` holds the training inputs (``linguistic_collapse.stages.train.run_inputs``, what a grid
+Provenance. ``settings.json`` holds the training inputs (``linguistic_collapse.pipeline.train.run_inputs``, what a grid
 run records) and the steps; a folder made from others is a stale cache, discarded and recomputed.
 Stats are reused only when they record the snapshot's weights, the corpus hashes and the block
 counts; metrics only when they record the stats file's sha256; the table only when its
@@ -37,6 +37,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.outputs import CHECKPOINT_PREFIX
 from linguistic_collapse.core.paths import (
     Layout,
@@ -47,26 +48,25 @@ from linguistic_collapse.core.paths import (
 )
 from linguistic_collapse.core.profiles import Profile
 from linguistic_collapse.core.provenance import CORPUS_HASHES, sha256_json
-from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.data import PreparedCorpus
 from linguistic_collapse.lm.devices import resolve_device
 from linguistic_collapse.nc.measure import measure_stats_file
 from linguistic_collapse.nc.registry import MEASURES
-from linguistic_collapse.stages.checkpoints import (
+from linguistic_collapse.pipeline.checkpoints import (
     STATE_FILE,
     STATE_TENSORS,
 )
-from linguistic_collapse.stages.collect import collect_model_stats
-from linguistic_collapse.stages.loop import SavePoints, train_loop
-from linguistic_collapse.stages.pipeline import prepare_profile_corpus
-from linguistic_collapse.stages.refresh import collect_if_stale, measure_if_stale, stats_current
-from linguistic_collapse.stages.snapshots import (  # noqa: F401  (snapshot_steps: part of this API)
+from linguistic_collapse.pipeline.collect import collect_model_stats
+from linguistic_collapse.pipeline.jobs import prepare_profile_corpus
+from linguistic_collapse.pipeline.loop import SavePoints, train_loop
+from linguistic_collapse.pipeline.refresh import collect_if_stale, measure_if_stale, stats_current
+from linguistic_collapse.pipeline.snapshots import (  # noqa: F401  (snapshot_steps: part of this API)
     Plan,
     discard_if_stale,
     make_plan,
     snapshot_steps,
 )
-from linguistic_collapse.stages.train import read_results
+from linguistic_collapse.pipeline.train import read_results
 
 FIRST_COLUMNS = ["run", "step", "epoch", "tokens_seen", "train_loss", "val_loss", "val_acc",
                  "num_classes", "train_tokens_measured"]
@@ -154,7 +154,7 @@ def read_table(path: Path, sha256: str | None = None) -> pd.DataFrame | None:
     return table
 
 
-def run_dynamics(profile: Profile, run: RunName, *, corpus: PreparedCorpus | None = None,
+def run_dynamics(profile: Profile, run: ModelName, *, corpus: PreparedCorpus | None = None,
                  progress: bool = True) -> pd.DataFrame:
     """Train, collect and measure every snapshot of one run; its table (also written to
     ``dynamics/<run>/dynamics.csv``). A current table is returned as stored."""
@@ -201,7 +201,7 @@ def grid_agreement(profile: Profile, table: pd.DataFrame) -> pd.DataFrame:
     weights (sha256) and the validation losses of both."""
     rows = []
     for run_name, g in table.groupby("run", sort=False):
-        results = read_results(profile.out_path, RunName.parse(run_name)) or {}
+        results = read_results(profile.out_path, ModelName.parse(run_name)) or {}
         grid = {c["epoch"]: c for c in results.get("checkpoints", [])}
         for _, r in g[(g["step"] > 0) & (g["epoch"] % 1 == 0)].iterrows():
             ck = grid.get(int(r["epoch"]), {})

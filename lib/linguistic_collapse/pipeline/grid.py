@@ -1,5 +1,5 @@
 """The shell commands ``grid`` (a profile's whole grid, locally or on SLURM) and ``train`` (one
-run of a profile); they choose between ``linguistic_collapse.stages.pipeline`` and ``linguistic_collapse.stages.slurm``."""
+run of a profile); they choose between ``linguistic_collapse.pipeline.jobs`` and ``linguistic_collapse.pipeline.slurm``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 
 import pandas as pd
 
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.profiles import load_profile, profile_arg
-from linguistic_collapse.core.runs import RunName
-from linguistic_collapse.stages.costs import GIB, check_memory, cpu_summary, dry_run
-from linguistic_collapse.stages.pipeline import run_local, train_profile_run
-from linguistic_collapse.stages.slurm import submit_slurm
+from linguistic_collapse.pipeline.costs import GIB, check_memory, cpu_summary, dry_run
+from linguistic_collapse.pipeline.jobs import run_local, train_profile_run
+from linguistic_collapse.pipeline.slurm import submit_slurm
 
 
 def _cli_grid(args: argparse.Namespace) -> int:
@@ -36,7 +36,7 @@ def _cli_grid(args: argparse.Namespace) -> int:
 
 def _cli_train(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
-    result = train_profile_run(profile, RunName.parse(args.run), progress=not args.no_progress,
+    result = train_profile_run(profile, ModelName.parse(args.run), progress=not args.no_progress,
                                device=args.device, retrain=args.retrain)
     last = result["checkpoints"][-1]
     print(f"{result['run']}: {result['status']}, val_loss {last['val_loss']:.4f}, "

@@ -42,7 +42,7 @@ def _cli_merge(args: argparse.Namespace) -> None:
 def register_cli(subparsers) -> None:
     """Add ``measure`` and ``merge-stats`` to the ``python -m linguistic_collapse`` subcommands."""
     p = subparsers.add_parser("measure", help="neural-collapse measures of a stats file")
-    p.add_argument("stats", type=cli_path, help="path to a stats.safetensors written by linguistic_collapse.stages.collect")
+    p.add_argument("stats", type=cli_path, help="path to a stats.safetensors written by linguistic_collapse.pipeline.collect")
     p.add_argument("--out", required=True, type=cli_path, help="metrics JSON to write")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     p.add_argument("--tile", type=positive_int, default=2048, help="Gram tile size (default: 2048)")

@@ -1,6 +1,6 @@
 """A profile's jobs: corpus, train, collect and measure per run.
 
-The profile's typed sections go from here into ``linguistic_collapse.lm.data``, ``linguistic_collapse.stages.train``, ``linguistic_collapse.stages.collect`` and
+The profile's typed sections go from here into ``linguistic_collapse.lm.data``, ``linguistic_collapse.pipeline.train``, ``linguistic_collapse.pipeline.collect`` and
 ``linguistic_collapse.nc.measure``; every path comes from ``linguistic_collapse.core.paths.Layout(profile.out_path)``.
 
 One job per training run: train it (resuming, skipping a finished run), collect statistics of
@@ -10,7 +10,7 @@ only when current: a stats file must record the hashes of the checkpoint's weigh
 corpus blocks and tokenizer; a metrics file the sha256 of the stats file it was measured from.
 Stale files are redone; a run trained from other inputs is refused with the command that
 retrains it (``--retrain``). Each output is written under its own file lock, so two ``grid``
-processes on one ``out_dir`` take turns instead of colliding. The stages are also separate
+processes on one ``out_dir`` take turns instead of colliding. The steps are also separate
 functions (``train_all``, ``collect_all``, ``measure_all``), as the notebooks call them.
 
 Locally::
@@ -20,8 +20,8 @@ Locally::
     python -m linguistic_collapse grid --profile paper --dry-run    # job list with estimated A100 GPU-hours
     python -m linguistic_collapse train --profile cpu --run L1-d32-e1-wd0.1-s0 [--retrain]   # one run
 
-On a SLURM cluster: ``python -m linguistic_collapse grid --profile paper --slurm`` (``linguistic_collapse.stages.slurm``).
-The jobs' costs and the memory check before any work: ``linguistic_collapse.stages.costs``.
+On a SLURM cluster: ``python -m linguistic_collapse grid --profile paper --slurm`` (``linguistic_collapse.pipeline.slurm``).
+The jobs' costs and the memory check before any work: ``linguistic_collapse.pipeline.costs``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.paths import Layout, atomic_write_json, lock_for, read_json
 from linguistic_collapse.core.profiles import Profile
 from linguistic_collapse.core.provenance import (
@@ -44,7 +45,6 @@ from linguistic_collapse.core.provenance import (
     sha256_file,
     weights_sha256,
 )
-from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.data import PreparedCorpus, prepare_corpus
 from linguistic_collapse.lm.devices import resolve_device
 from linguistic_collapse.nc.measure import measure_read_stats
@@ -54,20 +54,20 @@ from linguistic_collapse.nc.stats_file import (
     read_stats,
 )
 from linguistic_collapse.nc.subset import min_count_section
-from linguistic_collapse.stages import fixed_k, refresh
-from linguistic_collapse.stages.blocks import subsample_blocks
-from linguistic_collapse.stages.collect import collect_model_stats
-from linguistic_collapse.stages.costs import check_memory
-from linguistic_collapse.stages.layers import layers_section, profile_layers
-from linguistic_collapse.stages.refresh import collect_if_stale, measure_if_stale, stats_current
-from linguistic_collapse.stages.snapshots import grid_snapshots
-from linguistic_collapse.stages.train import is_trained, train_run
+from linguistic_collapse.pipeline import fixed_k, refresh
+from linguistic_collapse.pipeline.blocks import subsample_blocks
+from linguistic_collapse.pipeline.collect import collect_model_stats
+from linguistic_collapse.pipeline.costs import check_memory
+from linguistic_collapse.pipeline.layers import layers_section, profile_layers
+from linguistic_collapse.pipeline.refresh import collect_if_stale, measure_if_stale, stats_current
+from linguistic_collapse.pipeline.snapshots import grid_snapshots
+from linguistic_collapse.pipeline.train import is_trained, train_run
 
-JOB_STAGES = ("train", "collect", "measure")
+JOB_STEPS = ("train", "collect", "measure")
 
 
 # ---------------------------------------------------------------------------------------------
-# Stages
+# Steps
 
 
 def _device(profile: Profile) -> str:
@@ -87,7 +87,7 @@ def prepare_profile_corpus(profile: Profile, progress: bool = True,
                           progress=progress)
 
 
-def train_profile_run(profile: Profile, run: RunName, *, corpus: PreparedCorpus | None = None,
+def train_profile_run(profile: Profile, run: ModelName, *, corpus: PreparedCorpus | None = None,
                       progress: bool = True, device: str | None = None,
                       retrain: bool = False) -> dict:
     """Train one run of a profile (preparing the corpus first when none is given)."""
@@ -102,7 +102,7 @@ def train_profile_run(profile: Profile, run: RunName, *, corpus: PreparedCorpus 
                              f"python -m linguistic_collapse train --profile {profile.name} --run {run.run} --retrain"))
 
 
-def collect_inputs(profile: Profile, ck: RunName) -> dict[str, str] | None:
+def collect_inputs(profile: Profile, ck: ModelName) -> dict[str, str] | None:
     """The hashes a stats file of ``ck`` must record to be current: the checkpoint's weights,
     the corpus blocks and tokenizer (from its manifest). None before the checkpoint exists."""
     layout = Layout(profile.out_path)
@@ -138,26 +138,26 @@ def _indices_sha256(profile: Profile, fraction: float | None, draw: int) -> str:
     return "" if indices is None else sha256_array(indices)
 
 
-def is_collected(profile: Profile, ck: RunName, fraction: float | None = None,
+def is_collected(profile: Profile, ck: ModelName, fraction: float | None = None,
                  draw: int = 0, inputs: dict[str, str] | None = None) -> bool:
     """A finished stats file made from the current checkpoint and corpus (hashes compared)
     over the blocks the profile asks for (a changed ``collect`` cap or subsample is recollected
     too), holding at least the layers the profile asks for (``collect.layers``,
-    linguistic_collapse.stages.layers). ``inputs``: ``collect_inputs`` computed already (else hashed here)."""
+    linguistic_collapse.pipeline.layers). ``inputs``: ``collect_inputs`` computed already (else hashed here)."""
     return stats_current(Layout(profile.out_path).stats(ck, fraction, draw),
                          inputs or collect_inputs(profile, ck), block_caps(profile, fraction),
                          profile_layers(profile, ck, fraction),
                          _indices_sha256(profile, fraction, draw))
 
 
-def is_measured(profile: Profile, ck: RunName, fraction: float | None = None,
+def is_measured(profile: Profile, ck: ModelName, fraction: float | None = None,
                 draw: int = 0) -> bool:
     """A metrics file measured from the current stats file (its sha256 recorded and equal)."""
     layout = Layout(profile.out_path)
     return refresh.is_measured(layout.metrics(ck, fraction, draw), layout.stats(ck, fraction, draw))
 
 
-def collect_checkpoint(profile: Profile, ck: RunName, corpus: PreparedCorpus, progress: bool = True,
+def collect_checkpoint(profile: Profile, ck: ModelName, corpus: PreparedCorpus, progress: bool = True,
                        fraction: float | None = None, draw: int = 0,
                        inputs: dict[str, str] | None = None) -> Path:
     """Statistics of one trained checkpoint; a current stats file is kept, a stale one redone.
@@ -198,14 +198,14 @@ def collect_checkpoint(profile: Profile, ck: RunName, corpus: PreparedCorpus, pr
     return path
 
 
-def measure_checkpoint(profile: Profile, ck: RunName, progress: bool = False,
+def measure_checkpoint(profile: Profile, ck: ModelName, progress: bool = False,
                        fraction: float | None = None, draw: int = 0, *,
                        stats_sha256: str | None = None,
                        read: Callable[[], tuple[dict, dict]] | None = None) -> Path:
     """The measures of one checkpoint's statistics, with its run spec, as metrics JSON.
 
     Records ``stats_sha256`` (the stats file measured), so a recollected file is re-measured;
-    stats with layers add the section ``layers``: {index: measures} (``linguistic_collapse.stages.layers``),
+    stats with layers add the section ``layers``: {index: measures} (``linguistic_collapse.pipeline.layers``),
     and every file the section ``min_count``: the measures on the classes with at least
     ``analysis.min_count`` training samples (a robustness line, ``linguistic_collapse.nc.subset``); a subsample
     adds ``train_fraction`` and ``train_draw``. The stats file is hashed once and, when stale,
@@ -236,7 +236,7 @@ def sensitivity_all(profile: Profile, *, corpus: PreparedCorpus | None = None, p
     """Statistics and measures of each ``sensitivity.runs`` checkpoint on each of
     ``sensitivity.draws`` random subsamples of each of ``sensitivity.fractions`` of its training
     blocks (fraction 1: the main statistics), and its fixed-K measures
-    (``linguistic_collapse.stages.fixed_k``); current files kept. The metrics paths."""
+    (``linguistic_collapse.pipeline.fixed_k``); current files kept. The metrics paths."""
     out = []
     for ck in profile.sensitivity.checkpoints():
         inputs = collect_inputs(profile, ck)  # hashed once for every check and collection
@@ -250,7 +250,7 @@ def sensitivity_all(profile: Profile, *, corpus: PreparedCorpus | None = None, p
     return out
 
 
-def _measure_samples(profile: Profile, ck: RunName, samples: Sequence[tuple[float, int]],
+def _measure_samples(profile: Profile, ck: ModelName, samples: Sequence[tuple[float, int]],
                      progress: bool) -> list[Path]:
     """Measure each (fraction, draw) sample of ``ck`` and, when stale, the fixed-K rows of them
     all, under the fixed-K file's lock: each stats file hashed once and read (verified) at most
@@ -273,7 +273,7 @@ def _measure_samples(profile: Profile, ck: RunName, samples: Sequence[tuple[floa
     return [layout.metrics(ck, f, d) for f, d in samples]
 
 
-def train_runs(profile: Profile, runs: Sequence[RunName], *, corpus: PreparedCorpus | None = None,
+def train_runs(profile: Profile, runs: Sequence[ModelName], *, corpus: PreparedCorpus | None = None,
                progress: bool = True, bar: tqdm | None = None, retrain: bool = False,
                say: Callable[[str], None] | None = None) -> None:
     """Train each run. Finished runs return at once, but only after their settings (corpus
@@ -285,7 +285,7 @@ def train_runs(profile: Profile, runs: Sequence[RunName], *, corpus: PreparedCor
         _tick(bar, f"trained {run}", say)
 
 
-def collect_checkpoints(profile: Profile, cks: Sequence[RunName], *,
+def collect_checkpoints(profile: Profile, cks: Sequence[ModelName], *,
                         corpus: PreparedCorpus | None = None, progress: bool = True,
                         bar: tqdm | None = None, say: Callable[[str], None] | None = None
                         ) -> None:
@@ -299,7 +299,7 @@ def collect_checkpoints(profile: Profile, cks: Sequence[RunName], *,
         _tick(bar, f"collected {ck}", say)
 
 
-def measure_checkpoints(profile: Profile, cks: Sequence[RunName], *, progress: bool = True,
+def measure_checkpoints(profile: Profile, cks: Sequence[ModelName], *, progress: bool = True,
                         bar: tqdm | None = None, say: Callable[[str], None] | None = None
                         ) -> None:
     """Measure each checkpoint unless its metrics are of its current stats file (decided by
@@ -309,24 +309,24 @@ def measure_checkpoints(profile: Profile, cks: Sequence[RunName], *, progress: b
         _tick(bar, f"measured {ck}", say)
 
 
-def run_job(profile: Profile, run: RunName, *, corpus: PreparedCorpus | None = None,
-            stages: Sequence[str] = JOB_STAGES, progress: bool = True,
+def run_job(profile: Profile, run: ModelName, *, corpus: PreparedCorpus | None = None,
+            steps: Sequence[str] = JOB_STEPS, progress: bool = True,
             bar: tqdm | None = None, retrain: bool = False,
             say: Callable[[str], None] | None = None) -> None:
-    """The stages of one run (a SLURM task): train it, then collect and measure each of its
+    """The steps of one run (a SLURM task): train it, then collect and measure each of its
     checkpoints. Finished work is skipped only when current (``train_runs``,
     ``collect_checkpoints``, ``measure_checkpoints``); ``say`` gets one line per finished step
     (task logs)."""
-    unknown = [s for s in stages if s not in JOB_STAGES]
+    unknown = [s for s in steps if s not in JOB_STEPS]
     if unknown:
-        raise ValueError(f"unknown stage {unknown[0]!r}; stages: {', '.join(JOB_STAGES)}")
+        raise ValueError(f"unknown step {unknown[0]!r}; steps: {', '.join(JOB_STEPS)}")
     cks = profile.checkpoints_of(run)
-    if "train" in stages:
+    if "train" in steps:
         train_runs(profile, [run], corpus=corpus, progress=progress, bar=bar, retrain=retrain,
                    say=say)
-    if "collect" in stages:
+    if "collect" in steps:
         collect_checkpoints(profile, cks, corpus=corpus, progress=progress, bar=bar, say=say)
-    if "measure" in stages:
+    if "measure" in steps:
         measure_checkpoints(profile, cks, progress=progress, bar=bar, say=say)
 
 
@@ -355,7 +355,7 @@ def run_local(profile: Profile, progress: bool = True, only_train: bool = False,
         return train_all(profile, progress=progress, retrain=retrain)
     corpus = _corpus(profile, None, progress)
     total = len(profile.runs()) + 2 * len(profile.checkpoints())
-    with _bar(profile, total, "+".join(JOB_STAGES), progress, "task") as bar:
+    with _bar(profile, total, "+".join(JOB_STEPS), progress, "task") as bar:
         for run in profile.runs():
             run_job(profile, run, corpus=corpus, progress=progress, bar=bar, retrain=retrain)
 
@@ -382,12 +382,12 @@ def measure_all(profile: Profile, *, progress: bool = True) -> None:
         measure_checkpoints(profile, profile.checkpoints(), progress=progress, bar=bar)
 
 
-def pending_runs(profile: Profile, stages: Sequence[str] = JOB_STAGES) -> list[RunName]:
-    """Runs with work left in the given stages."""
-    def done(run: RunName) -> bool:
+def pending_runs(profile: Profile, steps: Sequence[str] = JOB_STEPS) -> list[ModelName]:
+    """Runs with work left in the given steps."""
+    def done(run: ModelName) -> bool:
         cks = profile.checkpoints_of(run)
-        return (("train" not in stages or is_trained(profile.out_path, run))
-                and ("collect" not in stages or all(is_collected(profile, c) for c in cks))
-                and ("measure" not in stages or all(is_measured(profile, c) for c in cks)))
+        return (("train" not in steps or is_trained(profile.out_path, run))
+                and ("collect" not in steps or all(is_collected(profile, c) for c in cks))
+                and ("measure" not in steps or all(is_measured(profile, c) for c in cks)))
 
     return [run for run in profile.runs() if not done(run)]

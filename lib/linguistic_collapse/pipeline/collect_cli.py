@@ -9,9 +9,9 @@ from pathlib import Path
 from linguistic_collapse.core.paths import check_out, cli_path, positive_int
 from linguistic_collapse.lm import identity as ident
 from linguistic_collapse.nc import stats_file as sf
-from linguistic_collapse.stages import layers as lay
-from linguistic_collapse.stages.blocks import parse_shard
-from linguistic_collapse.stages.collect import collect_model_stats, relative_to_stats
+from linguistic_collapse.pipeline import layers as lay
+from linguistic_collapse.pipeline.blocks import parse_shard
+from linguistic_collapse.pipeline.collect import collect_model_stats, relative_to_stats
 
 
 def _model_arg(text: str) -> Path | str:

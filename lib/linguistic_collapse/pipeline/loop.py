@@ -1,9 +1,9 @@
 """The one training loop (``train_loop``) and its parts: optimiser, schedule, one stretch of an
 epoch, evaluation, the fresh model of a run.
 
-The grid (``linguistic_collapse.stages.train``) saves a checkpoint at each epoch end; ``linguistic_collapse.stages.dynamics``
+The grid (``linguistic_collapse.pipeline.train``) saves a checkpoint at each epoch end; ``linguistic_collapse.pipeline.dynamics``
 saves more snapshots through the same loop, so both resume, record and hash alike. What matches
-the Hugging Face Trainer is listed in ``linguistic_collapse.stages.train``.
+the Hugging Face Trainer is listed in ``linguistic_collapse.pipeline.train``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.outputs import checkpoint_in
 from linguistic_collapse.core.profile_sections import ModelConfig, TrainingConfig
-from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.data import PreparedCorpus, block_order
 from linguistic_collapse.lm.gpt_neo import build_model, gpt_neo_config
 from linguistic_collapse.lm.loading import load_causal_lm
-from linguistic_collapse.stages.checkpoints import (
+from linguistic_collapse.pipeline.checkpoints import (
     last_checkpoint,
     read_training_state,
     restore_state,
@@ -159,7 +159,7 @@ def evaluate(model: nn.Module, blocks: np.ndarray, batch_size: int, device: torc
 # The loop
 
 
-def build_run_model(run: RunName, corpus: PreparedCorpus, model_cfg: ModelConfig,
+def build_run_model(run: ModelName, corpus: PreparedCorpus, model_cfg: ModelConfig,
                     tokenizer: Any = None) -> nn.Module:
     """A fresh model of one run: its initial weights depend on model_cfg.init_seed only."""
     config = gpt_neo_config(
@@ -188,7 +188,7 @@ class SavePoints:
 @dataclass(frozen=True)
 class Snapshots:
     """Snapshots taken while the loop trains, beside its own save points and not resume points
-    (``linguistic_collapse.stages.snapshots``: the dynamics of a grid run): after each optimiser
+    (``linguistic_collapse.pipeline.snapshots``: the dynamics of a grid run): after each optimiser
     step of ``steps`` (0: the untrained model), ``take(step, record, model)`` with ``record`` =
     step, epoch, tokens_seen, train_loss (of the steps since the previous snapshot) and the
     evaluation. Taken only in a run trained from its start, so none is missed. Training cut at
@@ -199,13 +199,13 @@ class Snapshots:
     take: Callable[[int, dict, nn.Module], None]
 
 
-def train_loop(run: RunName, directory: Path, corpus: PreparedCorpus, training: TrainingConfig,
+def train_loop(run: ModelName, directory: Path, corpus: PreparedCorpus, training: TrainingConfig,
                model_cfg: ModelConfig, settings: dict, batch_size: int, device: torch.device,
                at: SavePoints, progress: bool, fix: str,
                desc: str) -> tuple[nn.Module, list[dict], str]:
     """Train ``run`` in ``directory`` from scratch or from its last complete checkpoint, saving
     at each of ``at``'s points; returns (model, records, precision). The grid saves at epoch
-    ends, ``linguistic_collapse.stages.dynamics`` at more steps: each stretch between two points trains on its
+    ends, ``linguistic_collapse.pipeline.dynamics`` at more steps: each stretch between two points trains on its
     slice of the epoch's ``block_order``, so the weights at an epoch end are the same either way."""
     precision = resolve_precision(training.precision, device)
     tokenizer = corpus.tokenizer()

@@ -5,8 +5,8 @@ blocks, tokenizer) and covers exactly the capped (training, validation) blocks, 
 subsample exactly its training block indices (``pass1_indices_sha256``); a metrics file
 when it records the sha256 of the stats file it was measured from and the current
 ``linguistic_collapse.nc.measure.MEASURE_VERSION`` (the definitions it was measured with). The grid, the sensitivity
-study, the dynamics snapshots and pretrained models (``linguistic_collapse.stages.pipeline``,
-``linguistic_collapse.stages.dynamics``, ``linguistic_collapse.stages.pretrained``) decide with these rules, under the file's
+study, the dynamics snapshots and pretrained models (``linguistic_collapse.pipeline.jobs``,
+``linguistic_collapse.pipeline.dynamics``, ``linguistic_collapse.pipeline.pretrained``) decide with these rules, under the file's
 lock, so a second process waits and then finds the file current. Callers hash a checkpoint's
 inputs once and pass the same dict to every check and to the collection that records them.
 """
@@ -25,7 +25,7 @@ from linguistic_collapse.nc.stats_file import (
     pass1_path,
     stored_layers,
 )
-from linguistic_collapse.stages.freshness import stale_reasons
+from linguistic_collapse.pipeline.freshness import stale_reasons
 
 
 def stats_current(path: Path, inputs: dict[str, str] | None, caps: tuple[int, int],

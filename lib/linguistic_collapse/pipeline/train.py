@@ -1,5 +1,5 @@
 """Training one GPT-Neo run of the grid, checkpointed at each epoch end, through the one training
-loop (``linguistic_collapse.stages.loop.train_loop``): plain PyTorch reproducing Hugging Face Trainer defaults.
+loop (``linguistic_collapse.pipeline.loop.train_loop``): plain PyTorch reproducing Hugging Face Trainer defaults.
 
 What matches the Trainer: AdamW (betas/eps from the profile), weight decay on every parameter
 except biases and LayerNorm weights (Trainer's own ``get_parameter_names`` rule), learning rate
@@ -30,7 +30,7 @@ Concurrency. Everything touching a run's folder happens under its lock
 (``models/.<run>.lock``, ``linguistic_collapse.core.paths.lock_for``): a second process training the same run waits, then finds
 it finished; nobody deletes another process's temporary checkpoint folder.
 
-From a profile and the shell: ``linguistic_collapse.stages.pipeline`` (``python -m linguistic_collapse train --profile smoke --run
+From a profile and the shell: ``linguistic_collapse.pipeline.jobs`` (``python -m linguistic_collapse train --profile smoke --run
 L1-d16-e1-wd0.0005-s0 [--retrain]``).
 """
 
@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.outputs import CorpusLayout
 from linguistic_collapse.core.paths import (
     Layout,
@@ -56,27 +57,26 @@ from linguistic_collapse.core.paths import (
 )
 from linguistic_collapse.core.profile_sections import ModelConfig, TrainingConfig
 from linguistic_collapse.core.provenance import CORPUS_HASHES, changed_paths
-from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.data import PreparedCorpus
 from linguistic_collapse.lm.devices import resolve_device
 from linguistic_collapse.lm.gpt_neo import count_params, paper_param_count
-from linguistic_collapse.stages.checkpoints import (
+from linguistic_collapse.pipeline.checkpoints import (
     last_checkpoint,
     read_training_state,
 )
-from linguistic_collapse.stages.loop import SavePoints, Snapshots, resolve_precision, train_loop
+from linguistic_collapse.pipeline.loop import SavePoints, Snapshots, resolve_precision, train_loop
 
 # ---------------------------------------------------------------------------------------------
 # Stored results
 
 
-def read_results(out_dir: str | os.PathLike, run: RunName) -> dict | None:
+def read_results(out_dir: str | os.PathLike, run: ModelName) -> dict | None:
     """The stored results.json of a run, or None if it has none yet."""
     path = Layout(out_dir).results(run)
     return read_json(path) if path.is_file() else None
 
 
-def is_trained(out_dir: str | os.PathLike, run: RunName) -> bool:
+def is_trained(out_dir: str | os.PathLike, run: ModelName) -> bool:
     """Whether the run finished (its inputs are checked when it is trained or reused)."""
     results = read_results(out_dir, run)
     return results is not None and results.get("status") == "complete"
@@ -86,7 +86,7 @@ def is_trained(out_dir: str | os.PathLike, run: RunName) -> bool:
 # A whole run
 
 
-def run_inputs(run: RunName, corpus: PreparedCorpus, training: TrainingConfig, model_cfg: ModelConfig,
+def run_inputs(run: ModelName, corpus: PreparedCorpus, training: TrainingConfig, model_cfg: ModelConfig,
                batch_size: int) -> dict:
     """Everything that determines the trained weights, JSON-normalised: recorded as
     ``settings`` in results.json and each checkpoint, compared before anything is reused."""
@@ -100,7 +100,7 @@ def run_inputs(run: RunName, corpus: PreparedCorpus, training: TrainingConfig, m
     return json.loads(json.dumps(settings))
 
 
-def changed_inputs(run: RunName, *, corpus: Any, training: TrainingConfig,
+def changed_inputs(run: ModelName, *, corpus: Any, training: TrainingConfig,
                    model_cfg: ModelConfig, out_dir: str | os.PathLike) -> list[str]:
     """The inputs that differ from those the run's folder was trained from ([]: none, or no
     folder yet): what ``train_run`` would refuse the run for, checked without training."""
@@ -113,7 +113,7 @@ def changed_inputs(run: RunName, *, corpus: Any, training: TrainingConfig,
     return changed_paths(recorded, settings) if recorded != settings else []
 
 
-def _recorded_inputs(layout: Layout, run: RunName, fix: str) -> dict | None:
+def _recorded_inputs(layout: Layout, run: ModelName, fix: str) -> dict | None:
     """The inputs a run folder was made from: results.json, else its last checkpoint's state."""
     results = read_results(layout.root, run)
     if results is not None:
@@ -138,7 +138,7 @@ def _check_corpus(corpus: PreparedCorpus, batch_size: int) -> None:
         )
 
 
-def _results(run: RunName, settings: dict, model: nn.Module, corpus: PreparedCorpus, device: torch.device,
+def _results(run: ModelName, settings: dict, model: nn.Module, corpus: PreparedCorpus, device: torch.device,
              precision: str, records: list[dict], status: str) -> dict:
     # heavy (transformers): loaded only when a model or tokenizer is used
     import transformers
@@ -157,7 +157,7 @@ def _results(run: RunName, settings: dict, model: nn.Module, corpus: PreparedCor
     }
 
 
-def train_run(run: RunName, *, corpus: PreparedCorpus, training: TrainingConfig, model_cfg: ModelConfig,
+def train_run(run: ModelName, *, corpus: PreparedCorpus, training: TrainingConfig, model_cfg: ModelConfig,
               out_dir: str | os.PathLike, device: str = "auto", progress: bool = True,
               stop_after_epochs: int | None = None, retrain: bool = False,
               retrain_command: str | None = None, snapshots: Snapshots | None = None) -> dict:
@@ -169,7 +169,7 @@ def train_run(run: RunName, *, corpus: PreparedCorpus, training: TrainingConfig,
     ``retrain_command``. ``retrain=True`` discards any run folder that is not a finished run of
     the current inputs and trains afresh. ``stop_after_epochs`` stops early (a test hook that
     simulates an interruption). ``snapshots``: more snapshots to take on the way when the run
-    trains from its start (``linguistic_collapse.stages.snapshots.grid_snapshots``).
+    trains from its start (``linguistic_collapse.pipeline.snapshots.grid_snapshots``).
     """
     run = run.run
     layout = Layout(out_dir)
@@ -194,7 +194,7 @@ def train_run(run: RunName, *, corpus: PreparedCorpus, training: TrainingConfig,
                       resolve_device(device), progress, stop_after_epochs, fix, snapshots)
 
 
-def _train(run: RunName, layout: Layout, corpus: PreparedCorpus, training: TrainingConfig,
+def _train(run: ModelName, layout: Layout, corpus: PreparedCorpus, training: TrainingConfig,
            model_cfg: ModelConfig, settings: dict, batch_size: int, device: torch.device,
            progress: bool, stop_after_epochs: int | None, fix: str,
            snapshots: Snapshots | None = None) -> dict:

@@ -1,9 +1,9 @@
-"""The snapshots of a dynamics run (``linguistic_collapse.stages.dynamics``): which optimiser steps,
+"""The snapshots of a dynamics run (``linguistic_collapse.pipeline.dynamics``): which optimiser steps,
 the plan of one run (training inputs, steps, statistics caps), and taking them while the grid
 trains that same run (``grid_snapshots``), so the dynamics stage need not train it again.
 
 Reuse. A run of the profile's ``dynamics`` section that the grid trains from its start gets its
-snapshots saved on the way (``linguistic_collapse.stages.loop.Snapshots``): each
+snapshots saved on the way (``linguistic_collapse.pipeline.loop.Snapshots``): each
 ``dynamics/<run>/checkpoint-<step>/`` holds the model and tokenizer (``save_pretrained``), and
 ``snapshots.json`` the records (step, epoch, tokens_seen, train_loss, the evaluation and the
 weights' sha256) once the last one is saved. The grid's checkpoints do not change: the loop
@@ -24,6 +24,7 @@ from pathlib import Path
 from torch import nn
 
 from linguistic_collapse.core.errors import UserError
+from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.outputs import CHECKPOINT_PREFIX, DynamicsLayout
 from linguistic_collapse.core.paths import (
     Layout,
@@ -35,12 +36,11 @@ from linguistic_collapse.core.paths import (
 )
 from linguistic_collapse.core.profiles import Profile
 from linguistic_collapse.core.provenance import sha256_json, weights_sha256
-from linguistic_collapse.core.runs import RunName
 from linguistic_collapse.lm.data import PreparedCorpus
 from linguistic_collapse.lm.loading import quiet_transformers
 from linguistic_collapse.nc.measure import MEASURE_VERSION
-from linguistic_collapse.stages.loop import Snapshots
-from linguistic_collapse.stages.train import run_inputs
+from linguistic_collapse.pipeline.loop import Snapshots
+from linguistic_collapse.pipeline.train import run_inputs
 
 TABLE_VERSION = 1  # part of the table's settings hash: bump when its columns change
 
@@ -59,9 +59,9 @@ def snapshot_steps(steps_per_epoch: int, epochs: int, points_per_epoch: int) -> 
 class Plan:
     """What one dynamics run is made from: its training inputs, steps and statistics caps."""
 
-    run: RunName
+    run: ModelName
     directory: Path
-    settings: dict  # {"run_inputs": linguistic_collapse.stages.train.run_inputs(...), "snapshot_steps": [...]}
+    settings: dict  # {"run_inputs": linguistic_collapse.pipeline.train.run_inputs(...), "snapshot_steps": [...]}
     steps_per_epoch: int
     batch_size: int
     caps: tuple[int, int]  # (training, validation) blocks of each snapshot's statistics
@@ -83,7 +83,7 @@ class Plan:
                             "table_version": TABLE_VERSION, "measure_version": MEASURE_VERSION})
 
 
-def make_plan(profile: Profile, run: RunName, corpus: PreparedCorpus) -> Plan:
+def make_plan(profile: Profile, run: ModelName, corpus: PreparedCorpus) -> Plan:
     """The plan of one run of ``profile.dynamics`` on a prepared corpus (``linguistic_collapse.lm.data``)."""
     run = run.run
     batch_size = profile.batch_size(run)
@@ -117,7 +117,7 @@ def save_snapshot(plan: Plan, step: int, record: dict, model: nn.Module, tokeniz
 
 
 @contextmanager
-def grid_snapshots(profile: Profile, run: RunName, corpus: PreparedCorpus) -> Iterator[Snapshots | None]:
+def grid_snapshots(profile: Profile, run: ModelName, corpus: PreparedCorpus) -> Iterator[Snapshots | None]:
     """Within: the ``Snapshots`` that save ``run``'s dynamics while the grid trains it, or None
     when ``run`` is not in ``profile.dynamics``, the grid has begun it already (a checkpoint or
     results) or its snapshots are already saved. Holds the dynamics folder's lock; on leaving, a
