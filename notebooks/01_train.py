@@ -55,8 +55,8 @@ show_and_save(fig, "corpus_token_frequency", cfg)
 # One row per training run, with its estimated cost (FLOPs from 6·N·tokens plus attention; GPU-hours at the profile's assumed utilisation).
 
 # %%
-jobs = costs.dry_run(cfg.profile)
-jobs
+cost_table = costs.dry_run(cfg.profile)
+cost_table
 
 # %% [markdown]
 # ## Train
