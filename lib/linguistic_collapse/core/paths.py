@@ -255,7 +255,7 @@ def lock_for(path: str | os.PathLike, timeout: float = -1) -> Any:
 
 @dataclass(frozen=True)
 class Layout:
-    """Paths under a profile's ``out_dir`` (``data/<profile>/``) for the grid's stages.
+    """Paths under a profile's ``out_dir`` (``data/<profile>/``) for the grid's steps.
 
     ``run`` and ``ck`` arguments are ``linguistic_collapse.core.names.ModelName`` objects (duck-typed:
     ``run.run`` drops the checkpoint, ``run.checkpoint`` is its epoch or None, ``str`` is the name).

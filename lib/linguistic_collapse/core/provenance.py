@@ -1,5 +1,5 @@
 """Content hashes that tie every artifact to what it was made from (text, tokenizer, blocks,
-weights, statistics, metrics). Each artifact records these; each stage compares them before it
+weights, statistics, metrics). Each artifact records these; each step compares them before it
 reuses anything. No torch import here: hashing tensors takes their bytes via ``numpy()``.
 """
 

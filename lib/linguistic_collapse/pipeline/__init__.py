@@ -1,1 +1,1 @@
-"""The per-model stages: training, statistics collection, measuring, their jobs and SLURM."""
+"""The per-model steps: training, statistics collection, measuring, their jobs and SLURM."""

@@ -42,7 +42,7 @@ def _as_block_array(blocks: np.ndarray | str | Path, split: str) -> np.ndarray:
     if isinstance(blocks, (str, Path)):
         path = Path(blocks)
         if not path.is_file():
-            raise UserError(f"no {split} blocks at {path}; run the corpus stage first")
+            raise UserError(f"no {split} blocks at {path}; run the corpus step first")
         blocks = np.load(path, mmap_mode="r")
     if not isinstance(blocks, np.ndarray) or blocks.ndim != 2 or blocks.dtype.kind not in "iu":
         raise UserError(f"{split} blocks must be an integer array (n_blocks, T), got "

@@ -1,5 +1,5 @@
 """A profile's jobs and their cost: tokens per run, FLOPs (6·N·tokens plus attention) and GPU-hours at
-the profile's assumed utilisation, the wall time of each stage on 2 CPU cores from measured
+the profile's assumed utilisation, the wall time of each step on 2 CPU cores from measured
 throughputs, and each job's estimated peak memory, checked against the memory available before
 any work (``python -m linguistic_collapse grid --dry-run`` prints them).
 
@@ -159,7 +159,7 @@ def _seconds_per_token(measured: dict[tuple[int, int], float]) -> Callable[[int,
 
 
 def cpu_seconds(profile: Profile) -> dict[str, float]:
-    """Estimated seconds on 2 quiet CPU cores of each stage: ``training`` (every run, with its
+    """Estimated seconds on 2 quiet CPU cores of each step: ``training`` (every run, with its
     per-epoch validation pass at a third of a training token's cost), ``collection`` (every
     measured checkpoint: training and validation blocks), ``sensitivity`` (the subsample passes
     below fraction 1) and ``dynamics`` (every snapshot's collection: a fresh run takes the

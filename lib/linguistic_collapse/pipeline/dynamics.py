@@ -2,7 +2,7 @@
 when each measure settles relative to the validation loss.
 
 Reuse. When the grid trains a run of the ``dynamics`` section from its start, it saves the
-snapshots on the way (``linguistic_collapse.pipeline.snapshots.grid_snapshots``) and this stage
+snapshots on the way (``linguistic_collapse.pipeline.snapshots.grid_snapshots``) and this step
 only collects and measures them. Otherwise (the grid run trained before, or resumed):
 
 Training. Each run of a profile's ``dynamics`` section is trained again in its own folder
@@ -183,7 +183,7 @@ def run_all(profile: Profile, *, corpus: PreparedCorpus | None = None, progress:
 
 
 def plan_summary(profile: Profile, corpus: PreparedCorpus | None = None) -> pd.DataFrame:
-    """What the dynamics stage runs, before running it: per run its snapshots, steps, steps
+    """What the dynamics step runs, before running it: per run its snapshots, steps, steps
     between snapshots and the statistics caps (blocks, and training tokens predicted)."""
     corpus = corpus if corpus is not None else prepare_profile_corpus(profile, progress=False)
     rows = []

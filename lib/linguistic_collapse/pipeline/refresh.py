@@ -1,4 +1,4 @@
-"""The one collect-then-measure-if-stale step of every stage that measures a checkpoint.
+"""The one collect-then-measure-if-stale routine of every step that measures a checkpoint.
 
 A stats file is current when it is finished, records every given input hash (weights, corpus
 blocks, tokenizer) and covers exactly the capped (training, validation) blocks, and for a

@@ -1,6 +1,6 @@
 """The snapshots of a dynamics run (``linguistic_collapse.pipeline.dynamics``): which optimiser steps,
 the plan of one run (training inputs, steps, statistics caps), and taking them while the grid
-trains that same run (``grid_snapshots``), so the dynamics stage need not train it again.
+trains that same run (``grid_snapshots``), so the dynamics step need not train it again.
 
 Reuse. A run of the profile's ``dynamics`` section that the grid trains from its start gets its
 snapshots saved on the way (``linguistic_collapse.pipeline.loop.Snapshots``): each

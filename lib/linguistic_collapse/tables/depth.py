@@ -52,7 +52,7 @@ def layers_table(out_dir: str | os.PathLike, checkpoints: Sequence[ModelName]) -
     missing = [str(layout.metrics(ck)) for ck in checkpoints if not layout.metrics(ck).is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} metrics files missing, e.g. {missing[0]}; run "
-                                "the measure stage first")
+                                "the measure step first")
     rows = []
     for ck in checkpoints:
         metrics = read_json(layout.metrics(ck))

@@ -50,10 +50,10 @@ def _checkpoint_names(out_dir: Path, checkpoints: Sequence[ModelName] | None) ->
         return final_checkpoints(checkpoints)
     metrics_dir = Layout(out_dir).metrics_dir
     if not metrics_dir.is_dir():
-        raise FileNotFoundError(f"no metrics folder at {metrics_dir}; run the measure stage first")
+        raise FileNotFoundError(f"no metrics folder at {metrics_dir}; run the measure step first")
     names = parse_checkpoints(p.stem for p in sorted(metrics_dir.glob("*.json")))
     if not names:
-        raise FileNotFoundError(f"no '<run>-ck<epoch>.json' metrics in {metrics_dir}; run the measure stage first")
+        raise FileNotFoundError(f"no '<run>-ck<epoch>.json' metrics in {metrics_dir}; run the measure step first")
     return names
 
 
@@ -71,7 +71,7 @@ def _table_row(out_dir: Path, ck: ModelName) -> dict[str, Any]:
     metrics = {**metrics, **{k: float(v) for k, v in derive_measures(metrics).items()}}
     missing = [m for m in MEASURES if m not in metrics]
     if missing:
-        raise UserError(f"{metrics_path} lacks measures {missing}; re-run the measure stage for {ck}")
+        raise UserError(f"{metrics_path} lacks measures {missing}; re-run the measure step for {ck}")
     entry = _checkpoint_entry(results, ck, results_path)
     trained, measured = entry.get("weights_sha256"), metrics.get("weights_sha256")
     if trained and measured and trained != measured:  # the model was retrained after measuring

@@ -32,7 +32,7 @@ UNDEFINED_AT_MIN_COUNT = {
                  "classes collected in the statistics pass"),
 }
 NO_MIN_COUNT = ("the metrics have no min_count section (measured before it existed): re-run the "
-                "measure stage to add the rare-class robustness row")
+                "measure step to add the rare-class robustness row")
 
 
 def _r2_ci(table: pd.DataFrame, column: str, measure: str, n_bootstrap: int, seed: int
