@@ -123,7 +123,7 @@ def run(sizes: dict) -> dict[str, dict]:
                for load in LOADS for policy in POLICIES}
         report[f"L{n_layer} d{n_embd}"] = {
             "tokens_per_s": {f"{load}/{policy}": round(v, 1) for (load, policy), v in tps.items()},
-            **{k: round(v, 3) for k, v in ratios(tps).items()}}
+            **{k: float(f"{v:.3g}") for k, v in ratios(tps).items()}}  # 3 significant figures
     report["_threads"] = threads
     return report
 
