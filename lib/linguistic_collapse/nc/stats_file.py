@@ -29,7 +29,6 @@ belongs to a pipeline's model and inputs (stale, or made from others) is decided
 from __future__ import annotations
 
 import json
-import os
 import struct
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -40,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from linguistic_collapse.core.errors import UserError, as_os_error
+from linguistic_collapse.core.paths import atomic_write
 from linguistic_collapse.core.provenance import sha256_array, sha256_tensor
 from linguistic_collapse.nc.accumulate import class_means, means_hash
 
@@ -267,33 +267,20 @@ def check_train_pass(path: str | Path, meta: dict[str, str]) -> dict[str, Tensor
     return tensors
 
 
-def save_raw(path: Path, tensors: dict[str, Tensor], meta: dict[str, str]) -> None:
-    """Atomic save of tensors (moved to the CPU) and metadata, as given (working files):
-    written beside ``path`` under a temporary name ending in ``.tmp``, then renamed onto it, so
-    readers see the old or the new file; its mode follows the umask, the rule of
-    ``linguistic_collapse.core.paths.atomic_write`` (which the core may not import); the header
-    is sorted so equal statistics give equal bytes."""
+def save_raw(path: Path, tensors: dict[str, Tensor], meta: dict[str, str]) -> Path:
+    """Atomic save of tensors (moved to the CPU) and metadata, as given (working files), by
+    ``linguistic_collapse.core.paths.atomic_write`` (readers see the old or the new file, its
+    mode follows the umask); the header is sorted so equal statistics give equal bytes."""
     cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         try:
             save_file(cpu, str(tmp), metadata=meta)
         except SafetensorError as err:  # an I/O failure (disk full, ...) as the OSError it is
             raise as_os_error(err, path) or err from None
         sort_header(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # as core.paths.atomic_write: safetensors makes 0600
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
-
-def _umask() -> int:
-    """The process umask (read by setting and restoring it; os has no getter)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    return atomic_write(path, write)
 
 
 def sort_header(path: Path) -> None:
