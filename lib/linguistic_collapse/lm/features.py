@@ -12,8 +12,7 @@ from torch import nn
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.lm.head import final_features, lm_head_weight
-
-IGNORE_INDEX = -100  # Hugging Face's ignored label (CrossEntropyLoss's ignore_index)
+from linguistic_collapse.nc.classstats import IGNORE_INDEX  # Hugging Face's ignored label
 
 
 def vocab_and_positions(model: nn.Module) -> tuple[int, int | None]:
