@@ -85,7 +85,7 @@ def load_causal_lm(name_or_path: str | Path, device: str | torch.device = "cpu",
     ``revision``: a hub branch, tag or commit (e.g. Pythia's "step1000"); hub ids only.
     ``dtype`` None loads float32 whatever the checkpoint's storage dtype and transformers'
     default (``MEASURE_DTYPE``: measurement runs in float32 on CPU, under bf16 autocast on CUDA;
-    ``linguistic_collapse.lm.devices.feature_dtype`` names the precision of the features). A hub
+    ``linguistic_collapse.lm.devices.compute_dtype`` names the precision of the features). A hub
     id that is neither cached nor reachable (HF_HUB_OFFLINE, no network) raises a one-line
     ``UserError`` at once (``lm.hub.from_hub``); a missing local path raises
     ``FileNotFoundError``.
