@@ -46,7 +46,7 @@ from linguistic_collapse.nc.registry import (
     PINV_RTOLS,
     get,
 )
-from linguistic_collapse.nc.stats_file import read_stats
+from linguistic_collapse.nc.stats_file import STATS_KEYS, read_stats
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -398,9 +398,8 @@ def nc4_measure(val_counts: Tensor | None, val_agree: Tensor | None) -> dict[str
 
 # ---------------------------------------------------------------------------------------------
 # Stats mappings and files: the tensors keyed as in ``stats.safetensors`` (``counts``, ``sums``,
-# ``sq_dev``, ``sw``, ``lm_head``, ``val_counts``, ``val_agree``), e.g. ``ClassStats.tensors``.
-
-FILE_KEYS = ("counts", "sums", "sq_dev", "sw", "lm_head", "val_counts", "val_agree")
+# ``sq_dev``, ``sw``, ``lm_head``, ``val_counts``, ``val_agree``), e.g. ``ClassStats.tensors``,
+# the keys ``linguistic_collapse.nc.stats_file.STATS_KEYS``.
 
 
 def measure_stats(stats: Mapping[str, Tensor], which: Sequence[str] | None = None, *,
@@ -422,7 +421,7 @@ def measure_stats(stats: Mapping[str, Tensor], which: Sequence[str] | None = Non
     if ("val_counts" in stats) != ("val_agree" in stats):
         raise ValueError(f"stats lack tensors {[k for k in ('val_counts', 'val_agree') if k not in stats]}"
                          "; pass 2 (ClassStats.add_validation) gives val_counts and val_agree")
-    tensors = {k: stats[k] for k in FILE_KEYS if k in stats}
+    tensors = {k: stats[k] for k in STATS_KEYS if k in stats}
     check_tensors(tensors)
     inp = ClassInputs(tensors["counts"], class_means(tensors["counts"], tensors["sums"]),
                       tensors["sq_dev"], tensors.get("sw"), tensors.get("lm_head"),
