@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import resolve
+from linguistic_collapse.lm.hub import hub_reachable  # the one probe of the hub endpoint
 from linguistic_collapse.lm.synthetic import generate_corpus
 
 SPLITS = ("train", "validation")
@@ -108,17 +107,6 @@ def _local_file(source: str, split: str) -> Path:
 def hub_offline() -> bool:
     flags = (os.environ.get(k, "") for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
     return any(v.strip().upper() in {"1", "ON", "YES", "TRUE"} for v in flags)
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP probe of the hub endpoint, so that no network fails in seconds, not minutes."""
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
 
 
 def hub_error(what: str, err: BaseException | None = None) -> RuntimeError:
