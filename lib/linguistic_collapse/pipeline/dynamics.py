@@ -14,7 +14,7 @@ nothing (no dropout, no random draw), so each epoch-end snapshot has the weights
 ``checkpoint-<epoch>`` (``grid_agreement``; tests/test_dynamics.py asserts it bit for bit). The
 grid's runs and their provenance are never written.
 
-Snapshots (``snapshot_steps``): step 0 and ``points_per_epoch`` evenly spaced optimiser steps per
+Snapshots (``pipeline.snapshots.snapshot_steps``): step 0 and ``points_per_epoch`` evenly spaced optimiser steps per
 epoch, every epoch end included; each is ``checkpoint-<step>/`` (``save_pretrained`` of model and
 tokenizer) with its validation loss and accuracy on all validation blocks, as in the grid. Only
 the latest keeps the optimiser and RNG state, from which an interrupted run resumes. Then per
@@ -60,12 +60,7 @@ from linguistic_collapse.pipeline.collect import collect_model_stats
 from linguistic_collapse.pipeline.jobs import prepare_profile_corpus
 from linguistic_collapse.pipeline.loop import SavePoints, train_loop
 from linguistic_collapse.pipeline.refresh import collect_if_stale, measure_if_stale, stats_current
-from linguistic_collapse.pipeline.snapshots import (  # noqa: F401  (snapshot_steps: part of this API)
-    Plan,
-    discard_if_stale,
-    make_plan,
-    snapshot_steps,
-)
+from linguistic_collapse.pipeline.snapshots import Plan, discard_if_stale, make_plan
 from linguistic_collapse.pipeline.train import read_results
 
 FIRST_COLUMNS = ["run", "step", "epoch", "tokens_seen", "train_loss", "val_loss", "val_acc",
