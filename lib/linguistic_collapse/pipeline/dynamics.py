@@ -112,7 +112,8 @@ def train_snapshots(profile: Profile, plan: Plan, corpus: PreparedCorpus, progre
 
 
 def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: PreparedCorpus) -> dict:
-    """Statistics then measures of one snapshot (current files kept); the metrics dict."""
+    """Statistics then measures of one snapshot (current files kept); the metrics dict. The
+    snapshot's weights hash is the one recorded when it was saved (not hashed again)."""
     step, files = record["step"], plan.files
     stats, metrics = files.stats(step), files.metrics(step)
     manifest = read_json(Layout(profile.out_path).manifest)
@@ -124,7 +125,8 @@ def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: Prepare
         collect_model_stats(files.checkpoint(step), corpus.train_blocks(), corpus.val_blocks(),
                             stats, batch_size=profile.collect.batch_size, device=device,
                             max_train_blocks=plan.caps[0], max_val_blocks=plan.caps[1],
-                            progress=False, blocks_tokenizer_sha256=hashes["tokenizer_sha256"])
+                            progress=False, blocks_tokenizer_sha256=hashes["tokenizer_sha256"],
+                            weights_hash={"weights_sha256": record["weights_sha256"]})
 
     collect_if_stale(stats, lambda: stats_current(stats, inputs, plan.caps), collect)
     return measure_if_stale(stats, metrics, lambda path: {
