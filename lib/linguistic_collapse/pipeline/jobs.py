@@ -143,9 +143,13 @@ def is_collected(profile: Profile, ck: ModelName, fraction: float | None = None,
     """A finished stats file made from the current checkpoint and corpus (hashes compared)
     over the blocks the profile asks for (a changed ``collect`` cap or subsample is recollected
     too), holding at least the layers the profile asks for (``collect.layers``,
-    linguistic_collapse.pipeline.layers). ``inputs``: ``collect_inputs`` computed already (else hashed here)."""
+    linguistic_collapse.pipeline.layers). ``inputs``: ``collect_inputs`` computed already (else hashed here).
+    False without a checkpoint or a corpus manifest (nothing to compare with)."""
+    inputs = inputs or collect_inputs(profile, ck)
+    if inputs is None:
+        return False
     return stats_current(Layout(profile.out_path).stats(ck, fraction, draw),
-                         inputs or collect_inputs(profile, ck), block_caps(profile, fraction),
+                         inputs, block_caps(profile, fraction),
                          profile_layers(profile, ck, fraction),
                          _indices_sha256(profile, fraction, draw))
 
