@@ -15,6 +15,7 @@ from linguistic_collapse.core.profiles import Profile, load_profile
 from linguistic_collapse.pipeline import dynamics, loop
 from linguistic_collapse.pipeline.checkpoints import STATE_FILE
 from linguistic_collapse.pipeline.jobs import prepare_profile_corpus, train_all
+from linguistic_collapse.pipeline.snapshots import snapshot_steps
 from linguistic_collapse.pipeline.train import read_results
 from linguistic_collapse.series import progress
 from linguistic_collapse.tables import lead_lag
@@ -43,12 +44,12 @@ def done(tmp_path_factory, tiny_profile):
 
 
 def test_snapshot_steps_are_even_and_include_every_epoch_end():
-    assert dynamics.snapshot_steps(10, 2, 4) == [0, 2, 5, 7, 10, 12, 15, 17, 20]
-    assert dynamics.snapshot_steps(3, 1, 3) == [0, 1, 2, 3]
-    steps = dynamics.snapshot_steps(216, 3, 10)
+    assert snapshot_steps(10, 2, 4) == [0, 2, 5, 7, 10, 12, 15, 17, 20]
+    assert snapshot_steps(3, 1, 3) == [0, 1, 2, 3]
+    steps = snapshot_steps(216, 3, 10)
     assert len(steps) == 31 and {216, 432, 648} <= set(steps) and np.all(np.diff(steps) >= 21)
     with pytest.raises(UserError, match="points_per_epoch is 4 but an epoch has only 3"):
-        dynamics.snapshot_steps(3, 1, 4)
+        snapshot_steps(3, 1, 4)
 
 
 def test_profile_section_is_validated(tmp_path, tiny_profile):
@@ -83,7 +84,7 @@ def test_epoch_end_snapshots_are_the_grid_checkpoints(done):
     p, corpus, table = done
     results = read_results(p.out_path, ModelName.parse(RUN))
     S = math.ceil(corpus.n_train_blocks / 8)
-    assert list(table["step"]) == dynamics.snapshot_steps(S, 2, 3)
+    assert list(table["step"]) == snapshot_steps(S, 2, 3)
     for ck in results["checkpoints"]:
         row = table[table["step"] == ck["epoch"] * S].iloc[0]
         assert row["epoch"] == ck["epoch"]

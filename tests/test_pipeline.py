@@ -128,6 +128,18 @@ def test_unknown_step(tmp_path, tiny_profile):
         run_job(p, p.runs()[0], steps=("plot",))
 
 
+def test_checkpoint_without_corpus_manifest_is_pending_not_an_error(tmp_path, tiny_profile):
+    """A trained checkpoint whose corpus folder is gone (SLURM submission then prepares it):
+    not collected, and its run has work left, instead of a missing-manifest error."""
+    p = tiny_profile(tmp_path)
+    ck = p.checkpoints_of(p.runs()[0])[0]
+    checkpoint_dir(p.out_path, ck).mkdir(parents=True)
+    (checkpoint_dir(p.out_path, ck) / "config.json").write_text("{}")
+    assert not Layout(p.out_path).manifest.exists()
+    assert not is_collected(p, ck)
+    assert pending_runs(p, ("collect",)) == p.runs()
+
+
 @pytest.mark.slow
 def test_submitit_debug_executor_runs_one_job(tmp_path, tiny_profile):
     p = tiny_profile(tmp_path / "out")

@@ -15,7 +15,7 @@ from linguistic_collapse.__main__ import main
 from linguistic_collapse.core.errors import UserError
 from linguistic_collapse.core.paths import Layout
 from linguistic_collapse.core.profiles import Profile
-from linguistic_collapse.pipeline import slurm
+from linguistic_collapse.pipeline import costs, slurm
 
 
 def _profile(tmp_path, **cluster) -> Profile:
@@ -69,6 +69,20 @@ def test_no_sbatch_refused_before_anything_runs(tmp_path, monkeypatch):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(p.as_dict()))
     assert main(["grid", "--profile", str(path), "--slurm"]) == 2
+    assert not p.out_path.exists()  # nothing ran locally
+
+
+def test_cpu_jobs_beyond_cluster_mem_gb_refused_by_the_library_before_anything_runs(
+        tmp_path, monkeypatch):
+    _bin(tmp_path, monkeypatch)  # no sbatch: the memory check comes first
+    data = yaml.safe_load((PROFILES_DIR / "smoke.yaml").read_text())
+    data.update(out_dir=str(tmp_path / "out"), device="cpu")
+    data["grid"].update(widths=[16, 32, 2048], depths=[1, 2, 8])  # L8-d2048: ~0.4e9 parameters
+    data["cluster"]["mem_gb"] = 1
+    p = Profile.from_dict(data)
+    assert any(costs.peak_memory(p, run)["peak"] > costs.GIB for run in p.runs())
+    with pytest.raises(UserError, match=r"more than the 1 GiB available on a SLURM job"):
+        slurm.submit_slurm(p)
     assert not p.out_path.exists()  # nothing ran locally
 
 

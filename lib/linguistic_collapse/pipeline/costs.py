@@ -277,10 +277,10 @@ def check_memory(profile: Profile, available: int | None = None, where: str | No
     for run in profile.runs():
         need = peak_memory(profile, run, cuda)
         if need["peak"] > available:
-            stage = "training" if need["train"] >= need["collect"] else "collection"
+            step = "training" if need["train"] >= need["collect"] else "collection"
             raise UserError(
                 f"profile {profile.name!r}: job {run} needs about {need['peak'] / GIB:.3g} GiB "
-                f"at its peak ({stage}), more than the {available / GIB:.3g} GiB available on "
+                f"at its peak ({step}), more than the {available / GIB:.3g} GiB available on "
                 f"{where or 'this machine'}; lower its size in the profile (grid.widths / "
                 "grid.depths or replicas, training.batch_size, collect.layers) or run it where "
                 "more memory is free")

@@ -14,7 +14,7 @@ nothing (no dropout, no random draw), so each epoch-end snapshot has the weights
 ``checkpoint-<epoch>`` (``grid_agreement``; tests/test_dynamics.py asserts it bit for bit). The
 grid's runs and their provenance are never written.
 
-Snapshots (``snapshot_steps``): step 0 and ``points_per_epoch`` evenly spaced optimiser steps per
+Snapshots (``pipeline.snapshots.snapshot_steps``): step 0 and ``points_per_epoch`` evenly spaced optimiser steps per
 epoch, every epoch end included; each is ``checkpoint-<step>/`` (``save_pretrained`` of model and
 tokenizer) with its validation loss and accuracy on all validation blocks, as in the grid. Only
 the latest keeps the optimiser and RNG state, from which an interrupted run resumes. Then per
@@ -60,12 +60,7 @@ from linguistic_collapse.pipeline.collect import collect_model_stats
 from linguistic_collapse.pipeline.jobs import prepare_profile_corpus
 from linguistic_collapse.pipeline.loop import SavePoints, train_loop
 from linguistic_collapse.pipeline.refresh import collect_if_stale, measure_if_stale, stats_current
-from linguistic_collapse.pipeline.snapshots import (  # noqa: F401  (snapshot_steps: part of this API)
-    Plan,
-    discard_if_stale,
-    make_plan,
-    snapshot_steps,
-)
+from linguistic_collapse.pipeline.snapshots import Plan, discard_if_stale, make_plan
 from linguistic_collapse.pipeline.train import read_results
 
 FIRST_COLUMNS = ["run", "step", "epoch", "tokens_seen", "train_loss", "val_loss", "val_acc",
@@ -117,7 +112,8 @@ def train_snapshots(profile: Profile, plan: Plan, corpus: PreparedCorpus, progre
 
 
 def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: PreparedCorpus) -> dict:
-    """Statistics then measures of one snapshot (current files kept); the metrics dict."""
+    """Statistics then measures of one snapshot (current files kept); the metrics dict. The
+    snapshot's weights hash is the one recorded when it was saved (not hashed again)."""
     step, files = record["step"], plan.files
     stats, metrics = files.stats(step), files.metrics(step)
     manifest = read_json(Layout(profile.out_path).manifest)
@@ -129,7 +125,8 @@ def measure_snapshot(profile: Profile, plan: Plan, record: dict, corpus: Prepare
         collect_model_stats(files.checkpoint(step), corpus.train_blocks(), corpus.val_blocks(),
                             stats, batch_size=profile.collect.batch_size, device=device,
                             max_train_blocks=plan.caps[0], max_val_blocks=plan.caps[1],
-                            progress=False, blocks_tokenizer_sha256=hashes["tokenizer_sha256"])
+                            progress=False, blocks_tokenizer_sha256=hashes["tokenizer_sha256"],
+                            weights_hash={"weights_sha256": record["weights_sha256"]})
 
     collect_if_stale(stats, lambda: stats_current(stats, inputs, plan.caps), collect)
     return measure_if_stale(stats, metrics, lambda path: {

@@ -10,7 +10,7 @@ import pandas as pd
 
 from linguistic_collapse.core.names import ModelName
 from linguistic_collapse.core.profiles import load_profile, profile_arg
-from linguistic_collapse.pipeline.costs import GIB, check_memory, cpu_summary, dry_run
+from linguistic_collapse.pipeline.costs import cpu_summary, dry_run
 from linguistic_collapse.pipeline.jobs import run_local, train_profile_run
 from linguistic_collapse.pipeline.slurm import submit_slurm
 
@@ -24,8 +24,6 @@ def _cli_grid(args: argparse.Namespace) -> int:
         print(cpu_summary(profile))
         return 0
     if args.slurm:
-        if profile.device == "cpu":  # a CPU job's memory is the profile's cluster.mem_gb
-            check_memory(profile, profile.cluster.mem_gb * GIB, "a SLURM job (cluster.mem_gb)")
         print(submit_slurm(profile, only_train=args.only_train, retrain=args.retrain)
               .summary(profile))
         return 0

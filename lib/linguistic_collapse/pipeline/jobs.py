@@ -143,9 +143,13 @@ def is_collected(profile: Profile, ck: ModelName, fraction: float | None = None,
     """A finished stats file made from the current checkpoint and corpus (hashes compared)
     over the blocks the profile asks for (a changed ``collect`` cap or subsample is recollected
     too), holding at least the layers the profile asks for (``collect.layers``,
-    linguistic_collapse.pipeline.layers). ``inputs``: ``collect_inputs`` computed already (else hashed here)."""
+    linguistic_collapse.pipeline.layers). ``inputs``: ``collect_inputs`` computed already (else hashed here).
+    False without a checkpoint or a corpus manifest (nothing to compare with)."""
+    inputs = inputs or collect_inputs(profile, ck)
+    if inputs is None:
+        return False
     return stats_current(Layout(profile.out_path).stats(ck, fraction, draw),
-                         inputs or collect_inputs(profile, ck), block_caps(profile, fraction),
+                         inputs, block_caps(profile, fraction),
                          profile_layers(profile, ck, fraction),
                          _indices_sha256(profile, fraction, draw))
 
@@ -165,8 +169,8 @@ def collect_checkpoint(profile: Profile, ck: ModelName, corpus: PreparedCorpus, 
     ``fraction``, ``draw``: the sensitivity study's statistics on random subsample ``draw`` of
     that fraction of the training blocks (``sensitivity_blocks``).
     Runs under the stats file's lock, so a second process waits and then finds it current.
-    The checkpoint's files are hashed once (``inputs``, or ``collect_inputs`` here): the same
-    hashes decide staleness and are recorded in the stats file.
+    The checkpoint's files are hashed and the corpus manifest read once (``inputs``, or
+    ``collect_inputs`` here): the same hashes decide staleness and are recorded in the stats file.
     """
     layout = Layout(profile.out_path)
     model_dir, path = layout.checkpoint_dir(ck), layout.stats(ck, fraction, draw)
@@ -184,7 +188,7 @@ def collect_checkpoint(profile: Profile, ck: ModelName, corpus: PreparedCorpus, 
             model_dir, corpus.train_blocks(), corpus.val_blocks(), path,
             batch_size=profile.collect.batch_size, device=_device(profile),
             max_train_blocks=n_train, max_val_blocks=n_val, progress=progress,
-            blocks_tokenizer_sha256=read_json(layout.manifest)["tokenizer_sha256"],
+            blocks_tokenizer_sha256=inputs["tokenizer_sha256"],
             layers=profile_layers(profile, ck, fraction) or None, train_indices=indices,
             weights_hash={"weights_sha256": inputs["weights_sha256"]})
         seconds, meta = time.perf_counter() - start, load_stats_metadata(path)

@@ -54,6 +54,7 @@ from linguistic_collapse.core.paths import (
 from linguistic_collapse.core.profiles import Profile
 from linguistic_collapse.lm.data import PreparedCorpus, corpus_staleness
 from linguistic_collapse.pipeline.checkpoints import last_checkpoint
+from linguistic_collapse.pipeline.costs import GIB, check_memory
 from linguistic_collapse.pipeline.jobs import (
     JOB_STEPS,
     pending_runs,
@@ -268,9 +269,11 @@ def _stale_trained(profile: Profile, runs: Sequence[ModelName]) -> list[str]:
 
 def submit_slurm(profile: Profile, executor: Any = None, only_train: bool = False,
                  retrain: bool = False) -> Submission:
-    """Prepare or check the corpus, then submit one array task per run with work left (runs
-    whose recorded job is still active are skipped); records the jobs in out_dir/slurm/."""
-
+    """Check that a CPU profile's jobs fit in ``cluster.mem_gb``, prepare or check the corpus,
+    then submit one array task per run with work left (runs whose recorded job is still active
+    are skipped); records the jobs in out_dir/slurm/."""
+    if profile.device == "cpu":  # a CPU job's memory is the profile's cluster.mem_gb
+        check_memory(profile, profile.cluster.mem_gb * GIB, "a SLURM job (cluster.mem_gb)")
     steps = ("train",) if only_train else JOB_STEPS
     executor = executor if executor is not None else slurm_executor(profile)
     layout, sub = Layout(profile.out_path), Submission()
