@@ -377,7 +377,7 @@ def record_claim_findings(findings: Findings, claims_df: pd.DataFrame) -> None:
         findings.add(col, " · ".join(sorted(set(claims_df[col]))), f"claims.csv: {col}")
     findings.add("plateau models", claims_df.attrs["plateau"], "claims.csv: attrs plateau (printed above the table)")
     findings.add("authors' side of the like-for-like ΔR²", claims_df.attrs["authors_side"],
-              "claims.csv: attrs authors_side (printed above the table)")
+                 "claims.csv: attrs authors_side (printed above the table)")
 
 
 def record_correlation_findings(findings: Findings, corr: pd.DataFrame) -> None:
@@ -386,14 +386,14 @@ def record_correlation_findings(findings: Findings, corr: pd.DataFrame) -> None:
     for _, row in corr.iterrows():
         name, where = label(row["measure"]), f"correlations.csv: {row['measure']}"
         findings.add(f"R² {name}", f"{row['r2']:.2f} [{row['r2_ci_low']:.2f}, {row['r2_ci_high']:.2f}]",
-                  f"{where}, r2 [r2_ci_low, r2_ci_high]")
+                     f"{where}, r2 [r2_ci_low, r2_ci_high]")
         findings.add(f"r {name}", f"{row['r']:+.2f} [{row['r_ci_low']:+.2f}, {row['r_ci_high']:+.2f}]",
-                  f"{where}, r [r_ci_low, r_ci_high]")
+                     f"{where}, r [r_ci_low, r_ci_high]")
         if (theirs := REGISTRY[row["measure"]].authors_r2) is not None:
             findings.add(f"authors' R² {name}", theirs, "lib/linguistic_collapse/nc/registry.py: authors_r2 (their 230 models)",
-                      fmt="{:.3g}")
+                         fmt="{:.3g}")
     findings.add("design-point clusters (all models)", int(corr["n_clusters"].max()),
-              "correlations.csv: n_clusters", fmt="{:d}")
+                 "correlations.csv: n_clusters", fmt="{:d}")
     findings.add("Kish n_eff (all models)", corr["n_eff"].max(), "correlations.csv: n_eff", fmt="{:.1f}")
 
 
@@ -401,7 +401,7 @@ def record_units_findings(findings: Findings, units: pd.DataFrame) -> None:
     """Record each CDNV's fold change from the narrowest to the widest models (``cdnv_units_table``)."""
     for _, row in units.iterrows():
         findings.add(f"{row['measure']}: fold change narrowest to widest", row["fold change"],
-                  f"cdnv_units: {row['column']}, fold change", fmt="{:.3g}")
+                     f"cdnv_units: {row['column']}, fold change", fmt="{:.3g}")
 
 
 def cdnv_units_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -422,7 +422,6 @@ def cdnv_units_table(table: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------
 # r with its sign for every measure, and nc1_pinv under its eigenvalue cut-offs
-
 
 
 # nc1_pinv's registered measure per relative eigenvalue cut-off of Σ_B's pseudo-inverse
@@ -489,12 +488,12 @@ def record_signs_findings(findings: Findings, signs: pd.DataFrame) -> None:
     for row in signs.itertuples():
         src = f"signs.csv: {row.measure}"
         findings.add(f"{row.label} [{row.measure}]: r [95 %] ({PRIMARY})",
-                  _cell(row.r, row.r_low, row.r_high, "r"), f"{src}, r [r_low, r_high]")
+                     _cell(row.r, row.r_low, row.r_high, "r"), f"{src}, r [r_low, r_high]")
         findings.add(f"{row.label} [{row.measure}]: R² [95 %] ({PRIMARY})",
-                  _cell(row.r2, row.r2_low, row.r2_high, "R²"), f"{src}, r2 [r2_low, r2_high]")
+                     _cell(row.r2, row.r2_low, row.r2_high, "R²"), f"{src}, r2 [r2_low, r2_high]")
         findings.add(f"{row.label} [{row.measure}]: direction ({PRIMARY})", row.direction, f"{src}, direction")
         for e in LIKE_FOR_LIKE:
             if getattr(row, f"sign_differs_e{e}"):
                 findings.add(f"{row.label} [{row.measure}]: sign differs from the authors' {e}-epoch r",
-                          getattr(row, f"authors_r_e{e}"), f"{src}, authors_r_e{e}", fmt="{:+.2f}")
+                             getattr(row, f"authors_r_e{e}"), f"{src}, authors_r_e{e}", fmt="{:+.2f}")
     findings.add("nc1_pinv direction under the cut-offs", signs.attrs["pinv"], "signs.csv: direction of nc1_pinv*")

@@ -335,7 +335,6 @@ def record_findings(findings: Findings, summary: pd.DataFrame, ratios: pd.DataFr
                      f"{r.min_ratio:.3g} to {r.max_ratio:.3g}", f"{src}, min_ratio, max_ratio")
 
 
-
 def record_growth_findings(findings: Findings, summary: pd.DataFrame, per_depth: pd.DataFrame) -> None:
     """Add the growth numbers to ``findings``: medians of ``growth_summary`` (saved as
     ``layers_growth.csv``) and, per depth, the scale-free CDNV's falls (``layers_by_depth.csv``)."""

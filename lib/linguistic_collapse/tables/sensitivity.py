@@ -195,7 +195,7 @@ def stability(table: pd.DataFrame, population: pd.DataFrame,
 
 
 def record_findings(findings: Findings, summary: pd.DataFrame, table: pd.DataFrame, source: str,
-                 table_source: str, prefix: str = "sensitivity", fraction: float = HALF) -> None:
+                    table_source: str, prefix: str = "sensitivity", fraction: float = HALF) -> None:
     """Record per measure, at ``fraction`` of the sample, from ``summary`` (``stability``, saved
     as ``source``): the shared shift, the sd of the models' shifts and its upper limit, the
     between-model sd, the verdict and the minimum number of models; and the range of classes

@@ -189,8 +189,6 @@ def record_findings(findings: Findings, model: str, tokens_df: pd.DataFrame,
         findings.add(f"{r.measure}: rank-biserial effect", r.rank_biserial, src, "{:+.2f}")
 
 
-
-
 def _scale(values: pd.Series, measure: str) -> np.ndarray:
     """Variability on log10 (NaN where not positive), interference as it is (a cosine)."""
     v = values.to_numpy(dtype=float)
