@@ -129,18 +129,9 @@ def populations(table: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], str]:
 Stat = Callable[[pd.DataFrame, np.ndarray], tuple[float, np.ndarray, np.ndarray]]
 
 
-def _on_scale(pop: pd.DataFrame, column: str, scale: str | None) -> tuple[pd.DataFrame, str]:
-    """``pop`` with ``column`` readable on the analysis scale of measure ``scale`` (a cut-off
-    variant of a registered measure is read on that measure's scale)."""
-    if scale is None or scale == column:
-        return pop, column
-    return pop.assign(**{scale: pop[column]}), scale
-
-
-def _r(measure: str, scale: str | None = None) -> Stat:
+def _r(measure: str) -> Stat:
     def stat(pop: pd.DataFrame, W: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        frame, name = _on_scale(pop, measure, scale)
-        x, mask, _ = transformed(frame, name)
+        x, mask, _ = transformed(pop, measure)
         y = pop.loc[mask, LOSS].to_numpy(dtype=float)
         if len(x) < 3:
             return np.nan, np.full(len(W), np.nan), mask
@@ -434,12 +425,14 @@ def measure_columns(table: pd.DataFrame) -> list[str]:
     return [m for m in REGISTRY if m in table.columns]
 
 
-def _scale_of(column: str) -> str:
-    return "nc1_pinv" if column in PINV_CUTOFFS else column
+def _label_of(column: str) -> str:
+    """A measure's label; nc1_pinv's for each of its cut-off variants (the ``cutoff`` column
+    tells them apart)."""
+    return label("nc1_pinv" if column in PINV_CUTOFFS else column)
 
 
 def signs_table(table: pd.DataFrame, n_bootstrap: int, seed: int) -> pd.DataFrame:
-    """Per measure (nc1_pinv's cut-off variants read on its scale) on the primary population:
+    """Per measure (nc1_pinv's cut-off variants among them) on the primary population:
     r and R² with 95 % design-point intervals and the limits' MC errors, the direction verdict
     (r on the registry's collapse side of 0, ``side_verdict``, at the edge or not), the authors'
     r on their 1- and 3-epoch models and whether its sign differs from ours."""
@@ -447,11 +440,11 @@ def signs_table(table: pd.DataFrame, n_bootstrap: int, seed: int) -> pd.DataFram
     W = cluster_bootstrap_weights(design_point_ids(pop), n_bootstrap, seed)
     rows = []
     for m in measure_columns(pop):
-        sign = REGISTRY[_scale_of(m)].expected_sign
-        r, boot, used = _r(m, _scale_of(m))(pop, W)
+        sign = REGISTRY[m].expected_sign
+        r, boot, used = _r(m)(pop, W)
         ri = _interval(r, boot, lambda lo, hi, s=sign: side_verdict(lo, hi, s))
         r2 = _interval(r * r, boot**2, lambda lo, hi: "")
-        row = {"measure": m, "label": label(_scale_of(m)), "cutoff": PINV_CUTOFFS.get(m, np.nan),
+        row = {"measure": m, "label": _label_of(m), "cutoff": PINV_CUTOFFS.get(m, np.nan),
                "n": int(used.sum()), "r": r, "r_low": ri["ci_low"], "r_high": ri["ci_high"],
                "r_se_low": ri["se_low"], "r_se_high": ri["se_high"], "r2": r * r,
                "r2_low": r2["ci_low"], "r2_high": r2["ci_high"], "collapse_side": "+" if sign > 0 else "−",
