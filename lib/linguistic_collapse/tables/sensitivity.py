@@ -62,7 +62,7 @@ def sensitivity_table(profile: Any) -> pd.DataFrame:
                 metrics, stats = layout.metrics(ck, fraction, draw), layout.stats(ck, fraction, draw)
                 if not (metrics.is_file() and stats.is_file()):
                     raise UserError(f"no sensitivity statistics at {stats.parent}; run linguistic_collapse.pipeline."
-                                    "pipeline.sensitivity_all (notebook 03_measure) first")
+                                    "jobs.sensitivity_all (notebook 03_measure) first")
                 counts, tokens = _class_counts(stats)
                 values = read_json(metrics)
                 rows.append({"checkpoint": str(ck), "width": ck.width, "fraction": float(fraction),
