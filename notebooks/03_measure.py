@@ -88,5 +88,5 @@ results.round_sig(stab_k, 3)
 findings = Findings(cfg.table_path("findings.md"), "03_measure")
 sensitivity.record_findings(findings, stab, sens, "sensitivity_stability.csv", "sensitivity.csv")
 sensitivity.record_findings(findings, stab_k, sens_k, "sensitivity_fixed_k_stability.csv", "sensitivity_fixed_k.csv",
-                         prefix="sensitivity fixed-K")
+                            prefix="sensitivity fixed-K")
 print(f"findings -> {paper.short(findings.save())}")

@@ -29,7 +29,7 @@ print(f"{len(replicas)} seed-only replicas of {replicas['run'].iloc[0] if len(re
 # %%
 settings = cfg.profile.analysis
 perm = analysis.table1(replicas, n_permutations=settings.n_permutations, seed=settings.seed,
-                      alpha=settings.permutation_alpha)
+                       alpha=settings.permutation_alpha)
 perm = reviewed_table1(perm, replicas)
 results.save_table(perm, cfg.table_path("permutation.csv"))
 print(analysis.MULTIPLICITY_NOTE.format(k=len(perm)))

@@ -206,9 +206,10 @@ def test_fixed_k_rows_are_current_only_for_their_stats_and_measures(tmp_path, mo
 
 
 def test_missing_files_name_the_fix(tmp_path):
-    with pytest.raises(UserError, match="sensitivity_all"):
+    # the function that makes them, by its module path (not the pre-rename pipeline.pipeline)
+    with pytest.raises(UserError, match=r"linguistic_collapse\.pipeline\.jobs\.sensitivity_all"):
         sensitivity_table(_profile(tmp_path, [CK]))
-    with pytest.raises(UserError, match="sensitivity_all"):
+    with pytest.raises(UserError, match=r"linguistic_collapse\.pipeline\.jobs\.sensitivity_all"):
         fixed_k_table(_profile(tmp_path, [CK]))
 
 

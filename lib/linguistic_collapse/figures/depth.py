@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from linguistic_collapse.figures.style import log_axis, measure_label, symlog_axis
-from linguistic_collapse.nc.registry import GEOMETRY, analysis_scale, measure_transform
-from linguistic_collapse.tables.depth import headline_first
+from linguistic_collapse.nc.registry import GEOMETRY, measure_transform
+from linguistic_collapse.tables.depth import headline_first, monotone_falls
 
 HEAD_X = 1.25  # where the figure draws the head input, right of relative depth 1
 # CVs whose mean can be near 0 (mean log-norm, mean interference) reach hundreds in a few layers
@@ -19,15 +19,6 @@ HEAD_X = 1.25  # where the figure draws the head input, right of relative depth 
 # keeps those spikes and the bulk of the models readable in one panel.
 SYMLOG = ("nc2_lognorm_cv", "nc2_interference_cv")
 SYMLOG_LINTHRESH = 1.0
-
-
-def _falls(models: pd.DataFrame, measure: str) -> tuple[int, int]:
-    """(models whose ``measure`` falls monotonically along the residual stream, models)."""
-    n = falling = 0
-    for _, g in models.groupby("name"):
-        d = np.diff(analysis_scale(g.sort_values("layer")[measure], measure))
-        n, falling = n + 1, falling + bool(len(d) and (d <= 0).all())
-    return falling, n
 
 
 def depth_figure(table: pd.DataFrame, measures: Sequence[str] = GEOMETRY, ncols: int = 3,
@@ -64,7 +55,7 @@ def depth_figure(table: pd.DataFrame, measures: Sequence[str] = GEOMETRY, ncols:
             ax.plot([HEAD_X], [top.loc[top["n_layer"] == L, measure].median()], color=colors[L],
                     marker="*", ms=11, ls="")
             if L >= 2:
-                falling, models = _falls(res[res["n_layer"] == L], measure)
+                falling, models = monotone_falls(res[res["n_layer"] == L], measure)
                 counts.append(f"L{L} {falling}/{models}")
         title = measure_label(measure)
         if measure_transform(measure) == "log" and (table[measure] > 0).all():

@@ -97,9 +97,9 @@ def dynamics_figure(table: pd.DataFrame, measures: Sequence[str] | None = None,
     for ax, col in zip(axes.flat, panels, strict=False):
         for x in epoch_ends:  # faint guides: where epochs end
             ax.axvline(x, color="0.45", ls="--", lw=0.9, zorder=1)
-        for i, run in enumerate(runs):
+        for run in runs:
             g = table[table["run"] == run].sort_values("step")
-            color = colors[i % len(colors)]
+            color = run_colors[run]
             ax.plot(g["tokens_seen"], g[col], marker="o", ms=3, lw=1.5, color=color, label=run)
             y = g[col] if col == LOSS else analysis_scale(g[col], col)
             x90 = level_crossing(g["tokens_seen"], y, level)

@@ -13,13 +13,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from linguistic_collapse.figures.style import log_axis, panel_grid
-from linguistic_collapse.tables.tokens import load_first_names, token_summary
+from linguistic_collapse.tables.tokens import name_set, token_summary
 
 
 def token_frequency_figure(tokens_df: pd.DataFrame, names: Sequence[str] | None = None) -> Figure:
     """Per-token variability (log y) and interference against train count (log x), first names
     highlighted."""
-    names = load_first_names() if names is None else frozenset(n.lower() for n in names)
+    names = name_set(names)
     data = tokens_df[tokens_df["count"] > 0]
     is_name = data["token"].str.lower().isin(names).to_numpy()
     fig, axes = panel_grid(2, 2)

@@ -386,23 +386,24 @@ def run_paper(profile_name: str, stages: tuple[str, ...] = STAGES, force: bool =
     note = code_elsewhere_note(root)
     if note:
         print(note, flush=True)
-    lock = runner_lock(load_profile(profile_name))
+    profile = load_profile(profile_name)
+    lock = runner_lock(profile)
     try:
         lock.acquire()
     except Timeout:
-        raise UserError(f"another `paper` of profile {load_profile(profile_name).name!r} is "
+        raise UserError(f"another `paper` of profile {profile.name!r} is "
                         f"running (it holds {short(Path(lock.lock_file))}); wait for it to "
                         "finish, then run again (finished stages are kept)") from None
     try:
         with kernels_root(root):
-            return _run_stages(profile_name, stages, force)
+            return _run_stages(profile_name, profile, stages, force)
     finally:
         lock.release()
 
 
-def _run_stages(profile_name: str, stages: tuple[str, ...], force: bool) -> list[str]:
-    """``run_paper``'s loop over the stages, under the profile's runner lock."""
-    profile = load_profile(profile_name)
+def _run_stages(profile_name: str, profile: Profile, stages: tuple[str, ...], force: bool) -> list[str]:
+    """``run_paper``'s loop over the stages, under the profile's runner lock (``profile``: the
+    profile ``profile_name`` names, loaded once by ``run_paper``)."""
     for change in sync_notebooks():  # the .py twins are the source
         print(f"[paper] {change.describe()}", flush=True)
     available = {"profile": notebook_profile(profile_path(profile_name), profile.name),

@@ -129,18 +129,9 @@ def populations(table: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], str]:
 Stat = Callable[[pd.DataFrame, np.ndarray], tuple[float, np.ndarray, np.ndarray]]
 
 
-def _on_scale(pop: pd.DataFrame, column: str, scale: str | None) -> tuple[pd.DataFrame, str]:
-    """``pop`` with ``column`` readable on the analysis scale of measure ``scale`` (a cut-off
-    variant of a registered measure is read on that measure's scale)."""
-    if scale is None or scale == column:
-        return pop, column
-    return pop.assign(**{scale: pop[column]}), scale
-
-
-def _r(measure: str, scale: str | None = None) -> Stat:
+def _r(measure: str) -> Stat:
     def stat(pop: pd.DataFrame, W: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        frame, name = _on_scale(pop, measure, scale)
-        x, mask, _ = transformed(frame, name)
+        x, mask, _ = transformed(pop, measure)
         y = pop.loc[mask, LOSS].to_numpy(dtype=float)
         if len(x) < 3:
             return np.nan, np.full(len(W), np.nan), mask
@@ -377,7 +368,7 @@ def record_claim_findings(findings: Findings, claims_df: pd.DataFrame) -> None:
         findings.add(col, " · ".join(sorted(set(claims_df[col]))), f"claims.csv: {col}")
     findings.add("plateau models", claims_df.attrs["plateau"], "claims.csv: attrs plateau (printed above the table)")
     findings.add("authors' side of the like-for-like ΔR²", claims_df.attrs["authors_side"],
-              "claims.csv: attrs authors_side (printed above the table)")
+                 "claims.csv: attrs authors_side (printed above the table)")
 
 
 def record_correlation_findings(findings: Findings, corr: pd.DataFrame) -> None:
@@ -386,14 +377,14 @@ def record_correlation_findings(findings: Findings, corr: pd.DataFrame) -> None:
     for _, row in corr.iterrows():
         name, where = label(row["measure"]), f"correlations.csv: {row['measure']}"
         findings.add(f"R² {name}", f"{row['r2']:.2f} [{row['r2_ci_low']:.2f}, {row['r2_ci_high']:.2f}]",
-                  f"{where}, r2 [r2_ci_low, r2_ci_high]")
+                     f"{where}, r2 [r2_ci_low, r2_ci_high]")
         findings.add(f"r {name}", f"{row['r']:+.2f} [{row['r_ci_low']:+.2f}, {row['r_ci_high']:+.2f}]",
-                  f"{where}, r [r_ci_low, r_ci_high]")
+                     f"{where}, r [r_ci_low, r_ci_high]")
         if (theirs := REGISTRY[row["measure"]].authors_r2) is not None:
             findings.add(f"authors' R² {name}", theirs, "lib/linguistic_collapse/nc/registry.py: authors_r2 (their 230 models)",
-                      fmt="{:.3g}")
+                         fmt="{:.3g}")
     findings.add("design-point clusters (all models)", int(corr["n_clusters"].max()),
-              "correlations.csv: n_clusters", fmt="{:d}")
+                 "correlations.csv: n_clusters", fmt="{:d}")
     findings.add("Kish n_eff (all models)", corr["n_eff"].max(), "correlations.csv: n_eff", fmt="{:.1f}")
 
 
@@ -401,7 +392,7 @@ def record_units_findings(findings: Findings, units: pd.DataFrame) -> None:
     """Record each CDNV's fold change from the narrowest to the widest models (``cdnv_units_table``)."""
     for _, row in units.iterrows():
         findings.add(f"{row['measure']}: fold change narrowest to widest", row["fold change"],
-                  f"cdnv_units: {row['column']}, fold change", fmt="{:.3g}")
+                     f"cdnv_units: {row['column']}, fold change", fmt="{:.3g}")
 
 
 def cdnv_units_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -424,7 +415,6 @@ def cdnv_units_table(table: pd.DataFrame) -> pd.DataFrame:
 # r with its sign for every measure, and nc1_pinv under its eigenvalue cut-offs
 
 
-
 # nc1_pinv's registered measure per relative eigenvalue cut-off of Σ_B's pseudo-inverse
 PINV_CUTOFFS: dict[str, float] = dict(zip(PINV_MEASURES, PINV_RTOLS, strict=True))
 PINV_DEPENDS = "depends on the cut-off"
@@ -435,12 +425,14 @@ def measure_columns(table: pd.DataFrame) -> list[str]:
     return [m for m in REGISTRY if m in table.columns]
 
 
-def _scale_of(column: str) -> str:
-    return "nc1_pinv" if column in PINV_CUTOFFS else column
+def _label_of(column: str) -> str:
+    """A measure's label; nc1_pinv's for each of its cut-off variants (the ``cutoff`` column
+    tells them apart)."""
+    return label("nc1_pinv" if column in PINV_CUTOFFS else column)
 
 
 def signs_table(table: pd.DataFrame, n_bootstrap: int, seed: int) -> pd.DataFrame:
-    """Per measure (nc1_pinv's cut-off variants read on its scale) on the primary population:
+    """Per measure (nc1_pinv's cut-off variants among them) on the primary population:
     r and R² with 95 % design-point intervals and the limits' MC errors, the direction verdict
     (r on the registry's collapse side of 0, ``side_verdict``, at the edge or not), the authors'
     r on their 1- and 3-epoch models and whether its sign differs from ours."""
@@ -448,11 +440,11 @@ def signs_table(table: pd.DataFrame, n_bootstrap: int, seed: int) -> pd.DataFram
     W = cluster_bootstrap_weights(design_point_ids(pop), n_bootstrap, seed)
     rows = []
     for m in measure_columns(pop):
-        sign = REGISTRY[_scale_of(m)].expected_sign
-        r, boot, used = _r(m, _scale_of(m))(pop, W)
+        sign = REGISTRY[m].expected_sign
+        r, boot, used = _r(m)(pop, W)
         ri = _interval(r, boot, lambda lo, hi, s=sign: side_verdict(lo, hi, s))
         r2 = _interval(r * r, boot**2, lambda lo, hi: "")
-        row = {"measure": m, "label": label(_scale_of(m)), "cutoff": PINV_CUTOFFS.get(m, np.nan),
+        row = {"measure": m, "label": _label_of(m), "cutoff": PINV_CUTOFFS.get(m, np.nan),
                "n": int(used.sum()), "r": r, "r_low": ri["ci_low"], "r_high": ri["ci_high"],
                "r_se_low": ri["se_low"], "r_se_high": ri["se_high"], "r2": r * r,
                "r2_low": r2["ci_low"], "r2_high": r2["ci_high"], "collapse_side": "+" if sign > 0 else "−",
@@ -489,12 +481,12 @@ def record_signs_findings(findings: Findings, signs: pd.DataFrame) -> None:
     for row in signs.itertuples():
         src = f"signs.csv: {row.measure}"
         findings.add(f"{row.label} [{row.measure}]: r [95 %] ({PRIMARY})",
-                  _cell(row.r, row.r_low, row.r_high, "r"), f"{src}, r [r_low, r_high]")
+                     _cell(row.r, row.r_low, row.r_high, "r"), f"{src}, r [r_low, r_high]")
         findings.add(f"{row.label} [{row.measure}]: R² [95 %] ({PRIMARY})",
-                  _cell(row.r2, row.r2_low, row.r2_high, "R²"), f"{src}, r2 [r2_low, r2_high]")
+                     _cell(row.r2, row.r2_low, row.r2_high, "R²"), f"{src}, r2 [r2_low, r2_high]")
         findings.add(f"{row.label} [{row.measure}]: direction ({PRIMARY})", row.direction, f"{src}, direction")
         for e in LIKE_FOR_LIKE:
             if getattr(row, f"sign_differs_e{e}"):
                 findings.add(f"{row.label} [{row.measure}]: sign differs from the authors' {e}-epoch r",
-                          getattr(row, f"authors_r_e{e}"), f"{src}, authors_r_e{e}", fmt="{:+.2f}")
+                             getattr(row, f"authors_r_e{e}"), f"{src}, authors_r_e{e}", fmt="{:+.2f}")
     findings.add("nc1_pinv direction under the cut-offs", signs.attrs["pinv"], "signs.csv: direction of nc1_pinv*")

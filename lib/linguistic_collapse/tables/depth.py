@@ -70,6 +70,16 @@ def headline_first(measures: Sequence[str]) -> list[str]:
     return sorted(measures, key=lambda m: m != HEADLINE)
 
 
+def monotone_falls(residual: pd.DataFrame, measure: str) -> tuple[int, int]:
+    """(models whose ``measure`` falls monotonically along the residual stream, on its analysis
+    scale, models) among the residual-stream rows ``residual`` (a model with one row: no fall)."""
+    n = falling = 0
+    for _, g in residual.groupby("name"):
+        d = np.diff(analysis_scale(g.sort_values("layer")[measure], measure))
+        n, falling = n + 1, falling + bool(len(d) and (d <= 0).all())
+    return falling, n
+
+
 def depth_summary(table: pd.DataFrame, measures: Sequence[str] = GEOMETRY,
                   min_blocks: int = 2) -> pd.DataFrame:
     """Per measure (the scale-free ``HEADLINE`` first), over the models with at least
@@ -231,10 +241,7 @@ def by_depth(layers: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     res = layers[layers["site"] == "residual"]
     rows = []
     for n_layer, g in summary.groupby("n_layer"):
-        monotone = 0
-        for name in g["name"]:
-            d = np.diff(analysis_scale(res[res["name"] == name].sort_values("layer")[HEADLINE], HEADLINE))
-            monotone += bool((d <= 0).all())
+        monotone = monotone_falls(res[res["name"].isin(g["name"])], HEADLINE)[0]
         falls = g["d_cdnv"] < 0
         rows.append({"n_layer": int(n_layer), "models": len(g),
                      "n_galanti_falls": int((g["d_galanti"] < 0).sum()),
@@ -333,7 +340,6 @@ def record_findings(findings: Findings, summary: pd.DataFrame, ratios: pd.DataFr
                      r.fold_lower, f"{src}, fold_lower", "{:.3g}")
         findings.add(f"{r.label}: head / residual ratio range",
                      f"{r.min_ratio:.3g} to {r.max_ratio:.3g}", f"{src}, min_ratio, max_ratio")
-
 
 
 def record_growth_findings(findings: Findings, summary: pd.DataFrame, per_depth: pd.DataFrame) -> None:

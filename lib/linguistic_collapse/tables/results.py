@@ -198,7 +198,7 @@ def largest_model(table: pd.DataFrame) -> ModelName:
         raise ValueError("the results table is empty; nothing to analyse")
     best = table.sort_values(["n_params", "checkpoint", LOSS], ascending=[False, False, True]).iloc[0]
     return ModelName(int(best["depth"]), int(best["width"]), int(best["epochs"]),
-                   float(best["weight_decay"]), int(best["seed"]), int(best["checkpoint"]))
+                     float(best["weight_decay"]), int(best["seed"]), int(best["checkpoint"]))
 
 
 def final_rows(table: pd.DataFrame) -> pd.DataFrame:

@@ -102,7 +102,7 @@ def record_findings(findings: Findings, robust: pd.DataFrame) -> None:
         return
     findings.add("min_count", robust["min_count"].iloc[0], "min_count.csv: min_count", fmt="{:.0f}")
     findings.add("classes kept at min_count", robust["classes kept (min-max)"].iloc[0],
-              "min_count.csv: classes kept (min-max)")
+                 "min_count.csv: classes kept (min-max)")
     for _, row in robust.iterrows():
         for key, lo, hi in (("R² all classes", "low", "high"), ("R² ≥ min_count", "low@min_count", "high@min_count")):
             text = f"{row[key]:.2f} [{row[lo]:.2f}, {row[hi]:.2f}]" if np.isfinite(row[key]) else (row["note"] or "n/a")

@@ -58,7 +58,6 @@ def sign_test(improving: int, worsening: int) -> tuple[float, float]:
     successes in ``improving + worsening`` steps with p = 1/2; NaNs without steps."""
     from scipy.stats import binomtest  # heavy: imported when a test runs
 
-
     n = improving + worsening
     if n == 0:
         return float("nan"), float("nan")
@@ -113,7 +112,7 @@ def record_findings(findings: Findings, table: pd.DataFrame) -> None:
     for row in table[table["role"] == "pre-registered"].itertuples():
         key, src = f"scaling {row.label}, {row.axis} steps", f"scaling.csv: {row.measure}, {row.axis}"
         findings.add(f"{key}: improving / untied", f"{row.improving} / {row.improving + row.worsening}",
-                  f"{src}, improving / (improving + worsening)")
+                     f"{src}, improving / (improving + worsening)")
         findings.add(f"{key}: Holm p improvement", row.holm_improve, f"{src}, holm_improve", fmt="{:.2g}")
         findings.add(f"{key}: Holm p opposite", row.holm_worsen, f"{src}, holm_worsen", fmt="{:.2g}")
         findings.add(f"{key}: verdict", row.verdict, f"{src}, verdict")

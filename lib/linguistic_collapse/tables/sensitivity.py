@@ -62,7 +62,7 @@ def sensitivity_table(profile: Any) -> pd.DataFrame:
                 metrics, stats = layout.metrics(ck, fraction, draw), layout.stats(ck, fraction, draw)
                 if not (metrics.is_file() and stats.is_file()):
                     raise UserError(f"no sensitivity statistics at {stats.parent}; run linguistic_collapse.pipeline."
-                                    "pipeline.sensitivity_all (notebook 03_measure) first")
+                                    "jobs.sensitivity_all (notebook 03_measure) first")
                 counts, tokens = _class_counts(stats)
                 values = read_json(metrics)
                 rows.append({"checkpoint": str(ck), "width": ck.width, "fraction": float(fraction),
@@ -195,7 +195,7 @@ def stability(table: pd.DataFrame, population: pd.DataFrame,
 
 
 def record_findings(findings: Findings, summary: pd.DataFrame, table: pd.DataFrame, source: str,
-                 table_source: str, prefix: str = "sensitivity", fraction: float = HALF) -> None:
+                    table_source: str, prefix: str = "sensitivity", fraction: float = HALF) -> None:
     """Record per measure, at ``fraction`` of the sample, from ``summary`` (``stability``, saved
     as ``source``): the shared shift, the sd of the models' shifts and its upper limit, the
     between-model sd, the verdict and the minimum number of models; and the range of classes

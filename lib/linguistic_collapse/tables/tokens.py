@@ -30,6 +30,12 @@ def load_first_names(path: str | os.PathLike = FIRST_NAMES_FILE) -> frozenset[st
     return frozenset(s.strip().lower() for s in lines if s.strip() and not s.startswith("#"))
 
 
+def name_set(names: Iterable[str] | None = None) -> frozenset[str]:
+    """``names`` lowercased as a set, or ``load_first_names()`` when None (every function here
+    that takes ``names``)."""
+    return load_first_names() if names is None else frozenset(n.lower() for n in names)
+
+
 def decode_token(tokenizer: Any, token_id: int) -> str:
     """A token's text without the byte-level BPE space marker ('Ġ') or surrounding whitespace."""
     return tokenizer.decode([int(token_id)]).replace("\u0120", " ").strip()
@@ -68,7 +74,7 @@ def first_name_table(tokens_df: pd.DataFrame, names: Iterable[str] | None = None
     "average token" row (mean over tokens; its count rounded) and a count-weighted average row;
     all over the classes with at least ``min_count`` samples. ``token_id`` and ``count`` are
     integers (``Int64``; the average rows have no token id)."""
-    names = load_first_names() if names is None else frozenset(n.lower() for n in names)
+    names = name_set(names)
     pool = eligible(tokens_df, min_count=min_count)
     cols = ["token", "token_id", "count", "frequency", "variability", "interference"]
     cols = [c for c in cols if c in pool.columns]
@@ -118,7 +124,7 @@ def word_table(tokens_df: pd.DataFrame, *, min_count: int) -> pd.DataFrame:
 def distinct_names(tokens_df: pd.DataFrame, names: Iterable[str] | None = None, *,
                    min_count: int) -> pd.DataFrame:
     """The first names among ``word_table``'s words (variants merged), most frequent first."""
-    names = load_first_names() if names is None else frozenset(n.lower() for n in names)
+    names = name_set(names)
     words = word_table(tokens_df, min_count=min_count)
     return words[words["word"].isin(names)].reset_index(drop=True)
 
@@ -141,7 +147,7 @@ def name_test(tokens_df: pd.DataFrame, names: Iterable[str] | None = None, *,
     # heavy (scipy): loaded only when this statistic is computed
     from scipy.stats import mannwhitneyu
 
-    names = load_first_names() if names is None else frozenset(n.lower() for n in names)
+    names = name_set(names)
     words = word_table(tokens_df, min_count=min_count)
     words = words.assign(bin=log_frequency_bins(words["count"], per_decade),
                          is_name=words["word"].isin(names))
@@ -189,8 +195,6 @@ def record_findings(findings: Findings, model: str, tokens_df: pd.DataFrame,
         findings.add(f"{r.measure}: rank-biserial effect", r.rank_biserial, src, "{:+.2f}")
 
 
-
-
 def _scale(values: pd.Series, measure: str) -> np.ndarray:
     """Variability on log10 (NaN where not positive), interference as it is (a cosine)."""
     v = values.to_numpy(dtype=float)
@@ -212,7 +216,7 @@ def names_near_average(tokens_df: pd.DataFrame, names: Iterable[str] | None = No
     ``verdicts.NAMES_RULE``: holds when at most ``holds_max`` come near and each has a count at
     least the ``holds_quantile`` of the names' counts, fails when at least ``fails_min`` come
     near or any has a count below their ``fails_quantile``, inconclusive otherwise."""
-    names = load_first_names() if names is None else frozenset(n.lower() for n in names)
+    names = name_set(names)
     pool = eligible(tokens_df, min_count=min_count)
     threshold = float(np.nanmean(_scale(pool[measure], measure))) if len(pool) else np.nan
     found = pool[pool["token"].str.lower().isin(names)].sort_values("count", ascending=False, kind="stable")
